@@ -1,0 +1,26 @@
+"""The Celery application: one broker (Redis), three queues, late acknowledgement.
+
+Tasks that change data are acks_late with reject_on_worker_lost (the defaults here), so a worker
+killed mid-task leaves its message on the queue for another worker instead of losing it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "control_plane.settings")
+
+QUEUES = ("default", "migrations", "imports")
+
+app = Celery("control_plane")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = [Queue(name) for name in QUEUES]
+app.conf.task_routes = {
+    "control_plane.fanout.*": {"queue": "migrations"},
+    "taskflow.imports.*": {"queue": "imports"},
+}
+app.conf.beat_schedule = {}
+app.autodiscover_tasks()

@@ -1,0 +1,12 @@
+"""URLs of a tenant host: the TaskFlow API."""
+
+from django.urls import path
+
+from control_plane.views import tenant_home
+
+urlpatterns = [
+    path("", tenant_home, name="tenant-home"),
+]
+
+handler404 = "control_plane.views.not_found"
+handler500 = "control_plane.views.server_error"

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The platform on a developer's machine, or in CI, from a fresh clone.
+#
+#   platform/dev.sh run     web :8000 + worker + beat in this terminal (Ctrl-C stops them all)
+#   platform/dev.sh test    lint, types, boundaries and the test suite against real services
+#   platform/dev.sh setup   install, start services, create roles and database, migrate
+#
+# PostgreSQL and Redis at DATABASE_URL / REDIS_URL are used when they answer; otherwise they are
+# started from Debian's binaries (installed with apt-get when missing) into .data/ of this checkout.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+DATA="$ROOT/.data"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+mkdir -p "$DATA"
+
+export DJANGO_SETTINGS_MODULE=control_plane.settings
+DB_NAME=${DB_NAME:-taskflow}
+DB_HOST=${DB_HOST:-127.0.0.1}
+DB_PORT=${DB_PORT:-5432}
+OWNER_ROLE=${OWNER_ROLE:-taskflow_owner}
+OWNER_PASSWORD=${OWNER_PASSWORD:-taskflow_owner}
+APP_ROLE=${APP_ROLE:-taskflow_app}
+APP_PASSWORD=${APP_PASSWORD:-taskflow_app}
+REDIS_PORT=${REDIS_PORT:-6379}
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+  command -v apt-get >/dev/null || die "$* missing and no apt-get to install it"
+  log "installing $* (Debian packages)"
+  as_root apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# --- Python environment ------------------------------------------------------------------------
+ensure_venv() {
+  local stamp="$VENV/.installed" want
+  want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
+  command -v python3.11 >/dev/null || die "Python 3.11 is required (python3.11 not on PATH)"
+  [ -x "$PY" ] || { log "creating $VENV"; python3.11 -m venv "$VENV"; }
+  log "installing dependencies (pinned by constraints.txt)"
+  "$PY" -m pip install -q --upgrade pip
+  "$PY" -m pip install -q -c constraints.txt -e ".[dev]"
+  echo "$want" >"$stamp"
+}
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+pg_bin() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+  if [ -z "$dir" ]; then apt_install postgresql; dir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1); fi
+  echo "$dir"
+}
+
+pg_answers() { pg_isready -q -h "$DB_HOST" -p "$DB_PORT" 2>/dev/null; }
+
+# Superuser used only to create roles and databases. A cluster we start ourselves is owned by
+# 'postgres' with trust auth on 127.0.0.1; an existing one is reached as PGSUPERUSER.
+PGSUPERUSER=${PGSUPERUSER:-postgres}
+
+ensure_postgres() {
+  command -v pg_isready >/dev/null || apt_install postgresql-client
+  if pg_answers; then return; fi
+  local bin pgdata="$DATA/pg" run_as=()
+  bin=$(pg_bin)
+  [ "$(id -u)" = 0 ] && run_as=(runuser -u postgres --)
+  if [ ! -f "$pgdata/PG_VERSION" ]; then
+    log "initialising a PostgreSQL cluster in $pgdata"
+    mkdir -p "$pgdata"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$pgdata"
+    "${run_as[@]}" "$bin/initdb" -q -D "$pgdata" -U postgres --auth=trust -E UTF8 >/dev/null
+  fi
+  log "starting PostgreSQL on $DB_HOST:$DB_PORT from $pgdata"
+  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$pgdata"
+  "${run_as[@]}" "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w \
+    -o "-h $DB_HOST -p $DB_PORT -k /tmp -c max_connections=300" start >/dev/null
+  pg_answers || die "PostgreSQL did not start; see $pgdata/server.log"
+}
+
+psql_super() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h "$DB_HOST" -p "$DB_PORT" -U "$PGSUPERUSER" "$@"; }
+
+ensure_roles_and_database() {
+  local db=$1
+  psql_super -d postgres -v owner_role="$OWNER_ROLE" -v owner_password="$OWNER_PASSWORD" \
+    -v app_role="$APP_ROLE" -v app_password="$APP_PASSWORD" -v db_name="$db" \
+    -f platform/postgres/init.sql >/dev/null
+}
+
+drop_database() {
+  psql_super -d postgres -c "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" >/dev/null
+}
+
+# --- Redis -----------------------------------------------------------------------------------
+redis_answers() { "$PY" - "$REDIS_URL" <<'PY' 2>/dev/null
+import sys, redis
+redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()
+PY
+}
+
+ensure_redis() {
+  if redis_answers; then return; fi
+  command -v redis-server >/dev/null || apt_install redis-server
+  log "starting Redis on 127.0.0.1:$REDIS_PORT (data in $DATA/redis)"
+  mkdir -p "$DATA/redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    --dir "$DATA/redis" --logfile "$DATA/redis/redis.log"
+  for _ in $(seq 50); do redis_answers && return; sleep 0.1; done
+  die "Redis did not start; see $DATA/redis/redis.log"
+}
+
+# --- Commands --------------------------------------------------------------------------------
+use_database() {
+  DB_NAME=$1
+  export DATABASE_URL="postgres://$APP_ROLE:$APP_PASSWORD@$DB_HOST:$DB_PORT/$DB_NAME"
+  export MIGRATION_DATABASE_URL="postgres://$OWNER_ROLE:$OWNER_PASSWORD@$DB_HOST:$DB_PORT/$DB_NAME"
+}
+
+prepare() {
+  ensure_venv
+  ensure_postgres
+  ensure_redis
+  ensure_roles_and_database "$DB_NAME"
+}
+
+cmd_setup() {
+  use_database "${DB_NAME}"
+  export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
+  prepare
+  local password_file="$DATA/admin_password"
+  [ -s "$password_file" ] || "$PY" -c "import secrets; print(secrets.token_urlsafe(12))" >"$password_file"
+  "$PY" manage.py setup_platform --demo --admin-password="$(cat "$password_file")"
+}
+
+cmd_run() {
+  cmd_setup
+  local pids=()
+  stop() {
+    trap - INT TERM EXIT
+    log "stopping web, worker and beat"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  }
+  trap stop INT TERM EXIT
+  "$PY" manage.py runserver 0.0.0.0:8000 --noreload & pids+=($!)
+  "$VENV/bin/celery" -A control_plane worker -Q default,migrations,imports -c 2 -l info \
+    -n "worker@%h" & pids+=($!)
+  "$VENV/bin/celery" -A control_plane beat -l info -s "$DATA/celerybeat-schedule" & pids+=($!)
+  log "web http://localhost:8000  demo tenant http://demo.localhost:8000  (Ctrl-C stops all)"
+  wait -n "${pids[@]}" || true
+}
+
+cmd_test() {
+  use_database "${TEST_DB_NAME:-taskflow_test}"
+  export REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/15}
+  export DJANGO_ENV=test
+  prepare_test_db() {
+    drop_database "$DB_NAME"
+    ensure_roles_and_database "$DB_NAME"
+    "$PY" manage.py setup_platform >/dev/null
+  }
+  ensure_venv
+  ensure_postgres
+  ensure_redis
+  log "ruff";          "$VENV/bin/ruff" check .
+  "$VENV/bin/ruff" format --check .
+  log "mypy";          "$VENV/bin/mypy" .
+  log "import-linter"; "$VENV/bin/lint-imports"
+  log "database $DB_NAME (fresh)"; prepare_test_db
+  log "pytest";        "$VENV/bin/pytest" "$@"
+}
+
+case "${1:-}" in
+  run) shift; cmd_run "$@" ;;
+  test) shift; cmd_test "$@" ;;
+  setup) shift; cmd_setup "$@" ;;
+  *) echo "usage: platform/dev.sh run|test|setup" >&2; exit 2 ;;
+esac

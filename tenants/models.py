@@ -1,0 +1,74 @@
+"""Tenant and Domain: who the platform serves and on which host names (public schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import models
+from django_tenants.models import DomainMixin, TenantMixin
+
+
+class Isolation(models.TextChoices):
+    SCHEMA = "schema", "Schema per tenant"
+    RLS = "rls", "Shared schema with row-level security"
+
+
+class TenantStatus(models.TextChoices):
+    PROVISIONING = "provisioning", "Provisioning"
+    ACTIVE = "active", "Active"
+    SUSPENDED = "suspended", "Suspended"
+    ARCHIVED = "archived", "Archived"
+    FAILED = "failed", "Failed"
+
+
+def schema_name_for(slug: str) -> str:
+    """The schema a tenant's rows live in when it is in schema mode."""
+    return f"t_{slug}"
+
+
+class Tenant(TenantMixin):
+    """One customer of the platform.
+
+    `schema_name` is `t_<slug>` in both modes: in schema mode it is the tenant's own schema;
+    in rls mode the schema does not exist and the name is the one a move to schema mode takes.
+    Storage is provisioned by tenants.provisioning, never by django-tenants' auto_create_schema.
+    """
+
+    schema_name: str
+    auto_create_schema = False
+    auto_drop_schema = False
+
+    name: models.CharField[str, str] = models.CharField(max_length=200)
+    slug: models.SlugField[str, str] = models.SlugField(max_length=40, unique=True)
+    isolation: models.CharField[str, str] = models.CharField(
+        max_length=10, choices=Isolation.choices, default=Isolation.SCHEMA
+    )
+    status: models.CharField[str, str] = models.CharField(
+        max_length=20,
+        choices=TenantStatus.choices,
+        default=TenantStatus.PROVISIONING,
+        db_index=True,
+    )
+    status_reason: models.TextField[str, str] = models.TextField(blank=True, default="")
+    created_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now_add=True)
+    updated_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_public(self) -> bool:
+        return bool(self.schema_name == "public")
+
+
+class Domain(DomainMixin):
+    """A host name that routes to one tenant; the tenant's primary one is its canonical host."""
+
+    class Meta:
+        ordering = ("domain",)
+
+    def __str__(self) -> str:
+        return str(self.domain)

@@ -1,0 +1,90 @@
+"""Fixtures for real services: the PostgreSQL database made by `platform/dev.sh test`, Redis,
+and Celery worker processes.
+
+The test database exists before pytest starts (created and migrated by the owner role, like
+production); tests connect as the app role, so nothing here can pass by being a superuser.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from control_plane.celery import app as celery_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def django_db_setup() -> None:
+    """Use the database `platform/dev.sh test` prepared; never create or destroy one here."""
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token for names that must not collide across tests and runs."""
+    return uuid.uuid4().hex[:10]
+
+
+class WorkerProcess:
+    """A real `celery worker` process, started and stopped by the test session."""
+
+    def __init__(self, name: str, queues: str = "default,migrations,imports", concurrency: int = 2):
+        self.name = f"{name}@{uuid.uuid4().hex[:6]}"
+        self.queues = queues
+        self.concurrency = concurrency
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = ROOT / ".data" / f"worker-{self.name.replace('@', '-')}.log"
+
+    def start(self, timeout: float = 30) -> WorkerProcess:
+        self.log_path.parent.mkdir(exist_ok=True)
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "control_plane", "worker",
+                "-Q", self.queues, "-c", str(self.concurrency), "-n", self.name,
+                "--without-gossip", "--without-mingle", "-l", "info",
+            ],
+            cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early; see {self.log_path}")
+            if celery_app.control.ping(destination=[self.name], timeout=0.5):
+                return self
+        self.stop()
+        raise RuntimeError(
+            f"worker {self.name} did not answer within {timeout}s; see {self.log_path}"
+        )
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process() -> Iterator[WorkerProcess]:
+    """One real worker for the session, consuming every queue."""
+    celery_app.control.purge()
+    worker = WorkerProcess("test-worker").start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return str(settings.REDIS_URL)

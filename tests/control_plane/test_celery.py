@@ -1,0 +1,32 @@
+"""The Celery app on Redis, and a task through a real worker process."""
+
+from __future__ import annotations
+
+import pytest
+
+from control_plane.celery import QUEUES
+from control_plane.celery import app as celery_app
+from control_plane.tasks import ping
+from tenants.roles import app_role_name
+from tests.conftest import WorkerProcess
+
+
+def test_queues_and_late_acknowledgement_are_configured() -> None:
+    assert (
+        {q.name for q in celery_app.conf.task_queues}
+        == set(QUEUES)
+        == {"default", "migrations", "imports"}
+    )
+    assert celery_app.conf.task_acks_late is True
+    assert celery_app.conf.task_reject_on_worker_lost is True
+    assert celery_app.conf.broker_url.startswith("redis://")
+
+
+@pytest.mark.worker
+def test_a_task_runs_in_a_real_worker_process_as_the_app_role(
+    celery_worker_process: WorkerProcess,
+) -> None:
+    result = ping.delay("hello").get(timeout=30)
+    assert result["payload"] == "hello"
+    assert result["pid"] != __import__("os").getpid()
+    assert result["role"] == app_role_name()
