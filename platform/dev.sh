@@ -65,22 +65,32 @@ pg_answers() { pg_isready -q -h "$DB_HOST" -p "$DB_PORT" 2>/dev/null; }
 # 'postgres' with trust auth on 127.0.0.1; an existing one is reached as PGSUPERUSER.
 PGSUPERUSER=${PGSUPERUSER:-postgres}
 
+# As root the server runs as 'postgres', which must be able to reach its data folder; when the
+# checkout is private to root (a mktemp clone, say), the folder moves under /var/tmp.
+pg_data_dir() {
+  local dir="$DATA/pg"
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$DATA"; then
+    dir="/var/tmp/taskflow-pg-$(printf '%s' "$ROOT" | sha1sum | cut -c1-10)"
+  fi
+  echo "$dir"
+}
+
 ensure_postgres() {
   command -v pg_isready >/dev/null || apt_install postgresql-client
   if pg_answers; then return; fi
-  local bin pgdata="$DATA/pg" run_as=()
+  local bin pgdata run_as=()
   bin=$(pg_bin)
+  pgdata=$(pg_data_dir)
   [ "$(id -u)" = 0 ] && run_as=(runuser -u postgres --)
   if [ ! -f "$pgdata/PG_VERSION" ]; then
     log "initialising a PostgreSQL cluster in $pgdata"
     mkdir -p "$pgdata"
     [ "$(id -u)" = 0 ] && chown postgres:postgres "$pgdata"
-    "${run_as[@]}" "$bin/initdb" -q -D "$pgdata" -U postgres --auth=trust -E UTF8 >/dev/null
+    (cd / && "${run_as[@]}" "$bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 >/dev/null)
   fi
   log "starting PostgreSQL on $DB_HOST:$DB_PORT from $pgdata"
-  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$pgdata"
-  "${run_as[@]}" "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w \
-    -o "-h $DB_HOST -p $DB_PORT -k /tmp -c max_connections=300" start >/dev/null
+  (cd / && "${run_as[@]}" "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w \
+    -o "-h $DB_HOST -p $DB_PORT -k /tmp -c max_connections=300" start >/dev/null)
   pg_answers || die "PostgreSQL did not start; see $pgdata/server.log"
 }
 
