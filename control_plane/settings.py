@@ -179,8 +179,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # --- REST framework --------------------------------------------------------------------------
 REST_FRAMEWORK: dict[str, object] = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["control_plane.authentication.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "control_plane.problems.problem_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }

@@ -14,7 +14,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django_tenants.middleware.main import TenantMainMiddleware
 
 from tenants.health import run_checks
+from tenants.models import Domain, Tenant, TenantStatus
 from tenants.problems import problem_response
+from tenants.resolution import resolve_tenant
 
 PROBE_PATHS = {"/healthz", "/readyz"}
 
@@ -43,7 +45,40 @@ class ProbeMiddleware:
 
 
 class TenantMiddleware(TenantMainMiddleware):
-    """django-tenants' resolution with a problem+json 404 for a host no tenant owns."""
+    """django-tenants' resolution, cached in Redis, with problem+json for hosts it cannot serve.
+
+    A tenant that is not active is refused here, before any view: suspended and archived
+    tenants get 403, a tenant still provisioning (or failed) 503.
+    """
+
+    def get_tenant(self, domain_model: type[Domain], hostname: str) -> Tenant:
+        tenant = resolve_tenant(hostname)
+        if tenant is None:
+            raise domain_model.DoesNotExist
+        return tenant
+
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        response: HttpResponse | None = super().process_request(request)
+        if response is not None:
+            return response
+        tenant: Tenant = request.tenant  # type: ignore[attr-defined]
+        if tenant.is_public or tenant.status == TenantStatus.ACTIVE:
+            return None
+        if tenant.status in {TenantStatus.SUSPENDED, TenantStatus.ARCHIVED}:
+            return problem_response(
+                403,
+                f"Tenant {tenant.status}",
+                f"Tenant {tenant.slug!r} is {tenant.status}; its API is not available.",
+                tenant_status=tenant.status,
+            )
+        refused = problem_response(
+            503,
+            "Tenant not available",
+            f"Tenant {tenant.slug!r} is {tenant.status}.",
+            tenant_status=tenant.status,
+        )
+        refused["Retry-After"] = "5"
+        return refused
 
     def no_tenant_found(self, request: HttpRequest, hostname: str) -> HttpResponse:
         return problem_response(

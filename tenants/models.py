@@ -50,6 +50,11 @@ class Tenant(TenantMixin):
         db_index=True,
     )
     status_reason: models.TextField[str, str] = models.TextField(blank=True, default="")
+    # The migration revisions the tenant's storage is at ({"django": ..., "alembic": ...}), so a
+    # fan-out can skip tenants already at its target without opening their schema.
+    revisions: models.JSONField[dict[str, str], dict[str, str]] = models.JSONField(
+        default=dict, blank=True
+    )
     created_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now_add=True)
     updated_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now=True)
 

@@ -1,6 +1,6 @@
-"""Provisioning of a tenant's storage: its own schema (schema mode) or nothing (rls mode).
+"""Provisioning of a tenant's storage: a clone of the template schema, or nothing (rls mode).
 
-Runs as the owner role. Never called from request code: onboarding calls it from a worker.
+Runs as the owner role, from a worker or a management command; never from request code.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.core.management import call_command
 from psycopg import sql
 
+from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, template_revisions
 from tenants.models import Isolation, Tenant
 from tenants.roles import app_role_name, owner_connection, use_owner_role_for_django
 
@@ -24,15 +25,44 @@ def grant_schema_to_app_role(schema: str) -> None:
         )
 
 
-def migrate_schema_from_scratch(schema: str) -> None:
-    """Create `schema` if absent and replay the Django tenant-app migrations into it (owner role)."""
+def migrate_template_schema() -> dict[str, str]:
+    """Bring the template schema to the head of the Django tenant apps (management commands only).
+
+    The Alembic TaskFlow head is applied by the caller that owns those migrations.
+    """
     with owner_connection() as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(TEMPLATE_SCHEMA))
+        )
     use_owner_role_for_django()
-    call_command("migrate_schemas", tenant=True, schema_name=schema, interactive=False, verbosity=0)
-    grant_schema_to_app_role(schema)
+    call_command(
+        "migrate_schemas", tenant=True, schema_name=TEMPLATE_SCHEMA, interactive=False, verbosity=0
+    )
+    with owner_connection() as conn:
+        return template_revisions(conn)
 
 
-def provision_storage(tenant: Tenant) -> None:
+def provision_storage(tenant: Tenant) -> dict[str, str]:
+    """Make the tenant's storage and return the revisions it is at.
+
+    Schema mode clones the template; a schema left by an earlier attempt that never became
+    active is dropped first, so a retried or redelivered provisioning is idempotent.
+    """
+    if tenant.isolation != Isolation.SCHEMA:
+        return {}
+    with owner_connection() as conn:
+        drop_schema(conn, tenant.schema_name)
+        conn.commit()
+        return clone_schema(conn, tenant.schema_name, grant_to=app_role_name())
+
+
+def drop_storage(tenant: Tenant) -> None:
+    """Remove the tenant's schema (schema mode). Callers decide when data may go."""
     if tenant.isolation == Isolation.SCHEMA:
-        migrate_schema_from_scratch(tenant.schema_name)
+        with owner_connection() as conn:
+            drop_schema(conn, tenant.schema_name)
+
+
+def drop_schema(conn: object, schema: str) -> None:
+    assert schema.startswith("t_"), f"refusing to drop non-tenant schema {schema!r}"
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))  # type: ignore[attr-defined]

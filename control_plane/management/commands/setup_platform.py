@@ -1,4 +1,4 @@
-"""Bring the database to a runnable platform: public migrations, grants, public tenant, demo."""
+"""Bring the database to a runnable platform: public migrations, grants, template, demo tenant."""
 
 from __future__ import annotations
 
@@ -9,15 +9,22 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
-from tenants.provisioning import grant_schema_to_app_role, provision_storage
+from control_plane.models import OnboardingStatus
+from control_plane.onboarding import (
+    OnboardingInput,
+    provision_onboarding,
+    request_onboarding,
+    validate_onboarding,
+)
+from tenants.models import Domain, Tenant, TenantStatus
+from tenants.provisioning import grant_schema_to_app_role, migrate_template_schema
 from tenants.roles import use_owner_role_for_django
+
+DEMO_SLUG = "demo"
 
 
 class Command(BaseCommand):
-    help = (
-        "Migrate the public schema as the owner role, grant the app role, ensure the public tenant."
-    )
+    help = "Migrate the public and template schemas as the owner role and ensure the public tenant."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -30,9 +37,8 @@ class Command(BaseCommand):
         call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
         grant_schema_to_app_role("public")
         ensure_public_tenant()
-        self.stdout.write(
-            f"public schema migrated; control plane at http://{settings.PUBLIC_DOMAIN}:8000"
-        )
+        revisions = migrate_template_schema()
+        self.stdout.write(f"public and template schemas migrated (template at {revisions})")
         if options["demo"]:
             self.ensure_demo(options["admin_password"])
 
@@ -45,25 +51,19 @@ class Command(BaseCommand):
         if admin_password:
             admin.set_password(admin_password)
             admin.save()
-        tenant = Tenant.objects.filter(slug="demo").first()
-        if tenant is None:
-            tenant = Tenant.objects.create(
-                name="Demo",
-                slug="demo",
-                schema_name=schema_name_for("demo"),
-                isolation=Isolation.SCHEMA,
-            )
-            Domain.objects.create(
-                domain=f"demo.{settings.PUBLIC_DOMAIN}", tenant=tenant, is_primary=True
-            )
-        if tenant.status != TenantStatus.ACTIVE:
-            provision_storage(tenant)
-            tenant.status = TenantStatus.ACTIVE
-            tenant.save(update_fields=["status", "updated_at"])
-        self.stdout.write(f"demo tenant at http://demo.{settings.PUBLIC_DOMAIN}:8000")
+        domain = f"{DEMO_SLUG}.{settings.PUBLIC_DOMAIN}"
+        key = "setup-platform-demo-tenant"
+        fields = {"name": "Demo", "slug": DEMO_SLUG, "domain": domain, "isolation": "schema"}
+        data = OnboardingInput(**fields, owner_email="owner@demo.example")
+        if not Tenant.objects.filter(slug=DEMO_SLUG).exists():
+            data = validate_onboarding(**fields, owner_email=data.owner_email)
+        requested = request_onboarding(data=data, idempotency_key=key, enqueue=False)
+        if requested.onboarding.status != OnboardingStatus.SUCCEEDED:
+            provision_onboarding(requested.onboarding.pk)
+        self.stdout.write(f"demo tenant: http://{domain}:8000/  owner token: {requested.token}")
         if admin_password:
             self.stdout.write(
-                f"admin login: http://{settings.PUBLIC_DOMAIN}:8000/admin/  user admin  password {admin_password}"
+                f"admin: http://{settings.PUBLIC_DOMAIN}:8000/admin/  user admin  password {admin_password}"
             )
 
 

@@ -1,0 +1,78 @@
+"""Bearer-token authentication for the tenant API and the operator API.
+
+A token authenticates only on its own tenant's host (staff tokens on the public host). Every
+refusal — unknown, malformed, revoked, expired, another tenant's, no membership — is the same 401,
+so a caller never learns that a token exists elsewhere.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.request import Request
+
+from control_plane.models import ApiToken, Membership
+from control_plane.tokens import digests_match, parse_prefix
+from tenants.identity import Principal, Role
+
+LAST_USED_GRANULARITY = timedelta(minutes=1)
+INVALID = "Invalid or expired token."
+
+
+class BearerTokenAuthentication(BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[object, Principal] | None:
+        header = get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
+        try:
+            value = header[1].decode()
+        except UnicodeDecodeError as exc:
+            raise exceptions.AuthenticationFailed(INVALID) from exc
+        return authenticate_token(value, tenant=getattr(request._request, "tenant", None))
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword
+
+
+def authenticate_token(value: str, *, tenant: object) -> tuple[object, Principal]:
+    """The user and principal of `value` on `tenant`'s host, or AuthenticationFailed."""
+    prefix = parse_prefix(value)
+    tenant_id = getattr(tenant, "pk", None)
+    if prefix is None or tenant_id is None:
+        raise exceptions.AuthenticationFailed(INVALID)
+    token = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
+    now = timezone.now()
+    if (
+        token is None
+        or not digests_match(value, token.digest)
+        or not token.is_usable(now)
+        or token.tenant_id != tenant_id
+        or not token.user.is_active
+    ):
+        raise exceptions.AuthenticationFailed(INVALID)
+    user = token.user
+    if getattr(tenant, "is_public", False):
+        if not user.is_staff:
+            raise exceptions.AuthenticationFailed(INVALID)
+        role, is_staff = Role.ADMIN, True
+    else:
+        membership_role = (
+            Membership.objects.filter(user=user, tenant_id=tenant_id)
+            .values_list("role", flat=True)
+            .first()
+        )
+        if membership_role is None:
+            raise exceptions.AuthenticationFailed(INVALID)
+        role, is_staff = Role(membership_role), False
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_GRANULARITY:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return user, Principal(
+        user_id=user.pk, tenant_id=tenant_id, role=role, token_id=token.pk, is_staff=is_staff
+    )

@@ -1,0 +1,285 @@
+"""Clone the template schema into a tenant schema, from DDL generated once per template revision.
+
+The template is kept at the head of the Django tenant apps and the Alembic TaskFlow migrations.
+Its DDL is read from the catalog with the template on the search_path, so names come out
+unqualified; the script then runs in one transaction, in one round trip, with only the new
+schema on the search_path (SET LOCAL, never a session SET). Generating the script scans catalogs
+that have no index by schema, so it is cached per template revision.
+
+What it copies: enum and domain types, tables (columns, defaults, identity and generated columns, NOT NULL), sequences
+(reset to their start), constraints, indexes, triggers and the template's own functions, plus the
+rows of the version-bookkeeping tables (so the clone records the revisions it is at). It must
+never copy tenant data: the template has none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+TEMPLATE_SCHEMA = "template"
+BOOKKEEPING_TABLES = ("django_migrations", "django_content_type", "alembic_version")
+
+
+@dataclass(frozen=True)
+class CloneScript:
+    """DDL of a template revision, with `{schema}` where the target schema's name goes."""
+
+    source: str
+    fingerprint: str
+    revisions: dict[str, str]
+    body: str
+    tables: tuple[str, ...] = field(default=())
+
+    def render(self, target: str) -> str:
+        quoted = _quote(target)
+        return self.body.replace("{schema}", quoted)
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+_cache: dict[tuple[str, str], CloneScript] = {}
+_cache_lock = threading.Lock()
+
+
+def template_revisions(conn: psycopg.Connection, source: str = TEMPLATE_SCHEMA) -> dict[str, str]:
+    """The revisions the template is at: a digest of its Django migrations and its Alembic head."""
+    row = conn.execute(
+        "SELECT to_regclass(format('%%I.django_migrations', %(s)s::text)) IS NOT NULL,"
+        "       to_regclass(format('%%I.alembic_version', %(s)s::text)) IS NOT NULL",
+        {"s": source},
+    ).fetchone()
+    assert row is not None
+    has_django, has_alembic = row
+    revisions: dict[str, str] = {}
+    if has_django:
+        (names,) = conn.execute(
+            sql.SQL(
+                "SELECT coalesce(string_agg(app || '.' || name, ',' ORDER BY app, name), '')"
+                " FROM {}.django_migrations"
+            ).format(sql.Identifier(source))
+        ).fetchone() or ("",)
+        revisions["django"] = hashlib.sha256(names.encode()).hexdigest()[:16]
+    if has_alembic:
+        alembic = conn.execute(
+            sql.SQL("SELECT version_num FROM {}.alembic_version").format(sql.Identifier(source))
+        ).fetchone()
+        revisions["alembic"] = alembic[0] if alembic else ""
+    return revisions
+
+
+def clone_script(conn: psycopg.Connection, source: str = TEMPLATE_SCHEMA) -> CloneScript:
+    """The cached script for the template's current revision, generated on first use."""
+    revisions = template_revisions(conn, source)
+    fingerprint = ",".join(f"{k}={v}" for k, v in sorted(revisions.items()))
+    key = (source, fingerprint)
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    script = generate_clone_script(conn, source, revisions, fingerprint)
+    with _cache_lock:
+        _cache[key] = script
+    return script
+
+
+def clone_schema(
+    conn: psycopg.Connection, target: str, *, grant_to: str, source: str = TEMPLATE_SCHEMA
+) -> dict[str, str]:
+    """Create schema `target` as a copy of `source` in one transaction and one round trip.
+
+    `grant_to` (the app role) gets usage of the schema and DML on its tables and sequences.
+    Returns the revisions the new schema is at.
+    """
+    script = clone_script(conn, source)
+    grants = sql.SQL(
+        "GRANT USAGE ON SCHEMA {s} TO {r};"
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r};"
+        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r};"
+    ).format(s=sql.Identifier(target), r=sql.Identifier(grant_to))
+    with conn.transaction():
+        conn.execute(script.render(target).encode() + b"\n" + grants.as_bytes(conn))
+    return script.revisions
+
+
+# --- Generation from the catalog ---------------------------------------------------------------
+
+COLUMNS = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated,
+       CASE WHEN a.attcollation <> t.typcollation THEN quote_ident(co.collname) END
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+LEFT JOIN pg_collation co ON co.oid = a.attcollation
+WHERE n.nspname = %(s)s AND c.relkind = 'r'
+ORDER BY c.relname, a.attnum
+"""
+
+SEQUENCES = """
+SELECT c.relname, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax,
+       s.seqcache, s.seqcycle, owner_table.relname, owner_col.attname
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_sequence s ON s.seqrelid = c.oid
+LEFT JOIN pg_depend dep ON dep.objid = c.oid AND dep.classid = 'pg_class'::regclass
+     AND dep.refclassid = 'pg_class'::regclass AND dep.deptype IN ('a', 'i')
+LEFT JOIN pg_class owner_table ON owner_table.oid = dep.refobjid
+LEFT JOIN pg_attribute owner_col ON owner_col.attrelid = dep.refobjid AND owner_col.attnum = dep.refobjsubid
+WHERE n.nspname = %(s)s AND c.relkind = 'S' AND coalesce(dep.deptype, 'a') <> 'i'
+ORDER BY c.relname
+"""
+
+CONSTRAINTS = """
+SELECT c.relname, con.conname, con.contype, pg_get_constraintdef(con.oid)
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(s)s AND c.relkind = 'r' AND con.contype IN ('p', 'u', 'c', 'x', 'f')
+  AND NOT (con.contype = 'c' AND con.conislocal IS FALSE)
+ORDER BY con.contype = 'f', c.relname, con.conname
+"""
+
+INDEXES = """
+SELECT pg_get_indexdef(i.indexrelid)
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(s)s AND c.relkind = 'r'
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid
+                  AND con.conrelid = i.indrelid)
+ORDER BY ic.relname
+"""
+
+TYPES = """
+SELECT t.typname, t.typtype,
+       (SELECT array_agg(quote_literal(e.enumlabel) ORDER BY e.enumsortorder)
+          FROM pg_enum e WHERE e.enumtypid = t.oid),
+       format_type(t.typbasetype, t.typtypmod), t.typnotnull, t.typdefault,
+       (SELECT array_agg(pg_get_constraintdef(c.oid) ORDER BY c.conname)
+          FROM pg_constraint c WHERE c.contypid = t.oid)
+FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE n.nspname = %(s)s AND t.typtype IN ('e', 'd')
+ORDER BY t.typtype = 'd', t.typname
+"""
+
+FUNCTIONS = """
+SELECT pg_get_functiondef(p.oid)
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = %(s)s AND p.prokind IN ('f', 'p')
+ORDER BY p.proname
+"""
+
+TRIGGERS = """
+SELECT pg_get_triggerdef(t.oid)
+FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(s)s AND NOT t.tgisinternal
+ORDER BY c.relname, t.tgname
+"""
+
+
+def generate_clone_script(
+    conn: psycopg.Connection, source: str, revisions: dict[str, str], fingerprint: str
+) -> CloneScript:
+    """Read the template's DDL from the catalog with only the template on the search_path."""
+    params = {"s": source}
+    qualified = re.compile(
+        r"(\s(?:ON|ON ONLY|FUNCTION|PROCEDURE)\s)" + re.escape(_quote_if_needed(source)) + r"\."
+    )
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL search_path = {}").format(sql.Identifier(source)))
+        columns = conn.execute(COLUMNS, params).fetchall()
+        types = conn.execute(TYPES, params).fetchall()
+        sequences = conn.execute(SEQUENCES, params).fetchall()
+        constraints = conn.execute(CONSTRAINTS, params).fetchall()
+        indexes = [r[0] for r in conn.execute(INDEXES, params).fetchall()]
+        functions = [r[0] for r in conn.execute(FUNCTIONS, params).fetchall()]
+        triggers = [r[0] for r in conn.execute(TRIGGERS, params).fetchall()]
+
+    out = [
+        "CREATE SCHEMA {schema};",
+        "SET LOCAL search_path = {schema}, public;",
+    ]
+    for name, kind, labels, base, notnull, default, checks in types:
+        if kind == "e":
+            out.append(f"CREATE TYPE {_quote(name)} AS ENUM ({', '.join(labels or [])});")
+        else:
+            domain = f"CREATE DOMAIN {_quote(name)} AS {base}"
+            domain += f" DEFAULT {default}" if default is not None else ""
+            domain += " NOT NULL" if notnull else ""
+            domain += "".join(f" {check}" for check in checks or [])
+            out.append(domain + ";")
+    for name, type_, start, inc, minv, maxv, cache, cycle, _t, _c in sequences:
+        out.append(
+            f"CREATE SEQUENCE {_quote(name)} AS {type_} INCREMENT {inc} MINVALUE {minv} MAXVALUE {maxv}"
+            f" START {start} CACHE {cache}{' CYCLE' if cycle else ''};"
+        )
+    tables: dict[str, list[str]] = {}
+    counters: dict[str, list[str]] = {}  # columns fed by a sequence, advanced past copied rows
+    for table, col, type_, notnull, default, identity, generated, collation in columns:
+        parts = [_quote(col), type_]
+        if collation:
+            parts.append(f"COLLATE {collation}")
+        if generated == "s":
+            parts.append(f"GENERATED ALWAYS AS ({default}) STORED")
+        elif identity:
+            counters.setdefault(table, []).append(col)
+            parts.append(
+                "GENERATED ALWAYS AS IDENTITY"
+                if identity == "a"
+                else "GENERATED BY DEFAULT AS IDENTITY"
+            )
+        elif default is not None:
+            parts.append(f"DEFAULT {default}")
+            if default.startswith("nextval("):
+                counters.setdefault(table, []).append(col)
+        if notnull:
+            parts.append("NOT NULL")
+        tables.setdefault(table, []).append(" ".join(parts))
+    for table, cols in tables.items():
+        out.append(f"CREATE TABLE {_quote(table)} (\n  " + ",\n  ".join(cols) + "\n);")
+    for name, *_rest, owner_table, owner_col in sequences:
+        if owner_table:
+            out.append(
+                f"ALTER SEQUENCE {_quote(name)} OWNED BY {_quote(owner_table)}.{_quote(owner_col)};"
+            )
+    for table, name, _type, definition in constraints:
+        out.append(f"ALTER TABLE {_quote(table)} ADD CONSTRAINT {_quote(name)} {definition};")
+    out.extend(qualified.sub(r"\1{schema}.", ddl) + ";" for ddl in indexes)
+    out.extend(qualified.sub(r"\1{schema}.", ddl) + ";" for ddl in functions)
+    out.extend(qualified.sub(r"\1{schema}.", ddl) + ";" for ddl in triggers)
+    for table in BOOKKEEPING_TABLES:
+        if table in tables:
+            copy_rows = f"INSERT INTO {_quote(table)} OVERRIDING SYSTEM VALUE SELECT * FROM "
+            out.append(copy_rows + f"{_quote(source)}.{_quote(table)};")
+            out.extend(
+                f"SELECT setval(pg_get_serial_sequence('{{schema}}.{_quote(table)}', '{col}'),"
+                f" coalesce(max({_quote(col)}), 0) + 1, false) FROM {_quote(table)};"
+                for col in counters.get(table, [])
+            )
+    return CloneScript(
+        source=source,
+        fingerprint=fingerprint,
+        revisions=revisions,
+        body="\n".join(out),
+        tables=tuple(tables),
+    )
+
+
+def _quote_if_needed(identifier: str) -> str:
+    """How PostgreSQL's ruleutils prints a schema name: quoted only when it must be."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", identifier):
+        return identifier
+    return _quote(identifier)
