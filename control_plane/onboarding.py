@@ -181,6 +181,25 @@ def _replay(existing: Onboarding, data: OnboardingInput, key: str) -> Onboarding
     return OnboardingRequested(onboarding=existing, token=secret.value, created=False)
 
 
+def submit_onboarding(
+    *,
+    fields: dict[str, str],
+    idempotency_key: str | None = None,
+    requested_by: User | None = None,
+) -> OnboardingRequested:
+    """Validate and request in one step; a replayed idempotency key skips validation.
+
+    A retry of a request that already created its tenant must not fail on "slug taken".
+    """
+    if idempotency_key:
+        existing = Onboarding.objects.select_related("tenant").filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            data = OnboardingInput(**{k: str(fields.get(k, "")) for k in OnboardingInput.__dataclass_fields__})
+            return _replay(existing, data, idempotency_key)
+    data = validate_onboarding(**fields)
+    return request_onboarding(data=data, idempotency_key=idempotency_key, requested_by=requested_by)
+
+
 def enqueue_provisioning(onboarding_id: int) -> None:
     celery_app.send_task(PROVISION_TASK, args=[onboarding_id])
 

@@ -2,10 +2,12 @@
 
 from django.urls import path
 
+from control_plane.identity_api import Me
 from control_plane.views import tenant_home
 
 urlpatterns = [
     path("", tenant_home, name="tenant-home"),
+    path("api/v1/me", Me.as_view(), name="me"),
 ]
 
 handler404 = "control_plane.views.not_found"

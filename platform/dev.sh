@@ -3,6 +3,7 @@
 #
 #   platform/dev.sh run     web :8000 + worker + beat in this terminal (Ctrl-C stops them all)
 #   platform/dev.sh test    lint, types, boundaries and the test suite against real services
+#   platform/dev.sh pytest  the test suite alone (pytest arguments pass through)
 #   platform/dev.sh setup   install, start services, create roles and database, migrate
 #
 # PostgreSQL and Redis at DATABASE_URL / REDIS_URL are used when they answer; otherwise they are
@@ -125,6 +126,11 @@ ensure_redis() {
   die "Redis did not start; see $DATA/redis/redis.log"
 }
 
+# --- Browser (tests only): Debian's Chromium, driven by Playwright; never a downloaded browser ---
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] || apt_install chromium
+}
+
 # --- Commands --------------------------------------------------------------------------------
 use_database() {
   DB_NAME=$1
@@ -166,29 +172,38 @@ cmd_run() {
   wait -n "${pids[@]}" || true
 }
 
-cmd_test() {
+use_test_environment() {
   use_database "${TEST_DB_NAME:-taskflow_test}"
   export REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/15}
   export DJANGO_ENV=test
-  prepare_test_db() {
-    drop_database "$DB_NAME"
-    ensure_roles_and_database "$DB_NAME"
-    "$PY" manage.py setup_platform >/dev/null
-  }
   ensure_venv
   ensure_postgres
   ensure_redis
+  ensure_chromium
+}
+
+run_pytest() {
+  log "database $DB_NAME (fresh)"
+  drop_database "$DB_NAME"
+  ensure_roles_and_database "$DB_NAME"
+  "$PY" manage.py setup_platform >/dev/null
+  log "pytest"
+  "$VENV/bin/pytest" "$@"
+}
+
+cmd_test() {
+  use_test_environment
   log "ruff";          "$VENV/bin/ruff" check .
   "$VENV/bin/ruff" format --check .
   log "mypy";          "$VENV/bin/mypy" .
   log "import-linter"; "$VENV/bin/lint-imports"
-  log "database $DB_NAME (fresh)"; prepare_test_db
-  log "pytest";        "$VENV/bin/pytest" "$@"
+  run_pytest "$@"
 }
 
 case "${1:-}" in
   run) shift; cmd_run "$@" ;;
   test) shift; cmd_test "$@" ;;
+  pytest) shift; use_test_environment; run_pytest "$@" ;;  # tests only, without the linters
   setup) shift; cmd_setup "$@" ;;
-  *) echo "usage: platform/dev.sh run|test|setup" >&2; exit 2 ;;
+  *) echo "usage: platform/dev.sh run|test|pytest|setup" >&2; exit 2 ;;
 esac

@@ -33,3 +33,11 @@ class Principal:
     role: Role
     token_id: int
     is_staff: bool = False
+
+
+def principal_of(request: object) -> Principal:
+    """The principal a DRF request authenticated as (views reached only after IsAuthenticated)."""
+    auth = getattr(request, "auth", None)
+    if not isinstance(auth, Principal):
+        raise TypeError("request is not authenticated by a bearer token")
+    return auth

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -88,3 +89,23 @@ def celery_worker_process() -> Iterator[WorkerProcess]:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return str(settings.REDIS_URL)
+
+
+@pytest.fixture
+def committed(django_db_blocker: Any) -> Iterator[None]:
+    """Database access with no wrapping transaction: rows commit and workers see them.
+
+    Tests using it make unique names instead of relying on rollback.
+    """
+    with django_db_blocker.unblock():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def back_to_public_schema() -> Iterator[None]:
+    """A tenant-host request leaves this process's connection on the tenant (django-tenants);
+    in a server the next request resets it, here the next test must start on public."""
+    yield
+    from django.db import connection
+
+    connection.set_schema_to_public()  # type: ignore[attr-defined]

@@ -1,0 +1,63 @@
+"""`manage.py onboard_tenant SLUG ...`: onboard a tenant and wait until it is provisioned."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from control_plane.onboarding import (
+    InvalidOnboarding,
+    OnboardingConflict,
+    request_onboarding,
+    validate_onboarding,
+)
+from tenants.models import Isolation, Tenant, TenantStatus
+
+
+class Command(BaseCommand):
+    help = "Onboard a tenant through the onboarding service and print its domain and owner token."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug")
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--domain", required=True)
+        parser.add_argument("--isolation", choices=Isolation.values, default=Isolation.SCHEMA)
+        parser.add_argument("--owner-email", required=True)
+        parser.add_argument(
+            "--timeout", type=float, default=60.0, help="Seconds to wait for a worker."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            data = validate_onboarding(
+                name=options["name"], slug=options["slug"], domain=options["domain"],
+                isolation=options["isolation"], owner_email=options["owner_email"],
+            )  # fmt: skip
+            requested = request_onboarding(data=data)
+        except InvalidOnboarding as exc:
+            reasons = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.errors.items())
+            raise CommandError(f"invalid onboarding request: {reasons}") from exc
+        except OnboardingConflict as exc:
+            raise CommandError(str(exc)) from exc
+        tenant = self.wait(requested.onboarding.tenant.pk, options["timeout"])
+        self.stdout.write(f"tenant:    {tenant.slug} ({tenant.isolation}, {tenant.status})")
+        self.stdout.write(f"domain:    {data.domain}")
+        self.stdout.write(f"owner:     {data.owner_email}")
+        self.stdout.write(f"token:     {requested.token}")
+        self.stdout.write("(the token is shown once; store it now)")
+
+    def wait(self, tenant_id: int, timeout: float) -> Tenant:
+        deadline = time.monotonic() + timeout
+        while True:
+            tenant = Tenant.objects.get(pk=tenant_id)
+            if tenant.status == TenantStatus.ACTIVE:
+                return tenant
+            if tenant.status == TenantStatus.FAILED:
+                raise CommandError(f"provisioning failed: {tenant.status_reason}")
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    f"tenant {tenant.slug!r} still {tenant.status} after {timeout:.0f}s; is a worker running?"
+                )
+            time.sleep(0.1)

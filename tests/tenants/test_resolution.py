@@ -1,0 +1,49 @@
+"""Tenant resolution is cached in Redis and forgotten when a tenant or domain changes."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from tenants.models import Domain, TenantStatus
+from tenants.resolution import resolve_tenant
+from tests.factories import make_tenant
+
+pytestmark = pytest.mark.django_db
+
+
+def tenant_table_queries(client: Client, host: str) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        client.get("/", HTTP_HOST=host)
+    return [q["sql"] for q in captured.captured_queries if "tenants_" in q["sql"]]
+
+
+def test_warm_cache_resolves_without_querying_tenant_tables(client, unique) -> None:
+    make_tenant(f"c{unique}")
+    host = f"c{unique}.localhost"
+    assert tenant_table_queries(client, host) != []  # cold: one lookup fills the cache
+    assert tenant_table_queries(client, host) == []  # warm: none
+
+
+def test_status_change_is_seen_at_once(client, unique) -> None:
+    tenant = make_tenant(f"s{unique}")
+    host = f"s{unique}.localhost"
+    assert client.get("/", HTTP_HOST=host).status_code == 200
+    tenant.status = TenantStatus.SUSPENDED
+    tenant.save()
+    assert client.get("/", HTTP_HOST=host).status_code == 403
+
+
+def test_renamed_and_deleted_domains_are_forgotten(unique) -> None:
+    tenant = make_tenant(f"d{unique}")
+    old, new = f"d{unique}.localhost", f"d{unique}-new.localhost"
+    assert resolve_tenant(old) is not None
+    domain = Domain.objects.get(domain=old)
+    domain.domain = new
+    domain.save()
+    assert resolve_tenant(old) is None
+    assert resolve_tenant(new).pk == tenant.pk  # type: ignore[union-attr]
+    domain.delete()
+    assert resolve_tenant(new) is None
