@@ -192,9 +192,15 @@ def submit_onboarding(
     A retry of a request that already created its tenant must not fail on "slug taken".
     """
     if idempotency_key:
-        existing = Onboarding.objects.select_related("tenant").filter(idempotency_key=idempotency_key).first()
+        existing = (
+            Onboarding.objects.select_related("tenant")
+            .filter(idempotency_key=idempotency_key)
+            .first()
+        )
         if existing is not None:
-            data = OnboardingInput(**{k: str(fields.get(k, "")) for k in OnboardingInput.__dataclass_fields__})
+            data = OnboardingInput(
+                **{k: str(fields.get(k, "")) for k in OnboardingInput.__dataclass_fields__}
+            )
             return _replay(existing, data, idempotency_key)
     data = validate_onboarding(**fields)
     return request_onboarding(data=data, idempotency_key=idempotency_key, requested_by=requested_by)

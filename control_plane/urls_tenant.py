@@ -1,6 +1,6 @@
 """URLs of a tenant host: the TaskFlow API."""
 
-from django.urls import path
+from django.urls import include, path
 
 from control_plane.identity_api import Me
 from control_plane.views import tenant_home
@@ -8,6 +8,7 @@ from control_plane.views import tenant_home
 urlpatterns = [
     path("", tenant_home, name="tenant-home"),
     path("api/v1/me", Me.as_view(), name="me"),
+    path("api/v1/", include("taskflow.urls")),
 ]
 
 handler404 = "control_plane.views.not_found"

@@ -49,8 +49,8 @@ _cache: dict[tuple[str, str], CloneScript] = {}
 _cache_lock = threading.Lock()
 
 
-def template_revisions(conn: psycopg.Connection, source: str = TEMPLATE_SCHEMA) -> dict[str, str]:
-    """The revisions the template is at: a digest of its Django migrations and its Alembic head."""
+def read_revisions(conn: psycopg.Connection, source: str = TEMPLATE_SCHEMA) -> dict[str, str]:
+    """The revisions a schema is at: a digest of its Django migrations and its Alembic revision."""
     row = conn.execute(
         "SELECT to_regclass(format('%%I.django_migrations', %(s)s::text)) IS NOT NULL,"
         "       to_regclass(format('%%I.alembic_version', %(s)s::text)) IS NOT NULL",
@@ -77,7 +77,7 @@ def template_revisions(conn: psycopg.Connection, source: str = TEMPLATE_SCHEMA) 
 
 def clone_script(conn: psycopg.Connection, source: str = TEMPLATE_SCHEMA) -> CloneScript:
     """The cached script for the template's current revision, generated on first use."""
-    revisions = template_revisions(conn, source)
+    revisions = read_revisions(conn, source)
     fingerprint = ",".join(f"{k}={v}" for k, v in sorted(revisions.items()))
     key = (source, fingerprint)
     with _cache_lock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.core.management import call_command
 from psycopg import sql
 
-from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, template_revisions
+from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, read_revisions
 from tenants.models import Isolation, Tenant
 from tenants.roles import app_role_name, owner_connection, use_owner_role_for_django
 
@@ -39,7 +39,7 @@ def migrate_template_schema() -> dict[str, str]:
         "migrate_schemas", tenant=True, schema_name=TEMPLATE_SCHEMA, interactive=False, verbosity=0
     )
     with owner_connection() as conn:
-        return template_revisions(conn)
+        return read_revisions(conn)
 
 
 def provision_storage(tenant: Tenant) -> dict[str, str]:

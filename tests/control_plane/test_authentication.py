@@ -15,8 +15,8 @@ pytestmark = pytest.mark.django_db
 
 
 def me(client: Client, host: str, token: str | None) -> tuple[int, dict]:
-    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token is not None else {}
-    response = client.get("/api/v1/me", HTTP_HOST=host, **headers)
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    response = client.get("/api/v1/me", HTTP_HOST=host, headers=headers)
     return response.status_code, response.json()
 
 

@@ -16,9 +16,11 @@ from control_plane.onboarding import (
     request_onboarding,
     validate_onboarding,
 )
-from tenants.models import Domain, Tenant, TenantStatus
+from migrations_sqla.runner import migrate_schema, owner_engine
+from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
+from tenants.models import Domain, Isolation, Tenant, TenantStatus
 from tenants.provisioning import grant_schema_to_app_role, migrate_template_schema
-from tenants.roles import use_owner_role_for_django
+from tenants.roles import owner_connection, use_owner_role_for_django
 
 DEMO_SLUG = "demo"
 
@@ -37,10 +39,37 @@ class Command(BaseCommand):
         call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
         grant_schema_to_app_role("public")
         ensure_public_tenant()
-        revisions = migrate_template_schema()
+        migrate_template_schema()
+        with owner_engine().connect() as connection:
+            migrate_schema(connection, TEMPLATE_SCHEMA)
+            revisions = schema_revisions(TEMPLATE_SCHEMA)
+            upgraded = self.upgrade_tenant_schemas(connection, revisions)
         self.stdout.write(f"public and template schemas migrated (template at {revisions})")
+        if upgraded:
+            self.stdout.write(f"{upgraded} tenant schemas brought to the template's revisions")
         if options["demo"]:
             self.ensure_demo(options["admin_password"])
+
+    def upgrade_tenant_schemas(self, connection: Any, revisions: dict[str, str]) -> int:
+        """Bring tenant schemas behind the template up to it, one by one (small installations;
+        large ones use the migration fan-out)."""
+        behind = [
+            t for t in Tenant.objects.filter(isolation=Isolation.SCHEMA, status=TenantStatus.ACTIVE)
+            if t.revisions != revisions
+        ]  # fmt: skip
+        for tenant in behind:
+            call_command(
+                "migrate_schemas",
+                tenant=True,
+                schema_name=tenant.schema_name,
+                interactive=False,
+                verbosity=0,
+            )
+            migrate_schema(connection, tenant.schema_name)
+            Tenant.objects.filter(pk=tenant.pk).update(
+                revisions=schema_revisions(tenant.schema_name)
+            )
+        return len(behind)
 
     def ensure_demo(self, admin_password: str) -> None:
         user_model = get_user_model()
@@ -65,6 +94,11 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"admin: http://{settings.PUBLIC_DOMAIN}:8000/admin/  user admin  password {admin_password}"
             )
+
+
+def schema_revisions(schema: str) -> dict[str, str]:
+    with owner_connection() as conn:
+        return read_revisions(conn, schema)
 
 
 def ensure_public_tenant() -> Tenant:

@@ -1,0 +1,243 @@
+"""Keyset pagination with signed, opaque composite cursors.
+
+A sort is a list of keys (created_at, updated_at, due_date, priority, title), each ascending or
+descending, always ended by id. Nullable keys sort by an expression with a place for NULL
+(due_date -> coalesce(due_date, 'infinity')) that the partial indexes also use, so NULL rows
+are paged like any other. A cursor holds the boundary row's key values, its direction, and the
+sort, filters and tenant it was made for, signed with an HMAC derived from the secret key: a
+tampered cursor, or one used under another sort, filter or tenant, is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+from django.conf import settings
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from taskflow.errors import InvalidCursor, InvalidInput
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class SortField:
+    """A sortable field: the SQL expression it orders by and how its value goes in a cursor."""
+
+    name: str
+    expression: Callable[[Any], ColumnElement[Any]]
+    sql_type: sa.types.TypeEngine[Any]
+    value_of: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class SortKey:
+    field: SortField
+    descending: bool
+
+
+@dataclass(frozen=True)
+class Sort:
+    keys: tuple[SortKey, ...]
+    id_descending: bool
+
+    @property
+    def text(self) -> str:
+        parts = [("-" if k.descending else "") + k.field.name for k in self.keys]
+        return ",".join([*parts, "-id" if self.id_descending else "id"])
+
+
+def parse_sort(value: str | None, fields: dict[str, SortField], default: str) -> Sort:
+    """`-priority,due_date` -> Sort; id is always the last key, in the last key's direction."""
+    raw = [part.strip() for part in (value or default).split(",") if part.strip()]
+    keys: list[SortKey] = []
+    seen: set[str] = set()
+    for part in raw:
+        name, descending = part.removeprefix("-"), part.startswith("-")
+        if name == "id" and part is raw[-1]:
+            continue
+        if name not in fields:
+            raise InvalidInput("sort", f"Cannot sort by {name!r}; choose from {', '.join(fields)}.")
+        if name in seen:
+            raise InvalidInput("sort", f"{name!r} appears twice in the sort.")
+        seen.add(name)
+        keys.append(SortKey(fields[name], descending))
+    last = raw[-1] if raw else ""
+    id_descending = (
+        last.startswith("-")
+        if last.removeprefix("-") == "id"
+        else bool(keys and keys[-1].descending)
+    )
+    return Sort(tuple(keys), id_descending)
+
+
+def parse_limit(value: str | None) -> int:
+    if value is None or value == "":
+        return DEFAULT_LIMIT
+    try:
+        limit = int(value)
+    except ValueError as exc:
+        raise InvalidInput("limit", "limit must be an integer.") from exc
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput("limit", f"limit must be between 1 and {MAX_LIMIT}.")
+    return limit
+
+
+# --- Cursors ------------------------------------------------------------------------------------
+
+
+def _cursor_key() -> bytes:
+    return hmac.new(
+        settings.SECRET_KEY.encode(), b"taskflow/keyset-cursor/v1", hashlib.sha256
+    ).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Cursor:
+    values: tuple[Any, ...]
+    backwards: bool
+
+
+@dataclass(frozen=True)
+class CursorScope:
+    """What a cursor is only valid for."""
+
+    tenant_id: int
+    sort: str
+    filters: str
+
+
+def encode_cursor(cursor: Cursor, scope: CursorScope) -> str:
+    payload = json.dumps(
+        {
+            "v": list(cursor.values),
+            "b": cursor.backwards,
+            "t": scope.tenant_id,
+            "s": scope.sort,
+            "f": scope.filters,
+        },
+        separators=(",", ":"),
+    ).encode()
+    signature = hmac.new(_cursor_key(), payload, hashlib.sha256).digest()[:16]
+    return f"{_b64(payload)}.{_b64(signature)}"
+
+
+def decode_cursor(token: str, scope: CursorScope) -> Cursor:
+    try:
+        payload_text, signature_text = token.split(".")
+        payload, signature = _unb64(payload_text), _unb64(signature_text)
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursor("The cursor is malformed.") from exc
+    expected = hmac.new(_cursor_key(), payload, hashlib.sha256).digest()[:16]
+    if not hmac.compare_digest(signature, expected):
+        raise InvalidCursor("The cursor's signature does not match.")
+    data = json.loads(payload)
+    if data["t"] != scope.tenant_id:
+        raise InvalidCursor("The cursor belongs to another tenant.")
+    if data["s"] != scope.sort:
+        raise InvalidCursor("The cursor was made for another sort.")
+    if data["f"] != scope.filters:
+        raise InvalidCursor("The cursor was made for other filters.")
+    return Cursor(tuple(data["v"]), bool(data["b"]))
+
+
+def filters_fingerprint(filters: dict[str, Any]) -> str:
+    canonical = json.dumps(
+        {k: v for k, v in sorted(filters.items()) if v not in (None, "", [])}, default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --- Queries ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+    previous_cursor: str | None
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def _after(
+    exprs: Sequence[ColumnElement[Any]], descending: Sequence[bool], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """Rows strictly after `values` in the order (exprs, descending)."""
+    if all(descending) or not any(descending):
+        row, bound = sa.tuple_(*exprs), sa.tuple_(*values)
+        return row < bound if descending[0] else row > bound
+    clauses = []
+    for i, (expr, desc) in enumerate(zip(exprs, descending, strict=True)):
+        equal = [exprs[j] == values[j] for j in range(i)]
+        clauses.append(sa.and_(*equal, expr < values[i] if desc else expr > values[i]))
+    return sa.or_(*clauses)
+
+
+def paginate(
+    session: Session,
+    statement: sa.Select[Any],
+    *,
+    entity: Any,
+    sort: Sort,
+    scope: CursorScope,
+    cursor_token: str | None,
+    limit: int,
+) -> Page[Any]:
+    """One page of `statement` in `sort` order after (or before) the cursor's boundary row."""
+    exprs = [key.field.expression(entity) for key in sort.keys] + [entity.id]
+    descending = [key.descending for key in sort.keys] + [sort.id_descending]
+    types = [key.field.sql_type for key in sort.keys] + [sa.BigInteger()]
+    cursor = decode_cursor(cursor_token, scope) if cursor_token else None
+    backwards = bool(cursor and cursor.backwards)
+    # Going backwards, walk the order reversed from the boundary, then turn the page around.
+    walk = [d != backwards for d in descending]
+    if cursor is not None:
+        if len(cursor.values) != len(exprs):
+            raise InvalidCursor("The cursor does not fit this sort.")
+        bounds = [sa.cast(sa.literal(v), t) for v, t in zip(cursor.values, types, strict=True)]
+        statement = statement.where(_after(exprs, walk, bounds))
+    order = [e.desc() if d else e.asc() for e, d in zip(exprs, walk, strict=True)]
+    rows = list(session.scalars(statement.order_by(*order).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+
+    def boundary(row: Any, towards_start: bool) -> str:
+        values = (*(_json_value(k.field.value_of(row)) for k in sort.keys), row.id)
+        return encode_cursor(Cursor(values, towards_start), scope)
+
+    if not rows:
+        return Page([], None, None)
+    has_next = more if not backwards else True
+    has_previous = (cursor is not None) if not backwards else more
+    return Page(
+        rows,
+        boundary(rows[-1], False) if has_next else None,
+        boundary(rows[0], True) if has_previous else None,
+    )

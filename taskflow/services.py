@@ -1,0 +1,273 @@
+"""Services: everything TaskFlow writes. Keyword-only, typed, no HTTP; the caller commits.
+
+Writes carry the version the client last saw. A mismatch found before writing is a Conflict
+(or PreconditionFailed for If-Match); a concurrent write caught by the version column at flush
+(StaleDataError) is a Conflict too. Either way the error carries the current row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from taskflow.errors import Conflict, InvalidInput, PreconditionFailed, PreconditionRequired
+from taskflow.models import Comment, Project, Task
+from taskflow.representations import represent
+from taskflow.selectors import project_get, task_get
+
+PROJECT_FIELDS = frozenset({"key", "name", "description"})
+TASK_FIELDS = frozenset(
+    {
+        "project_id",
+        "external_id",
+        "title",
+        "description",
+        "status",
+        "priority",
+        "assignee_id",
+        "due_date",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """The version a write expects: from If-Match (412 on mismatch) or the body (409)."""
+
+    if_match: int | None = None
+    body_version: int | None = None
+    if_match_any: bool = False
+
+    def check(self, row: Any) -> None:
+        if self.if_match_any:
+            return
+        if self.if_match is not None:
+            if row.version != self.if_match:
+                raise PreconditionFailed(
+                    f"If-Match {self.if_match} no longer matches version {row.version}.",
+                    current=represent(row),
+                )
+            return
+        if self.body_version is not None:
+            if row.version != self.body_version:
+                raise Conflict(
+                    f"Version {self.body_version} is stale; the current version is {row.version}.",
+                    current=represent(row),
+                )
+            return
+        raise PreconditionRequired(
+            "Send If-Match (or the version you last read) to change this resource."
+        )
+
+
+def _flush(session: Session, row: Any, what: str) -> None:
+    """Flush, turning a lost race on the version column and unique keys into 409s."""
+    try:
+        with session.begin_nested():
+            session.flush()
+    except StaleDataError as exc:
+        session.expire(row)
+        current = session.get(type(row), row.id)
+        raise Conflict(
+            f"The {what} was changed by another request.",
+            current=represent(current) if current else None,
+        ) from exc
+    except IntegrityError as exc:
+        raise Conflict(_integrity_message(exc, what)) from exc
+
+
+def _integrity_message(exc: IntegrityError, what: str) -> str:
+    text = str(exc.orig)
+    if "projects_key_live" in text:
+        return "A live project already has this key."
+    if "tasks_external_id_key" in text:
+        return "A task with this external_id already exists."
+    return f"The {what} conflicts with existing data."
+
+
+def _apply(row: Any, changes: dict[str, Any], allowed: frozenset[str]) -> None:
+    unknown = set(changes) - allowed
+    if unknown:
+        raise InvalidInput(sorted(unknown)[0], "This field cannot be changed.")
+    for name, value in changes.items():
+        setattr(row, name, value)
+
+
+# --- Projects -----------------------------------------------------------------------------------
+
+
+def project_create(*, session: Session, tenant_id: int, data: dict[str, Any]) -> Project:
+    project = Project(tenant_id=tenant_id, description="", **data)
+    session.add(project)
+    _flush(session, project, "project")
+    return project
+
+
+def project_update(
+    *,
+    session: Session,
+    tenant_id: int,
+    project_id: int,
+    precondition: Precondition,
+    changes: dict[str, Any],
+) -> Project:
+    project = project_get(session=session, tenant_id=tenant_id, project_id=project_id)
+    precondition.check(project)
+    _apply(project, changes, PROJECT_FIELDS)
+    _flush(session, project, "project")
+    return project
+
+
+def project_delete(
+    *,
+    session: Session,
+    tenant_id: int,
+    project_id: int,
+    precondition: Precondition,
+) -> Project:
+    """Soft-delete the project and its live tasks, stamping both with the same deleted_at."""
+    project = project_get(session=session, tenant_id=tenant_id, project_id=project_id)
+    precondition.check(project)
+    now = session.scalar(sa.select(sa.func.now()))
+    project.deleted_at = now
+    _flush(session, project, "project")
+    session.execute(
+        sa.update(Task)
+        .where(
+            Task.tenant_id == tenant_id, Task.project_id == project_id, Task.deleted_at.is_(None)
+        )
+        .values(deleted_at=now, version=Task.version + 1, updated_at=sa.func.now()),
+        execution_options={"synchronize_session": False},
+    )
+    return project
+
+
+def project_restore(*, session: Session, tenant_id: int, project_id: int) -> Project:
+    """Restore the project and exactly the tasks its deletion took with it."""
+    project = project_get(
+        session=session, tenant_id=tenant_id, project_id=project_id, include_deleted=True
+    )
+    if project.deleted_at is None:
+        return project
+    deleted_at: datetime = project.deleted_at
+    project.deleted_at = None
+    _flush(session, project, "project")
+    session.execute(
+        sa.update(Task)
+        .where(
+            Task.tenant_id == tenant_id,
+            Task.project_id == project_id,
+            Task.deleted_at == deleted_at,
+        )
+        .values(deleted_at=None, version=Task.version + 1, updated_at=sa.func.now()),
+        execution_options={"synchronize_session": False},
+    )
+    return project
+
+
+# --- Tasks --------------------------------------------------------------------------------------
+
+
+def _require_live_project(session: Session, tenant_id: int, project_id: int) -> None:
+    exists = session.scalar(
+        sa.select(Project.id).where(
+            Project.tenant_id == tenant_id, Project.id == project_id, Project.deleted_at.is_(None)
+        )
+    )
+    if exists is None:
+        raise InvalidInput("project_id", f"No live project {project_id}.")
+
+
+def task_create(*, session: Session, tenant_id: int, data: dict[str, Any]) -> Task:
+    _require_live_project(session, tenant_id, data["project_id"])
+    task = Task(tenant_id=tenant_id, **{"description": "", "status": "todo", "priority": 2, **data})
+    session.add(task)
+    _flush(session, task, "task")
+    return task
+
+
+def task_update(
+    *,
+    session: Session,
+    tenant_id: int,
+    task_id: int,
+    precondition: Precondition,
+    changes: dict[str, Any],
+) -> Task:
+    task = task_get(session=session, tenant_id=tenant_id, task_id=task_id)
+    precondition.check(task)
+    if "project_id" in changes and changes["project_id"] != task.project_id:
+        _require_live_project(session, tenant_id, changes["project_id"])
+    _apply(task, changes, TASK_FIELDS)
+    _flush(session, task, "task")
+    return task
+
+
+def task_delete(
+    *,
+    session: Session,
+    tenant_id: int,
+    task_id: int,
+    precondition: Precondition,
+) -> Task:
+    task = task_get(session=session, tenant_id=tenant_id, task_id=task_id)
+    precondition.check(task)
+    task.deleted_at = session.scalar(sa.select(sa.func.now()))
+    _flush(session, task, "task")
+    return task
+
+
+def task_restore(*, session: Session, tenant_id: int, task_id: int) -> Task:
+    task = task_get(session=session, tenant_id=tenant_id, task_id=task_id, include_deleted=True)
+    if task.deleted_at is not None:
+        project = project_get(
+            session=session, tenant_id=tenant_id, project_id=task.project_id, include_deleted=True
+        )
+        if project.deleted_at is not None:
+            raise Conflict("The task's project is deleted; restore the project first.")
+        task.deleted_at = None
+        _flush(session, task, "task")
+    return task
+
+
+# --- Comments -----------------------------------------------------------------------------------
+
+
+def comment_create(
+    *,
+    session: Session,
+    tenant_id: int,
+    task_id: int,
+    author_id: int,
+    body: str,
+) -> Comment:
+    task_get(session=session, tenant_id=tenant_id, task_id=task_id)
+    comment = Comment(tenant_id=tenant_id, task_id=task_id, author_id=author_id, body=body)
+    session.add(comment)
+    _flush(session, comment, "comment")
+    return comment
+
+
+# --- Upkeep -------------------------------------------------------------------------------------
+
+
+def purge_deleted(*, session: Session, tenant_id: int, older_than: datetime) -> dict[str, int]:
+    """Hard-delete rows soft-deleted before `older_than` (history triggers record each one)."""
+    counts: dict[str, int] = {}
+    for entity in (Comment, Task, Project):
+        result = session.execute(
+            sa.delete(entity).where(
+                entity.tenant_id == tenant_id,
+                entity.deleted_at.is_not(None),
+                entity.deleted_at < older_than,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+        counts[entity.__tablename__] = result.rowcount  # type: ignore[attr-defined]
+    return counts

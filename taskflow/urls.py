@@ -1,0 +1,31 @@
+"""TaskFlow's API routes, mounted under /api/v1/ on tenant hosts."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from taskflow import views
+
+urlpatterns = [
+    path(
+        "schema",
+        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
+        name="schema",
+    ),
+    path(
+        "docs",
+        SpectacularSwaggerView.as_view(
+            url_name="schema", authentication_classes=[], permission_classes=[]
+        ),
+        name="docs",
+    ),
+    path("projects", views.ProjectCollection.as_view(), name="projects"),
+    path("projects/<int:project_id>", views.ProjectDetail.as_view(), name="project"),
+    path(
+        "projects/<int:project_id>/restore", views.ProjectRestore.as_view(), name="project-restore"
+    ),
+    path("tasks", views.TaskCollection.as_view(), name="tasks"),
+    path("tasks/<int:task_id>", views.TaskDetail.as_view(), name="task"),
+    path("tasks/<int:task_id>/restore", views.TaskRestore.as_view(), name="task-restore"),
+    path("tasks/<int:task_id>/history", views.TaskHistory.as_view(), name="task-history"),
+    path("tasks/<int:task_id>/comments", views.TaskComments.as_view(), name="task-comments"),
+]

@@ -1,0 +1,101 @@
+"""Binding a SQLAlchemy session to one tenant: the only way TaskFlow code reaches tenant data.
+
+One engine per process (psycopg 3, pooled, app role). A bound session's connection maps the
+placeholder schema `tenant` to the tenant's schema (schema mode) or to `shared` (rls mode) with
+schema_translate_map, and every transaction begins with transaction-local set_config of
+app.tenant_id, app.actor_id and app.request_id, so a pooled connection never carries one
+tenant's identity into another's request (safe behind PgBouncer in transaction mode).
+This module must never issue a session-level SET.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from django.conf import settings
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from tenants.models import Isolation, Tenant
+
+PLACEHOLDER_SCHEMA = "tenant"
+SHARED_SCHEMA = "shared"
+
+
+@dataclass(frozen=True)
+class TenantBinding:
+    """What a session needs to know about its tenant and caller."""
+
+    tenant_id: int
+    schema: str
+    actor_id: int | None = None
+    request_id: str | None = None
+
+
+def binding_for(
+    tenant: Tenant, *, actor_id: int | None = None, request_id: str | None = None
+) -> TenantBinding:
+    schema = tenant.schema_name if tenant.isolation == Isolation.SCHEMA else SHARED_SCHEMA
+    return TenantBinding(
+        tenant_id=tenant.pk, schema=schema, actor_id=actor_id, request_id=request_id
+    )
+
+
+def sqlalchemy_url(url: str) -> str:
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg://", url)
+
+
+@functools.cache
+def engine() -> sa.Engine:
+    """The process's engine for tenant data, as the app role."""
+    created = sa.create_engine(
+        sqlalchemy_url(settings.DATABASE_URL),
+        pool_size=settings.TASKFLOW_POOL_SIZE,
+        max_overflow=settings.TASKFLOW_POOL_OVERFLOW,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        # Server-side prepared statements do not survive PgBouncer's transaction pooling.
+        connect_args={"prepare_threshold": None} if settings.DATABASE_BEHIND_PGBOUNCER else {},
+    )
+    return created
+
+
+@contextmanager
+def tenant_session(binding: TenantBinding) -> Iterator[Session]:
+    """A session whose every transaction is bound to `binding`; committed when the block exits."""
+    connection = (
+        engine()
+        .connect()
+        .execution_options(schema_translate_map={PLACEHOLDER_SCHEMA: binding.schema})
+    )
+    session = Session(bind=connection, expire_on_commit=False, autoflush=True)
+
+    @event.listens_for(session, "after_begin")
+    def bind_transaction(_session: Session, _transaction: object, conn: sa.Connection) -> None:
+        conn.execute(
+            sa.text(
+                "SELECT set_config('app.tenant_id', :tenant, true),"
+                " set_config('app.actor_id', :actor, true),"
+                " set_config('app.request_id', :request, true)"
+            ),
+            {
+                "tenant": str(binding.tenant_id),
+                "actor": "" if binding.actor_id is None else str(binding.actor_id),
+                "request": binding.request_id or "",
+            },
+        )
+
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+        connection.close()
