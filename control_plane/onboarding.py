@@ -160,8 +160,10 @@ def request_onboarding(
             )
             if enqueue:
                 transaction.on_commit(lambda: enqueue_provisioning(onboarding.pk))
-    except IntegrityError as exc:
-        # Lost a race with a concurrent request for the same slug, domain or key.
+    except (IntegrityError, ValidationError) as exc:
+        # Lost a race with a concurrent request for the same slug, domain or key. A race the
+        # other request already committed surfaces as TenantMixin.save's ValidationError on the
+        # schema name, before the INSERT reaches the unique index.
         if idempotency_key:
             existing = (
                 Onboarding.objects.select_related("tenant")

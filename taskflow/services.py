@@ -67,13 +67,17 @@ class Precondition:
 
 
 def _flush(session: Session, row: Any, what: str) -> None:
-    """Flush, turning a lost race on the version column and unique keys into 409s."""
+    """Flush, turning a lost race on the version column and unique keys into 409s.
+
+    After StaleDataError the transaction is rolled back (the write has lost anyway) and the
+    current row is read in a fresh one, so the 409 carries what won.
+    """
+    entity, row_id = type(row), row.id
     try:
-        with session.begin_nested():
-            session.flush()
+        session.flush()
     except StaleDataError as exc:
-        session.expire(row)
-        current = session.get(type(row), row.id)
+        session.rollback()
+        current = session.get(entity, row_id)
         raise Conflict(
             f"The {what} was changed by another request.",
             current=represent(current) if current else None,
@@ -103,7 +107,7 @@ def _apply(row: Any, changes: dict[str, Any], allowed: frozenset[str]) -> None:
 
 
 def project_create(*, session: Session, tenant_id: int, data: dict[str, Any]) -> Project:
-    project = Project(tenant_id=tenant_id, description="", **data)
+    project = Project(tenant_id=tenant_id, **{"description": "", **data})
     session.add(project)
     _flush(session, project, "project")
     return project

@@ -138,7 +138,7 @@ def test_onboarding_provisions_in_a_worker_and_the_token_works(
     wait_for(tenant, TenantStatus.ACTIVE)
     assert schema_exists(f"t_{slug}") is (isolation == "schema")
     if isolation == "schema":
-        assert set(tenant.revisions) == {"django"}
+        assert set(tenant.revisions) == {"django", "alembic"}
     onboarding = Onboarding.objects.get(tenant=tenant)
     assert onboarding.status == OnboardingStatus.SUCCEEDED
     assert onboarding.provisioning_ms is not None

@@ -1,0 +1,352 @@
+"""The operators' admin on the public host: onboarding form, lifecycle actions, tokens."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.contrib.messages import get_messages
+from django.test import Client
+from django.urls import reverse as django_reverse
+
+from control_plane.models import ApiToken, Membership, Onboarding
+from control_plane.onboarding import request_onboarding, validate_onboarding
+from control_plane.tokens import parse_prefix, token_digest
+from tenants.models import Tenant, TenantStatus
+from tests.factories import make_tenant, make_token, make_user
+
+pytestmark = pytest.mark.django_db
+
+HOST = "localhost"
+TOKEN = re.compile(r'<code id="new-api-token">(tf_[0-9a-f]{10}_[A-Za-z0-9_-]+)</code>')
+
+
+def reverse(name: str, args: list[Any] | None = None) -> str:
+    """A URL of the public host's URLConf (the tests' default URLConf is the tenant one)."""
+    return django_reverse(name, args=args, urlconf=settings.PUBLIC_SCHEMA_URLCONF)
+
+
+@pytest.fixture
+def operator(client: Client, unique: str) -> Client:
+    """A client signed in as a superuser (made here: the admin_client fixture knows no tenants)."""
+    user = User.objects.create_superuser(f"op_{unique}", f"op_{unique}@example.com", "unused")
+    client.force_login(user)
+    return client
+
+
+def onboarding_form(unique: str, **overrides: str) -> dict[str, str]:
+    slug = f"a{unique}"
+    fields = {
+        "name": f"Acme {unique}",
+        "slug": slug,
+        "domain": f"{slug}.localhost",
+        "isolation": "schema",
+        "owner_email": f"owner-{unique}@example.com",
+    }
+    return fields | overrides
+
+
+def texts(response: Any) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def queued(callbacks: list[Callable[[], object]], service: str) -> int:
+    """How many on-commit callbacks `service` registered (signals register their own too)."""
+    return sum(cb.__qualname__.startswith(f"{service}.") for cb in callbacks)
+
+
+def run_action(client: Client, model: str, action: str, *pks: int) -> Any:
+    return client.post(
+        reverse(f"admin:{model}_changelist"),
+        {"action": action, "_selected_action": [str(pk) for pk in pks]},
+        HTTP_HOST=HOST,
+        follow=True,
+    )
+
+
+# --- onboarding form -------------------------------------------------------------------------
+
+
+def test_the_add_page_is_the_onboarding_form(operator: Client) -> None:
+    response = operator.get(reverse("admin:tenants_tenant_add"), HTTP_HOST=HOST)
+    assert response.status_code == 200
+    fields = set(response.context["adminform"].form.fields)
+    assert fields == {"name", "slug", "domain", "isolation", "owner_email"}
+
+
+def test_invalid_onboarding_shows_field_errors_and_creates_nothing(
+    operator: Client, unique: str
+) -> None:
+    tenants, onboardings = Tenant.objects.count(), Onboarding.objects.count()
+    data = onboarding_form(unique, slug="Bad-Slug", domain="not a host", owner_email="nobody")
+    response = operator.post(reverse("admin:tenants_tenant_add"), data, HTTP_HOST=HOST)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert set(errors) == {"slug", "domain", "owner_email"}
+    assert "Slug must start with a lowercase letter" in errors["slug"][0]
+    assert errors["domain"] == ["'not a host' is not a valid host name."]
+    assert (Tenant.objects.count(), Onboarding.objects.count()) == (tenants, onboardings)
+
+
+def test_a_missing_field_is_reported_once(operator: Client, unique: str) -> None:
+    data = onboarding_form(unique, name="")
+    response = operator.post(reverse("admin:tenants_tenant_add"), data, HTTP_HOST=HOST)
+    assert response.context["adminform"].form.errors == {"name": ["This field is required."]}
+
+
+def test_a_taken_slug_and_domain_are_field_errors(operator: Client, unique: str) -> None:
+    make_tenant(f"a{unique}")
+    tenants = Tenant.objects.count()
+    response = operator.post(
+        reverse("admin:tenants_tenant_add"), onboarding_form(unique), HTTP_HOST=HOST
+    )
+    errors = response.context["adminform"].form.errors
+    assert errors["slug"] == [f"A tenant with slug 'a{unique}' already exists."]
+    assert errors["domain"] == [f"Domain 'a{unique}.localhost' is already taken."]
+    assert Tenant.objects.count() == tenants
+
+
+def test_valid_onboarding_creates_a_provisioning_tenant_and_shows_the_token_once(
+    operator: Client, unique: str, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = operator.post(
+            reverse("admin:tenants_tenant_add"),
+            onboarding_form(unique, domain=f"A{unique}.LocalHost"),
+            HTTP_HOST=HOST,
+            follow=True,
+        )
+    tenant = Tenant.objects.select_related("onboarding").get(slug=f"a{unique}")
+    assert response.redirect_chain == [
+        (reverse("admin:tenants_tenant_change", args=[tenant.pk]), 302)
+    ]
+    assert tenant.status == TenantStatus.PROVISIONING
+    assert tenant.onboarding.domain == f"a{unique}.localhost"
+    assert tenant.onboarding.requested_by == response.wsgi_request.user
+    assert queued(callbacks, "request_onboarding") == 1  # provisioning, once the request commits
+
+    match = TOKEN.search(response.content.decode())
+    assert match is not None
+    token = match.group(1)
+    assert parse_prefix(token) == tenant.onboarding.token_prefix
+    assert token_digest(token) == tenant.onboarding.token_digest
+    assert re.search(r'id="tenant-status"[^>]*>provisioning<', response.content.decode())
+
+    again = operator.get(reverse("admin:tenants_tenant_change", args=[tenant.pk]), HTTP_HOST=HOST)
+    assert token not in again.content.decode()
+    assert tenant.onboarding.token_digest not in again.content.decode()
+
+
+def test_losing_a_race_for_the_slug_is_an_error_message_not_a_crash(
+    operator: Client, unique: str
+) -> None:
+    # Validation passes (slug and domain are free) but the insert collides on the schema name,
+    # as it would when a concurrent request wins between validation and insert.
+    Tenant.objects.create(name="Squatter", slug=f"o{unique}", schema_name=f"t_a{unique}")
+    tenants = Tenant.objects.count()
+    add_url = reverse("admin:tenants_tenant_add")
+    response = operator.post(add_url, onboarding_form(unique), HTTP_HOST=HOST, follow=True)
+    assert response.redirect_chain == [(add_url, 302)]
+    assert texts(response) == ["A tenant with this slug or domain was just created."]
+    assert Tenant.objects.count() == tenants
+    assert not Onboarding.objects.filter(domain=f"a{unique}.localhost").exists()
+
+
+def test_the_change_page_edits_only_the_name(operator: Client, unique: str) -> None:
+    tenant = make_tenant(f"c{unique}")
+    url = reverse("admin:tenants_tenant_change", args=[tenant.pk])
+    response = operator.post(
+        url, {"name": "Renamed", "slug": "hijack", "isolation": "rls"}, HTTP_HOST=HOST
+    )
+    assert response.status_code == 302
+    tenant.refresh_from_db()
+    assert (tenant.name, tenant.slug, tenant.isolation) == ("Renamed", f"c{unique}", "schema")
+
+
+def test_tenants_are_never_deleted_in_the_admin(operator: Client, unique: str) -> None:
+    tenant = make_tenant(f"x{unique}")
+    response = operator.get(
+        reverse("admin:tenants_tenant_delete", args=[tenant.pk]), HTTP_HOST=HOST
+    )
+    assert response.status_code == 403
+
+
+def test_the_list_shows_domains_and_finds_a_tenant_by_domain(operator: Client, unique: str) -> None:
+    make_tenant(f"l{unique}", domain=f"shop-{unique}.example.com")
+    response = operator.get(
+        reverse("admin:tenants_tenant_changelist"), {"q": f"shop-{unique}"}, HTTP_HOST=HOST
+    )
+    assert response.context["cl"].result_count == 1
+    assert f"shop-{unique}.example.com" in response.content.decode()
+
+
+# --- status endpoint -------------------------------------------------------------------------
+
+
+def test_the_status_endpoint_reports_the_tenant_and_its_onboarding(
+    operator: Client, unique: str
+) -> None:
+    data = validate_onboarding(**onboarding_form(unique))
+    tenant = request_onboarding(data=data, enqueue=False).onboarding.tenant
+    response = operator.get(
+        reverse("admin:tenants_tenant_status", args=[tenant.pk]), HTTP_HOST=HOST
+    )
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    assert response.json() == {
+        "status": "provisioning",
+        "status_reason": "",
+        "attempts": 0,
+        "provisioning_ms": None,
+        "domains": f"a{unique}.localhost (pending)",
+    }
+
+
+def test_the_status_endpoint_needs_an_admin_login(client: Client, unique: str) -> None:
+    tenant = make_tenant(f"s{unique}")
+    url = reverse("admin:tenants_tenant_status", args=[tenant.pk])
+    response = client.get(url, HTTP_HOST=HOST)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+    client.force_login(make_user(f"plain-{unique}@example.com"))
+    assert client.get(url, HTTP_HOST=HOST).status_code == 302
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+def test_suspend_and_activate_actions_change_status(operator: Client, unique: str) -> None:
+    tenant = make_tenant(f"s{unique}")
+    response = run_action(operator, "tenants_tenant", "suspend", tenant.pk)
+    tenant.refresh_from_db()
+    assert tenant.status == TenantStatus.SUSPENDED
+    assert texts(response) == [f"1 suspended: s{unique}."]
+
+    run_action(operator, "tenants_tenant", "activate", tenant.pk)
+    tenant.refresh_from_db()
+    assert tenant.status == TenantStatus.ACTIVE
+
+    run_action(operator, "tenants_tenant", "archive", tenant.pk)
+    tenant.refresh_from_db()
+    assert tenant.status == TenantStatus.ARCHIVED
+
+
+def test_a_refused_action_is_an_error_message_and_the_others_still_apply(
+    operator: Client, unique: str
+) -> None:
+    provisioning = make_tenant(f"p{unique}", status=TenantStatus.PROVISIONING)
+    active = make_tenant(f"q{unique}")
+    response = run_action(operator, "tenants_tenant", "suspend", provisioning.pk, active.pk)
+    assert response.status_code == 200
+    provisioning.refresh_from_db()
+    active.refresh_from_db()
+    assert (provisioning.status, active.status) == ("provisioning", "suspended")
+    assert f"Tenant 'p{unique}' is provisioning; it cannot become suspended." in texts(response)
+
+
+def test_retry_action_queues_a_failed_tenant_again(
+    operator: Client, unique: str, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    data = validate_onboarding(**onboarding_form(unique))
+    tenant = request_onboarding(data=data, enqueue=False).onboarding.tenant
+    Tenant.objects.filter(pk=tenant.pk).update(status=TenantStatus.FAILED, status_reason="boom")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = run_action(operator, "tenants_tenant", "retry", tenant.pk)
+    tenant.refresh_from_db()
+    assert (tenant.status, tenant.status_reason) == ("provisioning", "")
+    assert queued(callbacks, "retry_onboarding") == 1
+    assert texts(response) == [f"1 queued for provisioning again: a{unique}."]
+
+    again = run_action(operator, "tenants_tenant", "retry", tenant.pk)
+    assert texts(again) == [f"Tenant 'a{unique}' is provisioning; only failed tenants are retried."]
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+
+def test_token_add_shows_the_secret_once_and_stores_only_its_digest(
+    operator: Client, unique: str
+) -> None:
+    tenant = make_tenant(f"t{unique}")
+    user = make_user(f"dev-{unique}@example.com")
+    response = operator.post(
+        reverse("admin:control_plane_apitoken_add"),
+        {
+            "user": user.pk,
+            "tenant": tenant.pk,
+            "name": "ci",
+            "expires_at_0": "",
+            "expires_at_1": "",
+        },
+        HTTP_HOST=HOST,
+        follow=True,
+    )
+    assert response.status_code == 200
+    match = TOKEN.search(response.content.decode())
+    assert match is not None
+    token = match.group(1)
+    stored = ApiToken.objects.get(user=user, tenant=tenant)
+    assert stored.name == "ci"
+    assert stored.prefix == parse_prefix(token)
+    assert stored.digest == token_digest(token)
+    assert token not in {stored.name, stored.prefix, stored.digest}
+
+    detail = operator.get(
+        reverse("admin:control_plane_apitoken_change", args=[stored.pk]), HTTP_HOST=HOST
+    ).content.decode()
+    listing = operator.get(
+        reverse("admin:control_plane_apitoken_changelist"), HTTP_HOST=HOST
+    ).content.decode()
+    for page in (detail, listing):
+        assert token not in page
+        assert stored.digest not in page
+    assert stored.prefix in listing
+
+
+def test_revoke_action_sets_revoked_at(operator: Client, unique: str) -> None:
+    tenant = make_tenant(f"r{unique}")
+    user = make_user(f"rev-{unique}@example.com")
+    make_token(user, tenant, name="old")
+    token = ApiToken.objects.get(user=user)
+    assert token.is_usable()
+    response = run_action(operator, "control_plane_apitoken", "revoke", token.pk)
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert not token.is_usable()
+    assert texts(response) == ["1 token(s) revoked."]
+
+
+# --- onboardings and memberships -------------------------------------------------------------
+
+
+def test_onboardings_are_read_only_and_never_show_the_digest(operator: Client, unique: str) -> None:
+    data = validate_onboarding(**onboarding_form(unique))
+    onboarding = request_onboarding(data=data, enqueue=False).onboarding
+    assert (
+        operator.get(reverse("admin:control_plane_onboarding_add"), HTTP_HOST=HOST).status_code
+        == 403
+    )
+    page = operator.get(
+        reverse("admin:control_plane_onboarding_change", args=[onboarding.pk]), HTTP_HOST=HOST
+    )
+    assert page.status_code == 200
+    assert onboarding.token_digest not in page.content.decode()
+    assert onboarding.domain in page.content.decode()
+    assert b'name="_save"' not in page.content
+
+
+def test_memberships_list_with_user_tenant_and_role(operator: Client, unique: str) -> None:
+    tenant = make_tenant(f"m{unique}")
+    user = make_user(f"mem-{unique}@example.com")
+    Membership.objects.create(user=user, tenant=tenant, role="member")
+    response = operator.get(
+        reverse("admin:control_plane_membership_changelist"),
+        {"q": f"mem-{unique}"},
+        HTTP_HOST=HOST,
+    )
+    assert response.context["cl"].result_count == 1
+    assert f"m{unique}" in response.content.decode()

@@ -1,0 +1,99 @@
+"""Tenants with provisioned storage and members of every role, for the TaskFlow API tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from tenants.models import Isolation, Tenant
+from tenants.provisioning import drop_storage, provision_storage
+from tests.factories import make_member, make_tenant
+
+ROLES = ("owner", "admin", "member", "viewer")
+
+
+@dataclass
+class TenantFixture:
+    """A provisioned tenant and an API client per role."""
+
+    tenant: Tenant
+    host: str
+    tokens: dict[str, str] = field(default_factory=dict)
+    user_ids: dict[str, int] = field(default_factory=dict)
+
+    def client(self, role: str = "admin") -> Client:
+        return Client(HTTP_HOST=self.host, headers={"Authorization": f"Bearer {self.tokens[role]}"})
+
+    def api(self, role: str = "admin") -> Api:
+        return Api(self.client(role))
+
+
+class Api:
+    """A thin JSON helper over Django's test client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.client.get(path, params)
+
+    def post(self, path: str, body: Any = None, **headers: str) -> Any:
+        return self.client.post(path, body or {}, content_type="application/json", headers=headers)
+
+    def patch(self, path: str, body: Any, **headers: str) -> Any:
+        return self.client.patch(path, body, content_type="application/json", headers=headers)
+
+    def delete(self, path: str, body: Any = None, **headers: str) -> Any:
+        if body is None:
+            return self.client.delete(path, headers=headers)
+        return self.client.delete(path, body, content_type="application/json", headers=headers)
+
+
+def provisioned_tenant(isolation: str = Isolation.SCHEMA) -> TenantFixture:
+    slug = f"tf{uuid.uuid4().hex[:10]}"
+    tenant = make_tenant(slug, isolation=isolation)
+    revisions = provision_storage(tenant)
+    Tenant.objects.filter(pk=tenant.pk).update(revisions=revisions)
+    fixture = TenantFixture(tenant=tenant, host=f"{slug}.localhost")
+    for role in ROLES:
+        user, token = make_member(tenant, f"{role}-{slug}@example.com", role=role)
+        fixture.tokens[role], fixture.user_ids[role] = token, user.pk
+    return fixture
+
+
+@pytest.fixture(scope="session")
+def tenant_pair(django_db_blocker: Any) -> Iterator[tuple[TenantFixture, TenantFixture]]:
+    """Two schema-mode tenants shared by the session's TaskFlow tests (rows use unique keys)."""
+    with django_db_blocker.unblock():
+        pair = (provisioned_tenant(), provisioned_tenant())
+    yield pair
+    with django_db_blocker.unblock():
+        for fixture in pair:
+            drop_storage(fixture.tenant)
+
+
+@pytest.fixture
+def tenant_a(tenant_pair: tuple[TenantFixture, TenantFixture], committed: None) -> TenantFixture:
+    return tenant_pair[0]
+
+
+@pytest.fixture
+def tenant_b(tenant_pair: tuple[TenantFixture, TenantFixture], committed: None) -> TenantFixture:
+    return tenant_pair[1]
+
+
+@pytest.fixture
+def fresh_tenant(committed: None) -> Iterator[TenantFixture]:
+    """A tenant of its own, for tests that count every row."""
+    fixture = provisioned_tenant()
+    yield fixture
+    drop_storage(fixture.tenant)
+
+
+def new_key() -> str:
+    return "K" + uuid.uuid4().hex[:10].upper()

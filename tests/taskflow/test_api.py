@@ -1,0 +1,368 @@
+"""The TaskFlow REST API end to end: CRUD, roles, errors, soft delete, history, locking."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.test import Client
+
+from tests.taskflow.conftest import Api, TenantFixture, new_key
+
+PROBLEM = "application/problem+json"
+
+
+def make_project(api: Api, **fields: object) -> dict:
+    response = api.post("/api/v1/projects", {"key": new_key(), "name": "Project", **fields})
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def make_task(api: Api, project_id: int, **fields: object) -> dict:
+    response = api.post("/api/v1/tasks", {"project_id": project_id, "title": "A task", **fields})
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def assert_problem(response, status: int) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    return body
+
+
+# --- CRUD ---------------------------------------------------------------------------------------
+
+
+def test_project_create_get_patch(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api("member")
+    project = make_project(api, description="first")
+    got = api.get(f"/api/v1/projects/{project['id']}")
+    assert got.status_code == 200
+    assert got["ETag"] == '"1"'
+    assert got.json() == project
+    patched = api.patch(
+        f"/api/v1/projects/{project['id']}", {"name": "Renamed"}, **{"If-Match": '"1"'}
+    )
+    assert patched.status_code == 200
+    assert patched.json()["name"] == "Renamed"
+    assert patched.json()["version"] == 2
+    assert patched["ETag"] == '"2"'
+
+
+def test_task_create_list_get_patch(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api("member")
+    project = make_project(api)
+    task = make_task(api, project["id"], priority=4, due_date="2030-01-02", status="in_progress")
+    assert task["priority"] == 4
+    assert task["due_date"] == "2030-01-02"
+    listed = api.get("/api/v1/tasks", project=project["id"]).json()
+    assert [t["id"] for t in listed["results"]] == [task["id"]]
+    assert listed["next"] is None
+    assert listed["previous"] is None
+    patched = api.patch(f"/api/v1/tasks/{task['id']}", {"title": "Renamed", "version": 1})
+    assert patched.status_code == 200
+    assert patched.json()["title"] == "Renamed"
+
+
+def test_comments_are_listed_under_their_task(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api("member")
+    task = make_task(api, make_project(api)["id"])
+    created = api.post(f"/api/v1/tasks/{task['id']}/comments", {"body": "Looks good"})
+    assert created.status_code == 201
+    assert created.json()["author_id"] == tenant_a.user_ids["member"]
+    listed = api.get(f"/api/v1/tasks/{task['id']}/comments").json()["results"]
+    assert [c["body"] for c in listed] == ["Looks good"]
+
+
+# --- Roles --------------------------------------------------------------------------------------
+
+
+def test_viewer_reads_but_cannot_write(tenant_a: TenantFixture) -> None:
+    project = make_project(tenant_a.api("member"))
+    viewer = tenant_a.api("viewer")
+    assert viewer.get(f"/api/v1/projects/{project['id']}").status_code == 200
+    assert_problem(viewer.post("/api/v1/projects", {"key": new_key(), "name": "x"}), 403)
+    assert_problem(
+        viewer.patch(f"/api/v1/projects/{project['id']}", {"name": "x", "version": 1}), 403
+    )
+
+
+def test_member_writes_but_only_admin_deletes_restores_and_sees_deleted(
+    tenant_a: TenantFixture,
+) -> None:
+    member, admin = tenant_a.api("member"), tenant_a.api("admin")
+    task = make_task(member, make_project(member)["id"])
+    path = f"/api/v1/tasks/{task['id']}"
+    assert_problem(member.delete(path, **{"If-Match": '"1"'}), 403)
+    assert admin.delete(path, **{"If-Match": '"1"'}).status_code == 204
+    assert_problem(member.get(path, include_deleted="true"), 403)
+    assert admin.get(path, include_deleted="true").json()["deleted_at"] is not None
+    assert_problem(member.post(f"{path}/restore"), 403)
+    assert admin.post(f"{path}/restore").status_code == 200
+
+
+# --- Errors -------------------------------------------------------------------------------------
+
+
+def test_unauthenticated_is_401_problem(tenant_a: TenantFixture) -> None:
+    response = Client(HTTP_HOST=tenant_a.host).get("/api/v1/tasks")
+    assert_problem(response, 401)
+
+
+def test_unknown_ids_are_404_problem(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api()
+    assert_problem(api.get("/api/v1/tasks/999999999"), 404)
+    assert_problem(api.get("/api/v1/projects/999999999"), 404)
+    assert_problem(api.get("/api/v1/tasks/not-a-number"), 404)
+
+
+def test_wrong_method_is_405_problem(tenant_a: TenantFixture) -> None:
+    assert_problem(
+        tenant_a.api().client.put("/api/v1/tasks", {}, content_type="application/json"), 405
+    )
+
+
+def test_non_json_body_is_415_problem(tenant_a: TenantFixture) -> None:
+    response = tenant_a.api().client.post(
+        "/api/v1/projects", "key=A", content_type="application/x-www-form-urlencoded"
+    )
+    assert_problem(response, 415)
+
+
+def test_malformed_json_is_400_problem(tenant_a: TenantFixture) -> None:
+    response = tenant_a.api().client.post(
+        "/api/v1/projects", "{oops", content_type="application/json"
+    )
+    assert_problem(response, 400)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"title": "x"}, "project_id"),
+        ({"project_id": 1}, "title"),
+        ({"project_id": 1, "title": "x", "priority": 5}, "priority"),
+        ({"project_id": 1, "title": "x", "status": "maybe"}, "status"),
+        ({"project_id": 1, "title": "x", "due_date": "tomorrow"}, "due_date"),
+        ({"project_id": 1, "title": "x", "colour": "red"}, "colour"),
+        ({"project_id": "one", "title": "x"}, "project_id"),
+        ({"project_id": 1, "title": "x" * 501}, "title"),
+    ],
+)
+def test_invalid_task_input_is_400_with_the_field(
+    tenant_a: TenantFixture, body: dict, field: str
+) -> None:
+    problem = assert_problem(tenant_a.api().post("/api/v1/tasks", body), 400)
+    assert field in {e["field"] for e in problem["errors"]}
+
+
+def test_task_in_a_missing_or_deleted_project_is_400(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api()
+    problem = assert_problem(
+        api.post("/api/v1/tasks", {"project_id": 999999999, "title": "x"}), 400
+    )
+    assert problem["errors"][0]["field"] == "project_id"
+    project = make_project(api)
+    api.delete(f"/api/v1/projects/{project['id']}", **{"If-Match": '"1"'})
+    assert_problem(api.post("/api/v1/tasks", {"project_id": project["id"], "title": "x"}), 400)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": "0"}, {"limit": "201"}, {"limit": "x"}, {"sort": "colour"}, {"sort": "title,title"},
+     {"status": "maybe"}, {"due_before": "soon"}, {"project": "x"}],
+)  # fmt: skip
+def test_invalid_list_parameters_are_400(tenant_a: TenantFixture, params: dict) -> None:
+    assert_problem(tenant_a.api().get("/api/v1/tasks", **params), 400)
+
+
+# --- Optimistic locking -------------------------------------------------------------------------
+
+
+def test_stale_if_match_gets_412_with_current_version(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api()
+    task = make_task(api, make_project(api)["id"])
+    path = f"/api/v1/tasks/{task['id']}"
+    assert api.patch(path, {"title": "v2"}, **{"If-Match": '"1"'}).status_code == 200
+    problem = assert_problem(api.patch(path, {"title": "v3"}, **{"If-Match": '"1"'}), 412)
+    assert problem["current_version"] == 2
+    assert problem["current"]["title"] == "v2"
+    problem = assert_problem(api.delete(path, **{"If-Match": '"1"'}), 412)
+    assert problem["current_version"] == 2
+
+
+def test_stale_body_version_gets_409_with_current(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api()
+    task = make_task(api, make_project(api)["id"])
+    path = f"/api/v1/tasks/{task['id']}"
+    assert api.patch(path, {"title": "v2", "version": 1}).status_code == 200
+    problem = assert_problem(api.patch(path, {"title": "v3", "version": 1}), 409)
+    assert problem["current"]["version"] == 2
+
+
+def test_write_without_a_version_gets_428(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api()
+    task = make_task(api, make_project(api)["id"])
+    assert_problem(api.patch(f"/api/v1/tasks/{task['id']}", {"title": "x"}), 428)
+    assert_problem(api.delete(f"/api/v1/tasks/{task['id']}"), 428)
+
+
+def test_two_concurrent_patches_of_one_version_exactly_one_wins(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api()
+    task = make_task(api, make_project(api)["id"])
+    statuses: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def patch(title: str) -> None:
+        from django.db import connection
+
+        client = tenant_a.api()
+        barrier.wait()
+        statuses.append(
+            client.patch(f"/api/v1/tasks/{task['id']}", {"title": title, "version": 1}).status_code
+        )
+        connection.close()
+
+    threads = [threading.Thread(target=patch, args=(f"t{i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 409]
+    assert api.get(f"/api/v1/tasks/{task['id']}").json()["version"] == 2
+
+
+# --- Soft delete --------------------------------------------------------------------------------
+
+
+def test_deleted_rows_are_hidden_and_restorable(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api()
+    project = make_project(api)
+    task = make_task(api, project["id"])
+    assert api.delete(f"/api/v1/tasks/{task['id']}", {"version": 1}).status_code == 204
+    assert_problem(api.get(f"/api/v1/tasks/{task['id']}"), 404)
+    assert api.get("/api/v1/tasks", project=project["id"]).json()["results"] == []
+    listed = api.get("/api/v1/tasks", project=project["id"], include_deleted="true").json()[
+        "results"
+    ]
+    assert [t["id"] for t in listed] == [task["id"]]
+    restored = api.post(f"/api/v1/tasks/{task['id']}/restore")
+    assert restored.json()["deleted_at"] is None
+    assert restored.json()["version"] == 3
+
+
+def test_project_delete_cascades_and_restore_brings_back_exactly_those(
+    tenant_a: TenantFixture,
+) -> None:
+    api = tenant_a.api()
+    project = make_project(api)
+    earlier = make_task(api, project["id"], title="deleted before")
+    api.delete(f"/api/v1/tasks/{earlier['id']}", {"version": 1})
+    live = [make_task(api, project["id"], title=f"live {i}")["id"] for i in range(3)]
+    assert api.delete(f"/api/v1/projects/{project['id']}", {"version": 1}).status_code == 204
+    assert api.get("/api/v1/tasks", project=project["id"]).json()["results"] == []
+    assert api.post(f"/api/v1/projects/{project['id']}/restore").status_code == 200
+    back = [t["id"] for t in api.get("/api/v1/tasks", project=project["id"]).json()["results"]]
+    assert sorted(back) == sorted(live)
+    assert_problem(api.get(f"/api/v1/tasks/{earlier['id']}"), 404)
+
+
+def test_task_of_a_deleted_project_cannot_be_restored_alone(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api()
+    project = make_project(api)
+    task = make_task(api, project["id"])
+    api.delete(f"/api/v1/projects/{project['id']}", {"version": 1})
+    assert_problem(api.post(f"/api/v1/tasks/{task['id']}/restore"), 409)
+
+
+def test_project_key_is_unique_among_live_projects_only(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api()
+    key = new_key()
+    first = make_project(api, key=key)
+    assert_problem(api.post("/api/v1/projects", {"key": key, "name": "dup"}), 409)
+    api.delete(f"/api/v1/projects/{first['id']}", {"version": 1})
+    second = make_project(api, key=key)
+    assert second["id"] != first["id"]
+    assert_problem(api.post(f"/api/v1/projects/{first['id']}/restore"), 409)
+
+
+def test_external_id_is_unique_within_the_tenant(
+    tenant_a: TenantFixture, tenant_b: TenantFixture
+) -> None:
+    api = tenant_a.api()
+    project = make_project(api)
+    external = new_key()
+    make_task(api, project["id"], external_id=external)
+    assert_problem(
+        api.post(
+            "/api/v1/tasks", {"project_id": project["id"], "title": "x", "external_id": external}
+        ),
+        409,
+    )
+    other = tenant_b.api()
+    make_task(other, make_project(other)["id"], external_id=external)
+
+
+# --- History ------------------------------------------------------------------------------------
+
+
+def test_history_records_every_operation_with_actor_and_request(tenant_a: TenantFixture) -> None:
+    member, admin = tenant_a.api("member"), tenant_a.api("admin")
+    task = make_task(member, make_project(member)["id"], title="one")
+    path = f"/api/v1/tasks/{task['id']}"
+    member.patch(path, {"title": "two", "priority": 0, "version": 1}, **{"X-Request-ID": "req-123"})
+    admin.delete(path, {"version": 2})
+    admin.post(f"{path}/restore")
+    entries = admin.get(f"{path}/history").json()["results"]
+    assert [e["operation"] for e in entries] == ["insert", "update", "soft_delete", "restore"]
+    assert [e["version"] for e in entries] == [1, 2, 3, 4]
+    assert entries[0]["changes"]["title"] == [None, "one"]
+    assert entries[1]["changes"] == {"title": ["one", "two"], "priority": [2, 0]}
+    assert entries[1]["request_id"] == "req-123"
+    assert entries[1]["actor_id"] == tenant_a.user_ids["member"]
+    assert entries[2]["actor_id"] == tenant_a.user_ids["admin"]
+    assert set(entries[2]["changes"]) == {"deleted_at"}
+
+
+def test_history_pages_with_cursors(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api()
+    task = make_task(api, make_project(api)["id"])
+    for version in range(1, 6):
+        api.patch(f"/api/v1/tasks/{task['id']}", {"priority": version % 5, "version": version})
+    first = api.get(f"/api/v1/tasks/{task['id']}/history", limit=4).json()
+    assert len(first["results"]) == 4
+    second = api.client.get(first["next"]).json()
+    assert [e["version"] for e in first["results"] + second["results"]] == [1, 2, 3, 4, 5, 6]
+
+
+# --- Isolation ----------------------------------------------------------------------------------
+
+
+def test_a_tenants_token_never_sees_another_tenants_rows(
+    tenant_a: TenantFixture, tenant_b: TenantFixture
+) -> None:
+    marker = f"secret of b {new_key()}"
+    task_b = make_task(tenant_b.api(), make_project(tenant_b.api())["id"], title=marker)
+    api_a = tenant_a.api("owner")
+    # Ids are per placement: the same number may name a row of A's own, never B's.
+    same_id = api_a.get(f"/api/v1/tasks/{task_b['id']}")
+    assert same_id.status_code == 404 or same_id.json()["title"] != marker
+    assert api_a.get("/api/v1/tasks", q=marker, include_deleted="true").json()["results"] == []
+    api_a.patch(f"/api/v1/tasks/{task_b['id']}", {"title": "overwritten", "version": 1})
+    assert tenant_b.api().get(f"/api/v1/tasks/{task_b['id']}").json()["title"] == marker
+    wrong_host = Client(
+        HTTP_HOST=tenant_b.host, headers={"Authorization": f"Bearer {tenant_a.tokens['owner']}"}
+    )
+    assert_problem(wrong_host.get("/api/v1/tasks"), 401)
+
+
+def test_openapi_schema_and_docs_are_served(tenant_a: TenantFixture) -> None:
+    client = Client(HTTP_HOST=tenant_a.host)
+    schema = client.get("/api/v1/schema", headers={"Accept": "application/json"})
+    assert schema.status_code == 200
+    assert "/api/v1/tasks/{task_id}" in schema.content.decode()
+    docs = client.get("/api/v1/docs")
+    assert docs.status_code == 200
+    assert b"swagger" in docs.content.lower()
