@@ -20,7 +20,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(name) for name in QUEUES]
 app.conf.task_routes = {
     "control_plane.fanout.*": {"queue": "migrations"},
-    "taskflow.imports.*": {"queue": "imports"},
+    "control_plane.imports.*": {"queue": "imports"},
 }
 app.conf.beat_schedule = {}
 app.autodiscover_tasks()

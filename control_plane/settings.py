@@ -91,6 +91,8 @@ SHARED_APPS = [
     "django_tenants",
     "tenants",
     "control_plane",
+    "control_plane.fanout",
+    "control_plane.imports",
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.admin",

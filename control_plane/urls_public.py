@@ -1,7 +1,7 @@
 """URLs of the public host: the control plane (admin, operator API)."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 

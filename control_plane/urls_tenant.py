@@ -9,6 +9,7 @@ urlpatterns = [
     path("", tenant_home, name="tenant-home"),
     path("api/v1/me", Me.as_view(), name="me"),
     path("api/v1/", include("taskflow.urls")),
+    path("api/v1/", include("control_plane.imports.urls")),
 ]
 
 handler404 = "control_plane.views.not_found"

@@ -11,7 +11,13 @@ from pathlib import Path
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL_APPS = ("tenants", "control_plane", "taskflow")
+LOCAL_APPS = (
+    "tenants",
+    "control_plane",
+    "control_plane.fanout",
+    "control_plane.imports",
+    "taskflow",
+)
 
 
 def test_import_platform_is_the_standard_library_module() -> None:

@@ -1,0 +1,1 @@
+"""Migration fan-out: every tenant schema migrated by Celery workers (runs, canaries, budgets)."""

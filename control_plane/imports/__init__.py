@@ -1,0 +1,1 @@
+"""Bulk imports: CSV uploads streamed through COPY by workers on the imports queue."""
