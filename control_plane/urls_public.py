@@ -35,6 +35,7 @@ urlpatterns = [
     path(
         "ops/v1/tenants/<slug:slug>/retry", ops_api.RetryTenant.as_view(), name="ops-tenant-retry"
     ),
+    path("ops/v1/", include("control_plane.fanout.urls")),
 ]
 
 handler404 = "control_plane.views.not_found"
