@@ -16,7 +16,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
-    ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -73,6 +73,7 @@ class Project(TimestampedVersioned, Base):
     __mapper_args__: Any = {"version_id_col": TimestampedVersioned.version}
     __table_args__ = (
         Index("projects_key_live", "tenant_id", "key", unique=True, postgresql_where=LIVE),
+        UniqueConstraint("tenant_id", "id", name="projects_tenant_id_key"),
         Index("projects_created_live", "tenant_id", "created_at", "id", postgresql_where=LIVE),
     )
 
@@ -87,9 +88,7 @@ DUE_DATE_SORT: ColumnElement[date] = func.coalesce(
 class Task(TimestampedVersioned, Base):
     __tablename__ = "tasks"
 
-    project_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
-    )
+    project_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     external_id: Mapped[str | None] = mapped_column(String(100))
     title: Mapped[str] = mapped_column(String(500), nullable=False)
     description: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
@@ -103,6 +102,14 @@ class Task(TimestampedVersioned, Base):
     __mapper_args__: Any = {"version_id_col": TimestampedVersioned.version}
     __table_args__ = (
         UniqueConstraint("tenant_id", "external_id", name="tasks_external_id_key"),
+        UniqueConstraint("tenant_id", "id", name="tasks_tenant_id_key"),
+        # Children reference (tenant_id, id): a row can never point into another tenant.
+        ForeignKeyConstraint(
+            ["tenant_id", "project_id"],
+            ["projects.tenant_id", "projects.id"],
+            ondelete="CASCADE",
+            name="tasks_project_fkey",
+        ),
         CheckConstraint("priority BETWEEN 0 AND 4", name="tasks_priority_range"),
         CheckConstraint(
             "status IN ('todo', 'in_progress', 'done', 'cancelled')", name="tasks_status_valid"
@@ -120,9 +127,7 @@ class Task(TimestampedVersioned, Base):
 class Comment(TimestampedVersioned, Base):
     __tablename__ = "comments"
 
-    task_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
-    )
+    task_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     author_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     body: Mapped[str] = mapped_column(Text, nullable=False)
 

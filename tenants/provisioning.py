@@ -5,9 +5,11 @@ Runs as the owner role, from a worker or a management command; never from reques
 
 from __future__ import annotations
 
+import psycopg
 from django.core.management import call_command
 from psycopg import sql
 
+from tenants.binding import SHARED_SCHEMA
 from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, read_revisions
 from tenants.models import Isolation, Tenant
 from tenants.roles import app_role_name, owner_connection, use_owner_role_for_django
@@ -42,6 +44,15 @@ def migrate_template_schema() -> dict[str, str]:
         return read_revisions(conn)
 
 
+def ensure_shared_schema() -> None:
+    """The schema rls-mode tenants share; its tables come from the TaskFlow migrations."""
+    with owner_connection() as conn:
+        conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SHARED_SCHEMA))
+        )
+    grant_schema_to_app_role(SHARED_SCHEMA)
+
+
 def provision_storage(tenant: Tenant) -> dict[str, str]:
     """Make the tenant's storage and return the revisions it is at.
 
@@ -49,7 +60,8 @@ def provision_storage(tenant: Tenant) -> dict[str, str]:
     active is dropped first, so a retried or redelivered provisioning is idempotent.
     """
     if tenant.isolation != Isolation.SCHEMA:
-        return {}
+        with owner_connection() as conn:
+            return read_revisions(conn, SHARED_SCHEMA)
     with owner_connection() as conn:
         drop_schema(conn, tenant.schema_name)
         conn.commit()
@@ -57,12 +69,42 @@ def provision_storage(tenant: Tenant) -> dict[str, str]:
 
 
 def drop_storage(tenant: Tenant) -> None:
-    """Remove the tenant's schema (schema mode). Callers decide when data may go."""
-    if tenant.isolation == Isolation.SCHEMA:
-        with owner_connection() as conn:
+    """Remove the tenant's data: its schema, or its rows in the shared schema. Callers decide
+    when data may go."""
+    with owner_connection() as conn:
+        if tenant.isolation == Isolation.SCHEMA:
             drop_schema(conn, tenant.schema_name)
+        else:
+            delete_shared_rows(conn, tenant.pk)
 
 
-def drop_schema(conn: object, schema: str) -> None:
+def delete_shared_rows(conn: psycopg.Connection, tenant_id: int) -> None:
+    """Delete every row of `tenant_id` from the shared schema, children first, in one transaction.
+
+    Row-level security is forced even for the owner, so the tenant is set for the transaction.
+    History rows go too: a purged tenant leaves nothing behind.
+    """
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'"
+            " WHERE n.nspname = %s AND c.relkind = 'r'",
+            (SHARED_SCHEMA,),
+        )
+    ]
+    with conn.transaction():
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        # Parents' ON DELETE CASCADE removes children; history tables have no foreign keys.
+        for table in sorted(tables, key=lambda t: (t.endswith("_history"), t != "projects")):
+            conn.execute(
+                sql.SQL("DELETE FROM {}.{} WHERE tenant_id = %s").format(
+                    sql.Identifier(SHARED_SCHEMA), sql.Identifier(table)
+                ),
+                (tenant_id,),
+            )
+
+
+def drop_schema(conn: psycopg.Connection, schema: str) -> None:
     assert schema.startswith("t_"), f"refusing to drop non-tenant schema {schema!r}"
-    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))  # type: ignore[attr-defined]
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

@@ -66,11 +66,17 @@ def provisioned_tenant(isolation: str = Isolation.SCHEMA) -> TenantFixture:
     return fixture
 
 
-@pytest.fixture(scope="session")
-def tenant_pair(django_db_blocker: Any) -> Iterator[tuple[TenantFixture, TenantFixture]]:
-    """Two schema-mode tenants shared by the session's TaskFlow tests (rows use unique keys)."""
+ISOLATIONS = [Isolation.SCHEMA, Isolation.RLS]
+
+
+@pytest.fixture(scope="session", params=ISOLATIONS, ids=["schema", "rls"])
+def tenant_pair(
+    request: Any, django_db_blocker: Any
+) -> Iterator[tuple[TenantFixture, TenantFixture]]:
+    """Two tenants of one isolation mode, shared by the session's TaskFlow tests (rows use
+    unique keys). Every test that uses them runs once per mode: one code path, both placements."""
     with django_db_blocker.unblock():
-        pair = (provisioned_tenant(), provisioned_tenant())
+        pair = (provisioned_tenant(request.param), provisioned_tenant(request.param))
     yield pair
     with django_db_blocker.unblock():
         for fixture in pair:
@@ -87,10 +93,10 @@ def tenant_b(tenant_pair: tuple[TenantFixture, TenantFixture], committed: None) 
     return tenant_pair[1]
 
 
-@pytest.fixture
-def fresh_tenant(committed: None) -> Iterator[TenantFixture]:
-    """A tenant of its own, for tests that count every row."""
-    fixture = provisioned_tenant()
+@pytest.fixture(params=ISOLATIONS, ids=["schema", "rls"])
+def fresh_tenant(request: Any, committed: None) -> Iterator[TenantFixture]:
+    """A tenant of its own, for tests that count every row (in each mode)."""
+    fixture = provisioned_tenant(request.param)
     yield fixture
     drop_storage(fixture.tenant)
 

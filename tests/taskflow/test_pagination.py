@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from taskflow.errors import InvalidCursor
 from taskflow.models import Project, Task
 from taskflow.selectors import ListQuery, TaskFilters, task_list
-from tenants.binding import PLACEHOLDER_SCHEMA, engine
+from tenants.binding import PLACEHOLDER_SCHEMA, binding_for, engine
 from tests.taskflow.conftest import TenantFixture
 
 # The default run tries a few dozen cases; HYPOTHESIS_EXAMPLES=2000 for a long run.
@@ -32,8 +32,9 @@ BASE = datetime(2026, 1, 1, tzinfo=UTC)
 def rolled_back_session(fixture: TenantFixture) -> Iterator[Session]:
     """A session bound like a request's, inside a transaction that is always rolled back."""
     tenant = fixture.tenant
+    schema = binding_for(tenant).schema
     with engine().connect() as raw:
-        conn = raw.execution_options(schema_translate_map={PLACEHOLDER_SCHEMA: tenant.schema_name})
+        conn = raw.execution_options(schema_translate_map={PLACEHOLDER_SCHEMA: schema})
         transaction = conn.begin()
         conn.execute(sa.text("SELECT set_config('app.tenant_id', :t, true)"), {"t": str(tenant.pk)})
         session = Session(bind=conn, join_transaction_mode="create_savepoint")

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
+from sqlalchemy import text
 
 from control_plane.models import OnboardingStatus
 from control_plane.onboarding import (
@@ -17,10 +18,15 @@ from control_plane.onboarding import (
     validate_onboarding,
 )
 from migrations_sqla.runner import migrate_schema, owner_engine
+from tenants.binding import SHARED_SCHEMA
 from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
 from tenants.models import Domain, Isolation, Tenant, TenantStatus
-from tenants.provisioning import grant_schema_to_app_role, migrate_template_schema
-from tenants.roles import owner_connection, use_owner_role_for_django
+from tenants.provisioning import (
+    ensure_shared_schema,
+    grant_schema_to_app_role,
+    migrate_template_schema,
+)
+from tenants.roles import app_role_name, owner_connection, use_owner_role_for_django
 
 DEMO_SLUG = "demo"
 
@@ -40,8 +46,14 @@ class Command(BaseCommand):
         grant_schema_to_app_role("public")
         ensure_public_tenant()
         migrate_template_schema()
+        ensure_shared_schema()
         with owner_engine().connect() as connection:
             migrate_schema(connection, TEMPLATE_SCHEMA)
+            migrate_schema(connection, SHARED_SCHEMA)
+            connection.execute(
+                text(f'REVOKE ALL ON "{SHARED_SCHEMA}".alembic_version FROM "{app_role_name()}"')
+            )
+            connection.commit()
             revisions = schema_revisions(TEMPLATE_SCHEMA)
             upgraded = self.upgrade_tenant_schemas(connection, revisions)
         self.stdout.write(f"public and template schemas migrated (template at {revisions})")

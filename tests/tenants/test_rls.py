@@ -1,0 +1,132 @@
+"""The shared schema's row-level security, read from the catalog and tried as the app role."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from django.conf import settings
+
+from tenants.binding import SHARED_SCHEMA
+from tenants.roles import app_role_name, owner_connection
+
+COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
+
+
+@pytest.fixture
+def app() -> Iterator[psycopg.Connection]:
+    """A plain psycopg connection as the app role, the role web and workers use."""
+    url = settings.DATABASE_URL.replace("postgres://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield conn
+
+
+def shared_tables(conn: psycopg.Connection) -> list[tuple[str, bool, bool, str]]:
+    return conn.execute(
+        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, pg_get_userbyid(c.relowner)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY 1",
+        (SHARED_SCHEMA,),
+    ).fetchall()
+
+
+def test_every_shared_table_forces_rls_with_a_policy_per_command(app: psycopg.Connection) -> None:
+    tables = shared_tables(app)
+    data_tables = [t for t in tables if t[0] != "alembic_version"]
+    assert {t[0] for t in data_tables} >= {"projects", "tasks", "comments", "tasks_history"}
+    for name, enabled, forced, owner in data_tables:
+        assert (enabled, forced) == (True, True), name
+        assert owner != app_role_name(), name
+        commands = {
+            row[0]
+            for row in app.execute(
+                "SELECT polcmd FROM pg_policy WHERE polrelid = format('%%I.%%I', %s::text, %s::text)::regclass",
+                (SHARED_SCHEMA, name),
+            )
+        }
+        assert {COMMANDS[c] for c in commands} == set(COMMANDS.values()), name
+
+
+def test_the_only_unguarded_table_is_out_of_the_app_roles_reach(app: psycopg.Connection) -> None:
+    privileges = app.execute(
+        "SELECT has_table_privilege(%s, 'SELECT'), has_table_privilege(%s, 'UPDATE')",
+        (f"{SHARED_SCHEMA}.alembic_version", f"{SHARED_SCHEMA}.alembic_version"),
+    ).fetchone()
+    assert privileges == (False, False)
+
+
+def test_app_role_cannot_bypass_rls(app: psycopg.Connection) -> None:
+    row = app.execute(
+        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    assert row == (False, False)
+
+
+@pytest.fixture
+def two_tenant_rows() -> Iterator[tuple[int, int]]:
+    """One project for each of two made-up tenant ids, inserted as the owner (RLS is forced on
+    the owner too, so each insert sets its tenant)."""
+    tenant_ids = (900_000_001, 900_000_002)
+    with owner_connection() as conn:
+        for tenant_id in tenant_ids:
+            with conn.transaction():
+                conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+                conn.execute(
+                    "INSERT INTO shared.projects (tenant_id, key, name) VALUES (%s, 'RLS', 'rls')",
+                    (tenant_id,),
+                )
+    yield tenant_ids
+    with owner_connection() as conn:
+        for tenant_id in tenant_ids:
+            with conn.transaction():
+                conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+                conn.execute("DELETE FROM shared.projects WHERE tenant_id = %s", (tenant_id,))
+
+
+def visible_tenants(conn: psycopg.Connection) -> set[int]:
+    return {
+        r[0]
+        for r in conn.execute("SELECT DISTINCT tenant_id FROM shared.projects WHERE key = 'RLS'")
+    }
+
+
+def test_no_tenant_set_sees_nothing_on_fresh_and_pooled_connections(app, two_tenant_rows) -> None:
+    first, _ = two_tenant_rows
+    assert visible_tenants(app) == set()  # fresh: the setting was never defined
+    with app.transaction():
+        app.execute("SELECT set_config('app.tenant_id', %s, true)", (str(first),))
+        assert visible_tenants(app) == {first}
+    # Pooled: the transaction-local value is gone after commit and reads as '' not NULL.
+    assert app.execute("SELECT current_setting('app.tenant_id', true)").fetchone() == ("",)
+    assert visible_tenants(app) == set()
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), app.transaction():
+        app.execute(
+            "INSERT INTO shared.projects (tenant_id, key, name) VALUES (%s, 'X', 'x')", (first,)
+        )
+
+
+def test_a_tenant_sees_and_changes_only_its_own_rows(app, two_tenant_rows) -> None:
+    first, second = two_tenant_rows
+    with app.transaction():
+        app.execute("SELECT set_config('app.tenant_id', %s, true)", (str(first),))
+        assert visible_tenants(app) == {first}
+        updated = app.execute(
+            "UPDATE shared.projects SET name = 'hijacked' WHERE tenant_id = %s", (second,)
+        )
+        assert updated.rowcount == 0
+        deleted = app.execute("DELETE FROM shared.projects WHERE tenant_id = %s", (second,))
+        assert deleted.rowcount == 0
+    insert_for_other = "INSERT INTO shared.projects (tenant_id, key, name) VALUES (%s, 'X', 'x')"
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_tenant(app, first, insert_for_other, (second,))
+    move_to_other = "UPDATE shared.projects SET tenant_id = %s WHERE tenant_id = %s"
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_tenant(app, first, move_to_other, (second, first))
+
+
+def as_tenant(conn: psycopg.Connection, tenant_id: int, statement: str, params: tuple) -> None:
+    """Run one statement in a transaction bound to `tenant_id`, as a request would."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        conn.execute(statement, params)
