@@ -17,6 +17,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
@@ -218,30 +219,37 @@ def provision_onboarding(onboarding_id: int) -> Onboarding:
     tenant = onboarding.tenant
     if onboarding.status == OnboardingStatus.SUCCEEDED:
         return onboarding
-    Onboarding.objects.filter(pk=onboarding.pk).update(attempts=onboarding.attempts + 1)
+    Onboarding.objects.filter(pk=onboarding.pk).update(attempts=F("attempts") + 1)
     started = time.perf_counter()
     try:
         revisions = provision_storage(tenant)
         with transaction.atomic():
             _create_identity(onboarding)
-            tenant.status = TenantStatus.ACTIVE
-            tenant.status_reason = ""
-            tenant.revisions = revisions
-            tenant.save(update_fields=["status", "status_reason", "revisions", "updated_at"])
-            onboarding.status = OnboardingStatus.SUCCEEDED
-            onboarding.error = ""
-            onboarding.finished_at = timezone.now()
-            onboarding.provisioning_ms = round((time.perf_counter() - started) * 1000, 2)
-            onboarding.save(update_fields=["status", "error", "finished_at", "provisioning_ms"])
+            now = timezone.now()
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+            # Queryset updates: no signals to run, and nothing is cached for a tenant whose
+            # domain did not exist before this transaction.
+            Tenant.objects.filter(pk=tenant.pk).update(
+                status=TenantStatus.ACTIVE, status_reason="", revisions=revisions, updated_at=now
+            )
+            Onboarding.objects.filter(pk=onboarding.pk).update(
+                status=OnboardingStatus.SUCCEEDED,
+                error="",
+                finished_at=now,
+                provisioning_ms=elapsed_ms,
+            )
     except Exception as exc:
         _mark_failed(onboarding, exc)
         raise
+    onboarding.refresh_from_db()
+    tenant.refresh_from_db()
     return onboarding
 
 
 def _create_identity(onboarding: Onboarding) -> None:
     tenant = onboarding.tenant
-    Domain.objects.create(domain=onboarding.domain, tenant=tenant, is_primary=True)
+    # bulk_create skips DomainMixin.save, which would demote other primary domains (there are none).
+    Domain.objects.bulk_create([Domain(domain=onboarding.domain, tenant=tenant, is_primary=True)])
     user_model = get_user_model()
     owner = user_model.objects.filter(email__iexact=onboarding.owner_email).order_by("pk").first()
     if owner is None:
@@ -274,28 +282,48 @@ def _mark_failed(onboarding: Onboarding, exc: Exception) -> None:
 
 
 def retry_onboarding(tenant: Tenant) -> None:
-    """Queue provisioning again for a failed tenant."""
-    if tenant.status != TenantStatus.FAILED:
-        raise OnboardingConflict(
-            f"Tenant {tenant.slug!r} is {tenant.status}; only failed tenants are retried."
+    """Queue provisioning again for a failed tenant (only once, however many operators press retry)."""
+    onboarding = Onboarding.objects.filter(tenant_id=tenant.pk).first()
+    with transaction.atomic():
+        retried = Tenant.objects.filter(pk=tenant.pk, status=TenantStatus.FAILED).update(
+            status=TenantStatus.PROVISIONING, status_reason=""
         )
-    Tenant.objects.filter(pk=tenant.pk).update(status=TenantStatus.PROVISIONING, status_reason="")
+        if not retried or onboarding is None:
+            tenant.refresh_from_db()
+            raise OnboardingConflict(
+                f"Tenant {tenant.slug!r} is {tenant.status}; only failed tenants are retried."
+            )
+        Onboarding.objects.filter(pk=onboarding.pk).update(
+            status=OnboardingStatus.PENDING, error=""
+        )
+        transaction.on_commit(lambda: enqueue_provisioning(onboarding.pk))
     forget_tenant(tenant)
-    Onboarding.objects.filter(tenant=tenant).update(status=OnboardingStatus.PENDING, error="")
-    transaction.on_commit(lambda: enqueue_provisioning(tenant.onboarding.pk))
+    tenant.refresh_from_db()
+
+
+STATUS_TRANSITIONS = {
+    TenantStatus.SUSPENDED: (TenantStatus.ACTIVE,),
+    TenantStatus.ACTIVE: (TenantStatus.SUSPENDED, TenantStatus.ARCHIVED),
+    TenantStatus.ARCHIVED: (TenantStatus.ACTIVE, TenantStatus.SUSPENDED),
+}
 
 
 def set_tenant_status(tenant: Tenant, status: str) -> Tenant:
-    """Suspend, activate or archive a tenant that has been provisioned."""
-    allowed = {
-        TenantStatus.SUSPENDED: {TenantStatus.ACTIVE},
-        TenantStatus.ACTIVE: {TenantStatus.SUSPENDED, TenantStatus.ARCHIVED},
-        TenantStatus.ARCHIVED: {TenantStatus.ACTIVE, TenantStatus.SUSPENDED},
-    }
-    if tenant.is_public or tenant.status not in allowed.get(status, set()):  # type: ignore[call-overload]
+    """Suspend, activate or archive a provisioned tenant; the change is conditional on the status
+    it comes from, so two operators cannot both apply a transition from a stale page."""
+    allowed = (
+        STATUS_TRANSITIONS.get(TenantStatus(status), ()) if status in TenantStatus.values else ()
+    )
+    changed = (
+        Tenant.objects.filter(pk=tenant.pk, status__in=allowed)
+        .exclude(schema_name="public")
+        .update(status=status, updated_at=timezone.now())
+    )
+    tenant.refresh_from_db()
+    if not changed:
         raise OnboardingConflict(
             f"Tenant {tenant.slug!r} is {tenant.status}; it cannot become {status}."
         )
-    tenant.status = status
-    tenant.save(update_fields=["status", "updated_at"])
+    forget_tenant(tenant)
+    transaction.on_commit(lambda: forget_tenant(tenant))
     return tenant

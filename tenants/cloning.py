@@ -14,7 +14,6 @@ never copy tenant data: the template has none.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from dataclasses import dataclass, field
@@ -45,68 +44,117 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-_cache: dict[tuple[str, str], CloneScript] = {}
+_cache: dict[str, CloneScript] = {}  # the last script generated per source schema
 _cache_lock = threading.Lock()
+
+
+STALE_TEMPLATE = "TFSTL"  # SQLSTATE the script raises when the template moved on since generation
+
+
+def _django_digest_sql(schema: str) -> str:
+    """A short digest of the Django migrations applied in `schema`, computed by PostgreSQL."""
+    return (
+        "(SELECT left(encode(sha256(convert_to(coalesce(string_agg(app || '.' || name, ','"
+        f" ORDER BY app, name), ''), 'UTF8')), 'hex'), 16) FROM {_quote(schema)}.django_migrations)"
+    )
+
+
+def _alembic_sql(schema: str) -> str:
+    return f"(SELECT coalesce(max(version_num), '') FROM {_quote(schema)}.alembic_version)"
+
+
+def _revision_expressions(conn: psycopg.Connection, schema: str) -> dict[str, str]:
+    row = conn.execute(
+        "SELECT to_regclass(format('%%I.django_migrations', %(s)s::text)) IS NOT NULL,"
+        "       to_regclass(format('%%I.alembic_version', %(s)s::text)) IS NOT NULL",
+        {"s": schema},
+    ).fetchone()
+    assert row is not None
+    expressions = {}
+    if row[0]:
+        expressions["django"] = _django_digest_sql(schema)
+    if row[1]:
+        expressions["alembic"] = _alembic_sql(schema)
+    return expressions
 
 
 def read_revisions(conn: psycopg.Connection, source: str = TEMPLATE_SCHEMA) -> dict[str, str]:
     """The revisions a schema is at: a digest of its Django migrations and its Alembic revision."""
-    row = conn.execute(
-        "SELECT to_regclass(format('%%I.django_migrations', %(s)s::text)) IS NOT NULL,"
-        "       to_regclass(format('%%I.alembic_version', %(s)s::text)) IS NOT NULL",
-        {"s": source},
-    ).fetchone()
+    expressions = _revision_expressions(conn, source)
+    if not expressions:
+        return {}
+    row = conn.execute("SELECT " + ", ".join(expressions.values())).fetchone()
     assert row is not None
-    has_django, has_alembic = row
-    revisions: dict[str, str] = {}
-    if has_django:
-        (names,) = conn.execute(
-            sql.SQL(
-                "SELECT coalesce(string_agg(app || '.' || name, ',' ORDER BY app, name), '')"
-                " FROM {}.django_migrations"
-            ).format(sql.Identifier(source))
-        ).fetchone() or ("",)
-        revisions["django"] = hashlib.sha256(names.encode()).hexdigest()[:16]
-    if has_alembic:
-        alembic = conn.execute(
-            sql.SQL("SELECT version_num FROM {}.alembic_version").format(sql.Identifier(source))
-        ).fetchone()
-        revisions["alembic"] = alembic[0] if alembic else ""
-    return revisions
+    return dict(zip(expressions, row, strict=True))
 
 
 def clone_script(conn: psycopg.Connection, source: str = TEMPLATE_SCHEMA) -> CloneScript:
-    """The cached script for the template's current revision, generated on first use."""
+    """The script for the template's current revision: generated when the revision is new."""
     revisions = read_revisions(conn, source)
     fingerprint = ",".join(f"{k}={v}" for k, v in sorted(revisions.items()))
-    key = (source, fingerprint)
     with _cache_lock:
-        cached = _cache.get(key)
-    if cached is not None:
+        cached = _cache.get(source)
+    if cached is not None and cached.fingerprint == fingerprint:
         return cached
     script = generate_clone_script(conn, source, revisions, fingerprint)
     with _cache_lock:
-        _cache[key] = script
+        _cache[source] = script
     return script
 
 
 def clone_schema(
-    conn: psycopg.Connection, target: str, *, grant_to: str, source: str = TEMPLATE_SCHEMA
+    conn: psycopg.Connection,
+    target: str,
+    *,
+    grant_to: str,
+    source: str = TEMPLATE_SCHEMA,
+    replace_existing: bool = False,
 ) -> dict[str, str]:
     """Create schema `target` as a copy of `source` in one transaction and one round trip.
 
-    `grant_to` (the app role) gets usage of the schema and DML on its tables and sequences.
+    The last generated script is used without asking the template's revision first: the
+    script itself checks it and raises STALE_TEMPLATE if the template has moved on, and then
+    it is generated again and re-run. `grant_to` (the app role) gets usage of the schema; its
+    tables reach the app role through the owner's default privileges. `replace_existing` drops
+    a leftover `target` first (a redelivered provisioning of a tenant that never went live).
     Returns the revisions the new schema is at.
     """
-    script = clone_script(conn, source)
-    grants = sql.SQL(
-        "GRANT USAGE ON SCHEMA {s} TO {r};"
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r};"
-        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r};"
-    ).format(s=sql.Identifier(target), r=sql.Identifier(grant_to))
-    with conn.transaction():
-        conn.execute(script.render(target).encode() + b"\n" + grants.as_bytes(conn))
-    return script.revisions
+    with _cache_lock:
+        script = _cache.get(source)
+    for attempt in range(2):
+        if script is None or attempt:
+            script = clone_script(conn, source)
+        try:
+            with conn.transaction():
+                conn.execute(_rendered(script, target, grant_to, replace_existing, conn))
+            return script.revisions
+        except psycopg.Error as exc:
+            if exc.sqlstate != STALE_TEMPLATE or attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _rendered(
+    script: CloneScript,
+    target: str,
+    grant_to: str,
+    replace_existing: bool,
+    conn: psycopg.Connection,
+) -> bytes:
+    parts = []
+    if replace_existing:
+        assert target.startswith("t_"), f"refusing to replace non-tenant schema {target!r}"
+        parts.append(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE;")
+            .format(sql.Identifier(target))
+            .as_bytes(conn)
+        )
+    parts.append(script.render(target).encode())
+    grant = sql.SQL("GRANT USAGE ON SCHEMA {} TO {};").format(
+        sql.Identifier(target), sql.Identifier(grant_to)
+    )
+    parts.append(grant.as_bytes(conn))
+    return b"\n".join(parts)
 
 
 # --- Generation from the catalog ---------------------------------------------------------------
@@ -208,7 +256,13 @@ def generate_clone_script(
         functions = [r[0] for r in conn.execute(FUNCTIONS, params).fetchall()]
         triggers = [r[0] for r in conn.execute(TRIGGERS, params).fetchall()]
 
+    guard = " OR ".join(
+        f"{expr} IS DISTINCT FROM '{revisions[key]}'"
+        for key, expr in _revision_expressions_unchecked(source, revisions).items()
+    )
     out = [
+        f"DO $guard$ BEGIN IF {guard or 'false'} THEN RAISE EXCEPTION 'template {source} moved on'"
+        f" USING ERRCODE = '{STALE_TEMPLATE}'; END IF; END $guard$;",
         "CREATE SCHEMA {schema};",
         "SET LOCAL search_path = {schema}, public;",
     ]
@@ -276,6 +330,12 @@ def generate_clone_script(
         body="\n".join(out),
         tables=tuple(tables),
     )
+
+
+def _revision_expressions_unchecked(source: str, revisions: dict[str, str]) -> dict[str, str]:
+    """The SQL that recomputes each of `revisions` (tables known to exist: they were just read)."""
+    makers = {"django": _django_digest_sql, "alembic": _alembic_sql}
+    return {key: makers[key](source) for key in revisions}
 
 
 def _quote_if_needed(identifier: str) -> str:

@@ -63,9 +63,9 @@ def provision_storage(tenant: Tenant) -> dict[str, str]:
         with owner_connection() as conn:
             return read_revisions(conn, SHARED_SCHEMA)
     with owner_connection() as conn:
-        drop_schema(conn, tenant.schema_name)
-        conn.commit()
-        return clone_schema(conn, tenant.schema_name, grant_to=app_role_name())
+        return clone_schema(
+            conn, tenant.schema_name, grant_to=app_role_name(), replace_existing=True
+        )
 
 
 def drop_storage(tenant: Tenant) -> None:

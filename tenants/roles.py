@@ -6,12 +6,16 @@ run DDL (migrations, provisioning) asks for the owner here and never hands it to
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import environ
 import psycopg
 from django.conf import settings
 from django.db import connections
+from psycopg_pool import ConnectionPool
 
 
 def app_role_name() -> str:
@@ -22,10 +26,34 @@ def owner_role_name() -> str:
     return urlsplit(settings.MIGRATION_DATABASE_URL).username or ""
 
 
-def owner_connection(*, autocommit: bool = False) -> psycopg.Connection:
-    """A new psycopg connection as the owner role, for DDL."""
+@functools.cache
+def _owner_pool() -> ConnectionPool:
+    """A small per-process pool: provisioning pays no connection set-up (several ms each)."""
     url = settings.MIGRATION_DATABASE_URL.replace("postgres://", "postgresql://", 1)
-    return psycopg.connect(url, autocommit=autocommit)
+    return ConnectionPool(
+        url,
+        min_size=0,
+        max_size=settings.OWNER_POOL_SIZE,
+        reset=_reset,
+        name="owner",
+        open=True,
+    )
+
+
+def _reset(conn: psycopg.Connection) -> None:
+    conn.autocommit = False
+
+
+@contextmanager
+def owner_connection(*, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+    """A pooled psycopg connection as the owner role, for DDL.
+
+    Like `psycopg.connect` as a context manager: committed on success, rolled back on error.
+    Only transaction-local settings may be made on it (it goes back to the pool).
+    """
+    with _owner_pool().connection() as conn:
+        conn.autocommit = autocommit
+        yield conn
 
 
 def use_owner_role_for_django() -> None:

@@ -219,3 +219,27 @@ def test_two_clones_at_once_do_not_interfere(owner, template, targets, unique) -
     assert errors == []
     for name in names:
         assert describe(owner, name)["indexes"] == describe(owner, template)["indexes"]
+
+
+def test_a_template_that_moved_on_is_noticed_by_the_script_itself(
+    owner, template, targets, unique
+) -> None:
+    first, second = f"t_{unique}_a", f"t_{unique}_b"
+    targets.extend([first, second])
+    before = clone_schema(owner, first, source=template, grant_to=app_role_name())
+    owner.execute(
+        f"INSERT INTO \"{template}\".django_migrations (app, name) VALUES ('taskflow', '0099')"
+    )
+    after = clone_schema(owner, second, source=template, grant_to=app_role_name())
+    assert after != before
+    names = {r[0] for r in owner.execute(f'SELECT name FROM "{second}".django_migrations')}
+    assert "0099" in names
+
+
+def test_replace_existing_drops_a_leftover_schema_first(owner, template, targets, unique) -> None:
+    target = f"t_{unique}"
+    targets.append(target)
+    owner.execute(f'CREATE SCHEMA "{target}"; CREATE TABLE "{target}".leftover (x int)')
+    clone_schema(owner, target, source=template, grant_to=app_role_name(), replace_existing=True)
+    leftover = owner.execute("SELECT to_regclass(%s)", (f"{target}.leftover",)).fetchone()
+    assert leftover == (None,)
