@@ -131,6 +131,11 @@ ensure_chromium() {
   [ -x /usr/bin/chromium ] || apt_install chromium
 }
 
+# --- PgBouncer (tests only): the isolation tests run through real transaction pooling ----------
+ensure_pgbouncer() {
+  command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
+}
+
 # --- Commands --------------------------------------------------------------------------------
 use_database() {
   DB_NAME=$1
@@ -180,6 +185,7 @@ use_test_environment() {
   ensure_postgres
   ensure_redis
   ensure_chromium
+  ensure_pgbouncer
 }
 
 run_pytest() {

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from tenants.models import Isolation, Tenant
@@ -55,6 +56,8 @@ class Api:
 
 
 def provisioned_tenant(isolation: str = Isolation.SCHEMA) -> TenantFixture:
+    # Tenant-host requests made in this process leave Django's connection on that tenant.
+    connection.set_schema_to_public()  # type: ignore[attr-defined]
     slug = f"tf{uuid.uuid4().hex[:10]}"
     tenant = make_tenant(slug, isolation=isolation)
     revisions = provision_storage(tenant)
