@@ -106,15 +106,16 @@ class Isolated(RuleBasedStateMachine):
     @rule(tenant=st.integers(0, len(MODES) - 1), project_of=st.integers(0, len(MODES) - 1))
     def create_in_a_guessed_project(self, tenant: int, project_of: int) -> None:
         """A project id of another tenant must not take a task (in rls mode the id is real)."""
-        body = {"project_id": self.projects[project_of], "title": self.title(tenant)}
+        title = self.title(tenant)
+        body = {"project_id": self.projects[project_of], "title": title}
         response = self.clients[tenant].post("/api/v1/tasks", body, content_type="application/json")
         if project_of == tenant:
             assert response.status_code == 201
-            self.live[tenant][response.json()["id"]] = body["title"]
+            self.live[tenant][response.json()["id"]] = title
         elif response.status_code == 201:
             # Schema-mode ids repeat across schemas: the project it landed in must be its own.
             assert response.json()["project_id"] in self.own_project_ids(tenant)
-            self.live[tenant][response.json()["id"]] = body["title"]
+            self.live[tenant][response.json()["id"]] = title
         else:
             assert response.status_code == 400
 
