@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from control_plane.celery import app as celery_app
 from control_plane.models import ApiToken, Membership, Onboarding
 from control_plane.onboarding import (
     InvalidOnboarding,
@@ -127,7 +128,7 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ("isolation", "status")
     search_fields = ("name", "slug", "domains__domain")
     ordering = ("name",)
-    actions = ("suspend", "activate", "archive", "retry")
+    actions = ("suspend", "activate", "archive", "retry", "move_to_schema", "move_to_rls")
     add_fieldsets = ((None, {"fields": ONBOARDING_FIELDS}),)
     change_fieldsets = (
         (None, {"fields": ("name", "slug", "schema_name", "isolation", "domains_panel")}),
@@ -314,6 +315,30 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.action(description="Retry onboarding of selected failed tenants", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
         self._apply(request, queryset, "queued for provisioning again", retry_onboarding)
+
+    @admin.action(description="Move selected tenants to their own schema", permissions=["change"])
+    def move_to_schema(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        self._queue_moves(request, queryset, Isolation.SCHEMA)
+
+    @admin.action(
+        description="Move selected tenants to the shared (RLS) schema", permissions=["change"]
+    )
+    def move_to_rls(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        self._queue_moves(request, queryset, Isolation.RLS)
+
+    def _queue_moves(self, request: HttpRequest, queryset: QuerySet[Tenant], to: str) -> None:
+        """Moves run in a worker; tenants already there are left alone and named."""
+        moving = [t for t in queryset.exclude(schema_name="public") if t.isolation != to]
+        for tenant in moving:
+            celery_app.send_task("control_plane.tasks.move_tenant", args=[tenant.pk, to])
+        if moving:
+            names = ", ".join(t.slug for t in moving)
+            self.message_user(
+                request, f"{len(moving)} queued to move to {to} mode: {names}.", messages.SUCCESS
+            )
+        staying = queryset.filter(isolation=to).count()
+        if staying:
+            self.message_user(request, f"{staying} already in {to} mode.", messages.WARNING)
 
     def _apply(
         self,

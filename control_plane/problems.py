@@ -33,7 +33,11 @@ def _validation_errors(detail: Any) -> list[dict[str, str]]:
 
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, Problem):
-        return Response(exc.to_dict(), status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
+        problem = Response(exc.to_dict(), status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
+        retry_after = exc.extra.get("retry_after")
+        if retry_after is not None:
+            problem["Retry-After"] = str(retry_after)
+        return problem
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -213,5 +213,9 @@ if PRODUCTION:
 TASKFLOW_POOL_SIZE = env.int("TASKFLOW_POOL_SIZE", default=5)
 TASKFLOW_POOL_OVERFLOW = env.int("TASKFLOW_POOL_OVERFLOW", default=10)
 DATABASE_BEHIND_PGBOUNCER = env.bool("DATABASE_BEHIND_PGBOUNCER", default=False)
+# How long a write waits for a tenant being moved between placements before it gets a 503.
+TENANT_WRITE_LOCK_TIMEOUT_MS = env.int("TENANT_WRITE_LOCK_TIMEOUT_MS", default=3000)
+# How long a move waits for in-flight writes of the tenant before giving up.
+TENANT_MOVE_LOCK_TIMEOUT_MS = env.int("TENANT_MOVE_LOCK_TIMEOUT_MS", default=10000)
 OWNER_POOL_SIZE = env.int("OWNER_POOL_SIZE", default=4)
 SOFT_DELETE_RETENTION_DAYS = env.int("SOFT_DELETE_RETENTION_DAYS", default=30)

@@ -17,7 +17,6 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKeyConstraint,
-    Identity,
     Index,
     Integer,
     MetaData,
@@ -35,6 +34,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 PLACEHOLDER_SCHEMA = "tenant"
 LIVE = text("deleted_at IS NULL")
+# Every table in every placement draws ids from one sequence, so ids are unique platform-wide.
+NEXT_ID = text("nextval('public.taskflow_id_seq')")
 
 
 class TaskStatus(enum.StrEnum):
@@ -51,7 +52,7 @@ class Base(DeclarativeBase):
 class TimestampedVersioned:
     """Columns every audited table has: tenant, timestamps, soft delete, optimistic lock."""
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, server_default=NEXT_ID, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
@@ -140,7 +141,7 @@ class Comment(TimestampedVersioned, Base):
 class HistoryColumns:
     """A history row: written only by triggers, read by the history endpoints."""
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, server_default=NEXT_ID, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     row_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     operation: Mapped[str] = mapped_column(String(12), nullable=False)

@@ -20,6 +20,7 @@ from taskflow.errors import Conflict, InvalidInput, PreconditionFailed, Precondi
 from taskflow.models import Comment, Project, Task
 from taskflow.representations import represent
 from taskflow.selectors import project_get, task_get
+from tenants.binding import hold_write_lock
 
 PROJECT_FIELDS = frozenset({"key", "name", "description"})
 TASK_FIELDS = frozenset(
@@ -263,6 +264,7 @@ def comment_create(
 
 def purge_deleted(*, session: Session, tenant_id: int, older_than: datetime) -> dict[str, int]:
     """Hard-delete rows soft-deleted before `older_than` (history triggers record each one)."""
+    hold_write_lock(session)
     counts: dict[str, int] = {}
     for entity in (Comment, Task, Project):
         result = session.execute(

@@ -22,9 +22,19 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from tenants.models import Isolation, Tenant
+from tenants.problems import Problem
 
 PLACEHOLDER_SCHEMA = "tenant"
 SHARED_SCHEMA = "shared"
+# Advisory locks in the two-int form, first key naming the lock's purpose; the tenant id second.
+WRITE_LOCK_SPACE = 7_410_001
+LOCK_NOT_AVAILABLE = "55P03"
+_WRITE_LOCKED = "write_locked_in"
+
+
+class TenantBusy(Problem):
+    status = 503
+    title = "Tenant busy"
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ def tenant_session(binding: TenantBinding) -> Iterator[Session]:
         .execution_options(schema_translate_map={PLACEHOLDER_SCHEMA: binding.schema})
     )
     session = Session(bind=connection, expire_on_commit=False, autoflush=True)
+    session.info["binding"] = binding
 
     @event.listens_for(session, "after_begin")
     def bind_transaction(_session: Session, _transaction: object, conn: sa.Connection) -> None:
@@ -90,12 +101,46 @@ def tenant_session(binding: TenantBinding) -> Iterator[Session]:
             },
         )
 
+    @event.listens_for(session, "before_flush")
+    def lock_before_writing(_session: Session, _context: object, _instances: object) -> None:
+        hold_write_lock(_session)
+
     try:
         yield session
         session.commit()
+    except sa.exc.OperationalError as exc:
+        session.rollback()
+        if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            raise TenantBusy(
+                "The tenant's data is being moved; retry shortly.", retry_after=2
+            ) from exc
+        raise
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
         connection.close()
+
+
+def hold_write_lock(session: Session) -> None:
+    """Take the tenant's write lock (shared) for this transaction, once.
+
+    Writers share it; a move between placements takes it exclusively, so writes wait for a move
+    (at most WRITE_LOCK_TIMEOUT) while reads never do. ORM flushes take it automatically; code
+    that writes with Core statements only calls this first.
+    """
+    if session.info.get(_WRITE_LOCKED) is session.get_transaction():
+        return
+    connection = session.connection()
+    binding: TenantBinding = session.info["binding"]
+    connection.execute(
+        sa.text("SELECT set_config('lock_timeout', :timeout, true)"),
+        {"timeout": f"{settings.TENANT_WRITE_LOCK_TIMEOUT_MS}ms"},
+    )
+    connection.execute(
+        sa.text("SELECT pg_advisory_xact_lock_shared(:space, :tenant)"),
+        {"space": WRITE_LOCK_SPACE, "tenant": binding.tenant_id},
+    )
+    connection.execute(sa.text("SELECT set_config('lock_timeout', '0', true)"))
+    session.info[_WRITE_LOCKED] = session.get_transaction()

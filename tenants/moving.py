@@ -1,0 +1,253 @@
+"""Moving a tenant between placements: its own schema <-> the shared RLS schema.
+
+Rows (history included) stream with COPY from the source into a staging table and from there
+into the target, in one transaction that holds the tenant's write lock exclusively: reads go
+on from the source throughout; writes wait (at most TENANT_WRITE_LOCK_TIMEOUT_MS, then 503).
+Counts and checksums of every table are compared before the routing switch commits in that
+same transaction. Only then is the source removed, after checking under the lock again that
+nothing reached it in between. A failure at any step before the switch leaves the tenant
+served from the source with nothing lost. Ids come from one platform-wide sequence, so rows
+keep their ids and history its references.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from django.conf import settings
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from tenants.binding import SHARED_SCHEMA, WRITE_LOCK_SPACE
+from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, read_revisions
+from tenants.models import Isolation, Tenant, TenantStatus
+from tenants.problems import Problem
+from tenants.provisioning import delete_shared_rows, drop_schema
+from tenants.resolution import forget_tenant
+from tenants.roles import app_role_name, owner_connection
+
+
+class MoveRefused(Problem):
+    status = 409
+    title = "Move refused"
+
+
+@dataclass
+class MoveReport:
+    tenant: str
+    source: str
+    target: str
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    source_removed: bool = False
+
+
+def placement(tenant: Tenant, isolation: str | None = None) -> str:
+    mode = isolation or tenant.isolation
+    return tenant.schema_name if mode == Isolation.SCHEMA else SHARED_SCHEMA
+
+
+def move_tenant(tenant: Tenant, to: str) -> MoveReport:
+    """Move `tenant` to isolation mode `to` (schema or rls); see the module docstring."""
+    if to not in Isolation.values:
+        raise MoveRefused(f"Unknown isolation {to!r}.")
+    if to == tenant.isolation:
+        raise MoveRefused(f"Tenant {tenant.slug!r} is already in {to} mode.")
+    if tenant.status not in {TenantStatus.ACTIVE, TenantStatus.SUSPENDED}:
+        raise MoveRefused(
+            f"Tenant {tenant.slug!r} is {tenant.status}; only provisioned tenants move."
+        )
+    source, target = placement(tenant), placement(tenant, to)
+    started = time.perf_counter()
+    report = MoveReport(tenant.slug, source, target)
+    made_target = False
+    # Autocommit connections: every transaction below is an explicit one, so nothing holds a
+    # lock past its step (the cleanup's DROP SCHEMA must not wait on our own reads).
+    with owner_connection(autocommit=True) as dst, owner_connection(autocommit=True) as src:
+        if to == Isolation.SCHEMA:
+            clone_schema(
+                dst, target, source=TEMPLATE_SCHEMA, grant_to=app_role_name(), replace_existing=True
+            )
+            made_target = True
+        try:
+            revisions = _matching_revisions(dst, source, target)
+            with dst.transaction():
+                _lock_writers_out(dst, tenant.pk)
+                tables = ordered_tables(dst, source)
+                for table in tables:
+                    report.rows[table] = _copy_table(src, dst, tenant.pk, source, target, table)
+                _verify(dst, tenant.pk, source, target, tables)
+                dst.execute(
+                    sql.SQL(
+                        "UPDATE {} SET isolation = %s, revisions = %s, updated_at = now() WHERE id = %s"
+                    ).format(sql.Identifier(Tenant._meta.db_table)),
+                    (to, Jsonb(revisions), tenant.pk),
+                )
+        except BaseException:
+            if made_target:
+                drop_schema(dst, target)
+            raise
+    forget_tenant(tenant)
+    tenant.refresh_from_db()
+    report.source_removed = _remove_source(tenant.pk, source, report.rows)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _matching_revisions(conn: psycopg.Connection, source: str, target: str) -> dict[str, str]:
+    source_alembic = read_revisions(conn, source).get("alembic")
+    target_revisions = read_revisions(conn, target)
+    if source_alembic != target_revisions.get("alembic"):
+        raise MoveRefused(
+            f"{source} is at revision {source_alembic} and {target} at {target_revisions.get('alembic')};"
+            " migrate both to the same revision first."
+        )
+    return target_revisions
+
+
+def _lock_writers_out(conn: psycopg.Connection, tenant_id: int) -> None:
+    """Exclusive tenant write lock for this transaction; waits for in-flight writes to finish."""
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, true)",
+        (f"{settings.TENANT_MOVE_LOCK_TIMEOUT_MS}ms",),
+    )
+    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_SPACE, tenant_id))
+    conn.execute("SELECT set_config('lock_timeout', '0', true)")
+    # Row-level security is forced on the shared schema, for the owner too; history triggers
+    # stand down so copied history is not written twice.
+    conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+    conn.execute("SELECT set_config('app.copying_tenant', 'on', true)")
+
+
+def ordered_tables(conn: psycopg.Connection, schema: str) -> list[str]:
+    """Tables with a tenant_id column, parents before children (foreign keys inside `schema`)."""
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped"
+            " WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY c.relname",
+            (schema,),
+        )
+    ]
+    parents: dict[str, set[str]] = {t: set() for t in tables}
+    for child, parent in conn.execute(
+        "SELECT c.relname, p.relname FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid"
+        " JOIN pg_class p ON p.oid = con.confrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND con.contype = 'f'",
+        (schema,),
+    ):
+        if child in parents and parent in parents and parent != child:
+            parents[child].add(parent)
+    ordered: list[str] = []
+    while parents:
+        ready = sorted(t for t, deps in parents.items() if deps <= set(ordered))
+        if not ready:
+            raise MoveRefused(f"Foreign keys in {schema} form a cycle: {sorted(parents)}")
+        ordered.extend(ready)
+        for table in ready:
+            del parents[table]
+    return ordered
+
+
+def _columns(conn: psycopg.Connection, schema: str, table: str) -> list[str]:
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass"
+            " AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+            (schema, table),
+        )
+    ]
+
+
+def _copy_table(
+    src: psycopg.Connection,
+    dst: psycopg.Connection,
+    tenant_id: int,
+    source: str,
+    target: str,
+    table: str,
+) -> int:
+    """Stream one table's rows of the tenant with COPY into a staging table, then into target."""
+    target_columns = _columns(dst, target, table)
+    columns = [c for c in _columns(dst, source, table) if c in target_columns]
+    column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
+    stage = sql.Identifier(f"move_{table}")
+    dst.execute(
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {}.{} WITH NO DATA").format(
+            stage, column_list, sql.Identifier(target), sql.Identifier(table)
+        )
+    )
+    select = sql.SQL(
+        "COPY (SELECT {} FROM {}.{} WHERE tenant_id = {}) TO STDOUT (FORMAT binary)"
+    ).format(column_list, sql.Identifier(source), sql.Identifier(table), sql.Literal(tenant_id))
+    with src.transaction():
+        src.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        with (
+            src.cursor().copy(select) as out,
+            dst.cursor().copy(sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(stage)) as into,
+        ):
+            for block in out:
+                into.write(block)
+    inserted = dst.execute(
+        sql.SQL("INSERT INTO {}.{} ({}) SELECT {} FROM {}").format(
+            sql.Identifier(target), sql.Identifier(table), column_list, column_list, stage
+        )
+    )
+    return inserted.rowcount
+
+
+def _fingerprint(
+    conn: psycopg.Connection, tenant_id: int, schema: str, table: str, columns: list[str]
+) -> tuple[int, int]:
+    """(rows, order-independent checksum of their text) of the tenant's rows in one table."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)"
+            " FROM (SELECT {} FROM {}.{} WHERE tenant_id = %s) t"
+        ).format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.Identifier(schema),
+            sql.Identifier(table),
+        ),
+        (tenant_id,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _verify(
+    conn: psycopg.Connection, tenant_id: int, source: str, target: str, tables: list[str]
+) -> None:
+    for table in tables:
+        target_columns = _columns(conn, target, table)
+        columns = [c for c in _columns(conn, source, table) if c in target_columns]
+        before = _fingerprint(conn, tenant_id, source, table, columns)
+        after = _fingerprint(conn, tenant_id, target, table, columns)
+        if before != after:
+            raise MoveRefused(
+                f"{table}: {before} in {source} but {after} in {target}; nothing was switched."
+            )
+
+
+def _remove_source(tenant_id: int, source: str, copied: dict[str, int]) -> bool:
+    """Drop the source once the switch is committed, unless a write reached it in between."""
+    with owner_connection() as conn, conn.transaction():
+        _lock_writers_out(conn, tenant_id)
+        for table, rows in copied.items():
+            count = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}.{} WHERE tenant_id = %s").format(
+                    sql.Identifier(source), sql.Identifier(table)
+                ),
+                (tenant_id,),
+            ).fetchone()
+            if count is None or count[0] != rows:
+                return False
+        if source == SHARED_SCHEMA:
+            delete_shared_rows(conn, tenant_id)
+        else:
+            drop_schema(conn, source)
+    return True
