@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "control_plane.settings")
@@ -22,5 +23,10 @@ app.conf.task_routes = {
     "control_plane.fanout.*": {"queue": "migrations"},
     "control_plane.imports.*": {"queue": "imports"},
 }
-app.conf.beat_schedule = {}
+app.conf.beat_schedule = {
+    "purge-soft-deleted": {
+        "task": "taskflow.tasks.purge_soft_deleted",
+        "schedule": crontab(hour=3, minute=17),
+    },
+}
 app.autodiscover_tasks()

@@ -29,9 +29,8 @@ from hypothesis.stateful import (
 from taskflow.models import Task
 from tenants.binding import binding_for, tenant_session
 from tenants.models import Isolation
-from tenants.provisioning import drop_storage
 from tenants.roles import owner_connection
-from tests.taskflow.conftest import provisioned_tenant
+from tests.taskflow.conftest import discard, provisioned_tenant
 
 STEPS = int(os.environ.get("HYPOTHESIS_ISOLATION_STEPS", "300"))
 STEPS_PER_RUN = 50
@@ -73,7 +72,7 @@ class Isolated(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         for fixture in self.fixtures:
-            drop_storage(fixture.tenant)
+            discard(fixture)
 
     def title(self, index: int) -> str:
         self.counter += 1

@@ -11,17 +11,15 @@ import pytest
 from tenants.binding import WRITE_LOCK_SPACE
 from tenants.models import Isolation, Tenant
 from tenants.moving import MoveRefused, move_tenant
-from tenants.provisioning import drop_storage
 from tenants.roles import owner_connection
-from tests.taskflow.conftest import Api, TenantFixture, new_key, provisioned_tenant
+from tests.taskflow.conftest import Api, TenantFixture, discard, new_key, provisioned_tenant
 
 
 @pytest.fixture(params=[Isolation.SCHEMA, Isolation.RLS], ids=["from-schema", "from-rls"])
 def mover(request, committed) -> Iterator[TenantFixture]:
     fixture = provisioned_tenant(request.param)
     yield fixture
-    fixture.tenant.refresh_from_db()
-    drop_storage(fixture.tenant)
+    discard(fixture)
 
 
 def seed(api: Api) -> dict:
@@ -125,7 +123,7 @@ def test_a_move_that_fails_while_copying_leaves_the_tenant_on_its_source(committ
         with owner_connection() as conn:
             conn.execute("ALTER TABLE shared.comments DROP CONSTRAINT no_hello")
     assert_still_on_source(mover, Isolation.SCHEMA, before, task_ids)
-    drop_storage(mover.tenant)
+    discard(mover)
 
 
 def test_a_move_that_cannot_lock_out_writers_leaves_the_tenant_on_its_source(
