@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
@@ -38,7 +39,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--demo", action="store_true", help="Also ensure the demo tenant and admin."
         )
-        parser.add_argument("--admin-password", default="", help="Password of the demo admin user.")
+        parser.add_argument(
+            "--admin-password",
+            default=os.environ.get("DEMO_ADMIN_PASSWORD", ""),
+            help="Password of the demo admin user (default: $DEMO_ADMIN_PASSWORD).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         use_owner_role_for_django()
