@@ -24,6 +24,7 @@ app.conf.task_routes = {
     "control_plane.imports.*": {"queue": "imports"},
 }
 app.conf.beat_schedule = {
+    "refill-spare-schemas": {"task": "tenants.tasks.refill_spares", "schedule": 60.0},
     "purge-soft-deleted": {
         "task": "taskflow.tasks.purge_soft_deleted",
         "schedule": crontab(hour=3, minute=17),

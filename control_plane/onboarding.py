@@ -12,6 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
@@ -32,6 +33,7 @@ from tenants.resolution import forget_tenant
 SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 RESERVED_SLUGS = frozenset({"public", "shared", "template", "information_schema"})
 PROVISION_TASK = "control_plane.tasks.provision_tenant"
+REFILL_SPARES_TASK = "tenants.tasks.refill_spares"
 HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -243,6 +245,8 @@ def provision_onboarding(onboarding_id: int) -> Onboarding:
         raise
     onboarding.refresh_from_db()
     tenant.refresh_from_db()
+    if tenant.isolation == Isolation.SCHEMA and settings.SPARE_SCHEMAS:
+        celery_app.send_task(REFILL_SPARES_TASK)
     return onboarding
 
 

@@ -217,5 +217,7 @@ DATABASE_BEHIND_PGBOUNCER = env.bool("DATABASE_BEHIND_PGBOUNCER", default=False)
 TENANT_WRITE_LOCK_TIMEOUT_MS = env.int("TENANT_WRITE_LOCK_TIMEOUT_MS", default=3000)
 # How long a move waits for in-flight writes of the tenant before giving up.
 TENANT_MOVE_LOCK_TIMEOUT_MS = env.int("TENANT_MOVE_LOCK_TIMEOUT_MS", default=10000)
+# Template clones kept ready for onboarding (0 turns spares off: every onboarding clones).
+SPARE_SCHEMAS = env.int("SPARE_SCHEMAS", default=3)
 OWNER_POOL_SIZE = env.int("OWNER_POOL_SIZE", default=4)
 SOFT_DELETE_RETENTION_DAYS = env.int("SOFT_DELETE_RETENTION_DAYS", default=30)

@@ -88,10 +88,21 @@ def read_revisions(conn: psycopg.Connection, source: str = TEMPLATE_SCHEMA) -> d
     return dict(zip(expressions, row, strict=True))
 
 
+def fingerprint_of(revisions: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(revisions.items()))
+
+
+def fingerprint_sql(conn: psycopg.Connection, source: str = TEMPLATE_SCHEMA) -> str:
+    """SQL that computes fingerprint_of(read_revisions(source)) inside a statement."""
+    expressions = _revision_expressions(conn, source)
+    parts = [f"'{key}=' || {expr}" for key, expr in sorted(expressions.items())]
+    return " || ',' || ".join(parts) or "''"
+
+
 def clone_script(conn: psycopg.Connection, source: str = TEMPLATE_SCHEMA) -> CloneScript:
     """The script for the template's current revision: generated when the revision is new."""
     revisions = read_revisions(conn, source)
-    fingerprint = ",".join(f"{k}={v}" for k, v in sorted(revisions.items()))
+    fingerprint = fingerprint_of(revisions)
     with _cache_lock:
         cached = _cache.get(source)
     if cached is not None and cached.fingerprint == fingerprint:

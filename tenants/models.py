@@ -77,3 +77,19 @@ class Domain(DomainMixin):
 
     def __str__(self) -> str:
         return str(self.domain)
+
+
+class SpareSchema(models.Model):
+    """A schema cloned ahead of time from the template, waiting to become a tenant's.
+
+    Onboarding renames one (about a millisecond) instead of cloning (tens of milliseconds); a
+    spare whose template revision is no longer current is never handed out, and refilling drops it.
+    """
+
+    name: models.CharField[str, str] = models.CharField(max_length=63, unique=True)
+    fingerprint: models.CharField[str, str] = models.CharField(max_length=200, db_index=True)
+    revisions: models.JSONField[dict[str, str], dict[str, str]] = models.JSONField(default=dict)
+    created_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name

@@ -6,6 +6,7 @@ Runs as the owner role, from a worker or a management command; never from reques
 from __future__ import annotations
 
 import psycopg
+from django.conf import settings
 from django.core.management import call_command
 from psycopg import sql
 
@@ -13,6 +14,7 @@ from tenants.binding import SHARED_SCHEMA
 from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, read_revisions
 from tenants.models import Isolation, Tenant
 from tenants.roles import app_role_name, owner_connection, use_owner_role_for_django
+from tenants.spares import take_spare
 
 
 def grant_schema_to_app_role(schema: str) -> None:
@@ -56,13 +58,19 @@ def ensure_shared_schema() -> None:
 def provision_storage(tenant: Tenant) -> dict[str, str]:
     """Make the tenant's storage and return the revisions it is at.
 
-    Schema mode clones the template; a schema left by an earlier attempt that never became
-    active is dropped first, so a retried or redelivered provisioning is idempotent.
+    Schema mode takes a spare clone of the template when one of the current revision is ready
+    (tenants.spares) and clones the template otherwise; a schema left by an earlier attempt
+    that never became active is dropped first, so a retried or redelivered provisioning is
+    idempotent.
     """
     if tenant.isolation != Isolation.SCHEMA:
         with owner_connection() as conn:
             return read_revisions(conn, SHARED_SCHEMA)
     with owner_connection() as conn:
+        if settings.SPARE_SCHEMAS:
+            revisions = take_spare(conn, tenant.schema_name)
+            if revisions is not None:
+                return revisions
         return clone_schema(
             conn, tenant.schema_name, grant_to=app_role_name(), replace_existing=True
         )

@@ -28,6 +28,7 @@ from tenants.provisioning import (
     migrate_template_schema,
 )
 from tenants.roles import app_role_name, owner_connection, use_owner_role_for_django
+from tenants.spares import refill_spares
 
 DEMO_SLUG = "demo"
 
@@ -61,7 +62,10 @@ class Command(BaseCommand):
             connection.commit()
             revisions = schema_revisions(TEMPLATE_SCHEMA)
             upgraded = self.upgrade_tenant_schemas(connection, revisions)
-        self.stdout.write(f"public and template schemas migrated (template at {revisions})")
+        self.stdout.write(f"public, template and shared schemas migrated (template at {revisions})")
+        spares = refill_spares()
+        if spares:
+            self.stdout.write(f"{spares} spare tenant schemas cloned for fast onboarding")
         if upgraded:
             self.stdout.write(f"{upgraded} tenant schemas brought to the template's revisions")
         if options["demo"]:

@@ -1,0 +1,100 @@
+"""Spare schemas: template clones ready ahead of onboarding, only ever of the current revision."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tenants.models import SpareSchema
+from tenants.roles import app_role_name, owner_connection
+from tenants.spares import drop_spares, refill_spares, take_spare
+
+
+def schema_exists(name: str) -> bool:
+    with owner_connection() as conn:
+        return (
+            conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)).fetchone()
+            is not None
+        )
+
+
+@pytest.fixture
+def targets(committed) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    with owner_connection() as conn:
+        for name in made:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def test_a_taken_spare_becomes_the_tenant_schema(targets) -> None:
+    refill_spares(2)
+    spares = set(SpareSchema.objects.values_list("name", flat=True))
+    assert len(spares) >= 2
+    target = f"t_sp{uuid.uuid4().hex[:8]}"
+    targets.append(target)
+    with owner_connection() as conn:
+        revisions = take_spare(conn, target)
+    assert revisions is not None
+    assert set(revisions) == {"django", "alembic"}
+    assert schema_exists(target)
+    taken = spares - set(SpareSchema.objects.values_list("name", flat=True))
+    assert len(taken) == 1
+    assert not schema_exists(taken.pop())
+    with owner_connection() as conn:
+        usage = conn.execute(
+            "SELECT has_schema_privilege(%s, %s, 'USAGE')", (app_role_name(), target)
+        ).fetchone()
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (target,)
+        ).fetchone()
+    assert usage == (True,)
+    assert tables is not None
+    assert tables[0] >= 7
+
+
+def test_spares_of_an_old_template_revision_are_never_handed_out(targets) -> None:
+    refill_spares(1)
+    with owner_connection() as conn:
+        conn.execute(
+            "INSERT INTO template.django_migrations (app, name, applied) VALUES ('spares', 'test', now())"
+        )
+    try:
+        target = f"t_sp{uuid.uuid4().hex[:8]}"
+        with owner_connection() as conn:
+            assert take_spare(conn, target) is None
+        stale = list(SpareSchema.objects.values_list("name", flat=True))
+        made = refill_spares(1)
+        assert made == 1
+        assert all(not schema_exists(name) for name in stale)
+        targets.append(target)
+        with owner_connection() as conn:
+            assert take_spare(conn, target) is not None
+    finally:
+        with owner_connection() as conn:
+            conn.execute("DELETE FROM template.django_migrations WHERE app = 'spares'")
+        drop_spares()
+
+
+def test_two_onboardings_never_take_the_same_spare(targets) -> None:
+    drop_spares()
+    refill_spares(1)
+    names = [f"t_sp{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    targets.extend(names)
+    results: list[object] = []
+    barrier = threading.Barrier(2)
+
+    def take(name: str) -> None:
+        with owner_connection() as conn:
+            barrier.wait()
+            results.append(take_spare(conn, name))
+
+    threads = [threading.Thread(target=take, args=(n,)) for n in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r is None for r in results) == [False, True]
