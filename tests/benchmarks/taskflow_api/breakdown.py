@@ -1,0 +1,202 @@
+"""Where one list request's time goes: each step of the request path timed on its own, in-process.
+
+Used by tests.benchmarks.bench_taskflow_api (section 4). Every step runs `n` times after a
+warm-up, sequentially, against the benchmark's database: wall time per call (including the
+PostgreSQL or Redis round trips) and this thread's CPU time per call (thread_time, so other
+processes on the machine count less). The whole requests go through Django's test client:
+every middleware, DRF, authentication and rendering, without gunicorn's HTTP handling.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+
+@dataclass(frozen=True)
+class Step:
+    label: str
+    wall_ms: float
+    cpu_ms: float
+    note: str = ""
+
+
+def timed(label: str, call: Callable[[], Any], n: int, note: str = "") -> Step:
+    for _ in range(max(n // 10, 5)):
+        call()
+    wall, cpu = time.perf_counter(), time.thread_time()
+    for _ in range(n):
+        call()
+    return Step(
+        label,
+        (time.perf_counter() - wall) / n * 1000,
+        (time.thread_time() - cpu) / n * 1000,
+        note,
+    )
+
+
+def breakdown(tenant: Any, token: str, host: str, limit: int, n: int) -> list[Step]:
+    from django.db import connection
+    from django.test import Client
+    from rest_framework.renderers import JSONRenderer
+
+    from control_plane.authentication import authenticate_token
+    from taskflow import selectors
+    from taskflow.representations import task_repr
+    from tenants.binding import binding_for, engine, tenant_session
+    from tenants.resolution import resolve_tenant
+    from tests.benchmarks.taskflow_api.models import BenchTask
+    from tests.benchmarks.taskflow_api.views import TaskSerializer
+
+    client = Client(HTTP_HOST=host, headers={"Authorization": f"Bearer {token}"})
+    binding = binding_for(tenant, actor_id=1, request_id="bench")
+    query = selectors.ListQuery(limit=limit)
+    filters = selectors.TaskFilters()
+    steps: list[Step] = []
+
+    def get(path: str) -> None:
+        response = client.get(path)
+        assert response.status_code == 200, response.content[:300]
+
+    steps.append(
+        timed(
+            "TaskFlow GET /api/v1/tasks, whole request (test client)",
+            lambda: get(f"/api/v1/tasks?limit={limit}"),
+            n,
+        )
+    )
+    steps.append(
+        timed(
+            "DRF GET /bench/drf-tasks, whole request (test client)",
+            lambda: get(f"/bench/drf-tasks?limit={limit}"),
+            n,
+        )
+    )
+    steps.append(
+        timed(
+            "both: tenant resolution, resolve_tenant (Redis GET, cache hit)",
+            lambda: resolve_tenant(host),
+            n,
+        )
+    )
+
+    def auth() -> None:
+        # as TenantMiddleware does: the next query issues SET search_path again
+        connection.set_tenant(tenant)  # type: ignore[attr-defined]
+        authenticate_token(token, tenant=tenant)
+
+    steps.append(
+        timed(
+            "both: token auth (SET search_path + token/user + membership)",
+            auth,
+            n,
+            "3 round trips, 2 ORM queries compiled",
+        )
+    )
+
+    def checkout() -> None:
+        engine().connect().close()
+
+    steps.append(
+        timed("TaskFlow: pool checkout + pre-ping + return", checkout, n, "1 round trip (ping)")
+    )
+
+    def raw_select() -> None:
+        with engine().connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            conn.commit()
+
+    steps.append(
+        timed(
+            "  checkout + SELECT 1 + COMMIT, plain Connection",
+            raw_select,
+            n,
+            "ping, BEGIN+SELECT, COMMIT",
+        )
+    )
+
+    def session_select() -> None:
+        with tenant_session(binding) as session:
+            session.execute(sa.text("SELECT 1"))
+
+    steps.append(
+        timed(
+            "  same through tenant_session (+ Session, listener, set_config)",
+            session_select,
+            n,
+            "+1 round trip",
+        )
+    )
+
+    def listed() -> list[Any]:
+        with tenant_session(binding) as session:
+            page = selectors.task_list(
+                session=session, tenant_id=tenant.pk, filters=filters, query=query
+            )
+        return page.items
+
+    steps.append(
+        timed(
+            f"TaskFlow: tenant_session + task_list ({limit} rows, ORM entities)",
+            listed,
+            n,
+        )
+    )
+    rows = listed()
+
+    def core_rows() -> None:
+        from taskflow.models import Task
+
+        with tenant_session(binding) as session:
+            statement = (
+                sa.select(Task.__table__)
+                .where(Task.tenant_id == tenant.pk, Task.deleted_at.is_(None))
+                .order_by(Task.created_at, Task.id)
+                .limit(limit + 1)
+            )
+            [dict(r) for r in session.execute(statement).mappings()]
+
+    steps.append(
+        timed(
+            f"  what-if: same session + query as Core rows -> dicts ({limit} rows)",
+            core_rows,
+            n,
+            "no ORM identity map",
+        )
+    )
+    body = {"results": [task_repr(r) for r in rows], "next": "x", "previous": None}
+    steps.append(timed(f"TaskFlow: task_repr x {limit}", lambda: [task_repr(r) for r in rows], n))
+    renderer = JSONRenderer()
+    steps.append(
+        timed("TaskFlow: JSONRenderer.render of the page", lambda: renderer.render(body), n)
+    )
+
+    def drf_query() -> list[BenchTask]:
+        connection.set_tenant(tenant)  # type: ignore[attr-defined]
+        return list(
+            BenchTask.objects.filter(tenant_id=tenant.pk, deleted_at__isnull=True).order_by(
+                "created_at", "id"
+            )[: limit + 1]
+        )
+
+    steps.append(
+        timed(f"DRF: Django ORM page query ({limit + 1} rows, + SET search_path)", drf_query, n)
+    )
+    objects = drf_query()[:limit]
+    steps.append(
+        timed(
+            f"DRF: ModelSerializer(many=True).data x {limit}",
+            lambda: TaskSerializer(objects, many=True).data,
+            n,
+        )
+    )
+    drf_body = {"results": TaskSerializer(objects, many=True).data, "next": "x", "previous": None}
+    steps.append(
+        timed("DRF: JSONRenderer.render of the page", lambda: renderer.render(drf_body), n)
+    )
+    connection.close()
+    return steps

@@ -1,0 +1,90 @@
+"""The benchmark's comparison views, mounted only by tests.benchmarks.taskflow_api.urls.
+
+- OffsetTaskList: /api/v1/tasks's rows in the same order, reached with OFFSET instead of a
+  keyset cursor; same authentication, permission, tenant-bound SQLAlchemy session and rendering.
+- DrfTaskList: a plain DRF ListAPIView over the unmanaged Django model, DRF's CursorPagination
+  (ordering created_at, id; page size from `limit`), a ModelSerializer with the fields of
+  task_repr; same authentication (the platform's bearer token, default in REST_FRAMEWORK) and
+  the same permission classes as the TaskFlow views.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from django.db.models import QuerySet
+from rest_framework import serializers
+from rest_framework.generics import ListAPIView
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from taskflow.errors import InvalidInput
+from taskflow.models import Task
+from taskflow.pagination import Sort, parse_limit, parse_sort
+from taskflow.permissions import TenantRole
+from taskflow.representations import task_repr
+from taskflow.selectors import TASK_SORTS
+from taskflow.views import TaskflowView
+from tenants.identity import principal_of
+from tests.benchmarks.taskflow_api.models import BenchTask
+
+TASK_FIELDS = (
+    "id", "project_id", "external_id", "title", "description", "status", "priority",
+    "assignee_id", "due_date", "created_at", "updated_at", "deleted_at", "version",
+)  # fmt: skip
+
+
+def offset_statement(tenant_id: int, sort: Sort, offset: int, limit: int) -> sa.Select[Any]:
+    """Live tasks of the tenant in `sort` order (the keyset's order, id last), by OFFSET."""
+    exprs = [key.field.expression(Task) for key in sort.keys] + [Task.id]
+    descending = [key.descending for key in sort.keys] + [sort.id_descending]
+    order = [e.desc() if d else e.asc() for e, d in zip(exprs, descending, strict=True)]
+    return (
+        sa.select(Task)
+        .where(Task.tenant_id == tenant_id, Task.deleted_at.is_(None))
+        .order_by(*order)
+        .offset(offset)
+        .limit(limit)
+    )
+
+
+class OffsetTaskList(TaskflowView):
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        sort = parse_sort(params.get("sort"), TASK_SORTS, "created_at")
+        limit = parse_limit(params.get("limit"))
+        try:
+            offset = int(params.get("offset") or 0)
+        except ValueError as exc:
+            raise InvalidInput("offset", "offset must be an integer.") from exc
+        with self.session() as session:
+            rows = session.scalars(offset_statement(self.tenant_id, sort, offset, limit))
+            return Response(
+                {"results": [task_repr(row) for row in rows], "next": None, "previous": None}
+            )
+
+
+class TaskSerializer(serializers.ModelSerializer[BenchTask]):
+    class Meta:
+        model = BenchTask
+        fields = TASK_FIELDS
+
+
+class TaskCursorPagination(CursorPagination):
+    ordering = ("created_at", "id")
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 200
+
+
+class DrfTaskList(ListAPIView[BenchTask]):
+    serializer_class = TaskSerializer
+    pagination_class = TaskCursorPagination
+    permission_classes = (IsAuthenticated, TenantRole)
+
+    def get_queryset(self) -> QuerySet[BenchTask]:
+        tenant_id = principal_of(self.request).tenant_id
+        return BenchTask.objects.filter(tenant_id=tenant_id, deleted_at__isnull=True)
