@@ -11,6 +11,7 @@ tampered cursor, or one used under another sort, filter or tenant, is refused.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
