@@ -11,7 +11,6 @@ tampered cursor, or one used under another sort, filter or tenant, is refused.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import json
