@@ -11,6 +11,7 @@ tampered cursor, or one used under another sort, filter or tenant, is refused.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -99,9 +100,13 @@ def parse_limit(value: str | None) -> int:
 
 
 def _cursor_key() -> bytes:
-    return hmac.new(
-        settings.SECRET_KEY.encode(), b"taskflow/keyset-cursor/v1", hashlib.sha256
-    ).digest()
+    return _derived_key(settings.SECRET_KEY)
+
+
+@functools.cache
+def _derived_key(secret: str) -> bytes:
+    """The cursor-signing key: derived from the secret key, so it rotates with it."""
+    return hmac.new(secret.encode(), b"taskflow/keyset-cursor/v1", hashlib.sha256).digest()
 
 
 def _b64(data: bytes) -> str:
