@@ -1,5 +1,16 @@
-"""Tenant API routes of bulk imports, mounted under /api/v1/ on tenant hosts."""
+"""Tenant API routes of bulk imports, mounted under /api/v1/ on tenant hosts.
 
-from django.urls import URLPattern
+`tasks/export` cannot collide with TaskFlow's `tasks/<int:task_id>`: it is not an integer.
+"""
 
-urlpatterns: list[URLPattern] = []
+from django.urls import path
+
+from control_plane.imports import api
+
+urlpatterns = [
+    path("imports", api.ImportCollection.as_view(), name="imports"),
+    path("imports/<int:job_id>", api.ImportDetail.as_view(), name="import"),
+    path("imports/<int:job_id>/errors", api.ImportErrors.as_view(), name="import-errors"),
+    path("imports/<int:job_id>/cancel", api.ImportCancel.as_view(), name="import-cancel"),
+    path("tasks/export", api.TaskExport.as_view(), name="tasks-export"),
+]

@@ -1,0 +1,160 @@
+"""The tenant API of bulk imports: upload, watch, read the error report, cancel; export tasks.
+
+Thin views on TaskFlow's TaskflowView (tenant roles, bound sessions, problem+json errors):
+members import and export, viewers read jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from control_plane.imports import services
+from control_plane.imports.models import ImportJob, ImportMode
+from control_plane.imports.uploads import CsvBodyParser, MultipartCsvParser, uploaded
+from taskflow.errors import InvalidInput
+from taskflow.imports import export_tasks
+from taskflow.imports.errors_report import HEADER
+from taskflow.views import TaskflowView
+from tenants.binding import binding_for, tenant_session
+from tenants.identity import Role, principal_of
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 200
+RECENT_JOBS = 50
+MODES = {
+    "all_or_nothing": ImportMode.ALL_OR_NOTHING,
+    "all-or-nothing": ImportMode.ALL_OR_NOTHING,
+    "skip_invalid": ImportMode.SKIP_INVALID,
+    "skip-invalid": ImportMode.SKIP_INVALID,
+}
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def job_repr(job: ImportJob) -> dict[str, Any]:
+    duration = job.duration
+    base = f"/api/v1/imports/{job.pk}"
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "phase": job.phase or None,
+        "mode": job.mode,
+        "file": {"name": job.file_name, "size": job.file_size, "sha256": job.file_sha256},
+        "columns": job.columns,
+        "rows_read": job.rows_read,
+        "inserted": job.inserted,
+        "updated": job.updated,
+        "unchanged": job.unchanged,
+        "rejected": job.rejected,
+        "progress": job.progress,
+        "rows_per_second": job.rows_per_second,
+        "error": job.error or None,
+        "attempts": job.attempts,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "duration_seconds": duration.total_seconds() if duration is not None else None,
+        "links": {"self": base, "errors": f"{base}/errors", "cancel": f"{base}/cancel"},
+    }
+
+
+def _mode(request: Request) -> str:
+    value = request.query_params.get("mode") or request.data.get("mode") or "all_or_nothing"
+    if value not in MODES:
+        raise InvalidInput("mode", "Mode must be all_or_nothing or skip_invalid.")
+    return MODES[value]
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip()
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(IDEMPOTENCY_HEADER, f"At most {MAX_KEY_LENGTH} characters.")
+    return key or None
+
+
+class ImportCollection(TaskflowView):
+    parser_classes = (CsvBodyParser, MultipartCsvParser)
+
+    def get(self, request: Request) -> Response:
+        jobs = ImportJob.objects.filter(tenant_id=self.tenant_id)[:RECENT_JOBS]
+        return Response({"results": [job_repr(job) for job in jobs]})
+
+    def post(self, request: Request) -> Response:
+        key = _idempotency_key(request)
+        upload = uploaded(request.FILES)
+        try:
+            mode = _mode(request)
+        except InvalidInput:
+            upload.discard()
+            raise
+        requested = services.request_import(
+            tenant=request._request.tenant,  # type: ignore[attr-defined]
+            upload=upload,
+            mode=mode,
+            created_by=request.user,  # type: ignore[arg-type]
+            idempotency_key=key,
+        )
+        headers = {"Location": f"/api/v1/imports/{requested.job.pk}"}
+        if not requested.created:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(job_repr(requested.job), status=202, headers=headers)
+
+
+class ImportDetail(TaskflowView):
+    def get(self, request: Request, job_id: int) -> Response:
+        return Response(job_repr(services.job_of(self.tenant_id, job_id)))
+
+
+class ImportErrors(TaskflowView):
+    def get(self, request: Request, job_id: int) -> HttpResponseBase:
+        """The rejected rows as CSV (line, column, reason); only the header while there are none."""
+        job = services.job_of(self.tenant_id, job_id)
+        path = Path(job.errors_path) if job.errors_path else None
+        disposition = f'attachment; filename="import-{job.pk}-errors.csv"'
+        response: HttpResponseBase
+        if path is None or not path.exists():
+            response = HttpResponse(",".join(HEADER) + "\r\n", content_type="text/csv")
+        else:
+            response = FileResponse(path.open("rb"), content_type="text/csv")
+        response["Content-Disposition"] = disposition
+        return response
+
+
+class ImportCancel(TaskflowView):
+    def post(self, request: Request, job_id: int) -> Response:
+        job = services.cancel_import(services.job_of(self.tenant_id, job_id))
+        return Response(job_repr(job), status=202)
+
+
+class TaskExport(TaskflowView):
+    required_roles = {"GET": Role.MEMBER, "HEAD": Role.MEMBER}
+
+    def get(self, request: Request) -> StreamingHttpResponse:
+        """The tenant's live tasks as CSV in the import's columns, streamed from COPY."""
+        principal = principal_of(request)
+        binding = binding_for(
+            request._request.tenant,  # type: ignore[attr-defined]
+            actor_id=principal.user_id,
+        )
+
+        def chunks() -> Iterator[bytes]:
+            with tenant_session(binding) as session:
+                yield from export_tasks(
+                    session=session,
+                    schema=binding.schema,
+                    tenant_id=binding.tenant_id,
+                    members=services.members_of(binding.tenant_id),
+                )
+
+        response = StreamingHttpResponse(chunks(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="tasks.csv"'
+        return response

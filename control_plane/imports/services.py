@@ -1,0 +1,113 @@
+"""Import jobs: request one from a stored upload (idempotent by its key), find it, cancel it.
+
+The worker's side, running a job, is control_plane.imports.running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+
+from control_plane.celery import app as celery_app
+from control_plane.imports.models import ACTIVE_STATUSES, ImportJob, ImportMode, ImportStatus
+from control_plane.imports.uploads import StoredUpload
+from control_plane.models import Membership
+from tenants.models import Tenant
+from tenants.problems import NotFound, Problem
+
+RUN_TASK = "control_plane.imports.tasks.run_import"
+
+
+class ImportConflict(Problem):
+    status = 409
+    title = "Conflict"
+
+
+@dataclass(frozen=True)
+class ImportRequested:
+    job: ImportJob
+    created: bool
+
+
+# --- Requesting and cancelling -----------------------------------------------------------------
+
+
+def request_import(
+    *,
+    tenant: Tenant,
+    upload: StoredUpload,
+    mode: str = ImportMode.ALL_OR_NOTHING,
+    created_by: User | None = None,
+    idempotency_key: str | None = None,
+) -> ImportRequested:
+    """Record a job for a stored upload and queue it; a repeated key returns the first job.
+
+    A key reused for a different file is a 409: replaying it must not import something else.
+    """
+    if idempotency_key:
+        existing = ImportJob.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _replay(existing, upload)
+    try:
+        with transaction.atomic():
+            job = ImportJob.objects.create(
+                tenant=tenant,
+                created_by=created_by,
+                idempotency_key=idempotency_key or None,
+                mode=mode,
+                file_name=upload.name,
+                file_path=str(upload.path),
+                file_size=upload.size,
+                file_sha256=upload.sha256,
+                columns=list(upload.columns),
+                errors_path=str(upload.path.with_suffix(".errors.csv")),
+            )
+            transaction.on_commit(lambda: enqueue(job.pk))
+    except IntegrityError:
+        existing = ImportJob.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+        if existing is None:
+            upload.discard()
+            raise
+        return _replay(existing, upload)
+    return ImportRequested(job=job, created=True)
+
+
+def _replay(existing: ImportJob, upload: StoredUpload) -> ImportRequested:
+    upload.discard()
+    if existing.file_sha256 != upload.sha256:
+        raise ImportConflict("This Idempotency-Key was used for an import of a different file.")
+    return ImportRequested(job=existing, created=False)
+
+
+def enqueue(job_id: int) -> None:
+    celery_app.send_task(RUN_TASK, args=[job_id])
+
+
+def job_of(tenant_id: int, job_id: int) -> ImportJob:
+    job = ImportJob.objects.filter(tenant_id=tenant_id, pk=job_id).first()
+    if job is None:
+        raise NotFound(f"No import {job_id}.")
+    return job
+
+
+def cancel_import(job: ImportJob) -> ImportJob:
+    """Cancel a queued or running job; its worker rolls back at its next check.
+
+    A job that already committed (the worker holds its row while committing) cannot be cancelled.
+    """
+    changed = ImportJob.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).update(
+        status=ImportStatus.CANCELLED, error="Cancelled on request."
+    )
+    job.refresh_from_db()
+    if not changed and job.status != ImportStatus.CANCELLED:
+        raise ImportConflict(f"Import {job.pk} has already {job.status}; it cannot be cancelled.")
+    return job
+
+
+def members_of(tenant_id: int) -> Iterator[tuple[str, int]]:
+    """(email, user id) of the tenant's members: how an assignee email becomes a user."""
+    rows = Membership.objects.filter(tenant_id=tenant_id).values_list("user__email", "user_id")
+    yield from rows.iterator(chunk_size=2000)

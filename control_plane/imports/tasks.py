@@ -1,0 +1,20 @@
+"""Celery tasks of bulk imports (queue `imports`, routed by name in control_plane.celery)."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Task, shared_task
+
+from control_plane.imports.running import ImportInterrupted, run_import_job
+
+
+@shared_task(name="control_plane.imports.tasks.run_import", bind=True, max_retries=None)
+def run_import(self: Task, job_id: int) -> dict[str, object]:
+    """Run one import job. acks_late + reject_on_worker_lost (the app's defaults): a killed
+    worker's job is delivered again and starts over; the job's attempts bound the retries."""
+    try:
+        job = run_import_job(job_id, worker=f"{self.request.hostname}:{os.getpid()}")
+    except ImportInterrupted as exc:
+        raise self.retry(countdown=exc.countdown) from exc
+    return {"job": job.pk, "status": job.status, "rows": job.rows_read}

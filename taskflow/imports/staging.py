@@ -1,0 +1,134 @@
+"""The import's temporary tables, and COPY of the file's records into them.
+
+Every table here is TEMP ... ON COMMIT DROP: it lives in the import's own transaction and session,
+never in a tenant schema, and vanishes with a commit or a rollback (safe on a pooled connection).
+Statements run on the psycopg connection under the bound SQLAlchemy session, so they share its
+transaction and its tenant settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.orm import Session
+
+from taskflow.imports.reading import Malformed, Record
+
+STAGING = "import_staging"
+REJECTS = "import_rejects"
+MEMBERS = "import_members"
+MALFORMED_REPORTED = 100
+
+CREATE = """
+CREATE TEMP TABLE import_staging (
+  line bigint NOT NULL,
+  external_id text, project text, title text, description text,
+  status text, priority text, assignee text, due_date text
+) ON COMMIT DROP;
+CREATE TEMP TABLE import_rejects (
+  line bigint NOT NULL, ord smallint NOT NULL, "column" text NOT NULL, reason text NOT NULL
+) ON COMMIT DROP;
+"""
+CREATE_MEMBERS = "CREATE TEMP TABLE import_members_raw (email text, user_id bigint) ON COMMIT DROP"
+
+# An email maps to a member only when exactly one member has it (case-insensitive).
+MEMBERS_BY_EMAIL = """
+CREATE TEMP TABLE import_members ON COMMIT DROP AS
+SELECT lower(btrim(email)) AS email,
+       CASE WHEN count(DISTINCT user_id) = 1 THEN min(user_id) END AS user_id
+FROM import_members_raw WHERE btrim(email) <> '' GROUP BY 1;
+ANALYZE import_members;
+"""
+
+
+def driver_connection(session: Session) -> psycopg.Connection:
+    """The psycopg connection of the session's transaction (begun, so the tenant is bound)."""
+    dbapi = session.connection().connection.driver_connection
+    assert isinstance(dbapi, psycopg.Connection)
+    return dbapi
+
+
+def create_tables(pg: psycopg.Connection) -> None:
+    pg.execute(CREATE)
+    pg.execute(CREATE_MEMBERS)
+
+
+def create_member_table(pg: psycopg.Connection) -> None:
+    pg.execute(CREATE_MEMBERS)
+
+
+class MalformedFile(Exception):
+    """The file is not well-formed CSV; `faults` holds the first ones, each with its line."""
+
+    def __init__(self, faults: list[Malformed], rows_read: int) -> None:
+        super().__init__(f"{len(faults)} malformed lines, the first on line {faults[0].line}")
+        self.faults = faults
+        self.rows_read = rows_read
+
+
+class _Stop(Exception):
+    pass
+
+
+def copy_records(
+    pg: psycopg.Connection,
+    columns: tuple[str, ...],
+    records: Iterable[Record | Malformed],
+    *,
+    tick: Callable[[int], None],
+    every: int,
+) -> int:
+    """COPY well-formed records into the staging table; the count, or MalformedFile.
+
+    At the first malformed record the COPY is abandoned (the transaction is then unusable: the
+    caller rolls back) and the rest of the file is only scanned, for more faults to report.
+    """
+    items: Iterator[Record | Malformed] = iter(records)
+    statement = sql.SQL("COPY import_staging (line, {}) FROM STDIN").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    rows = 0
+    first: Malformed | None = None
+    try:
+        with pg.cursor() as cursor, cursor.copy(statement) as copy:
+            write = copy.write_row
+            for item in items:
+                if isinstance(item, Malformed):
+                    first = item
+                    raise _Stop
+                write((item.line, *item.fields))
+                rows += 1
+                if rows % every == 0:
+                    tick(rows)
+    except _Stop:
+        pass
+    if first is None:
+        return rows
+    faults = [first]
+    for item in items:
+        if isinstance(item, Malformed):
+            faults.append(item)
+            if len(faults) >= MALFORMED_REPORTED:
+                break
+        else:
+            rows += 1
+    raise MalformedFile(faults, rows)
+
+
+def analyze_staging(pg: psycopg.Connection) -> None:
+    """Statistics for the planner: without them it guesses the staging table's size."""
+    pg.execute("ANALYZE import_staging")
+
+
+def load_members(pg: psycopg.Connection, members: Iterable[tuple[str, int]]) -> None:
+    """The tenant's members (email, user id), for assignee emails; given by the caller, since
+    who belongs to a tenant is the control plane's knowledge, not TaskFlow's."""
+    with (
+        pg.cursor() as cursor,
+        cursor.copy("COPY import_members_raw (email, user_id) FROM STDIN") as copy,
+    ):
+        for email, user_id in members:
+            copy.write_row((email, user_id))
+    pg.execute(MEMBERS_BY_EMAIL)
