@@ -1,5 +1,25 @@
 """Operator API routes of the fan-out, mounted under /ops/v1/ on the public host."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from control_plane.fanout import api
+
+urlpatterns: list[URLPattern] = [
+    path("migration-runs", api.MigrationRunCollection.as_view(), name="ops-migration-runs"),
+    path("migration-runs/<int:run_id>", api.MigrationRunDetail.as_view(), name="ops-migration-run"),
+    path(
+        "migration-runs/<int:run_id>/resume",
+        api.ResumeMigrationRun.as_view(),
+        name="ops-migration-run-resume",
+    ),
+    path(
+        "migration-runs/<int:run_id>/cancel",
+        api.CancelMigrationRun.as_view(),
+        name="ops-migration-run-cancel",
+    ),
+    path(
+        "migration-runs/<int:run_id>/tenants/<slug:slug>/retry",
+        api.RetryTenantMigration.as_view(),
+        name="ops-migration-run-retry-tenant",
+    ),
+]

@@ -1,0 +1,92 @@
+"""Operator API of the fan-out on the public host: start, list, watch, resume, cancel, retry.
+
+Staff bearer tokens only; errors are problem+json through the project's one handler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db.models import QuerySet
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from control_plane.fanout import runs
+from control_plane.fanout.models import MigrationRun, StepStatus
+from control_plane.ops_api import OpsView
+from tenants.problems import NotFound
+
+LIST_LIMIT = 50
+
+
+class MigrationRunInputSerializer(serializers.Serializer[dict[str, Any]]):
+    """Shape only; the runs service decides what is valid (revision, tenants, budget)."""
+
+    tenants = serializers.ListField(child=serializers.CharField(max_length=40), required=False)
+    to = serializers.CharField(max_length=64, required=False, default="head")
+    canary = serializers.IntegerField(min_value=0, required=False, default=1)
+    concurrency = serializers.IntegerField(min_value=1, max_value=64, required=False, default=2)
+    batch_size = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=50)
+    max_failures = serializers.CharField(max_length=12, required=False, default="0")
+    verify = serializers.BooleanField(required=False, default=False)
+    lock_timeout = serializers.CharField(max_length=20, required=False, default="5s")
+    statement_timeout = serializers.CharField(max_length=20, required=False, default="5min")
+
+
+def _run(run_id: int) -> MigrationRun:
+    run = MigrationRun.objects.select_related("created_by").filter(pk=run_id).first()
+    if run is None:
+        raise NotFound(f"No migration run {run_id}.")
+    return run
+
+
+def _state(run: MigrationRun, request: Request) -> dict[str, Any]:
+    status = request.query_params.get("status", "")
+    if status and status not in StepStatus.values:
+        status = ""
+    state = runs.run_state(run, status=status, search=request.query_params.get("q", ""))
+    state["url"] = f"/ops/v1/migration-runs/{run.pk}"
+    return state
+
+
+class MigrationRunCollection(OpsView):
+    def get(self, request: Request) -> Response:
+        recent: QuerySet[MigrationRun] = MigrationRun.objects.select_related("created_by")[
+            :LIST_LIMIT
+        ]
+        results = [
+            {**runs.run_state(run, limit=0), "url": f"/ops/v1/migration-runs/{run.pk}"}
+            for run in recent
+        ]
+        return Response({"results": results})
+
+    def post(self, request: Request) -> Response:
+        shape = MigrationRunInputSerializer(data=request.data)
+        shape.is_valid(raise_exception=True)
+        user = request.user if isinstance(request.user, User) else None
+        run = runs.start_run(**shape.validated_data, created_by=user)
+        location = f"/ops/v1/migration-runs/{run.pk}"
+        return Response(_state(run, request), status=202, headers={"Location": location})
+
+
+class MigrationRunDetail(OpsView):
+    def get(self, request: Request, run_id: int) -> Response:
+        return Response(_state(_run(run_id), request))
+
+
+class ResumeMigrationRun(OpsView):
+    def post(self, request: Request, run_id: int) -> Response:
+        return Response(_state(runs.resume_run(_run(run_id)), request), status=202)
+
+
+class CancelMigrationRun(OpsView):
+    def post(self, request: Request, run_id: int) -> Response:
+        return Response(_state(runs.cancel_run(_run(run_id)), request))
+
+
+class RetryTenantMigration(OpsView):
+    def post(self, request: Request, run_id: int, slug: str) -> Response:
+        step = runs.retry_tenant(_run(run_id), slug)
+        return Response(runs.step_state(step), status=202)

@@ -1,0 +1,340 @@
+"""The orchestrator: moves a run through its stages and keeps at most `concurrency` batches in flight.
+
+Stages: the template schema (Django tenant apps, then Alembic), the `shared` RLS schema when it
+exists, then canary tenants, then the rest in batches, then a sweep for tenants that appeared
+meanwhile. `advance` is idempotent and runs after every batch (and from its own task), with the
+run row locked, so concurrent batch endings never dispatch twice. Tenants already at the target
+are marked skipped set-based from Tenant.revisions, without opening their schema.
+This module never migrates a tenant itself: batches do (control_plane.fanout.batches).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+import sqlalchemy as sa
+from django.db import connection, transaction
+from django.utils import timezone
+
+from control_plane.fanout import django_state, runs, scripts
+from control_plane.fanout.models import (
+    MigrationRun,
+    RunStatus,
+    Stage,
+    StepStatus,
+    TenantMigration,
+)
+from control_plane.fanout.tenant_migration import Outcome, SchemaMigrator, Target
+from migrations_sqla.runner import owner_engine
+from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
+from tenants.models import Isolation, Tenant, TenantStatus
+
+log = logging.getLogger(__name__)
+
+SHARED_SCHEMA = "shared"
+MIGRATED_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.SUSPENDED, TenantStatus.ARCHIVED)
+SWEEP_WAIT = timedelta(minutes=2)  # how long the sweep waits for tenants still provisioning
+SWEEP_POLL_S = 1.0
+
+
+def advance(
+    run_id: int, *, lane: int | None = None, first: Callable[[], object] | None = None
+) -> bool:
+    """Do whatever the run needs next; safe to call any number of times, from anywhere.
+
+    `lane`: the batch number of a batch task whose tenants are all finished. When the run has
+    more work and a free slot, the next tenants are claimed into that same batch number and
+    True is returned: the task carries on over its connection, without a new message.
+    `first` runs once the run is locked (a batch writes its last outcomes there).
+    """
+    MigrationRun.objects.filter(pk=run_id, status=RunStatus.PENDING).update(
+        status=RunStatus.RUNNING, started_at=timezone.now(), stage=Stage.SCHEMAS
+    )
+    run = MigrationRun.objects.get(pk=run_id)
+    # Also after a redelivery: a worker killed during this stage left the run here.
+    if (
+        run.status == RunStatus.RUNNING
+        and run.stage == Stage.SCHEMAS
+        and not migrate_platform_schemas(run)
+    ):
+        if first is not None:
+            first()
+        return False
+    with transaction.atomic():
+        run = MigrationRun.objects.select_for_update().get(pk=run_id)
+        if first is not None:
+            first()
+        if run.status != RunStatus.RUNNING:
+            settle_finished(run)
+            return False
+        if halt_if_budget_spent(run):
+            return False
+        if run.stage == Stage.CANARY:
+            keep, busy = _dispatch(run, canary=True, lane=lane)
+            if keep or busy or _in_flight(run):
+                return keep
+            run.stage = Stage.ROLLOUT
+            run.save(update_fields=["stage"])
+        if run.stage == Stage.ROLLOUT:
+            keep, busy = _dispatch(run, canary=False, lane=lane)
+            if keep or busy or _in_flight(run):
+                return keep
+            run.stage = Stage.SWEEP
+            run.save(update_fields=["stage"])
+        if run.stage == Stage.SWEEP:
+            return _sweep(run, lane)
+    return False
+
+
+# --- Platform schemas --------------------------------------------------------------------------
+
+
+def platform_schemas(conn: sa.Connection) -> list[str]:
+    """The template, and the shared RLS schema once it exists: migrated before any tenant."""
+    shared = conn.exec_driver_sql(f"SELECT to_regnamespace('{SHARED_SCHEMA}') IS NOT NULL").scalar()
+    conn.commit()
+    return [TEMPLATE_SCHEMA, *([SHARED_SCHEMA] if shared else [])]
+
+
+def migrate_platform_schemas(run: MigrationRun) -> bool:
+    """Template (Django tenant apps, then Alembic), then shared; then create the tenant steps.
+
+    Returns False when a platform schema failed: the run is failed and no tenant is touched.
+    """
+    try:
+        target_alembic = scripts.resolve_revision(run.script_location, run.requested_revision)
+    except LookupError as exc:
+        _finish(run, RunStatus.FAILED, str(exc))
+        return False
+    target = Target(
+        alembic=target_alembic,
+        django=None,
+        location=run.script_location,
+        lock_timeout=run.lock_timeout,
+        statement_timeout=run.statement_timeout,
+    )
+    with owner_engine().connect() as conn:
+        migrator = SchemaMigrator(conn, target)
+        for schema in platform_schemas(migrator.connection):
+            step, _ = TenantMigration.objects.update_or_create(
+                run=run,
+                schema_name=schema,
+                defaults={"status": StepStatus.RUNNING, "started_at": timezone.now()},
+            )
+            try:
+                if schema == TEMPLATE_SCHEMA:
+                    applied = django_state.applied_migrations(migrator.raw, schema)
+                    django_state.migrate_template_if_pending(applied)
+                outcome = migrator.migrate(schema)
+            except Exception as exc:  # recorded on the run, which then fails
+                outcome = Outcome(status=StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            error = outcome.error
+            TenantMigration.objects.filter(pk=step.pk).update(
+                status=outcome.status,
+                attempts=max(outcome.attempts, 1),
+                finished_at=timezone.now(),
+                duration_ms=outcome.duration_ms,
+                revisions_before=outcome.before,
+                revisions_after=outcome.after,
+                error=error,
+            )
+            if outcome.status == StepStatus.FAILED:
+                _finish(run, RunStatus.FAILED, f"The {schema} schema failed to migrate: {error}")
+                return False
+        revisions = read_revisions(migrator.raw, TEMPLATE_SCHEMA)
+    run.target = revisions
+    run.stage = Stage.CANARY
+    run.save(update_fields=["target", "stage"])
+    created = create_tenant_steps(run)
+    mark_canaries(run)
+    log.info("run %s: template at %s, %s tenant steps", run.pk, revisions, created)
+    return True
+
+
+# --- Tenant steps ------------------------------------------------------------------------------
+
+CREATE_STEPS = """
+INSERT INTO {steps} (run_id, tenant_id, schema_name, canary, status, attempts, revisions_before,
+                     revisions_after, error, finished_at)
+SELECT %(run)s, t.id, t.schema_name, false, s.status, 0, t.revisions,
+       CASE WHEN s.status = 'skipped' THEN t.revisions ELSE '{{}}'::jsonb END, '',
+       CASE WHEN s.status = 'skipped' THEN now() END
+FROM {tenants} t
+CROSS JOIN LATERAL (SELECT CASE WHEN NOT %(verify)s AND t.revisions = %(target)s::jsonb
+                                THEN 'skipped' ELSE 'pending' END AS status) s
+WHERE t.isolation = %(isolation)s AND t.status = ANY(%(statuses)s) AND t.schema_name <> 'public'
+  AND (%(slugs)s::text[] IS NULL OR t.slug = ANY(%(slugs)s::text[]))
+ORDER BY t.id
+ON CONFLICT (run_id, schema_name) DO NOTHING
+"""
+
+
+def create_tenant_steps(run: MigrationRun) -> int:
+    """One row per eligible tenant not yet in the run, skipped at once when its recorded
+    revisions are the target (one INSERT ... SELECT, no schema opened)."""
+    query = CREATE_STEPS.format(steps=TenantMigration._meta.db_table, tenants=Tenant._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            query,
+            {
+                "run": run.pk,
+                "verify": run.verify,
+                "target": json.dumps(run.target),
+                "isolation": Isolation.SCHEMA,
+                "statuses": list(MIGRATED_TENANT_STATUSES),
+                "slugs": run.tenant_slugs,
+            },
+        )
+        return cursor.rowcount
+
+
+def mark_canaries(run: MigrationRun) -> None:
+    """The first `canary_count` tenants to migrate; once per run (a repeated stage keeps them)."""
+    if not run.canary_count or run.steps.filter(canary=True).exists():
+        return
+    ids = list(
+        run.steps.filter(tenant__isnull=False, status=StepStatus.PENDING)
+        .order_by("id")
+        .values_list("id", flat=True)[: run.canary_count]
+    )
+    TenantMigration.objects.filter(id__in=ids).update(canary=True)
+
+
+# --- Dispatch ----------------------------------------------------------------------------------
+
+
+def _in_flight(run: MigrationRun) -> int:
+    """Batches handed to workers whose tenants are not all finished."""
+    return (
+        run.steps.filter(batch__isnull=False, status__in=(StepStatus.PENDING, StepStatus.RUNNING))
+        .values("batch")
+        .distinct()
+        .count()
+    )
+
+
+def _dispatch(run: MigrationRun, *, canary: bool, lane: int | None) -> tuple[bool, bool]:
+    """Hand out batches of unassigned pending tenants up to the free slots.
+
+    The first goes to `lane` (the calling task carries on with it), the others to new batch
+    tasks. Returns (the lane got tenants, tenants are waiting or were handed out).
+    """
+    waiting = run.steps.filter(tenant__isnull=False, status=StepStatus.PENDING, batch__isnull=True)
+    if canary:
+        waiting = waiting.filter(canary=True)
+    slots = run.concurrency - _in_flight(run)
+    keep = False
+    sent: list[int] = []
+    # Near the end, split what is left evenly, so no batch finishes long after the others.
+    size = min(run.batch_size, -(-waiting.count() // run.concurrency)) if slots > 0 else 0
+    while slots > 0:
+        ids = list(waiting.order_by("id").values_list("id", flat=True)[:size])
+        if not ids:
+            break
+        if lane is not None and not keep:
+            number, keep = lane, True
+        else:
+            run.batches_dispatched += 1
+            number = run.batches_dispatched
+            sent.append(number)
+        TenantMigration.objects.filter(id__in=ids).update(batch=number)
+        slots -= 1
+    if sent:
+        run.save(update_fields=["batches_dispatched"])
+        transaction.on_commit(functools.partial(_send_batches, run.pk, sent))
+    return keep, keep or bool(sent) or waiting.exists()
+
+
+def _send_batches(run_id: int, batches: list[int]) -> None:
+    for batch in batches:
+        runs.enqueue_batch(run_id, batch)
+
+
+def check_budget(run_id: int) -> None:
+    """Between a batch's tenants: stop the run as soon as its budget is spent."""
+    with transaction.atomic():
+        run = MigrationRun.objects.select_for_update().get(pk=run_id)
+        if run.status == RunStatus.RUNNING:
+            halt_if_budget_spent(run)
+
+
+def halt_if_budget_spent(run: MigrationRun) -> bool:
+    """Fail the run (stop dispatching) once failures exceed the budget; canaries have none."""
+    failed = run.steps.filter(tenant__isnull=False, status=StepStatus.FAILED)
+    failed_count = failed.count()
+    if not failed_count:
+        return False
+    if failed.filter(canary=True).exists():
+        _finish(run, RunStatus.FAILED, f"A canary tenant failed ({failed_count} failed).")
+        return True
+    total = run.steps.filter(tenant__isnull=False).count()
+    budget = run.failure_budget(total)
+    if failed_count > budget:
+        _finish(
+            run,
+            RunStatus.FAILED,
+            f"Failure budget spent: {failed_count} tenants failed, budget {run.budget_label()}"
+            f" ({budget} of {total}). Dispatching stopped.",
+        )
+        return True
+    return False
+
+
+# --- End of a run ------------------------------------------------------------------------------
+
+
+def _sweep(run: MigrationRun, lane: int | None) -> bool:
+    """Catch tenants that appeared since the run started, then finish; True as in advance.
+
+    Tenants still provisioning are waited for first: one may have cloned the template before
+    the run migrated it. A tenant that turns active after this check cloned the migrated one.
+    """
+    everyone = run.tenant_slugs is None
+    if everyone and _still_provisioning():
+        transaction.on_commit(
+            functools.partial(runs.enqueue_advance, run.pk, countdown=SWEEP_POLL_S)
+        )
+        return False
+    if everyone and create_tenant_steps(run):
+        keep, busy = _dispatch(run, canary=False, lane=lane)
+        if keep or busy:
+            return keep
+    if not _in_flight(run):
+        settle_finished(run, force=True)
+    return False
+
+
+def _still_provisioning() -> bool:
+    recent = timezone.now() - SWEEP_WAIT
+    return Tenant.objects.filter(
+        isolation=Isolation.SCHEMA, status=TenantStatus.PROVISIONING, created_at__gte=recent
+    ).exists()
+
+
+def settle_finished(run: MigrationRun, *, force: bool = False) -> None:
+    """Give a run whose work is over its final status.
+
+    `force`: the run's work is done. Otherwise only a failed run is looked at: once every one
+    of its tenants is at the target (its failed tenants were retried), it has succeeded.
+    """
+    if not force and run.status != RunStatus.FAILED:
+        return
+    steps = run.steps.filter(tenant__isnull=False)
+    unfinished = steps.filter(status__in=(StepStatus.PENDING, StepStatus.RUNNING)).count()
+    failed = steps.filter(status=StepStatus.FAILED).count()
+    if not unfinished and not failed:
+        _finish(run, RunStatus.SUCCEEDED, "")
+    elif force:
+        _finish(run, RunStatus.FAILED, f"{failed} tenants failed; {unfinished} not migrated.")
+
+
+def _finish(run: MigrationRun, status: str, error: str) -> None:
+    run.status = status
+    run.stage = Stage.DONE if status == RunStatus.SUCCEEDED else run.stage
+    run.error = error
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "stage", "error", "finished_at"])

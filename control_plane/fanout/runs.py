@@ -1,0 +1,278 @@
+"""Runs of the migration fan-out: start, resume, cancel, retry one tenant, and what a run shows.
+
+The one service the admin, the operator API and the CLI call. Work happens in workers
+(control_plane.fanout.tasks); these functions record intent and enqueue, after the commit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Case, Count, Q, QuerySet, Value, When
+from django.utils import timezone
+
+from control_plane.celery import app as celery_app
+from control_plane.fanout import scripts
+from control_plane.fanout.models import (
+    MigrationRun,
+    RunStatus,
+    Stage,
+    StepStatus,
+    TenantMigration,
+)
+from tenants.models import Isolation, Tenant
+from tenants.problems import NotFound, Problem
+
+ADVANCE_TASK = "control_plane.fanout.advance_run"
+BATCH_TASK = "control_plane.fanout.migrate_batch"
+BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
+TIMEOUT = re.compile(r"^\d+(ms|s|min|h)?$")
+STEP_LIMIT = 200
+
+
+class InvalidRun(Problem):
+    status = 400
+    title = "Invalid migration run"
+
+
+class RunConflict(Problem):
+    status = 409
+    title = "Migration run conflict"
+
+
+@dataclass(frozen=True)
+class FailureBudget:
+    count: int | None
+    percent: float | None
+
+
+def parse_failure_budget(value: str | int | None) -> FailureBudget:
+    """ "3" tolerates three failed tenants, "5%" five per cent of the run's tenants."""
+    if value is None or value == "":
+        return FailureBudget(0, None)
+    match = BUDGET.match(str(value))
+    if not match:
+        raise InvalidRun(f"max_failures must be a count or a percentage, not {value!r}.")
+    number, percent = match.groups()
+    if percent:
+        if float(number) > 100:
+            raise InvalidRun("max_failures percentage is at most 100%.")
+        return FailureBudget(None, float(number))
+    if "." in number:
+        raise InvalidRun("max_failures count must be a whole number.")
+    return FailureBudget(int(number), None)
+
+
+def start_run(
+    *,
+    tenants: list[str] | None = None,
+    to: str = "head",
+    canary: int = 1,
+    concurrency: int = 2,
+    batch_size: int = 50,
+    max_failures: str | int | None = 0,
+    verify: bool = False,
+    lock_timeout: str = "5s",
+    statement_timeout: str = "5min",
+    script_location: str | None = None,
+    created_by: User | None = None,
+    enqueue: bool = True,
+) -> MigrationRun:
+    """Record a run and queue its first step; the template is migrated by a worker."""
+    location = scripts.default_location() if script_location is None else script_location
+    try:
+        scripts.resolve_revision(location, to or "head")
+    except LookupError as exc:
+        raise InvalidRun(str(exc)) from exc
+    if concurrency < 1 or batch_size < 1 or canary < 0:
+        raise InvalidRun("concurrency and batch_size are at least 1, canary at least 0.")
+    for name, value in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout)):
+        if not TIMEOUT.match(value):
+            raise InvalidRun(f"{name} must look like 500ms, 5s, 5min or 1h, not {value!r}.")
+    slugs = _check_tenants(tenants) if tenants else None
+    budget = parse_failure_budget(max_failures)
+    with transaction.atomic():
+        run = MigrationRun.objects.create(
+            created_by=created_by,
+            requested_revision=to or "head",
+            script_location=location,
+            tenant_slugs=slugs,
+            canary_count=canary,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            max_failures=budget.count,
+            max_failure_percent=budget.percent,
+            verify=verify,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+        )
+        if enqueue:
+            transaction.on_commit(lambda: enqueue_advance(run.pk))
+    return run
+
+
+def _check_tenants(slugs: list[str]) -> list[str]:
+    wanted = sorted({s.strip() for s in slugs if s.strip()})
+    found = set(
+        Tenant.objects.filter(slug__in=wanted, isolation=Isolation.SCHEMA).values_list(
+            "slug", flat=True
+        )
+    )
+    missing = [s for s in wanted if s not in found]
+    if missing:
+        raise InvalidRun(f"No schema-mode tenant with slug {', '.join(missing)}.")
+    return wanted
+
+
+def enqueue_advance(run_id: int, *, countdown: float | None = None) -> None:
+    celery_app.send_task(ADVANCE_TASK, args=[run_id], countdown=countdown)
+
+
+def enqueue_batch(run_id: int, batch: int, *, force: bool = False) -> None:
+    celery_app.send_task(BATCH_TASK, args=[run_id, batch], kwargs={"force": force})
+
+
+def resume_run(run: MigrationRun) -> MigrationRun:
+    """Carry on a failed or cancelled run with its unfinished tenants only."""
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        raise RunConflict(f"Run {run.pk} is {run.status}; only failed or cancelled runs resume.")
+    with transaction.atomic():
+        run = MigrationRun.objects.select_for_update().get(pk=run.pk)
+        run.steps.filter(
+            Q(status=StepStatus.FAILED) | Q(status=StepStatus.PENDING, batch__isnull=False)
+        ).update(status=StepStatus.PENDING, batch=None, error="")
+        if not run.target:
+            stage = Stage.SCHEMAS
+        elif run.steps.filter(canary=True).exclude(status=StepStatus.SUCCEEDED).exists():
+            stage = Stage.CANARY
+        else:
+            stage = Stage.ROLLOUT
+        run.status = RunStatus.PENDING if stage == Stage.SCHEMAS else RunStatus.RUNNING
+        run.stage = stage
+        run.error = ""
+        run.finished_at = None
+        run.save(update_fields=["status", "stage", "error", "finished_at"])
+        transaction.on_commit(lambda: enqueue_advance(run.pk))
+    return run
+
+
+def cancel_run(run: MigrationRun) -> MigrationRun:
+    """Stop starting tenants; those in flight finish (each is one transaction)."""
+    updated = MigrationRun.objects.filter(
+        pk=run.pk, status__in=(RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED)
+    ).update(
+        status=RunStatus.CANCELLED, finished_at=timezone.now(), error="Cancelled by an operator."
+    )
+    run.refresh_from_db()
+    if not updated:
+        raise RunConflict(f"Run {run.pk} is {run.status}; it cannot be cancelled.")
+    return run
+
+
+def retry_tenant(run: MigrationRun, slug: str) -> TenantMigration:
+    """Migrate one failed tenant of the run again, on its own, whatever the run's budget."""
+    step = run.steps.filter(tenant__slug=slug).first()
+    if step is None:
+        raise NotFound(f"Tenant {slug!r} is not part of run {run.pk}.")
+    if step.status != StepStatus.FAILED:
+        raise RunConflict(f"Tenant {slug!r} is {step.status} in run {run.pk}; only failed retry.")
+    if run.status == RunStatus.CANCELLED:
+        raise RunConflict(f"Run {run.pk} is cancelled; resume it instead.")
+    with transaction.atomic():
+        run = MigrationRun.objects.select_for_update().get(pk=run.pk)
+        batch = run.batches_dispatched + 1
+        MigrationRun.objects.filter(pk=run.pk).update(batches_dispatched=batch)
+        TenantMigration.objects.filter(pk=step.pk).update(
+            status=StepStatus.PENDING, batch=batch, error=""
+        )
+        transaction.on_commit(lambda: enqueue_batch(run.pk, batch, force=True))
+    step.refresh_from_db()
+    return step
+
+
+# --- Selectors ---------------------------------------------------------------------------------
+
+
+def run_counts(run: MigrationRun) -> dict[str, int]:
+    """Tenants of the run by status, in one GROUP BY (platform schemas are not counted)."""
+    rows = (
+        TenantMigration.objects.filter(run=run, tenant__isnull=False)
+        .values("status")
+        .annotate(n=Count("id"))
+    )
+    counts = {status: 0 for status in StepStatus.values}
+    for row in rows:
+        counts[row["status"]] = row["n"]
+    counts["total"] = sum(counts[s] for s in StepStatus.values)
+    counts["done"] = counts["succeeded"] + counts["skipped"] + counts["failed"]
+    return counts
+
+
+def run_steps(
+    run: MigrationRun, *, status: str = "", search: str = "", limit: int = STEP_LIMIT
+) -> QuerySet[TenantMigration]:
+    """The run's schema steps, platform schemas first, filtered by status and schema name."""
+    platform_first = Case(When(tenant__isnull=True, then=Value(0)), default=Value(1))
+    steps = run.steps.select_related("tenant").order_by(platform_first, "id")
+    if status:
+        steps = steps.filter(status=status)
+    if search:
+        steps = steps.filter(schema_name__icontains=search)
+    return steps[:limit]
+
+
+def step_state(step: TenantMigration) -> dict[str, Any]:
+    return {
+        "schema": step.schema_name,
+        "tenant": step.tenant.slug if step.tenant else None,
+        "canary": step.canary,
+        "batch": step.batch,
+        "status": step.status,
+        "attempts": step.attempts,
+        "started_at": step.started_at.isoformat() if step.started_at else None,
+        "finished_at": step.finished_at.isoformat() if step.finished_at else None,
+        "duration_ms": step.duration_ms,
+        "revisions_before": step.revisions_before,
+        "revisions_after": step.revisions_after,
+        "error": step.error,
+    }
+
+
+def run_state(
+    run: MigrationRun, *, status: str = "", search: str = "", limit: int = STEP_LIMIT
+) -> dict[str, Any]:
+    """What the run page, the API and the CLI show: one shape everywhere."""
+    counts = run_counts(run)
+    progress = (
+        counts["done"] / counts["total"] if counts["total"] else (1.0 if run.is_finished else 0.0)
+    )
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "stage": run.stage,
+        "finished": run.is_finished,
+        "requested_revision": run.requested_revision,
+        "target": run.target,
+        "tenants": run.tenant_slugs,
+        "strategy": {
+            "canary": run.canary_count,
+            "concurrency": run.concurrency,
+            "batch_size": run.batch_size,
+            "max_failures": run.budget_label(),
+            "lock_timeout": run.lock_timeout,
+            "statement_timeout": run.statement_timeout,
+            "verify": run.verify,
+        },
+        "created_by": str(run.created_by) if run.created_by else None,
+        "created_at": run.created_at.isoformat(),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "error": run.error,
+        "counts": counts,
+        "progress": round(progress, 4),
+        "steps": [step_state(s) for s in run_steps(run, status=status, search=search, limit=limit)],
+    }

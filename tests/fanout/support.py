@@ -1,0 +1,211 @@
+"""Plain helpers for fan-out tests and the browser test: script directories, tenants, waiting.
+
+Extra Alembic revisions live in a temporary copy of migrations_sqla/versions (never in the
+real one); runs point at it with `script_location`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from control_plane.fanout.models import MigrationRun, TenantMigration
+from control_plane.fanout.orchestrator import platform_schemas
+from control_plane.fanout.tenant_migration import SchemaMigrator, Target
+from migrations_sqla.runner import owner_engine
+from tenants.cloning import clone_schema
+from tenants.models import Isolation, Tenant, TenantStatus, schema_name_for
+from tenants.roles import app_role_name, owner_connection
+
+ROOT = Path(__file__).resolve().parents[2]
+
+REVISION_0002 = '''"""Test revision: a nullable column and an index on tasks.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("tasks", sa.Column("estimate", sa.Integer(), nullable=True))
+    op.create_index("tasks_estimate", "tasks", ["estimate"])
+{sleep}
+
+def downgrade() -> None:
+    op.drop_index("tasks_estimate", table_name="tasks")
+    op.drop_column("tasks", "estimate")
+'''
+
+REVISION_0003 = '''"""Test revision: a column, and an index built CONCURRENTLY (a non-transactional step).
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+non_transactional_upgrade = (
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_effort ON {schema}.tasks (effort)",
+)
+non_transactional_downgrade = ("DROP INDEX CONCURRENTLY IF EXISTS {schema}.tasks_effort",)
+
+
+def upgrade() -> None:
+    op.add_column("tasks", sa.Column("effort", sa.Integer(), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("tasks", "effort")
+'''
+
+
+def make_script_dir(path: Path, *, sleep_ms: int = 0, with_0003: bool = False) -> str:
+    """A copy of migrations_sqla's versions plus test revision 0002 (and 0003); its location."""
+    versions = path / "versions"
+    versions.mkdir(parents=True)
+    shutil.copy(ROOT / "migrations_sqla" / "versions" / "0001_taskflow_tables.py", versions)
+    sleep = f'    op.execute("SELECT pg_sleep({sleep_ms / 1000})")\n' if sleep_ms else ""
+    (versions / "0002_estimate.py").write_text(REVISION_0002.replace("{sleep}", sleep))
+    if with_0003:
+        (versions / "0003_effort.py").write_text(REVISION_0003)
+    return str(path)
+
+
+def set_template(location: str, revision: str = "0001") -> None:
+    """Move the template (and the shared schema, once it exists) to `revision`.
+
+    Tests start from 0001 and leave the platform schemas there for the next one.
+    """
+    with owner_engine().connect() as conn:
+        migrator = SchemaMigrator(conn, Target(alembic=revision, django=None, location=location))
+        for schema in platform_schemas(migrator.connection):
+            outcome = migrator.migrate(schema)
+            assert outcome.status in ("succeeded", "skipped"), outcome.error
+
+
+def make_tenants(prefix: str, count: int) -> list[Tenant]:
+    """Active schema-mode tenants, each a clone of the template (one owner connection)."""
+    tenants = Tenant.objects.bulk_create(
+        [
+            Tenant(
+                name=f"{prefix} {i}",
+                slug=f"{prefix}{i:04d}",
+                schema_name=schema_name_for(f"{prefix}{i:04d}"),
+                isolation=Isolation.SCHEMA,
+                status=TenantStatus.ACTIVE,
+            )
+            for i in range(count)
+        ]
+    )
+    revisions: dict[str, str] = {}
+    with owner_connection(autocommit=True) as conn:
+        for tenant in tenants:
+            revisions = clone_schema(conn, tenant.schema_name, grant_to=app_role_name())
+    Tenant.objects.filter(pk__in=[t.pk for t in tenants]).update(revisions=revisions)
+    return list(Tenant.objects.filter(pk__in=[t.pk for t in tenants]).order_by("slug"))
+
+
+def drop_tenants(slug_prefix: str) -> None:
+    tenants = list(Tenant.objects.filter(slug__startswith=slug_prefix))
+    names = [sql.Identifier(t.schema_name) for t in tenants]
+    with owner_connection(autocommit=True) as conn:
+        for start in range(0, len(names), 10):
+            chunk = sql.SQL(", ").join(names[start : start + 10])
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(chunk))
+    TenantMigration.objects.filter(tenant__in=tenants).delete()
+    Tenant.objects.filter(pk__in=[t.pk for t in tenants]).delete()
+
+
+def wait_for_run(run_id: int, timeout: float = 60) -> MigrationRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = MigrationRun.objects.get(pk=run_id)
+        if run.is_finished and not run.steps.filter(status="running").exists():
+            return run
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} still {MigrationRun.objects.get(pk=run_id).status}")
+
+
+def wait_until(predicate, timeout: float = 30, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def schema_state(schemas: list[str]) -> dict[str, tuple[str | None, bool]]:
+    """Each schema's Alembic revision and whether tasks.estimate exists, in one query."""
+    query = """
+        SELECT n.nspname,
+               (xpath('/row/v/text()', query_to_xml(
+                   format('SELECT version_num AS v FROM %%I.alembic_version', n.nspname),
+                   false, true, '')))[1]::text,
+               EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                       WHERE c.relnamespace = n.oid AND c.relname = 'tasks'
+                         AND a.attname = 'estimate' AND NOT a.attisdropped)
+        FROM pg_namespace n WHERE n.nspname = ANY(%s)
+    """
+    with owner_connection() as conn:
+        rows = conn.execute(query, (schemas,)).fetchall()
+    return {name: (rev, has) for name, rev, has in rows}
+
+
+def break_tenant(schema: str) -> None:
+    """Make revision 0002 fail in this schema: the column it adds is already there."""
+    with owner_connection() as conn:
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.tasks ADD COLUMN estimate text").format(sql.Identifier(schema))
+        )
+
+
+def mend_tenant(schema: str) -> None:
+    with owner_connection() as conn:
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.tasks DROP COLUMN estimate").format(sql.Identifier(schema))
+        )
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL a worker and its pool children at once, as a lost machine would."""
+    children = [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _parent_of(int(entry.name)) == pid
+    ]
+    for victim in [*children, pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+__all__ = ["psycopg"]

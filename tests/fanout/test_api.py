@@ -1,0 +1,96 @@
+"""The fan-out's operator API: staff tokens, problem+json errors, resume and cancel."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus, TenantMigration
+from tests.factories import make_tenant, make_token, make_user, public_tenant
+
+pytestmark = pytest.mark.django_db
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def ops(client: Client, unique: str) -> Client:
+    token = make_token(make_user(f"staff{unique}@example.com", staff=True), public_tenant())
+    client.defaults.update(HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def test_post_starts_a_run_and_get_shows_it(ops, unique) -> None:
+    tenant = make_tenant(f"api{unique}")
+    body = {"tenants": [tenant.slug], "canary": 0, "batch_size": 10, "max_failures": "10%"}
+    response = ops.post("/ops/v1/migration-runs", body, content_type="application/json")
+    assert response.status_code == 202
+    run_id = response.json()["id"]
+    assert response["Location"] == f"/ops/v1/migration-runs/{run_id}"
+    state = ops.get(f"/ops/v1/migration-runs/{run_id}").json()
+    assert state["status"] == RunStatus.PENDING
+    assert state["tenants"] == [tenant.slug]
+    assert state["strategy"]["max_failures"] == "10%"
+    assert state["strategy"]["batch_size"] == 10
+    assert state["counts"]["total"] == 0
+    listed = ops.get("/ops/v1/migration-runs").json()["results"]
+    assert run_id in [r["id"] for r in listed]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"to": "nope"}, "no revision"),
+        ({"max_failures": "lots"}, "max_failures"),
+        ({"tenants": ["missing_tenant"]}, "missing_tenant"),
+        ({"lock_timeout": "1 week"}, "lock_timeout"),
+    ],
+)
+def test_invalid_runs_are_400_problems(ops, body, detail) -> None:
+    before = MigrationRun.objects.count()
+    response = ops.post("/ops/v1/migration-runs", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response["Content-Type"] == PROBLEM
+    assert detail in response.json()["detail"]
+    assert MigrationRun.objects.count() == before
+
+
+def test_cancel_then_resume_and_conflicts_are_409(ops) -> None:
+    run_id = ops.post("/ops/v1/migration-runs", {}, content_type="application/json").json()["id"]
+    cancelled = ops.post(f"/ops/v1/migration-runs/{run_id}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == RunStatus.CANCELLED
+    again = ops.post(f"/ops/v1/migration-runs/{run_id}/cancel")
+    assert again.status_code == 409
+    assert again["Content-Type"] == PROBLEM
+    resumed = ops.post(f"/ops/v1/migration-runs/{run_id}/resume")
+    assert resumed.status_code == 202
+    assert resumed.json()["status"] in (RunStatus.PENDING, RunStatus.RUNNING)
+    assert ops.post(f"/ops/v1/migration-runs/{run_id}/resume").status_code == 409
+
+
+def test_retry_one_tenant_queues_only_that_tenant(ops, unique) -> None:
+    tenant = make_tenant(f"rt{unique}")
+    run = MigrationRun.objects.create(status=RunStatus.FAILED, target={"alembic": "0001"})
+    step = TenantMigration.objects.create(
+        run=run, tenant=tenant, schema_name=tenant.schema_name, status=StepStatus.FAILED, error="x"
+    )
+    response = ops.post(f"/ops/v1/migration-runs/{run.pk}/tenants/{tenant.slug}/retry")
+    assert response.status_code == 202
+    step.refresh_from_db()
+    assert step.status == StepStatus.PENDING
+    assert step.batch == 1
+    assert (
+        ops.post(f"/ops/v1/migration-runs/{run.pk}/tenants/{tenant.slug}/retry").status_code == 409
+    )
+    assert ops.post(f"/ops/v1/migration-runs/{run.pk}/tenants/nobody/retry").status_code == 404
+
+
+def test_unknown_run_is_404_and_tenant_tokens_are_refused(ops, client, unique) -> None:
+    assert ops.get("/ops/v1/migration-runs/999999").status_code == 404
+    anonymous = Client(HTTP_HOST="localhost")
+    assert anonymous.get("/ops/v1/migration-runs").status_code == 401
+    user = make_user(f"plain{unique}@example.com")
+    token = make_token(user, public_tenant())
+    plain = Client(HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert plain.get("/ops/v1/migration-runs").status_code == 401
