@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from control_plane.celery import app as celery_app
+from control_plane.imports import conf
 from tenants.binding import binding_for, tenant_session
 from tenants.models import Isolation
 from tests.taskflow.conftest import ISOLATIONS, TenantFixture, discard, provisioned_tenant
@@ -146,7 +148,7 @@ def import_tenant(request: Any, committed: None) -> Iterator[ImportTenant]:
     """A fresh tenant with project P1, in each placement (its own schema, the shared RLS one)."""
     tenant = tenant_with_project(request.param)
     yield tenant
-    discard(tenant.fixture)
+    discard_with_uploads(tenant)
 
 
 @pytest.fixture
@@ -154,7 +156,14 @@ def schema_tenant(committed: None) -> Iterator[ImportTenant]:
     """A fresh schema-mode tenant with project P1 (for the slow fault and operator tests)."""
     tenant = tenant_with_project(Isolation.SCHEMA)
     yield tenant
+    discard_with_uploads(tenant)
+
+
+def discard_with_uploads(tenant: ImportTenant) -> None:
+    """The tenant, its rows and jobs, and the files its imports left (failed ones keep theirs)."""
+    folder = conf.upload_dir() / str(tenant.fixture.tenant.pk)
     discard(tenant.fixture)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 - the worker's pool child killed with SIGKILL: reject_on_worker_lost requeues the message at
   once, the job runs again from scratch and ends with exactly the file's rows;
 - the whole worker killed with SIGKILL (main process and child): the message stays unacked in
-  Redis until its visibility timeout; then a worker's periodic sweep (kombu's restore_visible,
-  called here directly, since its default period is ~100 s) puts it back and a new worker runs
-  the job again;
+  Redis until its visibility timeout (CELERY_VISIBILITY_TIMEOUT, 5 s for these workers, 3600 s
+  by default); then a live worker's periodic sweep (every CELERY_UNACKED_RESTORE_INTERVAL
+  seconds) puts it back and the new worker runs the job again;
 - PostgreSQL killing the import's connection (pg_terminate_backend on just that backend: what a
   server restart does to the session, without disturbing other tests sharing the server): the
   transaction is gone, the job is retried, or fails with a clear reason once its attempts are
@@ -25,7 +25,6 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from control_plane.celery import app as celery_app
 from control_plane.imports.models import ImportJob
 from tests.conftest import WorkerProcess
 from tests.imports.conftest import ImportTenant, write_generated_csv
@@ -41,6 +40,7 @@ def own_workers(
 ) -> Iterator[list[WorkerProcess]]:
     """Workers of this test alone: every other worker on the broker stops consuming imports."""
     monkeypatch.setenv("CELERY_VISIBILITY_TIMEOUT", "5")
+    monkeypatch.setenv("CELERY_UNACKED_RESTORE_INTERVAL", "1")
     monkeypatch.setenv("IMPORT_MAX_ATTEMPTS", "2")
     monkeypatch.setenv("IMPORT_PROGRESS_EVERY", "5000")
     started: list[WorkerProcess] = []
@@ -119,11 +119,7 @@ def test_whole_worker_killed_mid_load_is_redelivered_to_a_new_worker(
     first.process.wait()
     assert schema_tenant.job(created["id"])["status"] == "running"  # nobody is running it
 
-    start_worker(own_workers)
-    time.sleep(5.5)  # CELERY_VISIBILITY_TIMEOUT of these workers
-    with celery_app.connection_for_write(transport_options={"visibility_timeout": 5}) as connection:
-        connection.default_channel.qos.restore_visible(num=100)  # type: ignore[attr-defined]
-
+    start_worker(own_workers)  # restores the message once it is 5 s old, then runs it
     job = schema_tenant.wait(created["id"], timeout=300)
     assert job["attempts"] == 2
     assert_exactly_the_files_rows(schema_tenant, job)
