@@ -224,3 +224,7 @@ TENANT_MOVE_LOCK_TIMEOUT_MS = env.int("TENANT_MOVE_LOCK_TIMEOUT_MS", default=100
 SPARE_SCHEMAS = env.int("SPARE_SCHEMAS", default=3)
 OWNER_POOL_SIZE = env.int("OWNER_POOL_SIZE", default=4)
 SOFT_DELETE_RETENTION_DAYS = env.int("SOFT_DELETE_RETENTION_DAYS", default=30)
+
+# --- Migration fan-out -------------------------------------------------------------------------
+# Another Alembic script directory for runs to apply (tests and benchmarks); empty: migrations_sqla.
+FANOUT_SCRIPT_LOCATION = env.str("FANOUT_SCRIPT_LOCATION", default="")
