@@ -50,3 +50,14 @@ def make_member(tenant: Tenant, email: str, role: str = "member") -> tuple[User,
 
 def public_tenant() -> Tenant:
     return Tenant.objects.get(schema_name="public")
+
+
+def schema_exists(name: str) -> bool:
+    """Whether PostgreSQL has a schema called `name` (read as the owner role)."""
+    from tenants.roles import owner_connection
+
+    with owner_connection() as conn:
+        return (
+            conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)).fetchone()
+            is not None
+        )

@@ -11,7 +11,7 @@ import pytest
 
 from control_plane.onboarding import set_tenant_status
 from tenants.models import Tenant, TenantStatus
-from tenants.roles import owner_connection
+from tests.factories import schema_exists
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,14 +35,6 @@ def onboard_args(slug: str, **overrides: str) -> list[str]:
     }
     options.update(overrides)
     return ["onboard_tenant", slug, *[x for pair in options.items() for x in pair]]
-
-
-def schema_exists(name: str) -> bool:
-    with owner_connection() as conn:
-        return (
-            conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)).fetchone()
-            is not None
-        )
 
 
 @pytest.mark.worker

@@ -22,7 +22,7 @@ from control_plane.onboarding import (
 from tenants.models import Domain, Tenant, TenantStatus
 from tenants.roles import owner_connection, owner_role_name
 from tests.conftest import WorkerProcess
-from tests.factories import public_tenant
+from tests.factories import public_tenant, schema_exists
 
 
 def host(slug: str) -> str:
@@ -55,14 +55,6 @@ def wait_for(tenant: Tenant, *statuses: str, timeout: float = 30) -> Tenant:
             return tenant
         time.sleep(0.05)
     raise AssertionError(f"{tenant.slug} still {tenant.status} after {timeout}s")
-
-
-def schema_exists(name: str) -> bool:
-    with owner_connection() as conn:
-        return (
-            conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)).fetchone()
-            is not None
-        )
 
 
 def counts() -> tuple[int, int, int, int, int]:

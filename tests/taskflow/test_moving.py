@@ -12,6 +12,7 @@ from tenants.binding import WRITE_LOCK_SPACE
 from tenants.models import Isolation, Tenant
 from tenants.moving import MoveRefused, move_tenant
 from tenants.roles import owner_connection
+from tests.factories import schema_exists
 from tests.taskflow.conftest import Api, TenantFixture, discard, new_key, provisioned_tenant
 
 
@@ -41,14 +42,6 @@ def snapshot(api: Api, task_ids: list[int]) -> dict:
         "history": {i: api.get(f"/api/v1/tasks/{i}/history").json()["results"] for i in task_ids},
         "comments": api.get(f"/api/v1/tasks/{task_ids[2]}/comments").json()["results"],
     }
-
-
-def schema_exists(name: str) -> bool:
-    with owner_connection() as conn:
-        return (
-            conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)).fetchone()
-            is not None
-        )
 
 
 def shared_rows(tenant_id: int) -> int:

@@ -11,14 +11,7 @@ import pytest
 from tenants.models import SpareSchema
 from tenants.roles import app_role_name, owner_connection
 from tenants.spares import drop_spares, refill_spares, take_spare
-
-
-def schema_exists(name: str) -> bool:
-    with owner_connection() as conn:
-        return (
-            conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)).fetchone()
-            is not None
-        )
+from tests.factories import schema_exists
 
 
 @pytest.fixture
