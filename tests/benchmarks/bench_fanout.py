@@ -5,8 +5,8 @@ Run from the repository root (PostgreSQL at 127.0.0.1:5432 with superuser `postg
     .venv/bin/python -m tests.benchmarks.bench_fanout [--tenants 1000] [--concurrency 2]
         [--batch-size 50] [--redis-url redis://127.0.0.1:6379/9] [--keep]
 
-One migration, a nullable column and an index on `tasks` (Alembic revision 0002 in a temporary
-copy of migrations_sqla/versions; the equivalent Django migration 0003 for django-tenants), over
+One migration, a nullable column and an index on `tasks` (a test Alembic revision on top of
+the real head, in a temporary copy of migrations_sqla/versions; the equivalent Django migration 0003 for django-tenants), over
 `--tenants` schemas cloned from the template, in one run:
 
 1. bare psycopg loop: `--concurrency` threads, one connection each, one transaction per schema
@@ -56,12 +56,12 @@ BARE_UP = (
     "BEGIN; SELECT set_config('search_path', %(path)s, true);"
     "ALTER TABLE tasks ADD COLUMN estimate integer;"
     "CREATE INDEX tasks_estimate ON tasks (estimate);"
-    "UPDATE alembic_version SET version_num = '0002'; COMMIT;"
+    "UPDATE alembic_version SET version_num = '{up}'; COMMIT;"
 )
 BARE_DOWN = (
     "BEGIN; SELECT set_config('search_path', %(path)s, true);"
     "DROP INDEX tasks_estimate; ALTER TABLE tasks DROP COLUMN estimate;"
-    "UPDATE alembic_version SET version_num = '0001'; COMMIT;"
+    "UPDATE alembic_version SET version_num = '{down}'; COMMIT;"
 )
 
 DJT_MIGRATION = """
@@ -211,7 +211,12 @@ def platform_half(args: argparse.Namespace, env: dict[str, str], work: Path) -> 
 
     from control_plane.celery import app as celery_app
     from control_plane.fanout import runs
-    from tests.fanout.support import make_tenants, schema_state
+    from tests.fanout.support import (
+        BASE_REVISION,
+        TEST_REVISION,
+        make_tenants,
+        schema_state,
+    )
 
     print(f"cloning {args.tenants} tenant schemas ...", file=sys.stderr)
     tenants = make_tenants("b", args.tenants)
@@ -233,28 +238,30 @@ def platform_half(args: argparse.Namespace, env: dict[str, str], work: Path) -> 
             "canary": 1,
             "script_location": scripts,
         }
+        bare_up = BARE_UP.replace("{up}", TEST_REVISION)
+        bare_down = BARE_DOWN.replace("{down}", BASE_REVISION)
         # Workers are long-lived: warm this one up (imports, script directory, migration
         # loader) with a no-op run, as a worker that has served any task before would be.
-        timed_run(to="0001", **strategy)
+        timed_run(to=BASE_REVISION, **strategy)
         bare_times, fanout_times = [], []
         for round_ in range(ROUNDS):  # alternate, so both see the machine's changing load
             print(f"round {round_ + 1}: bare psycopg loop ...", file=sys.stderr)
-            bare_times.append(bare_loop(owner_url, schemas, args.concurrency, BARE_UP))
-            assert set(schema_state(schemas).values()) == {("0002", True)}
-            bare_loop(owner_url, schemas, args.concurrency, BARE_DOWN)
-            assert set(schema_state(schemas).values()) == {("0001", False)}
+            bare_times.append(bare_loop(owner_url, schemas, args.concurrency, bare_up))
+            assert set(schema_state(schemas).values()) == {(TEST_REVISION, True)}
+            bare_loop(owner_url, schemas, args.concurrency, bare_down)
+            assert set(schema_state(schemas).values()) == {(BASE_REVISION, False)}
             print(f"round {round_ + 1}: platform fan-out ...", file=sys.stderr)
-            seconds, run = timed_run(to="0002", **strategy)
+            seconds, run = timed_run(to=TEST_REVISION, **strategy)
             if run.status != "succeeded":
                 raise SystemExit(f"fan-out run failed: {run.error}")
-            assert set(schema_state(schemas).values()) == {("0002", True)}
+            assert set(schema_state(schemas).values()) == {(TEST_REVISION, True)}
             fanout_times.append(seconds)
             counts = runs.run_counts(run)
             template_ms = run.steps.get(schema_name="template").duration_ms
-            noop_s, noop = timed_run(to="0002", **strategy)
-            verify_s, verified = timed_run(to="0002", verify=True, **strategy)
-            down_s, down = timed_run(to="0001", **strategy)
-            assert set(schema_state(schemas).values()) == {("0001", False)}
+            noop_s, noop = timed_run(to=TEST_REVISION, **strategy)
+            verify_s, verified = timed_run(to=TEST_REVISION, verify=True, **strategy)
+            down_s, down = timed_run(to=BASE_REVISION, **strategy)
+            assert set(schema_state(schemas).values()) == {(BASE_REVISION, False)}
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -325,18 +332,18 @@ def report(args: argparse.Namespace, result: dict[str, Any], djt_s: float, load:
             n, f"{result['verify_s']:.2f}", f"{n / result['verify_s']:.0f}", "", result["verify_status"],
         ),
         line.format(
-            "fan-out downgrade to 0001", n, f"{result['down_s']:.2f}",
+            "fan-out downgrade to the base revision", n, f"{result['down_s']:.2f}",
             f"{n / result['down_s']:.0f}", "", result["down_status"],
         ),
         line.format(
-            "fan-out upgrade to 0002 again (last round)", n, f"{result['up_s']:.2f}",
+            "fan-out upgrade to the test revision again (last round)", n, f"{result['up_s']:.2f}",
             f"{n / result['up_s']:.0f}", "", result["up_status"],
         ),
     ]  # fmt: skip
     header = [
         f"Migration fan-out benchmark: PostgreSQL {result['server']}, {os.cpu_count()} CPUs,"
         f" {n} tenant schemas, concurrency {args.concurrency}",
-        "migration: nullable column tasks.estimate + index tasks_estimate (Alembic 0002;"
+        "migration: nullable column tasks.estimate + index tasks_estimate (a test Alembic revision;"
         " Django AddField + AddIndex for django-tenants)",
         f"1-min load average {load:.2f} before, {os.getloadavg()[0]:.2f} after"
         " (other work on this machine shows up in the figures)",
@@ -353,13 +360,9 @@ def report(args: argparse.Namespace, result: dict[str, Any], djt_s: float, load:
 
 
 def write_scripts(folder: Path) -> str:
-    from tests.fanout.support import REVISION_0002
+    from tests.fanout.support import make_script_dir
 
-    versions = folder / "versions"
-    versions.mkdir(parents=True)
-    shutil.copy(ROOT / "migrations_sqla" / "versions" / "0001_taskflow_tables.py", versions)
-    (versions / "0002_estimate.py").write_text(REVISION_0002.replace("{sleep}", ""))
-    return str(folder)
+    return make_script_dir(folder)
 
 
 def write_djt_package(folder: Path, processes: int) -> None:

@@ -16,6 +16,8 @@ from control_plane.fanout.models import MigrationRun, RunStatus
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, Credentials, WebServer
 from tests.conftest import WorkerProcess
 from tests.fanout.support import (
+    BASE_REVISION,
+    TEST_REVISION,
     drop_tenants,
     make_script_dir,
     make_tenants,
@@ -30,7 +32,7 @@ TENANTS = 80
 
 @pytest.fixture
 def slow_scripts(tmp_path: Path) -> str:
-    """Revision 0002 taking 40 ms a schema, so the run lasts long enough to be watched."""
+    """TEST_REVISION taking 40 ms a schema, so the run lasts long enough to be watched."""
     return make_script_dir(tmp_path / "scripts", sleep_ms=40)
 
 
@@ -38,12 +40,12 @@ def slow_scripts(tmp_path: Path) -> str:
 def prefix(django_db_blocker: Any, unique: str, slow_scripts: str) -> Iterator[str]:
     prefix = f"w{unique[:8]}"
     with django_db_blocker.unblock():
-        set_template(slow_scripts, "0001")
+        set_template(slow_scripts, BASE_REVISION)
         make_tenants(prefix, TENANTS)
     yield prefix
     with django_db_blocker.unblock():
         drop_tenants(prefix)
-        set_template(slow_scripts, "0001")
+        set_template(slow_scripts, BASE_REVISION)
 
 
 def sign_in(page: Page, server: WebServer, account: Credentials) -> None:
@@ -117,7 +119,7 @@ def test_operator_starts_a_run_from_the_tenant_list_and_watches_the_run_page(
         expect(page.locator("#run-progress-text")).to_have_text("100.0%")
         expect(page.locator("#run-progress")).to_have_attribute("aria-valuenow", "100.0")
         expect(page.locator("#run-count-succeeded")).to_have_text(str(TENANTS))
-        expect(page.locator("#run-target")).to_have_text("0002")
+        expect(page.locator("#run-target")).to_have_text(TEST_REVISION)
 
         page.select_option("#step-status-filter", "failed")
         expect(page.locator("#run-steps tbody tr")).to_have_count(0)

@@ -13,27 +13,33 @@ import pytest
 from control_plane.celery import app as celery_app
 from tenants.models import Tenant
 from tests.conftest import WorkerProcess
-from tests.fanout.support import drop_tenants, make_script_dir, make_tenants, set_template
+from tests.fanout.support import (
+    BASE_REVISION,
+    drop_tenants,
+    make_script_dir,
+    make_tenants,
+    set_template,
+)
 
 VISIBILITY_TIMEOUT_S = "5"
 
 
 @pytest.fixture(scope="session")
 def script_location(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """migrations_sqla's versions plus 0002 (nullable column + index)."""
+    """migrations_sqla's versions plus TEST_REVISION (nullable column + index)."""
     return make_script_dir(tmp_path_factory.mktemp("scripts"))
 
 
 @pytest.fixture(scope="session")
 def slow_script_location(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The same revisions, 0002 taking 25 ms a schema: runs last long enough to interrupt."""
+    """The same revisions, TEST_REVISION taking 25 ms a schema: runs last long enough to interrupt."""
     return make_script_dir(tmp_path_factory.mktemp("slow_scripts"), sleep_ms=25)
 
 
 @pytest.fixture(scope="session")
 def concurrent_script_location(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Up to 0003, whose index is built CONCURRENTLY outside the transaction."""
-    return make_script_dir(tmp_path_factory.mktemp("concurrent_scripts"), with_0003=True)
+    """Up to TEST_REVISION_2, whose index is built CONCURRENTLY outside the transaction."""
+    return make_script_dir(tmp_path_factory.mktemp("concurrent_scripts"), with_second=True)
 
 
 def start_worker(name: str, concurrency: int = 2) -> WorkerProcess:
@@ -63,13 +69,13 @@ def fanout_worker() -> Iterator[WorkerProcess]:
 
 
 @pytest.fixture
-def tenants_at_0001(
+def tenants_at_base(
     django_db_blocker: Any, unique: str, script_location: str
 ) -> Iterator[Callable[[int], list[Tenant]]]:
-    """Makes committed tenants cloned from the template at 0001; drops them afterwards."""
+    """Makes committed tenants cloned from the template at BASE_REVISION; drops them afterwards."""
     prefix = f"f{unique[:8]}"
     with django_db_blocker.unblock():
-        set_template(script_location, "0001")
+        set_template(script_location, BASE_REVISION)
 
     def make(count: int) -> list[Tenant]:
         with django_db_blocker.unblock():
@@ -78,7 +84,7 @@ def tenants_at_0001(
     yield make
     with django_db_blocker.unblock():
         drop_tenants(prefix)
-        set_template(script_location, "0001")
+        set_template(script_location, BASE_REVISION)
 
 
 __all__ = ["Path"]

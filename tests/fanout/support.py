@@ -1,7 +1,8 @@
 """Plain helpers for fan-out tests and the browser test: script directories, tenants, waiting.
 
 Extra Alembic revisions live in a temporary copy of migrations_sqla/versions (never in the
-real one); runs point at it with `script_location`.
+real one), stacked on the real head; runs point at it with `script_location`. Tests start from
+BASE_REVISION (the real head), go up to TEST_REVISION (and TEST_REVISION_2) and back.
 """
 
 from __future__ import annotations
@@ -19,24 +20,27 @@ from psycopg import sql
 from control_plane.fanout.models import MigrationRun, TenantMigration
 from control_plane.fanout.orchestrator import platform_schemas
 from control_plane.fanout.tenant_migration import SchemaMigrator, Target
-from migrations_sqla.runner import owner_engine
+from migrations_sqla.runner import head_revision, owner_engine
 from tenants.cloning import clone_schema
 from tenants.models import Isolation, Tenant, TenantStatus, schema_name_for
 from tenants.roles import app_role_name, owner_connection
 
 ROOT = Path(__file__).resolve().parents[2]
+BASE_REVISION = head_revision()
+TEST_REVISION = "fx01"
+TEST_REVISION_2 = "fx02"
 
-REVISION_0002 = '''"""Test revision: a nullable column and an index on tasks.
+REVISION_ESTIMATE = '''"""Test revision: a nullable column and an index on tasks.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: {revision}
+Revises: {down_revision}
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "{revision}"
+down_revision = "{down_revision}"
 branch_labels = None
 depends_on = None
 
@@ -51,17 +55,17 @@ def downgrade() -> None:
     op.drop_column("tasks", "estimate")
 '''
 
-REVISION_0003 = '''"""Test revision: a column, and an index built CONCURRENTLY (a non-transactional step).
+REVISION_EFFORT = '''"""Test revision: a column, and an index built CONCURRENTLY (a non-transactional step).
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: {revision}
+Revises: {down_revision}
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "{revision}"
+down_revision = "{down_revision}"
 branch_labels = None
 depends_on = None
 
@@ -80,22 +84,29 @@ def downgrade() -> None:
 '''
 
 
-def make_script_dir(path: Path, *, sleep_ms: int = 0, with_0003: bool = False) -> str:
-    """A copy of migrations_sqla's versions plus test revision 0002 (and 0003); its location."""
+def make_script_dir(path: Path, *, sleep_ms: int = 0, with_second: bool = False) -> str:
+    """A copy of migrations_sqla's versions plus TEST_REVISION (and TEST_REVISION_2) on top."""
     versions = path / "versions"
     versions.mkdir(parents=True)
-    shutil.copy(ROOT / "migrations_sqla" / "versions" / "0001_taskflow_tables.py", versions)
+    for script in (ROOT / "migrations_sqla" / "versions").glob("*.py"):
+        shutil.copy(script, versions)
     sleep = f'    op.execute("SELECT pg_sleep({sleep_ms / 1000})")\n' if sleep_ms else ""
-    (versions / "0002_estimate.py").write_text(REVISION_0002.replace("{sleep}", sleep))
-    if with_0003:
-        (versions / "0003_effort.py").write_text(REVISION_0003)
+    estimate = render_revision(REVISION_ESTIMATE, TEST_REVISION, BASE_REVISION)
+    (versions / f"{TEST_REVISION}_estimate.py").write_text(estimate.replace("{sleep}", sleep))
+    if with_second:
+        effort = render_revision(REVISION_EFFORT, TEST_REVISION_2, TEST_REVISION)
+        (versions / f"{TEST_REVISION_2}_effort.py").write_text(effort)
     return str(path)
 
 
-def set_template(location: str, revision: str = "0001") -> None:
+def render_revision(template: str, revision: str, down_revision: str) -> str:
+    return template.replace("{revision}", revision).replace("{down_revision}", down_revision)
+
+
+def set_template(location: str, revision: str = BASE_REVISION) -> None:
     """Move the template (and the shared schema, once it exists) to `revision`.
 
-    Tests start from 0001 and leave the platform schemas there for the next one.
+    Tests start from BASE_REVISION and leave the platform schemas there for the next one.
     """
     with owner_engine().connect() as conn:
         migrator = SchemaMigrator(conn, Target(alembic=revision, django=None, location=location))
@@ -174,7 +185,7 @@ def schema_state(schemas: list[str]) -> dict[str, tuple[str | None, bool]]:
 
 
 def break_tenant(schema: str) -> None:
-    """Make revision 0002 fail in this schema: the column it adds is already there."""
+    """Make TEST_REVISION fail in this schema: the column it adds is already there."""
     with owner_connection() as conn:
         conn.execute(
             sql.SQL("ALTER TABLE {}.tasks ADD COLUMN estimate text").format(sql.Identifier(schema))

@@ -7,6 +7,7 @@ from django.test import Client
 
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus, TenantMigration
 from tests.factories import make_tenant, make_token, make_user, public_tenant
+from tests.fanout.support import BASE_REVISION
 
 pytestmark = pytest.mark.django_db
 
@@ -71,7 +72,7 @@ def test_cancel_then_resume_and_conflicts_are_409(ops) -> None:
 
 def test_retry_one_tenant_queues_only_that_tenant(ops, unique) -> None:
     tenant = make_tenant(f"rt{unique}")
-    run = MigrationRun.objects.create(status=RunStatus.FAILED, target={"alembic": "0001"})
+    run = MigrationRun.objects.create(status=RunStatus.FAILED, target={"alembic": BASE_REVISION})
     step = TenantMigration.objects.create(
         run=run, tenant=tenant, schema_name=tenant.schema_name, status=StepStatus.FAILED, error="x"
     )

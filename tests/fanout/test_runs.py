@@ -15,7 +15,10 @@ from tenants.cloning import TEMPLATE_SCHEMA
 from tenants.models import Tenant
 from tenants.roles import owner_connection
 from tests.fanout.support import (
+    BASE_REVISION,
     ROOT,
+    TEST_REVISION,
+    TEST_REVISION_2,
     break_tenant,
     mend_tenant,
     schema_state,
@@ -31,9 +34,9 @@ def statuses(run) -> dict[str, str]:
 
 
 def test_a_run_over_200_tenants_migrates_the_template_then_canaries_then_the_rest(
-    tenants_at_0001, script_location
+    tenants_at_base, script_location
 ) -> None:
-    tenants = tenants_at_0001(200)
+    tenants = tenants_at_base(200)
     schemas = [t.schema_name for t in tenants]
     run = runs.start_run(
         tenants=[t.slug for t in tenants],
@@ -46,12 +49,12 @@ def test_a_run_over_200_tenants_migrates_the_template_then_canaries_then_the_res
     run = wait_for_run(run.pk)
 
     assert run.status == RunStatus.SUCCEEDED, run.error
-    assert run.target["alembic"] == "0002"
+    assert run.target["alembic"] == TEST_REVISION
     counts = runs.run_counts(run)
     assert counts["succeeded"] == 200
     assert counts["total"] == 200
-    assert set(schema_state(schemas).values()) == {("0002", True)}
-    assert schema_state([TEMPLATE_SCHEMA])[TEMPLATE_SCHEMA] == ("0002", True)
+    assert set(schema_state(schemas).values()) == {(TEST_REVISION, True)}
+    assert schema_state([TEMPLATE_SCHEMA])[TEMPLATE_SCHEMA] == (TEST_REVISION, True)
     template = run.steps.get(schema_name=TEMPLATE_SCHEMA)
     steps = run.steps.filter(tenant__isnull=False)
     canaries = steps.filter(canary=True)
@@ -98,14 +101,16 @@ def test_a_run_over_200_tenants_migrates_the_template_then_canaries_then_the_res
 
 
 def test_verify_reads_version_tables_and_corrects_stale_records(
-    tenants_at_0001, script_location
+    tenants_at_base, script_location
 ) -> None:
-    tenants = tenants_at_0001(12)
+    tenants = tenants_at_base(12)
     slugs = [t.slug for t in tenants]
     Tenant.objects.filter(slug=slugs[0]).update(revisions={"alembic": "stale", "django": "x"})
     Tenant.objects.filter(slug=slugs[1]).update(revisions={})
     run = wait_for_run(
-        runs.start_run(tenants=slugs, to="0001", verify=True, script_location=script_location).pk
+        runs.start_run(
+            tenants=slugs, to=BASE_REVISION, verify=True, script_location=script_location
+        ).pk
     )
     assert run.status == RunStatus.SUCCEEDED, run.error
     steps = run.steps.filter(tenant__isnull=False)
@@ -115,8 +120,8 @@ def test_verify_reads_version_tables_and_corrects_stale_records(
     assert Tenant.objects.get(slug=slugs[1]).revisions == run.target
 
 
-def test_stale_records_fall_back_to_reading_the_schema(tenants_at_0001, script_location) -> None:
-    tenants = tenants_at_0001(8)
+def test_stale_records_fall_back_to_reading_the_schema(tenants_at_base, script_location) -> None:
+    tenants = tenants_at_base(8)
     slugs = [t.slug for t in tenants]
     done = wait_for_run(runs.start_run(tenants=slugs[:2], script_location=script_location).pk)
     assert done.status == RunStatus.SUCCEEDED
@@ -129,14 +134,14 @@ def test_stale_records_fall_back_to_reading_the_schema(tenants_at_0001, script_l
     by_schema = statuses(run)
     assert by_schema[tenants[0].schema_name] == by_schema[tenants[1].schema_name] == "skipped"
     assert by_schema[tenants[3].schema_name] == StepStatus.SUCCEEDED
-    assert set(schema_state([t.schema_name for t in tenants]).values()) == {("0002", True)}
+    assert set(schema_state([t.schema_name for t in tenants]).values()) == {(TEST_REVISION, True)}
     assert set(run.steps.filter(tenant__isnull=False).values_list("error", flat=True)) == {""}
 
 
 def test_a_failing_tenant_with_no_budget_left_stops_dispatching(
-    tenants_at_0001, script_location
+    tenants_at_base, script_location
 ) -> None:
-    tenants = tenants_at_0001(60)
+    tenants = tenants_at_base(60)
     bad = tenants[12]
     break_tenant(bad.schema_name)
     run = runs.start_run(
@@ -163,9 +168,11 @@ def test_a_failing_tenant_with_no_budget_left_stops_dispatching(
     assert len(migrated) >= 10
     assert len(untouched) >= 45
     state = schema_state(list(by_schema))
-    assert all(state[s] == ("0002", True) for s in migrated)  # migrated tenants stay migrated
-    assert all(state[s] == ("0001", False) for s in untouched)
-    assert state[bad.schema_name] == ("0001", True)  # rolled back whole: its own column only
+    assert all(
+        state[s] == (TEST_REVISION, True) for s in migrated
+    )  # migrated tenants stay migrated
+    assert all(state[s] == (BASE_REVISION, False) for s in untouched)
+    assert state[bad.schema_name] == (BASE_REVISION, True)  # rolled back whole: its own column only
 
     # Mend the tenant and resume: only the unfinished tenants run, and the run succeeds.
     mend_tenant(bad.schema_name)
@@ -173,14 +180,14 @@ def test_a_failing_tenant_with_no_budget_left_stops_dispatching(
     run = wait_for_run(run.pk)
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert set(statuses(run).values()) == {StepStatus.SUCCEEDED}
-    assert set(schema_state(list(by_schema)).values()) == {("0002", True)}
+    assert set(schema_state(list(by_schema)).values()) == {(TEST_REVISION, True)}
     assert set(run.steps.filter(schema_name__in=migrated).values_list("attempts", flat=True)) == {1}
 
 
 def test_a_failing_tenant_with_budget_left_lets_the_others_finish_and_retries_alone(
-    tenants_at_0001, script_location
+    tenants_at_base, script_location
 ) -> None:
-    tenants = tenants_at_0001(40)
+    tenants = tenants_at_base(40)
     bad = tenants[-1]
     break_tenant(bad.schema_name)
     run = runs.start_run(
@@ -205,13 +212,13 @@ def test_a_failing_tenant_with_budget_left_lets_the_others_finish_and_retries_al
     wait_until(lambda: run.steps.get(pk=step.pk).status == StepStatus.SUCCEEDED)
     run.refresh_from_db()
     wait_until(lambda: run.__class__.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED, 10)
-    assert schema_state([bad.schema_name])[bad.schema_name] == ("0002", True)
+    assert schema_state([bad.schema_name])[bad.schema_name] == (TEST_REVISION, True)
 
 
 def test_cancel_lets_tenants_in_flight_finish_and_resume_migrates_only_the_rest(
-    tenants_at_0001, slow_script_location
+    tenants_at_base, slow_script_location
 ) -> None:
-    tenants = tenants_at_0001(120)
+    tenants = tenants_at_base(120)
     run = runs.start_run(
         tenants=[t.slug for t in tenants],
         canary=0,
@@ -230,7 +237,7 @@ def test_cancel_lets_tenants_in_flight_finish_and_resume_migrates_only_the_rest(
     state = schema_state(list(by_schema))
     for schema, status in by_schema.items():  # each tenant wholly migrated or untouched
         assert state[schema] == (
-            ("0002", True) if status == StepStatus.SUCCEEDED else ("0001", False)
+            (TEST_REVISION, True) if status == StepStatus.SUCCEEDED else (BASE_REVISION, False)
         )
 
     runs.resume_run(run)
@@ -241,9 +248,9 @@ def test_cancel_lets_tenants_in_flight_finish_and_resume_migrates_only_the_rest(
 
 
 def test_two_runs_over_overlapping_tenants_migrate_each_tenant_once(
-    tenants_at_0001, slow_script_location
+    tenants_at_base, slow_script_location
 ) -> None:
-    tenants = tenants_at_0001(60)
+    tenants = tenants_at_base(60)
     slugs = [t.slug for t in tenants]
     first = runs.start_run(
         tenants=slugs[:40], canary=0, batch_size=5, script_location=slow_script_location
@@ -259,41 +266,41 @@ def test_two_runs_over_overlapping_tenants_migrate_each_tenant_once(
     assert len(overlap) == 20
     for schema in overlap:  # exactly one of the two runs migrated it; the other found it done
         assert sorted([a[schema], b[schema]]) == [StepStatus.SKIPPED, StepStatus.SUCCEEDED], schema
-    assert set(schema_state([t.schema_name for t in tenants]).values()) == {("0002", True)}
+    assert set(schema_state([t.schema_name for t in tenants]).values()) == {(TEST_REVISION, True)}
 
 
-def test_downgrade_to_a_named_revision_and_upgrade_again(tenants_at_0001, script_location) -> None:
-    tenants = tenants_at_0001(30)
+def test_downgrade_to_a_named_revision_and_upgrade_again(tenants_at_base, script_location) -> None:
+    tenants = tenants_at_base(30)
     slugs, schemas = [t.slug for t in tenants], [t.schema_name for t in tenants]
     up = wait_for_run(runs.start_run(tenants=slugs, script_location=script_location).pk)
     assert up.status == RunStatus.SUCCEEDED
-    assert up.target["alembic"] == "0002"
+    assert up.target["alembic"] == TEST_REVISION
 
     down = wait_for_run(
-        runs.start_run(tenants=slugs, to="0001", script_location=script_location).pk
+        runs.start_run(tenants=slugs, to=BASE_REVISION, script_location=script_location).pk
     )
     assert down.status == RunStatus.SUCCEEDED, down.error
-    assert down.target["alembic"] == "0001"
-    assert set(schema_state([*schemas, TEMPLATE_SCHEMA]).values()) == {("0001", False)}
+    assert down.target["alembic"] == BASE_REVISION
+    assert set(schema_state([*schemas, TEMPLATE_SCHEMA]).values()) == {(BASE_REVISION, False)}
     assert set(
         Tenant.objects.filter(slug__in=slugs).values_list("revisions__alembic", flat=True)
-    ) == {"0001"}
+    ) == {BASE_REVISION}
     before = set(
         down.steps.filter(tenant__isnull=False).values_list("revisions_before__alembic", flat=True)
     )
-    assert before == {"0002"}
+    assert before == {TEST_REVISION}
 
     again = wait_for_run(
         runs.start_run(tenants=slugs, to="head", script_location=script_location).pk
     )
     assert again.status == RunStatus.SUCCEEDED, again.error
-    assert set(schema_state(schemas).values()) == {("0002", True)}
+    assert set(schema_state(schemas).values()) == {(TEST_REVISION, True)}
 
 
 def test_non_transactional_steps_build_the_index_concurrently(
-    tenants_at_0001, concurrent_script_location
+    tenants_at_base, concurrent_script_location
 ) -> None:
-    tenants = tenants_at_0001(6)
+    tenants = tenants_at_base(6)
     schemas = [t.schema_name for t in tenants]
     run = wait_for_run(
         runs.start_run(
@@ -301,7 +308,7 @@ def test_non_transactional_steps_build_the_index_concurrently(
         ).pk
     )
     assert run.status == RunStatus.SUCCEEDED, run.error
-    assert run.target["alembic"] == "0003"
+    assert run.target["alembic"] == TEST_REVISION_2
     with owner_connection() as conn:
         rows = conn.execute(
             "SELECT n.nspname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
@@ -312,15 +319,17 @@ def test_non_transactional_steps_build_the_index_concurrently(
     assert sorted(rows) == sorted((s, True) for s in [*schemas, TEMPLATE_SCHEMA])
     down = wait_for_run(
         runs.start_run(
-            tenants=[t.slug for t in tenants], to="0001", script_location=concurrent_script_location
+            tenants=[t.slug for t in tenants],
+            to=BASE_REVISION,
+            script_location=concurrent_script_location,
         ).pk
     )
     assert down.status == RunStatus.SUCCEEDED, down.error
-    assert set(schema_state(schemas).values()) == {("0001", False)}
+    assert set(schema_state(schemas).values()) == {(BASE_REVISION, False)}
 
 
 def test_a_tenant_onboarded_during_a_run_ends_at_the_target(
-    tenants_at_0001, slow_script_location, unique
+    tenants_at_base, slow_script_location, unique
 ) -> None:
     from control_plane.onboarding import (
         provision_onboarding,
@@ -329,7 +338,7 @@ def test_a_tenant_onboarded_during_a_run_ends_at_the_target(
     )
     from tenants.provisioning import drop_storage
 
-    tenants = tenants_at_0001(80)
+    tenants = tenants_at_base(80)
     run = runs.start_run(
         canary=1, batch_size=10, script_location=slow_script_location
     )  # all tenants
@@ -346,7 +355,7 @@ def test_a_tenant_onboarded_during_a_run_ends_at_the_target(
         assert run.status == RunStatus.SUCCEEDED, run.error
         late = Tenant.objects.get(slug=slug)
         assert run.steps.filter(tenant=late).exists()  # the sweep caught it
-        assert schema_state([late.schema_name])[late.schema_name] == ("0002", True)
+        assert schema_state([late.schema_name])[late.schema_name] == (TEST_REVISION, True)
         assert late.revisions == run.target
         assert set(statuses(run).values()) <= {StepStatus.SUCCEEDED, StepStatus.SKIPPED}
         # Every tenant of this test, and the late one, once (other tests' tenants may be in the run too).
@@ -358,9 +367,9 @@ def test_a_tenant_onboarded_during_a_run_ends_at_the_target(
 
 
 def test_fanout_migrate_command_shows_progress_and_fails_with_the_run(
-    tenants_at_0001, script_location
+    tenants_at_base, script_location
 ) -> None:
-    tenants = tenants_at_0001(20)
+    tenants = tenants_at_base(20)
     break_tenant(tenants[5].schema_name)
     args = [
         sys.executable, "manage.py", "fanout_migrate", "--tenants", ",".join(t.slug for t in tenants),

@@ -18,16 +18,23 @@ from control_plane.celery import app as celery_app
 from control_plane.fanout import runs
 from control_plane.fanout.models import RunStatus, StepStatus
 from tests.fanout.conftest import start_worker
-from tests.fanout.support import kill_process_tree, schema_state, wait_for_run, wait_until
+from tests.fanout.support import (
+    BASE_REVISION,
+    TEST_REVISION,
+    kill_process_tree,
+    schema_state,
+    wait_for_run,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("committed")]
 
 
 def test_a_worker_killed_mid_run_leaves_no_tenant_half_migrated_and_the_run_finishes(
-    tenants_at_0001, slow_script_location
+    tenants_at_base, slow_script_location
 ) -> None:
     celery_app.control.purge()
-    tenants = tenants_at_0001(100)
+    tenants = tenants_at_base(100)
     schemas = [t.schema_name for t in tenants]
     doomed = start_worker("doomed")
     try:
@@ -45,7 +52,10 @@ def test_a_worker_killed_mid_run_leaves_no_tenant_half_migrated_and_the_run_fini
         counts = runs.run_counts(run)
         assert counts["succeeded"] < 100, "the run finished before the kill"
         # Right after the kill every schema is wholly at one revision or the other.
-        assert set(schema_state(schemas).values()) <= {("0001", False), ("0002", True)}
+        assert set(schema_state(schemas).values()) <= {
+            (BASE_REVISION, False),
+            (TEST_REVISION, True),
+        }
         interrupted = set(
             run.steps.filter(status=StepStatus.RUNNING).values_list("schema_name", flat=True)
         )
@@ -63,7 +73,7 @@ def test_a_worker_killed_mid_run_leaves_no_tenant_half_migrated_and_the_run_fini
     final = runs.run_counts(run)
     assert final["succeeded"] == 100
     assert final["failed"] == 0
-    assert set(schema_state(schemas).values()) == {("0002", True)}
+    assert set(schema_state(schemas).values()) == {(TEST_REVISION, True)}
     steps = run.steps.filter(tenant__isnull=False)
     assert steps.count() == 100  # one row per tenant
     assert not steps.exclude(
