@@ -119,6 +119,15 @@ class Task(TimestampedVersioned, Base):
         Index("tasks_updated_live", "tenant_id", "updated_at", "id", postgresql_where=LIVE),
         Index("tasks_due_live", "tenant_id", DUE_DATE_SORT, "id", postgresql_where=LIVE),
         Index("tasks_priority_live", "tenant_id", "priority", "id", postgresql_where=LIVE),
+        # The mixed-direction sort -priority,due_date (and its reverse): migration 0002.
+        Index(
+            "tasks_priority_due_live",
+            "tenant_id",
+            literal_column("priority").desc(),
+            DUE_DATE_SORT,
+            "id",
+            postgresql_where=LIVE,
+        ),
         Index("tasks_title_live", "tenant_id", "title", "id", postgresql_where=LIVE),
         Index("tasks_project_live", "tenant_id", "project_id", "id", postgresql_where=LIVE),
         Index("tasks_assignee_live", "tenant_id", "assignee_id", "id", postgresql_where=LIVE),

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from django.conf import settings
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from taskflow.errors import InvalidCursor, InvalidInput
@@ -189,18 +189,42 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _runs(descending: Sequence[bool]) -> list[range]:
+    """The order's keys grouped into runs of consecutive keys with the same direction."""
+    runs: list[range] = []
+    start = 0
+    for i in range(1, len(descending) + 1):
+        if i == len(descending) or descending[i] != descending[start]:
+            runs.append(range(start, i))
+            start = i
+    return runs
+
+
 def _after(
     exprs: Sequence[ColumnElement[Any]], descending: Sequence[bool], values: Sequence[Any]
-) -> ColumnElement[bool]:
-    """Rows strictly after `values` in the order (exprs, descending)."""
-    if all(descending) or not any(descending):
-        row, bound = sa.tuple_(*exprs), sa.tuple_(*values)
-        return row < bound if descending[0] else row > bound
-    clauses = []
-    for i, (expr, desc) in enumerate(zip(exprs, descending, strict=True)):
-        equal = [exprs[j] == values[j] for j in range(i)]
-        clauses.append(sa.and_(*equal, expr < values[i] if desc else expr > values[i]))
-    return sa.or_(*clauses)
+) -> list[ColumnElement[bool]]:
+    """Rows strictly after `values` in the order (exprs, descending), as disjoint branches.
+
+    One branch per run of same-direction keys: equal on the runs before it, and after the
+    boundary on its own keys as one row comparison. Each branch is a single range of an index
+    in the sort's order, so a page deep in a mixed-direction sort costs what page 1 does,
+    where one OR of the branches would make the planner filter or sort.
+    """
+    branches = []
+    for run in _runs(descending):
+        equal = [exprs[j] == values[j] for j in range(run.start)]
+        row = sa.tuple_(*(exprs[j] for j in run)) if len(run) > 1 else exprs[run.start]
+        bound = sa.tuple_(*(values[j] for j in run)) if len(run) > 1 else values[run.start]
+        branches.append(sa.and_(*equal, row < bound if descending[run.start] else row > bound))
+    return branches
+
+
+def _ordered(exprs: Sequence[ColumnElement[Any]], walk: Sequence[bool]) -> list[Any]:
+    return [e.desc() if d else e.asc() for e, d in zip(exprs, walk, strict=True)]
+
+
+def _sort_exprs(entity: Any, sort: Sort) -> list[ColumnElement[Any]]:
+    return [key.field.expression(entity) for key in sort.keys] + [entity.id]
 
 
 def paginate(
@@ -214,20 +238,30 @@ def paginate(
     limit: int,
 ) -> Page[Any]:
     """One page of `statement` in `sort` order after (or before) the cursor's boundary row."""
-    exprs = [key.field.expression(entity) for key in sort.keys] + [entity.id]
+    exprs = _sort_exprs(entity, sort)
     descending = [key.descending for key in sort.keys] + [sort.id_descending]
     types = [key.field.sql_type for key in sort.keys] + [sa.BigInteger()]
     cursor = decode_cursor(cursor_token, scope) if cursor_token else None
     backwards = bool(cursor and cursor.backwards)
     # Going backwards, walk the order reversed from the boundary, then turn the page around.
     walk = [d != backwards for d in descending]
+    branches: list[ColumnElement[bool]] = []
     if cursor is not None:
         if len(cursor.values) != len(exprs):
             raise InvalidCursor("The cursor does not fit this sort.")
         bounds = [sa.cast(sa.literal(v), t) for v, t in zip(cursor.values, types, strict=True)]
-        statement = statement.where(_after(exprs, walk, bounds))
-    order = [e.desc() if d else e.asc() for e, d in zip(exprs, walk, strict=True)]
-    rows = list(session.scalars(statement.order_by(*order).limit(limit + 1)))
+        branches = _after(exprs, walk, bounds)
+    if len(branches) > 1:
+        # Each branch's first limit + 1 rows, merged: the page is among them.
+        parts = [
+            statement.where(branch).order_by(*_ordered(exprs, walk)).limit(limit + 1)
+            for branch in branches
+        ]
+        merged = aliased(entity, sa.union_all(*parts).subquery("branches"))
+        statement = sa.select(merged).order_by(*_ordered(_sort_exprs(merged, sort), walk))
+    else:
+        statement = statement.where(*branches).order_by(*_ordered(exprs, walk))
+    rows = list(session.scalars(statement.limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     if backwards:
