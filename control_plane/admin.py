@@ -34,6 +34,7 @@ from control_plane.onboarding import (
     set_tenant_status,
     validate_onboarding,
 )
+from control_plane.principals import forget_principals
 from control_plane.tokens import new_token_secret
 from tenants.models import Isolation, Tenant, TenantStatus
 
@@ -454,7 +455,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        live = queryset.filter(revoked_at__isnull=True)
+        digests = list(live.values_list("digest", flat=True))
+        count = live.update(revoked_at=timezone.now())
+        forget_principals(digests)  # update() sends no signal
         self.message_user(request, f"{count} token(s) revoked.", messages.SUCCESS)
 
 

@@ -5,3 +5,6 @@ class ControlPlaneConfig(AppConfig):
     name = "control_plane"
     verbose_name = "Control plane"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from control_plane import principal_signals  # noqa: F401 - connects the receivers
