@@ -25,6 +25,11 @@ app.conf.task_routes = {
 }
 app.conf.beat_schedule = {
     "refill-spare-schemas": {"task": "tenants.tasks.refill_spares", "schedule": 60.0},
+    "reap-stuck-migration-runs": {
+        "task": "control_plane.fanout.reap_stuck_runs",
+        "schedule": 60.0,
+        "options": {"expires": 55},  # a worker back from an outage runs one, not a backlog
+    },
     "purge-soft-deleted": {
         "task": "taskflow.tasks.purge_soft_deleted",
         "schedule": crontab(hour=3, minute=17),

@@ -228,3 +228,6 @@ SOFT_DELETE_RETENTION_DAYS = env.int("SOFT_DELETE_RETENTION_DAYS", default=30)
 # --- Migration fan-out -------------------------------------------------------------------------
 # Another Alembic script directory for runs to apply (tests and benchmarks); empty: migrations_sqla.
 FANOUT_SCRIPT_LOCATION = env.str("FANOUT_SCRIPT_LOCATION", default="")
+# An unfinished run with no activity for this long (and at least twice its statement_timeout)
+# has lost its messages (a broker restart, say): the beat's reaper sends them again.
+FANOUT_STUCK_AFTER_S = env.int("FANOUT_STUCK_AFTER_S", default=600)

@@ -96,6 +96,10 @@ class MigrationRun(models.Model):
         default=0
     )
     error: models.TextField[str, str] = models.TextField(blank=True, default="")
+    # When the reaper last re-sent the run's messages (control_plane.fanout.reaper).
+    nudged_at: models.DateTimeField[datetime | None, datetime | None] = models.DateTimeField(
+        null=True, blank=True
+    )
 
     class Meta:
         ordering = ("-created_at",)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from control_plane.fanout import batches, orchestrator
+from control_plane.fanout import batches, orchestrator, reaper
 
 
 @shared_task(name="control_plane.fanout.advance_run")
@@ -21,3 +21,9 @@ def advance_run(run_id: int) -> None:
 def migrate_batch(run_id: int, batch: int, force: bool = False) -> int:
     """Migrate one batch of the run's tenants over one owner connection."""
     return batches.run_batch(run_id, batch, force=force)
+
+
+@shared_task(name="control_plane.fanout.reap_stuck_runs")
+def reap_stuck_runs() -> list[int]:
+    """Beat, every minute: re-send the messages of runs that stopped moving."""
+    return reaper.reap_stuck_runs()

@@ -1,0 +1,78 @@
+"""The stuck-run reaper: re-sends the messages of runs that have stopped moving.
+
+A run moves by messages: advance_run and one migrate_batch per batch in flight. Workers that die
+are covered by late acknowledgement (the broker delivers the message again), but a message lost
+by the broker itself (Redis restarted without persistence, a purged queue) would leave the run
+pending or running forever. The beat calls `reap_stuck_runs` every minute; a run with no
+activity for FANOUT_STUCK_AFTER_S (and at least twice its statement_timeout, so a long
+migration of one large schema is not mistaken for a lost message) gets its advance and its
+in-flight batches sent again. Both are idempotent, so a run that was only slow loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Max
+from django.utils import timezone
+
+from control_plane.fanout import runs
+from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus
+
+log = logging.getLogger(__name__)
+
+UNITS_S = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0, "": 0.001}  # bare numbers are ms
+
+
+def timeout_seconds(value: str) -> float:
+    """A PostgreSQL timeout setting as runs accept it (500ms, 5s, 5min, 1h, or ms) in seconds."""
+    match = runs.TIMEOUT.match(value)
+    if match is None:
+        raise ValueError(f"not a timeout: {value!r}")
+    unit = match.group(1) or ""
+    return int(value.removesuffix(unit)) * UNITS_S[unit]
+
+
+def stuck_after(run: MigrationRun) -> timedelta:
+    floor = float(settings.FANOUT_STUCK_AFTER_S)
+    return timedelta(seconds=max(floor, 2 * timeout_seconds(run.statement_timeout)))
+
+
+def last_activity(run: MigrationRun) -> datetime:
+    """The latest moment anything happened to the run or one of its steps."""
+    steps = run.steps.aggregate(started=Max("started_at"), finished=Max("finished_at"))
+    moments = [run.created_at, run.started_at, run.nudged_at, *steps.values()]
+    return max(m for m in moments if m is not None)
+
+
+def reap_stuck_runs(now: datetime | None = None) -> list[int]:
+    """Nudge every unfinished run that has stopped moving; the ids of those nudged."""
+    now = now or timezone.now()
+    nudged = []
+    unfinished = MigrationRun.objects.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING))
+    for run in unfinished.order_by("id"):
+        since = last_activity(run)
+        if now - since < stuck_after(run):
+            continue
+        claimed = MigrationRun.objects.filter(
+            pk=run.pk, status=run.status, nudged_at=run.nudged_at
+        ).update(nudged_at=now)
+        if not claimed:  # another reaper, or the run itself, got there first
+            continue
+        in_flight = run.steps.filter(
+            batch__isnull=False, status__in=(StepStatus.PENDING, StepStatus.RUNNING)
+        ).values_list("batch", flat=True)
+        batches = sorted({batch for batch in in_flight if batch is not None})
+        log.warning(
+            "migration run %s stuck since %s: re-sending advance and batches %s",
+            run.pk,
+            since,
+            batches,
+        )
+        for batch in batches:
+            runs.enqueue_batch(run.pk, batch)
+        runs.enqueue_advance(run.pk)
+        nudged.append(run.pk)
+    return nudged
