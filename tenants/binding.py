@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import functools
 import re
+import select
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from django.conf import settings
 from sqlalchemy import event
@@ -30,6 +34,18 @@ SHARED_SCHEMA = "shared"
 WRITE_LOCK_SPACE = 7_410_001
 LOCK_NOT_AVAILABLE = "55P03"
 _WRITE_LOCKED = "write_locked_in"
+# A pooled connection idle longer than this is pinged at checkout (see _refuse_dead).
+PING_AFTER_IDLE_SECONDS = 30.0
+BIND_TRANSACTION = sa.text(
+    "SELECT set_config('app.tenant_id', :tenant, true),"
+    " set_config('app.actor_id', :actor, true),"
+    " set_config('app.request_id', :request, true)"
+)
+WRITE_LOCK = sa.text(
+    "SELECT set_config('lock_timeout', :timeout, true),"
+    " pg_advisory_xact_lock_shared(:space, :tenant),"
+    " set_config('lock_timeout', '0', true)"
+)
 
 
 class TenantBusy(Problem):
@@ -67,12 +83,59 @@ def engine() -> sa.Engine:
         sqlalchemy_url(settings.DATABASE_URL),
         pool_size=settings.TASKFLOW_POOL_SIZE,
         max_overflow=settings.TASKFLOW_POOL_OVERFLOW,
-        pool_pre_ping=True,
         pool_recycle=1800,
         # Server-side prepared statements do not survive PgBouncer's transaction pooling.
         connect_args={"prepare_threshold": None} if settings.DATABASE_BEHIND_PGBOUNCER else {},
     )
+    event.listen(created, "checkin", _note_idle)
+    event.listen(created, "checkout", _refuse_dead)
     return created
+
+
+def _note_idle(dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _refuse_dead(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Instead of a ping per checkout (a round trip): a pooled connection the server has closed
+    (restart, pg_terminate_backend) has a readable socket, which a poll sees without a round trip;
+    only one idle longer than PING_AFTER_IDLE_SECONDS, which may sit behind a dead network, is
+    pinged. Raising DisconnectionError makes the pool drop it and connect afresh."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise sa.exc.DisconnectionError("connection closed")
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    if poller.poll(0):  # an idle connection is sent nothing but its server's goodbye
+        raise sa.exc.DisconnectionError("the server closed the connection")
+    idle = time.monotonic() - record.info.get("idle_since", time.monotonic())
+    if idle > PING_AFTER_IDLE_SECONDS:
+        try:
+            dbapi_connection.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except psycopg.Error as exc:
+            raise sa.exc.DisconnectionError("ping failed") from exc
+
+
+class TenantSession(Session):
+    """A session bound to one tenant: `info["binding"]` says which (see tenant_session)."""
+
+
+@event.listens_for(TenantSession, "after_begin")
+def _bind_transaction(session: Session, _transaction: object, conn: sa.Connection) -> None:
+    binding: TenantBinding = session.info["binding"]
+    conn.execute(
+        BIND_TRANSACTION,
+        {
+            "tenant": str(binding.tenant_id),
+            "actor": "" if binding.actor_id is None else str(binding.actor_id),
+            "request": binding.request_id or "",
+        },
+    )
+
+
+@event.listens_for(TenantSession, "before_flush")
+def _lock_before_writing(session: Session, _context: object, _instances: object) -> None:
+    hold_write_lock(session)
 
 
 @contextmanager
@@ -83,28 +146,8 @@ def tenant_session(binding: TenantBinding) -> Iterator[Session]:
         .connect()
         .execution_options(schema_translate_map={PLACEHOLDER_SCHEMA: binding.schema})
     )
-    session = Session(bind=connection, expire_on_commit=False, autoflush=True)
+    session = TenantSession(bind=connection, expire_on_commit=False, autoflush=True)
     session.info["binding"] = binding
-
-    @event.listens_for(session, "after_begin")
-    def bind_transaction(_session: Session, _transaction: object, conn: sa.Connection) -> None:
-        conn.execute(
-            sa.text(
-                "SELECT set_config('app.tenant_id', :tenant, true),"
-                " set_config('app.actor_id', :actor, true),"
-                " set_config('app.request_id', :request, true)"
-            ),
-            {
-                "tenant": str(binding.tenant_id),
-                "actor": "" if binding.actor_id is None else str(binding.actor_id),
-                "request": binding.request_id or "",
-            },
-        )
-
-    @event.listens_for(session, "before_flush")
-    def lock_before_writing(_session: Session, _context: object, _instances: object) -> None:
-        hold_write_lock(_session)
-
     try:
         yield session
         session.commit()
@@ -130,17 +173,18 @@ def hold_write_lock(session: Session) -> None:
     (at most WRITE_LOCK_TIMEOUT) while reads never do. ORM flushes take it automatically; code
     that writes with Core statements only calls this first.
     """
+    connection = session.connection()  # begins the transaction first: before it there is none
     if session.info.get(_WRITE_LOCKED) is session.get_transaction():
         return
-    connection = session.connection()
     binding: TenantBinding = session.info["binding"]
+    # One statement: the select list is evaluated in order, so the lock waits at most the timeout
+    # and later statements of the transaction wait for locks as before.
     connection.execute(
-        sa.text("SELECT set_config('lock_timeout', :timeout, true)"),
-        {"timeout": f"{settings.TENANT_WRITE_LOCK_TIMEOUT_MS}ms"},
+        WRITE_LOCK,
+        {
+            "timeout": f"{settings.TENANT_WRITE_LOCK_TIMEOUT_MS}ms",
+            "space": WRITE_LOCK_SPACE,
+            "tenant": binding.tenant_id,
+        },
     )
-    connection.execute(
-        sa.text("SELECT pg_advisory_xact_lock_shared(:space, :tenant)"),
-        {"space": WRITE_LOCK_SPACE, "tenant": binding.tenant_id},
-    )
-    connection.execute(sa.text("SELECT set_config('lock_timeout', '0', true)"))
     session.info[_WRITE_LOCKED] = session.get_transaction()

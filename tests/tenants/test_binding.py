@@ -1,0 +1,98 @@
+"""Bound sessions: pooled connections the server has dropped are replaced without a ping, and
+every transaction carries the tenant's identity (real PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from django.conf import settings
+
+from tenants.binding import TenantBinding, engine, tenant_session
+
+BINDING = TenantBinding(tenant_id=42, schema="public", actor_id=7, request_id="req-1")
+
+
+def backend_pid() -> int:
+    with tenant_session(BINDING) as session:
+        return int(session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def terminate(pid: int) -> None:
+    """What a server restart does to a pooled connection: the backend goes away (superuser)."""
+    host = os.environ.get("DB_HOST", "127.0.0.1")
+    user = os.environ.get("PGSUPERUSER", "postgres")
+    with psycopg.connect(host=host, user=user, dbname="postgres", autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + 10
+        while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
+            assert time.monotonic() < deadline, "the backend did not exit"
+            time.sleep(0.02)
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_at_checkout() -> None:
+    engine().dispose()  # one pooled connection: the next checkout must get the terminated one
+    dropped = backend_pid()
+    pool = engine().pool
+    assert isinstance(pool, sa.QueuePool)
+    assert pool.checkedin() == 1
+    terminate(dropped)
+    replaced = backend_pid()  # no error reaches the caller
+    assert replaced != dropped
+    assert backend_pid() == replaced
+
+
+def test_a_read_sends_the_binding_then_the_query() -> None:
+    backend_pid()
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, params, context, executemany) -> None:
+        seen.append(statement)
+
+    sa.event.listen(engine(), "before_cursor_execute", record)
+    try:
+        backend_pid()
+    finally:
+        sa.event.remove(engine(), "before_cursor_execute", record)
+    assert len(seen) == 2, seen  # the transaction's set_config, then the query
+    assert "set_config('app.tenant_id'" in seen[0]
+
+
+def test_every_transaction_carries_the_binding() -> None:
+    with tenant_session(BINDING) as session:
+        first = session.execute(
+            sa.text(
+                "SELECT current_setting('app.tenant_id'), current_setting('app.actor_id'),"
+                " current_setting('app.request_id')"
+            )
+        ).one()
+        session.commit()
+        second: str = session.execute(
+            sa.text("SELECT current_setting('app.tenant_id')")
+        ).scalar_one()
+    assert tuple(first) == ("42", "7", "req-1")
+    assert second == "42"
+
+
+def test_the_write_lock_gives_up_after_its_timeout_and_resets_it() -> None:
+    from tenants.binding import WRITE_LOCK_SPACE, TenantBusy, hold_write_lock
+
+    owner = settings.DATABASES["default"]
+    url = f"host={owner['HOST']} port={owner['PORT']} dbname={owner['NAME']} user=postgres"
+    with psycopg.connect(url) as mover:
+        mover.execute("SELECT pg_advisory_xact_lock(%s, %s)", [WRITE_LOCK_SPACE, 42])
+        started = time.monotonic()
+        with pytest.raises(TenantBusy), tenant_session(BINDING) as session:
+            hold_write_lock(session)
+        waited = time.monotonic() - started
+        mover.rollback()
+    assert settings.TENANT_WRITE_LOCK_TIMEOUT_MS / 1000 <= waited < 30
+    with tenant_session(BINDING) as session:
+        hold_write_lock(session)
+        timeout: str = session.execute(
+            sa.text("SELECT current_setting('lock_timeout')")
+        ).scalar_one()
+    assert timeout == "0"
