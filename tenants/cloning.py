@@ -17,9 +17,10 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 TEMPLATE_SCHEMA = "template"
 BOOKKEEPING_TABLES = ("django_migrations", "django_content_type", "alembic_version")
@@ -63,7 +64,17 @@ def _alembic_sql(schema: str) -> str:
     return f"(SELECT coalesce(max(version_num), '') FROM {_quote(schema)}.alembic_version)"
 
 
+# Which bookkeeping tables a schema has is asked on every onboarding (the template's for a spare,
+# the shared schema's in rls mode). Alembic's table is the last a schema gets (the Django tenant
+# apps are migrated first, the shared schema has only Alembic's) and neither is ever dropped, so
+# once it is there the answer is final: kept per process, it costs no round trip.
+_final_expressions: dict[str, dict[str, str]] = {}
+
+
 def _revision_expressions(conn: psycopg.Connection, schema: str) -> dict[str, str]:
+    known = _final_expressions.get(schema)
+    if known is not None:
+        return known
     row = conn.execute(
         "SELECT to_regclass(format('%%I.django_migrations', %(s)s::text)) IS NOT NULL,"
         "       to_regclass(format('%%I.alembic_version', %(s)s::text)) IS NOT NULL",
@@ -75,6 +86,8 @@ def _revision_expressions(conn: psycopg.Connection, schema: str) -> dict[str, st
         expressions["django"] = _django_digest_sql(schema)
     if row[1]:
         expressions["alembic"] = _alembic_sql(schema)
+    if "alembic" in expressions:
+        _final_expressions[schema] = expressions
     return expressions
 
 
@@ -121,7 +134,8 @@ def clone_schema(
     source: str = TEMPLATE_SCHEMA,
     replace_existing: bool = False,
 ) -> dict[str, str]:
-    """Create schema `target` as a copy of `source` in one transaction and one round trip.
+    """Create schema `target` as a copy of `source` in one transaction and one round trip
+    (on an autocommit connection; see run_script).
 
     The last generated script is used without asking the template's revision first: the
     script itself checks it and raises STALE_TEMPLATE if the template has moved on, and then
@@ -136,13 +150,29 @@ def clone_schema(
         if script is None or attempt:
             script = clone_script(conn, source)
         try:
-            with conn.transaction():
-                conn.execute(_rendered(script, target, grant_to, replace_existing, conn))
+            run_script(conn, _rendered(script, target, grant_to, replace_existing, conn))
             return script.revisions
         except psycopg.Error as exc:
             if exc.sqlstate != STALE_TEMPLATE or attempt:
                 raise
     raise AssertionError("unreachable")
+
+
+def run_script(conn: psycopg.Connection, script: bytes) -> psycopg.Cursor[Any]:
+    """Run a multi-statement script all or nothing; the cursor is left on its last result.
+
+    On an idle autocommit connection PostgreSQL runs a multi-statement query as one implicit
+    transaction (SET LOCAL included), so there is no BEGIN or COMMIT round trip: the whole
+    script is one. Otherwise it runs in a transaction (or a savepoint in the caller's).
+    """
+    if conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
+        cursor = conn.execute(script)
+    else:
+        with conn.transaction():
+            cursor = conn.execute(script)
+    while cursor.nextset():
+        pass
+    return cursor
 
 
 def _rendered(

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from psycopg import sql
 
 from tenants.binding import SHARED_SCHEMA
-from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, read_revisions
+from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, clone_script, read_revisions
 from tenants.models import Isolation, Tenant
 from tenants.roles import app_role_name, owner_connection, use_owner_role_for_django
 from tenants.spares import take_spare
@@ -63,10 +63,11 @@ def provision_storage(tenant: Tenant) -> dict[str, str]:
     that never became active is dropped first, so a retried or redelivered provisioning is
     idempotent.
     """
-    if tenant.isolation != Isolation.SCHEMA:
-        with owner_connection() as conn:
+    # Autocommit: each step below is one script that PostgreSQL runs as one implicit
+    # transaction, so no BEGIN or COMMIT round trips are added around it.
+    with owner_connection(autocommit=True) as conn:
+        if tenant.isolation != Isolation.SCHEMA:
             return read_revisions(conn, SHARED_SCHEMA)
-    with owner_connection() as conn:
         if settings.SPARE_SCHEMAS:
             revisions = take_spare(conn, tenant.schema_name)
             if revisions is not None:
@@ -74,6 +75,17 @@ def provision_storage(tenant: Tenant) -> dict[str, str]:
         return clone_schema(
             conn, tenant.schema_name, grant_to=app_role_name(), replace_existing=True
         )
+
+
+def warm_up() -> None:
+    """Do at worker start what the first onboarding would otherwise pay for.
+
+    Generates the template's clone script (a catalog scan of tens of milliseconds with many
+    schemas) and learns which revision tables the template and the shared schema have.
+    """
+    with owner_connection(autocommit=True) as conn:
+        clone_script(conn)
+        read_revisions(conn, SHARED_SCHEMA)
 
 
 def drop_storage(tenant: Tenant) -> None:

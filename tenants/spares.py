@@ -8,6 +8,7 @@ old ones are dropped and new ones cloned.
 
 from __future__ import annotations
 
+import json
 import secrets
 
 import psycopg
@@ -15,7 +16,13 @@ from django.conf import settings
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, fingerprint_of, fingerprint_sql
+from tenants.cloning import (
+    TEMPLATE_SCHEMA,
+    clone_schema,
+    fingerprint_of,
+    fingerprint_sql,
+    run_script,
+)
 from tenants.models import SpareSchema
 from tenants.roles import app_role_name, owner_connection
 
@@ -23,26 +30,34 @@ SPARE_PREFIX = "t__spare_"  # slugs start with a letter, so no tenant schema loo
 
 
 def take_spare(conn: psycopg.Connection, target: str) -> dict[str, str] | None:
-    """Rename a current spare to `target` in one transaction; None when there is none."""
-    table = sql.Identifier(SpareSchema._meta.db_table)
-    with conn.transaction():
-        row = conn.execute(
-            sql.SQL(
-                "DELETE FROM {t} WHERE id = (SELECT id FROM {t} WHERE fingerprint = {current}"
-                " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING name, revisions"
-            ).format(t=table, current=sql.SQL(_current_fingerprint_sql(conn))),
-        ).fetchone()
-        if row is None:
-            return None
-        name, revisions = row
-        assert target.startswith("t_"), target
-        assert name.startswith(SPARE_PREFIX), name
-        conn.execute(
-            sql.SQL(
-                "DROP SCHEMA IF EXISTS {target} CASCADE; ALTER SCHEMA {spare} RENAME TO {target}"
-            ).format(target=sql.Identifier(target), spare=sql.Identifier(name))
-        )
-    return dict(revisions)
+    """Rename a current spare to `target` in one transaction; None when there is none.
+
+    One script does it all (claim the row, drop a leftover `target`, rename), so on an
+    autocommit connection taking a spare is a single round trip; the spare's revisions come
+    back through a transaction-local setting, gone when the transaction ends.
+    """
+    assert target.startswith("t_"), target
+    script = sql.SQL(
+        "DO $take$ DECLARE spare record; BEGIN"
+        " DELETE FROM {t} WHERE id = (SELECT id FROM {t} WHERE fingerprint = {current}"
+        "  ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING name, revisions INTO spare;"
+        " IF FOUND THEN"
+        "  IF left(spare.name, length({prefix})) <> {prefix} THEN"
+        "   RAISE EXCEPTION 'not a spare schema: %', spare.name; END IF;"
+        "  EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', {target});"
+        "  EXECUTE format('ALTER SCHEMA %I RENAME TO %I', spare.name, {target});"
+        "  PERFORM set_config('tenants.taken_spare', spare.revisions::text, true);"
+        " END IF; END $take$;"
+        " SELECT current_setting('tenants.taken_spare', true)"
+    ).format(
+        t=sql.Identifier(SpareSchema._meta.db_table),
+        current=sql.SQL(_current_fingerprint_sql(conn)),
+        prefix=sql.Literal(SPARE_PREFIX),
+        target=sql.Literal(target),
+    )
+    row = run_script(conn, script.as_bytes(conn)).fetchone()
+    taken = row[0] if row else None
+    return dict(json.loads(taken)) if taken else None
 
 
 def _current_fingerprint_sql(conn: psycopg.Connection) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
 from control_plane.celery import QUEUES
@@ -30,3 +33,19 @@ def test_a_task_runs_in_a_real_worker_process_as_the_app_role(
     assert result["payload"] == "hello"
     assert result["pid"] != __import__("os").getpid()
     assert result["role"] == app_role_name()
+
+
+@pytest.mark.worker
+def test_each_worker_process_warms_up_provisioning_as_it_starts(unique) -> None:
+    """So that a worker's first onboarding does not generate the clone script itself."""
+    worker = WorkerProcess("warm-up", queues=f"warm_up_{unique}", concurrency=2).start()
+    warmed: set[str] = set()
+    try:
+        deadline = time.monotonic() + 30
+        while len(warmed) < 2 and time.monotonic() < deadline:
+            log = worker.log_path.read_text(errors="replace")
+            warmed = set(re.findall(r"provisioning warmed up in [\d.]+ ms \(pid (\d+)\)", log))
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+    assert len(warmed) == 2, worker.log_path.read_text(errors="replace")[-3000:]

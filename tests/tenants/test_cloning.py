@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tenants.cloning import clone_schema, clone_script
+from tenants.cloning import clone_schema, clone_script, read_revisions
 from tenants.roles import app_role_name, owner_connection
+from tests.round_trips import round_trips
 
 RICH_TEMPLATE = """
 CREATE SCHEMA {s};
@@ -243,3 +244,38 @@ def test_replace_existing_drops_a_leftover_schema_first(owner, template, targets
     clone_schema(owner, target, source=template, grant_to=app_role_name(), replace_existing=True)
     leftover = owner.execute("SELECT to_regclass(%s)", (f"{target}.leftover",)).fetchone()
     assert leftover == (None,)
+
+
+def test_a_clone_on_an_autocommit_connection_is_one_round_trip(
+    owner, template, targets, unique
+) -> None:
+    clone_script(owner, template)
+    target = f"t_{unique}"
+    targets.append(target)
+    with round_trips(owner) as sent:
+        clone_schema(owner, target, source=template, grant_to=app_role_name())
+    assert len(sent) == 1, sent
+    assert describe(owner, target)["indexes"] == describe(owner, template)["indexes"]
+
+
+def test_revision_tables_a_schema_gets_later_are_noticed(owner, unique) -> None:
+    schema = f"rev_{unique}"
+    owner.execute(
+        f'CREATE SCHEMA "{schema}";'
+        f'CREATE TABLE "{schema}".django_migrations (id int, app text, name text);'
+        f"INSERT INTO \"{schema}\".django_migrations VALUES (1, 'taskflow', '0001')"
+    )
+    try:
+        assert set(read_revisions(owner, schema)) == {"django"}
+        owner.execute(
+            f'CREATE TABLE "{schema}".alembic_version (version_num varchar(32));'
+            f"INSERT INTO \"{schema}\".alembic_version VALUES ('0042')"
+        )
+        assert read_revisions(owner, schema)["alembic"] == "0042"
+        owner.execute(f"UPDATE \"{schema}\".alembic_version SET version_num = '0043'")
+        with round_trips(owner) as sent:
+            revisions = read_revisions(owner, schema)
+        assert revisions["alembic"] == "0043"  # the value is read every time
+        assert len(sent) == 1, sent  # which tables hold it is known by now
+    finally:
+        owner.execute(f'DROP SCHEMA "{schema}" CASCADE')

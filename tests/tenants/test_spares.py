@@ -12,6 +12,7 @@ from tenants.models import SpareSchema
 from tenants.roles import app_role_name, owner_connection
 from tenants.spares import drop_spares, refill_spares, take_spare
 from tests.factories import schema_exists
+from tests.round_trips import round_trips
 
 
 @pytest.fixture
@@ -91,3 +92,22 @@ def test_two_onboardings_never_take_the_same_spare(targets) -> None:
     for thread in threads:
         thread.join()
     assert sorted(r is None for r in results) == [False, True]
+
+
+def test_taking_a_spare_is_one_round_trip_on_an_autocommit_connection(targets) -> None:
+    drop_spares()
+    refill_spares(1)
+    taken, missed = (f"t_sp{uuid.uuid4().hex[:8]}" for _ in range(2))
+    targets.extend([taken, missed])
+    with owner_connection(autocommit=True) as conn:
+        with round_trips(conn) as first:
+            revisions = take_spare(conn, taken)
+        with round_trips(conn) as second:
+            none_left = take_spare(conn, missed)
+    assert len(first) == 1, first
+    assert revisions is not None
+    assert set(revisions) == {"django", "alembic"}
+    assert schema_exists(taken)
+    assert len(second) == 1, second
+    assert none_left is None
+    assert not schema_exists(missed)
