@@ -13,18 +13,16 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
-from control_plane.models import ApiToken, Membership, Onboarding, OnboardingStatus
+from control_plane.models import Onboarding, OnboardingStatus
+from control_plane.onboarding_rows import activate, count_attempt
 from control_plane.tokens import derived_token_secret, new_token_secret
-from tenants.identity import Role
 from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
 from tenants.problems import Problem
 from tenants.provisioning import drop_storage, provision_storage
@@ -216,59 +214,26 @@ def enqueue_provisioning(onboarding_id: int) -> None:
 
 
 def provision_onboarding(onboarding_id: int) -> Onboarding:
-    """Make the tenant's storage, then its identity rows, then mark it active (or failed)."""
-    onboarding = Onboarding.objects.select_related("tenant").get(pk=onboarding_id)
-    tenant = onboarding.tenant
+    """Make the tenant's storage, then its identity rows, then mark it active (or failed).
+
+    Three round trips when a spare is ready or in rls mode: count the attempt while loading,
+    the storage (one script as the owner), and the identity rows with the status (one
+    statement, see control_plane.onboarding_rows).
+    """
+    onboarding = count_attempt(onboarding_id)
     if onboarding.status == OnboardingStatus.SUCCEEDED:
         return onboarding
-    Onboarding.objects.filter(pk=onboarding.pk).update(attempts=F("attempts") + 1)
+    tenant = onboarding.tenant
     started = time.perf_counter()
     try:
         revisions = provision_storage(tenant)
-        with transaction.atomic():
-            _create_identity(onboarding)
-            now = timezone.now()
-            elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
-            # Queryset updates: no signals to run, and nothing is cached for a tenant whose
-            # domain did not exist before this transaction.
-            Tenant.objects.filter(pk=tenant.pk).update(
-                status=TenantStatus.ACTIVE, status_reason="", revisions=revisions, updated_at=now
-            )
-            Onboarding.objects.filter(pk=onboarding.pk).update(
-                status=OnboardingStatus.SUCCEEDED,
-                error="",
-                finished_at=now,
-                provisioning_ms=elapsed_ms,
-            )
+        activate(onboarding, revisions, started)
     except Exception as exc:
         _mark_failed(onboarding, exc)
         raise
-    onboarding.refresh_from_db()
-    tenant.refresh_from_db()
     if tenant.isolation == Isolation.SCHEMA and settings.SPARE_SCHEMAS:
         celery_app.send_task(REFILL_SPARES_TASK)
     return onboarding
-
-
-def _create_identity(onboarding: Onboarding) -> None:
-    tenant = onboarding.tenant
-    # bulk_create skips DomainMixin.save, which would demote other primary domains (there are none).
-    Domain.objects.bulk_create([Domain(domain=onboarding.domain, tenant=tenant, is_primary=True)])
-    user_model = get_user_model()
-    owner = user_model.objects.filter(email__iexact=onboarding.owner_email).order_by("pk").first()
-    if owner is None:
-        # get_or_create survives a concurrent onboarding creating the same owner.
-        owner, _ = user_model.objects.get_or_create(
-            username=onboarding.owner_email.lower(), defaults={"email": onboarding.owner_email}
-        )
-    Membership.objects.create(user=owner, tenant=tenant, role=Role.OWNER)
-    ApiToken.objects.create(
-        user=owner,
-        tenant=tenant,
-        name="owner (onboarding)",
-        prefix=onboarding.token_prefix,
-        digest=onboarding.token_digest,
-    )
 
 
 def _mark_failed(onboarding: Onboarding, exc: Exception) -> None:
