@@ -14,8 +14,15 @@ What it does, in one run:
    has no TaskFlow tables yet, the benchmark creates them there as the owner, from the SQL that
    `sqlmigrate` makes of `tests/benchmarks/bench_taskflow` (the header of the table says which).
    Each tenant: `request_onboarding(enqueue=False)` (not timed), then `provision_onboarding(id)`
-   timed in-process (clone + identity rows + status); its phases are timed by wrappers around the
-   functions it calls (no platform code is changed).
+   timed in-process: everything the worker's task does (load and count the attempt, storage,
+   identity rows + status, and on the spare path publishing the refill task, to a queue of the
+   benchmark's own that is deleted at the end). Its phases are timed by wrappers around the
+   functions it calls (no platform code is changed). Before the timed tenants, `warm_up()` runs
+   as in a starting worker process (control_plane.tasks) and the first provisioning after it is
+   reported apart. A second spare-path row closes Django's connection before each call, as
+   Celery's Django fixup does before every task, so it includes opening a connection as a real
+   worker does. One more provisioning per path, untimed, is traced (libpq) to count its round
+   trips on Django's connection and on the owner connection.
 3. django-tenants: a subprocess (`tests.benchmarks.djt_half`, settings
    `tests.benchmarks.djt_settings`, connected as the owner) times `Tenant.save()` with
    `auto_create_schema = True`: CREATE SCHEMA + `migrate_schemas` of the tenant apps
@@ -34,6 +41,7 @@ import argparse
 import json
 import os
 import platform as stdlib_platform
+import re
 import statistics
 import subprocess
 import sys
@@ -56,6 +64,7 @@ OWNER_PASSWORD = os.environ.get("OWNER_PASSWORD", "taskflow_owner")
 APP_ROLE = os.environ.get("APP_ROLE", "taskflow_app")
 APP_PASSWORD = os.environ.get("APP_PASSWORD", "taskflow_app")
 BENCH_DB = "taskflow_bench"
+BENCH_QUEUE = "bench_onboarding"
 DJT_DB = "taskflow_bench_djt"
 
 TARGET_SCHEMA_P50 = 40.0
@@ -234,6 +243,20 @@ class Phases:
 
         setattr(module, name, wrapper)
 
+    def wrap_context(self, module: Any, name: str, label: str) -> None:
+        """Like wrap, for a context-manager function: times entering it (a pool checkout)."""
+        inner: Callable[..., Any] = getattr(module, name)
+        phases = self
+
+        @contextmanager
+        def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            started = time.perf_counter()
+            with inner(*args, **kwargs) as value:
+                phases.current[label] += (time.perf_counter() - started) * 1000
+                yield value
+
+        setattr(module, name, wrapper)
+
     def count_query(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         self.queries += 1
         return execute(sql, params, many, context)
@@ -246,6 +269,61 @@ class Phases:
         yield result
         result.update(self.current)
         result["django_queries"] = self.queries
+
+
+READY_FOR_QUERY = re.compile(r"^B\t\d+\tReadyForQuery\b", re.MULTILINE)
+
+
+def traced(onboard: Callable[[], Any]) -> dict[str, int]:
+    """Round trips of one extra, untimed onboarding's provision_onboarding, per connection.
+
+    libpq's protocol trace of Django's connection and of the owner connection provisioning
+    checks out; every request/response cycle ends with the server's ReadyForQuery, so BEGIN,
+    COMMIT and SAVEPOINTs count too. Only provision_onboarding is traced (not the request
+    before it, nor the spare refill).
+    """
+    from django.db import connection
+    from psycopg import pq
+
+    import control_plane.onboarding as onboarding
+    import tenants.provisioning as provisioning
+
+    provision, checkout = onboarding.provision_onboarding, provisioning.owner_connection
+    files = {"django": tempfile.TemporaryFile("w+"), "owner": tempfile.TemporaryFile("w+")}  # noqa: SIM115 - closed below
+
+    @contextmanager
+    def traced_checkout(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with checkout(*args, **kwargs) as conn:
+            conn.pgconn.trace(files["owner"].fileno())
+            conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+            try:
+                yield conn
+            finally:
+                conn.pgconn.untrace()
+
+    def traced_provision(onboarding_id: int) -> Any:
+        connection.ensure_connection()
+        pgconn = connection.connection.pgconn
+        pgconn.trace(files["django"].fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            return provision(onboarding_id)
+        finally:
+            pgconn.untrace()
+
+    onboarding.provision_onboarding = traced_provision
+    provisioning.owner_connection = traced_checkout
+    try:
+        onboard()
+    finally:
+        onboarding.provision_onboarding = provision
+        provisioning.owner_connection = checkout
+    counts = {}
+    for name, file in files.items():
+        file.seek(0)
+        counts[name] = len(READY_FOR_QUERY.findall(file.read()))
+        file.close()
+    return counts
 
 
 def run_benchmark(count: int, warmup: int, djt: DjangoTenantsHalf) -> dict[str, Any]:
@@ -264,12 +342,18 @@ def run_benchmark(count: int, warmup: int, djt: DjangoTenantsHalf) -> dict[str, 
     load = os.getloadavg()
     phases = Phases()
     phases.wrap(onboarding, "provision_storage", "storage")
-    phases.wrap(provisioning, "owner_connection", "connect")
+    phases.wrap_context(provisioning, "owner_connection", "connect")
     phases.wrap(provisioning, "clone_schema", "clone_schema")
     phases.wrap(cloning, "clone_script", "lookup")
     phases.wrap(signals, "forget_hosts", "redis")
 
-    def onboard(slug: str, isolation: str) -> dict[str, float]:
+    # The refill task a spare-path provisioning sends is published for real, but to a queue of
+    # the benchmark's own (dropped at the end), never onto a queue a real worker consumes.
+    from control_plane.celery import app as celery_app
+
+    celery_app.conf.task_default_queue = BENCH_QUEUE
+
+    def onboard(slug: str, isolation: str, *, reconnect: bool = False) -> dict[str, float]:
         data = onboarding.validate_onboarding(
             name=f"Bench {slug}",
             slug=slug,
@@ -278,6 +362,8 @@ def run_benchmark(count: int, warmup: int, djt: DjangoTenantsHalf) -> dict[str, 
             owner_email=f"owner+{slug}@bench.example",
         )
         requested = onboarding.request_onboarding(data=data, enqueue=False)
+        if reconnect:
+            connection.close()  # as Celery's Django fixup does before every task (task_prerun)
         with connection.execute_wrapper(phases.count_query), phases.measure() as timing:
             started = time.perf_counter()
             onboarding.provision_onboarding(requested.onboarding.pk)
@@ -289,29 +375,44 @@ def run_benchmark(count: int, warmup: int, djt: DjangoTenantsHalf) -> dict[str, 
 
     from tenants.spares import drop_spares, refill_spares
 
-    def onboard_with_spare(slug: str) -> dict[str, float]:
+    def onboard_with_spare(slug: str, *, reconnect: bool = False) -> dict[str, float]:
         """A spare is ready, as the background refill keeps it (the refill is not timed)."""
         settings.SPARE_SCHEMAS = 1
         try:
             refill_spares(1)
-            return onboard(slug, "schema")
+            return onboard(slug, "schema", reconnect=reconnect)
         finally:
             settings.SPARE_SCHEMAS = 0
 
     settings.SPARE_SCHEMAS = 0  # the clone path unless a run asks for a spare
 
-    cold = onboard("scold", "schema")["total"]  # first clone in this process generates the script
+    # As a worker process starts (control_plane.tasks.warm_up_provisioning), then its first one.
+    started = time.perf_counter()
+    provisioning.warm_up()
+    warm_up_ms = (time.perf_counter() - started) * 1000
+    cold = onboard("scold", "schema")["total"]
     for i in range(warmup):
         onboard(f"sw{i:04d}", "schema")
         onboard_with_spare(f"pw{i:04d}")
+        onboard_with_spare(f"qw{i:04d}", reconnect=True)
         onboard(f"rw{i:04d}", "rls")
         djt_tenant(f"djtw{i:04d}")
-    results: dict[str, list[dict[str, float]]] = {"spare": [], "schema": [], "rls": [], "djt": []}
+    results: dict[str, list[dict[str, float]]] = {
+        "spare": [], "spare_reconnect": [], "schema": [], "rls": [], "djt": [],
+    }  # fmt: skip
     for i in range(count):
         results["spare"].append(onboard_with_spare(f"p{i:04d}"))
+        results["spare_reconnect"].append(onboard_with_spare(f"q{i:04d}", reconnect=True))
         results["schema"].append(onboard(f"s{i:04d}", "schema"))
         results["rls"].append(onboard(f"r{i:04d}", "rls"))
         results["djt"].append(djt_tenant(f"djt{i:04d}"))
+    round_trips = {
+        "spare": traced(lambda: onboard_with_spare("tp0000")),
+        "schema": traced(lambda: onboard("ts0000", "schema")),
+        "rls": traced(lambda: onboard("tr0000", "rls")),
+    }
+    with celery_app.connection_for_write() as broker:
+        broker.default_channel.queue_delete(BENCH_QUEUE)  # type: ignore[attr-defined]
 
     drop_spares()
     url = settings.MIGRATION_DATABASE_URL.replace("postgres://", "postgresql://", 1)
@@ -325,6 +426,8 @@ def run_benchmark(count: int, warmup: int, djt: DjangoTenantsHalf) -> dict[str, 
         server = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
     connection.close()
     return {
+        "warm_up_ms": warm_up_ms,
+        "round_trips": round_trips,
         "cold_ms": cold,
         "load": load,
         "results": results,
@@ -352,6 +455,7 @@ def report(platform: dict[str, Any], template: tuple[dict[str, int], str]) -> st
     schema = platform["results"]["schema"]
     rls = platform["results"]["rls"]
     p_total = [t["total"] for t in platform["results"]["spare"]]
+    q_total = [t["total"] for t in platform["results"]["spare_reconnect"]]
     s_total = [t["total"] for t in schema]
     s_clone = [t["storage"] for t in schema]
     s_identity = [a - b for a, b in zip(s_total, s_clone, strict=True)]
@@ -386,9 +490,10 @@ def report(platform: dict[str, Any], template: tuple[dict[str, int], str]) -> st
             f"p50<={TARGET_SCHEMA_P50:g} p95<={TARGET_SCHEMA_P95:g}",
             verdict(p50(p_total) <= TARGET_SCHEMA_P50 and p95(p_total) <= TARGET_SCHEMA_P95),
         ),
+        row("  the same, reconnecting as a Celery task does", q_total),
         row("platform schema, no spare: provision_onboarding (clone)", s_total),
         row("  clone step alone (provision_storage)", s_clone),
-        row("  identity rows + status (the rest)", s_identity),
+        row("  load + identity rows + status (the rest)", s_identity),
         row(
             "platform rls: provision_onboarding (identity only)",
             r_total,
@@ -398,8 +503,11 @@ def report(platform: dict[str, Any], template: tuple[dict[str, int], str]) -> st
         row("django-tenants: Tenant.save(), auto_create_schema=True", d_save),
         row("  create_schema (CREATE SCHEMA + migrate_schemas)", d_create),
         "-" * width,
-        f"first schema-mode provisioning in a fresh process (generates the clone script): "
-        f"{platform['cold_ms']:.1f} ms (not in the figures above)",
+        f"worker process start: warm_up() (clone script + revision tables) {platform['warm_up_ms']:.1f} ms;"
+        f" the first schema-mode provisioning after it {platform['cold_ms']:.1f} ms (neither is in the"
+        " figures above)",
+        "a real worker: Celery's Django fixup closes Django's connection before every task, so each"
+        " provisioning there also opens one (the row 'reconnecting as a Celery task does')",
         "",
         "ratios, measured side by side in this run:",
         f"  django-tenants save() p50 / platform schema p50 = {speed50:5.1f}x   target >= "
@@ -418,9 +526,10 @@ def report(platform: dict[str, Any], template: tuple[dict[str, int], str]) -> st
         ("schema", "    script (re)generation (only when the template moved)", lambda t: t.get("lookup", 0.0)),
         ("schema", "    drop-leftover + guard + DDL + grant, one round trip",
          lambda t: t.get("clone_schema", 0.0) - t.get("lookup", 0.0)),
-        ("schema", "identity rows + status (the rest)", lambda t: t["total"] - t["storage"]),
+        ("schema", "load + identity rows + status (the rest)", lambda t: t["total"] - t["storage"]),
         ("schema", "  of which Redis forget_hosts (tenant/domain signals)", lambda t: t.get("redis", 0.0)),
-        ("rls", "identity rows + status (all of it)", lambda t: t["total"]),
+        ("rls", "all of it", lambda t: t["total"]),
+        ("rls", "  revisions of the shared schema (provision_storage)", lambda t: t["storage"]),
         ("rls", "  of which Redis forget_hosts (tenant/domain signals)", lambda t: t.get("redis", 0.0)),
     ]  # fmt: skip
     for mode, label, value in breakdown:
@@ -428,8 +537,15 @@ def report(platform: dict[str, Any], template: tuple[dict[str, int], str]) -> st
         lines.append(f"  {mode:<6} {label:<56} {p50(values):>7.2f} {p95(values):>7.2f}")
     for mode, timings in (("schema", schema), ("rls", rls)):
         queries = [t["django_queries"] for t in timings]
+        lines.append(f"  {mode:<6} {'Django statements per provisioning':<56} {p50(queries):>7.0f}")
+    lines.append(
+        "round trips to PostgreSQL of one more provisioning per path (libpq trace; BEGIN/COMMIT"
+        " included; Redis not included):"
+    )
+    for path, counts in platform["round_trips"].items():
         lines.append(
-            f"  {mode:<6} {'Django ORM statements per provisioning':<56} {p50(queries):>7.0f}"
+            f"  {path:<6} {counts['django']} on Django's connection + {counts['owner']} on the owner's"
+            f" = {counts['django'] + counts['owner']}"
         )
     return "\n".join(lines)
 
