@@ -28,10 +28,15 @@ def owner_role_name() -> str:
 
 @functools.cache
 def _owner_pool() -> ConnectionPool:
-    """A small per-process pool: provisioning pays no connection set-up (several ms each)."""
+    """A small per-process pool: provisioning pays no connection set-up (several ms each).
+
+    No prepared statements: after DDL psycopg drops them with an extra DEALLOCATE ALL round
+    trip, and these connections run DDL most of the time.
+    """
     url = settings.MIGRATION_DATABASE_URL.replace("postgres://", "postgresql://", 1)
     return ConnectionPool(
         url,
+        kwargs={"prepare_threshold": None},
         min_size=0,
         max_size=settings.OWNER_POOL_SIZE,
         reset=_reset,

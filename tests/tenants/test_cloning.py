@@ -252,8 +252,12 @@ def test_a_clone_on_an_autocommit_connection_is_one_round_trip(
     clone_script(owner, template)
     target = f"t_{unique}"
     targets.append(target)
+    for i in range(6):  # a used connection: psycopg would have prepared this, and after the
+        owner.execute("SELECT %s::int", (i,))  # script's DROP it would DEALLOCATE ALL
     with round_trips(owner) as sent:
-        clone_schema(owner, target, source=template, grant_to=app_role_name())
+        clone_schema(
+            owner, target, source=template, grant_to=app_role_name(), replace_existing=True
+        )
     assert len(sent) == 1, sent
     assert describe(owner, target)["indexes"] == describe(owner, template)["indexes"]
 
