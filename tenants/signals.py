@@ -15,6 +15,8 @@ from tenants.resolution import forget_hosts
 @receiver(post_save, sender=Tenant)
 @receiver(post_delete, sender=Tenant)
 def tenant_changed(sender: type[Tenant], instance: Tenant, **kwargs: Any) -> None:
+    if kwargs.get("created"):
+        return  # a tenant inserted just now has no domains yet, so no host of it is cached
     hosts = list(Domain.objects.filter(tenant_id=instance.pk).values_list("domain", flat=True))
     forget_hosts(*hosts)
     # A reader may re-cache the old row before this transaction commits: forget again after.

@@ -47,3 +47,11 @@ def test_renamed_and_deleted_domains_are_forgotten(unique) -> None:
     assert resolve_tenant(new).pk == tenant.pk  # type: ignore[union-attr]
     domain.delete()
     assert resolve_tenant(new) is None
+
+
+def test_creating_a_tenant_asks_for_no_domains_to_forget(unique) -> None:
+    from tenants.models import Tenant
+
+    with CaptureQueriesContext(connection) as captured:
+        Tenant.objects.create(name="N", slug=f"n{unique}", schema_name=f"t_n{unique}")
+    assert [q["sql"] for q in captured.captured_queries if "tenants_domain" in q["sql"]] == []
