@@ -4,12 +4,14 @@ every transaction carries the tenant's identity (real PostgreSQL)."""
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 from django.conf import settings
+from psycopg import pq
 
 from tenants.binding import TenantBinding, engine, tenant_session
 
@@ -45,20 +47,28 @@ def test_a_pooled_connection_the_server_closed_is_replaced_at_checkout() -> None
     assert backend_pid() == replaced
 
 
-def test_a_read_sends_the_binding_then_the_query() -> None:
-    backend_pid()
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, params, context, executemany) -> None:
-        seen.append(statement)
-
-    sa.event.listen(engine(), "before_cursor_execute", record)
-    try:
-        backend_pid()
-    finally:
-        sa.event.remove(engine(), "before_cursor_execute", record)
-    assert len(seen) == 2, seen  # the transaction's set_config, then the query
-    assert "set_config('app.tenant_id'" in seen[0]
+def test_a_warm_read_is_begin_binding_query_commit_and_no_ping(tmp_path) -> None:
+    engine().dispose()
+    with tenant_session(BINDING) as session:  # the one pooled connection, traced by libpq
+        driver = session.connection().connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    trace = tmp_path / "trace"
+    with trace.open("w") as out:
+        driver.pgconn.trace(out.fileno())
+        driver.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            backend_pid()
+        finally:
+            driver.pgconn.untrace()
+    sent = re.findall(
+        r'^F\s+\d+\s+(?:Query|Parse)\s+(?:"[^"]*"\s+)?"(.*?)"', trace.read_text(), re.M
+    )
+    assert [s.split("(")[0] for s in sent] == [
+        "BEGIN",
+        "SELECT set_config",
+        "SELECT pg_backend_pid",
+        "COMMIT",
+    ], sent
 
 
 def test_every_transaction_carries_the_binding() -> None:
