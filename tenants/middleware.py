@@ -1,4 +1,5 @@
-"""Request-level tenancy: probes that answer on any host, and tenant resolution by host name.
+"""Request-level tenancy: probes that answer on any host, tenant resolution by host name, and the
+cookie-based layers (sessions, CSRF, the admin's user, messages) on the public host only.
 
 Resolution switches the Django connection to the tenant (django-tenants) for Django models only;
 TaskFlow data is reached through a SQLAlchemy session bound by tenants.binding, never through a
@@ -9,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
+from django.conf import settings
+from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.module_loading import import_string
 from django_tenants.middleware.main import TenantMainMiddleware
 
 from tenants.health import run_checks
@@ -84,3 +89,52 @@ class TenantMiddleware(TenantMainMiddleware):
         return problem_response(
             404, "Unknown host", f"No tenant is served at {hostname!r}.", host=hostname
         )
+
+
+class PublicHostMiddleware:
+    """settings.PUBLIC_HOST_MIDDLEWARE (sessions, CSRF, the admin's user, messages), on the public
+    host only.
+
+    Tenant hosts serve an API authenticated by bearer tokens: no cookie is read or set there, so
+    these layers would only cost time on every API request (and CSRF needs ambient credentials
+    to matter). On the public host they run as if listed in MIDDLEWARE at this position,
+    process_view hooks included. Place after TenantMiddleware, which sets request.tenant.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.view_hooks: list[Callable[..., HttpResponse | None]] = []
+        handler: Any = get_response
+        for path in reversed(settings.PUBLIC_HOST_MIDDLEWARE):
+            middleware = import_string(path)(handler)
+            if hasattr(middleware, "process_exception") or hasattr(
+                middleware, "process_template_response"
+            ):
+                raise TypeError(f"{path}: only process_request/view/response hooks are relayed")
+            if hasattr(middleware, "process_view"):
+                self.view_hooks.insert(0, middleware.process_view)
+            handler = convert_exception_to_response(middleware)
+        self.public = handler
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if _on_public_host(request):
+            response: HttpResponse = self.public(request)
+            return response
+        return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
+    ) -> HttpResponse | None:
+        if not _on_public_host(request):
+            return None
+        for hook in self.view_hooks:
+            response = hook(request, view, args, kwargs)
+            if response is not None:
+                return response
+        return None
+
+
+def _on_public_host(request: HttpRequest) -> bool:
+    """Without a resolved tenant, the safe answer: keep every layer."""
+    tenant = getattr(request, "tenant", None)
+    return tenant is None or bool(tenant.is_public)
