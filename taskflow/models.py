@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Text,
@@ -148,14 +149,21 @@ class Comment(TimestampedVersioned, Base):
 
 
 class HistoryColumns:
-    """A history row: written only by triggers, read by the history endpoints."""
+    """A history row: written only by triggers, read by the history endpoints.
 
-    id: Mapped[int] = mapped_column(BigInteger, server_default=NEXT_ID, primary_key=True)
+    `changes` is stored as `changes_format` says (migration 0003): 1 is the documented
+    {"col": [old, new]}; 2 is an insert's new values, flat {"col": new}. Read it through
+    taskflow.representations.history_changes, never raw. The primary key is (tenant_id, row_id,
+    id), the order history is read in; ids alone are unique too (one platform-wide sequence).
+    """
+
+    id: Mapped[int] = mapped_column(BigInteger, server_default=NEXT_ID)
     tenant_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     row_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     operation: Mapped[str] = mapped_column(String(12), nullable=False)
     version: Mapped[int | None] = mapped_column(Integer)
     changes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    changes_format: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="1")
     actor_id: Mapped[int | None] = mapped_column(BigInteger)
     request_id: Mapped[str | None] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(
@@ -165,17 +173,17 @@ class HistoryColumns:
 
 class ProjectHistory(HistoryColumns, Base):
     __tablename__ = "projects_history"
-    __table_args__ = (Index("projects_history_row", "tenant_id", "row_id", "id"),)
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "row_id", "id"),)
 
 
 class TaskHistory(HistoryColumns, Base):
     __tablename__ = "tasks_history"
-    __table_args__ = (Index("tasks_history_row", "tenant_id", "row_id", "id"),)
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "row_id", "id"),)
 
 
 class CommentHistory(HistoryColumns, Base):
     __tablename__ = "comments_history"
-    __table_args__ = (Index("comments_history_row", "tenant_id", "row_id", "id"),)
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "row_id", "id"),)
 
 
 AUDITED_COLUMNS: dict[str, tuple[str, ...]] = {

@@ -55,12 +55,26 @@ def comment_repr(comment: Comment) -> dict[str, Any]:
     }
 
 
+# How a history row's `changes` is stored (its changes_format; migration 0003 of migrations_sqla).
+CHANGES_AS_PAIRS = 1  # {"col": [old, new]}: the documented shape, as stored
+CHANGES_AS_NEW_VALUES = 2  # an insert's new values once, {"col": new}: cheaper to write in bulk
+
+
+def history_changes(changes: dict[str, Any], changes_format: int) -> dict[str, Any]:
+    """`changes` in the documented shape {"col": [old, new]}, whichever way the row stored it."""
+    if changes_format == CHANGES_AS_PAIRS:
+        return changes
+    if changes_format == CHANGES_AS_NEW_VALUES:
+        return {column: [None, value] for column, value in changes.items() if value is not None}
+    raise ValueError(f"unknown history changes_format {changes_format!r}")
+
+
 def history_repr(entry: HistoryColumns) -> dict[str, Any]:
     return {
         "id": entry.id,
         "operation": entry.operation,
         "version": entry.version,
-        "changes": entry.changes,
+        "changes": history_changes(entry.changes, entry.changes_format),
         "actor_id": entry.actor_id,
         "request_id": entry.request_id,
         "at": _iso(entry.at),
