@@ -41,10 +41,12 @@ What it does, in one run:
    one first page in four, the others pages from cursors at the same 96 random depths
    (TaskFlow cursors minted as above, DRF cursors encoded as DRF does); both APIs are checked to
    return the same 50 ids for every path first. Rounds alternate TaskFlow, DRF, ... after a
-   warm-up of each, then one round of one client each (service time without queueing); the
-   server is drained between rounds. wrk runs on the same 2 cores as gunicorn and PostgreSQL:
-   the CPU each used is printed, with a CPU-normalised rate that discounts other work on the
-   machine.
+   warm-up of each, then one round of one client each (service time without queueing), then
+   one round of GET /healthz (the floor: gunicorn and Django answering before tenant resolution,
+   authentication or any query); the server is drained between rounds. wrk runs on the same 2
+   cores as gunicorn and PostgreSQL: the CPU each used is printed, with a CPU-normalised rate
+   that discounts other work on the machine, and the ceiling the CPU per request sets on req/s
+   and on the latency of --connections closed-loop clients.
 6. EXPLAIN (ANALYZE, BUFFERS) (section 3) of the SQL the page-10,000 keyset and OFFSET requests
    run (captured from the real selector / view code in-process, run as the app role in a bound
    session), then a what-if (not production code): with an index matching -priority,due_date and
@@ -52,7 +54,8 @@ What it does, in one run:
 7. Where a list request's time goes (section 4): each step of the request path timed alone,
    in-process (tests.benchmarks.taskflow_api.breakdown).
 8. Prints the table, then drops the database (unless --keep; --reuse skips steps 1-2 on a kept
-   database, with a fresh token).
+   database, with a fresh token). BENCH_DB_NAME names another database (default
+   taskflow_bench_api), BENCH_REDIS_URL another Redis database, to run beside someone else's run.
 
 Targets: page 10,000 / page 1 <= 1.2x (keyset); TaskFlow >= 1.5x DRF's requests/s; TaskFlow
 p99 <= 25 ms. Not collected by pytest (`--ignore=tests/benchmarks`).
@@ -92,7 +95,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 GUNICORN = str(Path(PY).parent / "gunicorn")
 
-BENCH_DB = "taskflow_bench_api"
+# BENCH_DB_NAME: another database name, to run beside a colleague's run of this benchmark.
+BENCH_DB = os.environ.get("BENCH_DB_NAME", "taskflow_bench_api")
 SLUG = "apibench"
 HOST = f"{SLUG}.localhost"  # sent as Host; we connect to 127.0.0.1 (no *.localhost resolver)
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -686,6 +690,10 @@ def throughput(
         ]
         # Service time without queueing: one client, the same paths.
         results += [measured(api, 1, 1, max(duration / 2, 5)) for api in ("taskflow", "drf")]
+        # The floor: the cheapest answer this server gives (no tenant, no auth, no query).
+        files["floor"] = workdir / "floor.txt"
+        files["floor"].write_text("/healthz\n")
+        results.append(measured("floor", 1, connections, max(duration / 2, 5)))
         return results
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -975,7 +983,11 @@ def throughput_table(args: argparse.Namespace, rounds: list[Round]) -> list[str]
     ]
     width = 28 + 8 + 6 + 9 + 7 * 2 + 8 * 4 + 5 + 2 + 9 * 2 + 6 * 2
     lines.append("-" * width)
-    labels = {"taskflow": "TaskFlow /api/v1/tasks", "drf": "DRF + ORM CursorPagination"}
+    labels = {
+        "taskflow": "TaskFlow /api/v1/tasks",
+        "drf": "DRF + ORM CursorPagination",
+        "floor": "floor: GET /healthz",
+    }
     for r in rounds:
         s, c = r.stats, r.cpu
         errors = s["connect"] + s["read"] + s["write"] + s["status"] + s["timeout"]
@@ -1000,6 +1012,7 @@ def throughput_table(args: argparse.Namespace, rounds: list[Round]) -> list[str]
             "p99": max(r.stats["p99"] for r in mine) / 1000,
             "app_ms": sum(r.cpu["gunicorn"] for r in mine) / requests * 1000,
             "pg_ms": sum(r.cpu["postgres"] for r in mine) / requests * 1000,
+            "wrk_ms": sum(r.cpu["wrk"] for r in mine) / requests * 1000,
             "single_p50": single.stats["p50"] / 1000,
             "single_p99": single.stats["p99"] / 1000,
         }
@@ -1017,11 +1030,37 @@ def throughput_table(args: argparse.Namespace, rounds: list[Round]) -> list[str]
         f" DRF {drf['single_p50']:.1f} / {drf['single_p99']:.1f} ms",
         f"CPU per request ({clients} clients): TaskFlow {tf['app_ms']:.2f} ms in gunicorn +"
         f" {tf['pg_ms']:.2f} ms in PostgreSQL; DRF {drf['app_ms']:.2f} ms + {drf['pg_ms']:.2f} ms",
+        *ceiling_lines(tf, rounds, clients),
         f"closed loop: {clients} clients / {tf['rps']:.0f} req/s ="
         f" {clients / tf['rps'] * 1000:.0f} ms mean TaskFlow latency (Little's law, queueing"
         f" included); a p99 <= {TARGET_P99_MS:g} ms with {clients} clients needs well over"
         f" {clients / TARGET_P99_MS * 1000:.0f} req/s",
     ]
+    return lines
+
+
+def ceiling_lines(tf: dict[str, float], rounds: list[Round], clients: int) -> list[str]:
+    """What the CPU allows: requests/s if the cores did nothing else, and the mean latency of
+    `clients` closed-loop clients at that rate (Little's law), for TaskFlow and the floor."""
+    ncpu = os.cpu_count() or 1
+    per_request = tf["app_ms"] + tf["pg_ms"] + tf["wrk_ms"]
+    best = ncpu * 1000 / per_request
+    lines = [
+        f"CPU ceiling on {ncpu} cores: TaskFlow {per_request:.2f} ms CPU per request (gunicorn +"
+        f" PostgreSQL + wrk) -> at most {best:.0f} req/s -> at least {clients / best * 1000:.0f} ms"
+        f" mean latency for {clients} clients; p99 <= {TARGET_P99_MS:g} ms needs <="
+        f" {ncpu * TARGET_P99_MS / clients:.2f} ms CPU per request, queueing aside"
+    ]
+    floor = next((r for r in rounds if r.api == "floor"), None)
+    if floor is not None:
+        used = floor.cpu["gunicorn"] + floor.cpu["wrk"]
+        floor_ms = used / floor.stats["requests"] * 1000
+        lines.append(
+            f"floor: GET /healthz (gunicorn + Django, no tenant, auth or query) costs"
+            f" {floor_ms:.2f} ms CPU per request -> at most {ncpu * 1000 / floor_ms:.0f} req/s,"
+            f" {clients / (ncpu * 1000 / floor_ms) * 1000:.0f} ms mean latency for {clients}"
+            " clients"
+        )
     return lines
 
 
