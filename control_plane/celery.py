@@ -34,5 +34,9 @@ app.conf.beat_schedule = {
         "task": "taskflow.tasks.purge_soft_deleted",
         "schedule": crontab(hour=3, minute=17),
     },
+    "remove-old-import-files": {
+        "task": "control_plane.imports.tasks.remove_old_files",
+        "schedule": crontab(hour=3, minute=47),
+    },
 }
 app.autodiscover_tasks()

@@ -62,6 +62,7 @@ def job_repr(job: ImportJob) -> dict[str, Any]:
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
+        "files_removed_at": _iso(job.files_removed_at),
         "duration_seconds": duration.total_seconds() if duration is not None else None,
         "links": {"self": base, "errors": f"{base}/errors", "cancel": f"{base}/cancel"},
     }
@@ -118,6 +119,11 @@ class ImportErrors(TaskflowView):
     def get(self, request: Request, job_id: int) -> HttpResponseBase:
         """The rejected rows as CSV (line, column, reason); only the header while there are none."""
         job = services.job_of(self.tenant_id, job_id)
+        if job.files_removed_at is not None:
+            raise services.FilesRemoved(
+                f"Import {job.pk}'s error report was deleted at"
+                f" {job.files_removed_at.isoformat()}, past the retention."
+            )
         path = Path(job.errors_path) if job.errors_path else None
         disposition = f'attachment; filename="import-{job.pk}-errors.csv"'
         response: HttpResponseBase

@@ -14,6 +14,7 @@ from django.conf import settings
 DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3  # 2 GiB: about 20 million rows of a typical file
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_PROGRESS_EVERY = 50_000
+DEFAULT_FILE_RETENTION_DAYS = 7
 
 
 def _setting(name: str) -> str | None:
@@ -41,3 +42,8 @@ def max_attempts() -> int:
 def progress_every() -> int:
     """Rows between two progress updates (and cancel checks) while the file is read."""
     return int(_setting("IMPORT_PROGRESS_EVERY") or DEFAULT_PROGRESS_EVERY)
+
+
+def file_retention_days() -> int:
+    """Days a finished job keeps its upload and error report on disk before beat deletes them."""
+    return int(_setting("IMPORT_FILE_RETENTION_DAYS") or DEFAULT_FILE_RETENTION_DAYS)

@@ -26,6 +26,13 @@ class ImportConflict(Problem):
     title = "Conflict"
 
 
+class FilesRemoved(Problem):
+    """The job's files were deleted past IMPORT_FILE_RETENTION_DAYS (control_plane.imports.retention)."""
+
+    status = 410
+    title = "Gone"
+
+
 @dataclass(frozen=True)
 class ImportRequested:
     job: ImportJob

@@ -6,6 +6,7 @@ import os
 
 from celery import Task, shared_task
 
+from control_plane.imports import retention
 from control_plane.imports.running import ImportInterrupted, run_import_job
 
 
@@ -18,3 +19,9 @@ def run_import(self: Task, job_id: int) -> dict[str, object]:
     except ImportInterrupted as exc:
         raise self.retry(countdown=exc.countdown) from exc
     return {"job": job.pk, "status": job.status, "rows": job.rows_read}
+
+
+@shared_task(name="control_plane.imports.tasks.remove_old_files")
+def remove_old_files(retention_days: int | None = None) -> int:
+    """Beat, daily: delete uploads and error reports of jobs finished past the retention."""
+    return retention.remove_old_files(older_than=retention.retention_cutoff(retention_days))
