@@ -12,6 +12,7 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.db import connection
 
+from control_plane import worker_connections  # noqa: F401 - connects the task signal handlers
 from control_plane.onboarding import provision_onboarding
 from tenants.models import Tenant
 from tenants.moving import move_tenant
@@ -22,11 +23,18 @@ logger = logging.getLogger(__name__)
 
 @shared_task(name="control_plane.tasks.ping", acks_late=False)
 def ping(payload: str) -> dict[str, str | int]:
-    """Echo `payload` with where it ran and the database role it ran as: proves a worker end to end."""
+    """Echo `payload` with where it ran, the database role it ran as and its connection's backend:
+    proves a worker end to end."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT current_user")
-        (role,) = cursor.fetchone()
-    return {"payload": payload, "hostname": socket.gethostname(), "pid": os.getpid(), "role": role}
+        cursor.execute("SELECT current_user, pg_backend_pid()")
+        role, backend = cursor.fetchone()
+    return {
+        "payload": payload,
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "role": role,
+        "backend_pid": backend,
+    }
 
 
 @shared_task(name="control_plane.tasks.provision_tenant")

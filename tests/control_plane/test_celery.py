@@ -36,6 +36,20 @@ def test_a_task_runs_in_a_real_worker_process_as_the_app_role(
 
 
 @pytest.mark.worker
+def test_a_worker_keeps_its_database_connection_between_tasks(unique) -> None:
+    """Celery's fixup would reconnect for every task; CELERY_DB_REUSE_MAX and our own
+    close_old_connections() keep one connection per worker process, as a web process does."""
+    queue = f"reuse_{unique}"
+    worker = WorkerProcess("reuse", queues=queue, concurrency=1).start()
+    try:
+        results = [ping.apply_async(("x",), queue=queue).get(timeout=30) for _ in range(3)]
+    finally:
+        worker.stop()
+    assert len({r["pid"] for r in results}) == 1
+    assert len({r["backend_pid"] for r in results}) == 1, results
+
+
+@pytest.mark.worker
 def test_each_worker_process_warms_up_provisioning_as_it_starts(unique) -> None:
     """So that a worker's first onboarding does not generate the clone script itself."""
     worker = WorkerProcess("warm-up", queues=f"warm_up_{unique}", concurrency=2).start()
