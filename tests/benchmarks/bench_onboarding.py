@@ -490,7 +490,7 @@ def report(platform: dict[str, Any], template: tuple[dict[str, int], str]) -> st
             f"p50<={TARGET_SCHEMA_P50:g} p95<={TARGET_SCHEMA_P95:g}",
             verdict(p50(p_total) <= TARGET_SCHEMA_P50 and p95(p_total) <= TARGET_SCHEMA_P95),
         ),
-        row("  the same, reconnecting as a Celery task does", q_total),
+        row("  the same, opening a connection first", q_total),
         row("platform schema, no spare: provision_onboarding (clone)", s_total),
         row("  clone step alone (provision_storage)", s_clone),
         row("  load + identity rows + status (the rest)", s_identity),
@@ -506,8 +506,8 @@ def report(platform: dict[str, Any], template: tuple[dict[str, int], str]) -> st
         f"worker process start: warm_up() (clone script + revision tables) {platform['warm_up_ms']:.1f} ms;"
         f" the first schema-mode provisioning after it {platform['cold_ms']:.1f} ms (neither is in the"
         " figures above)",
-        "a real worker: Celery's Django fixup closes Django's connection before every task, so each"
-        " provisioning there also opens one (the row 'reconnecting as a Celery task does')",
+        "a worker keeps its connection between tasks (CELERY_DB_REUSE_MAX); with reuse off, Celery's"
+        " fixup opens one per task (the row 'opening a connection first')",
         "",
         "ratios, measured side by side in this run:",
         f"  django-tenants save() p50 / platform schema p50 = {speed50:5.1f}x   target >= "
