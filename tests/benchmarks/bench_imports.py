@@ -10,7 +10,7 @@ What it does, in one run:
 
 1. Creates a throw-away database (`taskflow_bench_imports`) with platform/postgres/init.sql and
    `manage.py setup_platform` (subprocess), then starts gunicorn (1 process) and one Celery
-   worker (prefork, 1 child, queue imports) on it, with Redis database 12.
+   worker (prefork, 1 child, queue imports) on it, with Redis database 8 (BENCH_REDIS_URL).
 2. Generates a CSV of --rows rows in the import's columns, and the same rows in the tasks
    table's own columns for the reference.
 3. Times, each into the empty tasks table of a fresh schema-mode tenant (same indexes, same
@@ -60,7 +60,8 @@ OWNER_ROLE = os.environ.get("OWNER_ROLE", "taskflow_owner")
 OWNER_PASSWORD = os.environ.get("OWNER_PASSWORD", "taskflow_owner")
 APP_ROLE = os.environ.get("APP_ROLE", "taskflow_app")
 APP_PASSWORD = os.environ.get("APP_PASSWORD", "taskflow_app")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+# Its own Redis database: the bench purges the queues at start (9 is the other benchmarks').
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
 BENCH_DB = "taskflow_bench_imports"
 
 TARGET_NEW = 0.55
@@ -289,6 +290,37 @@ def count_tasks(tenant: Tenant) -> tuple[int, int]:
     return int(tasks), int(history)
 
 
+def table_shape(tenant: Tenant) -> str:
+    """What the tasks table and its history look like, read from the catalog (not assumed)."""
+    with owner_conn() as conn:
+        partial, keys = conn.execute(
+            "SELECT count(*) FILTER (WHERE NOT indisunique AND indpred IS NOT NULL),"
+            " count(*) FILTER (WHERE indisunique) FROM pg_index WHERE indrelid = %s::regclass",
+            (f'"{tenant.schema}".tasks',),
+        ).fetchone()
+        history = [
+            ("primary key " if primary else "index ") + definition.split(" USING btree ")[1]
+            for primary, definition in conn.execute(
+                "SELECT i.indisprimary, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+                " WHERE i.indrelid = %s::regclass ORDER BY 1 DESC",
+                (f'"{tenant.schema}".tasks_history',),
+            )
+        ]
+        functions = sorted(
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
+                " WHERE t.tgrelid = %s::regclass AND NOT t.tgisinternal",
+                (f'"{tenant.schema}".tasks',),
+            )
+        )
+    return (
+        f"tasks table: {partial} partial indexes + {keys} unique (primary key, (tenant_id, id),"
+        f" (tenant_id, external_id)) + foreign key to projects; history: statement-level triggers"
+        f" ({', '.join(functions)}), {' + '.join(history)}"
+    )
+
+
 def checkpoint() -> None:
     """Start every measurement with no dirty buffers of the one before."""
     psql("-c", "CHECKPOINT", db=BENCH_DB)
@@ -452,6 +484,7 @@ def main() -> None:
         print("import: every row an update ...", file=sys.stderr)
         update = time_import(port, import_tenant, update_csv, worker, peak)
         tasks, history = count_tasks(import_tenant)
+        shape = table_shape(import_tenant)
         print("import, new rows, history triggers off (diagnostic) ...", file=sys.stderr)
         quiet = new_tenant()
         set_history_triggers(quiet, False)
@@ -498,8 +531,7 @@ def main() -> None:
         f"Bulk import benchmark: PostgreSQL {server // 10000}.{server % 100}, Python "
         f"{stdlib_platform.python_version()}, {os.cpu_count()} CPUs; 1-min load average "
         f"{load_before:.2f} before, {load_after:.2f} after (other work on the machine shows up here)",
-        f"file: {rows:,} rows, {size_mb:.1f} MB; tasks table: 7 partial indexes + primary key +"
-        " unique (tenant_id, external_id) + foreign key to projects; history: statement-level triggers",
+        f"file: {rows:,} rows, {size_mb:.1f} MB; {shape}",
         "",
         f"{'path':<{width}} {'rows':>11} {'seconds':>9} {'rows/s':>10} {'vs copy':>8}  target",
         "-" * (width + 60),
