@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import date
 from typing import Any
 
 from rest_framework import serializers
 
+from taskflow.errors import InvalidInput
 from taskflow.models import TaskStatus
+from taskflow.selectors import TaskFilters
 
 
 class StrictSerializer(serializers.Serializer[dict[str, Any]]):
@@ -60,20 +64,57 @@ class CommentCreate(StrictSerializer):
     body = serializers.CharField(max_length=20000)
 
 
-class TaskListParams(serializers.Serializer[dict[str, Any]]):
-    status = serializers.CharField(required=False)
-    project = serializers.IntegerField(required=False, min_value=1)
-    assignee = serializers.IntegerField(required=False, min_value=1)
-    due_before = serializers.DateField(required=False)
-    due_after = serializers.DateField(required=False)
-    q = serializers.CharField(required=False, max_length=200)
+MAX_ID = 2**63 - 1  # ids are bigint
 
-    def validate_status(self, value: str) -> list[str]:
-        statuses = [s.strip() for s in value.split(",") if s.strip()]
-        allowed = {s.value for s in TaskStatus}
-        bad = [s for s in statuses if s not in allowed]
-        if bad:
-            raise serializers.ValidationError(
-                f"Unknown status {bad[0]!r}; choose from {', '.join(sorted(allowed))}."
-            )
-        return statuses
+
+def task_filters(params: Mapping[str, str]) -> TaskFilters:
+    """The task list's filters from query parameters; an empty parameter filters nothing.
+
+    Plain parsing, like the sort and limit: a DRF serializer would cost a third of a
+    millisecond on every list request for what is a handful of conversions.
+    """
+    return TaskFilters(
+        status=_statuses(params.get("status") or ""),
+        project_id=_positive_int(params, "project"),
+        assignee_id=_positive_int(params, "assignee"),
+        due_before=_date(params, "due_before"),
+        due_after=_date(params, "due_after"),
+        q=_text(params, "q", max_length=200),
+    )
+
+
+def _statuses(value: str) -> tuple[str, ...]:
+    statuses = tuple(s.strip() for s in value.split(",") if s.strip())
+    allowed = {s.value for s in TaskStatus}
+    bad = [s for s in statuses if s not in allowed]
+    if bad:
+        raise InvalidInput(
+            "status", f"Unknown status {bad[0]!r}; choose from {', '.join(sorted(allowed))}."
+        )
+    return statuses
+
+
+def _positive_int(params: Mapping[str, str], name: str) -> int | None:
+    value = params.get(name) or ""
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_ID:
+        raise InvalidInput(name, f"{name} must be a positive integer.")
+    return int(value)
+
+
+def _date(params: Mapping[str, str], name: str) -> date | None:
+    value = params.get(name) or ""
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInput(name, f"{name} must be a date such as 2026-11-30.") from exc
+
+
+def _text(params: Mapping[str, str], name: str, *, max_length: int) -> str | None:
+    value = params.get(name) or ""
+    if len(value) > max_length:
+        raise InvalidInput(name, f"{name} is at most {max_length} characters.")
+    return value or None

@@ -25,9 +25,9 @@ from taskflow.serializers import (
     ProjectCreate,
     ProjectPatch,
     TaskCreate,
-    TaskListParams,
     TaskPatch,
     VersionOnly,
+    task_filters,
 )
 from tenants.binding import binding_for, tenant_session
 from tenants.identity import Role, principal_of
@@ -170,15 +170,7 @@ class ProjectRestore(TaskflowView):
 
 class TaskCollection(TaskflowView):
     def get(self, request: Request) -> Response:
-        params = parsed(TaskListParams, request.query_params)
-        filters = selectors.TaskFilters(
-            status=tuple(params.get("status", ())),
-            project_id=params.get("project"),
-            assignee_id=params.get("assignee"),
-            due_before=params.get("due_before"),
-            due_after=params.get("due_after"),
-            q=params.get("q"),
-        )
+        filters = task_filters(request.query_params)
         with self.session() as session:
             page = selectors.task_list(
                 session=session, tenant_id=self.tenant_id, filters=filters, query=self.list_query()

@@ -66,6 +66,28 @@ def test_task_create_list_get_patch(tenant_a: TenantFixture) -> None:
     assert patched.json()["title"] == "Renamed"
 
 
+def test_list_filters_over_http(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api("member")
+    project = make_project(api)
+    assignee = tenant_a.user_ids["member"]
+    early = make_task(api, project["id"], title="Early bird", due_date="2030-01-01", status="done")
+    late = make_task(api, project["id"], title="Late", due_date="2030-06-01", assignee_id=assignee)
+    undated = make_task(api, project["id"], title="Someday", status="cancelled")
+
+    def ids(**params: object) -> set[int]:
+        response = api.get("/api/v1/tasks", project=project["id"], **params)
+        assert response.status_code == 200, response.content
+        return {t["id"] for t in response.json()["results"]}
+
+    assert ids() == {early["id"], late["id"], undated["id"]}
+    assert ids(status="done,cancelled") == {early["id"], undated["id"]}
+    assert ids(assignee=assignee) == {late["id"]}
+    assert ids(due_before="2030-03-01") == {early["id"]}
+    assert ids(due_after="2030-03-01") == {late["id"]}
+    assert ids(q="BIRD") == {early["id"]}
+    assert ids(q="", status="") == ids()  # an empty parameter filters nothing
+
+
 def test_comments_are_listed_under_their_task(tenant_a: TenantFixture) -> None:
     api = tenant_a.api("member")
     task = make_task(api, make_project(api)["id"])
@@ -172,7 +194,9 @@ def test_task_in_a_missing_or_deleted_project_is_400(tenant_a: TenantFixture) ->
 @pytest.mark.parametrize(
     "params",
     [{"limit": "0"}, {"limit": "201"}, {"limit": "x"}, {"sort": "colour"}, {"sort": "title,title"},
-     {"status": "maybe"}, {"due_before": "soon"}, {"project": "x"}],
+     {"status": "maybe"}, {"status": "todo,maybe"}, {"due_before": "soon"},
+     {"due_after": "2026-13-01"}, {"project": "x"}, {"project": "0"}, {"project": "²"},
+     {"assignee": str(2**63)}, {"q": "x" * 201}],
 )  # fmt: skip
 def test_invalid_list_parameters_are_400(tenant_a: TenantFixture, params: dict) -> None:
     assert_problem(tenant_a.api().get("/api/v1/tasks", **params), 400)
