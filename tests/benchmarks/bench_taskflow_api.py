@@ -5,7 +5,7 @@ Run from the repository root (PostgreSQL at 127.0.0.1:5432 with superuser `postg
 
     .venv/bin/python -m tests.benchmarks.bench_taskflow_api [--tasks 1000000] [--requests 200]
         [--budget 60] [--workers 2] [--threads 4] [--connections 32] [--duration 20]
-        [--rounds 2] [--breakdown-requests 300] [--skip-what-if] [--keep] [--reuse]
+        [--rounds 2] [--breakdown-requests 300] [--keep] [--reuse]
 
 What it does, in one run:
 
@@ -49,8 +49,8 @@ What it does, in one run:
    and on the latency of --connections closed-loop clients.
 6. EXPLAIN (ANALYZE, BUFFERS) (section 3) of the SQL the page-10,000 keyset and OFFSET requests
    run (captured from the real selector / view code in-process, run as the app role in a bound
-   session), then a what-if (not production code): with an index matching -priority,due_date and
-   a UNION ALL keyset query, page 1 and page 10,000 (the index is dropped afterwards).
+   session); a mixed-direction sort's deep page is a merge of per-run index range scans
+   (taskflow.pagination).
 7. Where a list request's time goes (section 4): each step of the request path timed alone,
    in-process (tests.benchmarks.taskflow_api.breakdown).
 8. Prints the table, then drops the database (unless --keep; --reuse skips steps 1-2 on a kept
@@ -777,98 +777,6 @@ def summary(plan: list[str]) -> list[str]:
     return kept
 
 
-# What an index per compound sort plus a sargable keyset predicate would give (not production
-# code): PostgreSQL cannot compare a row value in mixed directions, and the OR-expansion that
-# paginate() builds for them is a Filter, not an Index Cond, so the scan starts at the first row.
-# One range scan per OR branch (equal on the first i keys, past the boundary on key i+1), each
-# LIMITed, concatenated with UNION ALL and sorted again, reads at most branches x limit rows.
-WHAT_IF_INDEX = (
-    "CREATE INDEX bench_whatif_priority_due ON {schema}.tasks"
-    " (tenant_id, priority DESC, coalesce(due_date, 'infinity'::date), id)"
-    " WHERE deleted_at IS NULL"
-)
-SQL_TYPES = {"created_at": "timestamptz", "updated_at": "timestamptz", "due_date": "date",
-             "priority": "smallint", "title": "text", "id": "bigint"}  # fmt: skip
-
-
-def keyset_union_sql(schema: str, tenant_id: int, sort_text: str, row: Any, limit: int) -> str:
-    from psycopg import sql
-
-    from taskflow.pagination import _json_value, parse_sort
-    from taskflow.selectors import TASK_SORTS
-
-    sort = parse_sort(sort_text, TASK_SORTS, "created_at")
-    names = [k.field.name for k in sort.keys] + ["id"]
-    values = [_json_value(k.field.value_of(row)) for k in sort.keys] + [row.id]
-    descending = [k.descending for k in sort.keys] + [sort.id_descending]
-    column = {"due_date": "coalesce(due_date, 'infinity'::date)"}
-    exprs = [column.get(n, n) for n in names]
-    bounds = [
-        sql.SQL("{}::{}").format(sql.Literal(v), sql.SQL(SQL_TYPES[n]))
-        for n, v in zip(names, values, strict=True)
-    ]
-    order = order_sql(sort_text)
-    branches = []
-    for i in reversed(range(len(exprs))):
-        conditions = [sql.SQL(f"{exprs[j]} = {{}}").format(bounds[j]) for j in range(i)]
-        conditions.append(
-            sql.SQL(f"{exprs[i]} {'<' if descending[i] else '>'} {{}}").format(bounds[i])
-        )
-        branches.append(
-            sql.SQL(
-                "(SELECT * FROM {s}.tasks WHERE tenant_id = {t} AND deleted_at IS NULL AND {c}"
-                f" ORDER BY {order} LIMIT {limit + 1})"
-            ).format(
-                s=sql.Identifier(schema),
-                t=sql.Literal(tenant_id),
-                c=sql.SQL(" AND ").join(conditions),
-            )
-        )
-    statement = sql.SQL("SELECT * FROM ({}) AS page ORDER BY {} LIMIT {}").format(
-        sql.SQL(" UNION ALL ").join(branches), sql.SQL(order), sql.Literal(limit + 1)
-    )
-    return statement.as_string(None)
-
-
-def what_if(bench: Bench, sort_text: str) -> dict[str, list[str]]:
-    """Page 1 and page 10,000 of `sort_text` with a matching index and UNION ALL keyset SQL."""
-    from psycopg import sql
-
-    depth = (DEEP_PAGE - 1) * DEEP_LIMIT
-    (row,) = boundary_rows(bench.schema, bench.tenant_id, sort_text, [depth - 1])
-    page1 = (
-        f"SELECT * FROM {bench.schema}.tasks WHERE tenant_id = {bench.tenant_id}"
-        f" AND deleted_at IS NULL ORDER BY {order_sql(sort_text)} LIMIT {DEEP_LIMIT + 1}"
-    )
-    deep = keyset_union_sql(bench.schema, bench.tenant_id, sort_text, row, DEEP_LIMIT)
-    plans: dict[str, list[str]] = {}
-    with owner_connection(autocommit=True) as conn:
-        started = time.perf_counter()
-        conn.execute(sql.SQL(WHAT_IF_INDEX.format(schema=bench.schema)))
-        build = time.perf_counter() - started
-        conn.execute(sql.SQL("ANALYZE {}.tasks").format(sql.Identifier(bench.schema)))
-        try:
-            for label, statement in (("page 1", page1), (f"page {DEEP_PAGE:,}", deep)):
-                lines: list[str] = []
-                for _ in range(3):
-                    result = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {statement}")
-                    lines = [r[0] for r in result]
-                ids = [r[0] for r in conn.execute(f"SELECT id FROM ({statement}) AS p")]
-                plans[f"WHAT-IF {sort_text} {label}, index built in {build:.1f} s"] = [
-                    statement,
-                    *summary(lines),
-                    f"({len(ids)} rows; first id {ids[0]})",
-                ]
-        finally:
-            conn.execute(
-                sql.SQL("DROP INDEX {}.bench_whatif_priority_due").format(
-                    sql.Identifier(bench.schema)
-                )
-            )
-            conn.execute(sql.SQL("ANALYZE {}.tasks").format(sql.Identifier(bench.schema)))
-    return plans
-
-
 # --- Report ------------------------------------------------------------------------------------
 
 
@@ -1086,9 +994,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
-    parser.add_argument(
-        "--skip-what-if", action="store_true", help="skip the what-if index + UNION ALL plans"
-    )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="reuse a kept database")
     args = parser.parse_args()
@@ -1149,8 +1054,6 @@ def main() -> None:
             server.stop()
         print("EXPLAIN ...", file=sys.stderr)
         plans = explain(tenant, bench)
-        if not args.skip_what_if:
-            plans.update(what_if(bench, "-priority,due_date"))
         steps: list[Any] = []
         if args.breakdown_requests:
             from tests.benchmarks.taskflow_api.breakdown import breakdown
