@@ -40,6 +40,7 @@ import csv
 import http.client
 import os
 import platform as stdlib_platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -444,7 +445,9 @@ def main() -> None:
     parser.add_argument("--rss-full", action="store_true", help="import the RSS file for real")
     parser.add_argument("--executemany-sample", type=int, default=100_000)
     parser.add_argument("--orm-sample", type=int, default=10_000)
-    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the database and the generated files afterwards"
+    )
     args = parser.parse_args()
 
     os.chdir(ROOT)
@@ -581,6 +584,8 @@ def main() -> None:
         ),
     ]
     print("\n".join(out))
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)  # the generated files: gigabytes at 10M rows
 
 
 if __name__ == "__main__":
