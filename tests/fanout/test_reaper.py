@@ -1,11 +1,13 @@
 """The stuck-run reaper: runs whose messages the broker lost are sent again and finish.
 
 Real PostgreSQL, Redis and Celery worker processes. A lost message is made the way it happens:
-the run's messages are queued while no worker listens, then the queues are purged.
+the run's messages are queued while no worker consumes the migrations queue, then purged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -20,6 +22,18 @@ from tests.fanout.support import TEST_REVISION, schema_state, wait_for_run
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("committed")]
 
 LONG_AGO = timedelta(hours=1)
+
+
+@contextmanager
+def nobody_consuming(queue: str) -> Iterator[None]:
+    """Workers already running (the session's, say) stop taking `queue`'s messages for a while."""
+    replies = celery_app.control.cancel_consumer(queue, reply=True, timeout=2) or []
+    workers = [name for reply in replies for name in reply]
+    try:
+        yield
+    finally:
+        if workers:
+            celery_app.control.add_consumer(queue, destination=workers, reply=True, timeout=2)
 
 
 def age(run: MigrationRun, by: timedelta) -> None:
@@ -59,7 +73,6 @@ def test_a_run_whose_first_message_was_lost_is_nudged_and_finishes(
 def test_batches_lost_mid_run_are_sent_again_and_every_tenant_is_migrated(
     tenants_at_base, script_location
 ) -> None:
-    celery_app.control.purge()
     tenants = tenants_at_base(6)
     run = runs.start_run(
         tenants=[t.slug for t in tenants],
@@ -69,19 +82,20 @@ def test_batches_lost_mid_run_are_sent_again_and_every_tenant_is_migrated(
         script_location=script_location,
         enqueue=False,
     )
-    # The run's first step here, in-process: the template migrates, two batches are queued ...
-    orchestrator.advance(run.pk)
-    in_flight = set(
-        run.steps.filter(batch__isnull=False, status=StepStatus.PENDING).values_list(
-            "batch", flat=True
+    with nobody_consuming("migrations"):
+        celery_app.control.purge()
+        # The run's first step, in-process: the template migrates, two batches are queued ...
+        orchestrator.advance(run.pk)
+        in_flight = set(
+            run.steps.filter(batch__isnull=False, status=StepStatus.PENDING).values_list(
+                "batch", flat=True
+            )
         )
-    )
-    assert in_flight == {1, 2}
-    # ... and lost before any worker took them.
-    celery_app.control.purge()
-    age(run, LONG_AGO)
-
-    assert run.pk in reaper.reap_stuck_runs()
+        assert in_flight == {1, 2}
+        # ... and lost before any worker took them.
+        celery_app.control.purge()
+        age(run, LONG_AGO)
+        assert run.pk in reaper.reap_stuck_runs()
     worker = start_worker("reaper-batches")
     try:
         run = wait_for_run(run.pk)
@@ -103,12 +117,13 @@ def test_a_slow_migration_is_not_mistaken_for_a_stuck_run(tenants_at_base, scrip
         enqueue=False,
     )
     age(run, LONG_AGO)  # quiet for an hour, but one statement may take an hour
-    try:
-        assert run.pk not in reaper.reap_stuck_runs()
-        assert run.pk in reaper.reap_stuck_runs(now=timezone.now() + LONG_AGO)
-    finally:
-        runs.cancel_run(run)
-        celery_app.control.purge()
+    with nobody_consuming("migrations"):
+        try:
+            assert run.pk not in reaper.reap_stuck_runs()
+            assert run.pk in reaper.reap_stuck_runs(now=timezone.now() + LONG_AGO)
+        finally:
+            runs.cancel_run(run)
+            celery_app.control.purge()
 
 
 @pytest.mark.parametrize(
