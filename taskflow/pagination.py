@@ -6,6 +6,10 @@ descending, always ended by id. Nullable keys sort by an expression with a place
 are paged like any other. A cursor holds the boundary row's key values, its direction, and the
 sort, filters and tenant it was made for, signed with an HMAC derived from the secret key: a
 tampered cursor, or one used under another sort, filter or tenant, is refused.
+
+After a cursor, a sort in one direction is one row comparison that an index range serves; a
+mixed-direction sort (-priority,due_date) is read as a few such ranges, one after another,
+each in the order of an index made for that sort (migration 0002).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from django.conf import settings
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from taskflow.errors import InvalidCursor, InvalidInput
@@ -207,8 +211,9 @@ def _after(
 
     One branch per run of same-direction keys: equal on the runs before it, and after the
     boundary on its own keys as one row comparison. Each branch is a single range of an index
-    in the sort's order, so a page deep in a mixed-direction sort costs what page 1 does,
-    where one OR of the branches would make the planner filter or sort.
+    in the sort's order, read in that order (where one OR of the branches would make the planner
+    filter or sort), so a page deep in a mixed-direction sort costs what page 1 does. A later
+    branch's rows all come before an earlier one's.
     """
     branches = []
     for run in _runs(descending):
@@ -223,10 +228,6 @@ def _ordered(exprs: Sequence[ColumnElement[Any]], walk: Sequence[bool]) -> list[
     return [e.desc() if d else e.asc() for e, d in zip(exprs, walk, strict=True)]
 
 
-def _sort_exprs(entity: Any, sort: Sort) -> list[ColumnElement[Any]]:
-    return [key.field.expression(entity) for key in sort.keys] + [entity.id]
-
-
 def paginate(
     session: Session,
     statement: sa.Select[Any],
@@ -238,30 +239,28 @@ def paginate(
     limit: int,
 ) -> Page[Any]:
     """One page of `statement` in `sort` order after (or before) the cursor's boundary row."""
-    exprs = _sort_exprs(entity, sort)
+    exprs = [key.field.expression(entity) for key in sort.keys] + [entity.id]
     descending = [key.descending for key in sort.keys] + [sort.id_descending]
     types = [key.field.sql_type for key in sort.keys] + [sa.BigInteger()]
     cursor = decode_cursor(cursor_token, scope) if cursor_token else None
     backwards = bool(cursor and cursor.backwards)
     # Going backwards, walk the order reversed from the boundary, then turn the page around.
     walk = [d != backwards for d in descending]
-    branches: list[ColumnElement[bool]] = []
+    branches: Sequence[ColumnElement[bool] | None] = []
     if cursor is not None:
         if len(cursor.values) != len(exprs):
             raise InvalidCursor("The cursor does not fit this sort.")
         bounds = [sa.cast(sa.literal(v), t) for v, t in zip(cursor.values, types, strict=True)]
         branches = _after(exprs, walk, bounds)
-    if len(branches) > 1:
-        # Each branch's first limit + 1 rows, merged: the page is among them.
-        parts = [
-            statement.where(branch).order_by(*_ordered(exprs, walk)).limit(limit + 1)
-            for branch in branches
-        ]
-        merged = aliased(entity, sa.union_all(*parts).subquery("branches"))
-        statement = sa.select(merged).order_by(*_ordered(_sort_exprs(merged, sort), walk))
-    else:
-        statement = statement.where(*branches).order_by(*_ordered(exprs, walk))
-    rows = list(session.scalars(statement.limit(limit + 1)))
+    order = _ordered(exprs, walk)
+    rows: list[Any] = []
+    # Branches in the order their rows come: those sharing most of the boundary's keys first.
+    # Usually the first has a page's worth; the next is read only when it runs out.
+    for branch in reversed(branches or [None]):
+        query = statement if branch is None else statement.where(branch)
+        rows += session.scalars(query.order_by(*order).limit(limit + 1 - len(rows)))
+        if len(rows) > limit:
+            break
     more = len(rows) > limit
     rows = rows[:limit]
     if backwards:

@@ -49,7 +49,7 @@ What it does, in one run:
    and on the latency of --connections closed-loop clients.
 6. EXPLAIN (ANALYZE, BUFFERS) (section 3) of the SQL the page-10,000 keyset and OFFSET requests
    run (captured from the real selector / view code in-process, run as the app role in a bound
-   session); a mixed-direction sort's deep page is a merge of per-run index range scans
+   session); a mixed-direction sort's page reads one index range scan per run of keys
    (taskflow.pagination).
 7. Where a list request's time goes (section 4): each step of the request path timed alone,
    in-process (tests.benchmarks.taskflow_api.breakdown).

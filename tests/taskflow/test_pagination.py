@@ -304,7 +304,7 @@ def test_an_index_serves_each_sort_on_first_and_later_pages(
                 )  # fmt: skip
         finally:
             sa.event.remove(connection, "before_cursor_execute", capture)
-        assert len(captured) == 2
+        assert len(captured) >= 2  # a mixed-direction page may read a second branch
         for statement, parameters in captured:
             plan = "\n".join(
                 r[0] for r in connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
