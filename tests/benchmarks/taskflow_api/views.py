@@ -18,6 +18,7 @@ from rest_framework import serializers
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -81,6 +82,9 @@ class TaskCursorPagination(CursorPagination):
 
 
 class DrfTaskList(ListAPIView[BenchTask]):
+    """Plain DRF: its own JSONRenderer, not the platform's (control_plane.renderers)."""
+
+    renderer_classes = (JSONRenderer,)
     serializer_class = TaskSerializer
     pagination_class = TaskCursorPagination
     permission_classes = (IsAuthenticated, TenantRole)
