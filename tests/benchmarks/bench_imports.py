@@ -50,17 +50,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.benchmarks.bench_onboarding import create_database, drop_database, psql, urls
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 BIN = Path(PY).parent
 
-DB_HOST = os.environ.get("DB_HOST", "127.0.0.1")
-DB_PORT = os.environ.get("DB_PORT", "5432")
-PGSUPERUSER = os.environ.get("PGSUPERUSER", "postgres")
-OWNER_ROLE = os.environ.get("OWNER_ROLE", "taskflow_owner")
-OWNER_PASSWORD = os.environ.get("OWNER_PASSWORD", "taskflow_owner")
-APP_ROLE = os.environ.get("APP_ROLE", "taskflow_app")
-APP_PASSWORD = os.environ.get("APP_PASSWORD", "taskflow_app")
 # Its own Redis database: the bench purges the queues at start (9 is the other benchmarks').
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
 BENCH_DB = "taskflow_bench_imports"
@@ -78,14 +73,8 @@ TABLE_COLUMNS = (
 # --- Environment ----------------------------------------------------------------------------------
 
 
-def urls() -> tuple[str, str]:
-    app = f"postgres://{APP_ROLE}:{APP_PASSWORD}@{DB_HOST}:{DB_PORT}/{BENCH_DB}"
-    owner = f"postgres://{OWNER_ROLE}:{OWNER_PASSWORD}@{DB_HOST}:{DB_PORT}/{BENCH_DB}"
-    return app, owner
-
-
 def bench_env(upload_dir: Path) -> dict[str, str]:
-    app, owner = urls()
+    app, owner = urls(BENCH_DB)
     env = os.environ.copy()
     env.update(
         DATABASE_URL=app,
@@ -100,26 +89,8 @@ def bench_env(upload_dir: Path) -> dict[str, str]:
     return env
 
 
-def psql(*args: str, db: str = "postgres") -> None:
-    env = {**os.environ, "PGOPTIONS": "-c client_min_messages=warning"}
-    subprocess.run(
-        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", DB_HOST, "-p", DB_PORT,
-         "-U", PGSUPERUSER, "-d", db, *args],
-        check=True, env=env, stdout=subprocess.DEVNULL, cwd=ROOT,
-    )  # fmt: skip
-
-
-def drop_database() -> None:
-    psql("-c", f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-
-
-def create_database(env: dict[str, str]) -> None:
-    drop_database()
-    psql(
-        "-v", f"owner_role={OWNER_ROLE}", "-v", f"owner_password={OWNER_PASSWORD}",
-        "-v", f"app_role={APP_ROLE}", "-v", f"app_password={APP_PASSWORD}",
-        "-v", f"db_name={BENCH_DB}", "-f", "platform/postgres/init.sql",
-    )  # fmt: skip
+def create_bench_database(env: dict[str, str]) -> None:
+    create_database(BENCH_DB)
     subprocess.run(
         [PY, "manage.py", "setup_platform"], cwd=ROOT, env=env, check=True,
         stdout=subprocess.DEVNULL,
@@ -273,7 +244,9 @@ def new_tenant() -> Tenant:
 def owner_conn() -> Any:
     import psycopg
 
-    return psycopg.connect(urls()[1].replace("postgres://", "postgresql://", 1), autocommit=True)
+    return psycopg.connect(
+        urls(BENCH_DB)[1].replace("postgres://", "postgresql://", 1), autocommit=True
+    )
 
 
 def set_history_triggers(tenant: Tenant, enabled: bool) -> None:
@@ -324,7 +297,7 @@ def table_shape(tenant: Tenant) -> str:
 
 def checkpoint() -> None:
     """Start every measurement with no dirty buffers of the one before."""
-    psql("-c", "CHECKPOINT", db=BENCH_DB)
+    psql("-d", BENCH_DB, "-c", "CHECKPOINT")
 
 
 def time_copy(tenant: Tenant, table_csv: Path) -> float:
@@ -332,9 +305,10 @@ def time_copy(tenant: Tenant, table_csv: Path) -> float:
     checkpoint()
     started = time.perf_counter()
     psql(
+        "-d",
+        BENCH_DB,
         "-c",
         f"\\copy \"{tenant.schema}\".tasks ({TABLE_COLUMNS}) FROM '{table_csv}' WITH (FORMAT csv)",
-        db=BENCH_DB,
     )
     elapsed = time.perf_counter() - started
     set_history_triggers(tenant, True)
@@ -456,7 +430,7 @@ def main() -> None:
     services: list[Service] = []
     try:
         print(f"creating database {BENCH_DB} ...", file=sys.stderr)
-        create_database(env)
+        create_bench_database(env)
         os.environ.update(env)
         import django
 
@@ -518,7 +492,7 @@ def main() -> None:
         for service in services:
             service.stop()
         if not args.keep:
-            drop_database()
+            drop_database(BENCH_DB)
 
     copy_s = (copy_first + copy_second) / 2
     rows = args.rows
