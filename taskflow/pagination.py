@@ -232,14 +232,18 @@ def paginate(
     session: Session,
     statement: sa.Select[Any],
     *,
-    entity: Any,
+    columns: Any,
     sort: Sort,
     scope: CursorScope,
     cursor_token: str | None,
     limit: int,
 ) -> Page[Any]:
-    """One page of `statement` in `sort` order after (or before) the cursor's boundary row."""
-    exprs = [key.field.expression(entity) for key in sort.keys] + [entity.id]
+    """One page of `statement`'s rows in `sort` order after (or before) the cursor's boundary row.
+
+    `columns` is the table's column collection the sort fields' expressions are taken from; the
+    statement selects at least the sort's fields and id.
+    """
+    exprs = [key.field.expression(columns) for key in sort.keys] + [columns.id]
     descending = [key.descending for key in sort.keys] + [sort.id_descending]
     types = [key.field.sql_type for key in sort.keys] + [sa.BigInteger()]
     cursor = decode_cursor(cursor_token, scope) if cursor_token else None
@@ -258,7 +262,7 @@ def paginate(
     # Usually the first has a page's worth; the next is read only when it runs out.
     for branch in reversed(branches or [None]):
         query = statement if branch is None else statement.where(branch)
-        rows += session.scalars(query.order_by(*order).limit(limit + 1 - len(rows)))
+        rows += session.execute(query.order_by(*order).limit(limit + 1 - len(rows)))
         if len(rows) > limit:
             break
     more = len(rows) > limit

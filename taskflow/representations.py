@@ -1,58 +1,66 @@
-"""The canonical dict form of each TaskFlow row: what the API returns and what a 409/412 carries."""
+"""The canonical dict form of each TaskFlow row: what the API returns and what a 409/412 carries.
+
+A representation holds dates and times as `date` and `datetime` objects; the API's renderer
+(control_plane.renderers) writes them as RFC 3339 in C, UTC as "Z". Formatting them here, in
+Python, cost more than a list page's query.
+
+Each resource's fields are named once (`*_FIELDS`). An ORM entity is represented field by
+field; a list page's rows, selected as exactly those columns in that order
+(taskflow.selectors), are zipped with the names, which is several times cheaper than reading
+attributes.
+"""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from collections.abc import Sequence
 from typing import Any
 
-from taskflow.models import Comment, HistoryColumns, Project, Task
+from taskflow.models import Comment, Project, Task
+
+PROJECT_FIELDS = (
+    "id", "key", "name", "description", "created_at", "updated_at", "deleted_at", "version",
+)  # fmt: skip
+TASK_FIELDS = (
+    "id", "project_id", "external_id", "title", "description", "status", "priority",
+    "assignee_id", "due_date", "created_at", "updated_at", "deleted_at", "version",
+)  # fmt: skip
+COMMENT_FIELDS = (
+    "id", "task_id", "author_id", "body", "created_at", "updated_at", "version",
+)  # fmt: skip
+HISTORY_FIELDS = (
+    "id", "operation", "version", "changes", "changes_format", "actor_id", "request_id", "at",
+)  # fmt: skip
 
 
-def _iso(value: datetime | date | None) -> str | None:
-    return value.isoformat() if value is not None else None
+def _fields(entity: Any, names: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(entity, name) for name in names}
 
 
 def project_repr(project: Project) -> dict[str, Any]:
-    return {
-        "id": project.id,
-        "key": project.key,
-        "name": project.name,
-        "description": project.description,
-        "created_at": _iso(project.created_at),
-        "updated_at": _iso(project.updated_at),
-        "deleted_at": _iso(project.deleted_at),
-        "version": project.version,
-    }
+    return _fields(project, PROJECT_FIELDS)
 
 
 def task_repr(task: Task) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "project_id": task.project_id,
-        "external_id": task.external_id,
-        "title": task.title,
-        "description": task.description,
-        "status": task.status,
-        "priority": task.priority,
-        "assignee_id": task.assignee_id,
-        "due_date": _iso(task.due_date),
-        "created_at": _iso(task.created_at),
-        "updated_at": _iso(task.updated_at),
-        "deleted_at": _iso(task.deleted_at),
-        "version": task.version,
-    }
+    return _fields(task, TASK_FIELDS)
 
 
 def comment_repr(comment: Comment) -> dict[str, Any]:
-    return {
-        "id": comment.id,
-        "task_id": comment.task_id,
-        "author_id": comment.author_id,
-        "body": comment.body,
-        "created_at": _iso(comment.created_at),
-        "updated_at": _iso(comment.updated_at),
-        "version": comment.version,
-    }
+    return _fields(comment, COMMENT_FIELDS)
+
+
+def project_row_repr(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of PROJECT_FIELDS columns, in that order."""
+    return dict(zip(PROJECT_FIELDS, row, strict=True))
+
+
+def task_row_repr(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of TASK_FIELDS columns, in that order."""
+    return dict(zip(TASK_FIELDS, row, strict=True))
+
+
+def comment_row_repr(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of COMMENT_FIELDS columns, in that order."""
+    return dict(zip(COMMENT_FIELDS, row, strict=True))
 
 
 # How a history row's `changes` is stored (its changes_format; migration 0003 of migrations_sqla).
@@ -69,7 +77,8 @@ def history_changes(changes: dict[str, Any], changes_format: int) -> dict[str, A
     raise ValueError(f"unknown history changes_format {changes_format!r}")
 
 
-def history_repr(entry: HistoryColumns) -> dict[str, Any]:
+def history_repr(entry: Any) -> dict[str, Any]:
+    """A history entry (a row of HISTORY_FIELDS columns): `changes` in the documented shape."""
     return {
         "id": entry.id,
         "operation": entry.operation,
@@ -77,7 +86,7 @@ def history_repr(entry: HistoryColumns) -> dict[str, Any]:
         "changes": history_changes(entry.changes, entry.changes_format),
         "actor_id": entry.actor_id,
         "request_id": entry.request_id,
-        "at": _iso(entry.at),
+        "at": entry.at,
     }
 
 

@@ -1,4 +1,10 @@
-"""Selectors: everything TaskFlow reads. Each takes a bound session and returns rows or pages."""
+"""Selectors: everything TaskFlow reads. Each takes a bound session and returns rows or pages.
+
+A single row is read as an ORM entity (services go on to change it). A list page is read as
+plain rows of the representation's columns (taskflow.representations, `*_FIELDS`), selected from
+the table: no entity, identity map or attribute instrumentation per row, which cost a list
+request more than its query did.
+"""
 
 from __future__ import annotations
 
@@ -19,11 +25,13 @@ from taskflow.pagination import (
     paginate,
     parse_sort,
 )
+from taskflow.representations import COMMENT_FIELDS, HISTORY_FIELDS, PROJECT_FIELDS, TASK_FIELDS
 
 
+# A sort field's expression takes the table's columns (`table.c`); value_of takes a page's row.
 def _timestamp(name: str) -> SortField:
     return SortField(
-        name, lambda e: getattr(e, name), sa.DateTime(timezone=True), lambda r: getattr(r, name)
+        name, lambda c: getattr(c, name), sa.DateTime(timezone=True), lambda r: getattr(r, name)
     )
 
 
@@ -31,12 +39,12 @@ TASK_SORTS: dict[str, SortField] = {
     "created_at": _timestamp("created_at"),
     "updated_at": _timestamp("updated_at"),
     "due_date": SortField(
-        "due_date", lambda e: DUE_DATE_SORT, sa.Date(), lambda r: r.due_date or "infinity"
+        "due_date", lambda c: DUE_DATE_SORT, sa.Date(), lambda r: r.due_date or "infinity"
     ),
     "priority": SortField(
-        "priority", lambda e: e.priority, sa.SmallInteger(), lambda r: r.priority
+        "priority", lambda c: c.priority, sa.SmallInteger(), lambda r: r.priority
     ),
-    "title": SortField("title", lambda e: e.title, sa.String(), lambda r: r.title),
+    "title": SortField("title", lambda c: c.title, sa.String(), lambda r: r.title),
 }
 PROJECT_SORTS: dict[str, SortField] = {"created_at": _timestamp("created_at")}
 COMMENT_SORTS: dict[str, SortField] = {"created_at": _timestamp("created_at")}
@@ -73,6 +81,20 @@ def _live(entity: Any, tenant_id: int, include_deleted: bool) -> sa.Select[Any]:
     return statement if include_deleted else statement.where(entity.deleted_at.is_(None))
 
 
+def _live_rows(
+    table: sa.Table, fields: tuple[str, ...], tenant_id: int, include_deleted: bool
+) -> sa.Select[Any]:
+    """The tenant's rows of `table` as `fields` columns (Core: no ORM entities)."""
+    statement = sa.select(*(table.c[name] for name in fields)).where(table.c.tenant_id == tenant_id)
+    return statement if include_deleted else statement.where(table.c.deleted_at.is_(None))
+
+
+PROJECTS: sa.Table = Project.__table__  # type: ignore[assignment]
+TASKS: sa.Table = Task.__table__  # type: ignore[assignment]
+COMMENTS: sa.Table = Comment.__table__  # type: ignore[assignment]
+TASK_HISTORY: sa.Table = TaskHistory.__table__  # type: ignore[assignment]
+
+
 def _get(
     session: Session, entity: Any, tenant_id: int, row_id: int, include_deleted: bool, label: str
 ) -> Any:
@@ -98,16 +120,17 @@ def task_get(
     return task
 
 
-def project_list(*, session: Session, tenant_id: int, query: ListQuery) -> Page[Project]:
+def project_list(*, session: Session, tenant_id: int, query: ListQuery) -> Page[sa.Row[Any]]:
+    """A page of the tenant's projects, as rows of PROJECT_FIELDS."""
     sort = parse_sort(query.sort, PROJECT_SORTS, "created_at")
     scope = CursorScope(
         tenant_id, sort.text, filters_fingerprint({"deleted": query.include_deleted})
     )
-    statement = _live(Project, tenant_id, query.include_deleted)
+    statement = _live_rows(PROJECTS, PROJECT_FIELDS, tenant_id, query.include_deleted)
     return paginate(
         session,
         statement,
-        entity=Project,
+        columns=PROJECTS.c,
         sort=sort,
         scope=scope,
         cursor_token=query.cursor,
@@ -117,27 +140,29 @@ def project_list(*, session: Session, tenant_id: int, query: ListQuery) -> Page[
 
 def task_list(
     *, session: Session, tenant_id: int, filters: TaskFilters, query: ListQuery
-) -> Page[Task]:
+) -> Page[sa.Row[Any]]:
+    """A page of the tenant's tasks, as rows of TASK_FIELDS."""
     sort = parse_sort(query.sort, TASK_SORTS, "created_at")
     fingerprint = filters_fingerprint({**filters.as_dict(), "deleted": query.include_deleted})
     scope = CursorScope(tenant_id, sort.text, fingerprint)
-    statement = _live(Task, tenant_id, query.include_deleted)
+    c = TASKS.c
+    statement = _live_rows(TASKS, TASK_FIELDS, tenant_id, query.include_deleted)
     if filters.status:
-        statement = statement.where(Task.status.in_(filters.status))
+        statement = statement.where(c.status.in_(filters.status))
     if filters.project_id is not None:
-        statement = statement.where(Task.project_id == filters.project_id)
+        statement = statement.where(c.project_id == filters.project_id)
     if filters.assignee_id is not None:
-        statement = statement.where(Task.assignee_id == filters.assignee_id)
+        statement = statement.where(c.assignee_id == filters.assignee_id)
     if filters.due_before is not None:
-        statement = statement.where(Task.due_date < filters.due_before)
+        statement = statement.where(c.due_date < filters.due_before)
     if filters.due_after is not None:
-        statement = statement.where(Task.due_date > filters.due_after)
+        statement = statement.where(c.due_date > filters.due_after)
     if filters.q:
-        statement = statement.where(Task.title.icontains(filters.q, autoescape=True))
+        statement = statement.where(c.title.icontains(filters.q, autoescape=True))
     return paginate(
         session,
         statement,
-        entity=Task,
+        columns=c,
         sort=sort,
         scope=scope,
         cursor_token=query.cursor,
@@ -150,18 +175,19 @@ HISTORY_SORTS: dict[str, SortField] = {}
 
 def task_history(
     *, session: Session, tenant_id: int, task_id: int, query: ListQuery
-) -> Page[TaskHistory]:
-    """History of a task, deleted or not, oldest first."""
+) -> Page[sa.Row[Any]]:
+    """History of a task, deleted or not, oldest first, as rows of HISTORY_FIELDS."""
     task_get(session=session, tenant_id=tenant_id, task_id=task_id, include_deleted=True)
     sort = parse_sort("id", HISTORY_SORTS, "id")
     scope = CursorScope(tenant_id, sort.text, filters_fingerprint({"history_of": task_id}))
-    statement = sa.select(TaskHistory).where(
-        TaskHistory.tenant_id == tenant_id, TaskHistory.row_id == task_id
+    c = TASK_HISTORY.c
+    statement = sa.select(*(c[name] for name in HISTORY_FIELDS)).where(
+        c.tenant_id == tenant_id, c.row_id == task_id
     )
     return paginate(
         session,
         statement,
-        entity=TaskHistory,
+        columns=c,
         sort=sort,
         scope=scope,
         cursor_token=query.cursor,
@@ -171,15 +197,18 @@ def task_history(
 
 def comment_list(
     *, session: Session, tenant_id: int, task_id: int, query: ListQuery
-) -> Page[Comment]:
+) -> Page[sa.Row[Any]]:
+    """A page of a live task's comments, as rows of COMMENT_FIELDS."""
     task_get(session=session, tenant_id=tenant_id, task_id=task_id)
     sort = parse_sort(query.sort, COMMENT_SORTS, "created_at")
     scope = CursorScope(tenant_id, sort.text, filters_fingerprint({"comments_of": task_id}))
-    statement = _live(Comment, tenant_id, False).where(Comment.task_id == task_id)
+    statement = _live_rows(COMMENTS, COMMENT_FIELDS, tenant_id, False).where(
+        COMMENTS.c.task_id == task_id
+    )
     return paginate(
         session,
         statement,
-        entity=Comment,
+        columns=COMMENTS.c,
         sort=sort,
         scope=scope,
         cursor_token=query.cursor,

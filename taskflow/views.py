@@ -19,7 +19,15 @@ from taskflow import selectors, services
 from taskflow.errors import InvalidInput
 from taskflow.pagination import Page, parse_limit
 from taskflow.permissions import TenantRole
-from taskflow.representations import comment_repr, history_repr, project_repr, task_repr
+from taskflow.representations import (
+    comment_repr,
+    comment_row_repr,
+    history_repr,
+    project_repr,
+    project_row_repr,
+    task_repr,
+    task_row_repr,
+)
 from taskflow.serializers import (
     CommentCreate,
     ProjectCreate,
@@ -110,7 +118,7 @@ class ProjectCollection(TaskflowView):
             page = selectors.project_list(
                 session=session, tenant_id=self.tenant_id, query=self.list_query()
             )
-            return self.page_response(page, project_repr)
+            return self.page_response(page, project_row_repr)
 
     def post(self, request: Request) -> Response:
         data = parsed(ProjectCreate, request.data)
@@ -175,7 +183,7 @@ class TaskCollection(TaskflowView):
             page = selectors.task_list(
                 session=session, tenant_id=self.tenant_id, filters=filters, query=self.list_query()
             )
-            return self.page_response(page, task_repr)
+            return self.page_response(page, task_row_repr)
 
     def post(self, request: Request) -> Response:
         data = parsed(TaskCreate, request.data)
@@ -246,7 +254,7 @@ class TaskComments(TaskflowView):
             page = selectors.comment_list(
                 session=session, tenant_id=self.tenant_id, task_id=task_id, query=self.list_query()
             )
-            return self.page_response(page, comment_repr)
+            return self.page_response(page, comment_row_repr)
 
     def post(self, request: Request, task_id: int) -> Response:
         data = parsed(CommentCreate, request.data)

@@ -36,10 +36,6 @@ MODES = {
 }
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def job_repr(job: ImportJob) -> dict[str, Any]:
     duration = job.duration
     base = f"/api/v1/imports/{job.pk}"
@@ -59,10 +55,10 @@ def job_repr(job: ImportJob) -> dict[str, Any]:
         "rows_per_second": job.rows_per_second,
         "error": job.error or None,
         "attempts": job.attempts,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "files_removed_at": _iso(job.files_removed_at),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "files_removed_at": job.files_removed_at,
         "duration_seconds": duration.total_seconds() if duration is not None else None,
         "links": {"self": base, "errors": f"{base}/errors", "cancel": f"{base}/cancel"},
     }

@@ -756,7 +756,7 @@ def explain(tenant: Any, bench: Bench) -> dict[str, list[str]]:
 
         def offset(sort: Any = sort) -> None:
             with tenant_session(binding) as session:
-                list(session.scalars(offset_statement(bench.tenant_id, sort, depth, DEEP_LIMIT)))
+                session.execute(offset_statement(bench.tenant_id, sort, depth, DEEP_LIMIT)).all()
 
         for label, run in (("keyset", keyset), ("OFFSET", offset)):
             selects = captured_selects(run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -96,6 +97,32 @@ def test_comments_are_listed_under_their_task(tenant_a: TenantFixture) -> None:
     assert created.json()["author_id"] == tenant_a.user_ids["member"]
     listed = api.get(f"/api/v1/tasks/{task['id']}/comments").json()["results"]
     assert [c["body"] for c in listed] == ["Looks good"]
+
+
+def test_a_list_item_is_the_rows_representation(tenant_a: TenantFixture) -> None:
+    """Lists read plain rows and single reads ORM entities: both must give the same JSON, times
+    in RFC 3339 UTC with "Z", dates as YYYY-MM-DD."""
+    api = tenant_a.api("admin")
+    project = make_project(api, description="described")
+    task = make_task(api, project["id"], due_date="2030-01-02", external_id="ext-1")
+    comment = api.post(f"/api/v1/tasks/{task['id']}/comments", {"body": "hi"}).json()
+    api.delete(f"/api/v1/tasks/{task['id']}", {"version": 1})
+    deleted = api.get(f"/api/v1/tasks/{task['id']}", include_deleted="true").json()
+
+    listed_tasks = api.get("/api/v1/tasks", project=project["id"], include_deleted="true").json()
+    assert listed_tasks["results"] == [deleted]
+    listed_projects = api.get("/api/v1/projects").json()["results"]
+    assert project in listed_projects
+    assert project == api.get(f"/api/v1/projects/{project['id']}").json()
+    api.post(f"/api/v1/tasks/{task['id']}/restore")
+    listed_comments = api.get(f"/api/v1/tasks/{task['id']}/comments").json()["results"]
+    assert listed_comments == [comment]
+
+    assert deleted["due_date"] == "2030-01-02"
+    for stamp in (deleted["created_at"], deleted["deleted_at"], comment["created_at"]):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", stamp), stamp
+    entry = api.get(f"/api/v1/tasks/{task['id']}/history").json()["results"][0]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", entry["at"]), entry["at"]
 
 
 # --- Roles --------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
   keyset cursor; same authentication, permission, tenant-bound SQLAlchemy session and rendering.
 - DrfTaskList: a plain DRF ListAPIView over the unmanaged Django model, DRF's CursorPagination
   (ordering created_at, id; page size from `limit`), a ModelSerializer with the fields of
-  task_repr; same authentication (the platform's bearer token, default in REST_FRAMEWORK) and
+  TASK_FIELDS; same authentication (the platform's bearer token, default in REST_FRAMEWORK) and
   the same permission classes as the TaskFlow views.
 """
 
@@ -23,29 +23,23 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from taskflow.errors import InvalidInput
-from taskflow.models import Task
 from taskflow.pagination import Sort, parse_limit, parse_sort
 from taskflow.permissions import TenantRole
-from taskflow.representations import task_repr
-from taskflow.selectors import TASK_SORTS
+from taskflow.representations import TASK_FIELDS, task_row_repr
+from taskflow.selectors import TASK_SORTS, TASKS
 from taskflow.views import TaskflowView
 from tenants.identity import principal_of
 from tests.benchmarks.taskflow_api.models import BenchTask
 
-TASK_FIELDS = (
-    "id", "project_id", "external_id", "title", "description", "status", "priority",
-    "assignee_id", "due_date", "created_at", "updated_at", "deleted_at", "version",
-)  # fmt: skip
-
 
 def offset_statement(tenant_id: int, sort: Sort, offset: int, limit: int) -> sa.Select[Any]:
     """Live tasks of the tenant in `sort` order (the keyset's order, id last), by OFFSET."""
-    exprs = [key.field.expression(Task) for key in sort.keys] + [Task.id]
+    exprs = [key.field.expression(TASKS.c) for key in sort.keys] + [TASKS.c.id]
     descending = [key.descending for key in sort.keys] + [sort.id_descending]
     order = [e.desc() if d else e.asc() for e, d in zip(exprs, descending, strict=True)]
     return (
-        sa.select(Task)
-        .where(Task.tenant_id == tenant_id, Task.deleted_at.is_(None))
+        sa.select(*(TASKS.c[name] for name in TASK_FIELDS))
+        .where(TASKS.c.tenant_id == tenant_id, TASKS.c.deleted_at.is_(None))
         .order_by(*order)
         .offset(offset)
         .limit(limit)
@@ -62,9 +56,9 @@ class OffsetTaskList(TaskflowView):
         except ValueError as exc:
             raise InvalidInput("offset", "offset must be an integer.") from exc
         with self.session() as session:
-            rows = session.scalars(offset_statement(self.tenant_id, sort, offset, limit))
+            rows = session.execute(offset_statement(self.tenant_id, sort, offset, limit))
             return Response(
-                {"results": [task_repr(row) for row in rows], "next": None, "previous": None}
+                {"results": [task_row_repr(row) for row in rows], "next": None, "previous": None}
             )
 
 
