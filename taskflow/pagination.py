@@ -262,7 +262,7 @@ def paginate(
     # Usually the first has a page's worth; the next is read only when it runs out.
     for branch in reversed(branches or [None]):
         query = statement if branch is None else statement.where(branch)
-        rows += session.execute(query.order_by(*order).limit(limit + 1 - len(rows)))
+        rows += session.execute(query.order_by(*order).limit(limit + 1 - len(rows))).all()
         if len(rows) > limit:
             break
     more = len(rows) > limit
