@@ -19,7 +19,7 @@ import functools
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
@@ -228,41 +228,78 @@ def _ordered(exprs: Sequence[ColumnElement[Any]], walk: Sequence[bool]) -> list[
     return [e.desc() if d else e.asc() for e, d in zip(exprs, walk, strict=True)]
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What a list reads, split so its SQL is built once per process and shape.
+
+    `build(shape)` returns the statement (filters as named bind parameters) and is only called
+    the first time a shape is seen; `params` are this request's values for those parameters.
+    Building a statement and its cache key cost more CPU than running the query it compiles to.
+    """
+
+    build: Callable[[Any], sa.Select[Any]]
+    shape: Hashable
+    params: dict[str, Any]
+
+
+@functools.lru_cache(maxsize=2048)
+def _page_statement(
+    build: Callable[[Any], sa.Select[Any]],
+    shape: Hashable,
+    table: sa.Table,
+    sort: Sort,
+    walk: tuple[bool, ...],
+    branch: int | None,
+) -> sa.Select[Any]:
+    """The listing's statement in the walk's order, after the bound row through `branch` (one of
+    _after's branches; None for a first page), limited by the parameter `page_limit`. The bound
+    row's values are parameters `key_0`, `key_1`, ... as text, cast to each key's type."""
+    exprs = [key.field.expression(table.c) for key in sort.keys] + [table.c.id]
+    types = [key.field.sql_type for key in sort.keys] + [sa.BigInteger()]
+    statement = build(shape)
+    if branch is not None:
+        bounds = [
+            sa.cast(sa.bindparam(f"key_{j}", type_=sa.String()), t) for j, t in enumerate(types)
+        ]
+        statement = statement.where(_after(exprs, walk, bounds)[branch])
+    limit = sa.bindparam("page_limit", type_=sa.Integer())
+    return statement.order_by(*_ordered(exprs, walk)).limit(limit)
+
+
 def paginate(
     session: Session,
-    statement: sa.Select[Any],
+    listing: Listing,
     *,
-    columns: Any,
+    table: sa.Table,
     sort: Sort,
     scope: CursorScope,
     cursor_token: str | None,
     limit: int,
 ) -> Page[Any]:
-    """One page of `statement`'s rows in `sort` order after (or before) the cursor's boundary row.
+    """One page of the listing's rows in `sort` order after (or before) the cursor's boundary row.
 
-    `columns` is the table's column collection the sort fields' expressions are taken from; the
-    statement selects at least the sort's fields and id.
+    The sort fields' expressions are taken from `table`'s columns; the listing selects at least
+    the sort's fields and id.
     """
-    exprs = [key.field.expression(columns) for key in sort.keys] + [columns.id]
     descending = [key.descending for key in sort.keys] + [sort.id_descending]
-    types = [key.field.sql_type for key in sort.keys] + [sa.BigInteger()]
     cursor = decode_cursor(cursor_token, scope) if cursor_token else None
     backwards = bool(cursor and cursor.backwards)
     # Going backwards, walk the order reversed from the boundary, then turn the page around.
-    walk = [d != backwards for d in descending]
-    branches: Sequence[ColumnElement[bool] | None] = []
+    walk = tuple(d != backwards for d in descending)
+    params = dict(listing.params)
+    branches: Sequence[int | None] = [None]
     if cursor is not None:
-        if len(cursor.values) != len(exprs):
+        if len(cursor.values) != len(descending):
             raise InvalidCursor("The cursor does not fit this sort.")
-        bounds = [sa.cast(sa.literal(v), t) for v, t in zip(cursor.values, types, strict=True)]
-        branches = _after(exprs, walk, bounds)
-    order = _ordered(exprs, walk)
+        params.update((f"key_{j}", str(value)) for j, value in enumerate(cursor.values))
+        # Branches in the order their rows come: those sharing most of the boundary's keys
+        # first. Usually the first has a page's worth; the next is read only when it runs out.
+        branches = range(len(_runs(walk)) - 1, -1, -1)
     rows: list[Any] = []
-    # Branches in the order their rows come: those sharing most of the boundary's keys first.
-    # Usually the first has a page's worth; the next is read only when it runs out.
-    for branch in reversed(branches or [None]):
-        query = statement if branch is None else statement.where(branch)
-        rows += session.execute(query.order_by(*order).limit(limit + 1 - len(rows))).all()
+    for branch in branches:
+        query = _page_statement(listing.build, listing.shape, table, sort, walk, branch)
+        params["page_limit"] = limit + 1 - len(rows)
+        rows += session.execute(query, params).all()
         if len(rows) > limit:
             break
     more = len(rows) > limit

@@ -19,6 +19,7 @@ from taskflow.errors import NotFound
 from taskflow.models import DUE_DATE_SORT, Comment, Project, Task, TaskHistory
 from taskflow.pagination import (
     CursorScope,
+    Listing,
     Page,
     SortField,
     filters_fingerprint,
@@ -81,14 +82,6 @@ def _live(entity: Any, tenant_id: int, include_deleted: bool) -> sa.Select[Any]:
     return statement if include_deleted else statement.where(entity.deleted_at.is_(None))
 
 
-def _live_rows(
-    table: sa.Table, fields: tuple[str, ...], tenant_id: int, include_deleted: bool
-) -> sa.Select[Any]:
-    """The tenant's rows of `table` as `fields` columns (Core: no ORM entities)."""
-    statement = sa.select(*(table.c[name] for name in fields)).where(table.c.tenant_id == tenant_id)
-    return statement if include_deleted else statement.where(table.c.deleted_at.is_(None))
-
-
 PROJECTS: sa.Table = Project.__table__  # type: ignore[assignment]
 TASKS: sa.Table = Task.__table__  # type: ignore[assignment]
 COMMENTS: sa.Table = Comment.__table__  # type: ignore[assignment]
@@ -120,22 +113,60 @@ def task_get(
     return task
 
 
+def _contains(text: str) -> str:
+    """An ILIKE pattern (escape character /) matching values that contain `text` literally."""
+    escaped = text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return f"%{escaped}%"
+
+
+def _rows_of(table: sa.Table, fields: tuple[str, ...], include_deleted: bool) -> sa.Select[Any]:
+    """The tenant's rows of `table` (parameter `tenant_id`) as `fields` columns: Core, no ORM."""
+    statement = sa.select(*(table.c[name] for name in fields)).where(
+        table.c.tenant_id == sa.bindparam("tenant_id")
+    )
+    return statement if include_deleted else statement.where(table.c.deleted_at.is_(None))
+
+
+def _projects(include_deleted: bool) -> sa.Select[Any]:
+    return _rows_of(PROJECTS, PROJECT_FIELDS, include_deleted)
+
+
 def project_list(*, session: Session, tenant_id: int, query: ListQuery) -> Page[sa.Row[Any]]:
     """A page of the tenant's projects, as rows of PROJECT_FIELDS."""
     sort = parse_sort(query.sort, PROJECT_SORTS, "created_at")
     scope = CursorScope(
         tenant_id, sort.text, filters_fingerprint({"deleted": query.include_deleted})
     )
-    statement = _live_rows(PROJECTS, PROJECT_FIELDS, tenant_id, query.include_deleted)
     return paginate(
         session,
-        statement,
-        columns=PROJECTS.c,
+        Listing(_projects, query.include_deleted, {"tenant_id": tenant_id}),
+        table=PROJECTS,
         sort=sort,
         scope=scope,
         cursor_token=query.cursor,
         limit=query.limit,
     )
+
+
+# Which of TaskFilters' parameters a task list has, in this order (with include_deleted first).
+TASK_FILTER_PARAMS = ("status", "project_id", "assignee_id", "due_before", "due_after", "q")
+
+
+def _tasks(shape: tuple[bool, ...]) -> sa.Select[Any]:
+    """Tasks with the filters `shape` names, each a parameter named as in TASK_FILTER_PARAMS."""
+    include_deleted, *present = shape
+    given = {name for name, there in zip(TASK_FILTER_PARAMS, present, strict=True) if there}
+    c = TASKS.c
+    conditions = {
+        "status": lambda: c.status.in_(sa.bindparam("status", expanding=True)),
+        "project_id": lambda: c.project_id == sa.bindparam("project_id"),
+        "assignee_id": lambda: c.assignee_id == sa.bindparam("assignee_id"),
+        "due_before": lambda: c.due_date < sa.bindparam("due_before"),
+        "due_after": lambda: c.due_date > sa.bindparam("due_after"),
+        "q": lambda: c.title.ilike(sa.bindparam("q"), escape="/"),
+    }
+    statement = _rows_of(TASKS, TASK_FIELDS, include_deleted)
+    return statement.where(*(conditions[name]() for name in TASK_FILTER_PARAMS if name in given))
 
 
 def task_list(
@@ -145,24 +176,20 @@ def task_list(
     sort = parse_sort(query.sort, TASK_SORTS, "created_at")
     fingerprint = filters_fingerprint({**filters.as_dict(), "deleted": query.include_deleted})
     scope = CursorScope(tenant_id, sort.text, fingerprint)
-    c = TASKS.c
-    statement = _live_rows(TASKS, TASK_FIELDS, tenant_id, query.include_deleted)
-    if filters.status:
-        statement = statement.where(c.status.in_(filters.status))
-    if filters.project_id is not None:
-        statement = statement.where(c.project_id == filters.project_id)
-    if filters.assignee_id is not None:
-        statement = statement.where(c.assignee_id == filters.assignee_id)
-    if filters.due_before is not None:
-        statement = statement.where(c.due_date < filters.due_before)
-    if filters.due_after is not None:
-        statement = statement.where(c.due_date > filters.due_after)
-    if filters.q:
-        statement = statement.where(c.title.icontains(filters.q, autoescape=True))
+    values = {
+        "status": list(filters.status) or None,
+        "project_id": filters.project_id,
+        "assignee_id": filters.assignee_id,
+        "due_before": filters.due_before,
+        "due_after": filters.due_after,
+        "q": _contains(filters.q) if filters.q else None,
+    }
+    params = {name: value for name, value in values.items() if value is not None}
+    shape = (query.include_deleted, *(name in params for name in TASK_FILTER_PARAMS))
     return paginate(
         session,
-        statement,
-        columns=c,
+        Listing(_tasks, shape, {"tenant_id": tenant_id, **params}),
+        table=TASKS,
         sort=sort,
         scope=scope,
         cursor_token=query.cursor,
@@ -173,6 +200,13 @@ def task_list(
 HISTORY_SORTS: dict[str, SortField] = {}
 
 
+def _task_history(_shape: None) -> sa.Select[Any]:
+    c = TASK_HISTORY.c
+    return sa.select(*(c[name] for name in HISTORY_FIELDS)).where(
+        c.tenant_id == sa.bindparam("tenant_id"), c.row_id == sa.bindparam("task_id")
+    )
+
+
 def task_history(
     *, session: Session, tenant_id: int, task_id: int, query: ListQuery
 ) -> Page[sa.Row[Any]]:
@@ -180,18 +214,20 @@ def task_history(
     task_get(session=session, tenant_id=tenant_id, task_id=task_id, include_deleted=True)
     sort = parse_sort("id", HISTORY_SORTS, "id")
     scope = CursorScope(tenant_id, sort.text, filters_fingerprint({"history_of": task_id}))
-    c = TASK_HISTORY.c
-    statement = sa.select(*(c[name] for name in HISTORY_FIELDS)).where(
-        c.tenant_id == tenant_id, c.row_id == task_id
-    )
     return paginate(
         session,
-        statement,
-        columns=c,
+        Listing(_task_history, None, {"tenant_id": tenant_id, "task_id": task_id}),
+        table=TASK_HISTORY,
         sort=sort,
         scope=scope,
         cursor_token=query.cursor,
         limit=query.limit,
+    )
+
+
+def _comments(_shape: None) -> sa.Select[Any]:
+    return _rows_of(COMMENTS, COMMENT_FIELDS, False).where(
+        COMMENTS.c.task_id == sa.bindparam("task_id")
     )
 
 
@@ -202,13 +238,10 @@ def comment_list(
     task_get(session=session, tenant_id=tenant_id, task_id=task_id)
     sort = parse_sort(query.sort, COMMENT_SORTS, "created_at")
     scope = CursorScope(tenant_id, sort.text, filters_fingerprint({"comments_of": task_id}))
-    statement = _live_rows(COMMENTS, COMMENT_FIELDS, tenant_id, False).where(
-        COMMENTS.c.task_id == task_id
-    )
     return paginate(
         session,
-        statement,
-        columns=COMMENTS.c,
+        Listing(_comments, None, {"tenant_id": tenant_id, "task_id": task_id}),
+        table=COMMENTS,
         sort=sort,
         scope=scope,
         cursor_token=query.cursor,

@@ -87,6 +87,16 @@ def test_list_filters_over_http(tenant_a: TenantFixture) -> None:
     assert ids(due_after="2030-03-01") == {late["id"]}
     assert ids(q="BIRD") == {early["id"]}
     assert ids(q="", status="") == ids()  # an empty parameter filters nothing
+    assert ids(status="done", due_before="2030-03-01", q="early") == {early["id"]}
+    assert ids(status="todo", assignee=assignee, due_after="2030-03-01", q="bird") == set()
+
+    # q is a literal substring: LIKE's wildcards and the escape character match only themselves.
+    odd = make_task(api, project["id"], title="50% off_sale a/b")
+    assert ids(q="%") == {odd["id"]}
+    assert ids(q="_") == {odd["id"]}
+    assert ids(q="a/b") == {odd["id"]}
+    assert ids(q="0%_") == set()
+    assert ids(q="% off_") == {odd["id"]}
 
 
 def test_comments_are_listed_under_their_task(tenant_a: TenantFixture) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from taskflow.errors import InvalidCursor
 from taskflow.models import Project, Task
+from taskflow.pagination import _page_statement
 from taskflow.selectors import ListQuery, TaskFilters, task_list
 from tenants.binding import PLACEHOLDER_SCHEMA, binding_for, engine
 from tests.taskflow.conftest import TenantFixture
@@ -343,3 +344,33 @@ def test_limit_defaults_to_50_and_caps_at_200(fresh_tenant: TenantFixture) -> No
             session=session, tenant_id=tenant_id, filters=TaskFilters(), query=ListQuery()
         )
         assert len(page.items) == 50
+
+
+def test_a_pages_sql_is_built_once_per_shape(fresh_tenant: TenantFixture) -> None:
+    """Later pages of a shape already seen (same filters present, sort, direction) reuse the
+    statement: only parameter values change, not the SQL."""
+    with rolled_back_session(fresh_tenant) as session:
+        tenant_id = fresh_tenant.tenant.pk
+        first = seeded_page(session, fresh_tenant, sort="-priority,title")
+        after = ListQuery(sort="-priority,title", cursor=first.next_cursor, limit=3)
+        task_list(session=session, tenant_id=tenant_id, filters=TaskFilters(), query=after)
+        built = _page_statement.cache_info().misses
+        second = task_list(session=session, tenant_id=tenant_id, filters=TaskFilters(), query=after)
+        third = task_list(
+            session=session, tenant_id=tenant_id, filters=TaskFilters(),
+            query=ListQuery(sort="-priority,title", cursor=second.next_cursor, limit=3),
+        )  # fmt: skip
+        assert _page_statement.cache_info().misses == built
+        assert third.items
+        assert {r.id for r in third.items}.isdisjoint(r.id for r in second.items)
+        # Another value of a filter is the same shape.
+        task_list(
+            session=session, tenant_id=tenant_id, filters=TaskFilters(q="x_y"),
+            query=ListQuery(sort="-priority,title"),
+        )  # fmt: skip
+        shaped = _page_statement.cache_info().misses
+        task_list(
+            session=session, tenant_id=tenant_id, filters=TaskFilters(q="other"),
+            query=ListQuery(sort="-priority,title"),
+        )  # fmt: skip
+        assert _page_statement.cache_info().misses == shaped
