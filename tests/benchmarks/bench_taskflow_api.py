@@ -5,7 +5,7 @@ Run from the repository root (PostgreSQL at 127.0.0.1:5432 with superuser `postg
 
     .venv/bin/python -m tests.benchmarks.bench_taskflow_api [--tasks 1000000] [--requests 200]
         [--budget 60] [--workers 2] [--threads 4] [--connections 32] [--duration 20]
-        [--rounds 2] [--breakdown-requests 300] [--keep] [--reuse]
+        [--rounds 2] [--few-clients 1,4,8] [--breakdown-requests 300] [--keep] [--reuse]
 
 What it does, in one run:
 
@@ -41,8 +41,8 @@ What it does, in one run:
    one first page in four, the others pages from cursors at the same 96 random depths
    (TaskFlow cursors minted as above, DRF cursors encoded as DRF does); both APIs are checked to
    return the same 50 ids for every path first. Rounds alternate TaskFlow, DRF, ... after a
-   warm-up of each, then one round of one client each (service time without queueing), then
-   one round of GET /healthz (the floor: gunicorn and Django answering before tenant resolution,
+   warm-up of each, then short rounds of --few-clients (default 1, 4 and 8: service time with
+   little queueing), then one round of GET /healthz (the floor: gunicorn and Django answering before tenant resolution,
    authentication or any query); the server is drained between rounds. wrk runs on the same 2
    cores as gunicorn and PostgreSQL: the CPU each used is printed, with a CPU-normalised rate
    that discounts other work on the machine, and the ceiling the CPU per request sets on req/s
@@ -641,7 +641,13 @@ def postgres_backends() -> list[int]:
 
 
 def throughput(
-    server: Server, bench: Bench, connections: int, duration: float, rounds: int, warmup: float
+    server: Server,
+    bench: Bench,
+    connections: int,
+    duration: float,
+    rounds: int,
+    warmup: float,
+    few: list[int],
 ) -> list[Round]:
     paths = load_paths(bench)
     check_load_paths(Http(server.port, HOST, bench.token), paths)
@@ -688,8 +694,12 @@ def throughput(
             for number in range(1, rounds + 1)
             for api in ("taskflow", "drf")
         ]
-        # Service time without queueing: one client, the same paths.
-        results += [measured(api, 1, 1, max(duration / 2, 5)) for api in ("taskflow", "drf")]
+        # Service time with little or no queueing: one client, then a few, the same paths.
+        results += [
+            measured(api, 1, clients, max(duration / 2, 5))
+            for clients in few
+            for api in ("taskflow", "drf")
+        ]
         # The floor: the cheapest answer this server gives (no tenant, no auth, no query).
         files["floor"] = workdir / "floor.txt"
         files["floor"].write_text("/healthz\n")
@@ -882,9 +892,9 @@ def latency_table(latency: dict[str, dict[str, list[float]]]) -> list[str]:
 def throughput_table(args: argparse.Namespace, rounds: list[Round]) -> list[str]:
     lines = [
         f"2. Throughput: wrk -t2 -c{args.connections} (keep-alive, closed loop), {args.duration:g} s"
-        f" rounds after a {args.warmup:g} s warm-up of each API, then one client (-t1 -c1) for"
-        f" service time without queueing; limit={LOAD_LIMIT}; 1 request in 4 a first page, the"
-        f" rest cursor pages at {LOAD_DEPTHS} random depths (the same rows from both APIs)",
+        f" rounds after a {args.warmup:g} s warm-up of each API, then short rounds of"
+        f" {sorted({1, *args.few_clients})} clients (service time with little queueing);"
+        f" limit={LOAD_LIMIT}; 1 request in 4 a first page, the rest cursor pages at {LOAD_DEPTHS} random depths (the same rows from both APIs)",
         "   wrk, gunicorn and PostgreSQL share the machine's CPUs. cpu columns: CPU-seconds per"
         " second of wall time (2.00 = both cores); other = everything else running on the machine.",
         "   norm req/s = requests / CPU-seconds of (gunicorn + its PostgreSQL backends + wrk) x"
@@ -940,6 +950,15 @@ def throughput_table(args: argparse.Namespace, rounds: list[Round]) -> list[str]
         f" {TARGET_P99_MS:g} ms  {verdict(tf['p99'] <= TARGET_P99_MS)}   (DRF {drf['p99']:.1f} ms);"
         f" one client: TaskFlow p50 {tf['single_p50']:.1f} / p99 {tf['single_p99']:.1f} ms,"
         f" DRF {drf['single_p50']:.1f} / {drf['single_p99']:.1f} ms",
+        "p99 by clients (short rounds): "
+        + ", ".join(
+            f"{r.clients}: TaskFlow {r.stats['p99'] / 1000:.1f} ms"
+            f" ({verdict(r.stats['p99'] / 1000 <= TARGET_P99_MS)}) DRF {d.stats['p99'] / 1000:.1f}"
+            for r in rounds
+            if r.api == "taskflow" and r.clients < clients
+            for d in rounds
+            if d.api == "drf" and d.clients == r.clients
+        ),
         f"CPU per request ({clients} clients): TaskFlow {tf['app_ms']:.2f} ms in gunicorn +"
         f" {tf['pg_ms']:.2f} ms in PostgreSQL; DRF {drf['app_ms']:.2f} ms + {drf['pg_ms']:.2f} ms",
         *ceiling_lines(tf, rounds, clients),
@@ -996,6 +1015,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20, help="seconds per wrk round")
     parser.add_argument("--warmup", type=float, default=5, help="wrk warm-up seconds per API")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--few-clients",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 4, 8],
+        help="client counts of the short rounds after the main ones (1 is always run)",
+    )
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
@@ -1052,8 +1077,9 @@ def main() -> None:
             if not args.skip_load:
                 print("throughput ...", file=sys.stderr)
                 rounds = throughput(
-                    server, bench, args.connections, args.duration, args.rounds, args.warmup
-                )
+                    server, bench, args.connections, args.duration, args.rounds, args.warmup,
+                    sorted({1, *args.few_clients}),
+                )  # fmt: skip
         finally:
             server.stop()
         print("EXPLAIN ...", file=sys.stderr)
