@@ -4,6 +4,12 @@ Migrations are written without schema names: each runs in the schema's own trans
 `SET LOCAL search_path` to that schema (transaction-local, never a session SET), and Alembic's
 version table lives in the schema itself. The script directory is read once per process and
 reused, since fan-outs migrate thousands of schemas.
+
+Statements that cannot run in a transaction (CREATE INDEX CONCURRENTLY, so that building an
+index does not block the schema's writes, which in the shared schema are every rls tenant's)
+are declared by a revision as `non_transactional_upgrade` / `non_transactional_downgrade`:
+tuples of idempotent SQL with a `{schema}` placeholder, run in autocommit after the revision's
+transaction commits, here and by the migration fan-out alike.
 """
 
 from __future__ import annotations
@@ -11,16 +17,18 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
+from psycopg import sql
 
 HERE = Path(__file__).resolve().parent
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -107,40 +115,133 @@ def migrate_schema(
     revision: str = "head",
     lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
     statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT,
+    script: ScriptDirectory | None = None,
 ) -> tuple[str | None, str | None]:
-    """Upgrade (or downgrade) `schema` to `revision` in one transaction; return (before, after)."""
-    script = script_directory()
+    """Upgrade (or downgrade) `schema` to `revision` in one transaction, then run the
+    non-transactional statements its revisions declare; return (before, after).
+
+    A schema already at `revision` runs that revision's own non-transactional statements again
+    (they are idempotent): what a run interrupted between its commit and an index build left
+    undone, the next run finishes. `script` is migrations_sqla's unless given (tests).
+    """
+    scripts = script or script_directory()
     with schema_transaction(
         connection, schema, lock_timeout=lock_timeout, statement_timeout=statement_timeout
     ):
         context = MigrationContext.configure(connection, opts={"version_table_schema": schema})
         before = context.get_current_revision()
-        target = (
-            script.get_revision(revision).revision
-            if revision not in ("head", "heads")
-            else head_revision()
-        )
-        if revision != "base" and before == target:
-            return before, before
+        target = _resolve(scripts, revision)
+        downgrade = is_downgrade(scripts, before, target)
+        if before == target:
+            after = before
+            own = scripts.get_revision(target) if target else None
+            statements = declared_non_transactional([own] if own else [], downgrade=False)
+        else:
 
-        def steps(rev: Any, _context: Any) -> Any:
-            if revision == "base" or (
-                before and script.get_revision(target) in _ancestors(script, before)
-            ):
-                return script._downgrade_revs(revision, rev)
-            return script._upgrade_revs(revision, rev)
+            def steps(rev: Any, _context: Any) -> Any:
+                if downgrade:
+                    return scripts._downgrade_revs(revision, rev)
+                return scripts._upgrade_revs(revision, rev)
 
-        with EnvironmentContext(config(), script, fn=steps, destination_rev=revision) as env:
-            env.configure(
-                connection=connection, version_table_schema=schema, transactional_ddl=True
+            with EnvironmentContext(config(), scripts, fn=steps, destination_rev=revision) as env:
+                env.configure(
+                    connection=connection, version_table_schema=schema, transactional_ddl=True
+                )
+                env.run_migrations()
+            after = MigrationContext.configure(
+                connection, opts={"version_table_schema": schema}
+            ).get_current_revision()
+            applied = scripts_between(scripts, before, after, downgrade)
+            statements = declared_non_transactional(applied, downgrade=downgrade)
+    if statements:
+        with connection.engine.connect() as side:
+            raw = side.execution_options(isolation_level="AUTOCOMMIT").connection.driver_connection
+            assert raw is not None
+            run_non_transactional(
+                raw,
+                schema,
+                statements,
+                lock_timeout=lock_timeout,
+                statement_timeout=statement_timeout,
             )
-            env.run_migrations()
-        after = MigrationContext.configure(
-            connection, opts={"version_table_schema": schema}
-        ).get_current_revision()
     return before, after
 
 
-def _ancestors(script: ScriptDirectory, revision: str) -> set[Any]:
-    """Revisions strictly below `revision` (a target among them means a downgrade)."""
-    return set(script.iterate_revisions(revision, "base")) - {script.get_revision(revision)}
+def _resolve(script: ScriptDirectory, revision: str) -> str | None:
+    """A revision id for "head", "base" (None) or a revision id."""
+    if revision in ("head", "heads"):
+        return script.get_current_head()
+    if revision == "base":
+        return None
+    found = script.get_revision(revision)
+    return found.revision if found is not None else None
+
+
+def is_downgrade(script: ScriptDirectory, source: str | None, target: str | None) -> bool:
+    """Whether going from `source` to `target` (None: base) goes down."""
+    if source is None or source == target:
+        return False
+    if target is None:
+        return True
+    below = set(script.iterate_revisions(source, "base")) - {script.get_revision(source)}
+    return script.get_revision(target) in below
+
+
+def scripts_between(
+    script: ScriptDirectory, source: str | None, target: str | None, downgrade: bool
+) -> list[Script]:
+    """The revisions a move from `source` to `target` applies (or undoes), newest first."""
+    if downgrade:
+        assert source is not None
+        return [
+            s for s in script.iterate_revisions(source, target or "base") if s.revision != target
+        ]
+    if target is None:
+        return []
+    return [s for s in script.iterate_revisions(target, source or "base") if s.revision != source]
+
+
+def declared_non_transactional(steps: Sequence[Script], *, downgrade: bool) -> tuple[str, ...]:
+    """The non-transactional statements `steps` (newest first) declare, in the order they run:
+    upgrades oldest revision first, downgrades newest first."""
+    attribute = "non_transactional_downgrade" if downgrade else "non_transactional_upgrade"
+    ordered = steps if downgrade else list(reversed(steps))
+    return tuple(statement for step in ordered for statement in getattr(step.module, attribute, ()))
+
+
+def run_non_transactional(
+    raw: psycopg.Connection[Any],
+    schema: str,
+    statements: Sequence[str],
+    *,
+    lock_timeout: str,
+    statement_timeout: str,
+) -> None:
+    """Each statement on `raw` (autocommit, the owner role) with `{schema}` quoted in, after
+    dropping the schema's indexes an interrupted CREATE INDEX CONCURRENTLY left invalid, so that
+    IF NOT EXISTS cannot keep a broken one. The timeouts hold for these statements only."""
+    if not statements:
+        return
+    ident = sql.Identifier(check_schema_name(schema))
+    raw.execute(
+        "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+        (lock_timeout, statement_timeout),
+    )
+    try:
+        invalid = raw.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND NOT i.indisvalid",
+            (schema,),
+        ).fetchall()
+        for (name,) in invalid:
+            raw.execute(
+                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
+                    ident, sql.Identifier(name)
+                )
+            )
+        quoted = ident.as_string(raw)
+        for statement in statements:
+            raw.execute(statement.replace("{schema}", quoted).encode())
+    finally:
+        raw.execute("RESET lock_timeout; RESET statement_timeout")

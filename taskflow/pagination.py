@@ -242,7 +242,7 @@ class Listing:
     params: dict[str, Any]
 
 
-@functools.lru_cache(maxsize=2048)
+@functools.lru_cache(maxsize=1024)
 def _page_statement(
     build: Callable[[Any], sa.Select[Any]],
     shape: Hashable,

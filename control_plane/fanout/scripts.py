@@ -23,7 +23,7 @@ from typing import Any
 
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
-from alembic.script import Script, ScriptDirectory
+from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from django.conf import settings
 
@@ -102,37 +102,13 @@ def plan(location: str, source: str | None, target: str | None) -> Plan:
     return built
 
 
-def _is_downgrade(script: ScriptDirectory, source: str | None, target: str | None) -> bool:
-    if source is None or source == target:
-        return False
-    if target is None:
-        return True
-    below = set(script.iterate_revisions(source, "base")) - {script.get_revision(source)}
-    return script.get_revision(target) in below
-
-
-def _scripts_between(
-    script: ScriptDirectory, source: str | None, target: str | None, downgrade: bool
-) -> list[Script]:
-    if downgrade:
-        assert source is not None
-        return [s for s in script.iterate_revisions(source, target or BASE) if s.revision != target]
-    if target is None:
-        return []
-    return [s for s in script.iterate_revisions(target, source or BASE) if s.revision != source]
-
-
 def _build_plan(location: str, source: str | None, target: str | None) -> Plan:
     if source == target:
         return Plan(source, target, "", (), online=False)
     script = script_directory(location)
-    downgrade = _is_downgrade(script, source, target)
-    steps = _scripts_between(script, source, target, downgrade)
-    attribute = "non_transactional_downgrade" if downgrade else "non_transactional_upgrade"
-    ordered = steps if downgrade else list(reversed(steps))
-    statements = tuple(
-        statement for step in ordered for statement in getattr(step.module, attribute, ())
-    )
+    downgrade = runner.is_downgrade(script, source, target)
+    steps = runner.scripts_between(script, source, target, downgrade)
+    statements = runner.declared_non_transactional(steps, downgrade=downgrade)
     if any(getattr(step.module, "fanout_offline", True) is False for step in steps):
         return Plan(source, target, "", statements, online=True)
     try:

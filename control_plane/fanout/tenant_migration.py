@@ -31,7 +31,7 @@ from psycopg import errors, sql
 
 from control_plane.fanout import django_state, scripts
 from control_plane.fanout.models import StepStatus
-from migrations_sqla.runner import check_schema_name
+from migrations_sqla.runner import check_schema_name, is_downgrade, run_non_transactional
 from tenants.cloning import TEMPLATE_SCHEMA
 
 PLACEHOLDER = b"fanout_schema_placeholder"
@@ -353,7 +353,7 @@ class SchemaMigrator:
                 self.connection, opts={"version_table_schema": schema}
             )
             before = context.get_current_revision()
-            downgrade = scripts._is_downgrade(script, before, self.target.alembic)
+            downgrade = is_downgrade(script, before, self.target.alembic)
 
             def steps(rev: object, _context: object) -> object:
                 if downgrade:
@@ -433,38 +433,10 @@ class SchemaMigrator:
         return scripts.plan(self.target.location, parent, self.target.alembic).non_transactional
 
     def _run_non_transactional(self, schema: str, statements: tuple[str, ...]) -> None:
-        """Each declared statement in autocommit, after dropping indexes an interrupted
-        CREATE INDEX CONCURRENTLY left invalid (so IF NOT EXISTS cannot keep a broken one)."""
-        if not statements:
-            return
-        ident = sql.Identifier(schema)
-        self.raw.execute(
-            sql.SQL(
-                "SELECT set_config('lock_timeout', {lock}, false),"
-                " set_config('statement_timeout', {stmt}, false)"
-            ).format(
-                lock=sql.Literal(self.target.lock_timeout),
-                stmt=sql.Literal(self.target.statement_timeout),
-            )
-        )
-        try:
-            invalid = self.raw.execute(
-                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-                " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = %s AND NOT i.indisvalid",
-                (schema,),
-            ).fetchall()
-            for (name,) in invalid:
-                self.raw.execute(
-                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
-                        ident, sql.Identifier(name)
-                    )
-                )
-            quoted = ident.as_string(self.raw)
-            for statement in statements:
-                self.raw.execute(statement.replace("{schema}", quoted).encode())
-        finally:
-            self.raw.execute("RESET lock_timeout; RESET statement_timeout")
+        run_non_transactional(
+            self.raw, schema, statements,
+            lock_timeout=self.target.lock_timeout, statement_timeout=self.target.statement_timeout,
+        )  # fmt: skip
 
     def _rollback(self) -> None:
         if self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
