@@ -20,6 +20,7 @@ import pytest
 from django.conf import settings
 
 from control_plane.celery import app as celery_app
+from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,13 +69,8 @@ class WorkerProcess:
         )
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process, timeout=20)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from tests.processes import free_port, stop_process
+
 CONFIG = """[databases]
 * = host={host} port={port}
 
@@ -49,18 +51,8 @@ class PgBouncer:
         return urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{self.port}"))
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process, timeout=10)
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_pgbouncer(database_url: str, *, pool_size: int = 2) -> PgBouncer:

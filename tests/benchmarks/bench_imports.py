@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.benchmarks.bench_onboarding import create_database, drop_database, psql, urls
+from tests.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -97,12 +98,6 @@ def create_bench_database(env: dict[str, str]) -> None:
     )  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Service:
     """A subprocess (gunicorn, celery) with its log in a temporary file."""
 
@@ -113,13 +108,7 @@ class Service:
         )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=30)
         self.log.close()
 
 

@@ -74,7 +74,6 @@ import re
 import resource
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -90,6 +89,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from tests.benchmarks.bench_onboarding import create_database, drop_database, urls
+from tests.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -365,13 +365,6 @@ def drf_cursor(row: Any) -> str:
 # --- Server ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Server:
     """gunicorn serving the benchmark settings, in its own process group."""
 
@@ -405,13 +398,7 @@ class Server:
         return children(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=30)
         self.log.close()
 
 
