@@ -22,8 +22,9 @@ from taskflow.representations import represent
 from taskflow.selectors import project_get, task_get
 from tenants.binding import hold_write_lock
 
-PROJECT_FIELDS = frozenset({"key", "name", "description"})
-TASK_FIELDS = frozenset(
+# What a PATCH may change (the API fields are taskflow.representations.*_FIELDS).
+PROJECT_WRITABLE = frozenset({"key", "name", "description"})
+TASK_WRITABLE = frozenset(
     {
         "project_id",
         "external_id",
@@ -124,7 +125,7 @@ def project_update(
 ) -> Project:
     project = project_get(session=session, tenant_id=tenant_id, project_id=project_id)
     precondition.check(project)
-    _apply(project, changes, PROJECT_FIELDS)
+    _apply(project, changes, PROJECT_WRITABLE)
     _flush(session, project, "project")
     return project
 
@@ -209,7 +210,7 @@ def task_update(
     precondition.check(task)
     if "project_id" in changes and changes["project_id"] != task.project_id:
         _require_live_project(session, tenant_id, changes["project_id"])
-    _apply(task, changes, TASK_FIELDS)
+    _apply(task, changes, TASK_WRITABLE)
     _flush(session, task, "task")
     return task
 
