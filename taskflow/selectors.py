@@ -28,6 +28,12 @@ from taskflow.pagination import (
 )
 from taskflow.representations import COMMENT_FIELDS, HISTORY_FIELDS, PROJECT_FIELDS, TASK_FIELDS
 
+# The tables list pages read from (Core); single rows are read through the ORM classes.
+PROJECTS: sa.Table = Project.__table__  # type: ignore[assignment]
+TASKS: sa.Table = Task.__table__  # type: ignore[assignment]
+COMMENTS: sa.Table = Comment.__table__  # type: ignore[assignment]
+TASK_HISTORY: sa.Table = TaskHistory.__table__  # type: ignore[assignment]
+
 
 # A sort field's expression takes the table's columns (`table.c`); value_of takes a page's row.
 def _timestamp(name: str) -> SortField:
@@ -80,12 +86,6 @@ class TaskFilters:
 def _live(entity: Any, tenant_id: int, include_deleted: bool) -> sa.Select[Any]:
     statement = sa.select(entity).where(entity.tenant_id == tenant_id)
     return statement if include_deleted else statement.where(entity.deleted_at.is_(None))
-
-
-PROJECTS: sa.Table = Project.__table__  # type: ignore[assignment]
-TASKS: sa.Table = Task.__table__  # type: ignore[assignment]
-COMMENTS: sa.Table = Comment.__table__  # type: ignore[assignment]
-TASK_HISTORY: sa.Table = TaskHistory.__table__  # type: ignore[assignment]
 
 
 def _get(
