@@ -115,6 +115,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "tenants.middleware.PublicHostMiddleware",
+    "taskflow.versioning.ApiVersionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 # Run by PublicHostMiddleware on the public host (the admin) only, in this order: tenant hosts

@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from taskflow import views
+from taskflow import versioning, views
 
 urlpatterns = [
     path(
@@ -18,6 +18,7 @@ urlpatterns = [
         ),
         name="docs",
     ),
+    path("changelog", versioning.changelog, name="changelog"),
     path("projects", views.ProjectCollection.as_view(), name="projects"),
     path("projects/<int:project_id>", views.ProjectDetail.as_view(), name="project"),
     path(

@@ -55,6 +55,11 @@ class Tenant(TenantMixin):
     revisions: models.JSONField[dict[str, str], dict[str, str]] = models.JSONField(
         default=dict, blank=True
     )
+    # The dated TaskFlow API version its clients get when they do not ask for one: the newest at
+    # onboarding, moved only by an operator. Empty means the newest (taskflow.api_versions).
+    api_version: models.CharField[str, str] = models.CharField(
+        max_length=10, blank=True, default=""
+    )
     created_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now_add=True)
     updated_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now=True)
 

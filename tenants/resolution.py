@@ -12,7 +12,7 @@ from django.core.cache import cache
 from tenants.models import Domain, Tenant
 
 CACHE_TTL_SECONDS = 300
-_FIELDS = ("id", "name", "slug", "schema_name", "isolation", "status", "revisions")
+_FIELDS = ("id", "name", "slug", "schema_name", "isolation", "status", "revisions", "api_version")
 
 
 def _key(hostname: str) -> str:

@@ -1,0 +1,228 @@
+"""Dated API versions, pinned per tenant: an older version is a transformation at the edge.
+
+Services, selectors and representations know only the newest shape. Each version after the first
+declares the changes that lead to it from the version before; to serve a client at an older
+version, the edge (`taskflow.versioning`) upgrades its request through every change newer than its
+version, oldest first, and downgrades the response through the same changes, newest first. A
+client at the newest version pays one dictionary look-up.
+
+This module declares the versions and what each change does to one item of a resource; it never
+reads a request. The changelog (`/api/v1/changelog`, `openapi/CHANGELOG.md`) is generated from the
+declarations, so a change cannot ship without its entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
+from typing import Any
+
+VERSION_HEADER = "TaskFlow-Version"
+
+Item = dict[str, Any]
+Query = dict[str, list[str]]
+
+# The route names of /api/v1 (taskflow.urls, the import job routes) and the resource each serves.
+ROUTE_RESOURCES: Mapping[str, str] = {
+    "projects": "project",
+    "project": "project",
+    "project-restore": "project",
+    "tasks": "task",
+    "task": "task",
+    "task-restore": "task",
+    "tasks-export": "task",
+    "task-history": "history",
+    "task-comments": "comment",
+    "imports": "import_job",
+    "import": "import_job",
+    "import-cancel": "import_job",
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference a version makes to the version before it, for the resources it names.
+
+    `upgrade_request` turns an old client's JSON body into the new shape, `upgrade_query` its
+    query parameters (sort keys and filters), `downgrade_item` one item of a response back into the
+    old shape; each may change its argument in place and returns it. `downgrade_query` maps the
+    query of a next/previous link back into the old client's names.
+    """
+
+    description: str
+    resources: frozenset[str]
+    upgrade_request: Callable[[Item], Item] | None = None
+    upgrade_query: Callable[[Query], Query] | None = None
+    downgrade_item: Callable[[Item], Item] | None = None
+    downgrade_query: Callable[[Query], Query] | None = None
+
+
+def renamed_field(resource: str, old: str, new: str, description: str) -> Change:
+    """A field (and the sort key and filter of the same name) that a version renamed."""
+
+    def rename_key(item: Item, before: str, after: str) -> Item:
+        if before in item:
+            item[after] = item.pop(before)
+        return item
+
+    def rename_in_query(query: Query, before: str, after: str) -> Query:
+        renamed = {after if key == before else key: values for key, values in query.items()}
+        if "sort" in renamed:
+            renamed["sort"] = [_rename_sort_keys(value, before, after) for value in renamed["sort"]]
+        return renamed
+
+    return Change(
+        description=description,
+        resources=frozenset({resource}),
+        upgrade_request=lambda item: rename_key(item, old, new),
+        upgrade_query=lambda query: rename_in_query(query, old, new),
+        downgrade_item=lambda item: rename_key(item, new, old),
+        downgrade_query=lambda query: rename_in_query(query, new, old),
+    )
+
+
+def _rename_sort_keys(sort: str, before: str, after: str) -> str:
+    keys = []
+    for key in sort.split(","):
+        name = key.strip()
+        sign = "-" if name.startswith("-") else ""
+        keys.append(sign + after if name.lstrip("-") == before else key)
+    return ",".join(keys)
+
+
+@dataclass(frozen=True)
+class ApiVersion:
+    """A dated version: what it changed from the one before, and whether it is on its way out."""
+
+    name: str  # an ISO date, "2026-11-01"
+    summary: str
+    changes: tuple[Change, ...] = ()
+    deprecated_on: date | None = None
+    sunset_on: date | None = None
+
+    def __post_init__(self) -> None:
+        date.fromisoformat(self.name)  # a version is named by the day it shipped
+
+    @property
+    def deprecated(self) -> bool:
+        return self.deprecated_on is not None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every version the API serves, oldest first."""
+
+    versions: tuple[ApiVersion, ...]
+    _by_name: dict[str, ApiVersion] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = [version.name for version in self.versions]
+        if not names:
+            raise ValueError("an API has at least one version")
+        if names != sorted(set(names)):
+            raise ValueError(f"versions must be unique and oldest first: {names}")
+        if self.versions[0].changes:
+            raise ValueError("the first version has nothing to change from")
+        object.__setattr__(self, "_by_name", {v.name: v for v in self.versions})
+
+    @property
+    def latest(self) -> ApiVersion:
+        return self.versions[-1]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._by_name)
+
+    def get(self, name: str) -> ApiVersion | None:
+        return self._by_name.get(name)
+
+    def pinned(self, name: str) -> ApiVersion:
+        """The version a tenant pinned to `name` is served: the oldest still declared at or after it.
+
+        A pin older than every declared version (one past its sunset and removed) moves up to the
+        oldest version still served; an empty or malformed pin gets the newest.
+        """
+        if name in self._by_name:
+            return self._by_name[name]
+        for version in self.versions:
+            if name and version.name >= name:
+                return version
+        return self.latest
+
+    @cached_property
+    def _changes_after(self) -> dict[str, tuple[Change, ...]]:
+        after: dict[str, tuple[Change, ...]] = {}
+        for index, version in enumerate(self.versions):
+            after[version.name] = tuple(
+                change for newer in self.versions[index + 1 :] for change in newer.changes
+            )
+        return after
+
+    def changes_after(self, version: ApiVersion) -> tuple[Change, ...]:
+        """The changes a client at `version` does not know, oldest first."""
+        return self._changes_after[version.name]
+
+    def changelog(self) -> str:
+        """The changelog in Markdown, newest first, one anchor per version."""
+        lines = ["# TaskFlow API changelog", ""]
+        lines += [
+            f"Send `{VERSION_HEADER}: <version>` to call a version other than the one your tenant",
+            "is pinned to; every response names the version it was served at.",
+            "",
+        ]
+        for version in reversed(self.versions):
+            status = ""
+            if version.deprecated_on:
+                status = f" — deprecated since {version.deprecated_on.isoformat()}"
+                if version.sunset_on:
+                    status += f", removed on {version.sunset_on.isoformat()}"
+            lines += [f'## <a id="v{version.name}"></a>{version.name}{status}', ""]
+            lines += [version.summary, ""]
+            lines += [f"- {change.description}" for change in version.changes]
+            if version.changes:
+                lines.append("")
+        return "\n".join(lines).rstrip() + "\n"
+
+
+def upgrade_query(changes: Iterable[Change], resource: str, query: Query) -> Query:
+    for change in changes:
+        if change.upgrade_query is not None and resource in change.resources:
+            query = change.upgrade_query(query)
+    return query
+
+
+def upgrade_request(changes: Iterable[Change], resource: str, body: Item) -> Item:
+    for change in changes:
+        if change.upgrade_request is not None and resource in change.resources:
+            body = change.upgrade_request(body)
+    return body
+
+
+def downgrade_item(changes: Sequence[Change], resource: str, item: Item) -> Item:
+    for change in reversed(changes):
+        if change.downgrade_item is not None and resource in change.resources:
+            item = change.downgrade_item(item)
+    return item
+
+
+def downgrade_query(changes: Sequence[Change], resource: str, query: Query) -> Query:
+    for change in reversed(changes):
+        if change.downgrade_query is not None and resource in change.resources:
+            query = change.downgrade_query(query)
+    return query
+
+
+# --- The versions ---------------------------------------------------------------------------------
+
+INITIAL = ApiVersion(
+    name="2026-11-01",
+    summary=(
+        "The first dated version: projects, tasks, comments, task history and bulk imports as "
+        "the platform's first release served them. Tenants onboarded before versions existed "
+        "are pinned here."
+    ),
+)
+
+CATALOG = Catalog(versions=(INITIAL,))

@@ -1,0 +1,208 @@
+"""Dated API versions: negotiation, pinning, transformation at the edge, deprecation, changelog.
+
+The machinery is proven with a test-only catalog: an older version `2026-10-01` in which a task's
+`description` was called `details`, deprecated and with a sunset date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from email.utils import parsedate_to_datetime
+
+import pytest
+
+from taskflow import api_versions
+from taskflow.api_versions import ApiVersion, Catalog, renamed_field
+from tenants.models import Tenant
+from tests.taskflow.conftest import TenantFixture
+from tests.taskflow.test_api import assert_problem, make_project, make_task
+
+OLD = "2026-10-01"
+
+
+def catalog_with_an_older_version() -> Catalog:
+    newest = api_versions.CATALOG.latest
+    older = ApiVersion(
+        name=OLD,
+        summary="A version only the tests know.",
+        deprecated_on=date(2026, 11, 15),
+        sunset_on=date(2027, 6, 1),
+    )
+    renamed = renamed_field(
+        "task", "details", "description", "Tasks: `details` is now `description`."
+    )
+    return Catalog(versions=(older, replace(newest, changes=(renamed,))))
+
+
+@pytest.fixture
+def test_catalog(monkeypatch: pytest.MonkeyPatch) -> Catalog:
+    catalog = catalog_with_an_older_version()
+    monkeypatch.setattr(api_versions, "CATALOG", catalog)
+    return catalog
+
+
+def pin(fixture: TenantFixture, version: str) -> None:
+    from tenants.resolution import forget_tenant
+
+    Tenant.objects.filter(pk=fixture.tenant.pk).update(api_version=version)
+    forget_tenant(fixture.tenant)
+
+
+# --- The catalog ---------------------------------------------------------------------------------
+
+
+def test_a_catalog_refuses_unordered_duplicate_or_undated_versions() -> None:
+    a, b = ApiVersion("2026-01-01", "a"), ApiVersion("2026-02-01", "b")
+    with pytest.raises(ValueError, match="oldest first"):
+        Catalog(versions=(b, a))
+    with pytest.raises(ValueError, match="oldest first"):
+        Catalog(versions=(a, a))
+    with pytest.raises(ValueError, match="nothing to change"):
+        Catalog(versions=(replace(a, changes=(renamed_field("task", "x", "y", "x"),)), b))
+    with pytest.raises(ValueError, match="isoformat"):
+        ApiVersion("latest", "not a date")
+
+
+def test_a_pin_between_or_before_declared_versions_gets_the_next_one_served() -> None:
+    catalog = catalog_with_an_older_version()
+    newest = catalog.latest.name
+    assert catalog.pinned(OLD).name == OLD
+    assert catalog.pinned("2026-10-15").name == newest  # an unknown day moves up, never down
+    assert catalog.pinned("2025-01-01").name == OLD  # past its sunset: the oldest still served
+    assert catalog.pinned("").name == newest
+    assert catalog.changes_after(catalog.latest) == ()
+    assert [c.description for c in catalog.changes_after(catalog.versions[0])] == [
+        "Tasks: `details` is now `description`."
+    ]
+
+
+def test_the_changelog_is_generated_from_the_declarations() -> None:
+    text = catalog_with_an_older_version().changelog()
+    newest = api_versions.CATALOG.latest.name
+    assert text.index(f'<a id="v{newest}">') < text.index(f'<a id="v{OLD}">')  # newest first
+    assert "- Tasks: `details` is now `description`." in text
+    assert f"{OLD} — deprecated since 2026-11-15, removed on 2027-06-01" in text
+
+
+def test_a_renamed_field_renames_sort_keys_and_filters_both_ways() -> None:
+    change = renamed_field("task", "due", "due_date", "renamed")
+    assert change.upgrade_query is not None
+    assert change.downgrade_query is not None
+    query = {"sort": ["-priority,-due,id"], "due": ["2030-01-01"], "limit": ["5"]}
+    upgraded = change.upgrade_query(query)
+    assert upgraded == {
+        "sort": ["-priority,-due_date,id"],
+        "due_date": ["2030-01-01"],
+        "limit": ["5"],
+    }
+    assert change.downgrade_query(upgraded) == query
+
+
+# --- Through the API -----------------------------------------------------------------------------
+
+
+def test_every_api_response_names_the_version_it_was_served_at(tenant_a: TenantFixture) -> None:
+    api = tenant_a.api("member")
+    newest = api_versions.CATALOG.latest.name
+    assert api.get("/api/v1/projects")["TaskFlow-Version"] == newest
+    missing = api.get("/api/v1/projects/999999999")
+    assert missing.status_code == 404
+    assert missing["TaskFlow-Version"] == newest
+    assert "Deprecation" not in missing
+
+
+def test_an_unknown_version_is_a_400_problem_listing_the_known_ones(
+    tenant_a: TenantFixture,
+) -> None:
+    response = tenant_a.client("member").get(
+        "/api/v1/projects", headers={"TaskFlow-Version": "1999-01-01"}
+    )
+    body = assert_problem(response, 400)
+    assert body["known_versions"] == list(api_versions.CATALOG.names)
+    assert "1999-01-01" in body["detail"]
+
+
+def test_a_client_at_an_older_version_reads_and_writes_the_old_shape(
+    tenant_a: TenantFixture, test_catalog: Catalog
+) -> None:
+    api = tenant_a.api("member")
+    old = {"TaskFlow-Version": OLD}
+    project = make_project(api)
+    created = api.post(
+        "/api/v1/tasks",
+        {"project_id": project["id"], "title": "Old", "details": "from 2026-10"},
+        **old,
+    )
+    assert created.status_code == 201, created.content
+    task = created.json()
+    assert task["details"] == "from 2026-10"
+    assert "description" not in task
+    assert created["TaskFlow-Version"] == OLD
+
+    # The newest shape of the same row, as a current client reads it.
+    current = api.get(f"/api/v1/tasks/{task['id']}").json()
+    assert current["description"] == "from 2026-10"
+    assert "details" not in current
+
+    patched = api.patch(
+        f"/api/v1/tasks/{task['id']}", {"details": "edited"}, **old, **{"If-Match": '"1"'}
+    )
+    assert patched.status_code == 200, patched.content
+    assert patched.json()["details"] == "edited"
+
+    # A stale write: the 412's current representation is in the old shape too.
+    stale = api.patch(f"/api/v1/tasks/{task['id']}", {"details": "x"}, **old, **{"If-Match": '"1"'})
+    body = assert_problem(stale, 412)
+    assert body["current"]["details"] == "edited"
+    assert "description" not in body["current"]
+
+
+def test_a_page_at_an_older_version_has_old_items_and_links_in_old_names(
+    tenant_a: TenantFixture, test_catalog: Catalog
+) -> None:
+    api = tenant_a.api("member")
+    project = make_project(api)
+    for n in range(3):
+        make_task(api, project["id"], title=f"T{n}", description=f"d{n}")
+    response = tenant_a.client("member").get(
+        "/api/v1/tasks",
+        {"project": project["id"], "limit": 2, "sort": "created_at"},
+        headers={"TaskFlow-Version": OLD},
+    )
+    assert response.status_code == 200, response.content
+    page = response.json()
+    assert [item["details"] for item in page["results"]] == ["d0", "d1"]
+    assert all("description" not in item for item in page["results"])
+    assert page["next"] is not None
+
+
+def test_a_tenant_pinned_to_a_deprecated_version_gets_deprecation_sunset_and_link(
+    tenant_a: TenantFixture, test_catalog: Catalog
+) -> None:
+    pin(tenant_a, OLD)
+    try:
+        response = tenant_a.api("member").get("/api/v1/projects")
+        assert response.status_code == 200
+        assert response["TaskFlow-Version"] == OLD
+        assert response["Deprecation"] == "@1794700800"  # 2026-11-15T00:00:00Z
+        assert parsedate_to_datetime(response["Sunset"]).date() == date(2027, 6, 1)
+        assert f'/api/v1/changelog#v{OLD}>; rel="deprecation"' in response["Link"]
+        # The header still wins over the pin.
+        newest = api_versions.CATALOG.latest.name
+        asked = tenant_a.client("member").get(
+            "/api/v1/projects", headers={"TaskFlow-Version": newest}
+        )
+        assert asked["TaskFlow-Version"] == newest
+        assert "Deprecation" not in asked
+    finally:
+        pin(tenant_a, api_versions.CATALOG.latest.name)
+
+
+def test_the_changelog_is_served_without_a_token(tenant_a: TenantFixture) -> None:
+    from django.test import Client
+
+    response = Client(HTTP_HOST=tenant_a.host).get("/api/v1/changelog")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/markdown")
+    assert f'<a id="v{api_versions.CATALOG.latest.name}">' in response.content.decode()
