@@ -1,7 +1,7 @@
 """The canonical dict form of each TaskFlow row: what the API returns and what a 409/412 carries.
 
 A representation holds dates and times as `date` and `datetime` objects; the API's renderer
-(control_plane.renderers) writes them as RFC 3339 in C, UTC as "Z". Formatting them here, in
+(control_plane.http.renderers) writes them as RFC 3339 in C, UTC as "Z". Formatting them here, in
 Python, cost more than a list page's query.
 
 Each resource's fields are named once (`*_FIELDS`). An ORM entity is represented field by

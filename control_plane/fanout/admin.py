@@ -23,7 +23,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
-import control_plane.admin  # noqa: F401 - registers TenantAdmin, which the actions extend
+import control_plane.tenancy.admin  # noqa: F401 - registers TenantAdmin, which the actions extend
 from control_plane.fanout import runs
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus
 from tenants.models import Isolation, Tenant

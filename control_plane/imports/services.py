@@ -12,9 +12,9 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from control_plane.celery import app as celery_app
+from control_plane.identity.models import Membership
 from control_plane.imports.models import ACTIVE_STATUSES, ImportJob, ImportMode, ImportStatus
 from control_plane.imports.uploads import StoredUpload
-from control_plane.models import Membership
 from tenants.models import Tenant
 from tenants.problems import NotFound, Problem
 

@@ -56,7 +56,7 @@ def onboard_all(count: int) -> dict[str, list[Any]]:
     """`count` tenants per mode through the onboarding service; returns tenants, tokens, times."""
     from django.conf import settings
 
-    from control_plane.onboarding import (
+    from control_plane.tenancy.onboarding import (
         provision_onboarding,
         request_onboarding,
         validate_onboarding,

@@ -13,9 +13,10 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse as django_reverse
 
-from control_plane.models import ApiToken, Membership, Onboarding
-from control_plane.onboarding import request_onboarding, validate_onboarding
-from control_plane.tokens import parse_prefix, token_digest
+from control_plane.identity.models import ApiToken, Membership
+from control_plane.identity.tokens import parse_prefix, token_digest
+from control_plane.tenancy.models import Onboarding
+from control_plane.tenancy.onboarding import request_onboarding, validate_onboarding
 from tenants.models import Tenant, TenantStatus
 from tests.factories import make_tenant, make_token, make_user
 

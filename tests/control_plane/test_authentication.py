@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from control_plane.models import ApiToken
+from control_plane.identity.models import ApiToken
 from tests.factories import make_member, make_tenant, make_token, make_user, public_tenant
 
 pytestmark = pytest.mark.django_db

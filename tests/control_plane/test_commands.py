@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.onboarding import set_tenant_status
+from control_plane.tenancy.lifecycle import set_tenant_status
 from tenants.models import Tenant, TenantStatus
 from tests.factories import schema_exists
 

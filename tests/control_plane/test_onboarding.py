@@ -10,8 +10,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from control_plane.models import ApiToken, Membership, Onboarding, OnboardingStatus
-from control_plane.onboarding import (
+from control_plane.identity.models import ApiToken, Membership
+from control_plane.tenancy.models import Onboarding, OnboardingStatus
+from control_plane.tenancy.onboarding import (
     InvalidOnboarding,
     OnboardingConflict,
     enqueue_provisioning,

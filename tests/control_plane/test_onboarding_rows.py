@@ -9,8 +9,13 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from control_plane.models import ApiToken, Membership, Onboarding, OnboardingStatus
-from control_plane.onboarding import provision_onboarding, request_onboarding, validate_onboarding
+from control_plane.identity.models import ApiToken, Membership
+from control_plane.tenancy.models import Onboarding, OnboardingStatus
+from control_plane.tenancy.onboarding import (
+    provision_onboarding,
+    request_onboarding,
+    validate_onboarding,
+)
 from tenants.models import Domain, Tenant, TenantStatus
 from tenants.provisioning import drop_storage
 from tests.factories import make_user, schema_exists

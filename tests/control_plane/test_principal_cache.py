@@ -15,15 +15,15 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from control_plane.authentication import authenticate_token
-from control_plane.models import ApiToken, Membership
-from control_plane.principals import (
+from control_plane.identity.authentication import authenticate_token
+from control_plane.identity.models import ApiToken, Membership
+from control_plane.identity.principals import (
     CachedPrincipal,
     cached_principal,
     forget_principals,
     remember_principal,
 )
-from control_plane.tokens import token_digest
+from control_plane.identity.tokens import token_digest
 from tenants.identity import Principal, Role
 from tests.factories import make_member, make_tenant, make_token, make_user, public_tenant
 
@@ -150,7 +150,7 @@ def test_changing_the_tenant_forgets_its_tokens(member) -> None:
 
 
 def test_suspending_the_tenant_refuses_cached_tokens(member) -> None:
-    from control_plane.onboarding import set_tenant_status
+    from control_plane.tenancy.lifecycle import set_tenant_status
 
     host, user, token = member
     tenant = user.memberships.get().tenant

@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.renderers import JSONRenderer
 
-from control_plane.renderers import FastJSONRenderer
+from control_plane.http.renderers import FastJSONRenderer
 
 PAYLOAD = {
     "id": 2**62,

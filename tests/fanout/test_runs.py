@@ -331,7 +331,7 @@ def test_non_transactional_steps_build_the_index_concurrently(
 def test_a_tenant_onboarded_during_a_run_ends_at_the_target(
     tenants_at_base, slow_script_location, unique
 ) -> None:
-    from control_plane.onboarding import (
+    from control_plane.tenancy.onboarding import (
         provision_onboarding,
         request_onboarding,
         validate_onboarding,

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from control_plane.onboarding import (
+from control_plane.tenancy.onboarding import (
     InvalidOnboarding,
     OnboardingConflict,
     request_onboarding,

@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from control_plane.lifecycle import purge_tenant
-from control_plane.onboarding import OnboardingConflict
+from control_plane.tenancy.lifecycle import purge_tenant
+from control_plane.tenancy.onboarding import OnboardingConflict
 from tenants.models import Tenant
 
 

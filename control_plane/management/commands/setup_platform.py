@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 from sqlalchemy import text
 
-from control_plane.models import OnboardingStatus
-from control_plane.onboarding import (
+from control_plane.tenancy.models import OnboardingStatus
+from control_plane.tenancy.onboarding import (
     OnboardingInput,
     provision_onboarding,
     request_onboarding,

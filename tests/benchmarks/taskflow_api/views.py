@@ -76,7 +76,7 @@ class TaskCursorPagination(CursorPagination):
 
 
 class DrfTaskList(ListAPIView[BenchTask]):
-    """Plain DRF: its own JSONRenderer, not the platform's (control_plane.renderers)."""
+    """Plain DRF: its own JSONRenderer, not the platform's (control_plane.http.renderers)."""
 
     renderer_classes = (JSONRenderer,)
     serializer_class = TaskSerializer

@@ -2,7 +2,7 @@
 changes (the token itself, its user, the user's membership, the tenant).
 
 Changes made with QuerySet.update() send no signal: code that revokes or changes these rows in
-bulk calls control_plane.principals.forget_principals itself (the admin's revoke action does).
+bulk calls control_plane.identity.principals.forget_principals itself (the admin's revoke action does).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from django.contrib.auth.models import User
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from control_plane.models import ApiToken, Membership
-from control_plane.principals import forget_principals
+from control_plane.identity.models import ApiToken, Membership
+from control_plane.identity.principals import forget_principals
 from tenants.models import Tenant
 
 

@@ -7,9 +7,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from control_plane import onboarding
-from control_plane.permissions import IsStaffPrincipal
-from control_plane.serializers import OnboardingInputSerializer, TenantSerializer
+from control_plane.identity.permissions import IsStaffPrincipal
+from control_plane.tenancy import lifecycle, onboarding
+from control_plane.tenancy.serializers import OnboardingInputSerializer, TenantSerializer
 from tenants.models import Tenant, TenantStatus
 from tenants.problems import NotFound
 
@@ -71,7 +71,7 @@ class TenantTransition(OpsView):
     target: str = ""
 
     def post(self, request: Request, slug: str) -> Response:
-        tenant = onboarding.set_tenant_status(_tenant(slug), self.target)
+        tenant = lifecycle.set_tenant_status(_tenant(slug), self.target)
         return Response(TenantSerializer(tenant).data)
 
 

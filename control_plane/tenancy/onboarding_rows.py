@@ -18,7 +18,8 @@ from django.contrib.auth import get_user_model
 from django.db import connection, models
 from django.utils import timezone
 
-from control_plane.models import ApiToken, Membership, Onboarding, OnboardingStatus
+from control_plane.identity.models import ApiToken, Membership
+from control_plane.tenancy.models import Onboarding, OnboardingStatus
 from tenants.identity import Role
 from tenants.models import Domain, Tenant, TenantStatus
 

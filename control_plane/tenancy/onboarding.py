@@ -20,9 +20,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
-from control_plane.models import Onboarding, OnboardingStatus
-from control_plane.onboarding_rows import activate, count_attempt
-from control_plane.tokens import derived_token_secret, new_token_secret
+from control_plane.identity.tokens import derived_token_secret, new_token_secret
+from control_plane.tenancy.models import Onboarding, OnboardingStatus
+from control_plane.tenancy.onboarding_rows import activate, count_attempt
 from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
 from tenants.problems import Problem
 from tenants.provisioning import drop_storage, provision_storage
@@ -218,7 +218,7 @@ def provision_onboarding(onboarding_id: int) -> Onboarding:
 
     Three round trips when a spare is ready or in rls mode: count the attempt while loading,
     the storage (one script as the owner), and the identity rows with the status (one
-    statement, see control_plane.onboarding_rows).
+    statement, see control_plane.tenancy.onboarding_rows).
     """
     onboarding = count_attempt(onboarding_id)
     if onboarding.status == OnboardingStatus.SUCCEEDED:
@@ -268,31 +268,3 @@ def retry_onboarding(tenant: Tenant) -> None:
         transaction.on_commit(lambda: enqueue_provisioning(onboarding.pk))
     forget_tenant(tenant)
     tenant.refresh_from_db()
-
-
-STATUS_TRANSITIONS = {
-    TenantStatus.SUSPENDED: (TenantStatus.ACTIVE,),
-    TenantStatus.ACTIVE: (TenantStatus.SUSPENDED, TenantStatus.ARCHIVED),
-    TenantStatus.ARCHIVED: (TenantStatus.ACTIVE, TenantStatus.SUSPENDED),
-}
-
-
-def set_tenant_status(tenant: Tenant, status: str) -> Tenant:
-    """Suspend, activate or archive a provisioned tenant; the change is conditional on the status
-    it comes from, so two operators cannot both apply a transition from a stale page."""
-    allowed = (
-        STATUS_TRANSITIONS.get(TenantStatus(status), ()) if status in TenantStatus.values else ()
-    )
-    changed = (
-        Tenant.objects.filter(pk=tenant.pk, status__in=allowed)
-        .exclude(schema_name="public")
-        .update(status=status, updated_at=timezone.now())
-    )
-    tenant.refresh_from_db()
-    if not changed:
-        raise OnboardingConflict(
-            f"Tenant {tenant.slug!r} is {tenant.status}; it cannot become {status}."
-        )
-    forget_tenant(tenant)
-    transaction.on_commit(lambda: forget_tenant(tenant))
-    return tenant

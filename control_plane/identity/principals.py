@@ -7,7 +7,7 @@ last_used_at, so no request writes it more than once a minute.
 
 Anything that changes whether or how a token authenticates (the token, its user, the user's
 membership, the tenant) forgets the entries of the tokens concerned, at once and again after its
-transaction commits (control_plane.principal_signals), like the tenant-resolution cache. Forgetting
+transaction commits (control_plane.identity.principal_signals), like the tenant-resolution cache. Forgetting
 writes a short-lived tombstone rather than deleting, and entries are only ever added (SET NX): a
 request that read the database before the change cannot put the old answer back after it.
 Redis, not process memory: a revoke must stop the token in every process at once.

@@ -1,19 +1,21 @@
-"""Tasks of the control plane (diagnostics, onboarding, moves) and the worker's warm-up."""
+"""Tenant lifecycle tasks (provisioning an onboarding, moving a tenant) and the worker's warm-up.
+
+The registered names are the ones these tasks had in control_plane.tasks, before the control
+plane was grouped by domain: messages already queued and every sender use them.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 
 from celery import shared_task
 from celery.signals import worker_process_init
-from django.db import connection
 
-from control_plane import worker_connections  # noqa: F401 - connects the task signal handlers
-from control_plane.onboarding import provision_onboarding
+from control_plane.tenancy.lifecycle import MOVE_TASK
+from control_plane.tenancy.onboarding import PROVISION_TASK, provision_onboarding
 from tenants.models import Tenant
 from tenants.moving import move_tenant
 from tenants.provisioning import warm_up
@@ -21,30 +23,14 @@ from tenants.provisioning import warm_up
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="control_plane.tasks.ping", acks_late=False)
-def ping(payload: str) -> dict[str, str | int]:
-    """Echo `payload` with where it ran, the database role it ran as and its connection's backend:
-    proves a worker end to end."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_user, pg_backend_pid()")
-        role, backend = cursor.fetchone()
-    return {
-        "payload": payload,
-        "hostname": socket.gethostname(),
-        "pid": os.getpid(),
-        "role": role,
-        "backend_pid": backend,
-    }
-
-
-@shared_task(name="control_plane.tasks.provision_tenant")
+@shared_task(name=PROVISION_TASK)
 def provision_tenant(onboarding_id: int) -> dict[str, object]:
     """Provision one onboarding request; a redelivered message makes the same tenant again."""
     onboarding = provision_onboarding(onboarding_id)
     return {"tenant": onboarding.tenant.slug, "ms": onboarding.provisioning_ms}
 
 
-@shared_task(name="control_plane.tasks.move_tenant")
+@shared_task(name=MOVE_TASK)
 def move_tenant_task(tenant_id: int, to: str) -> dict[str, object]:
     """Move one tenant between placements in a worker (large tenants take a while)."""
     report = move_tenant(Tenant.objects.get(pk=tenant_id), to)

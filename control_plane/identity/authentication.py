@@ -16,9 +16,9 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from control_plane.models import ApiToken, Membership
-from control_plane.principals import CachedPrincipal, cached_principal, remember_principal
-from control_plane.tokens import digests_match, parse_prefix, token_digest
+from control_plane.identity.models import ApiToken, Membership
+from control_plane.identity.principals import CachedPrincipal, cached_principal, remember_principal
+from control_plane.identity.tokens import digests_match, parse_prefix, token_digest
 from tenants.identity import Principal, Role
 
 LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -47,7 +47,7 @@ class BearerTokenAuthentication(BaseAuthentication):
 def authenticate_token(value: str, *, tenant: object) -> tuple[object, Principal]:
     """The user and principal of `value` on `tenant`'s host, or AuthenticationFailed.
 
-    A warm token costs one Redis GET (control_plane.principals) and no query; the user row is
+    A warm token costs one Redis GET (control_plane.identity.principals) and no query; the user row is
     loaded only if a view reads more of it than its id.
     """
     prefix = parse_prefix(value)
