@@ -23,6 +23,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from control_plane.fanout import runs
 from control_plane.identity.admin import token_message
 from control_plane.tenancy.lifecycle import enqueue_move, set_tenant_status
 from control_plane.tenancy.models import Onboarding
@@ -35,6 +36,7 @@ from control_plane.tenancy.onboarding import (
     validate_onboarding,
 )
 from tenants.models import Isolation, Tenant, TenantStatus
+from tenants.problems import Problem
 
 POLL_INTERVAL_MS = 1000
 ONBOARDING_FIELDS = ("name", "slug", "domain", "isolation", "owner_email")
@@ -115,7 +117,16 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ("isolation", "status")
     search_fields = ("name", "slug", "domains__domain")
     ordering = ("name",)
-    actions = ("suspend", "activate", "archive", "retry", "move_to_schema", "move_to_rls")
+    actions = (
+        "suspend",
+        "activate",
+        "archive",
+        "retry",
+        "move_to_schema",
+        "move_to_rls",
+        "migrate_selected_tenants",
+        "migrate_all_tenants",
+    )
     add_fieldsets = ((None, {"fields": ONBOARDING_FIELDS}),)
     change_fieldsets = (
         (None, {"fields": ("name", "slug", "schema_name", "isolation", "domains_panel")}),
@@ -326,6 +337,43 @@ class TenantAdmin(admin.ModelAdmin):
         staying = queryset.filter(isolation=to).count()
         if staying:
             self.message_user(request, f"{staying} already in {to} mode.", messages.WARNING)
+
+    @admin.action(
+        description="Migrate selected tenants to the head revision", permissions=["change"]
+    )
+    def migrate_selected_tenants(
+        self, request: HttpRequest, queryset: QuerySet[Tenant]
+    ) -> HttpResponse | None:
+        """A migration run of the selected tenants that have a schema of their own."""
+        slugs = list(
+            queryset.filter(isolation=Isolation.SCHEMA)
+            .exclude(schema_name="public")
+            .values_list("slug", flat=True)
+        )
+        if not slugs:
+            self.message_user(
+                request, "None of the selected tenants has a schema of its own.", messages.WARNING
+            )
+            return None
+        return self._start_run(request, slugs)
+
+    @admin.action(description="Migrate all tenants to the head revision", permissions=["change"])
+    def migrate_all_tenants(
+        self, request: HttpRequest, queryset: QuerySet[Tenant]
+    ) -> HttpResponse | None:
+        """Every schema-mode tenant, whatever is selected (and those onboarded during the run)."""
+        return self._start_run(request, None)
+
+    def _start_run(self, request: HttpRequest, slugs: list[str] | None) -> HttpResponse | None:
+        """Start a run through the fan-out's service and open its run page."""
+        try:
+            run = runs.start_run(tenants=slugs, created_by=_operator(request))
+        except Problem as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+            return None
+        what = f"{len(slugs)} tenants" if slugs is not None else "all tenants"
+        self.message_user(request, f"Migration run {run.pk} started for {what}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:fanout_migrationrun_change", args=[run.pk]))
 
     def _apply(
         self,

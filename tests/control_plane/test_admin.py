@@ -13,11 +13,12 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse as django_reverse
 
+from control_plane.fanout.models import MigrationRun
 from control_plane.identity.models import ApiToken, Membership
 from control_plane.identity.tokens import parse_prefix, token_digest
 from control_plane.tenancy.models import Onboarding
 from control_plane.tenancy.onboarding import request_onboarding, validate_onboarding
-from tenants.models import Tenant, TenantStatus
+from tenants.models import Isolation, Tenant, TenantStatus
 from tests.factories import make_tenant, make_token, make_user
 
 pytestmark = pytest.mark.django_db
@@ -264,6 +265,32 @@ def test_retry_action_queues_a_failed_tenant_again(
 
     again = run_action(operator, "tenants_tenant", "retry", tenant.pk)
     assert texts(again) == [f"Tenant 'a{unique}' is provisioning; only failed tenants are retried."]
+
+
+def test_the_tenant_list_offers_every_action_including_the_fan_outs(operator: Client) -> None:
+    response = operator.get(reverse("admin:tenants_tenant_changelist"), HTTP_HOST=HOST)
+    offered = [name for name, _ in response.context["action_form"].fields["action"].choices]
+    assert offered == [
+        "",
+        "suspend",
+        "activate",
+        "archive",
+        "retry",
+        "move_to_schema",
+        "move_to_rls",
+        "migrate_selected_tenants",
+        "migrate_all_tenants",
+    ]
+
+
+def test_migrating_selected_tenants_without_a_schema_of_their_own_starts_no_run(
+    operator: Client, unique: str
+) -> None:
+    pooled = make_tenant(f"r{unique}", isolation=Isolation.RLS)
+    runs_before = MigrationRun.objects.count()
+    response = run_action(operator, "tenants_tenant", "migrate_selected_tenants", pooled.pk)
+    assert texts(response) == ["None of the selected tenants has a schema of its own."]
+    assert MigrationRun.objects.count() == runs_before
 
 
 # --- API tokens ------------------------------------------------------------------------------
