@@ -25,11 +25,10 @@ from django.utils.safestring import SafeString
 
 from control_plane.fanout import runs
 from control_plane.identity.admin import token_message
-from control_plane.tenancy.lifecycle import enqueue_move, set_tenant_status
+from control_plane.tenancy.lifecycle import LifecycleConflict, enqueue_move, set_tenant_status
 from control_plane.tenancy.models import Onboarding
 from control_plane.tenancy.onboarding import (
     InvalidOnboarding,
-    OnboardingConflict,
     OnboardingInput,
     request_onboarding,
     retry_onboarding,
@@ -180,7 +179,7 @@ class TenantAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         try:
             return super().add_view(request, form_url, extra_context)
-        except OnboardingConflict as exc:
+        except LifecycleConflict as exc:
             # A concurrent request took the slug or domain between validation and insert.
             self.message_user(request, exc.detail, messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
@@ -388,7 +387,7 @@ class TenantAdmin(admin.ModelAdmin):
             try:
                 with transaction.atomic():
                     change(tenant)
-            except OnboardingConflict as exc:
+            except LifecycleConflict as exc:
                 self.message_user(request, exc.detail, messages.ERROR)
             else:
                 changed.append(tenant.slug)

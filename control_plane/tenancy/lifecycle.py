@@ -10,12 +10,21 @@ from django.db import transaction
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
-from control_plane.tenancy.onboarding import OnboardingConflict
 from tenants.models import Tenant, TenantStatus
+from tenants.problems import Problem
 from tenants.provisioning import drop_storage
 from tenants.resolution import forget_tenant
 
 MOVE_TASK = "control_plane.tasks.move_tenant"
+
+
+class LifecycleConflict(Problem):
+    """The tenant's state refuses the change: a slug, domain or idempotency key already taken by
+    another onboarding, or a transition, retry or purge its current status does not allow."""
+
+    status = 409
+    title = "Onboarding conflict"  # the title clients have always received; kept byte-identical
+
 
 STATUS_TRANSITIONS = {
     TenantStatus.SUSPENDED: (TenantStatus.ACTIVE,),
@@ -37,7 +46,7 @@ def set_tenant_status(tenant: Tenant, status: str) -> Tenant:
     )
     tenant.refresh_from_db()
     if not changed:
-        raise OnboardingConflict(
+        raise LifecycleConflict(
             f"Tenant {tenant.slug!r} is {tenant.status}; it cannot become {status}."
         )
     forget_tenant(tenant)
@@ -53,7 +62,7 @@ def enqueue_move(tenant: Tenant, to: str) -> None:
 def purge_tenant(tenant: Tenant) -> None:
     """Drop an archived tenant's storage and its rows in the public schema. Irreversible."""
     if tenant.status != TenantStatus.ARCHIVED:
-        raise OnboardingConflict(
+        raise LifecycleConflict(
             f"Tenant {tenant.slug!r} is {tenant.status}; only archived tenants are purged."
         )
     forget_tenant(tenant)

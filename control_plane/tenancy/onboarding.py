@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from control_plane.celery import app as celery_app
 from control_plane.identity.tokens import derived_token_secret, new_token_secret
+from control_plane.tenancy.lifecycle import LifecycleConflict
 from control_plane.tenancy.models import Onboarding, OnboardingStatus
 from control_plane.tenancy.onboarding_rows import activate, count_attempt
 from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
@@ -45,11 +46,6 @@ class InvalidOnboarding(Problem):
         flat = [{"field": f, "message": m} for f, messages in errors.items() for m in messages]
         super().__init__("The onboarding request has invalid fields.", errors=flat)
         self.errors = errors
-
-
-class OnboardingConflict(Problem):
-    status = 409
-    title = "Onboarding conflict"
 
 
 @dataclass(frozen=True)
@@ -173,13 +169,13 @@ def request_onboarding(
             )
             if existing is not None:
                 return _replay(existing, data, idempotency_key)
-        raise OnboardingConflict("A tenant with this slug or domain was just created.") from exc
+        raise LifecycleConflict("A tenant with this slug or domain was just created.") from exc
     return OnboardingRequested(onboarding=onboarding, token=secret.value, created=True)
 
 
 def _replay(existing: Onboarding, data: OnboardingInput, key: str) -> OnboardingRequested:
     if existing.tenant.slug != data.slug or existing.domain != data.domain:
-        raise OnboardingConflict("This Idempotency-Key was used for another onboarding request.")
+        raise LifecycleConflict("This Idempotency-Key was used for another onboarding request.")
     secret = derived_token_secret(f"onboarding:{key}")
     return OnboardingRequested(onboarding=existing, token=secret.value, created=False)
 
@@ -259,7 +255,7 @@ def retry_onboarding(tenant: Tenant) -> None:
         )
         if not retried or onboarding is None:
             tenant.refresh_from_db()
-            raise OnboardingConflict(
+            raise LifecycleConflict(
                 f"Tenant {tenant.slug!r} is {tenant.status}; only failed tenants are retried."
             )
         Onboarding.objects.filter(pk=onboarding.pk).update(

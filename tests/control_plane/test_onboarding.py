@@ -11,10 +11,10 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from control_plane.identity.models import ApiToken, Membership
+from control_plane.tenancy.lifecycle import LifecycleConflict
 from control_plane.tenancy.models import Onboarding, OnboardingStatus
 from control_plane.tenancy.onboarding import (
     InvalidOnboarding,
-    OnboardingConflict,
     enqueue_provisioning,
     request_onboarding,
     retry_onboarding,
@@ -217,7 +217,7 @@ def test_failed_provisioning_leaves_nothing_half_made_and_retry_succeeds(
 @pytest.mark.django_db
 def test_retry_refuses_a_tenant_that_has_not_failed(unique) -> None:
     tenant, _ = onboard(f"nr_{unique}")
-    with pytest.raises(OnboardingConflict):
+    with pytest.raises(LifecycleConflict):
         retry_onboarding(tenant)
 
 
@@ -230,7 +230,7 @@ def test_idempotency_key_returns_the_same_onboarding_and_token(unique) -> None:
     assert again.token == first.token
     assert again.created is False
     other = validate_onboarding(**onboarding_fields(f"idem2_{unique}"))
-    with pytest.raises(OnboardingConflict):
+    with pytest.raises(LifecycleConflict):
         request_onboarding(data=other, idempotency_key=f"key-{unique}", enqueue=False)
 
 

@@ -119,6 +119,12 @@ def test_suspend_and_activate_change_what_the_tenant_api_answers(ops, client, un
     conflict = ops.post(f"/ops/v1/tenants/s{unique}/suspend")
     assert conflict.status_code == 409
     assert conflict["Content-Type"] == "application/problem+json"
+    assert conflict.json() == {
+        "type": "about:blank",
+        "title": "Onboarding conflict",
+        "status": 409,
+        "detail": f"Tenant 's{unique}' is archived; it cannot become suspended.",
+    }
 
 
 def test_provisioning_tenant_is_503(client, unique) -> None:
