@@ -13,7 +13,7 @@ from control_plane.tenancy.lifecycle import set_tenant_status
 from tenants.models import Tenant, TenantStatus
 from tests.factories import schema_exists
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def manage(*args: str) -> subprocess.CompletedProcess[str]:

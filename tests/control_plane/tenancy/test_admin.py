@@ -1,4 +1,5 @@
-"""The operators' admin on the public host: onboarding form, lifecycle actions, tokens."""
+"""Tenants and onboardings in the operators' admin: the onboarding form, the status page and
+endpoint, and every action of the tenant list."""
 
 from __future__ import annotations
 
@@ -7,37 +8,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.contrib.auth.models import User
-from django.contrib.messages import get_messages
 from django.test import Client
-from django.urls import reverse as django_reverse
 
 from control_plane.fanout.models import MigrationRun
-from control_plane.identity.models import ApiToken, Membership
 from control_plane.identity.tokens import parse_prefix, token_digest
 from control_plane.tenancy.models import Onboarding
 from control_plane.tenancy.onboarding import request_onboarding, validate_onboarding
 from tenants.models import Isolation, Tenant, TenantStatus
-from tests.factories import make_tenant, make_token, make_user
+from tests.control_plane.admin_support import HOST, TOKEN, reverse, run_action, texts
+from tests.factories import make_tenant, make_user
 
 pytestmark = pytest.mark.django_db
-
-HOST = "localhost"
-TOKEN = re.compile(r'<code id="new-api-token">(tf_[0-9a-f]{10}_[A-Za-z0-9_-]+)</code>')
-
-
-def reverse(name: str, args: list[Any] | None = None) -> str:
-    """A URL of the public host's URLConf (the tests' default URLConf is the tenant one)."""
-    return django_reverse(name, args=args, urlconf=settings.PUBLIC_SCHEMA_URLCONF)
-
-
-@pytest.fixture
-def operator(client: Client, unique: str) -> Client:
-    """A client signed in as a superuser (made here: the admin_client fixture knows no tenants)."""
-    user = User.objects.create_superuser(f"op_{unique}", f"op_{unique}@example.com", "unused")
-    client.force_login(user)
-    return client
 
 
 def onboarding_form(unique: str, **overrides: str) -> dict[str, str]:
@@ -52,22 +33,9 @@ def onboarding_form(unique: str, **overrides: str) -> dict[str, str]:
     return fields | overrides
 
 
-def texts(response: Any) -> list[str]:
-    return [str(m) for m in get_messages(response.wsgi_request)]
-
-
 def queued(callbacks: list[Callable[[], object]], service: str) -> int:
     """How many on-commit callbacks `service` registered (signals register their own too)."""
     return sum(cb.__qualname__.startswith(f"{service}.") for cb in callbacks)
-
-
-def run_action(client: Client, model: str, action: str, *pks: int) -> Any:
-    return client.post(
-        reverse(f"admin:{model}_changelist"),
-        {"action": action, "_selected_action": [str(pk) for pk in pks]},
-        HTTP_HOST=HOST,
-        follow=True,
-    )
 
 
 # --- onboarding form -------------------------------------------------------------------------
@@ -293,62 +261,7 @@ def test_migrating_selected_tenants_without_a_schema_of_their_own_starts_no_run(
     assert MigrationRun.objects.count() == runs_before
 
 
-# --- API tokens ------------------------------------------------------------------------------
-
-
-def test_token_add_shows_the_secret_once_and_stores_only_its_digest(
-    operator: Client, unique: str
-) -> None:
-    tenant = make_tenant(f"t{unique}")
-    user = make_user(f"dev-{unique}@example.com")
-    response = operator.post(
-        reverse("admin:control_plane_apitoken_add"),
-        {
-            "user": user.pk,
-            "tenant": tenant.pk,
-            "name": "ci",
-            "expires_at_0": "",
-            "expires_at_1": "",
-        },
-        HTTP_HOST=HOST,
-        follow=True,
-    )
-    assert response.status_code == 200
-    match = TOKEN.search(response.content.decode())
-    assert match is not None
-    token = match.group(1)
-    stored = ApiToken.objects.get(user=user, tenant=tenant)
-    assert stored.name == "ci"
-    assert stored.prefix == parse_prefix(token)
-    assert stored.digest == token_digest(token)
-    assert token not in {stored.name, stored.prefix, stored.digest}
-
-    detail = operator.get(
-        reverse("admin:control_plane_apitoken_change", args=[stored.pk]), HTTP_HOST=HOST
-    ).content.decode()
-    listing = operator.get(
-        reverse("admin:control_plane_apitoken_changelist"), HTTP_HOST=HOST
-    ).content.decode()
-    for page in (detail, listing):
-        assert token not in page
-        assert stored.digest not in page
-    assert stored.prefix in listing
-
-
-def test_revoke_action_sets_revoked_at(operator: Client, unique: str) -> None:
-    tenant = make_tenant(f"r{unique}")
-    user = make_user(f"rev-{unique}@example.com")
-    make_token(user, tenant, name="old")
-    token = ApiToken.objects.get(user=user)
-    assert token.is_usable()
-    response = run_action(operator, "control_plane_apitoken", "revoke", token.pk)
-    token.refresh_from_db()
-    assert token.revoked_at is not None
-    assert not token.is_usable()
-    assert texts(response) == ["1 token(s) revoked."]
-
-
-# --- onboardings and memberships -------------------------------------------------------------
+# --- onboardings --------------------------------------------------------------------------------
 
 
 def test_onboardings_are_read_only_and_never_show_the_digest(operator: Client, unique: str) -> None:
@@ -365,16 +278,3 @@ def test_onboardings_are_read_only_and_never_show_the_digest(operator: Client, u
     assert onboarding.token_digest not in page.content.decode()
     assert onboarding.domain in page.content.decode()
     assert b'name="_save"' not in page.content
-
-
-def test_memberships_list_with_user_tenant_and_role(operator: Client, unique: str) -> None:
-    tenant = make_tenant(f"m{unique}")
-    user = make_user(f"mem-{unique}@example.com")
-    Membership.objects.create(user=user, tenant=tenant, role="member")
-    response = operator.get(
-        reverse("admin:control_plane_membership_changelist"),
-        {"q": f"mem-{unique}"},
-        HTTP_HOST=HOST,
-    )
-    assert response.context["cl"].result_count == 1
-    assert f"m{unique}" in response.content.decode()
