@@ -33,7 +33,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
-PLACEHOLDER_SCHEMA = "tenant"
+from tenants.placement import PLACEHOLDER_SCHEMA
+
 LIVE = text("deleted_at IS NULL")
 # Every table in every placement draws ids from one sequence, so ids are unique platform-wide.
 NEXT_ID = text("nextval('public.taskflow_id_seq')")
@@ -184,13 +185,3 @@ class TaskHistory(HistoryColumns, Base):
 class CommentHistory(HistoryColumns, Base):
     __tablename__ = "comments_history"
     __table_args__ = (PrimaryKeyConstraint("tenant_id", "row_id", "id"),)
-
-
-AUDITED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "projects": ("key", "name", "description", "deleted_at"),
-    "tasks": (
-        "project_id", "external_id", "title", "description", "status", "priority",
-        "assignee_id", "due_date", "deleted_at",
-    ),
-    "comments": ("task_id", "author_id", "body", "deleted_at"),
-}  # fmt: skip

@@ -26,10 +26,9 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from tenants.models import Isolation, Tenant
+from tenants.placement import PLACEHOLDER_SCHEMA, SHARED_SCHEMA
 from tenants.problems import Problem
 
-PLACEHOLDER_SCHEMA = "tenant"
-SHARED_SCHEMA = "shared"
 # Advisory locks in the two-int form, first key naming the lock's purpose; the tenant id second.
 WRITE_LOCK_SPACE = 7_410_001
 LOCK_NOT_AVAILABLE = "55P03"
