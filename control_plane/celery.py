@@ -40,3 +40,4 @@ app.conf.beat_schedule = {
     },
 }
 app.autodiscover_tasks()
+app.autodiscover_tasks(["taskflow"], related_name="upkeep")

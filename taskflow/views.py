@@ -239,7 +239,7 @@ class TaskRestore(TaskflowView):
             return with_etag(task_repr(task))
 
 
-class TaskHistory(TaskflowView):
+class TaskHistoryList(TaskflowView):
     def get(self, request: Request, task_id: int) -> Response:
         with self.session() as session:
             page = selectors.task_history(
