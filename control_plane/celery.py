@@ -43,3 +43,4 @@ app.conf.beat_schedule = {
 # share the app "control_plane" (its own tasks module would be the only one found there).
 app.autodiscover_tasks()
 app.autodiscover_tasks(["control_plane.tenancy", "control_plane.worker"])
+app.autodiscover_tasks(["taskflow"], related_name="upkeep")

@@ -34,11 +34,6 @@ class NotFound(Problem):
     title = "Not found"
 
 
-class TenantUnavailable(Problem):
-    status = 403
-    title = "Tenant unavailable"
-
-
 def problem_body(
     status: int, title: str, detail: str = "", *, type_: str = "about:blank", **extra: Any
 ) -> dict[str, Any]:

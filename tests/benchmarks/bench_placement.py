@@ -82,7 +82,7 @@ def onboard_all(count: int) -> dict[str, list[Any]]:
 
 def load_tasks(made: dict[str, list[Any]], per_tenant: int) -> None:
     """Projects and tasks for every tenant, written as the owner in set-based statements."""
-    from tenants.binding import SHARED_SCHEMA
+    from tenants.placement import SHARED_SCHEMA
     from tenants.roles import owner_connection
 
     with owner_connection(autocommit=True) as conn:
@@ -139,7 +139,7 @@ def measure_api(
 ) -> dict[str, dict[str, list[float]]]:
     from django.test import Client
 
-    from tenants.binding import SHARED_SCHEMA
+    from tenants.placement import SHARED_SCHEMA
 
     rng = random.Random(7)
     clients: dict[str, list[tuple[Client, Any, str, list[int]]]] = {}
@@ -183,7 +183,7 @@ def patch(client: Any, task_id: int) -> Any:
 
 def migration_time(made: dict[str, list[Any]]) -> dict[str, float]:
     """One migration's DDL (nullable column + index) on every tenant's placement, one connection."""
-    from tenants.binding import SHARED_SCHEMA
+    from tenants.placement import SHARED_SCHEMA
     from tenants.roles import owner_connection
 
     ddl = 'ALTER TABLE "{s}".tasks ADD COLUMN bench_note text; CREATE INDEX ON "{s}".tasks (tenant_id, bench_note)'
@@ -202,7 +202,7 @@ def migration_time(made: dict[str, list[Any]]) -> dict[str, float]:
 
 
 def catalog(made: dict[str, list[Any]]) -> dict[str, dict[str, float]]:
-    from tenants.binding import SHARED_SCHEMA
+    from tenants.placement import SHARED_SCHEMA
     from tenants.roles import owner_connection
 
     schemas = {"schema": [t.schema_name for t, _k, _m in made["schema"]], "rls": [SHARED_SCHEMA]}

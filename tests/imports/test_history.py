@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from migrations_sqla.runner import head_revision, migrate_schema, owner_engine
-from tenants.binding import SHARED_SCHEMA, binding_for
+from tenants.binding import binding_for
 from tenants.models import Isolation
+from tenants.placement import SHARED_SCHEMA
 from tenants.roles import owner_connection
 from tests.imports.conftest import (
     ImportTenant,

@@ -19,9 +19,9 @@ from control_plane.tenancy.onboarding import (
     validate_onboarding,
 )
 from migrations_sqla.runner import migrate_schema, owner_engine
-from tenants.binding import SHARED_SCHEMA
 from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
 from tenants.models import Domain, Isolation, Tenant, TenantStatus
+from tenants.placement import SHARED_SCHEMA
 from tenants.provisioning import (
     ensure_shared_schema,
     grant_schema_to_app_role,

@@ -1,4 +1,8 @@
-"""Periodic upkeep of TaskFlow data, run by Celery beat."""
+"""Periodic upkeep of TaskFlow data, run by Celery beat.
+
+The task keeps the name it was first scheduled under (`taskflow.tasks.*`): beat's schedule and
+messages already queued refer to it by that name.
+"""
 
 from __future__ import annotations
 
