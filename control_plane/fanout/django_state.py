@@ -24,8 +24,8 @@ from django.db.migrations.loader import MigrationLoader
 from psycopg import sql
 
 from tenants.cloning import TEMPLATE_SCHEMA
+from tenants.database_roles import use_owner_role_for_django
 from tenants.provisioning import migrate_template_schema
-from tenants.roles import use_owner_role_for_django
 
 # Run with the tenant schema first on the search_path; copies what the template has and it lacks.
 SYNC_SQL = sql.SQL(

@@ -119,8 +119,8 @@ def djt_setup(count: int) -> dict[str, Any]:
     from django.core.management import call_command
 
     from tenants.cloning import clone_schema
+    from tenants.database_roles import app_role_name, owner_connection
     from tenants.models import Isolation, Tenant, TenantStatus
-    from tenants.roles import app_role_name, owner_connection
 
     call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
     source = Tenant(

@@ -22,8 +22,8 @@ from control_plane.fanout.orchestrator import platform_schemas
 from control_plane.fanout.tenant_migration import SchemaMigrator, Target
 from migrations_sqla.runner import head_revision, owner_engine
 from tenants.cloning import clone_schema
+from tenants.database_roles import app_role_name, owner_connection
 from tenants.models import Isolation, Tenant, TenantStatus, schema_name_for
-from tenants.roles import app_role_name, owner_connection
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_REVISION = head_revision()

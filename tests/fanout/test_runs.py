@@ -12,8 +12,8 @@ import pytest
 from control_plane.fanout import runs
 from control_plane.fanout.models import RunStatus, StepStatus
 from tenants.cloning import TEMPLATE_SCHEMA
+from tenants.database_roles import owner_connection
 from tenants.models import Tenant
-from tenants.roles import owner_connection
 from tests.fanout.support import (
     BASE_REVISION,
     ROOT,

@@ -11,7 +11,7 @@ from psycopg import sql
 from control_plane.fanout import scripts
 from control_plane.fanout.tenant_migration import LOCK_NAMESPACE, SchemaMigrator, Target
 from migrations_sqla.runner import owner_engine
-from tenants.roles import owner_connection
+from tenants.database_roles import owner_connection
 from tests.fanout.support import BASE_REVISION, TEST_REVISION, make_script_dir, schema_state
 
 pytestmark = pytest.mark.usefixtures("committed")

@@ -11,8 +11,8 @@ import pytest
 
 from migrations_sqla.runner import head_revision, migrate_schema, owner_engine
 from tenants.binding import SHARED_SCHEMA, binding_for
+from tenants.database_roles import owner_connection
 from tenants.models import Isolation
-from tenants.roles import owner_connection
 from tests.imports.conftest import (
     ImportTenant,
     csv_bytes,

@@ -13,7 +13,7 @@ import pytest
 
 from control_plane.fanout.scripts import script_directory
 from migrations_sqla.runner import head_revision, migrate_schema, owner_engine
-from tenants.roles import owner_connection
+from tenants.database_roles import owner_connection
 from tests.fanout.support import TEST_REVISION, TEST_REVISION_2, make_script_dir
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 
 from tenants.binding import SHARED_SCHEMA
-from tenants.roles import app_role_name, owner_connection
+from tenants.database_roles import app_role_name, owner_connection
 
 COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
 

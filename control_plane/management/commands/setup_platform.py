@@ -21,13 +21,13 @@ from control_plane.onboarding import (
 from migrations_sqla.runner import migrate_schema, owner_engine
 from tenants.binding import SHARED_SCHEMA
 from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
+from tenants.database_roles import app_role_name, owner_connection, use_owner_role_for_django
 from tenants.models import Domain, Isolation, Tenant, TenantStatus
 from tenants.provisioning import (
     ensure_shared_schema,
     grant_schema_to_app_role,
     migrate_template_schema,
 )
-from tenants.roles import app_role_name, owner_connection, use_owner_role_for_django
 from tenants.spares import refill_spares
 
 DEMO_SLUG = "demo"
