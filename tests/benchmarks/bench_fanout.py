@@ -211,7 +211,7 @@ def platform_half(args: argparse.Namespace, env: dict[str, str], work: Path) -> 
 
     from control_plane.celery import app as celery_app
     from control_plane.fanout import runs
-    from tests.fanout.support import (
+    from tests.migrations_sqla.support import (
         BASE_REVISION,
         TEST_REVISION,
         make_tenants,
@@ -360,7 +360,7 @@ def report(args: argparse.Namespace, result: dict[str, Any], djt_s: float, load:
 
 
 def write_scripts(folder: Path) -> str:
-    from tests.fanout.support import make_script_dir
+    from tests.migrations_sqla.support import make_script_dir
 
     return make_script_dir(folder)
 
