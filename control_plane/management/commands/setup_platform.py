@@ -21,6 +21,7 @@ from control_plane.onboarding import (
 )
 from migrations_sqla import scripts
 from migrations_sqla.migrator import SchemaMigrator, Target, owner_engine, platform_schemas
+from migrations_sqla.public_schema import remove_taskflow_tables_from_public
 from tenants.binding import SHARED_SCHEMA
 from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
 from tenants.database_roles import app_role_name, owner_connection, use_owner_role_for_django
@@ -56,6 +57,11 @@ class Command(BaseCommand):
                 text(f'REVOKE ALL ON "{SHARED_SCHEMA}".alembic_version FROM "{app_role_name()}"')
             )
             connection.commit()
+            # Before the tenants: one that fails to migrate must not keep these in public.
+            with owner_connection() as conn:
+                removed = remove_taskflow_tables_from_public(conn)
+            if removed:
+                self.stdout.write(f"TaskFlow tables removed from public: {', '.join(removed)}")
             revisions = schema_revisions(TEMPLATE_SCHEMA)
             upgraded = self.upgrade_tenant_schemas(connection, revisions)
         self.stdout.write(f"public, template and shared schemas migrated (template at {revisions})")
