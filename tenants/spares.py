@@ -23,8 +23,8 @@ from tenants.cloning import (
     fingerprint_sql,
     run_script,
 )
+from tenants.database_roles import app_role_name, owner_connection
 from tenants.models import SpareSchema
-from tenants.roles import app_role_name, owner_connection
 
 SPARE_PREFIX = "t__spare_"  # slugs start with a letter, so no tenant schema looks like this
 

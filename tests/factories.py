@@ -54,7 +54,7 @@ def public_tenant() -> Tenant:
 
 def schema_exists(name: str) -> bool:
     """Whether PostgreSQL has a schema called `name` (read as the owner role)."""
-    from tenants.roles import owner_connection
+    from tenants.database_roles import owner_connection
 
     with owner_connection() as conn:
         return (

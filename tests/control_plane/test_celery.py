@@ -10,7 +10,7 @@ import pytest
 from control_plane.celery import QUEUES
 from control_plane.celery import app as celery_app
 from control_plane.worker.tasks import ping
-from tenants.roles import app_role_name
+from tenants.database_roles import app_role_name
 from tests.conftest import WorkerProcess
 
 

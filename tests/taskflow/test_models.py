@@ -10,8 +10,8 @@ from taskflow.representations import COMMENT_FIELDS, PROJECT_FIELDS, TASK_FIELDS
 from taskflow.serializers import ProjectCreate, ProjectPatch, TaskCreate, TaskPatch
 from taskflow.services import PROJECT_WRITABLE, TASK_WRITABLE
 from tenants.binding import binding_for
+from tenants.database_roles import owner_connection
 from tenants.placement import SHARED_SCHEMA
-from tenants.roles import owner_connection
 from tests.taskflow.conftest import TenantFixture
 
 AUDITED_ENTITIES = (Project, Task, Comment)

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from tenants.binding import WRITE_LOCK_SPACE
+from tenants.database_roles import owner_connection
 from tenants.models import Isolation, Tenant
 from tenants.moving import MoveRefused, move_tenant
-from tenants.roles import owner_connection
 from tests.factories import schema_exists
 from tests.taskflow.conftest import Api, TenantFixture, discard, new_key, provisioned_tenant
 

@@ -20,8 +20,8 @@ from control_plane.tenancy.onboarding import (
     retry_onboarding,
     validate_onboarding,
 )
+from tenants.database_roles import owner_connection, owner_role_name
 from tenants.models import Domain, Tenant, TenantStatus
-from tenants.roles import owner_connection, owner_role_name
 from tests.conftest import WorkerProcess
 from tests.factories import public_tenant, schema_exists
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from tenants.roles import app_role_name, owner_role_name
+from tenants.database_roles import app_role_name, owner_role_name
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ whose only missing migrations belong to shared apps is brought level with the te
 the missing bookkeeping rows, set-based, inside the tenant's own transaction (`SYNC_SQL`).
 Missing migrations of a tenant app have real operations: those run through migrate_schemas for
 that one schema (`migrate_tenant_apps`), the heavy path, taken only when such a migration exists.
-This module never decides which tenants to migrate.
+This module never decides which schemas to migrate: the migrator (migrations_sqla.migrator) does.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from django.db.migrations.loader import MigrationLoader
 from psycopg import sql
 
 from tenants.cloning import TEMPLATE_SCHEMA
+from tenants.database_roles import use_owner_role_for_django
 from tenants.provisioning import migrate_template_schema
-from tenants.roles import use_owner_role_for_django
 
 # Run with the tenant schema first on the search_path; copies what the template has and it lacks.
 SYNC_SQL = sql.SQL(
@@ -37,14 +37,6 @@ SYNC_SQL = sql.SQL(
     " WHERE NOT EXISTS (SELECT 1 FROM django_content_type x"
     "                   WHERE x.app_label = c.app_label AND x.model = c.model);"
 ).format(template=sql.Identifier(TEMPLATE_SCHEMA))
-
-# The same digest as tenants.cloning.read_revisions, computed in the server.
-DIGEST_SQL = (
-    "SELECT CASE WHEN to_regclass('django_migrations') IS NULL THEN NULL ELSE"
-    " (SELECT substr(encode(sha256(convert_to(coalesce("
-    "   string_agg(app || '.' || name, ',' ORDER BY app, name), ''), 'UTF8')), 'hex'), 1, 16)"
-    "  FROM django_migrations) END"
-)
 
 
 @functools.cache
@@ -91,13 +83,15 @@ def applied_migrations(conn: psycopg.Connection, schema: str) -> set[tuple[str, 
     return {(app, name) for app, name in rows}
 
 
-def migrate_template_if_pending(applied: set[tuple[str, str]]) -> bool:
-    """Run migrate_schemas on the template only when the code has migrations it lacks."""
-    if code_leaf_migrations() <= applied:
-        return False
+def behind_code(applied: set[tuple[str, str]]) -> bool:
+    """Whether the code on disk has migrations a schema's `applied` rows lack."""
+    return not code_leaf_migrations() <= applied
+
+
+def migrate_template() -> None:
+    """django-tenants' migrate_schemas for the template schema (made when missing)."""
     with owner_role_for_django():
         migrate_template_schema()
-    return True
 
 
 def migrate_tenant_apps(schema: str) -> None:
