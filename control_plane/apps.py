@@ -7,4 +7,4 @@ class ControlPlaneConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from control_plane import principal_signals  # noqa: F401 - connects the receivers
+        from control_plane.identity import principal_signals  # noqa: F401 - connects the receivers

@@ -39,4 +39,8 @@ app.conf.beat_schedule = {
         "schedule": crontab(hour=3, minute=47),
     },
 }
+# Each installed app's tasks module, and those of the control plane's domain packages, which
+# share the app "control_plane" (its own tasks module would be the only one found there).
 app.autodiscover_tasks()
+app.autodiscover_tasks(["control_plane.tenancy", "control_plane.worker"])
+app.autodiscover_tasks(["taskflow"], related_name="upkeep")

@@ -1,100 +1,10 @@
-"""Identity and onboarding records of the public schema."""
+"""The models of the app label "control_plane", defined in their domains' packages.
 
-from __future__ import annotations
+Django finds an app's models through its models module, so this one imports them; code imports
+them from their domain (control_plane.identity.models, control_plane.tenancy.models).
+"""
 
-from datetime import datetime
+from control_plane.identity.models import ApiToken, Membership
+from control_plane.tenancy.models import Onboarding, OnboardingStatus
 
-from django.conf import settings
-from django.db import models
-from django.utils import timezone
-
-from tenants.identity import Role
-from tenants.models import Tenant
-
-
-class Membership(models.Model):
-    """A user's role in one tenant."""
-
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
-    tenant: models.ForeignKey[Tenant, Tenant] = models.ForeignKey(
-        Tenant, on_delete=models.CASCADE, related_name="memberships"
-    )
-    role = models.CharField(max_length=10, choices=[(r.value, r.value) for r in Role])
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "tenant"], name="membership_unique")]
-        ordering = ("tenant", "user")
-
-    def __str__(self) -> str:
-        return f"{self.user} in {self.tenant} as {self.role}"
-
-
-class ApiToken(models.Model):
-    """A bearer token of one user for one tenant; only its hash is stored.
-
-    Tokens of the public tenant are staff tokens for the operator API.
-    """
-
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
-    )
-    tenant: models.ForeignKey[Tenant, Tenant] = models.ForeignKey(
-        Tenant, on_delete=models.CASCADE, related_name="api_tokens"
-    )
-    name = models.CharField(max_length=100, default="api")
-    prefix = models.CharField(max_length=16, unique=True)
-    digest = models.CharField(max_length=64)
-    created_at = models.DateTimeField(auto_now_add=True)
-    expires_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ("-created_at",)
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.prefix}…)"
-
-    def is_usable(self, now: datetime | None = None) -> bool:
-        now = now or timezone.now()
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
-
-
-class OnboardingStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-
-
-class Onboarding(models.Model):
-    """An operator's request to onboard one tenant, kept until it succeeds (and after, as a record).
-
-    Identity rows (domain, owner, membership, token) are made only when provisioning succeeds,
-    all in one transaction, so a failure leaves none of them behind.
-    """
-
-    tenant: models.OneToOneField[Tenant, Tenant] = models.OneToOneField(
-        Tenant, on_delete=models.CASCADE, related_name="onboarding"
-    )
-    domain = models.CharField(max_length=253, unique=True)
-    owner_email = models.EmailField()
-    token_prefix = models.CharField(max_length=16)
-    token_digest = models.CharField(max_length=64)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    status = models.CharField(
-        max_length=10, choices=OnboardingStatus.choices, default=OnboardingStatus.PENDING
-    )
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True, default="")
-    requested_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    provisioning_ms = models.FloatField(null=True, blank=True)
-
-    def __str__(self) -> str:
-        return f"onboarding of {self.tenant}"
+__all__ = ["ApiToken", "Membership", "Onboarding", "OnboardingStatus"]

@@ -165,7 +165,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CACHES = {
     "default": {
-        "BACKEND": "control_plane.redis_cache.PooledClientRedisCache",
+        "BACKEND": "control_plane.http.redis_cache.PooledClientRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="tf"),
         "TIMEOUT": 300,
@@ -178,7 +178,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Keep a worker's Django connection between tasks (control_plane.worker_connections closes it
+# Keep a worker's Django connection between tasks (control_plane.worker.connections closes it
 # only when old or broken); the fixup still recycles it after this many tasks.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_TASK_SERIALIZER = "json"
@@ -196,11 +196,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # --- REST framework --------------------------------------------------------------------------
 REST_FRAMEWORK: dict[str, object] = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": ["control_plane.authentication.BearerTokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "control_plane.identity.authentication.BearerTokenAuthentication"
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["control_plane.renderers.FastJSONRenderer"],
-    "EXCEPTION_HANDLER": "control_plane.problems.problem_exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["control_plane.http.renderers.FastJSONRenderer"],
+    "EXCEPTION_HANDLER": "control_plane.http.problems.problem_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {

@@ -2,8 +2,8 @@
 
 from django.urls import include, path
 
-from control_plane.identity_api import Me
-from control_plane.views import tenant_home
+from control_plane.http.views import tenant_home
+from control_plane.identity.api import Me
 
 urlpatterns = [
     path("", tenant_home, name="tenant-home"),
@@ -12,5 +12,5 @@ urlpatterns = [
     path("api/v1/", include("control_plane.imports.urls")),
 ]
 
-handler404 = "control_plane.views.not_found"
-handler500 = "control_plane.views.server_error"
+handler404 = "control_plane.http.views.not_found"
+handler500 = "control_plane.http.views.server_error"

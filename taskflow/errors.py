@@ -8,7 +8,6 @@ from tenants.problems import NotFound, Problem
 
 __all__ = [
     "Conflict",
-    "Forbidden",
     "InvalidCursor",
     "InvalidInput",
     "NotFound",
@@ -30,11 +29,6 @@ class InvalidInput(Problem):
 class InvalidCursor(Problem):
     status = 400
     title = "Invalid cursor"
-
-
-class Forbidden(Problem):
-    status = 403
-    title = "Forbidden"
 
 
 class Conflict(Problem):

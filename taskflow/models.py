@@ -3,6 +3,13 @@
 At run time a connection's schema_translate_map points `tenant` at the tenant's own schema
 (schema mode) or at `shared` (rls mode); nothing here knows which. Every table carries
 tenant_id, so both placements are one code path and history records the tenant.
+
+Each column also says, in its `info`, what it is to the API and to history (SHOWN, WRITABLE,
+AUDITED): the representations, the PATCHable fields, the API's input rules, the list selectors'
+columns and the check of the history triggers' argument lists all read that one declaration
+(`columns_with`); the import's file columns take their limits and defaults from it. A
+column's default is declared once too (`defaulted`): sent by the ORM, written by SQL (the
+import's upsert), and the database's own DEFAULT.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
-PLACEHOLDER_SCHEMA = "tenant"
+from tenants.placement import PLACEHOLDER_SCHEMA
+
+PRIORITY_MIN, PRIORITY_MAX = 0, 4
 LIVE = text("deleted_at IS NULL")
 # Every table in every placement draws ids from one sequence, so ids are unique platform-wide.
 NEXT_ID = text("nextval('public.taskflow_id_seq')")
@@ -50,27 +59,79 @@ class Base(DeclarativeBase):
     metadata = MetaData(schema=PLACEHOLDER_SCHEMA)
 
 
+# What a column is to the API and to history, as flags in its `info`.
+SHOWN = "shown"  # a field of the representation, in the table's column order
+WRITABLE = "writable"  # a PATCH may change it
+AUDITED = "audited"  # history records it: an argument of the table's history triggers
+FIELD = {SHOWN: True, WRITABLE: True, AUDITED: True}  # what a client writes
+RECORDED = {SHOWN: True, AUDITED: True}  # shown and recorded, but set once (at creation)
+READ_ONLY = {SHOWN: True}  # the platform sets it
+# Bounds of what a client may write beyond the column's type ("min", "max", "choices"), read by
+# taskflow.serializers.
+REFERENCE = {"min": 1}  # the id of another row
+
+
+def columns_with(entity: Any, flag: str) -> tuple[str, ...]:
+    """The names of the entity's columns that carry `flag` in their info, in table order."""
+    return tuple(c.name for c in entity.__table__.columns if c.info.get(flag))
+
+
+def defaulted(value: str | int) -> dict[str, Any]:
+    """mapped_column arguments for one default: the ORM sends it (so a new row is complete
+    without reading it back) and the database has it as its DEFAULT."""
+    return {"default": value, "server_default": str(value)}
+
+
+def length_of(entity: Any, name: str) -> int:
+    """The declared length of a string column."""
+    length = entity.__table__.c[name].type.length
+    assert isinstance(length, int)
+    return length
+
+
+def default_of(entity: Any, name: str) -> Any:
+    """A column's default value, as `defaulted` declared it (None: it has none)."""
+    default = entity.__table__.c[name].default
+    return None if default is None else default.arg
+
+
 class TimestampedVersioned:
     """Columns every audited table has: tenant, timestamps, soft delete, optimistic lock."""
 
-    id: Mapped[int] = mapped_column(BigInteger, server_default=NEXT_ID, primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # sort_order: id leads and these follow a table's own columns, as the representation has them.
+    id: Mapped[int] = mapped_column(
+        BigInteger, server_default=NEXT_ID, primary_key=True, sort_order=-1, info=READ_ONLY
+    )
+    tenant_id: Mapped[int] = mapped_column(BigInteger, nullable=False, sort_order=1)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
+        sort_order=1,
+        info=READ_ONLY,
     )
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
+        onupdate=func.now(),
+        sort_order=1,
+        info=READ_ONLY,
     )
-    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    deleted_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), sort_order=1, info=RECORDED
+    )
+    version: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default="1", sort_order=1, info=READ_ONLY
+    )
 
 
 class Project(TimestampedVersioned, Base):
     __tablename__ = "projects"
 
-    key: Mapped[str] = mapped_column(String(20), nullable=False)
-    name: Mapped[str] = mapped_column(String(200), nullable=False)
-    description: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    key: Mapped[str] = mapped_column(String(20), nullable=False, info=FIELD)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, info=FIELD)
+    description: Mapped[str] = mapped_column(Text, nullable=False, **defaulted(""), info=FIELD)
 
     __mapper_args__: Any = {"version_id_col": TimestampedVersioned.version}
     __table_args__ = (
@@ -90,16 +151,24 @@ DUE_DATE_SORT: ColumnElement[date] = func.coalesce(
 class Task(TimestampedVersioned, Base):
     __tablename__ = "tasks"
 
-    project_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    external_id: Mapped[str | None] = mapped_column(String(100))
-    title: Mapped[str] = mapped_column(String(500), nullable=False)
-    description: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    project_id: Mapped[int] = mapped_column(BigInteger, nullable=False, info=FIELD | REFERENCE)
+    external_id: Mapped[str | None] = mapped_column(String(100), info=FIELD)
+    title: Mapped[str] = mapped_column(String(500), nullable=False, info=FIELD)
+    description: Mapped[str] = mapped_column(Text, nullable=False, **defaulted(""), info=FIELD)
     status: Mapped[str] = mapped_column(
-        String(20), nullable=False, server_default=TaskStatus.TODO.value
+        String(20),
+        nullable=False,
+        **defaulted(TaskStatus.TODO.value),
+        info=FIELD | {"choices": tuple(s.value for s in TaskStatus)},
     )
-    priority: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="2")
-    assignee_id: Mapped[int | None] = mapped_column(BigInteger)
-    due_date: Mapped[date | None] = mapped_column(Date)
+    priority: Mapped[int] = mapped_column(
+        SmallInteger,
+        nullable=False,
+        **defaulted(2),
+        info=FIELD | {"min": PRIORITY_MIN, "max": PRIORITY_MAX},
+    )
+    assignee_id: Mapped[int | None] = mapped_column(BigInteger, info=FIELD | REFERENCE)
+    due_date: Mapped[date | None] = mapped_column(Date, info=FIELD)
 
     __mapper_args__: Any = {"version_id_col": TimestampedVersioned.version}
     __table_args__ = (
@@ -112,9 +181,12 @@ class Task(TimestampedVersioned, Base):
             ondelete="CASCADE",
             name="tasks_project_fkey",
         ),
-        CheckConstraint("priority BETWEEN 0 AND 4", name="tasks_priority_range"),
         CheckConstraint(
-            "status IN ('todo', 'in_progress', 'done', 'cancelled')", name="tasks_status_valid"
+            f"priority BETWEEN {PRIORITY_MIN} AND {PRIORITY_MAX}", name="tasks_priority_range"
+        ),
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s.value}'" for s in TaskStatus) + ")",
+            name="tasks_status_valid",
         ),
         Index("tasks_created_live", "tenant_id", "created_at", "id", postgresql_where=LIVE),
         Index("tasks_updated_live", "tenant_id", "updated_at", "id", postgresql_where=LIVE),
@@ -138,9 +210,13 @@ class Task(TimestampedVersioned, Base):
 class Comment(TimestampedVersioned, Base):
     __tablename__ = "comments"
 
-    task_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    author_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    body: Mapped[str] = mapped_column(Text, nullable=False)
+    task_id: Mapped[int] = mapped_column(BigInteger, nullable=False, info=RECORDED)
+    author_id: Mapped[int] = mapped_column(BigInteger, nullable=False, info=RECORDED)
+    body: Mapped[str] = mapped_column(Text, nullable=False, info=RECORDED)
+    # Recorded by history, but a comment's representation does not show it.
+    deleted_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), sort_order=1, info={AUDITED: True}
+    )
 
     __mapper_args__: Any = {"version_id_col": TimestampedVersioned.version}
     __table_args__ = (
@@ -157,17 +233,19 @@ class HistoryColumns:
     id), the order history is read in; ids alone are unique too (one platform-wide sequence).
     """
 
-    id: Mapped[int] = mapped_column(BigInteger, server_default=NEXT_ID)
+    id: Mapped[int] = mapped_column(BigInteger, server_default=NEXT_ID, info=READ_ONLY)
     tenant_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     row_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    operation: Mapped[str] = mapped_column(String(12), nullable=False)
-    version: Mapped[int | None] = mapped_column(Integer)
-    changes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    changes_format: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="1")
-    actor_id: Mapped[int | None] = mapped_column(BigInteger)
-    request_id: Mapped[str | None] = mapped_column(String(64))
+    operation: Mapped[str] = mapped_column(String(12), nullable=False, info=READ_ONLY)
+    version: Mapped[int | None] = mapped_column(Integer, info=READ_ONLY)
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, info=READ_ONLY)
+    changes_format: Mapped[int] = mapped_column(
+        SmallInteger, nullable=False, server_default="1", info=READ_ONLY
+    )
+    actor_id: Mapped[int | None] = mapped_column(BigInteger, info=READ_ONLY)
+    request_id: Mapped[str | None] = mapped_column(String(64), info=READ_ONLY)
     at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
+        DateTime(timezone=True), nullable=False, server_default=func.now(), info=READ_ONLY
     )
 
 
@@ -184,13 +262,3 @@ class TaskHistory(HistoryColumns, Base):
 class CommentHistory(HistoryColumns, Base):
     __tablename__ = "comments_history"
     __table_args__ = (PrimaryKeyConstraint("tenant_id", "row_id", "id"),)
-
-
-AUDITED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "projects": ("key", "name", "description", "deleted_at"),
-    "tasks": (
-        "project_id", "external_id", "title", "description", "status", "priority",
-        "assignee_id", "due_date", "deleted_at",
-    ),
-    "comments": ("task_id", "author_id", "body", "deleted_at"),
-}  # fmt: skip

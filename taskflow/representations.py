@@ -1,10 +1,10 @@
 """The canonical dict form of each TaskFlow row: what the API returns and what a 409/412 carries.
 
 A representation holds dates and times as `date` and `datetime` objects; the API's renderer
-(control_plane.renderers) writes them as RFC 3339 in C, UTC as "Z". Formatting them here, in
+(control_plane.http.renderers) writes them as RFC 3339 in C, UTC as "Z". Formatting them here, in
 Python, cost more than a list page's query.
 
-Each resource's fields are named once (`*_FIELDS`). An ORM entity is represented field by
+Each resource's fields are the columns its model declares SHOWN (`*_FIELDS`). An ORM entity is represented field by
 field; a list page's rows, selected as exactly those columns in that order
 (taskflow.selectors), are zipped with the names, which is several times cheaper than reading
 attributes.
@@ -15,21 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from taskflow.models import Comment, Project, Task
+from taskflow.models import SHOWN, Comment, Project, Task, TaskHistory, columns_with
 
-PROJECT_FIELDS = (
-    "id", "key", "name", "description", "created_at", "updated_at", "deleted_at", "version",
-)  # fmt: skip
-TASK_FIELDS = (
-    "id", "project_id", "external_id", "title", "description", "status", "priority",
-    "assignee_id", "due_date", "created_at", "updated_at", "deleted_at", "version",
-)  # fmt: skip
-COMMENT_FIELDS = (
-    "id", "task_id", "author_id", "body", "created_at", "updated_at", "version",
-)  # fmt: skip
-HISTORY_FIELDS = (
-    "id", "operation", "version", "changes", "changes_format", "actor_id", "request_id", "at",
-)  # fmt: skip
+# The fields of each representation, in order: the columns the model declares SHOWN.
+PROJECT_FIELDS = columns_with(Project, SHOWN)
+TASK_FIELDS = columns_with(Task, SHOWN)
+COMMENT_FIELDS = columns_with(Comment, SHOWN)
+HISTORY_FIELDS = columns_with(TaskHistory, SHOWN)
 
 
 def _fields(entity: Any, names: Sequence[str]) -> dict[str, Any]:

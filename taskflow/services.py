@@ -17,25 +17,14 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from taskflow.errors import Conflict, InvalidInput, PreconditionFailed, PreconditionRequired
-from taskflow.models import Comment, Project, Task
+from taskflow.models import WRITABLE, Comment, Project, Task, columns_with
 from taskflow.representations import represent
 from taskflow.selectors import project_get, task_get
 from tenants.binding import hold_write_lock
 
-# What a PATCH may change (the API fields are taskflow.representations.*_FIELDS).
-PROJECT_WRITABLE = frozenset({"key", "name", "description"})
-TASK_WRITABLE = frozenset(
-    {
-        "project_id",
-        "external_id",
-        "title",
-        "description",
-        "status",
-        "priority",
-        "assignee_id",
-        "due_date",
-    }
-)
+# What a PATCH may change: the columns the model declares WRITABLE.
+PROJECT_WRITABLE = frozenset(columns_with(Project, WRITABLE))
+TASK_WRITABLE = frozenset(columns_with(Task, WRITABLE))
 
 
 @dataclass(frozen=True)
@@ -109,7 +98,7 @@ def _apply(row: Any, changes: dict[str, Any], allowed: frozenset[str]) -> None:
 
 
 def project_create(*, session: Session, tenant_id: int, data: dict[str, Any]) -> Project:
-    project = Project(tenant_id=tenant_id, **{"description": "", **data})
+    project = Project(tenant_id=tenant_id, **data)
     session.add(project)
     _flush(session, project, "project")
     return project
@@ -192,7 +181,7 @@ def _require_live_project(session: Session, tenant_id: int, project_id: int) -> 
 
 def task_create(*, session: Session, tenant_id: int, data: dict[str, Any]) -> Task:
     _require_live_project(session, tenant_id, data["project_id"])
-    task = Task(tenant_id=tenant_id, **{"description": "", "status": "todo", "priority": 2, **data})
+    task = Task(tenant_id=tenant_id, **data)
     session.add(task)
     _flush(session, task, "task")
     return task

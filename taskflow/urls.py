@@ -27,6 +27,6 @@ urlpatterns = [
     path("tasks", views.TaskCollection.as_view(), name="tasks"),
     path("tasks/<int:task_id>", views.TaskDetail.as_view(), name="task"),
     path("tasks/<int:task_id>/restore", views.TaskRestore.as_view(), name="task-restore"),
-    path("tasks/<int:task_id>/history", views.TaskHistory.as_view(), name="task-history"),
+    path("tasks/<int:task_id>/history", views.TaskHistoryList.as_view(), name="task-history"),
     path("tasks/<int:task_id>/comments", views.TaskComments.as_view(), name="task-comments"),
 ]

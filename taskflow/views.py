@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,7 +11,6 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from sqlalchemy.orm import Session
 
 from taskflow import selectors, services
 from taskflow.errors import InvalidInput
@@ -37,30 +34,20 @@ from taskflow.serializers import (
     VersionOnly,
     task_filters,
 )
-from tenants.binding import binding_for, tenant_session
+from tenants.binding import bound_session
 from tenants.identity import Role, principal_of
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 ETAG = re.compile(r'^(?:W/)?"?(\d+)"?$')
 
 
 class TaskflowView(APIView):
+    """A TaskFlow resource: a tenant's members by role; `bound_session` for its one transaction."""
+
     permission_classes = (IsAuthenticated, TenantRole)
 
     @property
     def tenant_id(self) -> int:
         return principal_of(self.request).tenant_id
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session bound to the caller's tenant, actor and request id; one transaction."""
-        request = self.request
-        supplied = request.headers.get("X-Request-ID", "")
-        request_id = supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
-        tenant = request._request.tenant  # type: ignore[attr-defined]
-        binding = binding_for(tenant, actor_id=principal_of(request).user_id, request_id=request_id)
-        with tenant_session(binding) as session:
-            yield session
 
     def list_query(self) -> selectors.ListQuery:
         params = self.request.query_params
@@ -114,7 +101,7 @@ def with_etag(body: dict[str, Any], status: int = 200) -> Response:
 
 class ProjectCollection(TaskflowView):
     def get(self, request: Request) -> Response:
-        with self.session() as session:
+        with bound_session(request) as session:
             page = selectors.project_list(
                 session=session, tenant_id=self.tenant_id, query=self.list_query()
             )
@@ -122,7 +109,7 @@ class ProjectCollection(TaskflowView):
 
     def post(self, request: Request) -> Response:
         data = parsed(ProjectCreate, request.data)
-        with self.session() as session:
+        with bound_session(request) as session:
             project = services.project_create(session=session, tenant_id=self.tenant_id, data=data)
             body = project_repr(project)
         response = with_etag(body, 201)
@@ -132,7 +119,7 @@ class ProjectCollection(TaskflowView):
 
 class ProjectDetail(TaskflowView):
     def get(self, request: Request, project_id: int) -> Response:
-        with self.session() as session:
+        with bound_session(request) as session:
             project = selectors.project_get(
                 session=session, tenant_id=self.tenant_id, project_id=project_id,
                 include_deleted=self.list_query().include_deleted,
@@ -143,7 +130,7 @@ class ProjectDetail(TaskflowView):
         data = parsed(ProjectPatch, request.data)
         precondition = self.precondition(data)
         data.pop("version", None)
-        with self.session() as session:
+        with bound_session(request) as session:
             project = services.project_update(
                 session=session, tenant_id=self.tenant_id, project_id=project_id,
                 precondition=precondition, changes=data,
@@ -152,7 +139,7 @@ class ProjectDetail(TaskflowView):
 
     def delete(self, request: Request, project_id: int) -> Response:
         precondition = self.precondition(parsed(VersionOnly, request.data or {}))
-        with self.session() as session:
+        with bound_session(request) as session:
             services.project_delete(
                 session=session,
                 tenant_id=self.tenant_id,
@@ -166,7 +153,7 @@ class ProjectRestore(TaskflowView):
     required_roles = {"POST": Role.ADMIN}
 
     def post(self, request: Request, project_id: int) -> Response:
-        with self.session() as session:
+        with bound_session(request) as session:
             project = services.project_restore(
                 session=session, tenant_id=self.tenant_id, project_id=project_id
             )
@@ -179,7 +166,7 @@ class ProjectRestore(TaskflowView):
 class TaskCollection(TaskflowView):
     def get(self, request: Request) -> Response:
         filters = task_filters(request.query_params)
-        with self.session() as session:
+        with bound_session(request) as session:
             page = selectors.task_list(
                 session=session, tenant_id=self.tenant_id, filters=filters, query=self.list_query()
             )
@@ -187,7 +174,7 @@ class TaskCollection(TaskflowView):
 
     def post(self, request: Request) -> Response:
         data = parsed(TaskCreate, request.data)
-        with self.session() as session:
+        with bound_session(request) as session:
             task = services.task_create(session=session, tenant_id=self.tenant_id, data=data)
             body = task_repr(task)
         response = with_etag(body, 201)
@@ -197,7 +184,7 @@ class TaskCollection(TaskflowView):
 
 class TaskDetail(TaskflowView):
     def get(self, request: Request, task_id: int) -> Response:
-        with self.session() as session:
+        with bound_session(request) as session:
             task = selectors.task_get(
                 session=session, tenant_id=self.tenant_id, task_id=task_id,
                 include_deleted=self.list_query().include_deleted,
@@ -208,7 +195,7 @@ class TaskDetail(TaskflowView):
         data = parsed(TaskPatch, request.data)
         precondition = self.precondition(data)
         data.pop("version", None)
-        with self.session() as session:
+        with bound_session(request) as session:
             task = services.task_update(
                 session=session,
                 tenant_id=self.tenant_id,
@@ -220,7 +207,7 @@ class TaskDetail(TaskflowView):
 
     def delete(self, request: Request, task_id: int) -> Response:
         precondition = self.precondition(parsed(VersionOnly, request.data or {}))
-        with self.session() as session:
+        with bound_session(request) as session:
             services.task_delete(
                 session=session,
                 tenant_id=self.tenant_id,
@@ -234,14 +221,14 @@ class TaskRestore(TaskflowView):
     required_roles = {"POST": Role.ADMIN}
 
     def post(self, request: Request, task_id: int) -> Response:
-        with self.session() as session:
+        with bound_session(request) as session:
             task = services.task_restore(session=session, tenant_id=self.tenant_id, task_id=task_id)
             return with_etag(task_repr(task))
 
 
-class TaskHistory(TaskflowView):
+class TaskHistoryList(TaskflowView):
     def get(self, request: Request, task_id: int) -> Response:
-        with self.session() as session:
+        with bound_session(request) as session:
             page = selectors.task_history(
                 session=session, tenant_id=self.tenant_id, task_id=task_id, query=self.list_query()
             )
@@ -250,7 +237,7 @@ class TaskHistory(TaskflowView):
 
 class TaskComments(TaskflowView):
     def get(self, request: Request, task_id: int) -> Response:
-        with self.session() as session:
+        with bound_session(request) as session:
             page = selectors.comment_list(
                 session=session, tenant_id=self.tenant_id, task_id=task_id, query=self.list_query()
             )
@@ -258,7 +245,7 @@ class TaskComments(TaskflowView):
 
     def post(self, request: Request, task_id: int) -> Response:
         data = parsed(CommentCreate, request.data)
-        with self.session() as session:
+        with bound_session(request) as session:
             comment = services.comment_create(
                 session=session, tenant_id=self.tenant_id, task_id=task_id,
                 author_id=principal_of(request).user_id, body=data["body"],

@@ -14,6 +14,7 @@ import functools
 import re
 import select
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ from django.conf import settings
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from tenants.identity import principal_of
 from tenants.models import Isolation, Tenant
+from tenants.placement import PLACEHOLDER_SCHEMA, SHARED_SCHEMA
 from tenants.problems import Problem
 
-PLACEHOLDER_SCHEMA = "tenant"
-SHARED_SCHEMA = "shared"
+# A caller's X-Request-ID is kept (and recorded by history) only when it looks like an id.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Advisory locks in the two-int form, first key naming the lock's purpose; the tenant id second.
 WRITE_LOCK_SPACE = 7_410_001
 LOCK_NOT_AVAILABLE = "55P03"
@@ -69,6 +72,36 @@ def binding_for(
     return TenantBinding(
         tenant_id=tenant.pk, schema=schema, actor_id=actor_id, request_id=request_id
     )
+
+
+def tenant_of(request: object) -> Tenant:
+    """The tenant a request was resolved to (tenants.middleware sets `request.tenant`)."""
+    tenant = getattr(request, "tenant", None)
+    if not isinstance(tenant, Tenant):
+        raise TypeError("the request was not resolved to a tenant")
+    return tenant
+
+
+def request_id_of(request: Any) -> str:
+    """The caller's X-Request-ID when well-formed, else a new one."""
+    supplied = request.headers.get("X-Request-ID", "")
+    return supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
+
+
+def request_binding(request: Any) -> TenantBinding:
+    """The binding of an authenticated API request: its tenant, its caller, its request id."""
+    return binding_for(
+        tenant_of(request),
+        actor_id=principal_of(request).user_id,
+        request_id=request_id_of(request),
+    )
+
+
+@contextmanager
+def bound_session(request: Any) -> Iterator[Session]:
+    """A session bound to the request's tenant, caller and request id; one transaction."""
+    with tenant_session(request_binding(request)) as session:
+        yield session
 
 
 def sqlalchemy_url(url: str) -> str:

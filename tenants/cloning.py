@@ -52,8 +52,12 @@ _cache_lock = threading.Lock()
 STALE_TEMPLATE = "TFSTL"  # SQLSTATE the script raises when the template moved on since generation
 
 
-def _django_digest_sql(schema: str) -> str:
-    """A short digest of the Django migrations applied in `schema`, computed by PostgreSQL."""
+def django_digest_sql(schema: str) -> str:
+    """A short digest of the Django migrations applied in `schema`, computed by PostgreSQL.
+
+    The one definition of a schema's "django" revision: cloning, Tenant.revisions and the
+    migrator's guards (migrations_sqla.migrator) all compare this value.
+    """
     return (
         "(SELECT left(encode(sha256(convert_to(coalesce(string_agg(app || '.' || name, ','"
         f" ORDER BY app, name), ''), 'UTF8')), 'hex'), 16) FROM {_quote(schema)}.django_migrations)"
@@ -83,7 +87,7 @@ def _revision_expressions(conn: psycopg.Connection, schema: str) -> dict[str, st
     assert row is not None
     expressions = {}
     if row[0]:
-        expressions["django"] = _django_digest_sql(schema)
+        expressions["django"] = django_digest_sql(schema)
     if row[1]:
         expressions["alembic"] = _alembic_sql(schema)
     if "alembic" in expressions:
@@ -375,7 +379,7 @@ def generate_clone_script(
 
 def _revision_expressions_unchecked(source: str, revisions: dict[str, str]) -> dict[str, str]:
     """The SQL that recomputes each of `revisions` (tables known to exist: they were just read)."""
-    makers = {"django": _django_digest_sql, "alembic": _alembic_sql}
+    makers = {"django": django_digest_sql, "alembic": _alembic_sql}
     return {key: makers[key](source) for key in revisions}
 
 

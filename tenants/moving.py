@@ -20,13 +20,14 @@ from django.conf import settings
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tenants.binding import SHARED_SCHEMA, WRITE_LOCK_SPACE
+from tenants.binding import WRITE_LOCK_SPACE
 from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, read_revisions
+from tenants.database_roles import app_role_name, owner_connection
 from tenants.models import Isolation, Tenant, TenantStatus
+from tenants.placement import SHARED_SCHEMA
 from tenants.problems import Problem
 from tenants.provisioning import delete_shared_rows, drop_schema
 from tenants.resolution import forget_tenant
-from tenants.roles import app_role_name, owner_connection
 
 
 class MoveRefused(Problem):

@@ -1,6 +1,6 @@
 """RFC 9457 problem details: the platform's one error shape for every API.
 
-Domain errors subclass `Problem`; `control_plane.problems.problem_exception_handler` renders them
+Domain errors subclass `Problem`; `control_plane.http.problems.problem_exception_handler` renders them
 and DRF's own errors. This module must never import an API framework's views or a product module.
 """
 
@@ -32,11 +32,6 @@ class Problem(Exception):
 class NotFound(Problem):
     status = 404
     title = "Not found"
-
-
-class TenantUnavailable(Problem):
-    status = 403
-    title = "Tenant unavailable"
 
 
 def problem_body(

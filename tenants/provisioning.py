@@ -10,10 +10,10 @@ from django.conf import settings
 from django.core.management import call_command
 from psycopg import sql
 
-from tenants.binding import SHARED_SCHEMA
 from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, clone_script, read_revisions
+from tenants.database_roles import app_role_name, owner_connection, use_owner_role_for_django
 from tenants.models import Isolation, Tenant
-from tenants.roles import app_role_name, owner_connection, use_owner_role_for_django
+from tenants.placement import SHARED_SCHEMA
 from tenants.spares import take_spare
 
 

@@ -24,6 +24,9 @@ from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Test script directories and throw-away tenants, for the migrator's and the fan-out's tests.
+pytest_plugins = ["tests.migrations_sqla.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def django_db_setup() -> None:

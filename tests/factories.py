@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.contrib.auth.models import User
 
-from control_plane.models import ApiToken, Membership
-from control_plane.tokens import new_token_secret
+from control_plane.identity.models import ApiToken, Membership
+from control_plane.identity.tokens import new_token_secret
 from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
 
 
@@ -54,7 +54,7 @@ def public_tenant() -> Tenant:
 
 def schema_exists(name: str) -> bool:
     """Whether PostgreSQL has a schema called `name` (read as the owner role)."""
-    from tenants.roles import owner_connection
+    from tenants.database_roles import owner_connection
 
     with owner_connection() as conn:
         return (

@@ -18,6 +18,12 @@ LOCAL_APPS = (
     "control_plane.imports",
     "taskflow",
 )
+# The top level of control_plane is the project; each domain has a package (identity, tenancy,
+# http, worker, fanout, imports).
+CONTROL_PLANE_PROJECT_MODULES = {
+    "__init__.py", "admin.py", "apps.py", "asgi.py", "celery.py", "models.py", "settings.py",
+    "urls_public.py", "urls_tenant.py", "wsgi.py",
+}  # fmt: skip
 
 
 def test_import_platform_is_the_standard_library_module() -> None:
@@ -39,7 +45,7 @@ def test_every_local_app_is_in_exactly_one_of_shared_and_tenant_apps() -> None:
 
 
 def test_tenancy_and_product_packages_do_not_import_the_control_plane() -> None:
-    for package in ("tenants", "taskflow"):
+    for package in ("tenants", "taskflow", "migrations_sqla"):
         for path in (ROOT / package).rglob("*.py"):
             text = path.read_text()
             assert "import control_plane" not in text, path
@@ -49,3 +55,8 @@ def test_tenancy_and_product_packages_do_not_import_the_control_plane() -> None:
 def test_local_packages_import() -> None:
     for app in (*LOCAL_APPS, "migrations_sqla"):
         assert importlib.import_module(app)
+
+
+def test_the_control_plane_top_level_holds_only_the_project() -> None:
+    modules = {path.name for path in (ROOT / "control_plane").glob("*.py")}
+    assert modules <= CONTROL_PLANE_PROJECT_MODULES, "a domain's module belongs in its package"

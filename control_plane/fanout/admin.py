@@ -1,10 +1,10 @@
-"""The fan-out in the operators' admin: the run page, and "migrate" actions on the tenant list.
+"""The fan-out in the operators' admin: the run page of a migration run.
 
 The run page (a MigrationRun's change page) shows a progress bar, counts by status and the
 per-schema table with filters and errors; run_page.js keeps it current by polling the JSON
 state endpoint, the same shape the operator API returns. Every change goes through
-control_plane.fanout.runs. The Tenant admin belongs to control_plane.admin: the actions are
-appended to its registered instance here rather than edited into it.
+control_plane.fanout.runs. Runs start from the tenant list's "migrate" actions, which TenantAdmin
+(control_plane.tenancy.admin) declares with its others.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -23,10 +21,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
-import control_plane.admin  # noqa: F401 - registers TenantAdmin, which the actions extend
 from control_plane.fanout import runs
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus
-from tenants.models import Isolation, Tenant
 from tenants.problems import Problem
 
 POLL_INTERVAL_MS = 1000
@@ -148,49 +144,3 @@ class MigrationRunAdmin(admin.ModelAdmin):
             self.message_user(request, exc.detail, messages.ERROR)
         else:
             self.message_user(request, done, messages.SUCCESS)
-
-
-# --- Actions on the tenant list ----------------------------------------------------------------
-
-
-def _start(request: HttpRequest, slugs: list[str] | None) -> HttpResponse | None:
-    user = request.user if isinstance(request.user, User) else None
-    try:
-        run = runs.start_run(tenants=slugs, created_by=user)
-    except Problem as exc:
-        messages.error(request, exc.detail)
-        return None
-    what = f"{len(slugs)} tenants" if slugs is not None else "all tenants"
-    messages.success(request, f"Migration run {run.pk} started for {what}.")
-    return HttpResponseRedirect(reverse("admin:fanout_migrationrun_change", args=[run.pk]))
-
-
-@admin.action(description="Migrate selected tenants to the head revision", permissions=["change"])
-def migrate_selected_tenants(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Tenant]
-) -> HttpResponse | None:
-    slugs = list(
-        queryset.filter(isolation=Isolation.SCHEMA)
-        .exclude(schema_name="public")
-        .values_list("slug", flat=True)
-    )
-    if not slugs:
-        messages.warning(request, "None of the selected tenants has a schema of its own.")
-        return None
-    return _start(request, slugs)
-
-
-@admin.action(description="Migrate all tenants to the head revision", permissions=["change"])
-def migrate_all_tenants(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Tenant]
-) -> HttpResponse | None:
-    """Every schema-mode tenant, whatever is selected (and those onboarded during the run)."""
-    return _start(request, None)
-
-
-tenant_admin = admin.site._registry[Tenant]
-tenant_admin.actions = (
-    *(tenant_admin.actions or ()),
-    migrate_selected_tenants,
-    migrate_all_tenants,
-)

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from control_plane.fanout import runs
 from control_plane.fanout.models import MigrationRun, StepStatus
-from control_plane.ops_api import OpsView
+from control_plane.tenancy.api import OpsView
 from tenants.problems import NotFound
 
 LIST_LIMIT = 50

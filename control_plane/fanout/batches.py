@@ -23,8 +23,8 @@ from django.utils import timezone
 
 from control_plane.fanout import orchestrator
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus, TenantMigration
-from control_plane.fanout.tenant_migration import Outcome, SchemaMigrator, Target
-from migrations_sqla.runner import owner_engine
+from control_plane.fanout.outcomes import step_status
+from migrations_sqla.migrator import Outcome, SchemaMigrator, Target, owner_engine
 from tenants.models import Tenant
 
 FLUSH_S = 1.0
@@ -168,7 +168,7 @@ class Recorder:
         return bool(self.rows) and time.monotonic() - self.last >= FLUSH_S
 
     def add(self, step: Step, outcome: Outcome) -> None:
-        status = outcome.status
+        status = step_status(outcome.result)
         if status == StepStatus.SKIPPED and step.status == StepStatus.RUNNING:
             status = StepStatus.SUCCEEDED  # an earlier delivery of this batch migrated it
         self.rows.append(

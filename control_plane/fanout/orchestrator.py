@@ -5,7 +5,8 @@ exists, then canary tenants, then the rest in batches, then a sweep for tenants 
 meanwhile. `advance` is idempotent and runs after every batch (and from its own task), with the
 run row locked, so concurrent batch endings never dispatch twice. Tenants already at the target
 are marked skipped set-based from Tenant.revisions, without opening their schema.
-This module never migrates a tenant itself: batches do (control_plane.fanout.batches).
+This module never migrates a tenant itself: batches do (control_plane.fanout.batches), and
+every schema is migrated by migrations_sqla.migrator.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-import sqlalchemy as sa
 from django.db import connection, transaction
 from django.utils import timezone
 
-from control_plane.fanout import django_state, runs, scripts
+from control_plane.fanout import runs
 from control_plane.fanout.models import (
     MigrationRun,
     RunStatus,
@@ -28,14 +28,14 @@ from control_plane.fanout.models import (
     StepStatus,
     TenantMigration,
 )
-from control_plane.fanout.tenant_migration import Outcome, SchemaMigrator, Target
-from migrations_sqla.runner import owner_engine
+from control_plane.fanout.outcomes import step_status
+from migrations_sqla import scripts
+from migrations_sqla.migrator import SchemaMigrator, Target, owner_engine, platform_schemas
 from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
 from tenants.models import Isolation, Tenant, TenantStatus
 
 log = logging.getLogger(__name__)
 
-SHARED_SCHEMA = "shared"
 MIGRATED_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.SUSPENDED, TenantStatus.ARCHIVED)
 SWEEP_WAIT = timedelta(minutes=2)  # how long the sweep waits for tenants still provisioning
 SWEEP_POLL_S = 1.0
@@ -93,13 +93,6 @@ def advance(
 # --- Platform schemas --------------------------------------------------------------------------
 
 
-def platform_schemas(conn: sa.Connection) -> list[str]:
-    """The template, and the shared RLS schema once it exists: migrated before any tenant."""
-    shared = conn.exec_driver_sql(f"SELECT to_regnamespace('{SHARED_SCHEMA}') IS NOT NULL").scalar()
-    conn.commit()
-    return [TEMPLATE_SCHEMA, *([SHARED_SCHEMA] if shared else [])]
-
-
 def migrate_platform_schemas(run: MigrationRun) -> bool:
     """Template (Django tenant apps, then Alembic), then shared; then create the tenant steps.
 
@@ -125,16 +118,10 @@ def migrate_platform_schemas(run: MigrationRun) -> bool:
                 schema_name=schema,
                 defaults={"status": StepStatus.RUNNING, "started_at": timezone.now()},
             )
-            try:
-                if schema == TEMPLATE_SCHEMA:
-                    applied = django_state.applied_migrations(migrator.raw, schema)
-                    django_state.migrate_template_if_pending(applied)
-                outcome = migrator.migrate(schema)
-            except Exception as exc:  # recorded on the run, which then fails
-                outcome = Outcome(status=StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            outcome = migrator.migrate(schema)
             error = outcome.error
             TenantMigration.objects.filter(pk=step.pk).update(
-                status=outcome.status,
+                status=step_status(outcome.result),
                 attempts=max(outcome.attempts, 1),
                 finished_at=timezone.now(),
                 duration_ms=outcome.duration_ms,
@@ -142,7 +129,7 @@ def migrate_platform_schemas(run: MigrationRun) -> bool:
                 revisions_after=outcome.after,
                 error=error,
             )
-            if outcome.status == StepStatus.FAILED:
+            if not outcome.ok:
                 _finish(run, RunStatus.FAILED, f"The {schema} schema failed to migrate: {error}")
                 return False
         revisions = read_revisions(migrator.raw, TEMPLATE_SCHEMA)

@@ -16,7 +16,6 @@ from django.db.models import Case, Count, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
-from control_plane.fanout import scripts
 from control_plane.fanout.models import (
     MigrationRun,
     RunStatus,
@@ -24,6 +23,7 @@ from control_plane.fanout.models import (
     StepStatus,
     TenantMigration,
 )
+from migrations_sqla import scripts
 from tenants.models import Isolation, Tenant
 from tenants.problems import NotFound, Problem
 

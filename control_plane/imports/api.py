@@ -1,6 +1,6 @@
 """The tenant API of bulk imports: upload, watch, read the error report, cancel; export tasks.
 
-Thin views on TaskFlow's TaskflowView (tenant roles, bound sessions, problem+json errors):
+Thin views with TaskFlow's tenant roles (taskflow.permissions) and problem+json errors:
 members import and export, viewers read jobs.
 """
 
@@ -12,17 +12,18 @@ from typing import Any
 
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from control_plane.imports import services
 from control_plane.imports.models import ImportJob, ImportMode
 from control_plane.imports.uploads import CsvBodyParser, MultipartCsvParser, uploaded
 from taskflow.errors import InvalidInput
-from taskflow.imports import export_tasks
-from taskflow.imports.errors_report import HEADER
-from taskflow.views import TaskflowView
-from tenants.binding import binding_for, tenant_session
+from taskflow.imports.entry import ERRORS_HEADER, export_tasks
+from taskflow.permissions import TenantRole
+from tenants.binding import request_binding, tenant_of, tenant_session
 from tenants.identity import Role, principal_of
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -64,6 +65,16 @@ def job_repr(job: ImportJob) -> dict[str, Any]:
     }
 
 
+class ImportView(APIView):
+    """An import resource of the caller's tenant, by tenant role."""
+
+    permission_classes = (IsAuthenticated, TenantRole)
+
+    @property
+    def tenant_id(self) -> int:
+        return principal_of(self.request).tenant_id
+
+
 def _mode(request: Request) -> str:
     value = request.query_params.get("mode") or request.data.get("mode") or "all_or_nothing"
     if value not in MODES:
@@ -78,7 +89,7 @@ def _idempotency_key(request: Request) -> str | None:
     return key or None
 
 
-class ImportCollection(TaskflowView):
+class ImportCollection(ImportView):
     parser_classes = (CsvBodyParser, MultipartCsvParser)
 
     def get(self, request: Request) -> Response:
@@ -94,10 +105,10 @@ class ImportCollection(TaskflowView):
             upload.discard()
             raise
         requested = services.request_import(
-            tenant=request._request.tenant,  # type: ignore[attr-defined]
+            tenant=tenant_of(request),
             upload=upload,
             mode=mode,
-            created_by=request.user,  # type: ignore[arg-type]
+            created_by_id=principal_of(request).user_id,
             idempotency_key=key,
         )
         headers = {"Location": f"/api/v1/imports/{requested.job.pk}"}
@@ -106,12 +117,12 @@ class ImportCollection(TaskflowView):
         return Response(job_repr(requested.job), status=202, headers=headers)
 
 
-class ImportDetail(TaskflowView):
+class ImportDetail(ImportView):
     def get(self, request: Request, job_id: int) -> Response:
         return Response(job_repr(services.job_of(self.tenant_id, job_id)))
 
 
-class ImportErrors(TaskflowView):
+class ImportErrors(ImportView):
     def get(self, request: Request, job_id: int) -> HttpResponseBase:
         """The rejected rows as CSV (line, column, reason); only the header while there are none."""
         job = services.job_of(self.tenant_id, job_id)
@@ -124,29 +135,25 @@ class ImportErrors(TaskflowView):
         disposition = f'attachment; filename="import-{job.pk}-errors.csv"'
         response: HttpResponseBase
         if path is None or not path.exists():
-            response = HttpResponse(",".join(HEADER) + "\r\n", content_type="text/csv")
+            response = HttpResponse(",".join(ERRORS_HEADER) + "\r\n", content_type="text/csv")
         else:
             response = FileResponse(path.open("rb"), content_type="text/csv")
         response["Content-Disposition"] = disposition
         return response
 
 
-class ImportCancel(TaskflowView):
+class ImportCancel(ImportView):
     def post(self, request: Request, job_id: int) -> Response:
         job = services.cancel_import(services.job_of(self.tenant_id, job_id))
         return Response(job_repr(job), status=202)
 
 
-class TaskExport(TaskflowView):
+class TaskExport(ImportView):
     required_roles = {"GET": Role.MEMBER, "HEAD": Role.MEMBER}
 
     def get(self, request: Request) -> StreamingHttpResponse:
         """The tenant's live tasks as CSV in the import's columns, streamed from COPY."""
-        principal = principal_of(request)
-        binding = binding_for(
-            request._request.tenant,  # type: ignore[attr-defined]
-            actor_id=principal.user_id,
-        )
+        binding = request_binding(request)
 
         def chunks() -> Iterator[bytes]:
             with tenant_session(binding) as session:

@@ -25,7 +25,7 @@ from django.utils import timezone
 from control_plane.imports import conf
 from control_plane.imports.models import ACTIVE_STATUSES, ImportJob, ImportStatus
 from control_plane.imports.services import members_of
-from taskflow import imports as pipeline
+from taskflow.imports import entry as pipeline
 from tenants.binding import TenantBusy, binding_for, hold_write_lock, tenant_session
 
 logger = logging.getLogger(__name__)

@@ -8,13 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from control_plane.celery import app as celery_app
+from control_plane.identity.models import Membership
 from control_plane.imports.models import ACTIVE_STATUSES, ImportJob, ImportMode, ImportStatus
 from control_plane.imports.uploads import StoredUpload
-from control_plane.models import Membership
 from tenants.models import Tenant
 from tenants.problems import NotFound, Problem
 
@@ -47,7 +46,7 @@ def request_import(
     tenant: Tenant,
     upload: StoredUpload,
     mode: str = ImportMode.ALL_OR_NOTHING,
-    created_by: User | None = None,
+    created_by_id: int | None = None,
     idempotency_key: str | None = None,
 ) -> ImportRequested:
     """Record a job for a stored upload and queue it; a repeated key returns the first job.
@@ -62,7 +61,7 @@ def request_import(
         with transaction.atomic():
             job = ImportJob.objects.create(
                 tenant=tenant,
-                created_by=created_by,
+                created_by_id=created_by_id,
                 idempotency_key=idempotency_key or None,
                 mode=mode,
                 file_name=upload.name,

@@ -7,7 +7,6 @@ multipart form whose `file` field goes to disk through a Django upload handler.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import uuid
 from collections.abc import Iterable, Mapping
@@ -21,9 +20,8 @@ from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from rest_framework.parsers import BaseParser, DataAndFiles
 
 from control_plane.imports import conf
-from taskflow.imports import InvalidHeader, check_header
-from taskflow.imports.columns import MAX_HEADER_BYTES
-from taskflow.imports.reading import UTF8_BOM
+from taskflow.imports.entry import MAX_HEADER_BYTES, header_of
+from tenants.binding import tenant_of
 from tenants.problems import Problem
 
 CHUNK_BYTES = 256 * 1024
@@ -94,12 +92,12 @@ class UploadWriter:
     def _sniff_header(self, chunk: bytes) -> None:
         self.head += chunk[: MAX_HEADER_BYTES + 1]
         if b"\n" in self.head or len(self.head) > MAX_HEADER_BYTES:
-            self.columns = header_columns(bytes(self.head))
+            self.columns = header_of(bytes(self.head))
 
     def finish(self) -> StoredUpload:
         try:
             if self.columns is None:
-                self.columns = header_columns(bytes(self.head))
+                self.columns = header_of(bytes(self.head))
             assert self.file is not None
             self.file.close()
             self.file = None
@@ -114,24 +112,6 @@ class UploadWriter:
             self.file.close()
             self.file = None
         self.partial.unlink(missing_ok=True)
-
-
-def header_columns(head: bytes) -> tuple[str, ...]:
-    """The checked columns of the first line of `head` (InvalidHeader when it is wrong)."""
-    line = head.split(b"\n", 1)[0]
-    if len(line) > MAX_HEADER_BYTES:
-        raise InvalidHeader(f"The header row is longer than {MAX_HEADER_BYTES} bytes.")
-    if line.startswith(UTF8_BOM):
-        line = line[len(UTF8_BOM) :]
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidHeader("The header row is not valid UTF-8; files must be UTF-8.") from exc
-    try:
-        names = next(csv.reader([text]), [])
-    except csv.Error as exc:
-        raise InvalidHeader(f"The header row is not valid CSV: {exc}.") from exc
-    return check_header(names)
 
 
 def store_chunks(
@@ -155,7 +135,7 @@ def read_chunks(stream: Any, size: int = CHUNK_BYTES) -> Iterable[bytes]:
 
 def _tenant_id(parser_context: Mapping[str, Any] | None) -> int:
     request = (parser_context or {})["request"]
-    return int(request._request.tenant.pk)
+    return int(tenant_of(request).pk)
 
 
 def _refuse_declared_size(meta: dict[str, Any], overhead: int = 0) -> None:

@@ -10,6 +10,8 @@ no schema. The one history trigger function lives in public and serves every sch
 
 from alembic import op
 
+from tenants.placement import SHARED_SCHEMA
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -168,7 +170,6 @@ CREATE POLICY tenant_insert ON {{table}} FOR INSERT WITH CHECK ({TENANT_MATCHES}
 CREATE POLICY tenant_update ON {{table}} FOR UPDATE USING ({TENANT_MATCHES}) WITH CHECK ({TENANT_MATCHES});
 CREATE POLICY tenant_delete ON {{table}} FOR DELETE USING ({TENANT_MATCHES});
 """
-SHARED_SCHEMA = "shared"
 
 
 def migrating_shared_schema() -> bool:

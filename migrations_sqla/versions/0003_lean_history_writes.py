@@ -33,6 +33,8 @@ to that schema's audited tables wait for it (in the shared schema, every rls ten
 
 from alembic import op
 
+from tenants.placement import SHARED_SCHEMA
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -46,8 +48,6 @@ AUDITED = {
     ),
     "comments": ("task_id", "author_id", "body", "deleted_at"),
 }  # fmt: skip
-
-FLAT_INSERT = 2
 
 # Same contract as public.taskflow_history() (0001): statement-level AFTER triggers with
 # transition tables, the audited columns in TG_ARGV, standing down while a tenant is copied.
@@ -136,7 +136,6 @@ ALTER TABLE {table}_history ADD PRIMARY KEY (id);
 CREATE INDEX {table}_history_row ON {table}_history (tenant_id, row_id, id);
 """
 FORCE_RLS = "ALTER TABLE {table}_history FORCE ROW LEVEL SECURITY"
-SHARED_SCHEMA = "shared"
 
 
 def migrating_shared_schema() -> bool:

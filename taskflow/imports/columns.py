@@ -1,26 +1,131 @@
-"""The columns an import file may have, and the check of its header row.
+"""The columns an import file may have, each declared once, and the check of its header row.
 
-Used twice: by the upload (so a wrong header is a 400 before any job exists) and by the pipeline
-(so a file placed on disk by other means is held to the same rule).
+`FILE_COLUMNS` is the one list of the import's columns: the staging table, the normalised rows,
+the validation, the upsert and the export (taskflow.imports.staging, validation, writing, export)
+are all built from it once, when their modules are imported, never per file or per row. Limits
+and defaults come from the model (taskflow.models).
+
+The header check is used twice: by the upload (so a wrong header is a 400 before any job exists)
+and by the pipeline (so a file placed on disk by other means is held to the same rule).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from taskflow.models import PRIORITY_MAX, PRIORITY_MIN, Task, TaskStatus, length_of
 from tenants.problems import Problem
 
-COLUMNS: tuple[str, ...] = (
-    "external_id",
-    "project",
-    "title",
-    "description",
-    "status",
-    "priority",
-    "assignee",
-    "due_date",
+# The staged text trimmed, an empty cell NULL (`{name}` is the file's column).
+TRIMMED = "nullif(btrim(s.{name}), '')"
+# Trimmed and lower-cased: values compared without regard to case.
+FOLDED = "nullif(lower(btrim(s.{name})), '')"
+
+# A calendar date as YYYY-MM-DD, by integer arithmetic (no cast that could fail; far cheaper
+# than make_date and interval arithmetic on every row).
+VALID_DATE = """
+CASE WHEN n.{name} !~ '^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]$' THEN false
+     ELSE substr(n.{name}, 1, 4)::int >= 1
+      AND substr(n.{name}, 6, 2)::int BETWEEN 1 AND 12
+      AND substr(n.{name}, 9, 2)::int BETWEEN 1 AND CASE substr(n.{name}, 6, 2)::int
+            WHEN 2 THEN CASE WHEN mod(substr(n.{name}, 1, 4)::int, 4) = 0
+                              AND (mod(substr(n.{name}, 1, 4)::int, 100) <> 0
+                                   OR mod(substr(n.{name}, 1, 4)::int, 400) = 0)
+                             THEN 29 ELSE 28 END
+            WHEN 4 THEN 30 WHEN 6 THEN 30 WHEN 9 THEN 30 WHEN 11 THEN 30
+            ELSE 31 END
+END
+"""
+
+
+@dataclass(frozen=True)
+class FileColumn:
+    """A column of an import file: how its text is staged, checked, written and exported.
+
+    Each SQL piece names the file's column `{name}` and the task column `{target}`; `n` is a
+    normalised staged row, `t` a task, `lp` the row's live project, `p` a task's project and `m`
+    the row's (or the task's) member.
+    """
+
+    name: str  # in the file's header, and in the staging table
+    target: str  # the column of tasks it sets
+    normalised: str = TRIMMED  # the staged text as it is checked and written
+    fault: str | None = None  # a CASE giving why the value is refused, else NULL
+    written: str = "n.{name}"  # the value written (the target's default stands in for NULL)
+    exported: str = "t.{target}"  # the value an export writes
+    required: bool = False
+
+    def sql(self, piece: str) -> str:
+        return piece.format(name=self.name, target=self.target)
+
+
+def _too_long(name: str, target: str) -> str:
+    limit = length_of(Task, target)
+    return f"WHEN length(n.{name}) > {limit} THEN 'is longer than {limit} characters'"
+
+
+_STATUSES = tuple(s.value for s in TaskStatus)
+_PRIORITY = f"'must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}'"
+
+FILE_COLUMNS: tuple[FileColumn, ...] = (
+    FileColumn(
+        "external_id",
+        "external_id",
+        fault=f"CASE {_too_long('external_id', 'external_id')} END",
+    ),
+    FileColumn(
+        "project",
+        "project_id",
+        fault="CASE WHEN n.project IS NULL THEN 'is required'"
+        " WHEN lp.id IS NULL THEN 'no live project has this key' END",
+        written="lp.id",
+        exported="p.key",
+        required=True,
+    ),
+    FileColumn(
+        "title",
+        "title",
+        fault=f"CASE WHEN n.title IS NULL THEN 'is required' {_too_long('title', 'title')} END",
+        required=True,
+    ),
+    # The description stays as written: its spaces may matter.
+    FileColumn("description", "description", normalised="s.{name}"),
+    FileColumn(
+        "status",
+        "status",
+        normalised=FOLDED,
+        fault="CASE WHEN n.status NOT IN ("
+        + ", ".join(f"'{s}'" for s in _STATUSES)
+        + f") THEN 'must be one of {', '.join(_STATUSES)}' END",
+    ),
+    FileColumn(
+        "priority",
+        "priority",
+        fault=f"CASE WHEN n.priority !~ '^[0-9]+$' OR length(n.priority) > 6 THEN {_PRIORITY}"
+        f" WHEN n.priority::int > {PRIORITY_MAX} THEN {_PRIORITY} END",
+        written="n.{name}::smallint",
+    ),
+    FileColumn(
+        "assignee",
+        "assignee_id",
+        normalised=FOLDED,
+        fault="CASE WHEN n.assignee IS NULL THEN NULL"
+        " WHEN m.email IS NULL THEN 'no member of this tenant has this email'"
+        " WHEN m.user_id IS NULL THEN 'several members have this email' END",
+        written="m.user_id",
+        exported="m.email",
+    ),
+    FileColumn(
+        "due_date",
+        "due_date",
+        fault="CASE WHEN NOT (" + VALID_DATE + ") THEN 'must be a date as YYYY-MM-DD' END",
+        written="n.{name}::date",
+    ),
 )
-REQUIRED_COLUMNS: tuple[str, ...] = ("project", "title")
+
+COLUMNS: tuple[str, ...] = tuple(c.name for c in FILE_COLUMNS)
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(c.name for c in FILE_COLUMNS if c.required)
 MAX_HEADER_BYTES = 64 * 1024
 
 

@@ -11,14 +11,17 @@ from collections.abc import Iterable, Iterator
 from psycopg import sql
 from sqlalchemy.orm import Session
 
+from taskflow.imports.columns import FILE_COLUMNS
 from taskflow.imports.staging import create_member_table, driver_connection, load_members
 
 CHUNK_BYTES = 256 * 1024
 
+# The file's columns, in its order, named as its header names them.
+EXPORTED = ", ".join(f"{c.sql(c.exported)} AS {c.name}" for c in FILE_COLUMNS)
+
 EXPORT = """
 COPY (
-  SELECT t.external_id, p.key AS project, t.title, t.description, t.status, t.priority,
-         m.email AS assignee, t.due_date
+  SELECT {exported}
   FROM {schema}.tasks t
   JOIN {schema}.projects p ON p.id = t.project_id
   LEFT JOIN (
@@ -37,7 +40,7 @@ def export_tasks(
     pg = driver_connection(session)
     create_member_table(pg)
     load_members(pg, members)
-    statement = sql.SQL(EXPORT).format(schema=sql.Identifier(schema))
+    statement = sql.SQL(EXPORT).format(schema=sql.Identifier(schema), exported=sql.SQL(EXPORTED))
     buffer = bytearray()
     with pg.cursor() as cursor, cursor.copy(statement, {"tenant": tenant_id}) as copy:
         for row in copy:

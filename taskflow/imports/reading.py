@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from taskflow.imports.columns import InvalidHeader, check_header
+from taskflow.imports.columns import MAX_HEADER_BYTES, InvalidHeader, check_header
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -110,6 +110,25 @@ class CsvRecords:
                 yield Record(start, row)
             elif row:
                 yield Malformed(start, f"has {len(row)} fields; the header has {width}")
+
+
+def header_of(head: bytes) -> tuple[str, ...]:
+    """The checked columns of the first line of `head`, a file's first bytes (InvalidHeader when
+    it is wrong): an upload is checked by this as soon as its first line has arrived."""
+    line = head.split(b"\n", 1)[0]
+    if len(line) > MAX_HEADER_BYTES:
+        raise InvalidHeader(f"The header row is longer than {MAX_HEADER_BYTES} bytes.")
+    if line.startswith(UTF8_BOM):
+        line = line[len(UTF8_BOM) :]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidHeader("The header row is not valid UTF-8; files must be UTF-8.") from exc
+    try:
+        names = next(csv.reader([text]), [])
+    except csv.Error as exc:
+        raise InvalidHeader(f"The header row is not valid CSV: {exc}.") from exc
+    return check_header(names)
 
 
 def _quoting_reason(message: str) -> str:

@@ -14,22 +14,21 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.orm import Session
 
+from taskflow.imports.columns import FILE_COLUMNS
 from taskflow.imports.reading import Malformed, Record
 
-STAGING = "import_staging"
-REJECTS = "import_rejects"
-MEMBERS = "import_members"
 MALFORMED_REPORTED = 100
 
-CREATE = """
-CREATE TEMP TABLE import_staging (
-  line bigint NOT NULL,
-  external_id text, project text, title text, description text,
-  status text, priority text, assignee text, due_date text
-) ON COMMIT DROP;
+# The file's records as text, one column per file column (typed only once validated).
+CREATE_STAGING = (
+    "CREATE TEMP TABLE import_staging (line bigint NOT NULL, "
+    + ", ".join(f"{c.name} text" for c in FILE_COLUMNS)
+    + ") ON COMMIT DROP"
+)
+CREATE_REJECTS = """
 CREATE TEMP TABLE import_rejects (
   line bigint NOT NULL, ord smallint NOT NULL, "column" text NOT NULL, reason text NOT NULL
-) ON COMMIT DROP;
+) ON COMMIT DROP
 """
 CREATE_MEMBERS = "CREATE TEMP TABLE import_members_raw (email text, user_id bigint) ON COMMIT DROP"
 
@@ -51,7 +50,8 @@ def driver_connection(session: Session) -> psycopg.Connection:
 
 
 def create_tables(pg: psycopg.Connection) -> None:
-    pg.execute(CREATE)
+    pg.execute(CREATE_STAGING)
+    pg.execute(CREATE_REJECTS)
     pg.execute(CREATE_MEMBERS)
 
 

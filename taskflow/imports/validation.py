@@ -13,78 +13,39 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-STATUSES = ("todo", "in_progress", "done", "cancelled")
-MAX_EXTERNAL_ID = 100
-MAX_TITLE = 500
-MAX_PRIORITY = 4
+from taskflow.imports.columns import FILE_COLUMNS
 
-# The staged text, trimmed; empty cells become NULL (description stays as written).
-NORMALISED = """
-SELECT s.line,
-       nullif(btrim(s.external_id), '') AS external_id,
-       nullif(btrim(s.project), '') AS project,
-       nullif(btrim(s.title), '') AS title,
-       s.description,
-       nullif(lower(btrim(s.status)), '') AS status,
-       nullif(btrim(s.priority), '') AS priority,
-       nullif(lower(btrim(s.assignee)), '') AS assignee,
-       nullif(btrim(s.due_date), '') AS due_date
-FROM import_staging s
-"""
+# The staged text, normalised as each file column declares (empty cells become NULL).
+NORMALISED = (
+    "SELECT s.line, "
+    + ", ".join(f"{c.sql(c.normalised)} AS {c.name}" for c in FILE_COLUMNS)
+    + " FROM import_staging s"
+)
 
 LIVE_PROJECTS = (
     "SELECT key, id FROM {schema}.projects WHERE tenant_id = %(tenant)s AND deleted_at IS NULL"
 )
 
-# A calendar date as YYYY-MM-DD, by integer arithmetic (no cast that could fail; far cheaper
-# than make_date and interval arithmetic on every row).
-VALID_DATE = """
-CASE WHEN n.due_date !~ '^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]$' THEN false
-     ELSE substr(n.due_date, 1, 4)::int >= 1
-      AND substr(n.due_date, 6, 2)::int BETWEEN 1 AND 12
-      AND substr(n.due_date, 9, 2)::int BETWEEN 1 AND CASE substr(n.due_date, 6, 2)::int
-            WHEN 2 THEN CASE WHEN mod(substr(n.due_date, 1, 4)::int, 4) = 0
-                              AND (mod(substr(n.due_date, 1, 4)::int, 100) <> 0
-                                   OR mod(substr(n.due_date, 1, 4)::int, 400) = 0)
-                             THEN 29 ELSE 28 END
-            WHEN 4 THEN 30 WHEN 6 THEN 30 WHEN 9 THEN 30 WHEN 11 THEN 30
-            ELSE 31 END
-END
-"""
+# Every checked column's fault, numbered in the file's column order (a line's order in the
+# report); built from the declarations once.
+_CHECKED = tuple(c for c in FILE_COLUMNS if c.fault)
+FAULTS = ",\n    ".join(f"{c.sql(c.fault or '')} AS {c.name}" for c in _CHECKED)
+FAULT_ROWS = ", ".join(f"({i}, '{c.name}', f.{c.name})" for i, c in enumerate(_CHECKED, 1))
+FAULT_COLUMNS = ", ".join(f"f.{c.name}" for c in _CHECKED)
 
 FIND_REJECTS = """
 INSERT INTO import_rejects (line, ord, "column", reason)
 SELECT f.line, p.ord, p.col, p.reason
 FROM (
   SELECT n.line,
-    CASE WHEN length(n.external_id) > {max_external_id}
-      THEN 'is longer than {max_external_id} characters' END AS external_id,
-    CASE WHEN n.project IS NULL THEN 'is required'
-         WHEN lp.id IS NULL THEN 'no live project has this key' END AS project,
-    CASE WHEN n.title IS NULL THEN 'is required'
-         WHEN length(n.title) > {max_title} THEN 'is longer than {max_title} characters'
-    END AS title,
-    CASE WHEN n.status NOT IN ({statuses}) THEN 'must be one of {status_list}' END AS status,
-    CASE WHEN n.priority !~ '^[0-9]+$' OR length(n.priority) > 6
-           THEN 'must be an integer from 0 to {max_priority}'
-         WHEN n.priority::int > {max_priority} THEN 'must be an integer from 0 to {max_priority}'
-    END AS priority,
-    CASE WHEN n.assignee IS NULL THEN NULL
-         WHEN m.email IS NULL THEN 'no member of this tenant has this email'
-         WHEN m.user_id IS NULL THEN 'several members have this email' END AS assignee,
-    CASE WHEN NOT ({valid_date}) THEN 'must be a date as YYYY-MM-DD' END AS due_date
+    {faults}
   FROM ({normalised}) n
   LEFT JOIN ({live_projects}) lp ON lp.key = n.project
   LEFT JOIN import_members m ON m.email = n.assignee
   OFFSET 0
 ) f
-CROSS JOIN LATERAL (VALUES
-  (1, 'external_id', f.external_id), (2, 'project', f.project), (3, 'title', f.title),
-  (4, 'status', f.status), (5, 'priority', f.priority), (6, 'assignee', f.assignee),
-  (7, 'due_date', f.due_date)
-) AS p(ord, col, reason)
-WHERE num_nonnulls(f.external_id, f.project, f.title, f.status, f.priority, f.assignee,
-                   f.due_date) > 0
+CROSS JOIN LATERAL (VALUES {fault_rows}) AS p(ord, col, reason)
+WHERE num_nonnulls({fault_columns}) > 0
   AND p.reason IS NOT NULL
 """
 
@@ -117,13 +78,10 @@ def _compose(template: str, schema: str) -> sql.Composed:
     return sql.SQL(template).format(
         normalised=sql.SQL(NORMALISED),
         live_projects=sql.SQL(LIVE_PROJECTS).format(schema=name),
-        valid_date=sql.SQL(VALID_DATE),
         schema=name,
-        statuses=sql.SQL(", ").join(sql.Literal(s) for s in STATUSES),
-        status_list=sql.SQL(", ".join(STATUSES)),
-        max_external_id=sql.SQL(str(MAX_EXTERNAL_ID)),
-        max_title=sql.SQL(str(MAX_TITLE)),
-        max_priority=sql.SQL(str(MAX_PRIORITY)),
+        faults=sql.SQL(FAULTS),
+        fault_rows=sql.SQL(FAULT_ROWS),
+        fault_columns=sql.SQL(FAULT_COLUMNS),
     )
 
 

@@ -13,25 +13,33 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from taskflow.imports.columns import FILE_COLUMNS, FileColumn
 from taskflow.imports.validation import LIVE_PROJECTS, NORMALISED
+from taskflow.models import Task, default_of
 
-# Column of the file -> column of tasks it sets (external_id is the conflict key, never set).
-TARGETS: dict[str, str] = {
-    "project": "project_id",
-    "title": "title",
-    "description": "description",
-    "status": "status",
-    "priority": "priority",
-    "assignee": "assignee_id",
-    "due_date": "due_date",
-}
+# The upsert's conflict key: a file column that is matched on, never set by an update.
+CONFLICT_KEY = "external_id"
+# Column of the file -> column of tasks it sets on update.
+TARGETS: dict[str, str] = {c.name: c.target for c in FILE_COLUMNS if c.name != CONFLICT_KEY}
+
+
+def _written(column: FileColumn) -> str:
+    """The value inserted for a file column; NULL becomes the target's declared default."""
+    value = column.sql(column.written)
+    default = default_of(Task, column.target)
+    if default is None:
+        return value
+    literal = str(default) if isinstance(default, int) else "'" + default.replace("'", "''") + "'"
+    return f"coalesce({value}, {literal})"
+
+
+INSERTED = ", ".join(c.target for c in FILE_COLUMNS)
+VALUES = ", ".join(_written(c) for c in FILE_COLUMNS)
 
 UPSERT = """
 WITH written AS (
-  INSERT INTO {schema}.tasks AS t
-    (tenant_id, project_id, external_id, title, description, status, priority, assignee_id, due_date)
-  SELECT %(tenant)s, lp.id, n.external_id, n.title, coalesce(n.description, ''),
-         coalesce(n.status, 'todo'), coalesce(n.priority::smallint, 2), m.user_id, n.due_date::date
+  INSERT INTO {schema}.tasks AS t (tenant_id, {inserted})
+  SELECT %(tenant)s, {values}
   FROM ({normalised}) n
   JOIN ({live_projects}) lp ON lp.key = n.project
   LEFT JOIN import_members m ON m.email = n.assignee
@@ -58,6 +66,8 @@ def _statement(schema: str, columns: tuple[str, ...], skip_rejected: bool) -> sq
     name = sql.Identifier(schema)
     return sql.SQL(UPSERT).format(
         schema=name,
+        inserted=sql.SQL(INSERTED),
+        values=sql.SQL(VALUES),
         normalised=sql.SQL(NORMALISED),
         live_projects=sql.SQL(LIVE_PROJECTS).format(schema=name),
         skip_rejected=sql.SQL(SKIP_REJECTED if skip_rejected else ""),

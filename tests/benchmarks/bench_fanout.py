@@ -119,8 +119,8 @@ def djt_setup(count: int) -> dict[str, Any]:
     from django.core.management import call_command
 
     from tenants.cloning import clone_schema
+    from tenants.database_roles import app_role_name, owner_connection
     from tenants.models import Isolation, Tenant, TenantStatus
-    from tenants.roles import app_role_name, owner_connection
 
     call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
     source = Tenant(
@@ -211,7 +211,7 @@ def platform_half(args: argparse.Namespace, env: dict[str, str], work: Path) -> 
 
     from control_plane.celery import app as celery_app
     from control_plane.fanout import runs
-    from tests.fanout.support import (
+    from tests.migrations_sqla.support import (
         BASE_REVISION,
         TEST_REVISION,
         make_tenants,
@@ -360,7 +360,7 @@ def report(args: argparse.Namespace, result: dict[str, Any], djt_s: float, load:
 
 
 def write_scripts(folder: Path) -> str:
-    from tests.fanout.support import make_script_dir
+    from tests.migrations_sqla.support import make_script_dir
 
     return make_script_dir(folder)
 

@@ -18,7 +18,7 @@ What it does, in one run:
    identity rows + status, and on the spare path publishing the refill task, to a queue of the
    benchmark's own that is deleted at the end). Its phases are timed by wrappers around the
    functions it calls (no platform code is changed). Before the timed tenants, `warm_up()` runs
-   as in a starting worker process (control_plane.tasks) and the first provisioning after it is
+   as in a starting worker process (control_plane.tenancy.tasks) and the first provisioning after it is
    reported apart. A second spare-path row closes Django's connection before each call, as
    Celery's Django fixup does before every task, so it includes opening a connection as a real
    worker does. One more provisioning per path, untimed, is traced (libpq) to count its round
@@ -285,7 +285,7 @@ def traced(onboard: Callable[[], Any]) -> dict[str, int]:
     from django.db import connection
     from psycopg import pq
 
-    import control_plane.onboarding as onboarding
+    import control_plane.tenancy.onboarding as onboarding
     import tenants.provisioning as provisioning
 
     provision, checkout = onboarding.provision_onboarding, provisioning.owner_connection
@@ -334,7 +334,7 @@ def run_benchmark(count: int, warmup: int, djt: DjangoTenantsHalf) -> dict[str, 
     from django.conf import settings
     from django.db import connection
 
-    import control_plane.onboarding as onboarding
+    import control_plane.tenancy.onboarding as onboarding
     import tenants.cloning as cloning
     import tenants.provisioning as provisioning
     import tenants.signals as signals
@@ -386,7 +386,7 @@ def run_benchmark(count: int, warmup: int, djt: DjangoTenantsHalf) -> dict[str, 
 
     settings.SPARE_SCHEMAS = 0  # the clone path unless a run asks for a spare
 
-    # As a worker process starts (control_plane.tasks.warm_up_provisioning), then its first one.
+    # As a worker process starts (control_plane.tenancy.tasks.warm_up_provisioning), then its first one.
     started = time.perf_counter()
     provisioning.warm_up()
     warm_up_ms = (time.perf_counter() - started) * 1000

@@ -56,7 +56,7 @@ def onboard_all(count: int) -> dict[str, list[Any]]:
     """`count` tenants per mode through the onboarding service; returns tenants, tokens, times."""
     from django.conf import settings
 
-    from control_plane.onboarding import (
+    from control_plane.tenancy.onboarding import (
         provision_onboarding,
         request_onboarding,
         validate_onboarding,
@@ -82,8 +82,8 @@ def onboard_all(count: int) -> dict[str, list[Any]]:
 
 def load_tasks(made: dict[str, list[Any]], per_tenant: int) -> None:
     """Projects and tasks for every tenant, written as the owner in set-based statements."""
-    from tenants.binding import SHARED_SCHEMA
-    from tenants.roles import owner_connection
+    from tenants.database_roles import owner_connection
+    from tenants.placement import SHARED_SCHEMA
 
     with owner_connection(autocommit=True) as conn:
         for mode, tenants in made.items():
@@ -117,7 +117,7 @@ def deep_cursor(tenant: Any, schema: str, per_tenant: int) -> str:
         parse_sort,
     )
     from taskflow.selectors import TASK_SORTS
-    from tenants.roles import owner_connection
+    from tenants.database_roles import owner_connection
 
     with owner_connection() as conn, conn.transaction():
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant.pk),))
@@ -139,7 +139,7 @@ def measure_api(
 ) -> dict[str, dict[str, list[float]]]:
     from django.test import Client
 
-    from tenants.binding import SHARED_SCHEMA
+    from tenants.placement import SHARED_SCHEMA
 
     rng = random.Random(7)
     clients: dict[str, list[tuple[Client, Any, str, list[int]]]] = {}
@@ -183,8 +183,8 @@ def patch(client: Any, task_id: int) -> Any:
 
 def migration_time(made: dict[str, list[Any]]) -> dict[str, float]:
     """One migration's DDL (nullable column + index) on every tenant's placement, one connection."""
-    from tenants.binding import SHARED_SCHEMA
-    from tenants.roles import owner_connection
+    from tenants.database_roles import owner_connection
+    from tenants.placement import SHARED_SCHEMA
 
     ddl = 'ALTER TABLE "{s}".tasks ADD COLUMN bench_note text; CREATE INDEX ON "{s}".tasks (tenant_id, bench_note)'
     out = {}
@@ -202,8 +202,8 @@ def migration_time(made: dict[str, list[Any]]) -> dict[str, float]:
 
 
 def catalog(made: dict[str, list[Any]]) -> dict[str, dict[str, float]]:
-    from tenants.binding import SHARED_SCHEMA
-    from tenants.roles import owner_connection
+    from tenants.database_roles import owner_connection
+    from tenants.placement import SHARED_SCHEMA
 
     schemas = {"schema": [t.schema_name for t, _k, _m in made["schema"]], "rls": [SHARED_SCHEMA]}
     out = {}

@@ -12,8 +12,8 @@ import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import expect, sync_playwright
 
-from control_plane.models import ApiToken
-from control_plane.tokens import token_digest
+from control_plane.identity.models import ApiToken
+from control_plane.identity.tokens import token_digest
 from tenants.models import Tenant, TenantStatus
 from tenants.provisioning import drop_storage
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, Credentials, WebServer

@@ -15,14 +15,14 @@ from control_plane.fanout import runs
 from control_plane.fanout.models import MigrationRun, RunStatus
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, Credentials, WebServer
 from tests.conftest import WorkerProcess
-from tests.fanout.support import (
+from tests.fanout.support import wait_for_run
+from tests.migrations_sqla.support import (
     BASE_REVISION,
     TEST_REVISION,
     drop_tenants,
     make_script_dir,
     make_tenants,
     set_template,
-    wait_for_run,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]

@@ -9,8 +9,8 @@ import pytest
 
 from control_plane.celery import QUEUES
 from control_plane.celery import app as celery_app
-from control_plane.tasks import ping
-from tenants.roles import app_role_name
+from control_plane.worker.tasks import ping
+from tenants.database_roles import app_role_name
 from tests.conftest import WorkerProcess
 
 
@@ -23,6 +23,23 @@ def test_queues_and_late_acknowledgement_are_configured() -> None:
     assert celery_app.conf.task_acks_late is True
     assert celery_app.conf.task_reject_on_worker_lost is True
     assert celery_app.conf.broker_url.startswith("redis://")
+
+
+def test_a_worker_finds_every_task_under_the_names_messages_and_beat_use() -> None:
+    """Tasks live with their domains (tenancy, worker, the apps); their names never moved."""
+    celery_app.loader.import_default_modules()
+    names = {name for name in celery_app.tasks if not name.startswith("celery.")}
+    assert {
+        "control_plane.tasks.ping",
+        "control_plane.tasks.provision_tenant",
+        "control_plane.tasks.move_tenant",
+        "control_plane.fanout.reap_stuck_runs",
+        "control_plane.imports.tasks.remove_old_files",
+        "tenants.tasks.refill_spares",
+        "taskflow.tasks.purge_soft_deleted",
+    } <= names
+    scheduled = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
+    assert scheduled <= names
 
 
 @pytest.mark.worker

@@ -9,7 +9,7 @@ import sys
 PROBE = """
 import gc, sys
 import control_plane.wsgi
-print(gc.get_freeze_count(), "taskflow.views" in sys.modules, "control_plane.ops_api" in sys.modules)
+print(gc.get_freeze_count(), "taskflow.views" in sys.modules, "control_plane.tenancy.api" in sys.modules)
 """
 
 

@@ -1,45 +1,25 @@
-"""Fixtures of the fan-out tests: a test script directory, a worker on the migrations queue with
-a short visibility timeout (a killed worker's batch comes back in seconds), throw-away tenants."""
+"""Fixtures of the fan-out tests: a slow test script directory and a worker on the migrations
+queue with a short visibility timeout (a killed worker's batch comes back in seconds). Script
+directories and throw-away tenants come from tests.migrations_sqla.fixtures."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
 from control_plane.celery import app as celery_app
-from tenants.models import Tenant
 from tests.conftest import WorkerProcess
-from tests.fanout.support import (
-    BASE_REVISION,
-    drop_tenants,
-    make_script_dir,
-    make_tenants,
-    set_template,
-)
+from tests.migrations_sqla.support import make_script_dir
 
 VISIBILITY_TIMEOUT_S = "5"
-
-
-@pytest.fixture(scope="session")
-def script_location(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """migrations_sqla's versions plus TEST_REVISION (nullable column + index)."""
-    return make_script_dir(tmp_path_factory.mktemp("scripts"))
 
 
 @pytest.fixture(scope="session")
 def slow_script_location(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The same revisions, TEST_REVISION taking 25 ms a schema: runs last long enough to interrupt."""
     return make_script_dir(tmp_path_factory.mktemp("slow_scripts"), sleep_ms=25)
-
-
-@pytest.fixture(scope="session")
-def concurrent_script_location(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Up to TEST_REVISION_2, whose index is built CONCURRENTLY outside the transaction."""
-    return make_script_dir(tmp_path_factory.mktemp("concurrent_scripts"), with_second=True)
 
 
 def start_worker(name: str, concurrency: int = 2) -> WorkerProcess:
@@ -66,25 +46,3 @@ def fanout_worker() -> Iterator[WorkerProcess]:
     worker = start_worker("fanout")
     yield worker
     worker.stop()
-
-
-@pytest.fixture
-def tenants_at_base(
-    django_db_blocker: Any, unique: str, script_location: str
-) -> Iterator[Callable[[int], list[Tenant]]]:
-    """Makes committed tenants cloned from the template at BASE_REVISION; drops them afterwards."""
-    prefix = f"f{unique[:8]}"
-    with django_db_blocker.unblock():
-        set_template(script_location, BASE_REVISION)
-
-    def make(count: int) -> list[Tenant]:
-        with django_db_blocker.unblock():
-            return make_tenants(prefix, count)
-
-    yield make
-    with django_db_blocker.unblock():
-        drop_tenants(prefix)
-        set_template(script_location, BASE_REVISION)
-
-
-__all__ = ["Path"]

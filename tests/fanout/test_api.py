@@ -7,7 +7,7 @@ from django.test import Client
 
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus, TenantMigration
 from tests.factories import make_tenant, make_token, make_user, public_tenant
-from tests.fanout.support import BASE_REVISION
+from tests.migrations_sqla.support import BASE_REVISION
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,8 @@ from control_plane.celery import app as celery_app
 from control_plane.fanout import orchestrator, reaper, runs
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus
 from tests.fanout.conftest import start_worker
-from tests.fanout.support import TEST_REVISION, schema_state, wait_for_run
+from tests.fanout.support import wait_for_run
+from tests.migrations_sqla.support import TEST_REVISION, schema_state
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("committed")]
 

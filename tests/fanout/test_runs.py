@@ -12,9 +12,10 @@ import pytest
 from control_plane.fanout import runs
 from control_plane.fanout.models import RunStatus, StepStatus
 from tenants.cloning import TEMPLATE_SCHEMA
+from tenants.database_roles import owner_connection
 from tenants.models import Tenant
-from tenants.roles import owner_connection
-from tests.fanout.support import (
+from tests.fanout.support import wait_for_run, wait_until
+from tests.migrations_sqla.support import (
     BASE_REVISION,
     ROOT,
     TEST_REVISION,
@@ -22,8 +23,6 @@ from tests.fanout.support import (
     break_tenant,
     mend_tenant,
     schema_state,
-    wait_for_run,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("fanout_worker", "committed")]
@@ -331,7 +330,7 @@ def test_non_transactional_steps_build_the_index_concurrently(
 def test_a_tenant_onboarded_during_a_run_ends_at_the_target(
     tenants_at_base, slow_script_location, unique
 ) -> None:
-    from control_plane.onboarding import (
+    from control_plane.tenancy.onboarding import (
         provision_onboarding,
         request_onboarding,
         validate_onboarding,

@@ -18,14 +18,8 @@ from control_plane.celery import app as celery_app
 from control_plane.fanout import runs
 from control_plane.fanout.models import RunStatus, StepStatus
 from tests.fanout.conftest import start_worker
-from tests.fanout.support import (
-    BASE_REVISION,
-    TEST_REVISION,
-    kill_process_tree,
-    schema_state,
-    wait_for_run,
-    wait_until,
-)
+from tests.fanout.support import kill_process_tree, wait_for_run, wait_until
+from tests.migrations_sqla.support import BASE_REVISION, TEST_REVISION, schema_state
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("committed")]
 

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from migrations_sqla.runner import head_revision, migrate_schema, owner_engine
-from tenants.binding import SHARED_SCHEMA, binding_for
+from migrations_sqla.migrator import migrate_schema
+from migrations_sqla.scripts import head_revision
+from tenants.binding import binding_for
+from tenants.database_roles import owner_connection
 from tenants.models import Isolation
-from tenants.roles import owner_connection
+from tenants.placement import SHARED_SCHEMA
 from tests.imports.conftest import (
     ImportTenant,
     csv_bytes,
@@ -48,8 +50,8 @@ def project_id(tenant: ImportTenant) -> int:
 
 
 def migrate(schema: str, revision: str) -> None:
-    with owner_engine().connect() as connection:
-        migrate_schema(connection, schema, revision=revision)
+    outcome = migrate_schema(schema, revision=revision)
+    assert outcome.ok, outcome.error
 
 
 def history_function(schema: str) -> set[str]:

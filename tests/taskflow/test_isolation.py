@@ -28,8 +28,8 @@ from hypothesis.stateful import (
 
 from taskflow.models import Task
 from tenants.binding import binding_for, tenant_session
+from tenants.database_roles import owner_connection
 from tenants.models import Isolation
-from tenants.roles import owner_connection
 from tests.taskflow.conftest import discard, provisioned_tenant
 
 STEPS = int(os.environ.get("HYPOTHESIS_ISOLATION_STEPS", "300"))

@@ -20,7 +20,8 @@ from taskflow.errors import InvalidCursor
 from taskflow.models import Project, Task
 from taskflow.pagination import _page_statement
 from taskflow.selectors import ListQuery, TaskFilters, task_list
-from tenants.binding import PLACEHOLDER_SCHEMA, binding_for, engine
+from tenants.binding import binding_for, engine
+from tenants.placement import PLACEHOLDER_SCHEMA
 from tests.taskflow.conftest import TenantFixture
 
 # The default run tries a few dozen cases; HYPOTHESIS_EXAMPLES=2000 for a long run.

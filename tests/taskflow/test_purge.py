@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from taskflow.models import Task, TaskHistory
-from taskflow.tasks import purge_soft_deleted
+from taskflow.upkeep import purge_soft_deleted
 from tenants.binding import binding_for, tenant_session
 from tests.taskflow.conftest import TenantFixture, new_key
 
@@ -49,10 +49,12 @@ def test_purge_removes_only_rows_deleted_before_the_retention(
     assert operations == ["insert", "soft_delete", "update", "delete"]
 
 
-def test_beat_schedules_the_purge() -> None:
+def test_beat_schedules_the_purge_under_the_name_a_worker_registers() -> None:
     from control_plane.celery import app
 
     assert any(
         entry["task"] == "taskflow.tasks.purge_soft_deleted"
         for entry in app.conf.beat_schedule.values()
     )
+    app.loader.import_default_modules()  # what a worker does at start: autodiscovery
+    assert "taskflow.tasks.purge_soft_deleted" in app.tasks

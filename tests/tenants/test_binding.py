@@ -11,9 +11,10 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from django.conf import settings
+from django.test import RequestFactory
 from psycopg import pq
 
-from tenants.binding import TenantBinding, engine, tenant_session
+from tenants.binding import TenantBinding, engine, request_id_of, tenant_of, tenant_session
 
 BINDING = TenantBinding(tenant_id=42, schema="public", actor_id=7, request_id="req-1")
 
@@ -106,3 +107,20 @@ def test_the_write_lock_gives_up_after_its_timeout_and_resets_it() -> None:
             sa.text("SELECT current_setting('lock_timeout')")
         ).scalar_one()
     assert timeout == "0"
+
+
+@pytest.mark.parametrize("supplied", ["req-123", "a.b_C-9", "x" * 64])
+def test_a_well_formed_request_id_is_kept(supplied: str) -> None:
+    request = RequestFactory().get("/", headers={"X-Request-ID": supplied})
+    assert request_id_of(request) == supplied
+
+
+@pytest.mark.parametrize("supplied", ["", "has space", "x" * 65, "semi;colon", "é"])
+def test_any_other_request_id_is_replaced_by_a_new_one(supplied: str) -> None:
+    request = RequestFactory().get("/", headers={"X-Request-ID": supplied})
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id_of(request))
+
+
+def test_a_request_not_resolved_to_a_tenant_has_no_tenant() -> None:
+    with pytest.raises(TypeError):
+        tenant_of(RequestFactory().get("/"))

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tenants.cloning import clone_schema, clone_script, read_revisions
-from tenants.roles import app_role_name, owner_connection
+from tenants.database_roles import app_role_name, owner_connection
 from tests.round_trips import round_trips
 
 RICH_TEMPLATE = """

@@ -8,8 +8,8 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from tenants.binding import SHARED_SCHEMA
-from tenants.roles import app_role_name, owner_connection
+from tenants.database_roles import app_role_name, owner_connection
+from tenants.placement import SHARED_SCHEMA
 
 COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tenants.database_roles import app_role_name, owner_connection
 from tenants.models import SpareSchema
-from tenants.roles import app_role_name, owner_connection
 from tenants.spares import drop_spares, refill_spares, take_spare
 from tests.factories import schema_exists
 from tests.round_trips import round_trips

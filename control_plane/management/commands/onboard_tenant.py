@@ -7,9 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from control_plane.onboarding import (
+from control_plane.tenancy.lifecycle import LifecycleConflict
+from control_plane.tenancy.onboarding import (
     InvalidOnboarding,
-    OnboardingConflict,
     request_onboarding,
     validate_onboarding,
 )
@@ -39,7 +39,7 @@ class Command(BaseCommand):
         except InvalidOnboarding as exc:
             reasons = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.errors.items())
             raise CommandError(f"invalid onboarding request: {reasons}") from exc
-        except OnboardingConflict as exc:
+        except LifecycleConflict as exc:
             raise CommandError(str(exc)) from exc
         tenant = self.wait(requested.onboarding.tenant.pk, options["timeout"])
         self.stdout.write(f"tenant:    {tenant.slug} ({tenant.isolation}, {tenant.status})")

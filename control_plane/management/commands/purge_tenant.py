@@ -6,8 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from control_plane.lifecycle import purge_tenant
-from control_plane.onboarding import OnboardingConflict
+from control_plane.tenancy.lifecycle import LifecycleConflict, purge_tenant
 from tenants.models import Tenant
 
 
@@ -27,6 +26,6 @@ class Command(BaseCommand):
             raise CommandError(f"no tenant {slug!r}")
         try:
             purge_tenant(tenant)
-        except OnboardingConflict as exc:
+        except LifecycleConflict as exc:
             raise CommandError(f"{exc} Nothing was purged.") from exc
         self.stdout.write(f"purged tenant {slug}")

@@ -8,26 +8,25 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import QuerySet
 from sqlalchemy import text
 
-from control_plane.models import OnboardingStatus
-from control_plane.onboarding import (
+from control_plane.tenancy.models import OnboardingStatus
+from control_plane.tenancy.onboarding import (
     OnboardingInput,
     provision_onboarding,
     request_onboarding,
     validate_onboarding,
 )
-from migrations_sqla.runner import migrate_schema, owner_engine
-from tenants.binding import SHARED_SCHEMA
+from migrations_sqla import scripts
+from migrations_sqla.migrator import SchemaMigrator, Target, owner_engine, platform_schemas
+from migrations_sqla.public_schema import remove_taskflow_tables_from_public
 from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
+from tenants.database_roles import app_role_name, owner_connection, use_owner_role_for_django
 from tenants.models import Domain, Isolation, Tenant, TenantStatus
-from tenants.provisioning import (
-    ensure_shared_schema,
-    grant_schema_to_app_role,
-    migrate_template_schema,
-)
-from tenants.roles import app_role_name, owner_connection, use_owner_role_for_django
+from tenants.placement import SHARED_SCHEMA
+from tenants.provisioning import ensure_shared_schema, grant_schema_to_app_role
 from tenants.spares import refill_spares
 
 DEMO_SLUG = "demo"
@@ -51,15 +50,18 @@ class Command(BaseCommand):
         call_command("migrate_schemas", shared=True, interactive=False, verbosity=0)
         grant_schema_to_app_role("public")
         ensure_public_tenant()
-        migrate_template_schema()
         ensure_shared_schema()
         with owner_engine().connect() as connection:
-            migrate_schema(connection, TEMPLATE_SCHEMA)
-            migrate_schema(connection, SHARED_SCHEMA)
+            self.migrate_platform_schemas(connection)
             connection.execute(
                 text(f'REVOKE ALL ON "{SHARED_SCHEMA}".alembic_version FROM "{app_role_name()}"')
             )
             connection.commit()
+            # Before the tenants: one that fails to migrate must not keep these in public.
+            with owner_connection() as conn:
+                removed = remove_taskflow_tables_from_public(conn)
+            if removed:
+                self.stdout.write(f"TaskFlow tables removed from public: {', '.join(removed)}")
             revisions = schema_revisions(TEMPLATE_SCHEMA)
             upgraded = self.upgrade_tenant_schemas(connection, revisions)
         self.stdout.write(f"public, template and shared schemas migrated (template at {revisions})")
@@ -71,25 +73,37 @@ class Command(BaseCommand):
         if options["demo"]:
             self.ensure_demo(options["admin_password"])
 
-    def upgrade_tenant_schemas(self, connection: Any, revisions: dict[str, str]) -> int:
-        """Bring tenant schemas behind the template up to it, one by one (small installations;
-        large ones use the migration fan-out)."""
-        behind = [
-            t for t in Tenant.objects.filter(isolation=Isolation.SCHEMA, status=TenantStatus.ACTIVE)
-            if t.revisions != revisions
-        ]  # fmt: skip
+    def migrate_platform_schemas(self, connection: Any) -> None:
+        """The template (its Django tenant apps, then Alembic) and the shared schema to the
+        head, through the migrator as a fan-out does; an attempt interrupted after its commit
+        gets its non-transactional statements again."""
+        migrator = SchemaMigrator(connection, Target(alembic=scripts.head_revision(), django=None))
+        for schema in platform_schemas(migrator.connection):
+            outcome = migrator.migrate(schema, attempted_before=True)
+            if not outcome.ok:
+                raise CommandError(f"the {schema} schema failed to migrate: {outcome.error}")
+
+    def upgrade_tenant_schemas(
+        self, connection: Any, revisions: dict[str, str], tenants: QuerySet[Tenant] | None = None
+    ) -> int:
+        """Bring tenant schemas behind the template up to it, one by one through the migrator
+        (small installations; large ones use the migration fan-out). `tenants`: every active
+        schema-mode tenant unless given; `public` is the control plane's, never a tenant's."""
+        if tenants is None:
+            tenants = Tenant.objects.filter(isolation=Isolation.SCHEMA, status=TenantStatus.ACTIVE)
+        behind = [t for t in tenants.exclude(schema_name="public") if t.revisions != revisions]
+        migrator = SchemaMigrator(
+            connection, Target(alembic=revisions.get("alembic"), django=revisions.get("django"))
+        )
+        failed = []
         for tenant in behind:
-            call_command(
-                "migrate_schemas",
-                tenant=True,
-                schema_name=tenant.schema_name,
-                interactive=False,
-                verbosity=0,
-            )
-            migrate_schema(connection, tenant.schema_name)
-            Tenant.objects.filter(pk=tenant.pk).update(
-                revisions=schema_revisions(tenant.schema_name)
-            )
+            outcome = migrator.migrate(tenant.schema_name, recorded=tenant.revisions)
+            if outcome.ok:
+                Tenant.objects.filter(pk=tenant.pk).update(revisions=outcome.after)
+            else:
+                failed.append(f"{tenant.schema_name}: {outcome.error}")
+        if failed:
+            raise CommandError("tenant schemas failed to migrate:\n" + "\n".join(failed))
         return len(behind)
 
     def ensure_demo(self, admin_password: str) -> None:

@@ -44,10 +44,10 @@ def breakdown(tenant: Any, token: str, host: str, limit: int, n: int) -> list[St
     from django.test import Client
     from rest_framework.renderers import JSONRenderer
 
-    from control_plane.authentication import authenticate_token
-    from control_plane.principals import forget_principals
-    from control_plane.renderers import FastJSONRenderer
-    from control_plane.tokens import token_digest
+    from control_plane.http.renderers import FastJSONRenderer
+    from control_plane.identity.authentication import authenticate_token
+    from control_plane.identity.principals import forget_principals
+    from control_plane.identity.tokens import token_digest
     from taskflow import selectors
     from taskflow.representations import task_row_repr
     from tenants.binding import binding_for, engine, tenant_session

@@ -28,6 +28,7 @@ from taskflow.permissions import TenantRole
 from taskflow.representations import TASK_FIELDS, task_row_repr
 from taskflow.selectors import TASK_SORTS, TASKS
 from taskflow.views import TaskflowView
+from tenants.binding import bound_session
 from tenants.identity import principal_of
 from tests.benchmarks.taskflow_api.models import BenchTask
 
@@ -55,7 +56,7 @@ class OffsetTaskList(TaskflowView):
             offset = int(params.get("offset") or 0)
         except ValueError as exc:
             raise InvalidInput("offset", "offset must be an integer.") from exc
-        with self.session() as session:
+        with bound_session(request) as session:
             rows = session.execute(offset_statement(self.tenant_id, sort, offset, limit))
             return Response(
                 {"results": [task_row_repr(row) for row in rows], "next": None, "previous": None}
@@ -76,7 +77,7 @@ class TaskCursorPagination(CursorPagination):
 
 
 class DrfTaskList(ListAPIView[BenchTask]):
-    """Plain DRF: its own JSONRenderer, not the platform's (control_plane.renderers)."""
+    """Plain DRF: its own JSONRenderer, not the platform's (control_plane.http.renderers)."""
 
     renderer_classes = (JSONRenderer,)
     serializer_class = TaskSerializer

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from control_plane.imports import services
 from control_plane.imports.models import ImportJob, ImportMode, ImportStatus
 from control_plane.imports.uploads import read_chunks, store_chunks
-from taskflow.imports import InvalidHeader
+from taskflow.imports.entry import InvalidHeader
 from tenants.models import Tenant
 
 BAR_WIDTH = 30

@@ -1,0 +1,82 @@
+"""The principal a token authenticates as, cached in Redis so a warm request runs no auth query.
+
+An entry is keyed by the token's digest (never the token) and holds what authentication decided:
+user, tenant, role, staff, and the token's expiry, which every hit checks again. Entries live at
+most ENTRY_TTL, the granularity of last_used_at: the miss that rebuilds an entry is what moves
+last_used_at, so no request writes it more than once a minute.
+
+Anything that changes whether or how a token authenticates (the token, its user, the user's
+membership, the tenant) forgets the entries of the tokens concerned, at once and again after its
+transaction commits (control_plane.identity.principal_signals), like the tenant-resolution cache. Forgetting
+writes a short-lived tombstone rather than deleting, and entries are only ever added (SET NX): a
+request that read the database before the change cannot put the old answer back after it.
+Redis, not process memory: a revoke must stop the token in every process at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.cache import cache
+from django.db import transaction
+
+from tenants.identity import Principal, Role
+
+ENTRY_TTL = timedelta(minutes=1)
+# Longer than any request takes between its database read and its cache write.
+TOMBSTONE_TTL_SECONDS = 30
+_TOMBSTONE = "forgotten"
+
+
+@dataclass(frozen=True)
+class CachedPrincipal:
+    """What a token authenticated as, valid until `expires_at` (the token's own expiry)."""
+
+    principal: Principal
+    expires_at: datetime | None
+
+    def usable(self, now: datetime) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+
+def _key(digest: str) -> str:
+    return f"principal:{digest}"
+
+
+def cached_principal(digest: str) -> CachedPrincipal | None:
+    """The cached entry of the token with `digest`, or None (never cached, expired, forgotten)."""
+    entry: Any = cache.get(_key(digest))
+    if not isinstance(entry, tuple):
+        return None
+    user_id, tenant_id, role, token_id, is_staff, expires_at = entry
+    principal = Principal(
+        user_id=user_id, tenant_id=tenant_id, role=Role(role), token_id=token_id, is_staff=is_staff
+    )
+    return CachedPrincipal(principal, expires_at)
+
+
+def remember_principal(digest: str, entry: CachedPrincipal, now: datetime) -> None:
+    """Cache `entry` until ENTRY_TTL or the token's expiry, unless it was forgotten meanwhile."""
+    ttl = ENTRY_TTL if entry.expires_at is None else min(ENTRY_TTL, entry.expires_at - now)
+    if ttl.total_seconds() < 1:
+        return
+    p = entry.principal
+    value = (p.user_id, p.tenant_id, p.role.value, p.token_id, p.is_staff, entry.expires_at)
+    cache.add(_key(digest), value, int(ttl.total_seconds()))
+
+
+def forget_principals(digests: Iterable[str]) -> None:
+    """Forget the entries of these token digests now and again once the transaction commits."""
+    keys = [_key(d) for d in digests]
+    if not keys:
+        return
+
+    def tombstone() -> None:
+        cache.set_many(dict.fromkeys(keys, _TOMBSTONE), TOMBSTONE_TTL_SECONDS)
+
+    tombstone()
+    # A reader may cache the old rows before this transaction commits: forget again after it.
+    transaction.on_commit(tombstone)

@@ -1,0 +1,71 @@
+"""A provisioned tenant's life: status transitions, moves between placements, and purge.
+
+Onboarding (control_plane.tenancy.onboarding) brings a tenant to life; from there the admin, the
+operator API and the CLI change its status, move it and finally purge it through these services.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from control_plane.celery import app as celery_app
+from tenants.models import Tenant, TenantStatus
+from tenants.problems import Problem
+from tenants.provisioning import drop_storage
+from tenants.resolution import forget_tenant
+
+MOVE_TASK = "control_plane.tasks.move_tenant"
+
+
+class LifecycleConflict(Problem):
+    """The tenant's state refuses the change: a slug, domain or idempotency key already taken by
+    another onboarding, or a transition, retry or purge its current status does not allow."""
+
+    status = 409
+    title = "Onboarding conflict"  # the title clients have always received; kept byte-identical
+
+
+STATUS_TRANSITIONS = {
+    TenantStatus.SUSPENDED: (TenantStatus.ACTIVE,),
+    TenantStatus.ACTIVE: (TenantStatus.SUSPENDED, TenantStatus.ARCHIVED),
+    TenantStatus.ARCHIVED: (TenantStatus.ACTIVE, TenantStatus.SUSPENDED),
+}
+
+
+def set_tenant_status(tenant: Tenant, status: str) -> Tenant:
+    """Suspend, activate or archive a provisioned tenant; the change is conditional on the status
+    it comes from, so two operators cannot both apply a transition from a stale page."""
+    allowed = (
+        STATUS_TRANSITIONS.get(TenantStatus(status), ()) if status in TenantStatus.values else ()
+    )
+    changed = (
+        Tenant.objects.filter(pk=tenant.pk, status__in=allowed)
+        .exclude(schema_name="public")
+        .update(status=status, updated_at=timezone.now())
+    )
+    tenant.refresh_from_db()
+    if not changed:
+        raise LifecycleConflict(
+            f"Tenant {tenant.slug!r} is {tenant.status}; it cannot become {status}."
+        )
+    forget_tenant(tenant)
+    transaction.on_commit(lambda: forget_tenant(tenant))
+    return tenant
+
+
+def enqueue_move(tenant: Tenant, to: str) -> None:
+    """Queue a move of the tenant to the `to` placement; a worker runs it (large tenants take a while)."""
+    celery_app.send_task(MOVE_TASK, args=[tenant.pk, to])
+
+
+def purge_tenant(tenant: Tenant) -> None:
+    """Drop an archived tenant's storage and its rows in the public schema. Irreversible."""
+    if tenant.status != TenantStatus.ARCHIVED:
+        raise LifecycleConflict(
+            f"Tenant {tenant.slug!r} is {tenant.status}; only archived tenants are purged."
+        )
+    forget_tenant(tenant)
+    drop_storage(tenant)
+    with transaction.atomic():
+        tenant.delete()

@@ -1,0 +1,266 @@
+"""Onboarding: the one service the admin, the operator API and the CLI call to add a tenant.
+
+`request_onboarding` validates and records the request and returns the owner's token once;
+`provision_onboarding` (run by a worker) makes the storage and then, in one transaction, the
+domain, owner user, membership and token, and marks the tenant active. A failure leaves the
+tenant `failed` with the reason and nothing else behind; `retry_onboarding` starts it again.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from control_plane.celery import app as celery_app
+from control_plane.identity.tokens import derived_token_secret, new_token_secret
+from control_plane.tenancy.lifecycle import LifecycleConflict
+from control_plane.tenancy.models import Onboarding, OnboardingStatus
+from control_plane.tenancy.onboarding_rows import activate, count_attempt
+from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
+from tenants.problems import Problem
+from tenants.provisioning import drop_storage, provision_storage
+from tenants.resolution import forget_tenant
+
+SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+RESERVED_SLUGS = frozenset({"public", "shared", "template", "information_schema"})
+PROVISION_TASK = "control_plane.tasks.provision_tenant"
+REFILL_SPARES_TASK = "tenants.tasks.refill_spares"
+HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+class InvalidOnboarding(Problem):
+    """The onboarding input is invalid; `errors` maps each field to its messages."""
+
+    status = 400
+    title = "Invalid onboarding request"
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        flat = [{"field": f, "message": m} for f, messages in errors.items() for m in messages]
+        super().__init__("The onboarding request has invalid fields.", errors=flat)
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class OnboardingInput:
+    name: str
+    slug: str
+    domain: str
+    isolation: str
+    owner_email: str
+
+
+@dataclass(frozen=True)
+class OnboardingRequested:
+    onboarding: Onboarding
+    token: str  # the owner's API token: shown here once, stored only as a hash
+    created: bool
+
+
+def validate_onboarding(
+    *, name: str, slug: str, domain: str, isolation: str, owner_email: str
+) -> OnboardingInput:
+    """Check every field and the uniqueness of slug and domain; raise with all errors at once."""
+    errors: dict[str, list[str]] = {}
+    name, slug = (name or "").strip(), (slug or "").strip()
+    domain, owner_email = (domain or "").strip().lower().rstrip("."), (owner_email or "").strip()
+    if not name:
+        errors.setdefault("name", []).append("Name is required.")
+    elif len(name) > 200:
+        errors.setdefault("name", []).append("Name is at most 200 characters.")
+    if not SLUG_PATTERN.match(slug):
+        errors.setdefault("slug", []).append(
+            "Slug must start with a lowercase letter and hold 2-40 lowercase letters, digits or underscores."
+        )
+    elif slug in RESERVED_SLUGS or slug.startswith("pg_"):
+        errors.setdefault("slug", []).append(f"Slug {slug!r} is reserved.")
+    elif Tenant.objects.filter(slug=slug).exists():
+        errors.setdefault("slug", []).append(f"A tenant with slug {slug!r} already exists.")
+    if not is_valid_hostname(domain):
+        errors.setdefault("domain", []).append(f"{domain!r} is not a valid host name.")
+    elif (
+        Domain.objects.filter(domain=domain).exists()
+        or Onboarding.objects.filter(domain=domain).exists()
+    ):
+        errors.setdefault("domain", []).append(f"Domain {domain!r} is already taken.")
+    if isolation not in Isolation.values:
+        errors.setdefault("isolation", []).append(
+            f"Isolation must be one of {', '.join(Isolation.values)}."
+        )
+    try:
+        validate_email(owner_email)
+    except ValidationError:
+        errors.setdefault("owner_email", []).append(
+            f"{owner_email!r} is not a valid email address."
+        )
+    if errors:
+        raise InvalidOnboarding(errors)
+    return OnboardingInput(
+        name=name, slug=slug, domain=domain, isolation=isolation, owner_email=owner_email
+    )
+
+
+def is_valid_hostname(value: str) -> bool:
+    if not value or len(value) > 253 or ("." not in value and value != "localhost"):
+        return False
+    return all(HOSTNAME_LABEL.match(label) for label in value.split("."))
+
+
+def request_onboarding(
+    *,
+    data: OnboardingInput,
+    idempotency_key: str | None = None,
+    requested_by: User | None = None,
+    enqueue: bool = True,
+) -> OnboardingRequested:
+    """Record the request and queue provisioning; the same idempotency key returns the same one.
+
+    `enqueue=False` leaves provisioning to the caller (set-up scripts that run before workers).
+    """
+    if idempotency_key:
+        existing = (
+            Onboarding.objects.select_related("tenant")
+            .filter(idempotency_key=idempotency_key)
+            .first()
+        )
+        if existing is not None:
+            return _replay(existing, data, idempotency_key)
+    secret = (
+        derived_token_secret(f"onboarding:{idempotency_key}")
+        if idempotency_key
+        else new_token_secret()
+    )
+    try:
+        with transaction.atomic():
+            tenant = Tenant.objects.create(
+                name=data.name,
+                slug=data.slug,
+                schema_name=schema_name_for(data.slug),
+                isolation=data.isolation,
+                status=TenantStatus.PROVISIONING,
+            )
+            onboarding = Onboarding.objects.create(
+                tenant=tenant,
+                domain=data.domain,
+                owner_email=data.owner_email,
+                token_prefix=secret.prefix,
+                token_digest=secret.digest,
+                idempotency_key=idempotency_key or None,
+                requested_by=requested_by,
+            )
+            if enqueue:
+                transaction.on_commit(lambda: enqueue_provisioning(onboarding.pk))
+    except (IntegrityError, ValidationError) as exc:
+        # Lost a race with a concurrent request for the same slug, domain or key. A race the
+        # other request already committed surfaces as TenantMixin.save's ValidationError on the
+        # schema name, before the INSERT reaches the unique index.
+        if idempotency_key:
+            existing = (
+                Onboarding.objects.select_related("tenant")
+                .filter(idempotency_key=idempotency_key)
+                .first()
+            )
+            if existing is not None:
+                return _replay(existing, data, idempotency_key)
+        raise LifecycleConflict("A tenant with this slug or domain was just created.") from exc
+    return OnboardingRequested(onboarding=onboarding, token=secret.value, created=True)
+
+
+def _replay(existing: Onboarding, data: OnboardingInput, key: str) -> OnboardingRequested:
+    if existing.tenant.slug != data.slug or existing.domain != data.domain:
+        raise LifecycleConflict("This Idempotency-Key was used for another onboarding request.")
+    secret = derived_token_secret(f"onboarding:{key}")
+    return OnboardingRequested(onboarding=existing, token=secret.value, created=False)
+
+
+def submit_onboarding(
+    *,
+    fields: dict[str, str],
+    idempotency_key: str | None = None,
+    requested_by: User | None = None,
+) -> OnboardingRequested:
+    """Validate and request in one step; a replayed idempotency key skips validation.
+
+    A retry of a request that already created its tenant must not fail on "slug taken".
+    """
+    if idempotency_key:
+        existing = (
+            Onboarding.objects.select_related("tenant")
+            .filter(idempotency_key=idempotency_key)
+            .first()
+        )
+        if existing is not None:
+            data = OnboardingInput(
+                **{k: str(fields.get(k, "")) for k in OnboardingInput.__dataclass_fields__}
+            )
+            return _replay(existing, data, idempotency_key)
+    data = validate_onboarding(**fields)
+    return request_onboarding(data=data, idempotency_key=idempotency_key, requested_by=requested_by)
+
+
+def enqueue_provisioning(onboarding_id: int) -> None:
+    celery_app.send_task(PROVISION_TASK, args=[onboarding_id])
+
+
+def provision_onboarding(onboarding_id: int) -> Onboarding:
+    """Make the tenant's storage, then its identity rows, then mark it active (or failed).
+
+    Three round trips when a spare is ready or in rls mode: count the attempt while loading,
+    the storage (one script as the owner), and the identity rows with the status (one
+    statement, see control_plane.tenancy.onboarding_rows).
+    """
+    onboarding = count_attempt(onboarding_id)
+    if onboarding.status == OnboardingStatus.SUCCEEDED:
+        return onboarding
+    tenant = onboarding.tenant
+    started = time.perf_counter()
+    try:
+        revisions = provision_storage(tenant)
+        activate(onboarding, revisions, started)
+    except Exception as exc:
+        _mark_failed(onboarding, exc)
+        raise
+    if tenant.isolation == Isolation.SCHEMA and settings.SPARE_SCHEMAS:
+        celery_app.send_task(REFILL_SPARES_TASK)
+    return onboarding
+
+
+def _mark_failed(onboarding: Onboarding, exc: Exception) -> None:
+    """Undo the storage and record why; identity rows were never committed."""
+    tenant = onboarding.tenant
+    try:
+        drop_storage(tenant)
+    finally:
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        Tenant.objects.filter(pk=tenant.pk).update(status=TenantStatus.FAILED, status_reason=reason)
+        forget_tenant(tenant)
+        Onboarding.objects.filter(pk=onboarding.pk).update(
+            status=OnboardingStatus.FAILED, error=reason, finished_at=timezone.now()
+        )
+
+
+def retry_onboarding(tenant: Tenant) -> None:
+    """Queue provisioning again for a failed tenant (only once, however many operators press retry)."""
+    onboarding = Onboarding.objects.filter(tenant_id=tenant.pk).first()
+    with transaction.atomic():
+        retried = Tenant.objects.filter(pk=tenant.pk, status=TenantStatus.FAILED).update(
+            status=TenantStatus.PROVISIONING, status_reason=""
+        )
+        if not retried or onboarding is None:
+            tenant.refresh_from_db()
+            raise LifecycleConflict(
+                f"Tenant {tenant.slug!r} is {tenant.status}; only failed tenants are retried."
+            )
+        Onboarding.objects.filter(pk=onboarding.pk).update(
+            status=OnboardingStatus.PENDING, error=""
+        )
+        transaction.on_commit(lambda: enqueue_provisioning(onboarding.pk))
+    forget_tenant(tenant)
+    tenant.refresh_from_db()

@@ -1,0 +1,57 @@
+"""Tenant lifecycle tasks (provisioning an onboarding, moving a tenant) and the worker's warm-up.
+
+The registered names are the ones these tasks had in control_plane.tasks, before the control
+plane was grouped by domain: messages already queued and every sender use them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from celery import shared_task
+from celery.signals import worker_process_init
+
+from control_plane.tenancy.lifecycle import MOVE_TASK
+from control_plane.tenancy.onboarding import PROVISION_TASK, provision_onboarding
+from tenants.models import Tenant
+from tenants.moving import move_tenant
+from tenants.provisioning import warm_up
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name=PROVISION_TASK)
+def provision_tenant(onboarding_id: int) -> dict[str, object]:
+    """Provision one onboarding request; a redelivered message makes the same tenant again."""
+    onboarding = provision_onboarding(onboarding_id)
+    return {"tenant": onboarding.tenant.slug, "ms": onboarding.provisioning_ms}
+
+
+@shared_task(name=MOVE_TASK)
+def move_tenant_task(tenant_id: int, to: str) -> dict[str, object]:
+    """Move one tenant between placements in a worker (large tenants take a while)."""
+    report = move_tenant(Tenant.objects.get(pk=tenant_id), to)
+    return {"tenant": report.tenant, "rows": report.rows, "seconds": report.seconds}
+
+
+@worker_process_init.connect
+def warm_up_provisioning(**_: object) -> None:
+    """Each worker process readies provisioning as it starts, so its first onboarding does not
+    pay for the clone script. In a thread: a slow or absent database must not hold up the
+    process's start (Celery gives it a few seconds), and the first onboarding would do it anyway.
+    """
+    threading.Thread(target=_warm_up, name="provisioning-warm-up", daemon=True).start()
+
+
+def _warm_up() -> None:
+    started = time.perf_counter()
+    try:
+        warm_up()
+    except Exception:
+        logger.warning("provisioning warm-up failed; the first onboarding does it", exc_info=True)
+        return
+    elapsed = (time.perf_counter() - started) * 1000
+    logger.info("provisioning warmed up in %.1f ms (pid %d)", elapsed, os.getpid())

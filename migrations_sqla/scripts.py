@@ -1,0 +1,196 @@
+"""Alembic scripts as the migrator runs them: one ScriptDirectory per location, compiled plans.
+
+A plan is the SQL of the steps from one revision to another, generated once per process by
+Alembic's offline mode (migrations are written without schema names and run with the schema on a
+transaction-local search_path, so the SQL is the same for every schema). Replaying that SQL costs
+a round trip per schema instead of Alembic's per-schema reflection and DDL compilation.
+
+A migration that must run online (it reads the database through `op.get_bind()`) says
+`fanout_offline = False`; its plan then runs through Alembic's MigrationContext per schema.
+Statements that cannot run in a transaction (CREATE INDEX CONCURRENTLY, so that building an
+index does not block the schema's writes, which in the shared schema are every rls tenant's)
+are declared by the migration as `non_transactional_upgrade` / `non_transactional_downgrade`:
+tuples of SQL with a `{schema}` placeholder, idempotent (IF NOT EXISTS / IF EXISTS), run after
+the transaction commits. This module never touches a database.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.script import Script, ScriptDirectory
+from alembic.util.exc import CommandError
+from django.conf import settings
+
+HERE = Path(__file__).resolve().parent
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to move a schema from `source` to `target`."""
+
+    source: str | None
+    target: str | None
+    sql: str  # transactional steps, including the version table update; "" when nothing to do
+    non_transactional: tuple[str, ...]  # `{schema}` placeholders, run after the commit
+    online: bool  # True: run through Alembic online (a migration asked for it, or compiling failed)
+
+    @property
+    def is_noop(self) -> bool:
+        return self.source == self.target
+
+
+def default_location() -> str:
+    """The script directory runs apply: FANOUT_SCRIPT_LOCATION, else migrations_sqla's own."""
+    return str(getattr(settings, "FANOUT_SCRIPT_LOCATION", "") or "")
+
+
+@functools.cache
+def script_config(location: str = "") -> Config:
+    """The Alembic configuration of `location`; "" is migrations_sqla's alembic.ini."""
+    if not location:
+        return Config(str(HERE / "alembic.ini"))
+    cfg = Config()
+    cfg.set_main_option("script_location", location)
+    return cfg
+
+
+@functools.cache
+def script_directory(location: str = "") -> ScriptDirectory:
+    """Read once per process and location: parsing the versions folder is the expensive part."""
+    return ScriptDirectory.from_config(script_config(location))
+
+
+def head_revision(location: str = "") -> str:
+    head = script_directory(location).get_current_head()
+    assert head is not None
+    return head
+
+
+def resolve_revision(location: str, revision: str) -> str | None:
+    """A concrete revision id for "head", "base" or a (partial) revision id; None for base."""
+    script = script_directory(location)
+    if revision in ("head", "heads", ""):
+        return script.get_current_head()
+    if revision == BASE:
+        return None
+    try:
+        found = script.get_revision(revision)
+    except CommandError:
+        found = None
+    if found is None:
+        raise LookupError(f"no revision {revision!r} in {location or 'migrations_sqla'}")
+    return found.revision
+
+
+_plans: dict[tuple[str, str | None, str | None], Plan] = {}
+_plans_lock = threading.Lock()
+
+
+def plan(location: str, source: str | None, target: str | None) -> Plan:
+    """The cached plan from `source` to `target` (either may be None: base)."""
+    key = (location, source, target)
+    with _plans_lock:
+        cached = _plans.get(key)
+    if cached is not None:
+        return cached
+    built = _build_plan(location, source, target)
+    with _plans_lock:
+        _plans[key] = built
+    return built
+
+
+def _build_plan(location: str, source: str | None, target: str | None) -> Plan:
+    if source == target:
+        return Plan(source, target, "", (), online=False)
+    script = script_directory(location)
+    downgrade = is_downgrade(script, source, target)
+    steps = scripts_between(script, source, target, downgrade)
+    statements = declared_non_transactional(steps, downgrade=downgrade)
+    if any(getattr(step.module, "fanout_offline", True) is False for step in steps):
+        return Plan(source, target, "", statements, online=True)
+    try:
+        sql = compile_sql(location, source, target, downgrade)
+    except Exception:
+        return Plan(source, target, "", statements, online=True)
+    return Plan(source, target, sql, statements, online=False)
+
+
+def compile_sql(location: str, source: str | None, target: str | None, downgrade: bool) -> str:
+    """Alembic's offline SQL from `source` to `target`, unqualified, `%` left as written."""
+    script = script_directory(location)
+    buffer = io.StringIO()
+
+    def steps(_rev: Any, _context: Any) -> Any:
+        if downgrade:
+            return script._downgrade_revs(target or BASE, source)
+        return script._upgrade_revs(target or "head", source)  # type: ignore[arg-type]
+
+    with EnvironmentContext(
+        script_config(location),
+        script,
+        fn=steps,
+        as_sql=True,
+        starting_rev=source,
+        destination_rev=target or BASE,
+    ) as env:
+        env.configure(
+            dialect_name="postgresql",
+            output_buffer=buffer,
+            transactional_ddl=False,
+            dialect_opts={"paramstyle": "named"},
+        )
+        env.run_migrations()
+    return buffer.getvalue()
+
+
+def non_transactional_between(
+    location: str, source: str | None, target: str | None
+) -> tuple[str, ...]:
+    """The non-transactional statements of a move from `source` to `target`, in running order."""
+    script = script_directory(location)
+    downgrade = is_downgrade(script, source, target)
+    return declared_non_transactional(
+        scripts_between(script, source, target, downgrade), downgrade=downgrade
+    )
+
+
+def is_downgrade(script: ScriptDirectory, source: str | None, target: str | None) -> bool:
+    """Whether going from `source` to `target` (None: base) goes down."""
+    if source is None or source == target:
+        return False
+    if target is None:
+        return True
+    below = set(script.iterate_revisions(source, "base")) - {script.get_revision(source)}
+    return script.get_revision(target) in below
+
+
+def scripts_between(
+    script: ScriptDirectory, source: str | None, target: str | None, downgrade: bool
+) -> list[Script]:
+    """The revisions a move from `source` to `target` applies (or undoes), newest first."""
+    if downgrade:
+        assert source is not None
+        return [
+            s for s in script.iterate_revisions(source, target or "base") if s.revision != target
+        ]
+    if target is None:
+        return []
+    return [s for s in script.iterate_revisions(target, source or "base") if s.revision != source]
+
+
+def declared_non_transactional(steps: Sequence[Script], *, downgrade: bool) -> tuple[str, ...]:
+    """The non-transactional statements `steps` (newest first) declare, in the order they run:
+    upgrades oldest revision first, downgrades newest first."""
+    attribute = "non_transactional_downgrade" if downgrade else "non_transactional_upgrade"
+    ordered = steps if downgrade else list(reversed(steps))
+    return tuple(statement for step in ordered for statement in getattr(step.module, attribute, ()))

@@ -1,0 +1,201 @@
+"""The principal cache: a warm token costs no query, and every change that affects a token's
+authentication shows on the very next request (real Redis, real PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from control_plane.identity.authentication import authenticate_token
+from control_plane.identity.models import ApiToken, Membership
+from control_plane.identity.principals import (
+    CachedPrincipal,
+    cached_principal,
+    forget_principals,
+    remember_principal,
+)
+from control_plane.identity.tokens import token_digest
+from tenants.identity import Principal, Role
+from tests.factories import make_member, make_tenant, make_token, make_user, public_tenant
+
+pytestmark = pytest.mark.django_db
+
+
+def me(client: Client, host: str, token: str) -> tuple[int, dict]:
+    response = client.get("/api/v1/me", HTTP_HOST=host, HTTP_AUTHORIZATION=f"Bearer {token}")
+    return response.status_code, response.json()
+
+
+@pytest.fixture
+def member(unique: str) -> tuple[str, User, str]:
+    """(host, user, token) of a viewer whose principal is cached by one request."""
+    tenant = make_tenant(f"p{unique}")
+    user, token = make_member(tenant, f"m{unique}@example.com", role="viewer")
+    host = f"p{unique}.localhost"
+    assert me(Client(), host, token)[0] == 200
+    assert cached_principal(token_digest(token)) is not None
+    # The request left this process's connection on the tenant (django-tenants).
+    connection.set_schema_to_public()  # type: ignore[attr-defined]
+    return host, user, token
+
+
+def test_a_warm_token_authenticates_without_a_query(member) -> None:
+    _, user, token = member
+    tenant = user.memberships.get().tenant
+    with CaptureQueriesContext(connection) as queries:
+        found, principal = authenticate_token(token, tenant=tenant)
+        auth_user: Any = found
+        assert auth_user
+        assert auth_user.is_authenticated
+        assert auth_user.pk == user.pk
+    assert len(queries) == 0
+    assert principal == Principal(
+        user_id=user.pk,
+        tenant_id=tenant.pk,
+        role=Role.VIEWER,
+        token_id=ApiToken.objects.get(user=user).pk,
+    )
+    assert auth_user.email == user.email  # reading more than the id loads the user
+    assert isinstance(auth_user, User)
+
+
+def test_a_cached_token_is_refused_on_another_tenants_host(member, unique) -> None:
+    _, _, token = member
+    make_tenant(f"o{unique}")
+    assert me(Client(), f"o{unique}.localhost", token)[0] == 401
+
+
+def test_revoking_a_token_refuses_the_next_request(member) -> None:
+    host, user, token = member
+    stored = ApiToken.objects.get(user=user)
+    stored.revoked_at = timezone.now()
+    stored.save()
+    assert me(Client(), host, token)[0] == 401
+
+
+def test_revoking_in_the_admin_refuses_the_next_request(member, unique) -> None:
+    host, user, token = member
+    operator = Client()
+    operator.force_login(User.objects.create_superuser(f"op_{unique}", f"op{unique}@x.org", "-"))
+    stored = ApiToken.objects.get(user=user)
+    response = operator.post(
+        reverse("admin:control_plane_apitoken_changelist", urlconf=settings.PUBLIC_SCHEMA_URLCONF),
+        {"action": "revoke", "_selected_action": [str(stored.pk)]},
+        HTTP_HOST="localhost",
+    )
+    assert response.status_code == 302
+    assert me(Client(), host, token)[0] == 401
+
+
+def test_deleting_a_token_refuses_the_next_request(member) -> None:
+    host, user, token = member
+    ApiToken.objects.get(user=user).delete()
+    assert me(Client(), host, token)[0] == 401
+
+
+def test_a_role_change_takes_effect_on_the_next_request(member) -> None:
+    host, user, token = member
+    membership = Membership.objects.get(user=user)
+    membership.role = Role.ADMIN
+    membership.save()
+    status, body = me(Client(), host, token)
+    assert (status, body["role"]) == (200, "admin")
+
+
+def test_removing_the_membership_refuses_the_next_request(member) -> None:
+    host, user, token = member
+    Membership.objects.get(user=user).delete()
+    assert me(Client(), host, token)[0] == 401
+
+
+def test_deactivating_the_user_refuses_the_next_request(member) -> None:
+    host, user, token = member
+    user.is_active = False
+    user.save()
+    assert me(Client(), host, token)[0] == 401
+
+
+def test_a_staff_user_losing_staff_is_refused_on_the_next_operator_request(unique) -> None:
+    user = make_user(f"s{unique}@example.com", staff=True)
+    token = make_token(user, public_tenant())
+    client = Client()
+
+    def ops() -> int:
+        return client.get(
+            "/ops/v1/tenants", HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Bearer {token}"
+        ).status_code
+
+    assert ops() == 200
+    assert cached_principal(token_digest(token)) is not None
+    user.is_staff = False
+    user.save()
+    assert ops() == 401
+
+
+def test_changing_the_tenant_forgets_its_tokens(member) -> None:
+    _, user, token = member
+    tenant = user.memberships.get().tenant
+    tenant.name = "Renamed"
+    tenant.save()
+    assert cached_principal(token_digest(token)) is None
+
+
+def test_suspending_the_tenant_refuses_cached_tokens(member) -> None:
+    from control_plane.tenancy.lifecycle import set_tenant_status
+
+    host, user, token = member
+    tenant = user.memberships.get().tenant
+    set_tenant_status(tenant, "suspended")
+    assert me(Client(), host, token)[0] == 403
+    set_tenant_status(tenant, "active")
+    assert me(Client(), host, token)[0] == 200
+
+
+def test_expiry_is_checked_on_a_cache_hit(unique) -> None:
+    tenant = make_tenant(f"e{unique}")
+    user, token = make_member(tenant, f"m{unique}@example.com")
+    stored = ApiToken.objects.get(user=user)
+    now = timezone.now()
+    principal = Principal(user.pk, tenant.pk, Role.MEMBER, stored.pk)
+    # An entry written a minute ago for a token that expired a second ago, still in Redis.
+    entry = CachedPrincipal(principal, expires_at=now - timedelta(seconds=1))
+    remember_principal(token_digest(token), entry, now - timedelta(minutes=1))
+    assert cached_principal(token_digest(token)) == entry
+    assert me(Client(), f"e{unique}.localhost", token)[0] == 401
+
+
+def test_an_entry_read_before_a_change_is_not_cached_after_it(member) -> None:
+    _, _, token = member
+    digest = token_digest(token)
+    stale = cached_principal(digest)
+    assert stale is not None
+    forget_principals([digest])  # what a revoke does
+    remember_principal(digest, stale, timezone.now())  # a slow request that read the old row
+    assert cached_principal(digest) is None
+
+
+def test_last_used_at_is_written_at_most_once_a_minute(unique) -> None:
+    tenant = make_tenant(f"l{unique}")
+    user, token = make_member(tenant, f"m{unique}@example.com")
+    client = Client()
+    assert me(client, f"l{unique}.localhost", token)[0] == 200
+    first = ApiToken.objects.get(user=user).last_used_at
+    assert first is not None
+    assert me(client, f"l{unique}.localhost", token)[0] == 200
+    assert ApiToken.objects.get(user=user).last_used_at == first
+    # Once the entry is gone (after a minute), the next request moves last_used_at again.
+    ApiToken.objects.filter(user=user).update(last_used_at=first - timedelta(minutes=2))
+    forget_principals([token_digest(token)])
+    assert me(client, f"l{unique}.localhost", token)[0] == 200
+    last_used_at = ApiToken.objects.get(user=user).last_used_at
+    assert last_used_at is not None
+    assert last_used_at > first

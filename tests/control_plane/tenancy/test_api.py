@@ -1,0 +1,140 @@
+"""The operator API: staff tokens on the public host, problem+json errors, idempotent onboarding."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from tenants.models import Tenant, TenantStatus
+from tests.factories import make_member, make_tenant, make_token, make_user, public_tenant
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ops(client: Client, unique: str) -> Client:
+    token = make_token(make_user(f"staff{unique}@example.com", staff=True), public_tenant())
+    client.defaults.update(HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def onboarding_body(slug: str, **overrides: str) -> dict[str, str]:
+    body = {
+        "name": f"T {slug}",
+        "slug": slug,
+        "domain": f"{slug.replace('_', '-')}.localhost",
+        "isolation": "schema",
+        "owner_email": f"o-{slug}@example.com",
+    }
+    body.update(overrides)
+    return body
+
+
+def test_post_tenant_is_202_with_location_and_token(ops, unique) -> None:
+    response = ops.post(
+        "/ops/v1/tenants", onboarding_body(f"api_{unique}"), content_type="application/json"
+    )
+    assert response.status_code == 202
+    assert response["Location"] == f"/ops/v1/tenants/api_{unique}"
+    body = response.json()
+    assert body["owner_token"].startswith("tf_")
+    assert body["tenant"]["status"] == "provisioning"
+    assert body["tenant"]["domains"] == [f"api-{unique}.localhost"]
+    assert ops.get(f"/ops/v1/tenants/api_{unique}").json()["slug"] == f"api_{unique}"
+
+
+def test_post_with_the_same_idempotency_key_returns_the_same_tenant(ops, unique) -> None:
+    body = onboarding_body(f"idem_{unique}")
+    key = {"HTTP_IDEMPOTENCY_KEY": f"k-{unique}"}
+    first = ops.post("/ops/v1/tenants", body, content_type="application/json", **key)
+    again = ops.post("/ops/v1/tenants", body, content_type="application/json", **key)
+    assert first.status_code == again.status_code == 202
+    assert again.json()["owner_token"] == first.json()["owner_token"]
+    assert again.json()["replayed"] is True
+    assert Tenant.objects.filter(slug=f"idem_{unique}").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"slug": "pg_x"}, "slug"),
+        ({"domain": "bad host"}, "domain"),
+        ({"owner_email": "x"}, "owner_email"),
+    ],
+)
+def test_invalid_input_is_400_problem_and_creates_nothing(ops, unique, override, field) -> None:
+    before = Tenant.objects.count()
+    response = ops.post(
+        "/ops/v1/tenants",
+        {**onboarding_body(f"bad_{unique}"), **override},
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert field in {e["field"] for e in response.json()["errors"]}
+    assert Tenant.objects.count() == before
+
+
+def test_missing_fields_and_bad_json_are_400_problems(ops) -> None:
+    missing = ops.post("/ops/v1/tenants", {"name": "x"}, content_type="application/json")
+    assert missing.status_code == 400
+    assert {e["field"] for e in missing.json()["errors"]} >= {
+        "slug",
+        "domain",
+        "isolation",
+        "owner_email",
+    }
+    broken = ops.post("/ops/v1/tenants", "{not json", content_type="application/json")
+    assert broken.status_code == 400
+    assert broken["Content-Type"] == "application/problem+json"
+
+
+def test_list_and_get_and_unknown_tenant(ops, unique) -> None:
+    make_tenant(f"l{unique}")
+    listed = ops.get("/ops/v1/tenants").json()["results"]
+    assert f"l{unique}" in {t["slug"] for t in listed}
+    assert "public" not in {t["slug"] for t in listed}
+    missing = ops.get("/ops/v1/tenants/nope_nope")
+    assert missing.status_code == 404
+    assert missing["Content-Type"] == "application/problem+json"
+
+
+def test_suspend_and_activate_change_what_the_tenant_api_answers(ops, client, unique) -> None:
+    tenant = make_tenant(f"s{unique}")
+    _, token = make_member(tenant, f"m{unique}@example.com")
+    tenant_api = Client(HTTP_HOST=f"s{unique}.localhost", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert tenant_api.get("/api/v1/me").status_code == 200
+
+    assert ops.post(f"/ops/v1/tenants/s{unique}/suspend").json()["status"] == "suspended"
+    refused = tenant_api.get("/api/v1/me")
+    assert refused.status_code == 403
+    assert refused["Content-Type"] == "application/problem+json"
+    assert "suspended" in refused.json()["detail"]
+
+    assert ops.post(f"/ops/v1/tenants/s{unique}/activate").json()["status"] == "active"
+    assert tenant_api.get("/api/v1/me").status_code == 200
+
+    assert ops.post(f"/ops/v1/tenants/s{unique}/archive").json()["status"] == "archived"
+    assert tenant_api.get("/api/v1/me").status_code == 403
+    conflict = ops.post(f"/ops/v1/tenants/s{unique}/suspend")
+    assert conflict.status_code == 409
+    assert conflict["Content-Type"] == "application/problem+json"
+    assert conflict.json() == {
+        "type": "about:blank",
+        "title": "Onboarding conflict",
+        "status": 409,
+        "detail": f"Tenant 's{unique}' is archived; it cannot become suspended.",
+    }
+
+
+def test_provisioning_tenant_is_503(client, unique) -> None:
+    make_tenant(f"p{unique}", status=TenantStatus.PROVISIONING)
+    response = client.get("/", HTTP_HOST=f"p{unique}.localhost")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+
+
+def test_ops_api_without_token_is_401(client) -> None:
+    response = client.get("/ops/v1/tenants", HTTP_HOST="localhost")
+    assert response.status_code == 401
+    assert response["Content-Type"] == "application/problem+json"

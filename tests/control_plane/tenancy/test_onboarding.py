@@ -1,0 +1,241 @@
+"""Onboarding through the one service, with provisioning in a real Celery worker."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from control_plane.identity.models import ApiToken, Membership
+from control_plane.tenancy.lifecycle import LifecycleConflict
+from control_plane.tenancy.models import Onboarding, OnboardingStatus
+from control_plane.tenancy.onboarding import (
+    InvalidOnboarding,
+    enqueue_provisioning,
+    request_onboarding,
+    retry_onboarding,
+    validate_onboarding,
+)
+from tenants.database_roles import owner_connection, owner_role_name
+from tenants.models import Domain, Tenant, TenantStatus
+from tests.conftest import WorkerProcess
+from tests.factories import public_tenant, schema_exists
+
+
+def host(slug: str) -> str:
+    """The host a test tenant is served at (host names have no underscores)."""
+    return f"{slug.replace('_', '-')}.localhost"
+
+
+def onboarding_fields(slug: str, **overrides: str) -> dict[str, str]:
+    fields = {
+        "name": f"Tenant {slug}",
+        "slug": slug,
+        "domain": host(slug),
+        "isolation": "schema",
+        "owner_email": f"owner-{slug}@example.com",
+    }
+    fields.update(overrides)
+    return fields
+
+
+def onboard(slug: str, **overrides: str) -> tuple[Tenant, str]:
+    requested = request_onboarding(data=validate_onboarding(**onboarding_fields(slug, **overrides)))
+    return requested.onboarding.tenant, requested.token
+
+
+def wait_for(tenant: Tenant, *statuses: str, timeout: float = 30) -> Tenant:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tenant.refresh_from_db()
+        if tenant.status in statuses:
+            return tenant
+        time.sleep(0.05)
+    raise AssertionError(f"{tenant.slug} still {tenant.status} after {timeout}s")
+
+
+def counts() -> tuple[int, int, int, int, int]:
+    return (
+        Tenant.objects.count(),
+        Domain.objects.count(),
+        Onboarding.objects.count(),
+        Membership.objects.count(),
+        User.objects.count(),
+    )
+
+
+INVALID_INPUTS = [
+    ("slug", {"slug": "1abc"}, "must start with a lowercase letter"),
+    ("slug", {"slug": "a"}, "2-40"),
+    ("slug", {"slug": "Abc"}, "lowercase"),
+    ("slug", {"slug": "a-b"}, "underscores"),
+    ("slug", {"slug": "a" * 41}, "2-40"),
+    ("slug", {"slug": "public"}, "reserved"),
+    ("slug", {"slug": "shared"}, "reserved"),
+    ("slug", {"slug": "template"}, "reserved"),
+    ("slug", {"slug": "information_schema"}, "reserved"),
+    ("slug", {"slug": "pg_things"}, "reserved"),
+    ("domain", {"domain": "not a host"}, "not a valid host name"),
+    ("domain", {"domain": "-bad.localhost"}, "not a valid host name"),
+    ("domain", {"domain": ""}, "not a valid host name"),
+    ("domain", {"domain": "x" * 64 + ".localhost"}, "not a valid host name"),
+    ("domain", {"domain": "localhost"}, "already taken"),
+    ("isolation", {"isolation": "shared"}, "must be one of"),
+    ("owner_email", {"owner_email": "nobody"}, "not a valid email"),
+    ("name", {"name": "  "}, "required"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("field", "override", "message"), INVALID_INPUTS)
+def test_invalid_input_is_refused_and_nothing_is_created(field, override, message, unique) -> None:
+    slug = override.pop("slug", f"ok_{unique}") if "slug" in override else f"ok_{unique}"
+    before = counts()
+    with pytest.raises(InvalidOnboarding) as caught:
+        validate_onboarding(**onboarding_fields(slug, **override))
+    assert field in caught.value.errors
+    assert message in " ".join(caught.value.errors[field])
+    assert counts() == before
+
+
+@pytest.mark.django_db
+def test_duplicate_slug_and_pending_domain_are_refused(unique) -> None:
+    onboard(f"dup_{unique}")
+    with pytest.raises(InvalidOnboarding) as caught:
+        validate_onboarding(**onboarding_fields(f"dup_{unique}", domain=host(f"other{unique}")))
+    assert "already exists" in caught.value.errors["slug"][0]
+    with pytest.raises(InvalidOnboarding) as caught:
+        validate_onboarding(**onboarding_fields(f"dup2_{unique}", domain=host(f"dup_{unique}")))
+    assert "already taken" in caught.value.errors["domain"][0]
+
+
+@pytest.mark.django_db
+def test_every_error_is_reported_at_once() -> None:
+    with pytest.raises(InvalidOnboarding) as caught:
+        validate_onboarding(name="", slug="X", domain="?", isolation="x", owner_email="y")
+    assert set(caught.value.errors) == {"name", "slug", "domain", "isolation", "owner_email"}
+
+
+@pytest.mark.worker
+@pytest.mark.parametrize("isolation", ["schema", "rls"])
+def test_onboarding_provisions_in_a_worker_and_the_token_works(
+    committed, celery_worker_process: WorkerProcess, unique, isolation
+) -> None:
+    slug = f"ob_{isolation}_{unique}"
+    tenant, token = onboard(slug, isolation=isolation)
+    assert tenant.status == TenantStatus.PROVISIONING
+    wait_for(tenant, TenantStatus.ACTIVE)
+    assert schema_exists(f"t_{slug}") is (isolation == "schema")
+    if isolation == "schema":
+        assert set(tenant.revisions) == {"django", "alembic"}
+    onboarding = Onboarding.objects.get(tenant=tenant)
+    assert onboarding.status == OnboardingStatus.SUCCEEDED
+    assert onboarding.provisioning_ms is not None
+    assert Membership.objects.get(tenant=tenant).role == "owner"
+    stored = ApiToken.objects.get(tenant=tenant)
+    assert token not in (stored.digest, stored.prefix)
+    response = Client().get(
+        "/api/v1/me", HTTP_HOST=host(slug), HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
+    assert response.status_code == 200
+    assert response.json() == {
+        "user": {"id": stored.user_id, "email": f"owner-{slug}@example.com"},
+        "tenant": slug,
+        "role": "owner",
+    }
+
+
+@pytest.mark.worker
+def test_ten_onboardings_started_at_once_all_succeed(
+    committed, celery_worker_process, unique
+) -> None:
+    results: list[Tenant] = []
+    errors: list[BaseException] = []
+
+    def start(i: int) -> None:
+        from django.db import connection
+
+        try:
+            # Half of them share one owner, who must be created exactly once.
+            owner = f"shared-{unique}@example.com" if i % 2 else f"solo{i}-{unique}@example.com"
+            isolation = "rls" if i % 3 == 0 else "schema"
+            results.append(onboard(f"c{i}_{unique}", owner_email=owner, isolation=isolation)[0])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for tenant in results:
+        assert (
+            wait_for(tenant, TenantStatus.ACTIVE, TenantStatus.FAILED).status == TenantStatus.ACTIVE
+        ), tenant.status_reason
+    assert User.objects.filter(email=f"shared-{unique}@example.com").count() == 1
+
+
+@pytest.mark.worker
+def test_failed_provisioning_leaves_nothing_half_made_and_retry_succeeds(
+    committed, celery_worker_process, unique
+) -> None:
+    slug = f"fail_{unique}"
+    requested = request_onboarding(
+        data=validate_onboarding(**onboarding_fields(slug)), enqueue=False
+    )
+    tenant, token = requested.onboarding.tenant, requested.token
+    # Someone takes the domain between the request and its provisioning.
+    blocker = Domain.objects.create(domain=host(slug), tenant=public_tenant(), is_primary=False)
+    enqueue_provisioning(requested.onboarding.pk)
+    try:
+        wait_for(tenant, TenantStatus.FAILED)
+    finally:
+        blocker.delete()
+    assert "IntegrityError" in tenant.status_reason
+    assert not schema_exists(f"t_{slug}")
+    assert not Domain.objects.filter(tenant=tenant).exists()
+    assert not Membership.objects.filter(tenant=tenant).exists()
+    assert not ApiToken.objects.filter(tenant=tenant).exists()
+
+    retry_onboarding(tenant)
+    wait_for(tenant, TenantStatus.ACTIVE)
+    assert schema_exists(f"t_{slug}")
+    assert Onboarding.objects.get(tenant=tenant).attempts == 2
+    response = Client().get(
+        "/api/v1/me", HTTP_HOST=host(slug), HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_retry_refuses_a_tenant_that_has_not_failed(unique) -> None:
+    tenant, _ = onboard(f"nr_{unique}")
+    with pytest.raises(LifecycleConflict):
+        retry_onboarding(tenant)
+
+
+@pytest.mark.django_db
+def test_idempotency_key_returns_the_same_onboarding_and_token(unique) -> None:
+    data = validate_onboarding(**onboarding_fields(f"idem_{unique}"))
+    first = request_onboarding(data=data, idempotency_key=f"key-{unique}", enqueue=False)
+    again = request_onboarding(data=data, idempotency_key=f"key-{unique}", enqueue=False)
+    assert again.onboarding.pk == first.onboarding.pk
+    assert again.token == first.token
+    assert again.created is False
+    other = validate_onboarding(**onboarding_fields(f"idem2_{unique}"))
+    with pytest.raises(LifecycleConflict):
+        request_onboarding(data=other, idempotency_key=f"key-{unique}", enqueue=False)
+
+
+def test_provisioning_runs_as_owner_not_app_role() -> None:
+    with owner_connection() as conn:
+        assert isinstance(conn, psycopg.Connection)
+        row = conn.execute("SELECT current_user").fetchone()
+    assert row == (owner_role_name(),)

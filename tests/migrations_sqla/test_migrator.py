@@ -1,0 +1,245 @@
+"""The per-schema migrator on a real PostgreSQL, without a worker: the optimistic round trip,
+the careful path, non-transactional steps, lock timeouts retried with backoff, a migration that
+must run online, compiled plans, and `public` refused."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from psycopg import sql
+
+from control_plane.management.commands.setup_platform import Command as SetupPlatform
+from migrations_sqla import scripts
+from migrations_sqla.migrator import (
+    LOCK_NAMESPACE,
+    Result,
+    SchemaMigrator,
+    Target,
+    migrate_schema,
+    owner_engine,
+)
+from tenants.database_roles import owner_connection
+from tenants.models import Tenant
+from tests.migrations_sqla.support import (
+    BASE_REVISION,
+    TEST_REVISION,
+    TEST_REVISION_2,
+    effort_index,
+    make_script_dir,
+    schema_state,
+)
+from tests.round_trips import round_trips
+
+pytestmark = pytest.mark.usefixtures("committed")
+
+
+def target_for(tenant, location: str, revision: str = TEST_REVISION, **overrides: str) -> Target:
+    return Target(
+        alembic=revision, django=tenant.revisions["django"], location=location, **overrides
+    )
+
+
+def hold_schema_lock(holder, schema: str) -> None:
+    holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_NAMESPACE, schema))
+
+
+def test_recorded_revisions_migrate_a_schema_in_one_round_trip(
+    tenants_at_base, script_location
+) -> None:
+    (tenant,) = tenants_at_base(1)
+    with owner_engine().connect() as conn:
+        migrator = SchemaMigrator(conn, target_for(tenant, script_location))
+        with round_trips(migrator.raw) as sent:
+            outcome = migrator.migrate(tenant.schema_name, recorded=tenant.revisions)
+    assert outcome.result == Result.MIGRATED, outcome.error
+    assert (outcome.attempts, len(sent)) == (1, 1), sent
+    assert outcome.before == tenant.revisions
+    assert outcome.after == {"django": tenant.revisions["django"], "alembic": TEST_REVISION}
+    assert schema_state([tenant.schema_name])[tenant.schema_name] == (TEST_REVISION, True)
+
+
+def test_records_that_are_wrong_fall_back_to_the_careful_path(
+    tenants_at_base, script_location
+) -> None:
+    """The optimistic guard refuses (the schema is not where the records say); the careful
+    path reads the schema under the lock and finds it already at the target."""
+    (tenant,) = tenants_at_base(1)
+    with owner_engine().connect() as conn:
+        migrator = SchemaMigrator(conn, target_for(tenant, script_location))
+        assert migrator.migrate(tenant.schema_name).result == Result.MIGRATED
+        again = migrator.migrate(tenant.schema_name, recorded=tenant.revisions)
+    assert again.result == Result.SKIPPED, again.error
+    assert again.before["alembic"] == TEST_REVISION
+    assert schema_state([tenant.schema_name])[tenant.schema_name] == (TEST_REVISION, True)
+
+
+def test_the_careful_path_migrates_down_and_up(tenants_at_base, script_location) -> None:
+    (tenant,) = tenants_at_base(1)
+    with owner_engine().connect() as conn:
+        up = SchemaMigrator(conn, target_for(tenant, script_location)).migrate(tenant.schema_name)
+        down = SchemaMigrator(conn, target_for(tenant, script_location, BASE_REVISION)).migrate(
+            tenant.schema_name
+        )
+    assert (up.result, up.before["alembic"], up.after["alembic"]) == (
+        Result.MIGRATED, BASE_REVISION, TEST_REVISION,
+    )  # fmt: skip
+    assert (down.result, down.after["alembic"]) == (Result.MIGRATED, BASE_REVISION)
+    assert schema_state([tenant.schema_name])[tenant.schema_name] == (BASE_REVISION, False)
+
+
+def test_non_transactional_steps_run_after_the_commit_and_a_retry_finishes_them(
+    tenants_at_base, concurrent_script_location
+) -> None:
+    """Both paths build the CONCURRENTLY index after their commit; a retry of a schema already
+    at the target (its earlier attempt stopped between commit and index) builds it again."""
+    first, second = tenants_at_base(2)
+    location = concurrent_script_location
+    with owner_engine().connect() as conn:
+        optimistic = SchemaMigrator(conn, target_for(first, location, TEST_REVISION_2)).migrate(
+            first.schema_name, recorded=first.revisions
+        )
+        careful = SchemaMigrator(conn, target_for(second, location, TEST_REVISION_2)).migrate(
+            second.schema_name
+        )
+        assert (optimistic.result, careful.result) == (Result.MIGRATED, Result.MIGRATED)
+        assert effort_index(first.schema_name) is effort_index(second.schema_name) is True
+        with owner_connection(autocommit=True) as owner:
+            owner.execute(f'DROP INDEX "{first.schema_name}".tasks_effort')
+        migrator = SchemaMigrator(conn, target_for(first, location, TEST_REVISION_2))
+        assert migrator.migrate(first.schema_name).result == Result.SKIPPED
+        assert effort_index(first.schema_name) is None  # a first attempt does not repair
+        retried = migrator.migrate(first.schema_name, attempted_before=True)
+        assert retried.result == Result.SKIPPED
+        assert effort_index(first.schema_name) is True
+
+
+def test_a_held_lock_is_retried_with_backoff_until_it_is_free(
+    tenants_at_base, script_location
+) -> None:
+    (tenant,) = tenants_at_base(1)
+    waits: list[float] = []
+    with owner_connection() as holder:
+        hold_schema_lock(holder, tenant.schema_name)
+
+        def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            if len(waits) == 2:
+                holder.rollback()  # the other run finishes
+
+        with owner_engine().connect() as conn:
+            migrator = SchemaMigrator(
+                conn, target_for(tenant, script_location, lock_timeout="100ms"), sleep=sleep
+            )
+            outcome = migrator.migrate(tenant.schema_name, recorded=tenant.revisions)
+    assert outcome.result == Result.MIGRATED, outcome.error
+    assert outcome.attempts >= 3
+    assert len(waits) >= 2
+    assert all(0 <= w <= 5 for w in waits)
+    assert schema_state([tenant.schema_name])[tenant.schema_name] == (TEST_REVISION, True)
+
+
+def test_lock_timeouts_give_up_after_the_limit_and_leave_the_schema_alone(
+    tenants_at_base, script_location
+) -> None:
+    (tenant,) = tenants_at_base(1)
+    with owner_connection() as holder:
+        hold_schema_lock(holder, tenant.schema_name)
+        with owner_engine().connect() as conn:
+            migrator = SchemaMigrator(
+                conn,
+                target_for(tenant, script_location, lock_timeout="50ms"),
+                sleep=lambda _s: None,
+            )
+            outcome = migrator.migrate(tenant.schema_name, recorded=tenant.revisions)
+    assert outcome.result == Result.FAILED
+    assert "lock timeout" in outcome.error
+    assert "gave up after 5 attempts" in outcome.error
+    assert schema_state([tenant.schema_name])[tenant.schema_name] == (BASE_REVISION, False)
+
+
+def test_setup_platform_upgrades_tenant_schemas_under_the_same_lock(tenants_at_base) -> None:
+    """setup_platform's upgrade of a tenant schema waits for the per-schema lock a fan-out
+    (here: a session) holds, and goes on once it is released."""
+    (tenant,) = tenants_at_base(1)
+    revisions = dict(tenant.revisions)
+    Tenant.objects.filter(pk=tenant.pk).update(revisions={})  # behind, as setup_platform sees it
+    done: list[int] = []
+    with owner_connection() as holder:
+        hold_schema_lock(holder, tenant.schema_name)
+
+        def upgrade() -> None:
+            try:
+                with owner_engine().connect() as conn:
+                    mine = Tenant.objects.filter(pk=tenant.pk)
+                    done.append(SetupPlatform().upgrade_tenant_schemas(conn, revisions, mine))
+            finally:
+                connection.close()  # this thread's own Django connection
+
+        thread = threading.Thread(target=upgrade)
+        thread.start()
+        deadline = time.monotonic() + 4
+        waiting = False
+        while not waiting and time.monotonic() < deadline:
+            row = holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND classid = %s AND objid = hashtext(%s)::oid",
+                (LOCK_NAMESPACE, tenant.schema_name),
+            ).fetchone()
+            waiting = bool(row and row[0])
+            time.sleep(0.02)
+        updated = Tenant.objects.get(pk=tenant.pk).revisions
+    thread.join(timeout=30)
+    assert waiting, "setup_platform did not wait for the schema's lock"
+    assert updated == {}  # nothing was recorded while the lock was held
+    assert done == [1]
+    assert Tenant.objects.get(pk=tenant.pk).revisions == revisions
+
+
+def test_public_is_refused(script_location) -> None:
+    with owner_engine().connect() as conn:
+        target = Target(alembic=TEST_REVISION, django=None, location=script_location)
+        outcome = SchemaMigrator(conn, target).migrate("public")
+    assert outcome.result == Result.FAILED
+    assert "public is the control plane's schema" in outcome.error
+    assert migrate_schema("public").result == Result.FAILED
+
+
+def test_a_migration_that_asks_for_it_runs_online_in_the_tenant_transaction(
+    tenants_at_base, tmp_path: Path
+) -> None:
+    location = make_script_dir(tmp_path / "online")
+    revision = Path(location) / "versions" / f"{TEST_REVISION}_estimate.py"
+    revision.write_text(revision.read_text() + "\nfanout_offline = False\n")
+    (tenant,) = tenants_at_base(1)
+    plan = scripts.plan(location, BASE_REVISION, TEST_REVISION)
+    assert plan.online
+    with owner_engine().connect() as conn:
+        outcome = SchemaMigrator(conn, target_for(tenant, location)).migrate(
+            tenant.schema_name, recorded=tenant.revisions
+        )
+    assert outcome.result == Result.MIGRATED, outcome.error
+    assert outcome.after == {"django": tenant.revisions["django"], "alembic": TEST_REVISION}
+    assert schema_state([tenant.schema_name])[tenant.schema_name] == (TEST_REVISION, True)
+    with owner_connection() as conn:
+        conn.execute(
+            sql.SQL("SELECT 1 FROM {}.alembic_version").format(sql.Identifier(tenant.schema_name))
+        )
+
+
+def test_compiled_plans_are_the_migration_sql_without_schema_names(script_location) -> None:
+    up = scripts.plan(script_location, BASE_REVISION, TEST_REVISION)
+    down = scripts.plan(script_location, TEST_REVISION, BASE_REVISION)
+    assert not up.online
+    assert "ALTER TABLE tasks ADD COLUMN estimate INTEGER" in up.sql
+    assert f"UPDATE alembic_version SET version_num='{TEST_REVISION}'" in up.sql
+    assert "DROP COLUMN estimate" in down.sql
+    assert (
+        scripts.plan(script_location, BASE_REVISION, TEST_REVISION) is up
+    )  # compiled once per process
+    assert scripts.resolve_revision(script_location, "head") == TEST_REVISION
+    with pytest.raises(LookupError):
+        scripts.resolve_revision(script_location, "9999")

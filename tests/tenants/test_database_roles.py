@@ -1,0 +1,49 @@
+"""The app role that serves requests has DML rights only: read from the catalog, not assumed."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from tenants.database_roles import app_role_name, owner_role_name
+
+pytestmark = pytest.mark.django_db
+
+
+def fetchone(query: str, *params: str) -> tuple:
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        return cursor.fetchone()
+
+
+def test_requests_connect_as_the_app_role() -> None:
+    assert fetchone("SELECT current_user")[0] == app_role_name()
+    assert app_role_name() != owner_role_name()
+
+
+def test_app_role_is_neither_superuser_nor_bypasses_rls_nor_creates() -> None:
+    superuser, bypass, createdb, createrole = fetchone(
+        "SELECT rolsuper, rolbypassrls, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user"
+    )
+    assert (superuser, bypass, createdb, createrole) == (False, False, False, False)
+
+
+def test_app_role_owns_no_table_and_cannot_create_in_public() -> None:
+    owned = fetchone(
+        "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner "
+        "WHERE r.rolname = current_user AND c.relkind IN ('r', 'p')"
+    )[0]
+    assert owned == 0
+    assert fetchone("SELECT has_schema_privilege('public', 'CREATE')")[0] is False
+
+
+def test_app_role_has_dml_but_not_ddl_rights_on_public_tables() -> None:
+    table = "public.tenants_tenant"
+    for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+        assert fetchone("SELECT has_table_privilege(%s, %s)", table, privilege)[0] is True
+    for privilege in ("TRUNCATE", "REFERENCES", "TRIGGER"):
+        assert fetchone("SELECT has_table_privilege(%s, %s)", table, privilege)[0] is False
+    owner = fetchone(
+        "SELECT tableowner FROM pg_tables WHERE schemaname='public' AND tablename='tenants_tenant'"
+    )[0]
+    assert owner == owner_role_name()
