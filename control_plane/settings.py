@@ -111,8 +111,10 @@ INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_
 
 MIDDLEWARE = [
     "tenants.middleware.ProbeMiddleware",
-    "tenants.middleware.TenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files on every host, before tenant resolution: an asset never costs a tenant lookup.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "tenants.middleware.TenantMiddleware",
     "django.middleware.common.CommonMiddleware",
     "tenants.middleware.PublicHostMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -158,7 +160,20 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+# Production serves what `collectstatic` wrote (the image runs it): names carry a content hash
+# and each file has a compressed copy, so WhiteNoise can let clients cache them for a year.
+# Elsewhere WhiteNoise reads the apps' static folders directly, as runserver does.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
+WHITENOISE_AUTOREFRESH = not PRODUCTION
 
 # --- Redis, cache, Celery --------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
