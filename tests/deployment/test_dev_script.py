@@ -1,0 +1,110 @@
+"""The dev script's supervision of web, worker and beat (platform/supervise.sh), exercised with
+stand-in commands: when one exits the others are stopped and `run` fails; a signal or an error
+in the script stops them all; nothing is left running."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+from tests.conftest import ROOT
+
+SUPERVISE = ROOT / "platform" / "supervise.sh"
+
+
+def run_script(body: str, timeout: float = 15) -> tuple[int, list[int], str]:
+    """Run `body` in bash with the supervision functions: exit status, started pids, stderr."""
+    script = f"set -euo pipefail\nsource {SUPERVISE}\n{body}"
+    completed = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=timeout
+    )
+    pids = [int(pid) for pid in re.findall(r"started \(pid (\d+)\)", completed.stderr)]
+    return completed.returncode, pids, completed.stderr
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_when_one_process_dies_the_others_are_stopped_and_run_fails() -> None:
+    started = time.monotonic()
+    status, pids, stderr = run_script(
+        """
+        supervise_start web sleep 300
+        supervise_start worker sh -c 'sleep 0.5; kill -KILL $$'
+        supervise_start beat sleep 300
+        supervise
+        """
+    )
+    assert status == 128 + signal.SIGKILL
+    assert "worker exited with status 137" in stderr
+    assert time.monotonic() - started < 10
+    assert len(pids) == 3
+    assert not any(running(pid) for pid in pids)
+
+
+def test_a_process_exiting_cleanly_still_stops_the_rest_and_fails() -> None:
+    status, pids, stderr = run_script(
+        """
+        supervise_start web sleep 300
+        supervise_start beat true
+        sleep 0.5  # beat is gone before supervise starts watching
+        supervise_start worker sleep 300
+        supervise
+        """
+    )
+    assert status == 1
+    assert "beat exited with status 0" in stderr
+    assert not any(running(pid) for pid in pids)
+
+
+def test_sigterm_stops_every_process() -> None:
+    script = (
+        f"set -euo pipefail\nsource {SUPERVISE}\n"
+        + "\n".join(f"supervise_start {name} sleep 300" for name in ("web", "worker", "beat"))
+        + "\nsupervise"
+    )
+    process = subprocess.Popen(["bash", "-c", script], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    pids = [int(re.findall(r"pid (\d+)", process.stderr.readline())[0]) for _ in range(3)]
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 128 + signal.SIGTERM
+    assert not any(running(pid) for pid in pids)
+
+
+def test_a_script_failing_after_starting_processes_leaves_none_behind() -> None:
+    """The stop handler runs from the EXIT trap, after the function that started them returned."""
+    status, pids, _ = run_script(
+        """
+        start_all() { supervise_start web sleep 300; supervise_start beat sleep 300; }
+        trap supervise_stop EXIT
+        start_all
+        false
+        """
+    )
+    assert status == 1
+    assert len(pids) == 2
+    assert not any(running(pid) for pid in pids)
+
+
+def test_a_process_ignoring_sigterm_is_killed_after_the_stop_timeout() -> None:
+    started = time.monotonic()
+    status, pids, _ = run_script(
+        """
+        STOP_TIMEOUT=1
+        supervise_start web sh -c 'trap "" TERM; while :; do sleep 0.1; done'
+        supervise_start worker sh -c 'sleep 0.3; exit 2'
+        supervise
+        """
+    )
+    assert status == 2
+    assert time.monotonic() - started < 8
+    assert not any(running(pid) for pid in pids)
