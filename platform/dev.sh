@@ -127,7 +127,7 @@ ensure_redis() {
   log "starting Redis on 127.0.0.1:$REDIS_PORT (data in $DATA/redis)"
   mkdir -p "$DATA/redis"
   redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-    --dir "$DATA/redis" --logfile "$DATA/redis/redis.log"
+    --dir "$DATA/redis" --logfile "$DATA/redis/redis.log" --pidfile "$DATA/redis/redis.pid"
   for _ in $(seq 50); do redis_answers && return; sleep 0.1; done
   die "Redis did not start; see $DATA/redis/redis.log"
 }
@@ -213,14 +213,17 @@ cmd_stop() {
   else
     log "no PostgreSQL of ours running (from $pgdata)"
   fi
-  local dir
-  dir=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --raw config get dir 2>/dev/null | sed -n 2p || true)
-  if [ "$dir" = "$DATA/redis" ]; then
-    log "stopping Redis on 127.0.0.1:$REDIS_PORT (data in $dir)"
-    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  # Redis runs in its --dir: the pid file's process counts only if that is ours.
+  local pid
+  pid=$(cat "$DATA/redis/redis.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$DATA/redis" ]; then
+    log "stopping Redis (pid $pid, data in $DATA/redis)"
+    kill -TERM "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   else
-    log "no Redis of ours on 127.0.0.1:$REDIS_PORT"
+    log "no Redis of ours running (from $DATA/redis)"
   fi
+  rm -f "$DATA/redis/redis.pid"
 }
 
 use_test_environment() {

@@ -4,13 +4,19 @@ in the script stops them all; nothing is left running."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
+from tests.processes import free_port
 
 SUPERVISE = ROOT / "platform" / "supervise.sh"
 
@@ -108,3 +114,57 @@ def test_a_process_ignoring_sigterm_is_killed_after_the_stop_timeout() -> None:
     assert status == 2
     assert time.monotonic() - started < 8
     assert not any(running(pid) for pid in pids)
+
+
+def start_redis(directory: Path, port: int) -> int:
+    """A redis-server as the dev script starts one: daemonized, in `directory`, with a pid file."""
+    directory.mkdir(parents=True)
+    subprocess.run(
+        [
+            "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port),
+            "--save", "", "--appendonly", "no", "--dir", str(directory),
+            "--pidfile", str(directory / "redis.pid"),
+        ],
+        check=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not (directory / "redis.pid").exists():
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    return int((directory / "redis.pid").read_text())
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
+def test_stop_stops_only_the_redis_this_checkout_started(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / "platform").mkdir(parents=True)
+    for name in ("dev.sh", "supervise.sh"):
+        shutil.copy(ROOT / "platform" / name, checkout / "platform" / name)
+    ours = start_redis(checkout / ".data" / "redis", free_port())
+    other_dir = tmp_path / "other"
+    other = start_redis(other_dir, free_port())
+    try:
+        result = subprocess.run(
+            ["bash", str(checkout / "platform" / "dev.sh"), "stop"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        deadline = time.monotonic() + 10
+        while running(ours):
+            assert time.monotonic() < deadline, "our redis-server is still running"
+            time.sleep(0.05)
+        assert running(other)
+        assert "no PostgreSQL of ours running" in result.stderr
+
+        # Another server's pid in our pid file: still not ours, it does not run from our directory.
+        shutil.copy(other_dir / "redis.pid", checkout / ".data" / "redis" / "redis.pid")
+        again = subprocess.run(
+            ["bash", str(checkout / "platform" / "dev.sh"), "stop"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert "no Redis of ours running" in again.stderr
+        assert running(other)
+    finally:
+        for pid in (ours, other):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
