@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from tests.conftest import ROOT
-from tests.processes import free_port
+from tests.processes import free_port, stop_process
+from tests.superuser import superuser_connection
 
 SUPERVISE = ROOT / "platform" / "supervise.sh"
 
@@ -168,3 +170,53 @@ def test_stop_stops_only_the_redis_this_checkout_started(tmp_path: Path) -> None
         for pid in (ours, other):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+
+
+@pytest.mark.worker
+def test_run_stops_web_and_beat_and_fails_when_the_worker_is_killed(tmp_path: Path) -> None:
+    """`platform/dev.sh run` for real, on a database of its own, then SIGKILL to its worker."""
+    database = f"{settings.DATABASES['default']['NAME']}_run"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "MIGRATION_DATABASE_URL", "DJANGO_ENV", "DEBUG"}
+    } | {"DB_NAME": database, "WEB_PORT": str(free_port()), "REDIS_URL": settings.REDIS_URL}
+    db = settings.DATABASES["default"]
+    env |= {"DB_HOST": db["HOST"] or "127.0.0.1", "DB_PORT": str(db["PORT"] or 5432)}
+    out, err = tmp_path / "run.out", tmp_path / "run.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(
+            ["bash", str(ROOT / "platform" / "dev.sh"), "run"],
+            cwd=ROOT, env=env, stdout=stdout, stderr=stderr,
+        )  # fmt: skip
+    pids: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 300
+        while "Ctrl-C stops all" not in err.read_text():
+            assert process.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, err.read_text()
+            time.sleep(0.5)
+        pids = {
+            name: int(pid)
+            for name, pid in re.findall(r"(\w+) started \(pid (\d+)\)", err.read_text())
+        }
+        assert set(pids) == {"web", "worker", "beat"}
+        logins = out.read_text()
+        assert "admin: " in logins
+        assert "demo tenant: " in logins
+        # Below the processes' own banners: runserver's came first.
+        assert logins.index("Starting development server") < logins.index("admin: ")
+
+        killed = time.monotonic()
+        os.kill(pids["worker"], signal.SIGKILL)
+        assert process.wait(timeout=30) == 128 + signal.SIGKILL
+        assert time.monotonic() - killed < 30
+        assert not running(pids["web"])
+        assert not running(pids["beat"])
+    finally:
+        stop_process(process)
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with superuser_connection() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
