@@ -216,7 +216,7 @@ cmd_stop() {
   # Redis runs in its --dir: the pid file's process counts only if that is ours.
   local pid
   pid=$(cat "$DATA/redis/redis.pid" 2>/dev/null || true)
-  if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$DATA/redis" ]; then
+  if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$(realpath "$DATA/redis")" ]; then
     log "stopping Redis (pid $pid, data in $DATA/redis)"
     kill -TERM "$pid"
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
