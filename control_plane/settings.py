@@ -111,8 +111,10 @@ INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_
 
 MIDDLEWARE = [
     "tenants.middleware.ProbeMiddleware",
-    "tenants.middleware.TenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files on every host, before tenant resolution: an asset never costs a tenant lookup.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "tenants.middleware.TenantMiddleware",
     "django.middleware.common.CommonMiddleware",
     "tenants.middleware.PublicHostMiddleware",
     "taskflow.versioning.ApiVersionMiddleware",
@@ -126,8 +128,9 @@ PUBLIC_HOST_MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
-# The admin's checks look for these three in MIDDLEWARE; they run, through PublicHostMiddleware.
-SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
+# The admin's checks look for these three in MIDDLEWARE, and `check --deploy` for CSRF's
+# (security.W003); they run, through PublicHostMiddleware.
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410", "security.W003"]
 
 TEMPLATES = [
     {
@@ -159,7 +162,20 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+# Production serves what `collectstatic` wrote (the image runs it): names carry a content hash
+# and each file has a compressed copy, so WhiteNoise can let clients cache them for a year.
+# Elsewhere WhiteNoise reads the apps' static folders directly, as runserver does.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
+WHITENOISE_AUTOREFRESH = not PRODUCTION
 
 # --- Redis, cache, Celery --------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -211,6 +227,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Its deploy check reports on the generated schema (views it cannot infer a serializer for),
+    # not on the deployment; `check --deploy` stays about settings.
+    "ENABLE_DJANGO_DEPLOY_CHECK": False,
 }
 
 LOGGING = {
@@ -224,6 +243,17 @@ LOGGING = {
 if PRODUCTION:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+
+# Behind a proxy that terminates TLS and sets X-Forwarded-Proto (and strips it from clients):
+# plain-HTTP requests are redirected to HTTPS and browsers are told to stay on HTTPS, tenant
+# subdomains included. Off, `check --deploy` reports exactly these settings (security.W004, W008).
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+if BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 
 # --- TaskFlow data layer -----------------------------------------------------------------------
 TASKFLOW_POOL_SIZE = env.int("TASKFLOW_POOL_SIZE", default=5)

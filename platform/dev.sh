@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The platform on a developer's machine, or in CI, from a fresh clone.
 #
-#   platform/dev.sh run     web :8000 + worker + beat in this terminal (Ctrl-C stops them all)
+#   platform/dev.sh run     web :$WEB_PORT (8000) + worker + beat in this terminal; Ctrl-C stops
+#                           them all, and so does any one of them exiting (then `run` fails)
 #   platform/dev.sh test    lint, types, boundaries and the test suite against real services
 #   platform/dev.sh pytest  the test suite alone (pytest arguments pass through)
 #   platform/dev.sh setup   install, start services, create roles and database, migrate
+#   platform/dev.sh stop    stop the PostgreSQL and Redis this script started (none other)
 #
 # PostgreSQL and Redis at DATABASE_URL / REDIS_URL are used when they answer; otherwise they are
 # started from Debian's binaries (installed with apt-get when missing) into .data/ of this checkout.
@@ -26,6 +28,10 @@ OWNER_PASSWORD=${OWNER_PASSWORD:-taskflow_owner}
 APP_ROLE=${APP_ROLE:-taskflow_app}
 APP_PASSWORD=${APP_PASSWORD:-taskflow_app}
 REDIS_PORT=${REDIS_PORT:-6379}
+WEB_PORT=${WEB_PORT:-8000}
+
+# shellcheck source=platform/supervise.sh
+source "$ROOT/platform/supervise.sh"
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -121,7 +127,7 @@ ensure_redis() {
   log "starting Redis on 127.0.0.1:$REDIS_PORT (data in $DATA/redis)"
   mkdir -p "$DATA/redis"
   redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-    --dir "$DATA/redis" --logfile "$DATA/redis/redis.log"
+    --dir "$DATA/redis" --logfile "$DATA/redis/redis.log" --pidfile "$DATA/redis/redis.pid"
   for _ in $(seq 50); do redis_answers && return; sleep 0.1; done
   die "Redis did not start; see $DATA/redis/redis.log"
 }
@@ -150,31 +156,74 @@ prepare() {
   ensure_roles_and_database "$DB_NAME"
 }
 
-cmd_setup() {
+use_run_environment() {
   use_database "${DB_NAME}"
   export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
+}
+
+cmd_setup() {
+  use_run_environment
   prepare
   local password_file="$DATA/admin_password"
   [ -s "$password_file" ] || "$PY" -c "import secrets; print(secrets.token_urlsafe(12))" >"$password_file"
   "$PY" manage.py setup_platform --demo --admin-password="$(cat "$password_file")"
 }
 
+web_answers() { "$PY" - "http://127.0.0.1:$WEB_PORT/healthz" <<'PY' 2>/dev/null
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=1)
+PY
+}
+
 cmd_run() {
-  cmd_setup
-  local pids=()
-  stop() {
-    trap - INT TERM EXIT
-    log "stopping web, worker and beat"
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
-  }
-  trap stop INT TERM EXIT
-  "$PY" manage.py runserver 0.0.0.0:8000 --noreload & pids+=($!)
-  "$VENV/bin/celery" -A control_plane worker -Q default,migrations,imports -c 2 -l info \
-    -n "worker@%h" & pids+=($!)
-  "$VENV/bin/celery" -A control_plane beat -l info -s "$DATA/celerybeat-schedule" & pids+=($!)
-  log "web http://localhost:8000  demo tenant http://demo.localhost:8000  (Ctrl-C stops all)"
-  wait -n "${pids[@]}" || true
+  local logins
+  use_run_environment  # here, not only in the subshell below: the processes need it too
+  # The admin login and the demo token are printed once the processes are up, below their banners.
+  logins=$(cmd_setup)
+  grep -v -e '^admin:' -e '^demo tenant:' <<<"$logins" || true
+  trap supervise_stop EXIT
+  supervise_start web "$PY" manage.py runserver "0.0.0.0:$WEB_PORT" --noreload
+  supervise_start worker "$VENV/bin/celery" -A control_plane worker -Q default,migrations,imports \
+    -c 2 -l info -n "worker@%h"
+  supervise_start beat "$VENV/bin/celery" -A control_plane beat -l info -s "$DATA/celerybeat-schedule"
+  for _ in $(seq 240); do
+    supervise_running || break
+    if web_answers; then
+      sleep 1  # the worker's and beat's banners, if they are slower than the web
+      log "web http://localhost:$WEB_PORT  demo tenant http://demo.localhost:$WEB_PORT  (Ctrl-C stops all)"
+      grep -e '^admin:' -e '^demo tenant:' <<<"$logins" || true
+      break
+    fi
+    sleep 0.5
+  done
+  supervise
+}
+
+# Only what this script started: a cluster running from its data directory, a Redis server
+# whose working directory is its .data/redis. Services that were already there are left alone.
+cmd_stop() {
+  local pgdata bin run_as=()
+  pgdata=$(pg_data_dir)
+  [ "$(id -u)" = 0 ] && run_as=(runuser -u postgres --)
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+  if [ -n "$bin" ] && [ -f "$pgdata/PG_VERSION" ] \
+    && (cd / && "${run_as[@]}" "$bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1); then
+    log "stopping PostgreSQL from $pgdata"
+    (cd / && "${run_as[@]}" "$bin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null)
+  else
+    log "no PostgreSQL of ours running (from $pgdata)"
+  fi
+  # Redis runs in its --dir: the pid file's process counts only if that is ours.
+  local pid
+  pid=$(cat "$DATA/redis/redis.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$(realpath "$DATA/redis")" ]; then
+    log "stopping Redis (pid $pid, data in $DATA/redis)"
+    kill -TERM "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  else
+    log "no Redis of ours running (from $DATA/redis)"
+  fi
+  rm -f "$DATA/redis/redis.pid"
 }
 
 use_test_environment() {
@@ -211,5 +260,6 @@ case "${1:-}" in
   test) shift; cmd_test "$@" ;;
   pytest) shift; use_test_environment; run_pytest "$@" ;;  # tests only, without the linters
   setup) shift; cmd_setup "$@" ;;
-  *) echo "usage: platform/dev.sh run|test|pytest|setup" >&2; exit 2 ;;
+  stop) shift; cmd_stop "$@" ;;
+  *) echo "usage: platform/dev.sh run|test|pytest|setup|stop" >&2; exit 2 ;;
 esac

@@ -21,13 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from django.conf import settings
 
 from control_plane.imports.models import ImportJob
 from tests.conftest import WorkerProcess
 from tests.imports.conftest import ImportTenant, write_generated_csv
+from tests.superuser import superuser_connection
 
 pytestmark = pytest.mark.worker
 
@@ -128,10 +128,8 @@ def test_whole_worker_killed_mid_load_is_redelivered_to_a_new_worker(
 def terminate_import_backend(timeout: float = 30) -> int:
     """pg_terminate_backend of the connection running an import, as a superuser."""
     database = settings.DATABASES["default"]["NAME"]
-    user = os.environ.get("PGSUPERUSER", "postgres")
-    host = os.environ.get("DB_HOST", "127.0.0.1")
     deadline = time.monotonic() + timeout
-    with psycopg.connect(host=host, user=user, dbname="postgres", autocommit=True) as conn:
+    with superuser_connection() as conn:
         while time.monotonic() < deadline:
             rows = conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"

@@ -3,7 +3,6 @@ every transaction carries the tenant's identity (real PostgreSQL)."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -15,6 +14,7 @@ from django.test import RequestFactory
 from psycopg import pq
 
 from tenants.binding import TenantBinding, engine, request_id_of, tenant_of, tenant_session
+from tests.superuser import superuser_connection
 
 BINDING = TenantBinding(tenant_id=42, schema="public", actor_id=7, request_id="req-1")
 
@@ -26,9 +26,7 @@ def backend_pid() -> int:
 
 def terminate(pid: int) -> None:
     """What a server restart does to a pooled connection: the backend goes away (superuser)."""
-    host = os.environ.get("DB_HOST", "127.0.0.1")
-    user = os.environ.get("PGSUPERUSER", "postgres")
-    with psycopg.connect(host=host, user=user, dbname="postgres", autocommit=True) as conn:
+    with superuser_connection() as conn:
         conn.execute("SELECT pg_terminate_backend(%s)", [pid])
         deadline = time.monotonic() + 10
         while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
