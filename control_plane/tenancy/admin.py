@@ -25,7 +25,12 @@ from django.utils.safestring import SafeString
 
 from control_plane.fanout import runs
 from control_plane.identity.admin import token_message
-from control_plane.tenancy.lifecycle import LifecycleConflict, enqueue_move, set_tenant_status
+from control_plane.tenancy.lifecycle import (
+    LifecycleConflict,
+    enqueue_move,
+    pin_api_version,
+    set_tenant_status,
+)
 from control_plane.tenancy.models import Onboarding
 from control_plane.tenancy.onboarding import (
     InvalidOnboarding,
@@ -34,11 +39,20 @@ from control_plane.tenancy.onboarding import (
     retry_onboarding,
     validate_onboarding,
 )
+from taskflow import api_versions
 from tenants.models import Isolation, Tenant, TenantStatus
 from tenants.problems import Problem
 
 POLL_INTERVAL_MS = 1000
 ONBOARDING_FIELDS = ("name", "slug", "domain", "isolation", "owner_email")
+
+
+def api_version_choices() -> list[tuple[str, str]]:
+    """The versions an operator can pin a tenant to, newest first, deprecated ones marked."""
+    return [
+        (v.name, f"{v.name} (deprecated)" if v.deprecated else v.name)
+        for v in reversed(api_versions.CATALOG.versions)
+    ]
 
 
 def _operator(request: HttpRequest) -> User | None:
@@ -112,8 +126,16 @@ class TenantOnboardingForm(forms.ModelForm):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "isolation", "status", "domain_list", "created_at")
-    list_filter = ("isolation", "status")
+    list_display = (
+        "name",
+        "slug",
+        "isolation",
+        "status",
+        "api_version",
+        "domain_list",
+        "created_at",
+    )
+    list_filter = ("isolation", "status", "api_version")
     search_fields = ("name", "slug", "domains__domain")
     ordering = ("name",)
     actions = (
@@ -130,6 +152,7 @@ class TenantAdmin(admin.ModelAdmin):
     change_fieldsets = (
         (None, {"fields": ("name", "slug", "schema_name", "isolation", "domains_panel")}),
         ("Status", {"fields": ("status_panel",)}),
+        ("API", {"fields": ("api_version",)}),
         ("Onboarding", {"fields": ("owner_email", "requested_by", "created_at")}),
     )
     change_readonly_fields = (
@@ -199,9 +222,20 @@ class TenantAdmin(admin.ModelAdmin):
             context.update(title="Onboard a tenant", show_save_and_continue=False)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "api_version":
+            return forms.ChoiceField(
+                choices=api_version_choices(),
+                label="API version",
+                help_text="What clients that send no TaskFlow-Version header get.",
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
+            if "api_version" in form.changed_data:
+                pin_api_version(obj, obj.api_version)  # and forget the cached resolution
             return
         if not isinstance(form, TenantOnboardingForm) or form.onboarding is None:
             raise TypeError("a tenant is added only through a valid TenantOnboardingForm")

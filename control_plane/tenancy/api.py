@@ -9,7 +9,11 @@ from rest_framework.views import APIView
 
 from control_plane.identity.permissions import IsStaffPrincipal
 from control_plane.tenancy import lifecycle, onboarding
-from control_plane.tenancy.serializers import OnboardingInputSerializer, TenantSerializer
+from control_plane.tenancy.serializers import (
+    OnboardingInputSerializer,
+    TenantChangeSerializer,
+    TenantSerializer,
+)
 from tenants.models import Tenant, TenantStatus
 from tenants.problems import NotFound
 
@@ -65,6 +69,12 @@ class TenantCollection(OpsView):
 class TenantDetail(OpsView):
     def get(self, request: Request, slug: str) -> Response:
         return Response(TenantSerializer(_tenant(slug)).data)
+
+    def patch(self, request: Request, slug: str) -> Response:
+        changes = TenantChangeSerializer(data=request.data)
+        changes.is_valid(raise_exception=True)
+        tenant = lifecycle.pin_api_version(_tenant(slug), changes.validated_data["api_version"])
+        return Response(TenantSerializer(_tenant(tenant.slug)).data)
 
 
 class TenantTransition(OpsView):

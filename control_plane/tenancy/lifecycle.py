@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
+from taskflow import api_versions
 from tenants.models import Tenant, TenantStatus
 from tenants.problems import Problem
 from tenants.provisioning import drop_storage
@@ -49,6 +50,27 @@ def set_tenant_status(tenant: Tenant, status: str) -> Tenant:
         raise LifecycleConflict(
             f"Tenant {tenant.slug!r} is {tenant.status}; it cannot become {status}."
         )
+    forget_tenant(tenant)
+    transaction.on_commit(lambda: forget_tenant(tenant))
+    return tenant
+
+
+class UnknownApiVersion(Problem):
+    status = 400
+    title = "Unknown API version"
+
+
+def pin_api_version(tenant: Tenant, version: str) -> Tenant:
+    """Move the tenant's clients that name no version to `version` of the TaskFlow API."""
+    catalog = api_versions.CATALOG
+    if catalog.get(version) is None:
+        raise UnknownApiVersion(
+            f"{version[:40]!r} is not a version of the TaskFlow API; "
+            f"known versions: {', '.join(catalog.names)}.",
+            known_versions=list(catalog.names),
+        )
+    Tenant.objects.filter(pk=tenant.pk).update(api_version=version, updated_at=timezone.now())
+    tenant.refresh_from_db()
     forget_tenant(tenant)
     transaction.on_commit(lambda: forget_tenant(tenant))
     return tenant

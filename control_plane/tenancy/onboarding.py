@@ -24,6 +24,7 @@ from control_plane.identity.tokens import derived_token_secret, new_token_secret
 from control_plane.tenancy.lifecycle import LifecycleConflict
 from control_plane.tenancy.models import Onboarding, OnboardingStatus
 from control_plane.tenancy.onboarding_rows import activate, count_attempt
+from taskflow import api_versions
 from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
 from tenants.problems import Problem
 from tenants.provisioning import drop_storage, provision_storage
@@ -145,6 +146,8 @@ def request_onboarding(
                 schema_name=schema_name_for(data.slug),
                 isolation=data.isolation,
                 status=TenantStatus.PROVISIONING,
+                # Pinned to the newest version at onboarding; later versions never surprise it.
+                api_version=api_versions.CATALOG.latest.name,
             )
             onboarding = Onboarding.objects.create(
                 tenant=tenant,

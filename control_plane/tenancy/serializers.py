@@ -19,6 +19,12 @@ class OnboardingInputSerializer(serializers.Serializer[dict[str, Any]]):
     owner_email = serializers.CharField(allow_blank=True, max_length=500)
 
 
+class TenantChangeSerializer(serializers.Serializer[dict[str, Any]]):
+    """What an operator may change on a tenant with PATCH."""
+
+    api_version = serializers.CharField(max_length=10)
+
+
 class TenantSerializer(serializers.ModelSerializer[Tenant]):
     domains = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
@@ -27,7 +33,7 @@ class TenantSerializer(serializers.ModelSerializer[Tenant]):
         model = Tenant
         fields = (
             "slug", "name", "isolation", "status", "status_reason", "schema_name",
-            "domains", "revisions", "created_at", "updated_at", "url",
+            "domains", "revisions", "api_version", "created_at", "updated_at", "url",
         )  # fmt: skip
 
     def get_domains(self, tenant: Tenant) -> list[str]:

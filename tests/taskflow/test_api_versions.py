@@ -206,3 +206,18 @@ def test_the_changelog_is_served_without_a_token(tenant_a: TenantFixture) -> Non
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/markdown")
     assert f'<a id="v{api_versions.CATALOG.latest.name}">' in response.content.decode()
+
+
+def test_a_pin_moved_by_an_operator_reaches_the_next_request(
+    tenant_a: TenantFixture, test_catalog: Catalog
+) -> None:
+    from control_plane.tenancy.lifecycle import pin_api_version
+
+    api = tenant_a.api("member")
+    newest = api_versions.CATALOG.latest.name
+    assert api.get("/api/v1/projects")["TaskFlow-Version"] == newest  # resolution cached now
+    try:
+        pin_api_version(tenant_a.tenant, OLD)
+        assert api.get("/api/v1/projects")["TaskFlow-Version"] == OLD
+    finally:
+        pin_api_version(tenant_a.tenant, newest)

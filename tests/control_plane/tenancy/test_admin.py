@@ -126,15 +126,26 @@ def test_losing_a_race_for_the_slug_is_an_error_message_not_a_crash(
     assert not Onboarding.objects.filter(domain=f"a{unique}.localhost").exists()
 
 
-def test_the_change_page_edits_only_the_name(operator: Client, unique: str) -> None:
+def test_the_change_page_edits_only_the_name_and_the_api_version(
+    operator: Client, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskflow import api_versions
+    from tests.taskflow.test_api_versions import OLD, catalog_with_an_older_version
+
+    monkeypatch.setattr(api_versions, "CATALOG", catalog_with_an_older_version())
     tenant = make_tenant(f"c{unique}")
     url = reverse("admin:tenants_tenant_change", args=[tenant.pk])
+    page = operator.get(url, HTTP_HOST=HOST).content.decode()
+    assert f'<option value="{OLD}">{OLD} (deprecated)</option>' in page
     response = operator.post(
-        url, {"name": "Renamed", "slug": "hijack", "isolation": "rls"}, HTTP_HOST=HOST
+        url,
+        {"name": "Renamed", "slug": "hijack", "isolation": "rls", "api_version": OLD},
+        HTTP_HOST=HOST,
     )
     assert response.status_code == 302
     tenant.refresh_from_db()
     assert (tenant.name, tenant.slug, tenant.isolation) == ("Renamed", f"c{unique}", "schema")
+    assert tenant.api_version == OLD
 
 
 def test_tenants_are_never_deleted_in_the_admin(operator: Client, unique: str) -> None:

@@ -138,3 +138,31 @@ def test_ops_api_without_token_is_401(client) -> None:
     response = client.get("/ops/v1/tenants", HTTP_HOST="localhost")
     assert response.status_code == 401
     assert response["Content-Type"] == "application/problem+json"
+
+
+def test_a_new_tenant_is_pinned_to_the_newest_api_version_and_an_operator_can_move_it(
+    ops, unique, monkeypatch
+) -> None:
+    from taskflow import api_versions
+    from tests.taskflow.test_api_versions import OLD, catalog_with_an_older_version
+
+    newest = api_versions.CATALOG.latest.name
+    slug = f"pin_{unique}"
+    created = ops.post("/ops/v1/tenants", onboarding_body(slug), content_type="application/json")
+    assert created.json()["tenant"]["api_version"] == newest
+
+    monkeypatch.setattr(api_versions, "CATALOG", catalog_with_an_older_version())
+    moved = ops.patch(
+        f"/ops/v1/tenants/{slug}", {"api_version": OLD}, content_type="application/json"
+    )
+    assert moved.status_code == 200, moved.content
+    assert moved.json()["api_version"] == OLD
+    assert Tenant.objects.get(slug=slug).api_version == OLD
+
+    unknown = ops.patch(
+        f"/ops/v1/tenants/{slug}", {"api_version": "1999-01-01"}, content_type="application/json"
+    )
+    assert unknown.status_code == 400
+    assert unknown["Content-Type"] == "application/problem+json"
+    assert unknown.json()["known_versions"] == [OLD, newest]
+    assert Tenant.objects.get(slug=slug).api_version == OLD
