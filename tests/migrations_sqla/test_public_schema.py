@@ -15,9 +15,9 @@ from migrations_sqla.public_schema import (
     remove_taskflow_tables_from_public,
     taskflow_tables_in_public,
 )
-from tenants.binding import SHARED_SCHEMA
 from tenants.cloning import TEMPLATE_SCHEMA
 from tenants.database_roles import owner_connection
+from tenants.placement import SHARED_SCHEMA
 
 TASKFLOW_TABLES = ("projects", "tasks", "comments", "tasks_history", "alembic_version")
 SHARED_OBJECTS = (
