@@ -33,6 +33,7 @@ from tenants.models import TenantStatus
 
 PATH_VARIABLE = re.compile(r"{(\w+)}")
 ID_SCHEMA = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}
+SLUG_SCHEMA = {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"}  # Django's slug converter
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
@@ -65,8 +66,10 @@ class ContractSchema(AutoSchema):
     def get_override_parameters(self) -> list[Any]:
         ids = [
             OpenApiParameter(name, ID_SCHEMA, OpenApiParameter.PATH, description="An id.")
-            for name in PATH_VARIABLE.findall(self.path)
             if name.endswith("_id")
+            else OpenApiParameter(name, SLUG_SCHEMA, OpenApiParameter.PATH, description="A slug.")
+            for name in PATH_VARIABLE.findall(self.path)
+            if name.endswith("_id") or name == "slug"
         ]
         shared: list[Any] = [RETRY_AFTER]
         if self._tenant_api:
