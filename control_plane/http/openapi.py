@@ -127,9 +127,9 @@ TRANSITION = extend_schema(
 
 
 class ImportFileShape(serializers.Serializer[Any]):
-    name = serializers.CharField()
-    size = serializers.IntegerField(allow_null=True)
-    sha256 = serializers.CharField(allow_null=True)
+    name = serializers.CharField(allow_blank=True)
+    size = serializers.IntegerField()
+    sha256 = serializers.CharField(allow_blank=True)
 
     class Meta:
         ref_name = "ImportFile"
@@ -143,13 +143,13 @@ class ImportJobShape(serializers.Serializer[Any]):
     phase = serializers.CharField(allow_null=True)
     mode = serializers.ChoiceField(choices=ImportMode.choices)
     file = ImportFileShape()
-    columns = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    columns = serializers.ListField(child=serializers.CharField())
     rows_read = serializers.IntegerField()
     inserted = serializers.IntegerField()
     updated = serializers.IntegerField()
     unchanged = serializers.IntegerField()
     rejected = serializers.IntegerField()
-    progress = serializers.FloatField(allow_null=True)
+    progress = serializers.FloatField()
     rows_per_second = serializers.FloatField(allow_null=True)
     error = serializers.CharField(allow_null=True)
     attempts = serializers.IntegerField()
@@ -202,7 +202,7 @@ class StepShape(serializers.Serializer[Any]):
     attempts = serializers.IntegerField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
-    duration_ms = serializers.IntegerField(allow_null=True)
+    duration_ms = serializers.FloatField(allow_null=True)
     revisions_before = serializers.DictField(allow_null=True)
     revisions_after = serializers.DictField(allow_null=True)
     error = serializers.CharField(allow_blank=True, allow_null=True)
@@ -220,7 +220,7 @@ class RunShape(serializers.Serializer[Any]):
     finished = serializers.BooleanField()
     requested_revision = serializers.CharField()
     target = serializers.DictField()
-    tenants = serializers.ListField(child=serializers.CharField())
+    tenants = serializers.ListField(child=serializers.CharField(), allow_null=True)
     strategy = serializers.DictField()
     created_by = serializers.CharField(allow_null=True)
     created_at = serializers.DateTimeField()
