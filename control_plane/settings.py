@@ -12,6 +12,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from control_plane.http import converters
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = BASE_DIR / ".data"
 
@@ -230,6 +232,8 @@ SPECTACULAR_SETTINGS = {
     # Its deploy check reports on the generated schema (views it cannot infer a serializer for),
     # not on the deployment; `check --deploy` stays about settings.
     "ENABLE_DJANGO_DEPLOY_CHECK": False,
+    # `<id:...>` path parameters: bigint ids, bounded (control_plane.http.converters).
+    "PATH_CONVERTER_OVERRIDES": {converters.NAME: converters.SCHEMA},
 }
 
 LOGGING = {
