@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db.models import Max
 
+from control_plane.fanout.models import MigrationRun
 from tenants.models import Isolation, Tenant
+from tenants.resolution import forget_tenant
 from tests.conftest import ROOT
 from tests.factories import make_token, make_user, public_tenant
 from tests.processes import free_port, stop_process
@@ -112,14 +115,25 @@ def contract_tenants(django_db_blocker: Any) -> Iterator[dict[str, TenantFixture
 
 @pytest.fixture(scope="session")
 def staff_token(django_db_blocker: Any) -> Iterator[str]:
-    """A staff user's token on the public host, for the operator API; tenants onboarded while it
-    was alive (by the operator fuzzing) are dropped with it."""
+    """A staff user's token on the public host, for the operator API.
+
+    The operator fuzzing acts on whatever it finds: at the end, tenants it onboarded are dropped,
+    migration runs it started are deleted, and the tenants that were there before get their
+    status and API version back (and their cached resolution forgotten).
+    """
     with django_db_blocker.unblock():
-        before = set(Tenant.objects.values_list("pk", flat=True))
+        before = {t.pk: (t.status, t.api_version) for t in Tenant.objects.all()}
+        last_run = MigrationRun.objects.aggregate(last=Max("pk"))["last"] or 0
         user = make_user(f"contract-staff-{uuid.uuid4().hex[:8]}@example.com", staff=True)
         token = make_token(user, public_tenant())
     yield token
     with django_db_blocker.unblock():
-        for tenant in Tenant.objects.exclude(pk__in=before):
-            discard(TenantFixture(tenant=tenant, host=""))
+        MigrationRun.objects.filter(pk__gt=last_run).delete()
+        for tenant in Tenant.objects.all():
+            if tenant.pk not in before:
+                discard(TenantFixture(tenant=tenant, host=""))
+            elif (tenant.status, tenant.api_version) != before[tenant.pk]:
+                status, api_version = before[tenant.pk]
+                Tenant.objects.filter(pk=tenant.pk).update(status=status, api_version=api_version)
+                forget_tenant(tenant)
         user.delete()
