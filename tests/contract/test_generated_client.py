@@ -14,7 +14,6 @@ import pkgutil
 import subprocess
 import sys
 import time
-import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -37,7 +36,11 @@ def generated_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Modul
     """The client package, generated from the committed document into a temporary directory."""
     out = tmp_path_factory.mktemp("client")
     config = out / "config.yaml"
-    config.write_text(f"package_name_override: {PACKAGE}\npost_hooks: []\n")
+    # The import's text/csv body is a file upload to the generator.
+    config.write_text(
+        f"package_name_override: {PACKAGE}\npost_hooks: []\n"
+        "content_type_overrides:\n  text/csv: application/octet-stream\n"
+    )
     result = subprocess.run(
         [
             str(GENERATOR), "generate", "--path", str(DOCUMENT), "--meta", "none",
@@ -56,7 +59,7 @@ def generated_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Modul
 
 
 class Operations:
-    """The generated operation modules, found by operationId whatever tag holds them."""
+    """The generated operation modules by operationId (snake case), whatever tag holds them."""
 
     def __init__(self, package: ModuleType) -> None:
         api = importlib.import_module(f"{package.__name__}.api")
@@ -65,27 +68,14 @@ class Operations:
             if not info.ispkg:
                 self.modules[info.name.rsplit(".", 1)[1]] = importlib.import_module(info.name)
 
-    def __getitem__(self, operation: str) -> ModuleType:
+    def __getattr__(self, operation: str) -> Callable[..., Any]:
         assert operation in self.modules, f"no operation {operation}: {sorted(self.modules)}"
-        return self.modules[operation]
-
-    def body_type(self, operation: str) -> Any:
-        """The generated model of the operation's request body (its first typed variant)."""
-        hints = typing.get_type_hints(self[operation].sync_detailed)
-        candidates = typing.get_args(hints["body"]) or (hints["body"],)
-        return next(c for c in candidates if hasattr(c, "from_dict"))
+        return self.modules[operation].sync_detailed
 
 
-def call(operation: ModuleType, **kwargs: Any) -> Any:
-    """`sync_detailed` with only the keyword arguments the generated function declares."""
-    accepted = typing.get_type_hints(operation.sync_detailed)
-    return operation.sync_detailed(**{k: v for k, v in kwargs.items() if k in accepted})
-
-
-def cursor_of(link: Any) -> str | None:
-    if not isinstance(link, str):
-        return None
-    return parse_qs(urlsplit(link).query)["cursor"][0]
+def cursor_of(link: str | None) -> str | None:
+    """The cursor of a page's next link (None on the last page)."""
+    return None if link is None else parse_qs(urlsplit(link).query)["cursor"][0]
 
 
 def test_generated_client_runs_a_scenario(
@@ -95,43 +85,35 @@ def test_generated_client_runs_a_scenario(
     celery_worker_process: Any,
 ) -> None:
     tenant = contract_tenants["schema"]
-    client_module = importlib.import_module(f"{PACKAGE}.client")
-    client = client_module.AuthenticatedClient(
+    models = importlib.import_module(f"{PACKAGE}.models")
+    types = importlib.import_module(f"{PACKAGE}.types")
+    client = importlib.import_module(f"{PACKAGE}.client").AuthenticatedClient(
         base_url=api_server.origin,
         token=tenant.tokens["member"],
         headers={"Host": tenant.host},
         raise_on_unexpected_status=True,
     )
-    ops = Operations(generated_client)
+    api = Operations(generated_client)
 
     # A project and tasks, through the generated models.
-    project = call(
-        ops["create_project"],
-        client=client,
-        body=ops.body_type("create_project").from_dict({"key": "GEN", "name": "Generated"}),
-    )
+    project = api.create_project(client=client, body=models.ProjectCreate(key="GEN", name="Gen"))
     assert project.status_code == 201, project.content
     project_id = project.parsed.id
-    task_body = ops.body_type("create_task")
     created = []
     for number in range(7):
-        response = call(
-            ops["create_task"],
-            client=client,
-            body=task_body.from_dict({"project_id": project_id, "title": f"Task {number}"}),
-        )
-        assert response.status_code == 201, response.content
-        created.append(response.parsed.id)
+        body = models.TaskCreate(project_id=project_id, title=f"Task {number}")
+        task = api.create_task(client=client, body=body)
+        assert task.status_code == 201, task.content
+        assert task.headers["ETag"] == f'"{task.parsed.version}"'
+        created.append(task.parsed.id)
 
     # Every task, page by page, following the cursor of each page's next link.
     seen: list[int] = []
-    cursor: str | None = None
-    pages = 0
+    cursor, pages = None, 0
     while True:
-        kwargs: dict[str, Any] = {"client": client, "project_id": project_id, "limit": 3}
-        if cursor:
-            kwargs["cursor"] = cursor
-        page = call(ops["list_tasks"], **kwargs)
+        page = api.list_tasks(
+            client=client, project=project_id, limit=3, **({"cursor": cursor} if cursor else {})
+        )
         assert page.status_code == 200, page.content
         seen.extend(task.id for task in page.parsed.results)
         pages += 1
@@ -141,57 +123,42 @@ def test_generated_client_runs_a_scenario(
     assert sorted(seen) == sorted(created)
     assert pages == 3
 
-    # A stale If-Match is a 412; the client re-reads and writes again with the fresh ETag.
+    # Another writer moves the task on; the stale If-Match is a 412, so the client re-reads and
+    # writes again with the fresh ETag.
     task_id = created[0]
-    first = call(ops["get_task"], client=client, task_id=task_id)
-    stale_etag = first.headers["ETag"]
-    update_body = ops.body_type("update_task")
-    moved = update(ops, client, task_id, stale_etag, update_body.from_dict({"title": "Moved"}))
+    etag = api.get_task(task_id, client=client).headers["ETag"]
+    moved = api.update_task(task_id, client=client, body=models.TaskPatch(title="Moved"), if_match=etag)  # fmt: skip
     assert moved.status_code == 200, moved.content
-    stale = update(ops, client, task_id, stale_etag, update_body.from_dict({"title": "Again"}))
+    stale = api.update_task(task_id, client=client, body=models.TaskPatch(title="Mine"), if_match=etag)  # fmt: skip
     assert stale.status_code == 412, stale.content
-    fresh = call(ops["get_task"], client=client, task_id=task_id)
-    retried = update(
-        ops, client, task_id, fresh.headers["ETag"], update_body.from_dict({"title": "Again"})
+    fresh = api.get_task(task_id, client=client)
+    assert fresh.parsed.title == "Moved"
+    mine = api.update_task(
+        task_id, client=client, body=models.TaskPatch(title="Mine"), if_match=fresh.headers["ETag"]
     )
-    assert retried.status_code == 200, retried.content
-    assert retried.parsed.title == "Again"
+    assert mine.status_code == 200, mine.content
+    assert mine.parsed.title == "Mine"
 
-    # A CSV import, polled until the worker finishes it.
+    # A CSV import, as the text/csv body, polled until the worker finishes it.
     csv_text = "external_id,project,title,status,priority\n" + "".join(
         f"GEN-{i},GEN,Imported {i},todo,{i % 5}\n" for i in range(25)
     )
-    job = import_csv(ops, client, generated_client, csv_text.encode())
+    upload = types.File(payload=io.BytesIO(csv_text.encode()), file_name="tasks.csv")
+    job = api.create_import(client=client, body=upload)
     assert job.status_code == 202, job.content
     job_id = job.parsed.id
-    status = poll(lambda: call(ops["get_import"], client=client, job_id=job_id).parsed)
-    assert status.status == "succeeded", status
-    imported = call(ops["list_tasks"], client=client, project_id=project_id, limit=100)
+    finished = poll(lambda: api.get_import(job_id, client=client).parsed)
+    assert str(finished.status) == "succeeded", finished
+    imported = api.list_tasks(client=client, project=project_id, limit=100)
     assert len(imported.parsed.results) == 7 + 25
 
 
-def update(ops: Operations, client: Any, task_id: int, etag: str, body: Any) -> Any:
-    """updateTask with If-Match, as a declared parameter or else as a header of the client."""
-    operation = ops["update_task"]
-    if "if_match" in typing.get_type_hints(operation.sync_detailed):
-        return call(operation, client=client, task_id=task_id, body=body, if_match=etag)
-    return call(operation, client=client.with_headers({"If-Match": etag}), task_id=task_id, body=body)  # fmt: skip
-
-
-def import_csv(ops: Operations, client: Any, package: ModuleType, content: bytes) -> Any:
-    """createImport with the CSV as the body the description names (a file or a form)."""
-    types = importlib.import_module(f"{package.__name__}.types")
-    upload = types.File(payload=io.BytesIO(content), file_name="tasks.csv", mime_type="text/csv")
-    body_type = ops.body_type("create_import")
-    body = body_type(file=upload) if hasattr(body_type, "to_multipart") else upload
-    return call(ops["create_import"], client=client, body=body)
-
-
 def poll(read: Callable[[], Any], timeout: float = 60) -> Any:
+    """The job once finished (and its finish recorded), read every 0.2 s."""
     deadline = time.monotonic() + timeout
     while True:
         job = read()
-        if job.status in {"succeeded", "failed", "cancelled"} and job.finished_at:
+        if str(job.status) in {"succeeded", "failed", "cancelled"} and job.finished_at:
             return job
         assert time.monotonic() < deadline, f"import still {job.status} after {timeout}s"
         time.sleep(0.2)
