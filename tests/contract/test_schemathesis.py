@@ -38,6 +38,7 @@ CHECKS = (
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "10"))
 SEED = int(os.environ.get("SCHEMATHESIS_SEED", "20261206"))
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
 def run_schemathesis(
@@ -51,7 +52,7 @@ def run_schemathesis(
     schema_file = reports / "schema.json"
     schema_file.write_bytes(body)
     command = [
-        str(SCHEMATHESIS), "run", str(schema_file),
+        str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", str(schema_file),
         "--url", server.origin,
         "--header", f"Host: {host}",
         "--header", f"Authorization: Bearer {token}",
@@ -67,7 +68,7 @@ def run_schemathesis(
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
     (reports / "stdout.txt").write_text(result.stdout + result.stderr)
-    print(result.stdout[-6000:])
+    print(result.stdout, result.stderr)  # pytest shows it when the test fails
     return {"exit_code": result.returncode, "summary": summarise(reports)}
 
 
@@ -101,7 +102,7 @@ def test_tenant_api_conforms_to_its_description(
         api_server, "/api/v1/schema", tenant.host, tenant.tokens["admin"], tmp_path
     )
     print(f"tenant API, {mode} mode: {outcome['summary']}")
-    assert outcome["exit_code"] == 0, (tmp_path / "stdout.txt").read_text()[-20000:]
+    assert outcome["exit_code"] == 0, outcome["summary"]
 
 
 def test_operator_api_conforms_to_its_description(
@@ -109,4 +110,4 @@ def test_operator_api_conforms_to_its_description(
 ) -> None:
     outcome = run_schemathesis(api_server, "/ops/v1/schema", PUBLIC_HOST, staff_token, tmp_path)
     print(f"operator API: {outcome['summary']}")
-    assert outcome["exit_code"] == 0, (tmp_path / "stdout.txt").read_text()[-20000:]
+    assert outcome["exit_code"] == 0, outcome["summary"]
