@@ -3,7 +3,8 @@
 #
 #   platform/dev.sh run     web :$WEB_PORT (8000) + worker + beat in this terminal; Ctrl-C stops
 #                           them all, and so does any one of them exiting (then `run` fails)
-#   platform/dev.sh test    lint, types, boundaries and the test suite against real services
+#   platform/dev.sh test    lint, types, boundaries, the API contract (openapi/) and the test
+#                           suite against real services
 #   platform/dev.sh pytest  the test suite alone (pytest arguments pass through)
 #   platform/dev.sh setup   install, start services, create roles and database, migrate
 #   platform/dev.sh stop    stop the PostgreSQL and Redis this script started (none other)
@@ -137,6 +138,21 @@ ensure_chromium() {
   [ -x /usr/bin/chromium ] || apt_install chromium
 }
 
+# --- openapi-diff (tests only): the API contract's breaking-change gate, pinned, from npm -------
+OPENAPI_DIFF_VERSION=0.24.1
+TOOLS="$DATA/tools"
+
+ensure_openapi_diff() {
+  command -v npm >/dev/null || apt_install nodejs npm
+  if grep -qs "\"version\": \"$OPENAPI_DIFF_VERSION\"" "$TOOLS/node_modules/openapi-diff/package.json"; then
+    return
+  fi
+  log "installing openapi-diff $OPENAPI_DIFF_VERSION (npm) into $TOOLS"
+  mkdir -p "$TOOLS"
+  npm install --prefix "$TOOLS" --no-audit --no-fund --save-exact --loglevel=error \
+    "openapi-diff@$OPENAPI_DIFF_VERSION" >/dev/null
+}
+
 # --- PgBouncer (tests only): the isolation tests run through real transaction pooling ----------
 ensure_pgbouncer() {
   command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
@@ -235,6 +251,7 @@ use_test_environment() {
   ensure_redis
   ensure_chromium
   ensure_pgbouncer
+  ensure_openapi_diff
 }
 
 run_pytest() {
@@ -252,6 +269,7 @@ cmd_test() {
   "$VENV/bin/ruff" format --check .
   log "mypy";          "$VENV/bin/mypy" .
   log "import-linter"; "$VENV/bin/lint-imports"
+  log "API contract";  "$PY" manage.py api_contract --check
   run_pytest "$@"
 }
 

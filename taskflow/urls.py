@@ -3,12 +3,16 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from taskflow import versioning, views
+from taskflow import openapi, versioning, views
 
 urlpatterns = [
     path(
         "schema",
-        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
+        SpectacularAPIView.as_view(
+            authentication_classes=[],
+            permission_classes=[],
+            custom_settings=openapi.SCHEMA_SETTINGS,
+        ),
         name="schema",
     ),
     path(

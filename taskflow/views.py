@@ -7,13 +7,22 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from taskflow import selectors, services
+from taskflow import openapi, selectors, services
 from taskflow.errors import InvalidInput
+from taskflow.openapi import (
+    ETAG_HEADER,
+    IF_MATCH_HEADER,
+    LOCATION_HEADER,
+    DeclaredQuery,
+    page_of,
+    problems,
+)
 from taskflow.pagination import Page, parse_limit
 from taskflow.permissions import TenantRole
 from taskflow.representations import (
@@ -40,7 +49,7 @@ from tenants.identity import Role, principal_of
 ETAG = re.compile(r'^(?:W/)?"?(\d+)"?$')
 
 
-class TaskflowView(APIView):
+class TaskflowView(DeclaredQuery, APIView):
     """A TaskFlow resource: a tenant's members by role; `bound_session` for its one transaction."""
 
     permission_classes = (IsAuthenticated, TenantRole)
@@ -99,7 +108,23 @@ def with_etag(body: dict[str, Any], status: int = 200) -> Response:
 # --- Projects -----------------------------------------------------------------------------------
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="listProjects",
+        summary="List projects, a keyset page at a time",
+        responses={200: page_of(openapi.ProjectShape, "ProjectPage")},
+    ),
+    post=extend_schema(
+        operation_id="createProject",
+        summary="Create a project",
+        request=ProjectCreate,
+        parameters=[ETAG_HEADER, LOCATION_HEADER],
+        responses={201: openapi.ProjectShape, **problems(409)},
+    ),
+)
 class ProjectCollection(TaskflowView):
+    query_parameters = {"get": openapi.PROJECT_LIST_QUERY}
+
     def get(self, request: Request) -> Response:
         with bound_session(request) as session:
             page = selectors.project_list(
@@ -117,7 +142,30 @@ class ProjectCollection(TaskflowView):
         return response
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="getProject",
+        summary="Read a project",
+        parameters=[ETAG_HEADER],
+        responses={200: openapi.ProjectShape},
+    ),
+    patch=extend_schema(
+        operation_id="updateProject",
+        summary="Change a project's fields (If-Match or `version` guards against lost updates)",
+        request=ProjectPatch,
+        parameters=[IF_MATCH_HEADER, ETAG_HEADER],
+        responses={200: openapi.ProjectShape, **problems(409, 412)},
+    ),
+    delete=extend_schema(
+        operation_id="deleteProject",
+        summary="Soft-delete a project (If-Match or `version` required)",
+        parameters=[IF_MATCH_HEADER],
+        responses={204: OpenApiResponse(description="Deleted."), **problems(409, 412, 428)},
+    ),
+)
 class ProjectDetail(TaskflowView):
+    query_parameters = {"get": openapi.DETAIL_QUERY}
+
     def get(self, request: Request, project_id: int) -> Response:
         with bound_session(request) as session:
             project = selectors.project_get(
@@ -149,6 +197,15 @@ class ProjectDetail(TaskflowView):
         return Response(status=204)
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="restoreProject",
+        summary="Restore a soft-deleted project (admins)",
+        request=None,
+        parameters=[ETAG_HEADER],
+        responses={200: openapi.ProjectShape, **problems(409)},
+    ),
+)
 class ProjectRestore(TaskflowView):
     required_roles = {"POST": Role.ADMIN}
 
@@ -163,7 +220,23 @@ class ProjectRestore(TaskflowView):
 # --- Tasks --------------------------------------------------------------------------------------
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="listTasks",
+        summary="List tasks, a keyset page at a time",
+        responses={200: page_of(openapi.TaskShape, "TaskPage")},
+    ),
+    post=extend_schema(
+        operation_id="createTask",
+        summary="Create a task",
+        request=TaskCreate,
+        parameters=[ETAG_HEADER, LOCATION_HEADER],
+        responses={201: openapi.TaskShape, **problems(409)},
+    ),
+)
 class TaskCollection(TaskflowView):
+    query_parameters = {"get": openapi.TASK_LIST_QUERY}
+
     def get(self, request: Request) -> Response:
         filters = task_filters(request.query_params)
         with bound_session(request) as session:
@@ -182,7 +255,30 @@ class TaskCollection(TaskflowView):
         return response
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="getTask",
+        summary="Read a task",
+        parameters=[ETAG_HEADER],
+        responses={200: openapi.TaskShape},
+    ),
+    patch=extend_schema(
+        operation_id="updateTask",
+        summary="Change a task's fields (If-Match or `version` guards against lost updates)",
+        request=TaskPatch,
+        parameters=[IF_MATCH_HEADER, ETAG_HEADER],
+        responses={200: openapi.TaskShape, **problems(409, 412)},
+    ),
+    delete=extend_schema(
+        operation_id="deleteTask",
+        summary="Soft-delete a task (If-Match or `version` required)",
+        parameters=[IF_MATCH_HEADER],
+        responses={204: OpenApiResponse(description="Deleted."), **problems(409, 412, 428)},
+    ),
+)
 class TaskDetail(TaskflowView):
+    query_parameters = {"get": openapi.DETAIL_QUERY}
+
     def get(self, request: Request, task_id: int) -> Response:
         with bound_session(request) as session:
             task = selectors.task_get(
@@ -217,6 +313,15 @@ class TaskDetail(TaskflowView):
         return Response(status=204)
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="restoreTask",
+        summary="Restore a soft-deleted task (admins)",
+        request=None,
+        parameters=[ETAG_HEADER],
+        responses={200: openapi.TaskShape, **problems(409)},
+    ),
+)
 class TaskRestore(TaskflowView):
     required_roles = {"POST": Role.ADMIN}
 
@@ -226,7 +331,16 @@ class TaskRestore(TaskflowView):
             return with_etag(task_repr(task))
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="listTaskHistory",
+        summary="A task's history, oldest first",
+        responses={200: page_of(openapi.HistoryEntryShape, "HistoryPage")},
+    ),
+)
 class TaskHistoryList(TaskflowView):
+    query_parameters = {"get": openapi.HISTORY_LIST_QUERY}
+
     def get(self, request: Request, task_id: int) -> Response:
         with bound_session(request) as session:
             page = selectors.task_history(
@@ -235,7 +349,23 @@ class TaskHistoryList(TaskflowView):
             return self.page_response(page, history_repr)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="listTaskComments",
+        summary="A task's comments",
+        responses={200: page_of(openapi.CommentShape, "CommentPage")},
+    ),
+    post=extend_schema(
+        operation_id="createTaskComment",
+        summary="Comment on a task",
+        request=CommentCreate,
+        parameters=[ETAG_HEADER],
+        responses={201: openapi.CommentShape},
+    ),
+)
 class TaskComments(TaskflowView):
+    query_parameters = {"get": openapi.COMMENT_LIST_QUERY}
+
     def get(self, request: Request, task_id: int) -> Response:
         with bound_session(request) as session:
             page = selectors.comment_list(

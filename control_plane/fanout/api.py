@@ -9,13 +9,16 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from control_plane.fanout import runs
 from control_plane.fanout.models import COUNT_MAX, MigrationRun, StepStatus
+from control_plane.http.openapi import RUN_DETAIL_QUERY, RUN_LIST, RunShape, StepShape
 from control_plane.tenancy.api import OpsView
+from taskflow.openapi import LOCATION_HEADER, problems
 from tenants.problems import NotFound
 
 LIST_LIMIT = 50
@@ -51,6 +54,20 @@ def _state(run: MigrationRun, request: Request) -> dict[str, Any]:
     return state
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="listMigrationRuns",
+        summary="Recent migration runs, newest first",
+        responses={200: RUN_LIST},
+    ),
+    post=extend_schema(
+        operation_id="startMigrationRun",
+        summary="Start a migration fan-out",
+        request=MigrationRunInputSerializer,
+        parameters=[LOCATION_HEADER],
+        responses={202: RunShape, **problems(409)},
+    ),
+)
 class MigrationRunCollection(OpsView):
     def get(self, request: Request) -> Response:
         recent: QuerySet[MigrationRun] = MigrationRun.objects.select_related("created_by")[
@@ -71,21 +88,56 @@ class MigrationRunCollection(OpsView):
         return Response(_state(run, request), status=202, headers={"Location": location})
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="getMigrationRun", summary="A migration run", responses={200: RunShape}
+    )
+)
 class MigrationRunDetail(OpsView):
+    query_parameters = {"get": RUN_DETAIL_QUERY}
+
     def get(self, request: Request, run_id: int) -> Response:
         return Response(_state(_run(run_id), request))
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="resumeMigrationRun",
+        summary="Resume a paused or failed run",
+        request=None,
+        responses={202: RunShape, **problems(409)},
+    )
+)
 class ResumeMigrationRun(OpsView):
+    query_parameters = {"post": RUN_DETAIL_QUERY}
+
     def post(self, request: Request, run_id: int) -> Response:
         return Response(_state(runs.resume_run(_run(run_id)), request), status=202)
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="cancelMigrationRun",
+        summary="Cancel a run",
+        request=None,
+        responses={200: RunShape, **problems(409)},
+    )
+)
 class CancelMigrationRun(OpsView):
+    query_parameters = {"post": RUN_DETAIL_QUERY}
+
     def post(self, request: Request, run_id: int) -> Response:
         return Response(_state(runs.cancel_run(_run(run_id)), request))
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="retryTenantMigration",
+        summary="Retry one tenant's failed step",
+        request=None,
+        responses={202: StepShape, **problems(409)},
+    )
+)
 class RetryTenantMigration(OpsView):
     def post(self, request: Request, run_id: int, slug: str) -> Response:
         step = runs.retry_tenant(_run(run_id), slug)

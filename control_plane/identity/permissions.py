@@ -15,3 +15,15 @@ class IsStaffPrincipal(BasePermission):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         return isinstance(request.auth, Principal) and request.auth.is_staff
+
+
+class IsStaff(BasePermission):
+    """A staff principal (bearer token), or a staff user signed in to the admin (session)."""
+
+    message = "The operator API's description needs a staff token or a staff sign-in."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if isinstance(request.auth, Principal):
+            return request.auth.is_staff
+        user = request.user
+        return bool(user is not None and user.is_authenticated and user.is_staff)

@@ -12,16 +12,20 @@ from typing import Any
 
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from control_plane.http.openapi import IDEMPOTENCY, IMPORT_JOB_LIST, IMPORT_UPLOAD, ImportJobShape
 from control_plane.imports import services
 from control_plane.imports.models import ImportJob, ImportMode
 from control_plane.imports.uploads import CsvBodyParser, MultipartCsvParser, uploaded
 from taskflow.errors import InvalidInput
 from taskflow.imports.entry import ERRORS_HEADER, export_tasks
+from taskflow.openapi import LOCATION_HEADER, DeclaredQuery, QueryParam, problems
 from taskflow.permissions import TenantRole
 from tenants.binding import request_binding, tenant_of, tenant_session
 from tenants.identity import Role, principal_of
@@ -65,7 +69,23 @@ def job_repr(job: ImportJob) -> dict[str, Any]:
     }
 
 
-class ImportView(APIView):
+IMPORT_MODE = QueryParam(
+    "mode",
+    "What a bad row does: fail the whole import, or be skipped and reported.",
+    enum=("all_or_nothing", "skip_invalid"),
+    default="all_or_nothing",
+)
+CSV = OpenApiResponse(OpenApiTypes.BINARY, description="CSV (RFC 4180), with a header line.")
+REPLAYED = OpenApiParameter(
+    "Idempotent-Replayed",
+    {"type": "string", "enum": ["true"]},
+    OpenApiParameter.HEADER,
+    response=[202],
+    description="Present when the key named an existing job.",
+)
+
+
+class ImportView(DeclaredQuery, APIView):
     """An import resource of the caller's tenant, by tenant role."""
 
     permission_classes = (IsAuthenticated, TenantRole)
@@ -91,11 +111,24 @@ def _idempotency_key(request: Request) -> str | None:
 
 class ImportCollection(ImportView):
     parser_classes = (CsvBodyParser, MultipartCsvParser)
+    query_parameters = {"post": (IMPORT_MODE,)}
 
+    @extend_schema(
+        operation_id="listImports",
+        summary="The tenant's recent import jobs, newest first",
+        responses={200: IMPORT_JOB_LIST},
+    )
     def get(self, request: Request) -> Response:
         jobs = ImportJob.objects.filter(tenant_id=self.tenant_id)[:RECENT_JOBS]
         return Response({"results": [job_repr(job) for job in jobs]})
 
+    @extend_schema(
+        operation_id="createImport",
+        summary="Upload a CSV of tasks; a worker imports it",
+        request={"text/csv": OpenApiTypes.BINARY, "multipart/form-data": IMPORT_UPLOAD},
+        parameters=[IDEMPOTENCY, REPLAYED, LOCATION_HEADER],
+        responses={202: ImportJobShape, **problems(409, 413, 415)},
+    )
     def post(self, request: Request) -> Response:
         key = _idempotency_key(request)
         upload = uploaded(request.FILES)
@@ -118,11 +151,18 @@ class ImportCollection(ImportView):
 
 
 class ImportDetail(ImportView):
+    @extend_schema(
+        operation_id="getImport", summary="An import job", responses={200: ImportJobShape}
+    )
     def get(self, request: Request, job_id: int) -> Response:
         return Response(job_repr(services.job_of(self.tenant_id, job_id)))
 
 
 class ImportErrors(ImportView):
+    @extend_schema(
+        operation_id="getImportErrors",
+        responses={(200, "text/csv"): CSV, **problems(410)},
+    )
     def get(self, request: Request, job_id: int) -> HttpResponseBase:
         """The rejected rows as CSV (line, column, reason); only the header while there are none."""
         job = services.job_of(self.tenant_id, job_id)
@@ -143,6 +183,12 @@ class ImportErrors(ImportView):
 
 
 class ImportCancel(ImportView):
+    @extend_schema(
+        operation_id="cancelImport",
+        summary="Cancel an import job that has not finished",
+        request=None,
+        responses={202: ImportJobShape, **problems(409)},
+    )
     def post(self, request: Request, job_id: int) -> Response:
         job = services.cancel_import(services.job_of(self.tenant_id, job_id))
         return Response(job_repr(job), status=202)
@@ -151,6 +197,7 @@ class ImportCancel(ImportView):
 class TaskExport(ImportView):
     required_roles = {"GET": Role.MEMBER, "HEAD": Role.MEMBER}
 
+    @extend_schema(operation_id="exportTasks", responses={(200, "text/csv"): CSV})
     def get(self, request: Request) -> StreamingHttpResponse:
         """The tenant's live tasks as CSV in the import's columns, streamed from COPY."""
         binding = request_binding(request)

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from control_plane.http.openapi import (
+    IDEMPOTENCY,
+    ONBOARDING_ACCEPTED,
+    TENANT_LIST,
+    TENANT_LIST_QUERY,
+    TRANSITION,
+)
 from control_plane.identity.permissions import IsStaffPrincipal
 from control_plane.tenancy import lifecycle, onboarding
 from control_plane.tenancy.serializers import (
@@ -14,6 +22,7 @@ from control_plane.tenancy.serializers import (
     TenantChangeSerializer,
     TenantSerializer,
 )
+from taskflow.openapi import LOCATION_HEADER, DeclaredQuery, problems
 from tenants.models import Tenant, TenantStatus
 from tenants.problems import NotFound
 
@@ -36,11 +45,25 @@ def _tenant(slug: str) -> Tenant:
     return tenant
 
 
-class OpsView(APIView):
+class OpsView(DeclaredQuery, APIView):
     permission_classes = (IsStaffPrincipal,)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="listTenants", summary="Tenants by slug", responses={200: TENANT_LIST}
+    ),
+    post=extend_schema(
+        operation_id="onboardTenant",
+        summary="Onboard a tenant (a worker provisions it)",
+        request=OnboardingInputSerializer,
+        parameters=[IDEMPOTENCY, LOCATION_HEADER],
+        responses={202: ONBOARDING_ACCEPTED, **problems(409)},
+    ),
+)
 class TenantCollection(OpsView):
+    query_parameters = {"get": TENANT_LIST_QUERY}
+
     def get(self, request: Request) -> Response:
         tenants = _tenants()
         status = request.query_params.get("status")
@@ -66,6 +89,17 @@ class TenantCollection(OpsView):
         return Response(body, status=202, headers={"Location": location})
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="getTenant", summary="A tenant", responses={200: TenantSerializer}
+    ),
+    patch=extend_schema(
+        operation_id="updateTenant",
+        summary="Move a tenant's API version pin",
+        request=TenantChangeSerializer,
+        responses={200: TenantSerializer, **problems(409)},
+    ),
+)
 class TenantDetail(OpsView):
     def get(self, request: Request, slug: str) -> Response:
         return Response(TenantSerializer(_tenant(slug)).data)
@@ -77,6 +111,7 @@ class TenantDetail(OpsView):
         return Response(TenantSerializer(_tenant(tenant.slug)).data)
 
 
+@extend_schema_view(post=TRANSITION)
 class TenantTransition(OpsView):
     target: str = ""
 
@@ -85,18 +120,29 @@ class TenantTransition(OpsView):
         return Response(TenantSerializer(tenant).data)
 
 
+@extend_schema_view(post=extend_schema(operation_id="suspendTenant"))
 class SuspendTenant(TenantTransition):
     target = TenantStatus.SUSPENDED
 
 
+@extend_schema_view(post=extend_schema(operation_id="activateTenant"))
 class ActivateTenant(TenantTransition):
     target = TenantStatus.ACTIVE
 
 
+@extend_schema_view(post=extend_schema(operation_id="archiveTenant"))
 class ArchiveTenant(TenantTransition):
     target = TenantStatus.ARCHIVED
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="retryTenantOnboarding",
+        summary="Retry a failed onboarding",
+        request=None,
+        responses={202: TenantSerializer, **problems(409)},
+    )
+)
 class RetryTenant(OpsView):
     def post(self, request: Request, slug: str) -> Response:
         onboarding.retry_onboarding(_tenant(slug))

@@ -15,7 +15,7 @@ class OnboardingInputSerializer(serializers.Serializer[dict[str, Any]]):
     name = serializers.CharField(allow_blank=True, max_length=500)
     slug = serializers.CharField(allow_blank=True, max_length=500)
     domain = serializers.CharField(allow_blank=True, max_length=500)
-    isolation = serializers.ChoiceField(choices=Isolation.values)
+    isolation = serializers.ChoiceField(choices=Isolation.choices)
     owner_email = serializers.CharField(allow_blank=True, max_length=500)
 
 

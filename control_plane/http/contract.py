@@ -1,0 +1,169 @@
+"""The committed API contract: openapi/tenant-v1.yaml, openapi/ops-v1.yaml, openapi/CHANGELOG.md.
+
+`write` regenerates them; `check` fails when a committed copy is stale, or when the regenerated
+document breaks the committed one (a removed operation, field, enum value or response, a narrowed
+type, a new required parameter), as judged by Atlassian's openapi-diff (npm, installed by
+platform/dev.sh). A breaking change ships only as a new API version: when the newest version in
+taskflow.api_versions is not the one a committed document was made at, `write` keeps that
+document as openapi/<name>-<its version>.yaml and the new one is compared against nothing.
+
+It reads and writes files and runs the diff tool; it never changes what the API serves.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.conf import settings
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.renderers import OpenApiYamlRenderer
+from drf_spectacular.settings import patched_settings
+
+from taskflow.api_versions import CATALOG
+from taskflow.openapi import SCHEMA_SETTINGS
+
+CONTRACT_DIR = Path(settings.BASE_DIR) / "openapi"
+OPENAPI_DIFF = (
+    Path(settings.BASE_DIR) / ".data" / "tools" / "node_modules" / ".bin" / "openapi-diff"
+)
+CHANGELOG = "CHANGELOG.md"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One API's committed description: where it lives and how it is generated."""
+
+    name: str  # "tenant", "ops"
+    urlconf: str
+    settings: Mapping[str, Any]
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}-v1.yaml"
+
+
+OPS_SCHEMA_SETTINGS = {
+    "TITLE": "TaskFlow operator API",
+    "DESCRIPTION": "The operator API of the public host: onboard and manage tenants, run "
+    "migration fan-outs. Staff only.",
+    "VERSION": CATALOG.latest.name,
+}
+DOCUMENTS = (
+    Document("tenant", "control_plane.urls_tenant", SCHEMA_SETTINGS),
+    Document("ops", "control_plane.urls_public", OPS_SCHEMA_SETTINGS),
+)
+
+
+def generate(document: Document) -> str:
+    """The document as YAML, generated from the views."""
+    with patched_settings(dict(document.settings)):
+        schema = SchemaGenerator(urlconf=document.urlconf).get_schema(request=None, public=True)
+        rendered: bytes = OpenApiYamlRenderer().render(schema, renderer_context={})
+    return rendered.decode()
+
+
+def changelog() -> str:
+    return CATALOG.changelog()
+
+
+def version_of(text: str) -> str:
+    """The API version a document was generated at (its info.version)."""
+    return str((yaml.safe_load(text) or {}).get("info", {}).get("version", ""))
+
+
+@dataclass(frozen=True)
+class Breaking:
+    """openapi-diff's verdict when a regenerated document breaks the committed one."""
+
+    document: str
+    report: str
+
+
+def breaking_changes(
+    old: str, new: str, *, label: str, tool: Path = OPENAPI_DIFF
+) -> Breaking | None:
+    """Compare two documents with openapi-diff; its report when `new` breaks a client of `old`."""
+    if not tool.exists():
+        raise FileNotFoundError(
+            f"{tool} is missing: platform/dev.sh installs openapi-diff (npm) into .data/tools."
+        )
+    with _files(old, new) as (old_path, new_path):
+        result = subprocess.run(
+            [str(tool), str(old_path), str(new_path)],
+            capture_output=True, text=True, timeout=600,
+            env=os.environ | {"NO_COLOR": "1"},
+        )  # fmt: skip
+    if result.returncode == 0:
+        return None
+    return Breaking(document=label, report=(result.stdout + result.stderr).strip())
+
+
+@contextmanager
+def _files(*texts: str) -> Iterator[list[Path]]:
+    with tempfile.TemporaryDirectory(prefix="api-contract-") as folder:
+        paths = []
+        for index, text in enumerate(texts):
+            path = Path(folder) / f"{index}.yaml"
+            path.write_text(text)
+            paths.append(path)
+        yield paths
+
+
+def write(directory: Path = CONTRACT_DIR) -> list[str]:
+    """Regenerate every document and the changelog; returns what changed."""
+    directory.mkdir(exist_ok=True)
+    changed = []
+    for document in DOCUMENTS:
+        path = directory / document.file_name
+        new = generate(document)
+        if path.exists():
+            old = path.read_text()
+            old_version = version_of(old)
+            if old_version and old_version != version_of(new):
+                kept = directory / f"{document.name}-{old_version}.yaml"
+                kept.write_text(old)
+                changed.append(f"kept {kept.name} (the document of version {old_version})")
+            if old == new:
+                continue
+        path.write_text(new)
+        changed.append(f"wrote {path.name}")
+    log = directory / CHANGELOG
+    if not log.exists() or log.read_text() != changelog():
+        log.write_text(changelog())
+        changed.append(f"wrote {CHANGELOG}")
+    return changed
+
+
+def check(directory: Path = CONTRACT_DIR, *, tool: Path = OPENAPI_DIFF) -> list[str]:
+    """Every reason the committed contract is not the one the code serves (empty: it is)."""
+    problems = []
+    for document in DOCUMENTS:
+        path = directory / document.file_name
+        new = generate(document)
+        if not path.exists():
+            problems.append(f"{path.name} is missing: run `manage.py api_contract --write`.")
+            continue
+        old = path.read_text()
+        if old == new:
+            continue
+        if version_of(old) == version_of(new):
+            broken = breaking_changes(old, new, label=path.name, tool=tool)
+            if broken is not None:
+                problems.append(
+                    f"{path.name}: breaking change within API version {version_of(new)}; ship "
+                    f"it as a new version (taskflow.api_versions) or make it additive.\n"
+                    f"{broken.report}"
+                )
+        problems.append(f"{path.name} is stale: run `manage.py api_contract --write`.")
+    log = directory / CHANGELOG
+    if not log.exists() or log.read_text() != changelog():
+        problems.append(f"{CHANGELOG} is stale: run `manage.py api_contract --write`.")
+    return problems

@@ -1,0 +1,241 @@
+"""How drf-spectacular describes both APIs: the bearer scheme, path ids, declared query
+parameters, the version headers of /api/v1, the problem responses every operation can give,
+and the shapes of the control plane's own resources (import jobs, tenants, migration runs).
+
+Views say what is particular to them with `extend_schema`; what holds for every operation is
+added here once. Nothing here runs on a request that is not a schema request.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import get_doc
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+
+from control_plane.fanout.models import RunStatus, Stage, StepStatus
+from control_plane.imports.models import ImportMode, ImportStatus
+from control_plane.tenancy.serializers import TenantSerializer
+from taskflow.openapi import (
+    MAX_ID,
+    RETRY_AFTER,
+    VERSION_REQUEST_HEADER,
+    VERSION_RESPONSE_HEADERS,
+    QueryParam,
+    problems,
+    query_parameters_of,
+)
+from tenants.models import TenantStatus
+
+PATH_VARIABLE = re.compile(r"{(\w+)}")
+ID_SCHEMA = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """`Authorization: Bearer <token>`: what Swagger UI's Authorize button asks for."""
+
+    target_class = "control_plane.identity.authentication.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A personal API token: tenant members' on a tenant host, staff's on "
+            "the public host.",
+        }
+
+
+class ContractSchema(AutoSchema):
+    """AutoSchema plus what every operation shares (see the module docstring)."""
+
+    @property
+    def _tenant_api(self) -> bool:
+        return self.path.startswith("/api/")
+
+    def get_description(self) -> str:  # type: ignore[override]
+        """The method's docstring: a view class's docstring speaks to its readers, not clients."""
+        method = getattr(self.view, self.method.lower(), None)
+        return get_doc(method) if method is not None else ""
+
+    def get_override_parameters(self) -> list[Any]:
+        ids = [
+            OpenApiParameter(name, ID_SCHEMA, OpenApiParameter.PATH, description="An id.")
+            for name in PATH_VARIABLE.findall(self.path)
+            if name.endswith("_id")
+        ]
+        shared: list[Any] = [RETRY_AFTER]
+        if self._tenant_api:
+            shared += [VERSION_REQUEST_HEADER, *VERSION_RESPONSE_HEADERS]
+        return [
+            *ids,
+            *query_parameters_of(self.view, self.method),
+            *shared,
+            *super().get_override_parameters(),
+        ]
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        """The operation's own responses, plus the problems every operation can answer with."""
+        responses: dict[str, Any] = super()._get_response_bodies(direction)
+        common = [400, 401, 403]
+        if PATH_VARIABLE.search(self.path):
+            common.append(404)
+        if self._tenant_api:
+            common.append(503)
+        for key, response in problems(*common).items():
+            status, media_type = key
+            if str(status) not in responses:
+                responses[str(status)] = self._get_response_for_code(
+                    response, str(status), media_types=[media_type], direction=direction
+                )
+        return responses
+
+
+# --- Shapes of the control plane's resources -----------------------------------------------------
+
+IDEMPOTENCY = OpenApiParameter(
+    "Idempotency-Key",
+    {"type": "string", "maxLength": 200},
+    OpenApiParameter.HEADER,
+    description="Repeat a request with the same key to get the same result, not a second one.",
+)
+
+TENANT_LIST = inline_serializer("TenantList", {"results": TenantSerializer(many=True)})
+TENANT_LIST_QUERY = (
+    QueryParam("status", "Only tenants in this status.", enum=tuple(TenantStatus.values)),
+)
+ONBOARDING_ACCEPTED = inline_serializer(
+    "OnboardingAccepted",
+    {
+        "tenant": TenantSerializer(),
+        "owner_token": serializers.CharField(help_text="The owner's API token."),
+        "replayed": serializers.BooleanField(),
+    },
+)
+TRANSITION = extend_schema(
+    summary="Move a tenant to another status",
+    request=None,
+    responses={200: TenantSerializer, **problems(409)},
+)
+
+
+class ImportFileShape(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    size = serializers.IntegerField(allow_null=True)
+    sha256 = serializers.CharField(allow_null=True)
+
+    class Meta:
+        ref_name = "ImportFile"
+
+
+class ImportJobShape(serializers.Serializer[Any]):
+    """What control_plane.imports.api.job_repr returns."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=ImportStatus.choices)
+    phase = serializers.CharField(allow_null=True)
+    mode = serializers.ChoiceField(choices=ImportMode.choices)
+    file = ImportFileShape()
+    columns = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    rows_read = serializers.IntegerField()
+    inserted = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    progress = serializers.FloatField(allow_null=True)
+    rows_per_second = serializers.FloatField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+    attempts = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    files_removed_at = serializers.DateTimeField(allow_null=True)
+    duration_seconds = serializers.FloatField(allow_null=True)
+    links = inline_serializer(
+        "ImportJobLinks",
+        {"self": serializers.CharField(), "errors": serializers.CharField(),
+         "cancel": serializers.CharField()},
+    )  # fmt: skip
+
+    class Meta:
+        ref_name = "ImportJob"
+
+
+IMPORT_JOB_LIST = inline_serializer("ImportJobList", {"results": ImportJobShape(many=True)})
+
+IMPORT_UPLOAD = inline_serializer(
+    "ImportUpload",
+    {
+        "file": serializers.FileField(help_text="The CSV file (the export's columns)."),
+        "mode": serializers.ChoiceField(choices=ImportMode.choices, required=False),
+    },
+)
+
+ME = inline_serializer(
+    "Me",
+    {
+        "user": inline_serializer(
+            "MeUser",
+            {"id": serializers.IntegerField(), "email": serializers.CharField(allow_blank=True)},
+        ),
+        "tenant": serializers.CharField(),
+        "role": serializers.ChoiceField(choices=["viewer", "member", "admin"]),
+    },
+)
+
+
+class StepShape(serializers.Serializer[Any]):
+    """One tenant's step of a migration run (control_plane.fanout.runs.step_state)."""
+
+    schema = serializers.CharField()
+    tenant = serializers.CharField(allow_null=True)
+    canary = serializers.BooleanField()
+    batch = serializers.IntegerField(allow_null=True)
+    status = serializers.ChoiceField(choices=StepStatus.choices)
+    attempts = serializers.IntegerField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_ms = serializers.IntegerField(allow_null=True)
+    revisions_before = serializers.DictField(allow_null=True)
+    revisions_after = serializers.DictField(allow_null=True)
+    error = serializers.CharField(allow_blank=True, allow_null=True)
+
+    class Meta:
+        ref_name = "MigrationStep"
+
+
+class RunShape(serializers.Serializer[Any]):
+    """A migration run as the API, the run page and the CLI show it (runs.run_state)."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    stage = serializers.ChoiceField(choices=Stage.choices)
+    finished = serializers.BooleanField()
+    requested_revision = serializers.CharField()
+    target = serializers.DictField()
+    tenants = serializers.ListField(child=serializers.CharField())
+    strategy = serializers.DictField()
+    created_by = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+    counts = serializers.DictField(child=serializers.IntegerField())
+    progress = serializers.FloatField()
+    steps = StepShape(many=True)
+    url = serializers.CharField()
+
+    class Meta:
+        ref_name = "MigrationRun"
+
+
+RUN_LIST = inline_serializer("MigrationRunList", {"results": RunShape(many=True)})
+
+RUN_DETAIL_QUERY = (
+    QueryParam("status", "Only steps in this status.", enum=tuple(StepStatus.values)),
+    QueryParam("q", "Only steps whose schema name contains this text.", max_length=200),
+)

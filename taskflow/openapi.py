@@ -1,0 +1,477 @@
+"""The TaskFlow API's description: query parameters declared once, shapes from the models.
+
+A view names the query parameters each method accepts in `query_parameters` (tuples of
+`QueryParam`); the OpenAPI generation (control_plane.http.openapi) describes them from that
+declaration and `DeclaredQuery` refuses any other parameter with a 400 problem naming the
+allowed ones, so the description and the check cannot drift. Response shapes are serializers
+derived from the columns the models declare SHOWN, like the representations themselves.
+
+This module describes; it never changes what a view does with a request it accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from django.http import QueryDict
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+
+from taskflow.api_versions import CATALOG, VERSION_HEADER
+from taskflow.models import SHOWN, Comment, Project, Task, TaskStatus, columns_with
+from taskflow.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from taskflow.selectors import COMMENT_SORTS, PROJECT_SORTS, TASK_SORTS
+from taskflow.serializers import MAX_ID, MAX_TEXT
+from tenants.problems import PROBLEM_CONTENT_TYPE, Problem
+
+# How the tenant API's document names itself: its info.version is the newest API version, so a
+# committed document says which version it describes.
+SCHEMA_SETTINGS: dict[str, Any] = {"TITLE": "TaskFlow API", "VERSION": CATALOG.latest.name}
+
+# --- Query parameters, declared once ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    """One query parameter a view accepts: its name and the JSON schema of its value.
+
+    `items` makes it a comma-separated list (`style: form, explode: false`) of those values.
+    """
+
+    name: str
+    description: str
+    type: str = "string"
+    format: str | None = None
+    enum: tuple[str, ...] | None = None
+    items: tuple[str, ...] | None = None
+    default: Any = None
+    minimum: int | None = None
+    maximum: int | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+
+    def schema(self) -> dict[str, Any]:
+        if self.items is not None:
+            return {
+                "type": "array",
+                "items": {"type": "string", "enum": list(self.items)},
+                "uniqueItems": True,
+            }
+        schema: dict[str, Any] = {"type": self.type}
+        for key, value in (
+            ("format", self.format),
+            ("enum", list(self.enum) if self.enum else None),
+            ("minimum", self.minimum),
+            ("maximum", self.maximum),
+            ("maxLength", self.max_length),
+            ("pattern", self.pattern),
+            ("default", self.default),
+        ):
+            if value is not None:
+                schema[key] = value
+        return schema
+
+    def parameter(self) -> OpenApiParameter:
+        lists = self.items is not None
+        return OpenApiParameter(
+            self.name,
+            self.schema(),
+            OpenApiParameter.QUERY,
+            description=self.description,
+            style="form" if lists else None,
+            explode=False if lists else None,
+        )
+
+
+Query = tuple[QueryParam, ...]
+
+
+def sort_param(fields: Mapping[str, Any], default: str) -> QueryParam:
+    keys = tuple(key for name in fields for key in (name, f"-{name}"))
+    return QueryParam(
+        "sort",
+        "Sort keys, comma-separated, each ascending or descending (`-`); `id` is always the "
+        f"last key, in the last key's direction. A key appears once. Default `{default}`.",
+        items=(*keys, "id", "-id"),
+    )
+
+
+CURSOR = QueryParam(
+    "cursor",
+    "An opaque cursor from a page's `next` or `previous` link, valid only for the same sort, "
+    "filters and resource.",
+)
+LIMIT = QueryParam(
+    "limit",
+    "Items per page.",
+    type="integer",
+    default=DEFAULT_LIMIT,
+    minimum=1,
+    maximum=MAX_LIMIT,
+)
+INCLUDE_DELETED = QueryParam(
+    "include_deleted",
+    "Also soft-deleted rows (admins only).",
+    type="boolean",
+    default=False,
+)
+PAGE: Query = (CURSOR, LIMIT)
+TASK_STATUSES = tuple(s.value for s in TaskStatus)  # named TaskStatusEnum in the documents
+TASK_FILTER_QUERY: Query = (
+    QueryParam(
+        "status",
+        "Only tasks in these statuses, comma-separated.",
+        items=TASK_STATUSES,
+    ),
+    QueryParam(
+        "project",
+        "Only tasks of this project.",
+        type="integer",
+        format="int64",
+        minimum=1,
+        maximum=MAX_ID,
+    ),
+    QueryParam(
+        "assignee",
+        "Only tasks of this assignee.",
+        type="integer",
+        format="int64",
+        minimum=1,
+        maximum=MAX_ID,
+    ),
+    QueryParam("due_before", "Only tasks due on or before this day.", type="string", format="date"),
+    QueryParam("due_after", "Only tasks due on or after this day.", type="string", format="date"),
+    QueryParam(
+        "q", "Only tasks whose title contains this text.", max_length=200, pattern=r"^[^\x00]*$"
+    ),
+)
+PROJECT_LIST_QUERY: Query = (sort_param(PROJECT_SORTS, "created_at"), *PAGE, INCLUDE_DELETED)
+TASK_LIST_QUERY: Query = (
+    sort_param(TASK_SORTS, "created_at"),
+    *PAGE,
+    INCLUDE_DELETED,
+    *TASK_FILTER_QUERY,
+)
+COMMENT_LIST_QUERY: Query = (sort_param(COMMENT_SORTS, "created_at"), *PAGE)
+HISTORY_LIST_QUERY: Query = PAGE
+DETAIL_QUERY: Query = (INCLUDE_DELETED,)
+
+
+class UnknownQueryParameter(Problem):
+    status = 400
+    title = "Invalid input"
+
+    def __init__(self, unknown: list[str], allowed: list[str]) -> None:
+        hint = f"allowed: {', '.join(allowed)}." if allowed else "this operation takes none."
+        super().__init__(
+            "The request has invalid fields.",
+            errors=[
+                {"field": name, "message": f"Unknown query parameter; {hint}"} for name in unknown
+            ],
+            allowed_query_parameters=allowed,
+        )
+
+
+def check_query(params: QueryDict, declared: Query) -> None:
+    """Refuse a query parameter the operation does not declare (a typo is not a no-op)."""
+    if not params:
+        return
+    allowed = [param.name for param in declared]
+    unknown = sorted(name for name in params if name not in allowed)
+    if unknown:
+        raise UnknownQueryParameter(unknown, allowed)
+
+
+class DeclaredQuery:
+    """A view whose methods accept only the query parameters they declare.
+
+    `query_parameters = {"get": TASK_LIST_QUERY}`; a method not named accepts none (HEAD is GET).
+    """
+
+    query_parameters: ClassVar[Mapping[str, Query]] = {}
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        method = (request.method or "").lower()
+        if method == "options":
+            return
+        check_query(
+            request.query_params,
+            self.query_parameters.get(method if method != "head" else "get", ()),
+        )
+
+
+# --- Shapes --------------------------------------------------------------------------------------
+
+
+def _output_field(column: sa.Column[Any]) -> serializers.Field[Any, Any, Any, Any]:
+    options: dict[str, Any] = {"allow_null": True} if column.nullable else {}
+    kind, info = column.type, column.info
+    if "choices" in info:
+        return serializers.ChoiceField(choices=list(info["choices"]), **options)
+    if isinstance(kind, sa.BigInteger):
+        return serializers.IntegerField(min_value=1, max_value=MAX_ID, **options)
+    if isinstance(kind, sa.Integer):
+        bounds = {"min_value": info["min"]} if "min" in info else {}
+        if "max" in info:
+            bounds["max_value"] = info["max"]
+        return serializers.IntegerField(**bounds, **options)
+    if isinstance(kind, sa.DateTime):
+        return serializers.DateTimeField(**options)
+    if isinstance(kind, sa.Date):
+        return serializers.DateField(**options)
+    if isinstance(kind, sa.String):
+        return serializers.CharField(max_length=kind.length or MAX_TEXT, **options)
+    raise TypeError(f"no output rule for {column.name} ({kind})")
+
+
+def representation_serializer(name: str, entity: Any) -> type[serializers.Serializer[Any]]:
+    """The shape of a representation (taskflow.representations): the SHOWN columns, all present."""
+    table = entity.__table__
+    fields = {column: _output_field(table.c[column]) for column in columns_with(entity, SHOWN)}
+    return type(name, (serializers.Serializer,), fields)
+
+
+ProjectShape = representation_serializer("Project", Project)
+TaskShape = representation_serializer("Task", Task)
+CommentShape = representation_serializer("Comment", Comment)
+
+
+class HistoryEntryShape(serializers.Serializer[Any]):
+    id = serializers.IntegerField(max_value=MAX_ID)
+    operation = serializers.ChoiceField(choices=["INSERT", "UPDATE", "DELETE"])
+    version = serializers.IntegerField(allow_null=True)
+    changes = serializers.DictField(
+        child=serializers.ListField(child=serializers.JSONField(), min_length=2, max_length=2),
+        help_text="Each changed column as `[old, new]` (`old` is null for an insert).",
+    )
+    actor_id = serializers.IntegerField(allow_null=True, max_value=MAX_ID)
+    request_id = serializers.CharField(allow_null=True, max_length=64)
+    at = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "HistoryEntry"
+
+
+def page_of(item: type[serializers.Serializer[Any]], name: str) -> serializers.Serializer[Any]:
+    """The envelope of a keyset page of `item`."""
+    return inline_serializer(
+        name=name,
+        fields={
+            "results": item(many=True),
+            "next": serializers.URLField(allow_null=True, help_text="The next page, or null."),
+            "previous": serializers.URLField(
+                allow_null=True, help_text="The previous page, or null."
+            ),
+        },
+    )
+
+
+# --- Problems (RFC 9457) -------------------------------------------------------------------------
+
+
+class FieldErrorShape(serializers.Serializer[Any]):
+    field = serializers.CharField(help_text="The field, query parameter or header at fault.")
+    message = serializers.CharField()
+
+    class Meta:
+        ref_name = "FieldError"
+
+
+class ProblemShape(serializers.Serializer[Any]):
+    """An RFC 9457 problem with this API's extension members."""
+
+    type = serializers.CharField(default="about:blank")
+    title = serializers.CharField()
+    status = serializers.IntegerField(min_value=400, max_value=599)
+    detail = serializers.CharField(required=False)
+    # The serializer's metaclass takes declared fields off the class: `.errors` stays DRF's.
+    errors = FieldErrorShape(  # type: ignore[assignment]
+        many=True, required=False, help_text="Each invalid field (400)."
+    )
+    current_version = serializers.IntegerField(
+        required=False, allow_null=True, help_text="The row's version now (409, 412)."
+    )
+    current = serializers.DictField(
+        required=False, help_text="The row's current representation (409, 412)."
+    )
+    known_versions = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="On an unknown API version (400)."
+    )
+    allowed_query_parameters = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="On an unknown query parameter (400).",
+    )
+    tenant_status = serializers.CharField(required=False, help_text="On 403/503 of a tenant.")
+
+    class Meta:
+        ref_name = "Problem"
+
+
+PROBLEM_DESCRIPTIONS = {
+    400: "Invalid input: `errors` names each field; an unknown `TaskFlow-Version` lists "
+    "`known_versions`; an unknown query parameter lists `allowed_query_parameters`.",
+    401: "No token, or not a valid one.",
+    403: "The token's role does not allow this, or the tenant is suspended.",
+    404: "No such resource (or not in this tenant).",
+    409: "A write lost to another: `current_version` and `current` are the row as it is now.",
+    412: "`If-Match` names an older version: `current_version` and `current` are the row now.",
+    410: "Gone: the import's files were removed past their retention.",
+    413: "The upload is larger than the limit.",
+    415: "The request body's media type is not accepted.",
+    428: "The write needs `If-Match` (or a `version` in the body).",
+    503: "Not available right now (the tenant is being provisioned or moved); retry after "
+    "`Retry-After` seconds.",
+}
+
+
+def problems(*statuses: int) -> dict[Any, OpenApiResponse]:
+    """problem+json responses for these statuses."""
+    return {
+        (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(
+            ProblemShape, description=PROBLEM_DESCRIPTIONS[status]
+        )
+        for status in statuses
+    }
+
+
+# --- Headers -------------------------------------------------------------------------------------
+
+ETAG_HEADER = OpenApiParameter(
+    "ETag",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[200, 201],
+    description='The representation\'s version, quoted (`"3"`): send it back as `If-Match`.',
+)
+LOCATION_HEADER = OpenApiParameter(
+    "Location",
+    OpenApiTypes.URI,
+    OpenApiParameter.HEADER,
+    response=[201, 202],
+    description="Where the new resource (or job) is.",
+)
+IF_MATCH_HEADER = OpenApiParameter(
+    "If-Match",
+    {"type": "string", "pattern": r'^(\*|(W/)?"?\d+"?)$'},
+    OpenApiParameter.HEADER,
+    description='The version the write expects (an ETag such as `"3"`, or `*`); a stale one is '
+    "a 412 with the current representation.",
+)
+VERSION_REQUEST_HEADER = OpenApiParameter(
+    VERSION_HEADER,
+    {"type": "string", "enum": list(CATALOG.names)},
+    OpenApiParameter.HEADER,
+    description="Serve this request at this API version instead of the tenant's pinned one.",
+)
+VERSION_RESPONSE_HEADERS = [
+    OpenApiParameter(
+        VERSION_HEADER,
+        {"type": "string", "enum": list(CATALOG.names)},
+        OpenApiParameter.HEADER,
+        response=True,
+        description="The API version this response was served at.",
+    ),
+    OpenApiParameter(
+        "Deprecation",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=True,
+        description="On a deprecated version only: `@<unix time>` it was deprecated (RFC 9745).",
+    ),
+    OpenApiParameter(
+        "Sunset",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=True,
+        description="On a deprecated version with an end date: when it stops (RFC 8594).",
+    ),
+    OpenApiParameter(
+        "Link",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=True,
+        description="On a deprecated version: its changelog entry (`rel=deprecation`, `sunset`).",
+    ),
+]
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    OpenApiTypes.INT,
+    OpenApiParameter.HEADER,
+    response=[503],
+    description="Seconds to wait before retrying.",
+)
+
+
+def query_parameters_of(view: Any, method: str) -> list[OpenApiParameter]:
+    """The declared query parameters of a view's method, as OpenAPI parameters."""
+    declared: Mapping[str, Query] = getattr(view, "query_parameters", {})
+    return [param.parameter() for param in declared.get(method.lower(), ())]
+
+
+# --- Links: the stateful flow create -> get -> patch (with the ETag) -> delete -> restore ---------
+
+LINKED = {"Project": "project_id", "Task": "task_id"}
+
+
+def _links(resource: str, id_name: str, id_from: str, targets: tuple[str, ...]) -> dict[str, Any]:
+    links: dict[str, Any] = {}
+    for target in targets:
+        parameters = {f"path.{id_name}": id_from}
+        if target in {"update", "delete"} and id_from.startswith("$response"):
+            parameters["header.If-Match"] = "$response.header.ETag"
+        links[f"{target.capitalize()}{resource}"] = {
+            "operationId": f"{target}{resource}",
+            "parameters": parameters,
+        }
+    return links
+
+
+def add_links(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: OpenAPI links between a resource's operations."""
+    operations = {
+        operation.get("operationId"): operation
+        for methods in result.get("paths", {}).values()
+        for operation in methods.values()
+        if isinstance(operation, dict)
+    }
+    for resource, id_name in LINKED.items():
+        from_body, from_path = "$response.body#/id", f"$request.path.{id_name}"
+        flow = {
+            ("create", "201"): (from_body, ("get", "update", "delete")),
+            ("get", "200"): (from_body, ("update", "delete")),
+            ("update", "200"): (from_body, ("get", "delete")),
+            ("delete", "204"): (from_path, ("restore",)),
+            ("restore", "200"): (from_body, ("get", "update", "delete")),
+        }
+        for (source, status), (id_from, targets) in flow.items():
+            operation = operations.get(f"{source}{resource}")
+            if operation is None or status not in operation.get("responses", {}):
+                continue
+            operation["responses"][status]["links"] = _links(resource, id_name, id_from, targets)
+    return result
+
+
+def shared_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: a response header every operation repeats is
+    declared once under components/headers and referenced."""
+    shared = {param.name: param for param in (*VERSION_RESPONSE_HEADERS, RETRY_AFTER)}
+    components: dict[str, Any] = {}
+    for methods in result.get("paths", {}).values():
+        for operation in methods.values():
+            if not isinstance(operation, dict):
+                continue
+            for response in operation.get("responses", {}).values():
+                for name, header in response.get("headers", {}).items():
+                    if name in shared and "$ref" not in header:
+                        components.setdefault(name, header)
+                        response["headers"][name] = {"$ref": f"#/components/headers/{name}"}
+    if components:
+        result.setdefault("components", {})["headers"] = dict(sorted(components.items()))
+    return result

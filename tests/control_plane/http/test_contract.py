@@ -1,0 +1,81 @@
+"""The committed contract (openapi/): fresh, and guarded by openapi-diff against breaking changes
+unless they ship as a new API version."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from control_plane.http import contract
+from control_plane.http.contract import OPENAPI_DIFF, breaking_changes, check, generate, write
+
+OPS = next(document for document in contract.DOCUMENTS if document.name == "ops")
+
+
+@pytest.fixture(scope="module")
+def ops_document() -> dict[str, Any]:
+    return yaml.safe_load(generate(OPS))
+
+
+def dump(document: dict[str, Any]) -> str:
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def test_the_committed_contract_matches_the_code() -> None:
+    assert check() == []
+
+
+def test_a_removed_response_field_is_breaking_with_the_tools_message(
+    ops_document: dict[str, Any],
+) -> None:
+    old = copy.deepcopy(ops_document)
+    tenant = old["components"]["schemas"]["Tenant"]
+    tenant["properties"]["region"] = {"type": "string"}
+    tenant["required"].append("region")
+    broken = breaking_changes(dump(old), dump(ops_document), label="ops-v1.yaml")
+    assert broken is not None
+    assert "Breaking changes found" in broken.report
+    assert "response.body.scope.add" in broken.report
+
+
+def test_a_new_operation_is_additive(ops_document: dict[str, Any]) -> None:
+    old = copy.deepcopy(ops_document)
+    del old["paths"]["/ops/v1/tenants/{slug}/retry"]
+    assert breaking_changes(dump(old), dump(ops_document), label="ops-v1.yaml") is None
+
+
+def test_check_fails_on_a_breaking_change_and_on_a_stale_copy(
+    tmp_path: Path, ops_document: dict[str, Any]
+) -> None:
+    write(tmp_path)
+    old = copy.deepcopy(ops_document)
+    runs = old["paths"]["/ops/v1/migration-runs/{run_id}"]["get"]
+    runs["responses"]["410"] = copy.deepcopy(runs["responses"]["200"])
+    (tmp_path / "ops-v1.yaml").write_text(dump(old))
+    problems = check(tmp_path)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("ops-v1.yaml: breaking change within API version")
+    assert "response.status-code.remove" in problems[0]
+    assert problems[1] == "ops-v1.yaml is stale: run `manage.py api_contract --write`."
+
+
+def test_a_new_api_version_keeps_the_previous_document(
+    tmp_path: Path, ops_document: dict[str, Any]
+) -> None:
+    write(tmp_path)
+    previous = copy.deepcopy(ops_document)
+    previous["info"]["version"] = "2026-01-01"
+    del previous["components"]["schemas"]["Tenant"]["properties"]["url"]  # unlike the new one
+    (tmp_path / "ops-v1.yaml").write_text(dump(previous))
+    assert "kept ops-2026-01-01.yaml (the document of version 2026-01-01)" in write(tmp_path)
+    assert yaml.safe_load((tmp_path / "ops-2026-01-01.yaml").read_text()) == previous
+    assert check(tmp_path) == []
+
+
+def test_the_diff_tool_is_installed_at_its_pinned_version() -> None:
+    package = OPENAPI_DIFF.parent.parent / "openapi-diff" / "package.json"
+    assert '"version": "0.24.1"' in package.read_text()

@@ -1,0 +1,71 @@
+"""Each operation accepts only the query parameters it declares (taskflow.openapi): a typo such
+as `?sortt=` or `?deleted=` is a 400 problem naming the allowed ones, never a silent no-op."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from tests.taskflow.conftest import TenantFixture
+from tests.taskflow.test_api import assert_problem, make_project, make_task
+
+# Every list (and read) endpoint of /api/v1, with the parameters it declares.
+LISTS = {
+    "/api/v1/projects": ["sort", "cursor", "limit", "include_deleted"],
+    "/api/v1/tasks": [
+        "sort", "cursor", "limit", "include_deleted",
+        "status", "project", "assignee", "due_before", "due_after", "q",
+    ],
+    "/api/v1/tasks/{task}/history": ["cursor", "limit"],
+    "/api/v1/tasks/{task}/comments": ["sort", "cursor", "limit"],
+    "/api/v1/imports": [],
+}  # fmt: skip
+READS = {
+    "/api/v1/projects/{project}": ["include_deleted"],
+    "/api/v1/tasks/{task}": ["include_deleted"],
+    "/api/v1/me": [],
+    "/api/v1/tasks/export": [],
+}
+
+
+def _path(template: str, tenant: TenantFixture) -> str:
+    api = tenant.api("admin")
+    project = make_project(api)
+    task = make_task(api, project["id"])
+    return template.format(project=project["id"], task=task["id"])
+
+
+@pytest.mark.parametrize("template", [*LISTS, *READS])
+@pytest.mark.parametrize("unknown", ["sortt", "deleted"])
+def test_unknown_query_parameter_is_a_400_naming_the_allowed_ones(
+    tenant_a: TenantFixture, template: str, unknown: str
+) -> None:
+    allowed = {**LISTS, **READS}[template]
+    response = tenant_a.client("admin").get(_path(template, tenant_a), {unknown: "1"})
+    body = assert_problem(response, 400)
+    assert body["errors"][0]["field"] == unknown
+    assert body["allowed_query_parameters"] == allowed
+    for name in allowed:
+        assert name in body["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("template", list(LISTS))
+def test_declared_parameters_are_accepted(tenant_a: TenantFixture, template: str) -> None:
+    params = {"limit": "1"} if "limit" in LISTS[template] else {}
+    if "sort" in LISTS[template]:
+        params["sort"] = "-created_at"
+    response = tenant_a.client("admin").get(_path(template, tenant_a), params)
+    assert response.status_code == 200, response.content
+
+
+def test_a_write_takes_no_undeclared_query_parameter(tenant_a: TenantFixture) -> None:
+    response = tenant_a.client("member").post(
+        "/api/v1/projects?dry_run=1", {"key": "KQ1", "name": "x"}, content_type="application/json"
+    )
+    body = assert_problem(response, 400)
+    assert body["allowed_query_parameters"] == []
+
+
+def test_an_unauthenticated_caller_learns_nothing_about_parameters(tenant_a: TenantFixture) -> None:
+    response = Client(HTTP_HOST=tenant_a.host).get("/api/v1/tasks", {"sortt": "x"})
+    assert_problem(response, 401)
