@@ -66,7 +66,9 @@ def run_schemathesis(
         "--report-dir", str(reports),
         "--no-color",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+    result = subprocess.run(
+        command, cwd=reports, capture_output=True, text=True, timeout=3600, check=False
+    )
     (reports / "stdout.txt").write_text(result.stdout + result.stderr)
     print(result.stdout, result.stderr)  # pytest shows it when the test fails
     return {"exit_code": result.returncode, "summary": summarise(reports)}

@@ -89,6 +89,16 @@ def test_missing_fields_and_bad_json_are_400_problems(ops) -> None:
     assert broken["Content-Type"] == "application/problem+json"
 
 
+@pytest.mark.parametrize("value", ["AAA", ""])
+def test_a_status_filter_outside_its_enum_is_a_400(ops, value) -> None:
+    """Found by schemathesis: `?status=AAA` listed no tenant with a 200."""
+    response = ops.get("/ops/v1/tenants", {"status": value})
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "status"
+    assert ops.get("/ops/v1/tenants", {"status": "active"}).status_code == 200
+
+
 def test_list_and_get_and_unknown_tenant(ops, unique) -> None:
     make_tenant(f"l{unique}")
     listed = ops.get("/ops/v1/tenants").json()["results"]
