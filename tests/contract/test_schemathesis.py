@@ -39,6 +39,7 @@ EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "10"))
 SEED = int(os.environ.get("SCHEMATHESIS_SEED", "20261206"))
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 
 
 def run_schemathesis(
@@ -67,7 +68,13 @@ def run_schemathesis(
         "--no-color",
     ]  # fmt: skip
     result = subprocess.run(
-        command, cwd=reports, capture_output=True, text=True, timeout=3600, check=False
+        command,
+        cwd=reports,
+        env=os.environ | {"SCHEMATHESIS_HOOKS": str(HOOKS)},
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
     )
     (reports / "stdout.txt").write_text(result.stdout + result.stderr)
     print(result.stdout, result.stderr)  # pytest shows it when the test fails
