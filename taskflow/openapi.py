@@ -332,12 +332,14 @@ class ProblemShape(serializers.Serializer[Any]):
 
 
 PROBLEM_DESCRIPTIONS = {
-    400: "Invalid input: `errors` names each field; an unknown `TaskFlow-Version` lists "
-    "`known_versions`; an unknown query parameter lists `allowed_query_parameters`.",
+    400: "Invalid input: `errors` names each field; an unknown query parameter lists "
+    "`allowed_query_parameters`; an unknown `TaskFlow-Version` (tenant API) lists "
+    "`known_versions`.",
     401: "No token, or not a valid one.",
     403: "The token's role does not allow this, or the tenant is suspended.",
     404: "No such resource (or not in this tenant).",
-    409: "A write lost to another: `current_version` and `current` are the row as it is now.",
+    409: "Conflicts with the resource's state; a TaskFlow write that lost to another carries "
+    "`current_version` and `current`, the row as it is now.",
     412: "`If-Match` names an older version: `current_version` and `current` are the row now.",
     410: "Gone: the import's files were removed past their retention.",
     413: "The upload is larger than the limit.",

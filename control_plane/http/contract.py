@@ -95,7 +95,7 @@ def breaking_changes(
         raise FileNotFoundError(
             f"{tool} is missing: platform/dev.sh installs openapi-diff (npm) into .data/tools."
         )
-    with _files(old, new) as (old_path, new_path):
+    with _files(for_diff(old), for_diff(new)) as (old_path, new_path):
         result = subprocess.run(
             [str(tool), str(old_path), str(new_path)],
             capture_output=True, text=True, timeout=600,
@@ -104,6 +104,59 @@ def breaking_changes(
     if result.returncode == 0:
         return None
     return Breaking(document=label, report=(result.stdout + result.stderr).strip())
+
+
+PARAMETERS_PREFIX = "/x-parameters"
+
+
+def for_diff(text: str) -> str:
+    """The document as openapi-diff should judge it, parameters included.
+
+    openapi-diff 0.24.1 compares operations, status codes, response headers and JSON bodies, not
+    parameters, and its JSON-schema diff ignores `enum`. So each operation's parameters are also
+    presented to it as the JSON body of a mirror operation under /x-parameters (one property per
+    `in.name`, the required ones required, nothing else accepted), and every enum as an object
+    with exactly one of its values as a property name: the tool then judges a removed parameter,
+    a new required one, a narrowed type and a removed enum value (in a request; an added one in
+    a response) like any other narrowed body. Both documents go through the same projection.
+    """
+    document = _enums_as_objects(yaml.safe_load(text))
+    mirrors: dict[str, Any] = {}
+    for path, methods in document.get("paths", {}).items():
+        for method, operation in methods.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            parameters = [*methods.get("parameters", []), *operation.get("parameters", [])]
+            body = {
+                "type": "object",
+                "properties": {f"{p['in']}.{p['name']}": p.get("schema", {}) for p in parameters},
+                "required": [f"{p['in']}.{p['name']}" for p in parameters if p.get("required")],
+                "additionalProperties": False,
+            }
+            if not body["required"]:
+                del body["required"]
+            mirrors.setdefault(PARAMETERS_PREFIX + path, {})[method] = {
+                "requestBody": {"content": {"application/json": {"schema": body}}},
+                "responses": {"200": {"description": "parameters"}},
+            }
+    document["paths"] = {**document.get("paths", {}), **mirrors}
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def _enums_as_objects(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_enums_as_objects(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if isinstance(node.get("enum"), list):
+        return {
+            "type": "object",
+            "properties": {str(value): {} for value in node["enum"]},
+            "additionalProperties": False,
+            "minProperties": 1,
+            "maxProperties": 1,
+        }
+    return {key: _enums_as_objects(value) for key, value in node.items()}
 
 
 @contextmanager

@@ -33,6 +33,7 @@ from tenants.models import TenantStatus
 
 PATH_VARIABLE = re.compile(r"{(\w+)}")
 ID_SCHEMA = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}
+SLUG_SCHEMA = {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"}  # Django's slug converter
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
@@ -65,8 +66,10 @@ class ContractSchema(AutoSchema):
     def get_override_parameters(self) -> list[Any]:
         ids = [
             OpenApiParameter(name, ID_SCHEMA, OpenApiParameter.PATH, description="An id.")
-            for name in PATH_VARIABLE.findall(self.path)
             if name.endswith("_id")
+            else OpenApiParameter(name, SLUG_SCHEMA, OpenApiParameter.PATH, description="A slug.")
+            for name in PATH_VARIABLE.findall(self.path)
+            if name.endswith("_id") or name == "slug"
         ]
         shared: list[Any] = [RETRY_AFTER]
         if self._tenant_api:
@@ -124,9 +127,9 @@ TRANSITION = extend_schema(
 
 
 class ImportFileShape(serializers.Serializer[Any]):
-    name = serializers.CharField()
-    size = serializers.IntegerField(allow_null=True)
-    sha256 = serializers.CharField(allow_null=True)
+    name = serializers.CharField(allow_blank=True)
+    size = serializers.IntegerField()
+    sha256 = serializers.CharField(allow_blank=True)
 
     class Meta:
         ref_name = "ImportFile"
@@ -140,13 +143,13 @@ class ImportJobShape(serializers.Serializer[Any]):
     phase = serializers.CharField(allow_null=True)
     mode = serializers.ChoiceField(choices=ImportMode.choices)
     file = ImportFileShape()
-    columns = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    columns = serializers.ListField(child=serializers.CharField())
     rows_read = serializers.IntegerField()
     inserted = serializers.IntegerField()
     updated = serializers.IntegerField()
     unchanged = serializers.IntegerField()
     rejected = serializers.IntegerField()
-    progress = serializers.FloatField(allow_null=True)
+    progress = serializers.FloatField()
     rows_per_second = serializers.FloatField(allow_null=True)
     error = serializers.CharField(allow_null=True)
     attempts = serializers.IntegerField()
@@ -199,7 +202,7 @@ class StepShape(serializers.Serializer[Any]):
     attempts = serializers.IntegerField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
-    duration_ms = serializers.IntegerField(allow_null=True)
+    duration_ms = serializers.FloatField(allow_null=True)
     revisions_before = serializers.DictField(allow_null=True)
     revisions_after = serializers.DictField(allow_null=True)
     error = serializers.CharField(allow_blank=True, allow_null=True)
@@ -217,7 +220,7 @@ class RunShape(serializers.Serializer[Any]):
     finished = serializers.BooleanField()
     requested_revision = serializers.CharField()
     target = serializers.DictField()
-    tenants = serializers.ListField(child=serializers.CharField())
+    tenants = serializers.ListField(child=serializers.CharField(), allow_null=True)
     strategy = serializers.DictField()
     created_by = serializers.CharField(allow_null=True)
     created_at = serializers.DateTimeField()

@@ -42,6 +42,29 @@ def test_a_removed_response_field_is_breaking_with_the_tools_message(
     assert "response.body.scope.add" in broken.report
 
 
+def test_a_new_required_parameter_is_breaking(ops_document: dict[str, Any]) -> None:
+    new = copy.deepcopy(ops_document)
+    new["paths"]["/ops/v1/tenants"]["get"]["parameters"].append(
+        {"in": "query", "name": "region", "required": True, "schema": {"type": "string"}}
+    )
+    broken = breaking_changes(dump(ops_document), dump(new), label="ops-v1.yaml")
+    assert broken is not None
+    assert "request.body.scope.remove" in broken.report
+    assert "paths./x-parameters/ops/v1/tenants.get" in broken.report
+
+
+def test_a_removed_enum_value_of_a_query_parameter_is_breaking(
+    ops_document: dict[str, Any],
+) -> None:
+    new = copy.deepcopy(ops_document)
+    tenants = new["paths"]["/ops/v1/tenants"]["get"]
+    status = next(p for p in tenants["parameters"] if p["name"] == "status")
+    status["schema"]["enum"].remove("archived")
+    broken = breaking_changes(dump(ops_document), dump(new), label="ops-v1.yaml")
+    assert broken is not None
+    assert "request.body.scope.remove" in broken.report
+
+
 def test_a_new_operation_is_additive(ops_document: dict[str, Any]) -> None:
     old = copy.deepcopy(ops_document)
     del old["paths"]["/ops/v1/tenants/{slug}/retry"]
