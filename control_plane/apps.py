@@ -7,4 +7,7 @@ class ControlPlaneConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from control_plane.http import converters
+
+        converters.register()  # before any URLConf is loaded
         from control_plane.identity import principal_signals  # noqa: F401 - connects the receivers

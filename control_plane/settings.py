@@ -12,6 +12,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from control_plane.http import converters
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = BASE_DIR / ".data"
 
@@ -110,6 +112,8 @@ TENANT_APPS = [
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
 MIDDLEWARE = [
+    # First: every error that leaves, whoever made it, is problem+json (the admin's pages aside).
+    "control_plane.http.middleware.ProblemResponseMiddleware",
     "tenants.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files on every host, before tenant resolution: an asset never costs a tenant lookup.
@@ -216,7 +220,7 @@ REST_FRAMEWORK: dict[str, object] = {
         "control_plane.identity.authentication.BearerTokenAuthentication"
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["control_plane.http.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["control_plane.http.renderers.FastJSONRenderer"],
     "EXCEPTION_HANDLER": "control_plane.http.problems.problem_exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -232,6 +236,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # `<id:...>` path parameters: bigint ids, bounded (control_plane.http.converters).
+    "PATH_CONVERTER_OVERRIDES": {converters.NAME: converters.SCHEMA},
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayOperationId": True},
     # A PATCH body's serializer already makes every field optional.
     "COMPONENT_SPLIT_PATCH": False,

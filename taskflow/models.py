@@ -43,6 +43,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from tenants.placement import PLACEHOLDER_SCHEMA
 
 PRIORITY_MIN, PRIORITY_MAX = 0, 4
+MAX_ID = 2**63 - 1  # ids are bigint
 LIVE = text("deleted_at IS NULL")
 # Every table in every placement draws ids from one sequence, so ids are unique platform-wide.
 NEXT_ID = text("nextval('public.taskflow_id_seq')")
@@ -68,7 +69,7 @@ RECORDED = {SHOWN: True, AUDITED: True}  # shown and recorded, but set once (at 
 READ_ONLY = {SHOWN: True}  # the platform sets it
 # Bounds of what a client may write beyond the column's type ("min", "max", "choices"), read by
 # taskflow.serializers.
-REFERENCE = {"min": 1}  # the id of another row
+REFERENCE = {"min": 1, "max": MAX_ID}  # the id of another row: a bigint
 
 
 def columns_with(entity: Any, flag: str) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 
 from taskflow.api_versions import CATALOG, VERSION_HEADER
+from taskflow.errors import InvalidInput
 from taskflow.models import SHOWN, Comment, Project, Task, TaskStatus, columns_with
 from taskflow.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from taskflow.selectors import COMMENT_SORTS, PROJECT_SORTS, TASK_SORTS
@@ -185,6 +186,22 @@ def check_query(params: QueryDict, declared: Query) -> None:
     unknown = sorted(name for name in params if name not in allowed)
     if unknown:
         raise UnknownQueryParameter(unknown, allowed)
+    for param in declared:
+        for value in params.getlist(param.name):
+            check_value(param, value)
+
+
+# Spellings of a boolean query value; anything else is a 400, not a silent false.
+BOOLEAN_VALUES = frozenset({"true", "false", "1", "0"})
+
+
+def check_value(param: QueryParam, value: str) -> None:
+    """Refuse a value its declaration rules out: a boolean that is neither true nor false, a
+    value outside its enum. (Other types are parsed, with their own errors, where they are used.)"""
+    if param.type == "boolean" and value not in BOOLEAN_VALUES:
+        raise InvalidInput(param.name, f"{param.name} must be true or false.")
+    if param.enum is not None and value not in param.enum:
+        raise InvalidInput(param.name, f"{param.name} must be one of {', '.join(param.enum)}.")
 
 
 class DeclaredQuery:

@@ -4,8 +4,8 @@ A sort is a list of keys (created_at, updated_at, due_date, priority, title), ea
 descending, always ended by id. Nullable keys sort by an expression with a place for NULL
 (due_date -> coalesce(due_date, 'infinity')) that the partial indexes also use, so NULL rows
 are paged like any other. A cursor holds the boundary row's key values, its direction, and the
-sort, filters and tenant it was made for, signed with an HMAC derived from the secret key: a
-tampered cursor, or one used under another sort, filter or tenant, is refused.
+sort, filters, list and tenant it was made for, signed with an HMAC derived from the secret key: a
+tampered cursor, or one used under another sort, filter, list or tenant, is refused.
 
 After a cursor, a sort in one direction is one row comparison that an index range serves; a
 mixed-direction sort (-priority,due_date) is read as a few such ranges, one after another,
@@ -129,11 +129,12 @@ class Cursor:
 
 @dataclass(frozen=True)
 class CursorScope:
-    """What a cursor is only valid for."""
+    """What a cursor is only valid for: a tenant's list of one resource, in one sort and filter."""
 
     tenant_id: int
     sort: str
     filters: str
+    resource: str  # the list it pages: "projects", "tasks", "task-history", ...
 
 
 def encode_cursor(cursor: Cursor, scope: CursorScope) -> str:
@@ -144,6 +145,7 @@ def encode_cursor(cursor: Cursor, scope: CursorScope) -> str:
             "t": scope.tenant_id,
             "s": scope.sort,
             "f": scope.filters,
+            "r": scope.resource,
         },
         separators=(",", ":"),
     ).encode()
@@ -163,6 +165,8 @@ def decode_cursor(token: str, scope: CursorScope) -> Cursor:
     data = json.loads(payload)
     if data["t"] != scope.tenant_id:
         raise InvalidCursor("The cursor belongs to another tenant.")
+    if data.get("r") != scope.resource:
+        raise InvalidCursor("The cursor was made for another list.")
     if data["s"] != scope.sort:
         raise InvalidCursor("The cursor was made for another sort.")
     if data["f"] != scope.filters:

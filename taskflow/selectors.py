@@ -135,7 +135,7 @@ def project_list(*, session: Session, tenant_id: int, query: ListQuery) -> Page[
     """A page of the tenant's projects, as rows of PROJECT_FIELDS."""
     sort = parse_sort(query.sort, PROJECT_SORTS, "created_at")
     scope = CursorScope(
-        tenant_id, sort.text, filters_fingerprint({"deleted": query.include_deleted})
+        tenant_id, sort.text, filters_fingerprint({"deleted": query.include_deleted}), "projects"
     )
     return paginate(
         session,
@@ -175,7 +175,7 @@ def task_list(
     """A page of the tenant's tasks, as rows of TASK_FIELDS."""
     sort = parse_sort(query.sort, TASK_SORTS, "created_at")
     fingerprint = filters_fingerprint({**filters.as_dict(), "deleted": query.include_deleted})
-    scope = CursorScope(tenant_id, sort.text, fingerprint)
+    scope = CursorScope(tenant_id, sort.text, fingerprint, "tasks")
     values = {
         "status": list(filters.status) or None,
         "project_id": filters.project_id,
@@ -213,7 +213,9 @@ def task_history(
     """History of a task, deleted or not, oldest first, as rows of HISTORY_FIELDS."""
     task_get(session=session, tenant_id=tenant_id, task_id=task_id, include_deleted=True)
     sort = parse_sort("id", HISTORY_SORTS, "id")
-    scope = CursorScope(tenant_id, sort.text, filters_fingerprint({"history_of": task_id}))
+    scope = CursorScope(
+        tenant_id, sort.text, filters_fingerprint({"history_of": task_id}), "task-history"
+    )
     return paginate(
         session,
         Listing(_task_history, None, {"tenant_id": tenant_id, "task_id": task_id}),
@@ -237,7 +239,9 @@ def comment_list(
     """A page of a live task's comments, as rows of COMMENT_FIELDS."""
     task_get(session=session, tenant_id=tenant_id, task_id=task_id)
     sort = parse_sort(query.sort, COMMENT_SORTS, "created_at")
-    scope = CursorScope(tenant_id, sort.text, filters_fingerprint({"comments_of": task_id}))
+    scope = CursorScope(
+        tenant_id, sort.text, filters_fingerprint({"comments_of": task_id}), "task-comments"
+    )
     return paginate(
         session,
         Listing(_comments, None, {"tenant_id": tenant_id, "task_id": task_id}),

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from rest_framework import serializers
 
 from taskflow.errors import InvalidInput
-from taskflow.models import WRITABLE, Project, Task, TaskStatus, columns_with, length_of
+from taskflow.models import MAX_ID, WRITABLE, Project, Task, TaskStatus, columns_with, length_of
 from taskflow.selectors import TaskFilters
 
 
@@ -106,9 +106,6 @@ class VersionOnly(StrictSerializer):
 
 class CommentCreate(StrictSerializer):
     body = serializers.CharField(max_length=20000)
-
-
-MAX_ID = 2**63 - 1  # ids are bigint
 
 
 def task_filters(params: Mapping[str, str]) -> TaskFilters:

@@ -35,7 +35,8 @@ class Precondition:
     body_version: int | None = None
     if_match_any: bool = False
 
-    def check(self, row: Any) -> None:
+    def check(self, row: Any, *, required: bool = True) -> None:
+        """Raise unless `row` is at the expected version; with nothing expected, 428 if required."""
         if self.if_match_any:
             return
         if self.if_match is not None:
@@ -52,9 +53,14 @@ class Precondition:
                     current=represent(row),
                 )
             return
+        if not required:
+            return
         raise PreconditionRequired(
             "Send If-Match (or the version you last read) to change this resource."
         )
+
+
+NO_VERSION = Precondition()
 
 
 def _flush(session: Session, row: Any, what: str) -> None:
@@ -143,11 +149,18 @@ def project_delete(
     return project
 
 
-def project_restore(*, session: Session, tenant_id: int, project_id: int) -> Project:
-    """Restore the project and exactly the tasks its deletion took with it."""
+def project_restore(
+    *, session: Session, tenant_id: int, project_id: int, precondition: Precondition = NO_VERSION
+) -> Project:
+    """Restore the project and exactly the tasks its deletion took with it.
+
+    A version sent is checked like a delete's (412 for If-Match, 409 for the body's), but none is
+    required: restoring only undoes a delete, and restoring a live row changes nothing.
+    """
     project = project_get(
         session=session, tenant_id=tenant_id, project_id=project_id, include_deleted=True
     )
+    precondition.check(project, required=False)
     if project.deleted_at is None:
         return project
     deleted_at: datetime = project.deleted_at
@@ -218,8 +231,12 @@ def task_delete(
     return task
 
 
-def task_restore(*, session: Session, tenant_id: int, task_id: int) -> Task:
+def task_restore(
+    *, session: Session, tenant_id: int, task_id: int, precondition: Precondition = NO_VERSION
+) -> Task:
+    """Restore the task; a version sent is checked, none is required (as project_restore)."""
     task = task_get(session=session, tenant_id=tenant_id, task_id=task_id, include_deleted=True)
+    precondition.check(task, required=False)
     if task.deleted_at is not None:
         project = project_get(
             session=session, tenant_id=tenant_id, project_id=task.project_id, include_deleted=True

@@ -24,13 +24,13 @@ urlpatterns = [
     ),
     path("changelog", versioning.changelog, name="changelog"),
     path("projects", views.ProjectCollection.as_view(), name="projects"),
-    path("projects/<int:project_id>", views.ProjectDetail.as_view(), name="project"),
+    path("projects/<id:project_id>", views.ProjectDetail.as_view(), name="project"),
     path(
-        "projects/<int:project_id>/restore", views.ProjectRestore.as_view(), name="project-restore"
+        "projects/<id:project_id>/restore", views.ProjectRestore.as_view(), name="project-restore"
     ),
     path("tasks", views.TaskCollection.as_view(), name="tasks"),
-    path("tasks/<int:task_id>", views.TaskDetail.as_view(), name="task"),
-    path("tasks/<int:task_id>/restore", views.TaskRestore.as_view(), name="task-restore"),
-    path("tasks/<int:task_id>/history", views.TaskHistoryList.as_view(), name="task-history"),
-    path("tasks/<int:task_id>/comments", views.TaskComments.as_view(), name="task-comments"),
+    path("tasks/<id:task_id>", views.TaskDetail.as_view(), name="task"),
+    path("tasks/<id:task_id>/restore", views.TaskRestore.as_view(), name="task-restore"),
+    path("tasks/<id:task_id>/history", views.TaskHistoryList.as_view(), name="task-history"),
+    path("tasks/<id:task_id>/comments", views.TaskComments.as_view(), name="task-comments"),
 ]

@@ -46,7 +46,7 @@ from taskflow.serializers import (
 from tenants.binding import bound_session
 from tenants.identity import Role, principal_of
 
-ETAG = re.compile(r'^(?:W/)?"?(\d+)"?$')
+ETAG = re.compile(r'^(?:W/)?"?([0-9]{1,18})"?$')  # a version: an integer column
 
 
 class TaskflowView(DeclaredQuery, APIView):
@@ -210,10 +210,12 @@ class ProjectRestore(TaskflowView):
     required_roles = {"POST": Role.ADMIN}
 
     def post(self, request: Request, project_id: int) -> Response:
+        precondition = self.precondition(parsed(VersionOnly, request.data or {}))
         with bound_session(request) as session:
             project = services.project_restore(
-                session=session, tenant_id=self.tenant_id, project_id=project_id
-            )
+                session=session, tenant_id=self.tenant_id, project_id=project_id,
+                precondition=precondition,
+            )  # fmt: skip
             return with_etag(project_repr(project))
 
 
@@ -326,8 +328,12 @@ class TaskRestore(TaskflowView):
     required_roles = {"POST": Role.ADMIN}
 
     def post(self, request: Request, task_id: int) -> Response:
+        precondition = self.precondition(parsed(VersionOnly, request.data or {}))
         with bound_session(request) as session:
-            task = services.task_restore(session=session, tenant_id=self.tenant_id, task_id=task_id)
+            task = services.task_restore(
+                session=session, tenant_id=self.tenant_id, task_id=task_id,
+                precondition=precondition,
+            )  # fmt: skip
             return with_etag(task_repr(task))
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.module_loading import import_string
@@ -52,8 +53,9 @@ class ProbeMiddleware:
 class TenantMiddleware(TenantMainMiddleware):
     """django-tenants' resolution, cached in Redis, with problem+json for hosts it cannot serve.
 
-    A tenant that is not active is refused here, before any view: suspended and archived
-    tenants get 403, a tenant still provisioning (or failed) 503.
+    A Host that ALLOWED_HOSTS refuses is a 400. A tenant that is not active is refused here,
+    before any view: suspended and archived tenants get 403, a tenant still provisioning (or
+    failed) 503.
     """
 
     def get_tenant(self, domain_model: type[Domain], hostname: str) -> Tenant:
@@ -63,6 +65,12 @@ class TenantMiddleware(TenantMainMiddleware):
         return tenant
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        try:
+            request.get_host()
+        except DisallowedHost:  # django-tenants would answer an empty HTML 404
+            return problem_response(
+                400, "Invalid host", "The Host header is not one this platform serves."
+            )
         response: HttpResponse | None = super().process_request(request)
         if response is not None:
             return response

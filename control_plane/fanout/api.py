@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from control_plane.fanout import runs
-from control_plane.fanout.models import MigrationRun, StepStatus
+from control_plane.fanout.models import COUNT_MAX, MigrationRun, StepStatus
 from control_plane.http.openapi import RUN_DETAIL_QUERY, RUN_LIST, RunShape, StepShape
 from control_plane.tenancy.api import OpsView
 from taskflow.openapi import LOCATION_HEADER, problems
@@ -29,7 +29,7 @@ class MigrationRunInputSerializer(serializers.Serializer[dict[str, Any]]):
 
     tenants = serializers.ListField(child=serializers.CharField(max_length=40), required=False)
     to = serializers.CharField(max_length=64, required=False, default="head")
-    canary = serializers.IntegerField(min_value=0, required=False, default=1)
+    canary = serializers.IntegerField(min_value=0, max_value=COUNT_MAX, required=False, default=1)
     concurrency = serializers.IntegerField(min_value=1, max_value=64, required=False, default=2)
     batch_size = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=50)
     max_failures = serializers.CharField(max_length=12, required=False, default="0")

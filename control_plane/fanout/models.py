@@ -14,6 +14,9 @@ from django.db import models
 
 from tenants.models import Tenant
 
+# The largest count a PositiveIntegerField holds in PostgreSQL (an integer column).
+COUNT_MAX = 2**31 - 1
+
 
 class RunStatus(models.TextChoices):
     PENDING = "pending", "Pending"

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from control_plane.celery import app as celery_app
 from control_plane.fanout.models import (
+    COUNT_MAX,
     MigrationRun,
     RunStatus,
     Stage,
@@ -64,6 +65,8 @@ def parse_failure_budget(value: str | int | None) -> FailureBudget:
         return FailureBudget(None, float(number))
     if "." in number:
         raise InvalidRun("max_failures count must be a whole number.")
+    if int(number) > COUNT_MAX:
+        raise InvalidRun(f"max_failures count is at most {COUNT_MAX}.")
     return FailureBudget(int(number), None)
 
 

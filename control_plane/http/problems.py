@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -38,6 +38,12 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         if retry_after is not None:
             problem["Retry-After"] = str(retry_after)
         return problem
+    if isinstance(exc, RequestDataTooBig):  # Django's own would be an HTML 400
+        return Response(
+            problem_body(413, "Content too large", str(exc)),
+            status=413,
+            content_type=PROBLEM_CONTENT_TYPE,
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

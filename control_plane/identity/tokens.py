@@ -42,9 +42,15 @@ def token_digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+HEX_DIGITS = frozenset("0123456789abcdef")
+
+
 def parse_prefix(value: str) -> str | None:
+    """The lookup prefix of a token as made here (hex), or None: nothing else reaches a query."""
     parts = value.split("_", 2)
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX or len(parts[1]) != PREFIX_LENGTH:
+        return None
+    if not set(parts[1]) <= HEX_DIGITS:
         return None
     return parts[1]
 

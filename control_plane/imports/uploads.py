@@ -17,6 +17,8 @@ from typing import IO, Any
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopFutureHandlers
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
+from django.http.multipartparser import MultiPartParserError
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, DataAndFiles
 
 from control_plane.imports import conf
@@ -226,9 +228,12 @@ class MultipartCsvParser(BaseParser):
         meta["CONTENT_TYPE"] = media_type
         _refuse_declared_size(meta, MULTIPART_OVERHEAD)
         handler = DiskUploadHandler(_tenant_id(parser_context))
-        parser = DjangoMultiPartParser(meta, stream, [handler], "utf-8")
         try:
+            parser = DjangoMultiPartParser(meta, stream, [handler], "utf-8")
             data, files = parser.parse()
+        except MultiPartParserError as exc:  # a 400, as DRF's own multipart parser has it
+            handler.upload_interrupted()
+            raise ParseError(f"Multipart form parse error - {exc}") from exc
         except BaseException:
             handler.upload_interrupted()
             raise

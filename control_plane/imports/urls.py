@@ -1,6 +1,6 @@
 """Tenant API routes of bulk imports, mounted under /api/v1/ on tenant hosts.
 
-`tasks/export` cannot collide with TaskFlow's `tasks/<int:task_id>`: it is not an integer.
+`tasks/export` cannot collide with TaskFlow's `tasks/<id:task_id>`: it is not an integer.
 """
 
 from django.urls import path
@@ -9,8 +9,8 @@ from control_plane.imports import api
 
 urlpatterns = [
     path("imports", api.ImportCollection.as_view(), name="imports"),
-    path("imports/<int:job_id>", api.ImportDetail.as_view(), name="import"),
-    path("imports/<int:job_id>/errors", api.ImportErrors.as_view(), name="import-errors"),
-    path("imports/<int:job_id>/cancel", api.ImportCancel.as_view(), name="import-cancel"),
+    path("imports/<id:job_id>", api.ImportDetail.as_view(), name="import"),
+    path("imports/<id:job_id>/errors", api.ImportErrors.as_view(), name="import-errors"),
+    path("imports/<id:job_id>/cancel", api.ImportCancel.as_view(), name="import-cancel"),
     path("tasks/export", api.TaskExport.as_view(), name="tasks-export"),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,6 +18,7 @@ from control_plane.http.openapi import (
 )
 from control_plane.identity.permissions import IsStaffPrincipal
 from control_plane.tenancy import lifecycle, onboarding
+from control_plane.tenancy.models import Onboarding
 from control_plane.tenancy.serializers import (
     OnboardingInputSerializer,
     TenantChangeSerializer,
@@ -27,6 +29,15 @@ from tenants.models import Tenant, TenantStatus
 from tenants.problems import NotFound
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH: int = Onboarding._meta.get_field("idempotency_key").max_length or 0
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The header's key, or 400 when its column could not hold it."""
+    key = request.headers.get(IDEMPOTENCY_HEADER) or None
+    if key is not None and len(key) > MAX_KEY_LENGTH:
+        raise ValidationError({IDEMPOTENCY_HEADER: [f"At most {MAX_KEY_LENGTH} characters."]})
+    return key
 
 
 def _tenants() -> QuerySet[Tenant]:
@@ -76,7 +87,7 @@ class TenantCollection(OpsView):
         shape.is_valid(raise_exception=True)
         requested = onboarding.submit_onboarding(
             fields=shape.validated_data,
-            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER) or None,
+            idempotency_key=_idempotency_key(request),
             requested_by=request.user,  # type: ignore[arg-type]
         )
         tenant = requested.onboarding.tenant

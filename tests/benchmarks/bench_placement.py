@@ -130,7 +130,7 @@ def deep_cursor(tenant: Any, schema: str, per_tenant: int) -> str:
     sort = parse_sort(None, TASK_SORTS, "created_at")
     filters = filters_fingerprint({"status": [], "project": None, "assignee": None, "due_before": None,
                                    "due_after": None, "q": None, "deleted": False})  # fmt: skip
-    scope = CursorScope(tenant.pk, sort.text, filters)
+    scope = CursorScope(tenant.pk, sort.text, filters, "tasks")
     return encode_cursor(Cursor((row[0].isoformat(), row[1]), False), scope)
 
 

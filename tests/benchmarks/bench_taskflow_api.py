@@ -350,7 +350,10 @@ def taskflow_cursor(tenant_id: int, sort_text: str | None, row: Any) -> str:
 
     sort = parse_sort(sort_text, TASK_SORTS, "created_at")
     scope = CursorScope(
-        tenant_id, sort.text, filters_fingerprint({**TaskFilters().as_dict(), "deleted": False})
+        tenant_id,
+        sort.text,
+        filters_fingerprint({**TaskFilters().as_dict(), "deleted": False}),
+        "tasks",
     )
     values = (*(_json_value(k.field.value_of(row)) for k in sort.keys), row.id)
     return encode_cursor(Cursor(values, False), scope)

@@ -95,3 +95,27 @@ def test_unknown_run_is_404_and_tenant_tokens_are_refused(ops, client, unique) -
     token = make_token(user, public_tenant())
     plain = Client(HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert plain.get("/ops/v1/migration-runs").status_code == 401
+
+
+@pytest.mark.parametrize("number", [str(2**63), "9" * 5000, "0"])
+@pytest.mark.parametrize("tail", ["", "/resume", "/cancel", "/tenants/t1/retry"])
+def test_run_ids_outside_bigint_are_404_problems(ops, number: str, tail: str) -> None:
+    response = (ops.post if tail else ops.get)(f"/ops/v1/migration-runs/{number}{tail}")
+    assert response.status_code == 404
+    assert response["Content-Type"] == PROBLEM
+
+
+@pytest.mark.parametrize("field", ["canary", "concurrency", "batch_size"])
+def test_run_counts_past_their_column_are_400_problems(ops, field: str) -> None:
+    response = ops.post("/ops/v1/migration-runs", {field: 2**40}, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == PROBLEM
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+def test_a_failure_budget_past_its_column_is_a_400_problem(ops) -> None:
+    response = ops.post(
+        "/ops/v1/migration-runs", {"max_failures": "9" * 12}, content_type="application/json"
+    )
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == PROBLEM

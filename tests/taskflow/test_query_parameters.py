@@ -69,3 +69,25 @@ def test_a_write_takes_no_undeclared_query_parameter(tenant_a: TenantFixture) ->
 def test_an_unauthenticated_caller_learns_nothing_about_parameters(tenant_a: TenantFixture) -> None:
     response = Client(HTTP_HOST=tenant_a.host).get("/api/v1/tasks", {"sortt": "x"})
     assert_problem(response, 401)
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["/api/v1/projects", "/api/v1/tasks", "/api/v1/projects/{project}", "/api/v1/tasks/{task}"],
+)
+@pytest.mark.parametrize("value", ["null", "yes", ""])
+def test_a_boolean_parameter_that_is_neither_true_nor_false_is_a_400(
+    tenant_a: TenantFixture, template: str, value: str
+) -> None:
+    """Found by schemathesis: `?include_deleted=null` was read as false and answered 200."""
+    response = tenant_a.client("admin").get(_path(template, tenant_a), {"include_deleted": value})
+    body = assert_problem(response, 400)
+    assert body["errors"] == [
+        {"field": "include_deleted", "message": "include_deleted must be true or false."}
+    ]
+
+
+@pytest.mark.parametrize("value", ["true", "false", "1", "0"])
+def test_each_spelling_of_a_boolean_is_accepted(tenant_a: TenantFixture, value: str) -> None:
+    response = tenant_a.client("admin").get("/api/v1/projects", {"include_deleted": value})
+    assert response.status_code == 200, response.content

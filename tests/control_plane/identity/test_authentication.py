@@ -98,3 +98,16 @@ def test_last_used_at_is_kept(client, unique) -> None:
     assert ApiToken.objects.get(user=user).last_used_at is None
     me(client, f"a{unique}.localhost", token)
     assert ApiToken.objects.get(user=user).last_used_at is not None
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["tf_abcd\x00fghij_secret", "tf_ABCDEFGHIJ_secret", "tf_é123456789_x", "tf_" + "a" * 9000],
+)
+def test_a_malformed_token_is_a_401_problem(client, unique, token: str) -> None:
+    make_tenant(f"a{unique}")
+    response = client.get(
+        "/api/v1/me", HTTP_HOST=f"a{unique}.localhost", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 401, response.content
+    assert response["Content-Type"] == "application/problem+json"

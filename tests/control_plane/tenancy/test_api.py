@@ -89,6 +89,16 @@ def test_missing_fields_and_bad_json_are_400_problems(ops) -> None:
     assert broken["Content-Type"] == "application/problem+json"
 
 
+@pytest.mark.parametrize("value", ["AAA", ""])
+def test_a_status_filter_outside_its_enum_is_a_400(ops, value) -> None:
+    """Found by schemathesis: `?status=AAA` listed no tenant with a 200."""
+    response = ops.get("/ops/v1/tenants", {"status": value})
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "status"
+    assert ops.get("/ops/v1/tenants", {"status": "active"}).status_code == 200
+
+
 def test_list_and_get_and_unknown_tenant(ops, unique) -> None:
     make_tenant(f"l{unique}")
     listed = ops.get("/ops/v1/tenants").json()["results"]
@@ -166,3 +176,34 @@ def test_a_new_tenant_is_pinned_to_the_newest_api_version_and_an_operator_can_mo
     assert unknown["Content-Type"] == "application/problem+json"
     assert unknown.json()["known_versions"] == [OLD, newest]
     assert Tenant.objects.get(slug=slug).api_version == OLD
+
+
+def test_an_idempotency_key_past_its_column_is_a_400_problem(ops, unique) -> None:
+    response = ops.post(
+        "/ops/v1/tenants",
+        onboarding_body(f"longkey_{unique}"),
+        content_type="application/json",
+        HTTP_IDEMPOTENCY_KEY="k" * 201,
+    )
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert not Tenant.objects.filter(slug=f"longkey_{unique}").exists()
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"slug": "tést"},
+        {"slug": "a" * 500},
+        {"domain": "tést.localhost"},
+        {"domain": ("a" * 60 + ".") * 8 + "localhost"},
+        {"name": "x" * 500},
+        {"owner_email": "o@" + "e" * 400 + ".com"},
+        {"owner_email": "ö@例え.jp"},
+    ],
+)
+def test_hostile_onboarding_fields_are_400_problems(ops, override) -> None:
+    body = {**onboarding_body("hostile"), **override}
+    response = ops.post("/ops/v1/tenants", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"

@@ -1,0 +1,122 @@
+"""Schemathesis over every operation of both API descriptions, against a live server.
+
+Each run loads the schema the server serves (the tenant API on a schema-mode and on an rls-mode
+tenant's host, the operator API on the public host with a staff token), runs every phase
+(explicit examples, coverage, fuzzing, and the stateful phase that follows the description's
+links: create -> get -> patch with the ETag -> delete -> restore) and requires zero failures of
+the checks named below.
+
+The CI slice is short and seeded. The long profile (tens of thousands of cases):
+
+    SCHEMATHESIS_EXAMPLES=1000 platform/dev.sh pytest tests/contract/test_schemathesis.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.contract.conftest import PUBLIC_HOST, LiveServer
+from tests.taskflow.conftest import TenantFixture
+
+# What must hold for every response, under the names schemathesis 4 gives them.
+CHECKS = (
+    "not_a_server_error",  # no 5xx
+    "response_schema_conformance",  # bodies match the described schema
+    "status_code_conformance",  # no undocumented status
+    "content_type_conformance",
+    "response_headers_conformance",
+    "positive_data_acceptance",  # a schema-valid request is not rejected
+    "negative_data_rejection",  # a schema-invalid request is rejected
+)
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "10"))
+SEED = int(os.environ.get("SCHEMATHESIS_SEED", "20261206"))
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
+
+
+def run_schemathesis(
+    server: LiveServer, schema_path: str, host: str, token: str, reports: Path
+) -> dict[str, Any]:
+    """One `schemathesis run` over the schema at `schema_path`; returns its JSON run report."""
+    status, _, body = server.request(
+        "GET", schema_path, host, Authorization=f"Bearer {token}", Accept="application/json"
+    )
+    assert status == 200, body[:500]
+    schema_file = reports / "schema.json"
+    schema_file.write_bytes(body)
+    command = [
+        str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", str(schema_file),
+        "--url", server.origin,
+        "--header", f"Host: {host}",
+        "--header", f"Authorization: Bearer {token}",
+        "--checks", ",".join(CHECKS),
+        "--max-examples", str(EXAMPLES),
+        "--seed", str(SEED),
+        "--generation-deterministic",
+        "--workers", "1",
+        "--request-timeout", "30",
+        "--report", "junit,ndjson",
+        "--report-dir", str(reports),
+        "--no-color",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command,
+        cwd=reports,
+        env=os.environ | {"SCHEMATHESIS_HOOKS": str(HOOKS)},
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    (reports / "stdout.txt").write_text(result.stdout + result.stderr)
+    print(result.stdout, result.stderr)  # pytest shows it when the test fails
+    return {"exit_code": result.returncode, "summary": summarise(reports)}
+
+
+def summarise(reports: Path) -> dict[str, Any]:
+    """Cases run and failures by check, read from the ndjson event stream."""
+    cases = 0
+    failures: dict[str, int] = {}
+    for path in reports.glob("*.ndjson"):
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            for name, payload in event.items():
+                if name == "ScenarioFinished":
+                    for case in (payload.get("recorder") or {}).get("cases", {}).values():
+                        cases += 1 if case else 0
+                    for checks in (payload.get("recorder") or {}).get("checks", {}).values():
+                        for check in checks:
+                            if check.get("status") == "failure":
+                                failures[check["name"]] = failures.get(check["name"], 0) + 1
+    return {"cases": cases, "failures": failures}
+
+
+@pytest.mark.parametrize("mode", ["schema", "rls"])
+def test_tenant_api_conforms_to_its_description(
+    api_server: LiveServer,
+    contract_tenants: dict[str, TenantFixture],
+    mode: str,
+    tmp_path: Path,
+) -> None:
+    tenant = contract_tenants[mode]
+    outcome = run_schemathesis(
+        api_server, "/api/v1/schema", tenant.host, tenant.tokens["admin"], tmp_path
+    )
+    print(f"tenant API, {mode} mode: {outcome['summary']}")
+    assert outcome["exit_code"] == 0, outcome["summary"]
+
+
+def test_operator_api_conforms_to_its_description(
+    api_server: LiveServer, staff_token: str, tmp_path: Path
+) -> None:
+    outcome = run_schemathesis(api_server, "/ops/v1/schema", PUBLIC_HOST, staff_token, tmp_path)
+    print(f"operator API: {outcome['summary']}")
+    assert outcome["exit_code"] == 0, outcome["summary"]
