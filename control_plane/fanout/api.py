@@ -66,7 +66,7 @@ class MigrationRunCollection(OpsView):
         shape = MigrationRunInputSerializer(data=request.data)
         shape.is_valid(raise_exception=True)
         user = request.user if isinstance(request.user, User) else None
-        run = runs.start_run(**shape.validated_data, created_by=user)
+        run = runs.start_run(**shape.validated_data, created_by=user, allow_downgrade=True)
         location = f"/ops/v1/migration-runs/{run.pk}"
         return Response(_state(run, request), status=202, headers={"Location": location})
 
@@ -78,7 +78,8 @@ class MigrationRunDetail(OpsView):
 
 class ResumeMigrationRun(OpsView):
     def post(self, request: Request, run_id: int) -> Response:
-        return Response(_state(runs.resume_run(_run(run_id)), request), status=202)
+        run = runs.resume_run(_run(run_id), allow_downgrade=True)
+        return Response(_state(run, request), status=202)
 
 
 class CancelMigrationRun(OpsView):
