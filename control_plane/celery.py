@@ -30,6 +30,11 @@ app.conf.beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 55},  # a worker back from an outage runs one, not a backlog
     },
+    "reap-dead-migration-lanes": {
+        "task": "control_plane.fanout.reap_dead_lanes",
+        "schedule": 2.0,
+        "options": {"expires": 2},
+    },
     "purge-soft-deleted": {
         "task": "taskflow.tasks.purge_soft_deleted",
         "schedule": crontab(hour=3, minute=17),

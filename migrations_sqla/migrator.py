@@ -39,6 +39,7 @@ import psycopg
 import sqlalchemy as sa
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
+from django import db
 from django.conf import settings
 from django.utils import timezone
 from psycopg import errors, sql
@@ -55,6 +56,13 @@ DEFAULT_STATEMENT_TIMEOUT = "5min"
 MAX_ATTEMPTS = 5
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 5.0
+
+# An array of the schema's invalid index names, as one value of a SELECT list ({}: a literal).
+INVALID_INDEXES = (
+    "ARRAY(SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = {} AND NOT i.indisvalid ORDER BY 1)"
+)
 
 # Fails the transaction (a cast error carrying the reason) unless the schema was at {source}
 # under the lock, and is now at {target} with the template's Django migrations.
@@ -110,6 +118,15 @@ class Outcome:
 
 class LockTimeout(Exception):
     """The schema's advisory lock or a table lock was not granted within lock_timeout."""
+
+
+class InvalidIndex(Exception):
+    """An index of the schema is still invalid after its non-transactional step ran."""
+
+
+class ConnectionLost(Exception):
+    """The owner connection broke (PostgreSQL restarted, the network went): not the schema's
+    fault, so not recorded as its failure; the caller retries once the database is back."""
 
 
 class AlembicEnvironment(Protocol):
@@ -224,21 +241,34 @@ class SchemaMigrator:
             check_schema_name(schema)
         except ValueError as exc:
             return self._finished(outcome, started, error=str(exc))
-        if recorded and not attempted_before and self._optimistic(schema, recorded, outcome):
-            return self._finished(outcome, started)
-        for attempt in range(MAX_ATTEMPTS):
+        first = 0
+        if recorded and not attempted_before:
+            try:
+                if self._optimistic(schema, recorded, outcome):
+                    return self._finished(outcome, started)
+            except LockTimeout as exc:  # committed; its index step is retried below
+                outcome.error = f"lock timeout ({self.target.lock_timeout}): {exc}"
+                attempted_before, first = True, 1
+                self.sleep(backoff(0))
+        for attempt in range(first, MAX_ATTEMPTS):
             outcome.attempts = attempt + 1
             try:
                 self._attempt(schema, outcome, attempted_before=attempted_before or attempt > 0)
                 break
             except LockTimeout as exc:
+                # Also a CREATE INDEX CONCURRENTLY that waited too long for older transactions:
+                # the next attempt drops the invalid index it left and builds it again.
                 outcome.error = f"lock timeout ({self.target.lock_timeout}): {exc}"
                 if attempt + 1 == MAX_ATTEMPTS:
                     outcome.result = Result.FAILED
                     outcome.error += f" (gave up after {MAX_ATTEMPTS} attempts)"
                     break
                 self.sleep(backoff(attempt))
+            except ConnectionLost:
+                raise
             except Exception as exc:
+                if self._connection_lost(exc):
+                    raise ConnectionLost(f"{type(exc).__name__}: {exc}".strip()) from exc
                 self._rollback()
                 outcome.result = Result.FAILED
                 outcome.error = f"{type(exc).__name__}: {exc}"[:4000]
@@ -257,7 +287,7 @@ class SchemaMigrator:
         check_schema_name(schema)
         self._rollback()
         try:
-            before = self._begin_and_read(schema, tenant=False).get("alembic") or None
+            before = self._begin_and_read(schema, tenant=False)[0].get("alembic") or None
         except errors.LockNotAvailable as exc:
             self._rollback()
             raise LockTimeout(str(exc).strip()) from exc
@@ -302,13 +332,19 @@ class SchemaMigrator:
         message = self._optimistic_message(source, plan.sql).replace(PLACEHOLDER, schema.encode())
         try:
             self.raw.execute(message)
-        except psycopg.Error:
+        except psycopg.Error as exc:
+            if self._connection_lost(exc):
+                raise ConnectionLost(f"{type(exc).__name__}: {exc}".strip()) from exc
             self._rollback()
             return False
         outcome.attempts = 1
         outcome.before = dict(recorded)
         try:
             self._run_non_transactional(schema, plan.non_transactional)
+        except LockTimeout:
+            raise  # committed; migrate() retries the index step on the careful path
+        except ConnectionLost:
+            raise
         except Exception as exc:  # committed; the index step is retried by a later attempt
             self._rollback()
             outcome.result = Result.FAILED
@@ -352,10 +388,11 @@ class SchemaMigrator:
 
     def _attempt(self, schema: str, outcome: Outcome, *, attempted_before: bool) -> None:
         tenant = self.target.django is not None
-        if schema == TEMPLATE_SCHEMA and not tenant:
-            self._migrate_template_apps()
+        # Migrated when anything was written: Django tenant apps (the template's upkeep or a
+        # tenant's heavy path), the Alembic plan, bookkeeping rows or a rebuilt index.
+        changed = schema == TEMPLATE_SCHEMA and not tenant and self._migrate_template_apps()
         try:
-            before = self._begin_and_read(schema, tenant=tenant)
+            before, invalid = self._begin_and_read(schema, tenant=tenant)
         except (errors.LockNotAvailable, errors.QueryCanceled) as exc:
             self._rollback()
             if isinstance(exc, errors.LockNotAvailable):
@@ -370,16 +407,18 @@ class SchemaMigrator:
             self._rollback()
             with self._session_lock(schema):
                 django_state.migrate_tenant_apps(schema)
-            before = self._begin_and_read(schema, tenant=True)
+            changed = True
+            before, invalid = self._begin_and_read(schema, tenant=True)
         current = before.get("alembic") or None
         plan = scripts.plan(self.target.location, current, self.target.alembic)
         sync = tenant and before.get("django") != self.target.django
         if plan.is_noop and not sync:
             self._rollback()  # read-only: releases the lock
-            if attempted_before:
-                self._run_non_transactional(schema, self._repair_statements(self.target.alembic))
-            outcome.result = Result.SKIPPED
-            outcome.after = dict(before)
+            repair = self._repair_statements(self.target.alembic) if attempted_before else ()
+            rebuild = self._rebuild_statements(invalid)
+            self._run_non_transactional(schema, _unique((*repair, *rebuild)), always=bool(invalid))
+            outcome.result = Result.MIGRATED if changed or invalid else Result.SKIPPED
+            outcome.after = dict(before)  # read after the Django tenant apps, if they ran
             outcome.error = ""
             return
         try:
@@ -390,7 +429,8 @@ class SchemaMigrator:
         except errors.LockNotAvailable as exc:
             self._rollback()
             raise LockTimeout(str(exc).strip()) from exc
-        self._run_non_transactional(schema, plan.non_transactional)
+        statements = (*plan.non_transactional, *self._rebuild_statements(invalid))
+        self._run_non_transactional(schema, _unique(statements), always=bool(invalid))
         outcome.result = Result.MIGRATED
         outcome.after = self.target.revisions(
             self.target.django if tenant else before.get("django")
@@ -413,25 +453,28 @@ class SchemaMigrator:
             schema=sql.Literal(schema),
         )
 
-    def _begin_and_read(self, schema: str, *, tenant: bool) -> dict[str, str]:
-        """BEGIN, timeouts, search_path, the advisory lock, and the schema's revisions."""
+    def _begin_and_read(self, schema: str, *, tenant: bool) -> tuple[dict[str, str], list[str]]:
+        """BEGIN, timeouts, search_path, the advisory lock, the schema's revisions and the
+        names of its invalid indexes (an interrupted CREATE INDEX CONCURRENTLY), in one go."""
         ident = sql.Identifier(schema)
         begin = self._begin(schema)
         digest = sql.SQL(django_digest_sql(schema))
+        invalid = sql.SQL(INVALID_INDEXES).format(sql.Literal(schema))
         if tenant:
             # Tenant schemas are clones of the template: both version tables exist.
-            read = sql.SQL("SELECT (SELECT version_num FROM {}.alembic_version), {}").format(
-                ident, digest
+            read = sql.SQL("SELECT (SELECT version_num FROM {}.alembic_version), {}, {}").format(
+                ident, digest, invalid
             )
             row = _last_row(self.raw.execute((begin + read).as_string(self.raw).encode()))
-            return _revisions(alembic=row[0], django=row[1], has_alembic=True)
+            return _revisions(alembic=row[0], django=row[1], has_alembic=True), list(row[2])
         exists = sql.SQL(
-            "SELECT to_regclass({a}) IS NOT NULL, to_regclass({d}) IS NOT NULL"
+            "SELECT to_regclass({a}) IS NOT NULL, to_regclass({d}) IS NOT NULL, {i}"
         ).format(
             a=sql.Literal(f'"{schema}".alembic_version'),
             d=sql.Literal(f'"{schema}".django_migrations'),
+            i=invalid,
         )
-        has_alembic, has_django = _last_row(
+        has_alembic, has_django, invalid_names = _last_row(
             self.raw.execute((begin + exists).as_string(self.raw).encode())
         )
         alembic = django = None
@@ -441,11 +484,12 @@ class SchemaMigrator:
             ).fetchone()
         if has_django:
             django = self.raw.execute(sql.SQL("SELECT ") + digest).fetchone()
-        return _revisions(
+        revisions = _revisions(
             alembic=alembic[0] if alembic else None,
             django=django[0] if django else None,
             has_alembic=bool(has_alembic),
         )
+        return revisions, list(invalid_names)
 
     def _alembic_revision(self, schema: str) -> str | None:
         """The schema's Alembic revision, outside a transaction; None at base."""
@@ -553,13 +597,15 @@ class SchemaMigrator:
             self._template_rows(), django_state.applied_migrations(self.raw, schema)
         )
 
-    def _migrate_template_apps(self) -> None:
-        """The template's Django tenant apps to the code's migrations, when it lacks some."""
+    def _migrate_template_apps(self) -> bool:
+        """The template's Django tenant apps to the code's migrations, when it lacks some;
+        True when it did."""
         if not django_state.behind_code(django_state.applied_migrations(self.raw, TEMPLATE_SCHEMA)):
-            return
+            return False
         with self._session_lock(TEMPLATE_SCHEMA):
             django_state.migrate_template()
         self._template_applied = None
+        return True
 
     @contextmanager
     def _session_lock(self, schema: str) -> Iterator[None]:
@@ -593,11 +639,39 @@ class SchemaMigrator:
             return ()
         return scripts.non_transactional_between(self.target.location, parent, revision)
 
-    def _run_non_transactional(self, schema: str, statements: tuple[str, ...]) -> None:
-        run_non_transactional(
-            self.raw, schema, statements,
-            lock_timeout=self.target.lock_timeout, statement_timeout=self.target.statement_timeout,
-        )  # fmt: skip
+    def _rebuild_statements(self, invalid: Sequence[str]) -> tuple[str, ...]:
+        """The declared CREATE INDEX CONCURRENTLY statements of the schema's invalid indexes
+        (each revision up to the target); run_non_transactional drops them first."""
+        if not invalid:
+            return ()
+        declared = scripts.declared_indexes(self.target.location, self.target.alembic)
+        return tuple(declared[name] for name in invalid if name in declared)
+
+    def _run_non_transactional(
+        self, schema: str, statements: tuple[str, ...], *, always: bool = False
+    ) -> None:
+        try:
+            run_non_transactional(
+                self.raw, schema, statements,
+                lock_timeout=self.target.lock_timeout,
+                statement_timeout=self.target.statement_timeout, always=always,
+            )  # fmt: skip
+        except errors.LockNotAvailable as exc:
+            raise LockTimeout(str(exc).strip()) from exc
+
+    def _connection_lost(self, exc: BaseException) -> bool:
+        """Whether `exc` came from a broken connection rather than from the schema."""
+        lost = (psycopg.OperationalError, sa.exc.OperationalError, db.OperationalError)
+        if not isinstance(exc, lost):
+            return False
+        if self.raw.closed or self.raw.broken:
+            return True
+        try:
+            self._rollback()
+            self.raw.execute("SELECT 1")
+        except psycopg.Error:
+            return True
+        return False
 
     def _rollback(self) -> None:
         if self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -620,25 +694,25 @@ def run_non_transactional(
     *,
     lock_timeout: str,
     statement_timeout: str,
+    always: bool = False,
 ) -> None:
     """Each statement on `raw` (autocommit, the owner role) with `{schema}` quoted in, after
     dropping the schema's indexes an interrupted CREATE INDEX CONCURRENTLY left invalid, so that
-    IF NOT EXISTS cannot keep a broken one. The timeouts hold for these statements only."""
-    if not statements:
+    IF NOT EXISTS cannot keep a broken one. The timeouts hold for these statements only.
+    Raises InvalidIndex when an index of the schema is still invalid afterwards. With no
+    statements it does nothing, unless `always` (invalid indexes were seen: drop them)."""
+    if not statements and not always:
         return
     ident = sql.Identifier(check_schema_name(schema))
+    # Never prepared: a prepared statement on this pooled connection would cost the next
+    # schema's DDL a DEALLOCATE ALL round trip (psycopg discards them after DDL).
     raw.execute(
         "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
         (lock_timeout, statement_timeout),
+        prepare=False,
     )
     try:
-        invalid = raw.execute(
-            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND NOT i.indisvalid",
-            (schema,),
-        ).fetchall()
-        for (name,) in invalid:
+        for name in invalid_indexes(raw, schema):
             raw.execute(
                 sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
                     ident, sql.Identifier(name)
@@ -647,8 +721,22 @@ def run_non_transactional(
         quoted = ident.as_string(raw)
         for statement in statements:
             raw.execute(statement.replace("{schema}", quoted).encode())
+        left = invalid_indexes(raw, schema)
+        if left:
+            raise InvalidIndex(f"invalid indexes in {schema} after their step: {', '.join(left)}")
     finally:
         raw.execute("RESET lock_timeout; RESET statement_timeout")
+
+
+def invalid_indexes(raw: psycopg.Connection[Any], schema: str) -> list[str]:
+    """Names of the schema's invalid indexes (a CREATE INDEX CONCURRENTLY that did not finish)."""
+    query = sql.SQL("SELECT " + INVALID_INDEXES).format(sql.Literal(schema))
+    row = raw.execute(query, prepare=False).fetchone()
+    return list(row[0]) if row else []
+
+
+def _unique(statements: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(statements))
 
 
 def _revisions(*, alembic: str | None, django: str | None, has_alembic: bool) -> dict[str, str]:

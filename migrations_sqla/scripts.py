@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -194,3 +195,21 @@ def declared_non_transactional(steps: Sequence[Script], *, downgrade: bool) -> t
     attribute = "non_transactional_downgrade" if downgrade else "non_transactional_upgrade"
     ordered = steps if downgrade else list(reversed(steps))
     return tuple(statement for step in ordered for statement in getattr(step.module, attribute, ()))
+
+
+CREATE_INDEX = re.compile(
+    r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?",
+    re.IGNORECASE,
+)
+
+
+@functools.cache
+def declared_indexes(location: str, target: str | None) -> dict[str, str]:
+    """Index name -> the CREATE INDEX CONCURRENTLY statement that builds it, for every index the
+    revisions up to `target` declare as a non-transactional step (a later one wins)."""
+    out: dict[str, str] = {}
+    for statement in non_transactional_between(location, None, target):
+        match = CREATE_INDEX.match(statement)
+        if match:
+            out[match.group(1)] = statement
+    return out

@@ -125,8 +125,20 @@ class MigrationRunAdmin(admin.ModelAdmin):
 
     def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         run = self._run(request, object_id, change=True)
-        self._apply(request, lambda: runs.resume_run(run), f"Run {run.pk} resumed.")
-        return HttpResponseRedirect(reverse("admin:fanout_migrationrun_change", args=[run.pk]))
+        page = reverse("admin:fanout_migrationrun_change", args=[run.pk])
+        confirmed = request.POST.get("confirm_downgrade") == "yes"
+        try:
+            runs.resume_run(run, allow_downgrade=confirmed)
+        except runs.DowngradeNotConfirmed as exc:
+            return confirm_downgrade(
+                request, self.admin_site, detail=exc.detail, back_url=page,
+                action_url=reverse("admin:fanout_migrationrun_resume", args=[run.pk]), fields=[],
+            )  # fmt: skip
+        except Problem as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+        else:
+            self.message_user(request, f"Run {run.pk} resumed.", messages.SUCCESS)
+        return HttpResponseRedirect(page)
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         run = self._run(request, object_id, change=True)
@@ -144,3 +156,25 @@ class MigrationRunAdmin(admin.ModelAdmin):
             self.message_user(request, exc.detail, messages.ERROR)
         else:
             self.message_user(request, done, messages.SUCCESS)
+
+
+def confirm_downgrade(
+    request: HttpRequest,
+    site: admin.AdminSite,
+    *,
+    detail: str,
+    action_url: str,
+    back_url: str,
+    fields: list[tuple[str, str]],
+) -> TemplateResponse:
+    """The page that asks an operator to confirm a run to an older revision: it posts `fields`
+    back to `action_url` with confirm_downgrade=yes (TenantAdmin's migrate actions use it too)."""
+    context = {
+        **site.each_context(request),
+        "title": "Confirm the downgrade",
+        "detail": detail,
+        "action_url": action_url,
+        "back_url": back_url,
+        "fields": fields,
+    }
+    return TemplateResponse(request, "admin/fanout/confirm_downgrade.html", context)

@@ -83,7 +83,7 @@ class MigrationRunCollection(OpsView):
         shape = MigrationRunInputSerializer(data=request.data)
         shape.is_valid(raise_exception=True)
         user = request.user if isinstance(request.user, User) else None
-        run = runs.start_run(**shape.validated_data, created_by=user)
+        run = runs.start_run(**shape.validated_data, created_by=user, allow_downgrade=True)
         location = f"/ops/v1/migration-runs/{run.pk}"
         return Response(_state(run, request), status=202, headers={"Location": location})
 
@@ -112,7 +112,8 @@ class ResumeMigrationRun(OpsView):
     query_parameters = {"post": RUN_DETAIL_QUERY}
 
     def post(self, request: Request, run_id: int) -> Response:
-        return Response(_state(runs.resume_run(_run(run_id)), request), status=202)
+        run = runs.resume_run(_run(run_id), allow_downgrade=True)
+        return Response(_state(run, request), status=202)
 
 
 @extend_schema_view(

@@ -21,7 +21,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from control_plane.fanout import orchestrator
+from control_plane.fanout import liveness, orchestrator
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus, TenantMigration
 from control_plane.fanout.outcomes import step_status
 from migrations_sqla.migrator import Outcome, SchemaMigrator, Target, owner_engine
@@ -67,7 +67,16 @@ def run_batch(run_id: int, batch: int, *, force: bool = False) -> int:
 
     The batch number is the task's lane: a redelivered message (its worker was killed) finds
     every tenant the lane had claimed. `force` (retrying one tenant) runs on a failed run too.
+    The lane's lease (control_plane.fanout.liveness) is held throughout: a second task on the
+    same lane returns at once, and the reaper re-sends a lane whose worker died.
     """
+    with liveness.lane_lease(run_id, batch) as held:
+        if not held:  # a live task is on this lane already (a redelivery or a re-send)
+            return 0
+        return _run_lane(run_id, batch, force=force)
+
+
+def _run_lane(run_id: int, batch: int, *, force: bool) -> int:
     run = MigrationRun.objects.get(pk=run_id)
     if not _may_continue(run.status, force):
         _release(list(_unfinished(run_id, batch, status=StepStatus.PENDING)))

@@ -113,12 +113,14 @@ def migrate_platform_schemas(run: MigrationRun) -> bool:
     with owner_engine().connect() as conn:
         migrator = SchemaMigrator(conn, target)
         for schema in platform_schemas(migrator.connection):
-            step, _ = TenantMigration.objects.update_or_create(
+            step, new_step = TenantMigration.objects.update_or_create(
                 run=run,
                 schema_name=schema,
                 defaults={"status": StepStatus.RUNNING, "started_at": timezone.now()},
             )
-            outcome = migrator.migrate(schema)
+            # A resumed or redelivered run finishes what an earlier attempt left (its
+            # non-transactional steps) even when the schema is already at the target.
+            outcome = migrator.migrate(schema, attempted_before=not new_step)
             error = outcome.error
             TenantMigration.objects.filter(pk=step.pk).update(
                 status=step_status(outcome.result),

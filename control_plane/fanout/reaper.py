@@ -7,6 +7,10 @@ pending or running forever. The beat calls `reap_stuck_runs` every minute; a run
 activity for FANOUT_STUCK_AFTER_S (and at least twice its statement_timeout, so a long
 migration of one large schema is not mistaken for a lost message) gets its advance and its
 in-flight batches sent again. Both are idempotent, so a run that was only slow loses nothing.
+
+A worker that dies (SIGKILL, a lost machine) is found much sooner: `reap_dead_lanes`, on beat
+every few seconds, re-sends each lane with running tenants whose lease
+(control_plane.fanout.liveness) nobody renews any more.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
-from control_plane.fanout import runs
+from control_plane.fanout import liveness, runs
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
@@ -76,3 +80,25 @@ def reap_stuck_runs(now: datetime | None = None) -> list[int]:
         runs.enqueue_advance(run.pk)
         nudged.append(run.pk)
     return nudged
+
+
+def reap_dead_lanes() -> list[tuple[int, int]]:
+    """Re-send every lane of a running run that has running tenants and no live lease;
+    the (run, batch) pairs sent."""
+    lanes = (
+        MigrationRun.objects.filter(
+            status=RunStatus.RUNNING, steps__status=StepStatus.RUNNING, steps__batch__isnull=False
+        )
+        .values_list("id", "steps__batch")
+        .distinct()
+    )
+    sent: list[tuple[int, int]] = []
+    for run_id, batch in sorted((r, b) for r, b in lanes if b is not None):
+        if liveness.is_held(run_id, batch) or not liveness.claim_resend(run_id, batch):
+            continue
+        log.warning(
+            "migration run %s: batch %s has no live worker; sending it again", run_id, batch
+        )
+        runs.enqueue_batch(run_id, batch)
+        sent.append((run_id, batch))
+    return sent

@@ -25,6 +25,8 @@ from control_plane.fanout.models import (
     TenantMigration,
 )
 from migrations_sqla import scripts
+from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
+from tenants.database_roles import owner_connection
 from tenants.models import Isolation, Tenant
 from tenants.problems import NotFound, Problem
 
@@ -43,6 +45,12 @@ class InvalidRun(Problem):
 class RunConflict(Problem):
     status = 409
     title = "Migration run conflict"
+
+
+class DowngradeNotConfirmed(RunConflict):
+    """A run would take schemas to an older revision and nobody said that is meant."""
+
+    title = "Downgrade not confirmed"
 
 
 @dataclass(frozen=True)
@@ -84,11 +92,16 @@ def start_run(
     script_location: str | None = None,
     created_by: User | None = None,
     enqueue: bool = True,
+    allow_downgrade: bool = False,
 ) -> MigrationRun:
-    """Record a run and queue its first step; the template is migrated by a worker."""
+    """Record a run and queue its first step; the template is migrated by a worker.
+
+    A run that would take the template or a tenant to an older revision is refused with
+    DowngradeNotConfirmed unless `allow_downgrade` (the operator confirmed it).
+    """
     location = scripts.default_location() if script_location is None else script_location
     try:
-        scripts.resolve_revision(location, to or "head")
+        target = scripts.resolve_revision(location, to or "head")
     except LookupError as exc:
         raise InvalidRun(str(exc)) from exc
     if concurrency < 1 or batch_size < 1 or canary < 0:
@@ -98,6 +111,12 @@ def start_run(
             raise InvalidRun(f"{name} must look like 500ms, 5s, 5min or 1h, not {value!r}.")
     slugs = _check_tenants(tenants) if tenants else None
     budget = parse_failure_budget(max_failures)
+    if not allow_downgrade:
+        recorded = Tenant.objects.filter(isolation=Isolation.SCHEMA).exclude(schema_name="public")
+        if slugs is not None:
+            recorded = recorded.filter(slug__in=slugs)
+        sources = set(recorded.values_list("revisions__alembic", flat=True).distinct())
+        _refuse_downgrade(location, target, sources, "A run")
     with transaction.atomic():
         run = MigrationRun.objects.create(
             created_by=created_by,
@@ -139,10 +158,52 @@ def enqueue_batch(run_id: int, batch: int, *, force: bool = False) -> None:
     celery_app.send_task(BATCH_TASK, args=[run_id, batch], kwargs={"force": force})
 
 
-def resume_run(run: MigrationRun) -> MigrationRun:
-    """Carry on a failed or cancelled run with its unfinished tenants only."""
+def downgrades(location: str, target: str | None, sources: set[str | None]) -> list[str]:
+    """The revisions among `sources` (and the template's) that going to `target` takes down."""
+    script = scripts.script_directory(location)
+    with owner_connection() as conn:
+        sources = {*sources, read_revisions(conn, TEMPLATE_SCHEMA).get("alembic")}
+    down = []
+    for source in sorted(s for s in sources if s):
+        try:
+            if scripts.is_downgrade(script, source, target):
+                down.append(source)
+        except Exception:  # noqa: S112 - a revision this script directory lacks: not ours to judge
+            continue
+    return down
+
+
+def run_downgrades(run: MigrationRun) -> list[str]:
+    """What resuming `run` would take down: its target below the template or unfinished tenants."""
+    try:
+        target = scripts.resolve_revision(run.script_location, run.requested_revision)
+    except LookupError:
+        return []
+    unfinished = run.steps.exclude(status__in=(StepStatus.SUCCEEDED, StepStatus.SKIPPED))
+    sources = set(unfinished.values_list("revisions_before__alembic", flat=True).distinct())
+    return downgrades(run.script_location, target, sources)
+
+
+def _refuse_downgrade(
+    location: str, target: str | None, sources: set[str | None], what: str
+) -> None:
+    down = downgrades(location, target, sources)
+    if down:
+        raise DowngradeNotConfirmed(
+            f"{what} to {target or 'base'} downgrades schemas at {', '.join(down)}:"
+            " confirm the downgrade to start it."
+        )
+
+
+def resume_run(run: MigrationRun, *, allow_downgrade: bool = False) -> MigrationRun:
+    """Carry on a failed or cancelled run with its unfinished tenants only (a downgrade run
+    only when `allow_downgrade`: the operator confirmed it)."""
     if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
         raise RunConflict(f"Run {run.pk} is {run.status}; only failed or cancelled runs resume.")
+    if not allow_downgrade and run_downgrades(run):
+        raise DowngradeNotConfirmed(
+            f"Run {run.pk} goes down to {run.requested_revision}: confirm the downgrade to resume it."
+        )
     with transaction.atomic():
         run = MigrationRun.objects.select_for_update().get(pk=run.pk)
         run.steps.filter(

@@ -13,6 +13,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
@@ -24,6 +25,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from control_plane.fanout import runs
+from control_plane.fanout.admin import confirm_downgrade
 from control_plane.identity.admin import token_message
 from control_plane.tenancy.lifecycle import (
     LifecycleConflict,
@@ -399,8 +401,19 @@ class TenantAdmin(admin.ModelAdmin):
 
     def _start_run(self, request: HttpRequest, slugs: list[str] | None) -> HttpResponse | None:
         """Start a run through the fan-out's service and open its run page."""
+        confirmed = request.POST.get("confirm_downgrade") == "yes"
         try:
-            run = runs.start_run(tenants=slugs, created_by=_operator(request))
+            run = runs.start_run(
+                tenants=slugs, created_by=_operator(request), allow_downgrade=confirmed
+            )
+        except runs.DowngradeNotConfirmed as exc:
+            # The same action posted again, with the same selection, once confirmed.
+            keep = ("action", "select_across", "index", helpers.ACTION_CHECKBOX_NAME)
+            fields = [(k, v) for k in keep for v in request.POST.getlist(k)]
+            return confirm_downgrade(
+                request, self.admin_site, detail=exc.detail, action_url=request.get_full_path(),
+                back_url=request.get_full_path(), fields=fields,
+            )  # fmt: skip
         except Problem as exc:
             self.message_user(request, exc.detail, messages.ERROR)
             return None

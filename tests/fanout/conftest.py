@@ -22,10 +22,12 @@ def slow_script_location(tmp_path_factory: pytest.TempPathFactory) -> str:
     return make_script_dir(tmp_path_factory.mktemp("slow_scripts"), sleep_ms=25)
 
 
-def start_worker(name: str, concurrency: int = 2) -> WorkerProcess:
+def start_worker(
+    name: str, concurrency: int = 2, visibility_timeout: str = VISIBILITY_TIMEOUT_S
+) -> WorkerProcess:
     """A worker on the migrations queue with a short visibility timeout and a 1 s sweep."""
     overrides = {
-        "CELERY_VISIBILITY_TIMEOUT": VISIBILITY_TIMEOUT_S,
+        "CELERY_VISIBILITY_TIMEOUT": visibility_timeout,
         "DJANGO_SETTINGS_MODULE": "tests.fanout.worker_settings",
     }
     saved = {key: os.environ.get(key) for key in overrides}

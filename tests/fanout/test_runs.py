@@ -275,8 +275,12 @@ def test_downgrade_to_a_named_revision_and_upgrade_again(tenants_at_base, script
     assert up.status == RunStatus.SUCCEEDED
     assert up.target["alembic"] == TEST_REVISION
 
+    with pytest.raises(runs.DowngradeNotConfirmed, match=TEST_REVISION):
+        runs.start_run(tenants=slugs, to=BASE_REVISION, script_location=script_location)
     down = wait_for_run(
-        runs.start_run(tenants=slugs, to=BASE_REVISION, script_location=script_location).pk
+        runs.start_run(
+            tenants=slugs, to=BASE_REVISION, script_location=script_location, allow_downgrade=True
+        ).pk
     )
     assert down.status == RunStatus.SUCCEEDED, down.error
     assert down.target["alembic"] == BASE_REVISION
@@ -321,6 +325,7 @@ def test_non_transactional_steps_build_the_index_concurrently(
             tenants=[t.slug for t in tenants],
             to=BASE_REVISION,
             script_location=concurrent_script_location,
+            allow_downgrade=True,
         ).pk
     )
     assert down.status == RunStatus.SUCCEEDED, down.error

@@ -12,10 +12,12 @@ visibility timeout.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from control_plane.celery import app as celery_app
-from control_plane.fanout import runs
+from control_plane.fanout import liveness, reaper, runs
 from control_plane.fanout.models import RunStatus, StepStatus
 from tests.fanout.conftest import start_worker
 from tests.fanout.support import kill_process_tree, wait_for_run, wait_until
@@ -73,3 +75,50 @@ def test_a_worker_killed_mid_run_leaves_no_tenant_half_migrated_and_the_run_fini
     assert not steps.exclude(
         error=""
     ).exists()  # nothing migrated twice (it would fail: column exists)
+
+
+def test_a_killed_workers_lanes_are_sent_again_within_seconds_by_their_expired_lease(
+    tenants_at_base, slow_script_location
+) -> None:
+    """The broker's own redelivery is out of the picture (a visibility timeout of an hour, the
+    production default): the lane's lease expires and the reaper, as beat runs it every few
+    seconds, sends the lane again; the run goes on within seconds, not the stuck-run minutes."""
+    celery_app.control.purge()
+    tenants = tenants_at_base(100)
+    schemas = [t.schema_name for t in tenants]
+    doomed = start_worker("doomed", visibility_timeout="3600")
+    rescuer = None
+    try:
+        run = runs.start_run(
+            tenants=[t.slug for t in tenants],
+            canary=0,
+            concurrency=2,
+            batch_size=20,
+            script_location=slow_script_location,
+        )
+        wait_until(lambda: runs.run_counts(run)["succeeded"] >= 10, timeout=60)
+        assert doomed.process is not None
+        kill_process_tree(doomed.process.pid)
+        doomed.process.wait()
+        killed_at = time.monotonic()
+        done_at_kill = runs.run_counts(run)["succeeded"]
+        assert done_at_kill < 100, "the run finished before the kill"
+        rescuer = start_worker("rescuer", visibility_timeout="3600")
+
+        def moving() -> bool:
+            reaper.reap_dead_lanes()  # what beat sends every LEASE_S / 2 or so
+            return runs.run_counts(run)["succeeded"] > done_at_kill
+
+        wait_until(moving, timeout=60, interval=0.5)
+        recovery = time.monotonic() - killed_at
+        print(f"run moving again {recovery:.1f}s after the worker was killed")
+        assert recovery < liveness.LEASE_S + 15
+        run = wait_for_run(run.pk, timeout=120)
+    finally:
+        if rescuer is not None:
+            rescuer.stop()
+        doomed.stop()
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert runs.run_counts(run)["succeeded"] == 100
+    assert set(schema_state(schemas).values()) == {(TEST_REVISION, True)}
+    assert not run.steps.filter(tenant__isnull=False).exclude(error="").exists()

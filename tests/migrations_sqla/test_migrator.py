@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
-from psycopg import sql
+from psycopg import IsolationLevel, sql
 
 from control_plane.management.commands.setup_platform import Command as SetupPlatform
 from migrations_sqla import scripts
@@ -243,3 +243,60 @@ def test_compiled_plans_are_the_migration_sql_without_schema_names(script_locati
     assert scripts.resolve_revision(script_location, "head") == TEST_REVISION
     with pytest.raises(LookupError):
         scripts.resolve_revision(script_location, "9999")
+
+
+def open_snapshot(holder) -> None:
+    """A transaction elsewhere with a snapshot: CREATE INDEX CONCURRENTLY waits for it to end."""
+    holder.isolation_level = IsolationLevel.REPEATABLE_READ
+    holder.execute("SELECT 1")
+
+
+@pytest.mark.parametrize("path", ["optimistic", "careful"])
+def test_a_concurrent_index_that_waits_for_an_open_transaction_is_retried_until_built(
+    tenants_at_base, concurrent_script_location, path: str
+) -> None:
+    (tenant,) = tenants_at_base(1)
+    waits: list[float] = []
+    with owner_connection() as holder:
+        open_snapshot(holder)
+
+        def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            if len(waits) == 2:
+                holder.rollback()  # the open transaction ends
+
+        target = target_for(
+            tenant, concurrent_script_location, TEST_REVISION_2, lock_timeout="100ms"
+        )
+        with owner_engine().connect() as conn:
+            outcome = SchemaMigrator(conn, target, sleep=sleep).migrate(
+                tenant.schema_name, recorded=tenant.revisions if path == "optimistic" else None
+            )
+    assert outcome.result == Result.MIGRATED, outcome.error
+    assert outcome.attempts >= 3
+    assert outcome.error == ""
+    assert effort_index(tenant.schema_name) is True
+
+
+def test_an_index_left_invalid_is_rebuilt_by_the_next_attempt_never_skipped(
+    tenants_at_base, concurrent_script_location
+) -> None:
+    """Retries spent: the schema fails with its index INVALID. A later run's first look at it
+    (the template's on resume) drops and rebuilds the index and says migrated, not skipped."""
+    (tenant,) = tenants_at_base(1)
+    target = target_for(tenant, concurrent_script_location, TEST_REVISION_2, lock_timeout="50ms")
+    with owner_connection() as holder:
+        open_snapshot(holder)
+        with owner_engine().connect() as conn:
+            failed = SchemaMigrator(conn, target, sleep=lambda _s: None).migrate(tenant.schema_name)
+        holder.rollback()
+    assert failed.result == Result.FAILED
+    assert "lock timeout" in failed.error
+    assert "gave up after 5 attempts" in failed.error
+    assert effort_index(tenant.schema_name) is False  # committed, its index INVALID
+
+    with owner_engine().connect() as conn:
+        again = SchemaMigrator(conn, target).migrate(tenant.schema_name)
+        assert again.result == Result.MIGRATED, again.error
+        assert effort_index(tenant.schema_name) is True
+        assert SchemaMigrator(conn, target).migrate(tenant.schema_name).result == Result.SKIPPED

@@ -1,22 +1,31 @@
 """`manage.py fanout_migrate`: start a migration run, and with --wait watch it to the end.
 
-Exits non-zero when the run fails or is cancelled, so scripts and CI can gate on it.
+Exits non-zero when the run fails or is cancelled, or is still going after --timeout, so scripts
+and CI can gate on it. The watch survives a database blip (it reconnects and carries on: the run
+itself goes on in the workers) and says so when no worker consumes the migrations queue. A run
+that takes schemas to an older revision needs --yes-downgrade or a typed confirmation.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
+from django import db
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from control_plane.celery import app as celery_app
 from control_plane.fanout import runs
 from control_plane.fanout.models import MigrationRun, RunStatus
 from tenants.problems import Problem
 
 BAR_WIDTH = 30
 POLL_S = 0.5
+WORKER_CHECK_S = 5.0  # how often, while the run does not move, workers are looked for
+RECONNECT_CAP_S = 5.0
+QUEUE = "migrations"
 
 
 class Command(BaseCommand):
@@ -41,60 +50,152 @@ class Command(BaseCommand):
         )
         parser.add_argument("--wait", action="store_true", help="Watch the run until it ends.")
         parser.add_argument(
+            "--timeout", type=float, default=None, metavar="SECONDS",
+            help="With --wait: give up watching (exit 2) after SECONDS; the run goes on.",
+        )  # fmt: skip
+        parser.add_argument(
+            "--yes-downgrade", action="store_true",
+            help="Confirm a run that takes schemas to an older revision.",
+        )  # fmt: skip
+        parser.add_argument(
             "--resume", type=int, default=None, metavar="RUN", help="Resume run RUN instead."
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             if options["resume"] is not None:
-                run = MigrationRun.objects.filter(pk=options["resume"]).first()
-                if run is None:
+                found = MigrationRun.objects.filter(pk=options["resume"]).first()
+                if found is None:
                     raise CommandError(f"no migration run {options['resume']}")
-                run = runs.resume_run(run)
+
+                def start(yes: bool) -> MigrationRun:
+                    assert found is not None
+                    return runs.resume_run(found, allow_downgrade=yes)
             else:
                 slugs = [s for s in options["tenants"].split(",") if s.strip()]
-                run = runs.start_run(
-                    tenants=slugs or None,
-                    to=options["to"],
-                    canary=options["canary"],
-                    concurrency=options["concurrency"],
-                    batch_size=options["batch_size"],
-                    max_failures=options["max_failures"],
-                    verify=options["verify"],
-                    lock_timeout=options["lock_timeout"],
-                    statement_timeout=options["statement_timeout"],
-                    script_location=options["script_location"],
-                )
+
+                def start(yes: bool) -> MigrationRun:
+                    return runs.start_run(
+                        tenants=slugs or None,
+                        to=options["to"],
+                        canary=options["canary"],
+                        concurrency=options["concurrency"],
+                        batch_size=options["batch_size"],
+                        max_failures=options["max_failures"],
+                        verify=options["verify"],
+                        lock_timeout=options["lock_timeout"],
+                        statement_timeout=options["statement_timeout"],
+                        script_location=options["script_location"],
+                        allow_downgrade=yes,
+                    )
+
+            run = self.confirmed(start, yes=options["yes_downgrade"])
         except Problem as exc:
             raise CommandError(exc.detail) from exc
         self.stdout.write(f"migration run {run.pk} started")
         if options["wait"]:
-            self.watch(run)
+            self.watch(run, timeout=options["timeout"])
 
-    def watch(self, run: MigrationRun) -> None:
+    def confirmed(self, start: Callable[[bool], MigrationRun], *, yes: bool) -> MigrationRun:
+        """`start(allow_downgrade)`; a downgrade needs --yes-downgrade, or at a terminal the
+        word typed in, else the command stops before anything is queued."""
+        try:
+            return start(yes)
+        except runs.DowngradeNotConfirmed as exc:
+            if not sys.stdin.isatty():
+                raise CommandError(f"{exc.detail} Pass --yes-downgrade to confirm.") from exc
+            self.stdout.write(exc.detail)
+            if input("Type 'downgrade' to go ahead: ").strip() != "downgrade":
+                raise CommandError("Downgrade not confirmed; nothing started.") from exc
+            return start(True)
+
+    def patiently(self, read: Callable[[], Any]) -> Any:
+        """`read()`, again and again while the database does not answer."""
+        outage = 0
+        while True:
+            try:
+                return read()
+            except (db.OperationalError, db.InterfaceError) as exc:
+                outage = self.database_gone(exc, outage)
+
+    def database_gone(self, exc: Exception, outage: int) -> int:
+        """Say once that the database went away, drop the broken connection, back off."""
+        if not outage:
+            text = str(exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            self.stderr.write(f"database unavailable ({first}); reconnecting, the run goes on")
+        db.connections.close_all()
+        time.sleep(min(RECONNECT_CAP_S, 0.5 * 2**outage))
+        return outage + 1
+
+    def watch(self, run: MigrationRun, *, timeout: float | None = None) -> None:
         live = self.stdout.isatty() if hasattr(self.stdout, "isatty") else sys.stdout.isatty()
         last = ""
+        started = moved = time.monotonic()
+        checked = 0.0
+        outage = 0
+        warned = False
         while True:
-            run.refresh_from_db()
-            state = runs.run_state(run, limit=0)
-            line = progress_line(state)
-            if live:
-                self.stdout.write("\r" + line, ending="")
-                self.stdout.flush()
-            elif line != last:
-                self.stdout.write(line)
-            last = line
-            if state["finished"]:
-                break
+            try:
+                run.refresh_from_db()
+                state = runs.run_state(run, limit=0)
+            except (db.OperationalError, db.InterfaceError) as exc:
+                outage = self.database_gone(exc, outage)
+                state = None
+            else:
+                if outage:
+                    self.stderr.write("database answers again; still watching")
+                    outage = 0
+            now = time.monotonic()
+            if state is not None:
+                line = progress_line(state)
+                if line != last:
+                    moved = now
+                if live:
+                    self.stdout.write("\r" + line, ending="")
+                    self.stdout.flush()
+                elif line != last:
+                    self.stdout.write(line)
+                last = line
+                if state["finished"]:
+                    break
+                if now - moved >= WORKER_CHECK_S and now - checked >= WORKER_CHECK_S:
+                    checked = now
+                    consumers = queue_consumers(QUEUE)
+                    if not consumers and not warned:
+                        self.stderr.write(
+                            f"no worker consumes the {QUEUE} queue: run {run.pk} waits for one"
+                            " (start `celery -A control_plane worker -Q migrations`)"
+                        )
+                    elif consumers and warned:
+                        self.stderr.write(f"worker {consumers[0]} consumes {QUEUE} now")
+                    warned = not consumers
+            if timeout is not None and now - started >= timeout:
+                if live:
+                    self.stdout.write("")
+                raise CommandError(
+                    f"gave up watching after {timeout:g}s; run {run.pk} goes on", returncode=2
+                )
             time.sleep(POLL_S)
         if live:
             self.stdout.write("")
-        failed = runs.run_state(run, status="failed")["steps"]
+        failed = self.patiently(lambda: runs.run_state(run, status="failed")["steps"])
         for step in failed:
             self.stdout.write(f"  failed {step['schema']}: {step['error']}")
         if run.status != RunStatus.SUCCEEDED:
             raise CommandError(f"run {run.pk} {run.status}: {run.error}")
         self.stdout.write(f"run {run.pk} succeeded: every tenant at {run.target}")
+
+
+def queue_consumers(queue: str, timeout: float = 1.0) -> list[str]:
+    """Workers that consume `queue` right now (they answer within `timeout`)."""
+    try:
+        replies = celery_app.control.inspect(timeout=timeout).active_queues() or {}
+    except Exception:  # the broker itself is away: nobody can be seen consuming
+        return []
+    return sorted(
+        name for name, queues in replies.items() if any(q["name"] == queue for q in queues)
+    )
 
 
 def progress_line(state: dict[str, Any]) -> str:
