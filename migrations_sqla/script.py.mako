@@ -13,6 +13,18 @@ the commit (migrate_schema and the fan-out alike), idempotent, with a {schema} p
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_x ON {schema}.tasks (x)",
     )
     non_transactional_downgrade = ("DROP INDEX CONCURRENTLY IF EXISTS {schema}.tasks_x",)
+
+The migration lint (squawk, `python -m migrations_sqla.lint`, part of `platform/dev.sh test`)
+reads this revision's upgrade SQL as the migrator runs it (in its transaction, with its
+timeouts). A column becomes NOT NULL in two revisions: one adds `CHECK (col IS NOT NULL) NOT
+VALID`, the next runs `VALIDATE CONSTRAINT` (a scan that blocks no writes) then `SET NOT NULL`
+(which the valid constraint spares its scan). Renaming, retyping or dropping a column breaks the
+code still running, so only the contract phase of an expand -> contract evolution may do it,
+and says so:
+
+    contract_step = True
+
+A finding that must stay is accepted by name in migrations_sqla/squawk_exceptions.toml.
 """
 
 from alembic import op

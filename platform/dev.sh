@@ -3,7 +3,8 @@
 #
 #   platform/dev.sh run     web :$WEB_PORT (8000) + worker + beat in this terminal; Ctrl-C stops
 #                           them all, and so does any one of them exiting (then `run` fails)
-#   platform/dev.sh test    lint, types, boundaries, the API contract (openapi/) and the test
+#   platform/dev.sh test    lint, types, boundaries, the API contract (openapi/), the migration lint
+#                           (squawk) and the test
 #                           suite against real services
 #   platform/dev.sh pytest  the test suite alone (pytest arguments pass through)
 #   platform/dev.sh setup   install, start services, create roles and database, migrate
@@ -254,11 +255,15 @@ use_test_environment() {
   ensure_openapi_diff
 }
 
-run_pytest() {
+fresh_database() {
   log "database $DB_NAME (fresh)"
   drop_database "$DB_NAME"
   ensure_roles_and_database "$DB_NAME"
   "$PY" manage.py setup_platform >/dev/null
+}
+
+run_pytest() {
+  fresh_database
   log "pytest"
   "$VENV/bin/pytest" "$@"
 }
@@ -270,7 +275,9 @@ cmd_test() {
   log "mypy";          "$VENV/bin/mypy" .
   log "import-linter"; "$VENV/bin/lint-imports"
   log "API contract";  "$PY" manage.py api_contract --check
-  run_pytest "$@"
+  fresh_database  # the migration lint's sqlmigrate needs a database to connect to
+  log "squawk (migrations)"; "$PY" -m migrations_sqla.lint
+  log "pytest";        "$VENV/bin/pytest" "$@"
 }
 
 case "${1:-}" in
