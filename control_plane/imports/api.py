@@ -86,6 +86,8 @@ def _idempotency_key(request: Request) -> str | None:
     key = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip()
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(IDEMPOTENCY_HEADER, f"At most {MAX_KEY_LENGTH} characters.")
+    if not key.isprintable():  # a NUL could never reach the job's column
+        raise InvalidInput(IDEMPOTENCY_HEADER, "Printable characters only.")
     return key or None
 
 
