@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from taskflow import selectors, services
 from taskflow.errors import InvalidInput
+from taskflow.filters import task_filters
 from taskflow.pagination import Page, parse_limit
 from taskflow.permissions import TenantRole
 from taskflow.representations import (
@@ -32,7 +33,6 @@ from taskflow.serializers import (
     TaskCreate,
     TaskPatch,
     VersionOnly,
-    task_filters,
 )
 from tenants.binding import bound_session
 from tenants.identity import Role, principal_of

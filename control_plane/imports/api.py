@@ -21,6 +21,7 @@ from control_plane.imports import services
 from control_plane.imports.models import ImportJob, ImportMode
 from control_plane.imports.uploads import CsvBodyParser, MultipartCsvParser, uploaded
 from taskflow.errors import InvalidInput
+from taskflow.filters import task_filters
 from taskflow.imports.entry import ERRORS_HEADER, export_tasks
 from taskflow.permissions import TenantRole
 from tenants.binding import request_binding, tenant_of, tenant_session
@@ -154,7 +155,9 @@ class TaskExport(ImportView):
     required_roles = {"GET": Role.MEMBER, "HEAD": Role.MEMBER}
 
     def get(self, request: Request) -> StreamingHttpResponse:
-        """The tenant's live tasks as CSV in the import's columns, streamed from COPY."""
+        """The tenant's live tasks as CSV in the import's columns, streamed from COPY; the task
+        list's filters select the same tasks here."""
+        filters = task_filters(request.query_params)
         binding = request_binding(request)
 
         def chunks() -> Iterator[bytes]:
@@ -164,6 +167,7 @@ class TaskExport(ImportView):
                     schema=binding.schema,
                     tenant_id=binding.tenant_id,
                     members=services.members_of(binding.tenant_id),
+                    filters=filters,
                 )
 
         response = StreamingHttpResponse(chunks(), content_type="text/csv; charset=utf-8")
