@@ -106,14 +106,21 @@ def test_a_killed_workers_lanes_are_sent_again_within_seconds_by_their_expired_l
         rescuer = start_worker("rescuer", visibility_timeout="3600")
 
         def moving() -> bool:
-            reaper.reap_dead_lanes()  # what beat sends every LEASE_S / 2 or so
+            reaper.reap_dead_lanes()  # what beat sends every 2 s
             return runs.run_counts(run)["succeeded"] > done_at_kill
 
         wait_until(moving, timeout=60, interval=0.5)
         recovery = time.monotonic() - killed_at
         print(f"run moving again {recovery:.1f}s after the worker was killed")
         assert recovery < liveness.LEASE_S + 15
-        run = wait_for_run(run.pk, timeout=120)
+
+        def finished() -> bool:
+            reaper.reap_dead_lanes()  # each dead lane is sent once its lease has expired
+            run.refresh_from_db()
+            return run.is_finished
+
+        wait_until(finished, timeout=120, interval=0.5)
+        run = wait_for_run(run.pk, timeout=30)
     finally:
         if rescuer is not None:
             rescuer.stop()
