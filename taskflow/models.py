@@ -43,6 +43,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from tenants.placement import PLACEHOLDER_SCHEMA
 
 PRIORITY_MIN, PRIORITY_MAX = 0, 4
+MAX_ID = 2**63 - 1  # ids are bigint
 LIVE = text("deleted_at IS NULL")
 # Every table in every placement draws ids from one sequence, so ids are unique platform-wide.
 NEXT_ID = text("nextval('public.taskflow_id_seq')")
