@@ -24,10 +24,10 @@ from rest_framework.request import Request
 
 from taskflow.api_versions import CATALOG, VERSION_HEADER
 from taskflow.errors import InvalidInput
-from taskflow.models import SHOWN, Comment, Project, Task, TaskStatus, columns_with
+from taskflow.models import MAX_ID, SHOWN, Comment, Project, Task, TaskStatus, columns_with
 from taskflow.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from taskflow.selectors import COMMENT_SORTS, PROJECT_SORTS, TASK_SORTS
-from taskflow.serializers import MAX_ID, MAX_TEXT
+from taskflow.serializers import MAX_TEXT
 from tenants.problems import PROBLEM_CONTENT_TYPE, Problem
 
 # How the tenant API's document names itself: its info.version is the newest API version, so a

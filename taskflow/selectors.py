@@ -9,13 +9,13 @@ request more than its query did.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from taskflow.errors import NotFound
+from taskflow.filters import TaskFilters, contains_pattern
 from taskflow.models import DUE_DATE_SORT, Comment, Project, Task, TaskHistory
 from taskflow.pagination import (
     CursorScope,
@@ -67,22 +67,6 @@ class ListQuery:
     include_deleted: bool = False
 
 
-@dataclass(frozen=True)
-class TaskFilters:
-    status: tuple[str, ...] = ()
-    project_id: int | None = None
-    assignee_id: int | None = None
-    due_before: date | None = None
-    due_after: date | None = None
-    q: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": list(self.status), "project": self.project_id, "assignee": self.assignee_id,
-            "due_before": self.due_before, "due_after": self.due_after, "q": self.q,
-        }  # fmt: skip
-
-
 def _live(entity: Any, tenant_id: int, include_deleted: bool) -> sa.Select[Any]:
     statement = sa.select(entity).where(entity.tenant_id == tenant_id)
     return statement if include_deleted else statement.where(entity.deleted_at.is_(None))
@@ -111,12 +95,6 @@ def task_get(
 ) -> Task:
     task: Task = _get(session, Task, tenant_id, task_id, include_deleted, "task")
     return task
-
-
-def _contains(text: str) -> str:
-    """An ILIKE pattern (escape character /) matching values that contain `text` literally."""
-    escaped = text.replace("/", "//").replace("%", "/%").replace("_", "/_")
-    return f"%{escaped}%"
 
 
 def _rows_of(table: sa.Table, fields: tuple[str, ...], include_deleted: bool) -> sa.Select[Any]:
@@ -182,7 +160,7 @@ def task_list(
         "assignee_id": filters.assignee_id,
         "due_before": filters.due_before,
         "due_after": filters.due_after,
-        "q": _contains(filters.q) if filters.q else None,
+        "q": contains_pattern(filters.q) if filters.q else None,
     }
     params = {name: value for name, value in values.items() if value is not None}
     shape = (query.include_deleted, *(name in params for name in TASK_FILTER_PARAMS))

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
 from rest_framework import serializers
 
-from taskflow.errors import InvalidInput
-from taskflow.models import MAX_ID, WRITABLE, Project, Task, TaskStatus, columns_with, length_of
-from taskflow.selectors import TaskFilters
+from taskflow.models import WRITABLE, Project, Task, columns_with, length_of
 
 
 class StrictSerializer(serializers.Serializer[dict[str, Any]]):
@@ -106,56 +103,3 @@ class VersionOnly(StrictSerializer):
 
 class CommentCreate(StrictSerializer):
     body = serializers.CharField(max_length=20000)
-
-
-def task_filters(params: Mapping[str, str]) -> TaskFilters:
-    """The task list's filters from query parameters; an empty parameter filters nothing.
-
-    Plain parsing, like the sort and limit: a DRF serializer's field machinery would cost more,
-    on every list request, than the handful of conversions it stands for.
-    """
-    return TaskFilters(
-        status=_statuses(params.get("status") or ""),
-        project_id=_positive_int(params, "project"),
-        assignee_id=_positive_int(params, "assignee"),
-        due_before=_date(params, "due_before"),
-        due_after=_date(params, "due_after"),
-        q=_text(params, "q", max_length=200),
-    )
-
-
-def _statuses(value: str) -> tuple[str, ...]:
-    statuses = tuple(s.strip() for s in value.split(",") if s.strip())
-    allowed = {s.value for s in TaskStatus}
-    bad = [s for s in statuses if s not in allowed]
-    if bad:
-        raise InvalidInput(
-            "status", f"Unknown status {bad[0]!r}; choose from {', '.join(sorted(allowed))}."
-        )
-    return statuses
-
-
-def _positive_int(params: Mapping[str, str], name: str) -> int | None:
-    value = params.get(name) or ""
-    if not value:
-        return None
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_ID:
-        raise InvalidInput(name, f"{name} must be a positive integer.")
-    return int(value)
-
-
-def _date(params: Mapping[str, str], name: str) -> date | None:
-    value = params.get(name) or ""
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidInput(name, f"{name} must be a date such as 2026-11-30.") from exc
-
-
-def _text(params: Mapping[str, str], name: str, *, max_length: int) -> str | None:
-    value = params.get(name) or ""
-    if len(value) > max_length:
-        raise InvalidInput(name, f"{name} is at most {max_length} characters.")
-    return value or None

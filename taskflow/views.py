@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from taskflow import openapi, selectors, services
 from taskflow.errors import InvalidInput
+from taskflow.filters import task_filters
 from taskflow.openapi import (
     ETAG_HEADER,
     IF_MATCH_HEADER,
@@ -41,7 +42,6 @@ from taskflow.serializers import (
     TaskCreate,
     TaskPatch,
     VersionOnly,
-    task_filters,
 )
 from tenants.binding import bound_session
 from tenants.identity import Role, principal_of

@@ -24,6 +24,7 @@ from control_plane.imports import services
 from control_plane.imports.models import ImportJob, ImportMode
 from control_plane.imports.uploads import CsvBodyParser, MultipartCsvParser, uploaded
 from taskflow.errors import InvalidInput
+from taskflow.filters import task_filters
 from taskflow.imports.entry import ERRORS_HEADER, export_tasks
 from taskflow.openapi import LOCATION_HEADER, DeclaredQuery, QueryParam, problems
 from taskflow.permissions import TenantRole
@@ -106,6 +107,8 @@ def _idempotency_key(request: Request) -> str | None:
     key = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip()
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(IDEMPOTENCY_HEADER, f"At most {MAX_KEY_LENGTH} characters.")
+    if not key.isprintable():  # a NUL could never reach the job's column
+        raise InvalidInput(IDEMPOTENCY_HEADER, "Printable characters only.")
     return key or None
 
 
@@ -199,7 +202,9 @@ class TaskExport(ImportView):
 
     @extend_schema(operation_id="exportTasks", responses={(200, "text/csv"): CSV})
     def get(self, request: Request) -> StreamingHttpResponse:
-        """The tenant's live tasks as CSV in the import's columns, streamed from COPY."""
+        """The tenant's live tasks as CSV in the import's columns, streamed from COPY; the task
+        list's filters select the same tasks here."""
+        filters = task_filters(request.query_params)
         binding = request_binding(request)
 
         def chunks() -> Iterator[bytes]:
@@ -209,6 +214,7 @@ class TaskExport(ImportView):
                     schema=binding.schema,
                     tenant_id=binding.tenant_id,
                     members=services.members_of(binding.tenant_id),
+                    filters=filters,
                 )
 
         response = StreamingHttpResponse(chunks(), content_type="text/csv; charset=utf-8")

@@ -37,6 +37,8 @@ def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER) or None
     if key is not None and len(key) > MAX_KEY_LENGTH:
         raise ValidationError({IDEMPOTENCY_HEADER: [f"At most {MAX_KEY_LENGTH} characters."]})
+    if key is not None and not key.isprintable():  # a NUL could never reach the column
+        raise ValidationError({IDEMPOTENCY_HEADER: ["Printable characters only."]})
     return key
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from taskflow.models import PRIORITY_MAX, PRIORITY_MIN, Task, TaskStatus, length_of
+from taskflow.models import MAX_ID, PRIORITY_MAX, PRIORITY_MIN, Task, TaskStatus, length_of
 from tenants.problems import Problem
 
 # The staged text trimmed, an empty cell NULL (`{name}` is the file's column).
@@ -65,10 +65,20 @@ def _too_long(name: str, target: str) -> str:
     return f"WHEN length(n.{name}) > {limit} THEN 'is longer than {limit} characters'"
 
 
+# The staged id as a bigint, NULL unless it is one: usable in a join before the row is checked.
+ID_VALUE = (
+    "CASE WHEN n.id ~ '^[0-9]+$' AND (length(n.id) < 19"
+    f" OR (length(n.id) = 19 AND n.id <= '{MAX_ID}')) THEN n.id::bigint END"
+)
+
 _STATUSES = tuple(s.value for s in TaskStatus)
 _PRIORITY = f"'must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}'"
 
 FILE_COLUMNS: tuple[FileColumn, ...] = (
+    # An existing task's id: the row updates that task (what an export writes, so that its file
+    # imports back unchanged). Checked by its own statement (validation.FIND_ID_FAULTS), never
+    # inserted.
+    FileColumn("id", "id", written=ID_VALUE, exported="t.id"),
     FileColumn(
         "external_id",
         "external_id",

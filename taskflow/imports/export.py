@@ -1,7 +1,10 @@
 """Export of a tenant's live tasks as CSV in the import's own columns, with COPY ... TO STDOUT.
 
-A file exported here imports back unchanged (projects by key, assignees by email). Streams in
-chunks: the caller hands them to the HTTP response as they come, so memory stays bounded.
+The task list's filters (taskflow.filters) select the same tasks here. A file exported here
+imports back unchanged: each row carries the task's id (and external id), so the import updates
+that task instead of adding one, and skips it when nothing changed; projects go by key,
+assignees by email. Streams in chunks: the caller hands them to the HTTP response as they come,
+so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from psycopg import sql
 from sqlalchemy.orm import Session
 
+from taskflow.filters import TaskFilters, contains_pattern
 from taskflow.imports.columns import FILE_COLUMNS
 from taskflow.imports.staging import create_member_table, driver_connection, load_members
 
@@ -27,22 +31,55 @@ COPY (
   LEFT JOIN (
     SELECT DISTINCT ON (user_id) user_id, email FROM import_members_raw ORDER BY user_id, email
   ) m ON m.user_id = t.assignee_id
-  WHERE t.tenant_id = %(tenant)s AND t.deleted_at IS NULL
+  WHERE t.tenant_id = %(tenant)s AND t.deleted_at IS NULL{filters}
   ORDER BY t.id
 ) TO STDOUT (FORMAT csv, HEADER true)
 """
 
 
+# Each filter's condition, as taskflow.selectors' task list has it; values are parameters.
+CONDITIONS = {
+    "status": "t.status = ANY(%(status)s)",
+    "project_id": "t.project_id = %(project_id)s",
+    "assignee_id": "t.assignee_id = %(assignee_id)s",
+    "due_before": "t.due_date < %(due_before)s",
+    "due_after": "t.due_date > %(due_after)s",
+    "q": "t.title ILIKE %(q)s ESCAPE '/'",
+}
+
+
+def _filtered(filters: TaskFilters) -> dict[str, object]:
+    """The filters given, as the statement's parameters."""
+    values: dict[str, object] = {
+        "status": list(filters.status) or None,
+        "project_id": filters.project_id,
+        "assignee_id": filters.assignee_id,
+        "due_before": filters.due_before,
+        "due_after": filters.due_after,
+        "q": contains_pattern(filters.q) if filters.q else None,
+    }
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def export_tasks(
-    *, session: Session, schema: str, tenant_id: int, members: Iterable[tuple[str, int]]
+    *,
+    session: Session,
+    schema: str,
+    tenant_id: int,
+    members: Iterable[tuple[str, int]],
+    filters: TaskFilters = TaskFilters(),  # noqa: B008 - frozen, so one instance is safe to share
 ) -> Iterator[bytes]:
-    """The tenant's live tasks as CSV, in chunks of about CHUNK_BYTES."""
+    """The tenant's live tasks that pass `filters`, as CSV, in chunks of about CHUNK_BYTES."""
     pg = driver_connection(session)
     create_member_table(pg)
     load_members(pg, members)
-    statement = sql.SQL(EXPORT).format(schema=sql.Identifier(schema), exported=sql.SQL(EXPORTED))
+    params = _filtered(filters)
+    where = "".join(f"\n    AND {CONDITIONS[name]}" for name in params)
+    statement = sql.SQL(EXPORT).format(
+        schema=sql.Identifier(schema), exported=sql.SQL(EXPORTED), filters=sql.SQL(where)
+    )
     buffer = bytearray()
-    with pg.cursor() as cursor, cursor.copy(statement, {"tenant": tenant_id}) as copy:
+    with pg.cursor() as cursor, cursor.copy(statement, {"tenant": tenant_id, **params}) as copy:
         for row in copy:
             buffer += row
             if len(buffer) >= CHUNK_BYTES:

@@ -134,6 +134,8 @@ def run_import(
     staging.analyze_staging(pg)
     staging.load_members(pg, members if "assignee" in columns else ())
     rejected = validation.find_rejects(pg, schema=schema, tenant_id=tenant_id)
+    if "id" in columns:
+        rejected = validation.find_id_faults(pg, schema=schema, tenant_id=tenant_id)
     if rejected:
         rejected = validation.find_duplicates(pg)
         _stop_if_all_or_nothing(pg, mode, rows, rejected, errors_path)

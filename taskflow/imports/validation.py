@@ -13,7 +13,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from taskflow.imports.columns import FILE_COLUMNS
+from taskflow.imports.columns import FILE_COLUMNS, ID_VALUE
 
 # The staged text, normalised as each file column declares (empty cells become NULL).
 NORMALISED = (
@@ -49,6 +49,27 @@ WHERE num_nonnulls({fault_columns}) > 0
   AND p.reason IS NOT NULL
 """
 
+# A row that names a task by id must name a live task of the tenant, once in the file, and agree
+# with its external id; run only for a file with an id column. Ordered first in a line's faults.
+FIND_ID_FAULTS = """
+INSERT INTO import_rejects (line, ord, "column", reason)
+SELECT f.line, 0, 'id', f.reason
+FROM (
+  SELECT n.line, CASE
+    WHEN k.id IS NULL AND {id_value} IS NULL THEN 'must be the id of a task'
+    WHEN k.id IS NULL THEN 'no task of this tenant has this id'
+    WHEN k.deleted_at IS NOT NULL THEN 'belongs to a deleted task; restore it first'
+    WHEN n.external_id IS NOT NULL AND n.external_id IS DISTINCT FROM k.external_id
+      THEN 'is the id of a task with another external_id'
+    WHEN count(*) OVER (PARTITION BY k.id) > 1 THEN 'is repeated in the file'
+  END AS reason
+  FROM ({normalised}) n
+  LEFT JOIN {schema}.tasks k ON k.tenant_id = %(tenant)s AND k.id = {id_value}
+  WHERE n.id IS NOT NULL
+) f
+WHERE f.reason IS NOT NULL
+"""
+
 # Checks that need the whole file or the table, run only when the write says they may matter.
 FIND_DUPLICATES = """
 INSERT INTO import_rejects (line, ord, "column", reason)
@@ -82,6 +103,7 @@ def _compose(template: str, schema: str) -> sql.Composed:
         faults=sql.SQL(FAULTS),
         fault_rows=sql.SQL(FAULT_ROWS),
         fault_columns=sql.SQL(FAULT_COLUMNS),
+        id_value=sql.SQL(ID_VALUE),
     )
 
 
@@ -93,6 +115,12 @@ def rejected_lines(pg: psycopg.Connection) -> int:
 def find_rejects(pg: psycopg.Connection, *, schema: str, tenant_id: int) -> int:
     """Record every fault a row shows on its own; the number of rejected lines."""
     pg.execute(_compose(FIND_REJECTS, schema), {"tenant": tenant_id})
+    return rejected_lines(pg)
+
+
+def find_id_faults(pg: psycopg.Connection, *, schema: str, tenant_id: int) -> int:
+    """Record ids that name no live task of the tenant, or one twice; the rejected lines after."""
+    pg.execute(_compose(FIND_ID_FAULTS, schema), {"tenant": tenant_id})
     return rejected_lines(pg)
 
 

@@ -1,9 +1,12 @@
-"""The one write of an import: INSERT ... SELECT ... ON CONFLICT (tenant_id, external_id) DO UPDATE.
+"""The write of an import: INSERT ... SELECT ... ON CONFLICT (tenant_id, external_id) DO UPDATE,
+and, for rows that name a task by its `id`, one UPDATE ... FROM.
 
-One statement, so the statement-level history triggers write the history of every inserted and
-every updated row in two set-based INSERTs. Rows without an external_id never conflict and are
-inserted. An update touches only the columns the file has, and skips a row whose values would
-not change (no version bump, no history row), so re-importing a file is harmless.
+Set-based statements, so the statement-level history triggers write the history of every
+inserted and every updated row in a few INSERTs. Rows with an id update that task (the
+validation made sure it is a live task of the tenant); rows without one upsert by external_id,
+and rows with neither are inserted. An update touches only the columns the file has, and skips a
+row whose values would not change (no version bump, no history row), so re-importing a file, an
+export's included, is harmless.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ from taskflow.models import Task, default_of
 
 # The upsert's conflict key: a file column that is matched on, never set by an update.
 CONFLICT_KEY = "external_id"
+# A task's id: matched on by the update, never inserted nor set.
+ID_KEY = "id"
+ID_COLUMN = next(c for c in FILE_COLUMNS if c.name == ID_KEY)
+WRITTEN = tuple(c for c in FILE_COLUMNS if c.name != ID_KEY)
 # Column of the file -> column of tasks it sets on update.
-TARGETS: dict[str, str] = {c.name: c.target for c in FILE_COLUMNS if c.name != CONFLICT_KEY}
+TARGETS: dict[str, str] = {c.name: c.target for c in WRITTEN if c.name != CONFLICT_KEY}
 
 
 def _written(column: FileColumn) -> str:
@@ -33,8 +40,10 @@ def _written(column: FileColumn) -> str:
     return f"coalesce({value}, {literal})"
 
 
-INSERTED = ", ".join(c.target for c in FILE_COLUMNS)
-VALUES = ", ".join(_written(c) for c in FILE_COLUMNS)
+INSERTED = ", ".join(c.target for c in WRITTEN)
+VALUES = ", ".join(_written(c) for c in WRITTEN)
+# The same values, named as the columns they set (the update's source rows).
+NAMED_VALUES = ", ".join(f"{_written(c)} AS {c.target}" for c in WRITTEN)
 
 UPSERT = """
 WITH written AS (
@@ -43,7 +52,7 @@ WITH written AS (
   FROM ({normalised}) n
   JOIN ({live_projects}) lp ON lp.key = n.project
   LEFT JOIN import_members m ON m.email = n.assignee
-  {skip_rejected}
+  WHERE n.id IS NULL {skip_rejected}
   ON CONFLICT (tenant_id, external_id) DO UPDATE
     SET {assignments}, version = t.version + 1, updated_at = now()
     WHERE t.deleted_at IS NULL AND ({current}) IS DISTINCT FROM ({incoming})
@@ -52,7 +61,25 @@ WITH written AS (
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written
 """
 
-SKIP_REJECTED = "WHERE NOT EXISTS (SELECT 1 FROM import_rejects r WHERE r.line = n.line)"
+UPDATE_BY_ID = """
+WITH written AS (
+  UPDATE {schema}.tasks AS t
+  SET {assignments}, version = t.version + 1, updated_at = now()
+  FROM (
+    SELECT {task_id} AS task_id, {named_values}
+    FROM ({normalised}) n
+    JOIN ({live_projects}) lp ON lp.key = n.project
+    LEFT JOIN import_members m ON m.email = n.assignee
+    WHERE n.id IS NOT NULL {skip_rejected}
+  ) AS i
+  WHERE t.tenant_id = %(tenant)s AND t.id = i.task_id AND t.deleted_at IS NULL
+    AND ({current}) IS DISTINCT FROM ({incoming})
+  RETURNING 1
+)
+SELECT count(*) FROM written
+"""
+
+SKIP_REJECTED = "AND NOT EXISTS (SELECT 1 FROM import_rejects r WHERE r.line = n.line)"
 
 
 @dataclass(frozen=True)
@@ -61,8 +88,29 @@ class Written:
     updated: int
 
 
+def _targets(columns: tuple[str, ...]) -> list[sql.Identifier]:
+    """The task columns an update sets: those the file has (never its keys)."""
+    return [sql.Identifier(TARGETS[c]) for c in columns if c in TARGETS]
+
+
+def _update_by_id(schema: str, columns: tuple[str, ...], skip_rejected: bool) -> sql.Composed:
+    targets = _targets(columns)
+    name = sql.Identifier(schema)
+    return sql.SQL(UPDATE_BY_ID).format(
+        schema=name,
+        task_id=sql.SQL(ID_COLUMN.sql(ID_COLUMN.written)),
+        named_values=sql.SQL(NAMED_VALUES),
+        normalised=sql.SQL(NORMALISED),
+        live_projects=sql.SQL(LIVE_PROJECTS).format(schema=name),
+        skip_rejected=sql.SQL(SKIP_REJECTED if skip_rejected else ""),
+        assignments=sql.SQL(", ").join(sql.SQL("{0} = i.{0}").format(c) for c in targets),
+        current=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in targets),
+        incoming=sql.SQL(", ").join(sql.SQL("i.{}").format(c) for c in targets),
+    )
+
+
 def _statement(schema: str, columns: tuple[str, ...], skip_rejected: bool) -> sql.Composed:
-    targets = [sql.Identifier(TARGETS[c]) for c in columns if c in TARGETS]
+    targets = _targets(columns)
     name = sql.Identifier(schema)
     return sql.SQL(UPSERT).format(
         schema=name,
@@ -86,6 +134,13 @@ def upsert_tasks(
     skip_rejected: bool,
 ) -> Written:
     """Write the staged rows (all of them, or those without a reject); count inserts and updates."""
+    by_id = 0
+    if ID_KEY in columns:
+        updated = pg.execute(
+            _update_by_id(schema, columns, skip_rejected), {"tenant": tenant_id}
+        ).fetchone()
+        assert updated is not None
+        by_id = int(updated[0])
     row = pg.execute(_statement(schema, columns, skip_rejected), {"tenant": tenant_id}).fetchone()
     assert row is not None
-    return Written(inserted=int(row[0]), updated=int(row[1]))
+    return Written(inserted=int(row[0]), updated=int(row[1]) + by_id)

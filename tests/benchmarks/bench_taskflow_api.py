@@ -338,6 +338,7 @@ def taskflow_cursor(tenant_id: int, sort_text: str | None, row: Any) -> str:
     Built with the platform's own functions: parse_sort for the sort text, the fingerprint of
     the list's (empty) filters, each sort field's value_of and encode_cursor's HMAC.
     """
+    from taskflow.filters import TaskFilters
     from taskflow.pagination import (
         Cursor,
         CursorScope,
@@ -346,7 +347,7 @@ def taskflow_cursor(tenant_id: int, sort_text: str | None, row: Any) -> str:
         filters_fingerprint,
         parse_sort,
     )
-    from taskflow.selectors import TASK_SORTS, TaskFilters
+    from taskflow.selectors import TASK_SORTS
 
     sort = parse_sort(sort_text, TASK_SORTS, "created_at")
     scope = CursorScope(
@@ -733,6 +734,7 @@ PLAN_LINE = re.compile(
 
 def explain(tenant: Any, bench: Bench) -> dict[str, list[str]]:
     from taskflow import selectors
+    from taskflow.filters import TaskFilters
     from taskflow.pagination import parse_sort
     from taskflow.selectors import TASK_SORTS
     from tenants.binding import binding_for, tenant_session
@@ -751,7 +753,7 @@ def explain(tenant: Any, bench: Bench) -> dict[str, list[str]]:
             with tenant_session(binding) as session:
                 selectors.task_list(
                     session=session, tenant_id=bench.tenant_id,
-                    filters=selectors.TaskFilters(), query=query,
+                    filters=TaskFilters(), query=query,
                 )  # fmt: skip
 
         def offset(sort: Any = sort) -> None:

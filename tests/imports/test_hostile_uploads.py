@@ -30,3 +30,9 @@ def test_a_file_name_with_control_characters_is_stored_printable(
     assert response.status_code == 202, response.content
     assert response.json()["file"]["name"] == "tasks.csv"
     assert import_tenant.wait(response.json()["id"])["status"] == "succeeded"
+
+
+def test_an_idempotency_key_with_a_nul_is_a_400_problem(import_tenant: ImportTenant) -> None:
+    response = import_tenant.upload(csv_bytes(generated_rows(1, "P1")), key="k\x00")
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == PROBLEM

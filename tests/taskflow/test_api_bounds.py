@@ -144,3 +144,64 @@ def test_an_if_match_that_is_no_version_is_400(tenant_a: TenantFixture, etag: st
     problem = assert_problem(api.patch(path, {"title": "x"}, **{"If-Match": etag}), 400)
     assert problem["errors"][0]["field"] == "If-Match"
     assert_problem(api.delete(path, **{"If-Match": etag}), 400)
+
+
+@pytest.mark.parametrize("name", ["project", "assignee"])
+@pytest.mark.parametrize("value", ["9" * 5000, "9" * 20, PAST_BIGINT])
+def test_id_filters_too_long_to_be_ids_are_400(
+    tenant_a: TenantFixture, name: str, value: str
+) -> None:
+    problem = assert_problem(tenant_a.api().get("/api/v1/tasks", **{name: value}), 400)
+    assert problem["errors"][0]["field"] == name
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type", "status"),
+    [
+        ("post", "/api/v1/projects", "{}", "application/json; charset=nonsense", 400),
+        ("post", "/api/v1/projects", b"\xff\xfe{", "application/json", 400),
+        ("post", "/api/v1/projects", "", "application/json", 400),
+        ("post", "/api/v1/projects", "null", "application/json", 400),
+        ("post", "/api/v1/projects", "[]", "application/json", 400),
+        ("post", "/api/v1/projects", "1e999999", "application/json", 400),
+        ("post", "/api/v1/projects", '{"key": "A\\u0000"}', "application/json", 400),
+        ("post", "/api/v1/projects", '{"key": "\\ud800"}', "application/json", 400),
+        ("post", "/api/v1/projects", "{}", "application/merge-patch+json", 415),
+        ("post", "/api/v1/projects", "x", "text/csv", 415),
+        ("post", "/api/v1/projects", "--b\r\n", "multipart/form-data; boundary=b", 415),
+        ("post", "/api/v1/imports", "{}", "application/json", 415),
+        ("post", "/api/v1/imports", "", "text/csv", 400),
+        ("delete", "/api/v1/tasks/{task}", "true", "application/json", 400),
+        ("delete", "/api/v1/tasks/{task}", '{"version": "x"}', "application/json", 400),
+        ("patch", "/api/v1/tasks/{task}", '"text"', "application/json", 400),
+        (
+            "patch",
+            "/api/v1/tasks/{task}",
+            '{"version": ' + "9" * 5000 + "}",
+            "application/json",
+            400,
+        ),
+    ],
+)
+def test_odd_bodies_and_content_types_are_4xx_problems(
+    tenant_a: TenantFixture, method: str, path: str, body: Any, content_type: str, status: int
+) -> None:
+    api = tenant_a.api()
+    task = make_task(api, make_project(api)["id"])
+    # generic() sends the bytes as given (post() would encode them in the declared charset).
+    data = body.encode() if isinstance(body, str) else body
+    response = api.client.generic(
+        method.upper(), path.format(task=task["id"]), data, content_type=content_type
+    )
+    assert_problem(response, status)
+
+
+@pytest.mark.parametrize("limit", ["-1", "0", "201", "9" * 5000, "1e3", "0x10", " "])
+@pytest.mark.parametrize("path", ["/api/v1/tasks", "/api/v1/projects", "/api/v1/imports"])
+def test_limits_out_of_range_are_400_or_ignored(
+    tenant_a: TenantFixture, path: str, limit: str
+) -> None:
+    response = tenant_a.api().get(path, limit=limit)
+    assert response.status_code in {200, 400}, response.content
+    if response.status_code == 400:
+        assert response["Content-Type"] == "application/problem+json"

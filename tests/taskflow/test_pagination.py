@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
 from taskflow.errors import InvalidCursor
+from taskflow.filters import TaskFilters
 from taskflow.models import Project, Task
 from taskflow.pagination import _page_statement
-from taskflow.selectors import ListQuery, TaskFilters, task_list
+from taskflow.selectors import ListQuery, task_list
 from tenants.binding import binding_for, engine
 from tenants.placement import PLACEHOLDER_SCHEMA
 from tests.taskflow.conftest import TenantFixture

@@ -49,6 +49,7 @@ def breakdown(tenant: Any, token: str, host: str, limit: int, n: int) -> list[St
     from control_plane.identity.principals import forget_principals
     from control_plane.identity.tokens import token_digest
     from taskflow import selectors
+    from taskflow.filters import TaskFilters
     from taskflow.representations import task_row_repr
     from tenants.binding import binding_for, engine, tenant_session
     from tenants.resolution import resolve_tenant
@@ -58,7 +59,7 @@ def breakdown(tenant: Any, token: str, host: str, limit: int, n: int) -> list[St
     client = Client(HTTP_HOST=host, headers={"Authorization": f"Bearer {token}"})
     binding = binding_for(tenant, actor_id=1, request_id="bench")
     query = selectors.ListQuery(limit=limit)
-    filters = selectors.TaskFilters()
+    filters = TaskFilters()
     steps: list[Step] = []
 
     def get(path: str) -> None:

@@ -178,12 +178,13 @@ def test_a_new_tenant_is_pinned_to_the_newest_api_version_and_an_operator_can_mo
     assert Tenant.objects.get(slug=slug).api_version == OLD
 
 
-def test_an_idempotency_key_past_its_column_is_a_400_problem(ops, unique) -> None:
+@pytest.mark.parametrize("key", ["k" * 201, "k\x00"])
+def test_an_idempotency_key_its_column_cannot_hold_is_a_400_problem(ops, unique, key) -> None:
     response = ops.post(
         "/ops/v1/tenants",
         onboarding_body(f"longkey_{unique}"),
         content_type="application/json",
-        HTTP_IDEMPOTENCY_KEY="k" * 201,
+        HTTP_IDEMPOTENCY_KEY=key,
     )
     assert response.status_code == 400, response.content
     assert response["Content-Type"] == "application/problem+json"
