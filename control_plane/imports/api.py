@@ -26,7 +26,13 @@ from control_plane.imports.uploads import CsvBodyParser, MultipartCsvParser, upl
 from taskflow.errors import InvalidInput
 from taskflow.filters import task_filters
 from taskflow.imports.entry import ERRORS_HEADER, export_tasks
-from taskflow.openapi import LOCATION_HEADER, DeclaredQuery, QueryParam, problems
+from taskflow.openapi import (
+    LOCATION_HEADER,
+    TASK_FILTER_QUERY,
+    DeclaredQuery,
+    QueryParam,
+    problems,
+)
 from taskflow.permissions import TenantRole
 from tenants.binding import request_binding, tenant_of, tenant_session
 from tenants.identity import Role, principal_of
@@ -200,6 +206,7 @@ class ImportCancel(ImportView):
 
 class TaskExport(ImportView):
     required_roles = {"GET": Role.MEMBER, "HEAD": Role.MEMBER}
+    query_parameters = {"get": TASK_FILTER_QUERY}  # the task list's filters (taskflow.filters)
 
     @extend_schema(operation_id="exportTasks", responses={(200, "text/csv"): CSV})
     def get(self, request: Request) -> StreamingHttpResponse:

@@ -24,7 +24,7 @@ READS = {
     "/api/v1/projects/{project}": ["include_deleted"],
     "/api/v1/tasks/{task}": ["include_deleted"],
     "/api/v1/me": [],
-    "/api/v1/tasks/export": [],
+    "/api/v1/tasks/export": ["status", "project", "assignee", "due_before", "due_after", "q"],
 }
 
 
