@@ -205,3 +205,19 @@ def test_limits_out_of_range_are_400_or_ignored(
     assert response.status_code in {200, 400}, response.content
     if response.status_code == 400:
         assert response["Content-Type"] == "application/problem+json"
+
+
+def test_the_openapi_document_bounds_path_ids(tenant_a: TenantFixture) -> None:
+    response = tenant_a.api().get("/api/v1/schema", format="json")
+    assert response.status_code == 200
+    parameters = [
+        parameter
+        for operation in response.json()["paths"]["/api/v1/tasks/{task_id}"].values()
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] == "task_id"
+    ]
+    assert parameters
+    for parameter in parameters:
+        assert parameter["schema"] == {
+            "type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1,
+        }  # fmt: skip
