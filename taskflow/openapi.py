@@ -11,8 +11,10 @@ This module describes; it never changes what a view does with a request it accep
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -55,6 +57,8 @@ class QueryParam:
     maximum: int | None = None
     max_length: int | None = None
     pattern: str | None = None
+    # Older spellings the server still accepts for an enum, left out of the description.
+    aliases: tuple[str, ...] = ()
 
     def schema(self) -> dict[str, Any]:
         if self.items is not None:
@@ -195,13 +199,33 @@ def check_query(params: QueryDict, declared: Query) -> None:
 BOOLEAN_VALUES = frozenset({"true", "false", "1", "0"})
 
 
+FULL_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
 def check_value(param: QueryParam, value: str) -> None:
     """Refuse a value its declaration rules out: a boolean that is neither true nor false, a
-    value outside its enum. (Other types are parsed, with their own errors, where they are used.)"""
+    value outside its enum, a date that is not YYYY-MM-DD (nor empty), a text over its length.
+    (Integers and lists are parsed, with their own errors, where they are used.)"""
+    name = param.name
     if param.type == "boolean" and value not in BOOLEAN_VALUES:
-        raise InvalidInput(param.name, f"{param.name} must be true or false.")
-    if param.enum is not None and value not in param.enum:
-        raise InvalidInput(param.name, f"{param.name} must be one of {', '.join(param.enum)}.")
+        raise InvalidInput(name, f"{name} must be true or false.")
+    if param.enum is not None and value not in param.enum and value not in param.aliases:
+        raise InvalidInput(name, f"{name} must be one of {', '.join(param.enum)}.")
+    if param.format == "date" and not _is_full_date(value):
+        raise InvalidInput(name, f"{name} must be a date such as 2026-11-30.")
+    if param.max_length is not None and len(value) > param.max_length:
+        raise InvalidInput(name, f"{name} is at most {param.max_length} characters.")
+
+
+def _is_full_date(value: str) -> bool:
+    """RFC 3339's full-date (what `format: date` means), a real day of the calendar."""
+    if not FULL_DATE.match(value):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 class DeclaredQuery:

@@ -80,6 +80,7 @@ IMPORT_MODE = QueryParam(
     "mode",
     "What a bad row does: fail the whole import, or be skipped and reported.",
     enum=("all_or_nothing", "skip_invalid"),
+    aliases=("all-or-nothing", "skip-invalid"),
     default="all_or_nothing",
 )
 CSV = OpenApiResponse(OpenApiTypes.BINARY, description="CSV (RFC 4180), with a header line.")

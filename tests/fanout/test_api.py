@@ -119,3 +119,16 @@ def test_a_failure_budget_past_its_column_is_a_400_problem(ops) -> None:
     )
     assert response.status_code == 400, response.content
     assert response["Content-Type"] == PROBLEM
+
+
+@pytest.mark.parametrize(
+    ("params", "field"), [({"q": "x" * 201}, "q"), ({"status": "AAA"}, "status")]
+)
+def test_run_step_filters_outside_their_declaration_are_400_problems(ops, params, field) -> None:
+    """Found by schemathesis: a 201-character `q` and `status=AAA` answered 200."""
+    run = MigrationRun.objects.create(requested_revision="head")
+    response = ops.get(f"/ops/v1/migration-runs/{run.pk}", params)
+    assert response.status_code == 400
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["errors"][0]["field"] == field
+    assert ops.get(f"/ops/v1/migration-runs/{run.pk}", {"q": "x" * 200}).status_code == 200
