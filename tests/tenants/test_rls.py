@@ -209,3 +209,46 @@ def test_a_query_naming_another_tenants_schema_sees_and_changes_nothing(
     insert = sql.SQL("INSERT INTO {} (tenant_id, key, name) VALUES (%s, 'X', 'x')").format(other)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         as_tenant(app, a.pk, insert.as_string(app), (b.pk,))
+
+
+@pytest.fixture(params=[Isolation.SCHEMA, Isolation.RLS], ids=["schema", "rls"])
+def tenant_with_project(
+    request: pytest.FixtureRequest, committed: None
+) -> Iterator[tuple[str, int, int]]:
+    """(placement, tenant id, project id) of a new tenant in each mode."""
+    fixture = provisioned_tenant(request.param)
+    response = fixture.api().post("/api/v1/projects", {"key": "HIST", "name": "history"})
+    assert response.status_code == 201, response.content
+    schema = fixture.tenant.schema_name if request.param == Isolation.SCHEMA else SHARED_SCHEMA
+    yield schema, fixture.tenant.pk, response.json()["id"]
+    discard(fixture)
+
+
+def update_while_copying(
+    conn: psycopg.Connection, schema: str, tenant_id: int, project: int
+) -> int:
+    """Update the project with app.copying_tenant on; how many history rows the update wrote."""
+    history = sql.Identifier(schema, "projects_history")
+    count = sql.SQL("SELECT count(*) FROM {} WHERE row_id = %s").format(history)
+    with conn.transaction():
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        (before,) = conn.execute(count, (project,)).fetchone() or (0,)
+        conn.execute("SELECT set_config('app.copying_tenant', 'on', true)")
+        updated = conn.execute(
+            sql.SQL("UPDATE {} SET name = name || '!', version = version + 1 WHERE id = %s").format(
+                sql.Identifier(schema, "projects")
+            ),
+            (project,),
+        )
+        assert updated.rowcount == 1
+        (after,) = conn.execute(count, (project,)).fetchone() or (0,)
+    return int(after - before)
+
+
+def test_the_app_role_cannot_switch_history_off(app, tenant_with_project) -> None:
+    assert update_while_copying(app, *tenant_with_project) == 1
+
+
+def test_the_owner_copying_a_tenant_writes_no_history(tenant_with_project) -> None:
+    with owner_connection() as owner:
+        assert update_while_copying(owner, *tenant_with_project) == 0
