@@ -25,6 +25,7 @@ from control_plane.tenancy.lifecycle import LifecycleConflict
 from control_plane.tenancy.models import Onboarding, OnboardingStatus
 from control_plane.tenancy.onboarding_rows import activate, count_attempt
 from taskflow import api_versions
+from tenants.hosts import is_valid_hostname, normalise_host, routable, routing_host
 from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
 from tenants.problems import Problem
 from tenants.provisioning import drop_storage, provision_storage
@@ -34,7 +35,6 @@ SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 RESERVED_SLUGS = frozenset({"public", "shared", "template", "information_schema"})
 PROVISION_TASK = "control_plane.tasks.provision_tenant"
 REFILL_SPARES_TASK = "tenants.tasks.refill_spares"
-HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
 class InvalidOnboarding(Problem):
@@ -71,7 +71,7 @@ def validate_onboarding(
     """Check every field and the uniqueness of slug and domain; raise with all errors at once."""
     errors: dict[str, list[str]] = {}
     name, slug = (name or "").strip(), (slug or "").strip()
-    domain, owner_email = (domain or "").strip().lower().rstrip("."), (owner_email or "").strip()
+    domain, owner_email = normalise_host(domain or ""), (owner_email or "").strip()
     if not name:
         errors.setdefault("name", []).append("Name is required.")
     elif len(name) > 200:
@@ -86,6 +86,10 @@ def validate_onboarding(
         errors.setdefault("slug", []).append(f"A tenant with slug {slug!r} already exists.")
     if not is_valid_hostname(domain):
         errors.setdefault("domain", []).append(f"{domain!r} is not a valid host name.")
+    elif not routable(domain):
+        errors.setdefault("domain", []).append(
+            f"{domain!r} would never be served: requests for it go to {routing_host(domain)!r}."
+        )
     elif (
         Domain.objects.filter(domain=domain).exists()
         or Onboarding.objects.filter(domain=domain).exists()
@@ -106,12 +110,6 @@ def validate_onboarding(
     return OnboardingInput(
         name=name, slug=slug, domain=domain, isolation=isolation, owner_email=owner_email
     )
-
-
-def is_valid_hostname(value: str) -> bool:
-    if not value or len(value) > 253 or ("." not in value and value != "localhost"):
-        return False
-    return all(HOSTNAME_LABEL.match(label) for label in value.split("."))
 
 
 def request_onboarding(
