@@ -293,6 +293,9 @@ TENANT_MOVE_LOCK_TIMEOUT_MS = env.int("TENANT_MOVE_LOCK_TIMEOUT_MS", default=100
 # Template clones kept ready for onboarding (0 turns spares off: every onboarding clones).
 SPARE_SCHEMAS = env.int("SPARE_SCHEMAS", default=3)
 OWNER_POOL_SIZE = env.int("OWNER_POOL_SIZE", default=4)
+# How long a retried onboarding (same Idempotency-Key) may show the owner's token again; it is
+# kept sealed in Redis until then, and later replays answer without it.
+ONBOARDING_TOKEN_REPLAY_SECONDS = env.int("ONBOARDING_TOKEN_REPLAY_SECONDS", default=600)
 SOFT_DELETE_RETENTION_DAYS = env.int("SOFT_DELETE_RETENTION_DAYS", default=30)
 
 # --- Migration fan-out -------------------------------------------------------------------------

@@ -7,8 +7,8 @@ schema on the search_path (SET LOCAL, never a session SET). Generating the scrip
 that have no index by schema, so it is cached per template revision.
 
 What it copies: enum and domain types, tables (columns, defaults, identity and generated columns, NOT NULL), sequences
-(reset to their start), constraints, indexes, triggers and the template's own functions, plus the
-rows of the version-bookkeeping tables (so the clone records the revisions it is at). It must
+(reset to their start), constraints, indexes, triggers, row-level security with its policies and the
+template's own functions, plus the rows of the version-bookkeeping tables (so the clone records the revisions it is at). It must
 never copy tenant data: the template has none.
 """
 
@@ -273,6 +273,25 @@ WHERE n.nspname = %(s)s AND p.prokind IN ('f', 'p')
 ORDER BY p.proname
 """
 
+# Row-level security: which tables enable and force it, and their policies (pg_policies prints
+# each expression as PostgreSQL reads it back, unqualified with the template on the search_path).
+ROW_SECURITY = """
+SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(s)s AND c.relkind = 'r' AND (c.relrowsecurity OR c.relforcerowsecurity)
+ORDER BY c.relname
+"""
+
+POLICIES = """
+SELECT format('CREATE POLICY %%I ON %%I AS %%s FOR %%s TO %%s', policyname, tablename, permissive, cmd,
+              (SELECT string_agg(CASE WHEN r = 'public' THEN 'PUBLIC' ELSE quote_ident(r) END, ', ')
+                 FROM unnest(roles) AS r))
+       || coalesce(' USING (' || qual || ')', '') || coalesce(' WITH CHECK (' || with_check || ')', '')
+FROM pg_policies
+WHERE schemaname = %(s)s
+ORDER BY tablename, policyname
+"""
+
 TRIGGERS = """
 SELECT pg_get_triggerdef(t.oid)
 FROM pg_trigger t
@@ -300,6 +319,8 @@ def generate_clone_script(
         indexes = [r[0] for r in conn.execute(INDEXES, params).fetchall()]
         functions = [r[0] for r in conn.execute(FUNCTIONS, params).fetchall()]
         triggers = [r[0] for r in conn.execute(TRIGGERS, params).fetchall()]
+        row_security = conn.execute(ROW_SECURITY, params).fetchall()
+        policies = [r[0] for r in conn.execute(POLICIES, params).fetchall()]
 
     guard = " OR ".join(
         f"{expr} IS DISTINCT FROM '{revisions[key]}'"
@@ -359,6 +380,12 @@ def generate_clone_script(
     out.extend(qualified.sub(r"\1{schema}.", ddl) + ";" for ddl in indexes)
     out.extend(qualified.sub(r"\1{schema}.", ddl) + ";" for ddl in functions)
     out.extend(qualified.sub(r"\1{schema}.", ddl) + ";" for ddl in triggers)
+    for table, enabled, forced in row_security:
+        if enabled:
+            out.append(f"ALTER TABLE {_quote(table)} ENABLE ROW LEVEL SECURITY;")
+        if forced:
+            out.append(f"ALTER TABLE {_quote(table)} FORCE ROW LEVEL SECURITY;")
+    out.extend(ddl + ";" for ddl in policies)
     for table in BOOKKEEPING_TABLES:
         if table in tables:
             copy_rows = f"INSERT INTO {_quote(table)} OVERRIDING SYSTEM VALUE SELECT * FROM "

@@ -20,6 +20,7 @@ from django.utils.module_loading import import_string
 from django_tenants.middleware.main import TenantMainMiddleware
 
 from tenants.health import run_checks
+from tenants.hosts import routing_host
 from tenants.models import Domain, Tenant, TenantStatus
 from tenants.problems import problem_response
 from tenants.resolution import resolve_tenant
@@ -57,6 +58,11 @@ class TenantMiddleware(TenantMainMiddleware):
     before any view: suspended and archived tenants get 403, a tenant still provisioning (or
     failed) 503.
     """
+
+    @staticmethod
+    def hostname_from_request(request: HttpRequest) -> str:
+        """The Domain to resolve: onboarding and routing normalise host names alike."""
+        return routing_host(request.get_host())
 
     def get_tenant(self, domain_model: type[Domain], hostname: str) -> Tenant:
         tenant = resolve_tenant(hostname)

@@ -3,7 +3,7 @@
 Cloning writes the catalog rows of every table, index, trigger and policy of a schema; renaming
 a ready clone writes one. Spares are made by a worker (after each onboarding and on a beat schedule) and only
 a spare of the template's current revision is ever handed out: after a migration fan-out the
-old ones are dropped and new ones cloned.
+old ones are dropped and new ones cloned. Refills (and drops) are serialised by an advisory lock.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from tenants.database_roles import app_role_name, owner_connection
 from tenants.models import SpareSchema
 
 SPARE_PREFIX = "t__spare_"  # slugs start with a letter, so no tenant schema looks like this
+# Advisory lock in the two-int form (as tenants.binding's), first key naming its purpose.
+SPARES_LOCK_SPACE = 7_410_002
 
 
 def take_spare(conn: psycopg.Connection, target: str) -> dict[str, str] | None:
@@ -65,25 +67,31 @@ def _current_fingerprint_sql(conn: psycopg.Connection) -> str:
 
 
 def refill_spares(count: int | None = None) -> int:
-    """Drop spares of an old template revision and clone until `count` current ones wait."""
+    """Drop spares of an old template revision and clone until `count` current ones wait.
+
+    Serialised: refills run from every onboarding and from beat, and two that counted the ready
+    spares at once both cloned the shortfall. Each runs in one transaction holding an advisory
+    transaction lock (safe behind PgBouncer), so the next one counts what the last committed.
+    """
     wanted = settings.SPARE_SCHEMAS if count is None else count
     made = 0
-    with owner_connection(autocommit=True) as conn:
+    with owner_connection() as conn, conn.transaction():
+        _lock_spares(conn)
         current = conn.execute(sql.SQL("SELECT " + _current_fingerprint_sql(conn))).fetchone()
         assert current is not None
-        for spare in SpareSchema.objects.exclude(fingerprint=current[0]):
-            conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(spare.name))
-            )
-            spare.delete()
-        ready = SpareSchema.objects.filter(fingerprint=current[0]).count()
-        for _ in range(max(0, wanted - ready)):
+        _drop(conn, sql.SQL("fingerprint IS DISTINCT FROM %s"), (current[0],))
+        ready = conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE fingerprint = %s").format(_table()),
+            (current[0],),
+        ).fetchone()
+        assert ready is not None
+        for _ in range(max(0, wanted - ready[0])):
             name = f"{SPARE_PREFIX}{secrets.token_hex(6)}"
             revisions = clone_schema(conn, name, grant_to=app_role_name(), source=TEMPLATE_SCHEMA)
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {} (name, fingerprint, revisions, created_at) VALUES (%s, %s, %s, now())"
-                ).format(sql.Identifier(SpareSchema._meta.db_table)),
+                ).format(_table()),
                 (name, fingerprint_of(revisions), Jsonb(revisions)),
             )
             made += 1
@@ -91,13 +99,31 @@ def refill_spares(count: int | None = None) -> int:
 
 
 def drop_spares() -> int:
-    """Drop every spare (their schemas and their rows)."""
-    dropped = 0
-    with owner_connection(autocommit=True) as conn:
-        for spare in SpareSchema.objects.all():
-            conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(spare.name))
-            )
-            spare.delete()
-            dropped += 1
-    return dropped
+    """Drop every spare (their schemas and their rows), serialised with refills."""
+    with owner_connection() as conn, conn.transaction():
+        _lock_spares(conn)
+        return _drop(conn, sql.SQL("true"), ())
+
+
+def _lock_spares(conn: psycopg.Connection) -> None:
+    """The refill lock, held until the caller's transaction ends."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (SPARES_LOCK_SPACE,))
+
+
+def _drop(conn: psycopg.Connection, which: sql.Composable, params: tuple[object, ...]) -> int:
+    """Drop the spares `which` selects: their rows, then their schemas."""
+    names = [
+        row[0]
+        for row in conn.execute(
+            sql.SQL("DELETE FROM {} WHERE {} RETURNING name").format(_table(), which), params
+        )
+    ]
+    for name in names:
+        assert name.startswith(SPARE_PREFIX), name
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    return len(names)
+
+
+def _table() -> sql.Identifier:
+    # Qualified: each clone leaves its own schema first on the transaction's search_path.
+    return sql.Identifier("public", SpareSchema._meta.db_table)

@@ -1,12 +1,19 @@
-"""API token secrets: made once, shown once, stored only as a hash with a lookup prefix."""
+"""API token secrets: made once, shown once, stored only as a hash with a lookup prefix.
+
+A token is random: nothing, SECRET_KEY included, can compute it again. The one exception to
+"shown once" is an idempotent retry shortly after: the plaintext may be kept sealed (Fernet,
+keyed from SECRET_KEY and the purpose) in an expiring record, and opened only within its window.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
 
+from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 
 TOKEN_PREFIX = "tf"  # noqa: S105 - the visible scheme marker of every token, not a secret
@@ -31,10 +38,25 @@ def new_token_secret() -> TokenSecret:
     return _make(secrets.token_hex(PREFIX_LENGTH // 2), secrets.token_urlsafe(32))
 
 
-def derived_token_secret(purpose: str) -> TokenSecret:
-    """A secret derived from SECRET_KEY and `purpose`, so an idempotent retry can show it again."""
-    key = hmac.new(settings.SECRET_KEY.encode(), purpose.encode(), hashlib.sha256).hexdigest()
-    return _make(key[:PREFIX_LENGTH], key[PREFIX_LENGTH:])
+def _fernet(purpose: str) -> Fernet:
+    """A key per purpose: a record sealed for one idempotency key opens for no other."""
+    key = hmac.new(
+        settings.SECRET_KEY.encode(), b"sealed-token:" + purpose.encode(), hashlib.sha256
+    ).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def seal_token(value: str, purpose: str) -> bytes:
+    """`value` encrypted and authenticated, with the time it was sealed."""
+    return _fernet(purpose).encrypt(value.encode())
+
+
+def unseal_token(sealed: bytes, purpose: str, *, max_age_seconds: int) -> str | None:
+    """The token sealed for `purpose` at most `max_age_seconds` ago, else None."""
+    try:
+        return _fernet(purpose).decrypt(sealed, ttl=max_age_seconds).decode()
+    except InvalidToken:
+        return None
 
 
 def token_digest(value: str) -> str:

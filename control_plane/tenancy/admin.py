@@ -247,7 +247,9 @@ class TenantAdmin(admin.ModelAdmin):
         obj.refresh_from_db()
         self.message_user(
             request,
-            token_message(f"Owner API token of {obj.slug}", requested.token),
+            token_message(
+                f"Owner API token of {obj.slug}", requested.token or requested.token_note
+            ),
             messages.SUCCESS,
         )
 

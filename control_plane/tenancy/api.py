@@ -98,6 +98,8 @@ class TenantCollection(OpsView):
             "owner_token": requested.token,
             "replayed": not requested.created,
         }
+        if requested.token is None:
+            body["owner_token_note"] = requested.token_note
         location = f"/ops/v1/tenants/{tenant.slug}"
         return Response(body, status=202, headers={"Location": location})
 

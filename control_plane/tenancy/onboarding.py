@@ -8,23 +8,33 @@ tenant `failed` with the reason and nothing else behind; `retry_onboarding` star
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
-from control_plane.identity.tokens import derived_token_secret, new_token_secret
+from control_plane.identity.tokens import (
+    TokenSecret,
+    digests_match,
+    new_token_secret,
+    seal_token,
+    unseal_token,
+)
 from control_plane.tenancy.lifecycle import LifecycleConflict
 from control_plane.tenancy.models import Onboarding, OnboardingStatus
 from control_plane.tenancy.onboarding_rows import activate, count_attempt
 from taskflow import api_versions
+from tenants.hosts import is_valid_hostname, normalise_host, routable, routing_host
 from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
 from tenants.problems import Problem
 from tenants.provisioning import drop_storage, provision_storage
@@ -34,7 +44,12 @@ SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 RESERVED_SLUGS = frozenset({"public", "shared", "template", "information_schema"})
 PROVISION_TASK = "control_plane.tasks.provision_tenant"
 REFILL_SPARES_TASK = "tenants.tasks.refill_spares"
-HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+NOT_REPEATED_NOTE = (
+    "The owner token is shown with the first response and repeated only to a retry within"
+    " {seconds} s; this one came later, so it is not shown. Issue the owner a new token."
+)
+
+logger = logging.getLogger(__name__)
 
 
 class InvalidOnboarding(Problem):
@@ -61,8 +76,17 @@ class OnboardingInput:
 @dataclass(frozen=True)
 class OnboardingRequested:
     onboarding: Onboarding
-    token: str  # the owner's API token: shown here once, stored only as a hash
+    # The owner's API token: shown here once, stored only as a hash; a replay of the same
+    # Idempotency-Key repeats it within ONBOARDING_TOKEN_REPLAY_SECONDS, later it is None.
+    token: str | None
     created: bool
+
+    @property
+    def token_note(self) -> str:
+        """Why there is no token ("" when there is one)."""
+        if self.token is not None:
+            return ""
+        return NOT_REPEATED_NOTE.format(seconds=settings.ONBOARDING_TOKEN_REPLAY_SECONDS)
 
 
 def validate_onboarding(
@@ -71,7 +95,7 @@ def validate_onboarding(
     """Check every field and the uniqueness of slug and domain; raise with all errors at once."""
     errors: dict[str, list[str]] = {}
     name, slug = (name or "").strip(), (slug or "").strip()
-    domain, owner_email = (domain or "").strip().lower().rstrip("."), (owner_email or "").strip()
+    domain, owner_email = normalise_host(domain or ""), (owner_email or "").strip()
     if not name:
         errors.setdefault("name", []).append("Name is required.")
     elif len(name) > 200:
@@ -86,6 +110,10 @@ def validate_onboarding(
         errors.setdefault("slug", []).append(f"A tenant with slug {slug!r} already exists.")
     if not is_valid_hostname(domain):
         errors.setdefault("domain", []).append(f"{domain!r} is not a valid host name.")
+    elif not routable(domain):
+        errors.setdefault("domain", []).append(
+            f"{domain!r} would never be served: requests for it go to {routing_host(domain)!r}."
+        )
     elif (
         Domain.objects.filter(domain=domain).exists()
         or Onboarding.objects.filter(domain=domain).exists()
@@ -108,12 +136,6 @@ def validate_onboarding(
     )
 
 
-def is_valid_hostname(value: str) -> bool:
-    if not value or len(value) > 253 or ("." not in value and value != "localhost"):
-        return False
-    return all(HOSTNAME_LABEL.match(label) for label in value.split("."))
-
-
 def request_onboarding(
     *,
     data: OnboardingInput,
@@ -133,11 +155,11 @@ def request_onboarding(
         )
         if existing is not None:
             return _replay(existing, data, idempotency_key)
-    secret = (
-        derived_token_secret(f"onboarding:{idempotency_key}")
-        if idempotency_key
-        else new_token_secret()
-    )
+    secret = new_token_secret()
+    if idempotency_key:
+        # Kept before the commit, so a retry after a lost response finds it; a record of a
+        # request that then loses a race never matches the winner's digest (_replayed_token).
+        _keep_for_replay(idempotency_key, secret)
     try:
         with transaction.atomic():
             tenant = Tenant.objects.create(
@@ -179,8 +201,43 @@ def request_onboarding(
 def _replay(existing: Onboarding, data: OnboardingInput, key: str) -> OnboardingRequested:
     if existing.tenant.slug != data.slug or existing.domain != data.domain:
         raise LifecycleConflict("This Idempotency-Key was used for another onboarding request.")
-    secret = derived_token_secret(f"onboarding:{key}")
-    return OnboardingRequested(onboarding=existing, token=secret.value, created=False)
+    return OnboardingRequested(
+        onboarding=existing, token=_replayed_token(existing, key), created=False
+    )
+
+
+def _replay_cache_key(idempotency_key: str) -> str:
+    return "onboarding-token:" + hashlib.sha256(idempotency_key.encode()).hexdigest()
+
+
+def _keep_for_replay(idempotency_key: str, secret: TokenSecret) -> None:
+    """The token, sealed, in Redis for the replay window; without Redis a replay shows none."""
+    window = settings.ONBOARDING_TOKEN_REPLAY_SECONDS
+    try:
+        cache.set(
+            _replay_cache_key(idempotency_key),
+            seal_token(secret.value, idempotency_key),
+            timeout=window,
+        )
+    except Exception:
+        logger.warning("onboarding token not kept for replay: cache unavailable", exc_info=True)
+
+
+def _replayed_token(existing: Onboarding, idempotency_key: str) -> str | None:
+    """The owner token of `existing` if its sealed record is still within its window."""
+    try:
+        sealed = cache.get(_replay_cache_key(idempotency_key))
+    except Exception:
+        logger.warning("onboarding token replay: cache unavailable", exc_info=True)
+        return None
+    if not isinstance(sealed, bytes):
+        return None
+    value = unseal_token(
+        sealed, idempotency_key, max_age_seconds=settings.ONBOARDING_TOKEN_REPLAY_SECONDS
+    )
+    if value is None or not digests_match(value, existing.token_digest):
+        return None
+    return value
 
 
 def submit_onboarding(

@@ -230,12 +230,17 @@ def new_tenant() -> Tenant:
     )
 
 
-def owner_conn() -> Any:
+def owner_conn(tenant_id: int | None = None) -> Any:
+    """A direct owner connection (never pooled); row-level security is forced on the owner too,
+    so reading or writing a tenant's rows names the tenant for the session."""
     import psycopg
 
-    return psycopg.connect(
+    conn = psycopg.connect(
         urls(BENCH_DB)[1].replace("postgres://", "postgresql://", 1), autocommit=True
     )
+    if tenant_id is not None:
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant_id),))
+    return conn
 
 
 def set_history_triggers(tenant: Tenant, enabled: bool) -> None:
@@ -245,7 +250,7 @@ def set_history_triggers(tenant: Tenant, enabled: bool) -> None:
 
 
 def count_tasks(tenant: Tenant) -> tuple[int, int]:
-    with owner_conn() as conn:
+    with owner_conn(tenant.tenant_id) as conn:
         tasks = conn.execute(f'SELECT count(*) FROM "{tenant.schema}".tasks').fetchone()[0]
         history = conn.execute(f'SELECT count(*) FROM "{tenant.schema}".tasks_history').fetchone()[
             0
@@ -357,7 +362,7 @@ def time_executemany(tenant: Tenant, sample: int) -> float:
     rows = table_rows(sample, tenant.tenant_id, tenant.project_id)
     set_history_triggers(tenant, False)
     checkpoint()
-    with owner_conn() as conn:
+    with owner_conn(tenant.tenant_id) as conn:
         conn.autocommit = False
         started = time.perf_counter()
         with conn.cursor() as cur:

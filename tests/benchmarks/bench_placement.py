@@ -12,7 +12,9 @@ bearer token, tenant resolution from the Redis cache): the first page of tasks, 
 (cursor at row tasks-100), a get by id, and a patch with If-Match. Also: onboarding time (the
 clone path, no spare schema ready), the time to apply one migration's DDL (a nullable column and
 an index) to every tenant's tasks table, and the catalog each mode costs. Target: RLS API
-overhead <= 10% at p50 over schema mode. Not collected by pytest.
+overhead <= 10% at p50 over schema mode. Then the cost of row-level security in schema mode
+itself: every other schema-mode tenant has its policies switched off, and the same operations
+alternate between the two halves. Target: <= 2% at p50. Not collected by pytest.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tests.benchmarks.bench_onboarding import ROOT, bench_env, create_database, 
 
 DB = "taskflow_bench_placement"
 TARGET_OVERHEAD = 0.10
+TARGET_POLICY_OVERHEAD = 0.02
 
 
 def p(values: list[float], q: float) -> float:
@@ -137,6 +140,8 @@ def deep_cursor(tenant: Any, schema: str, per_tenant: int) -> str:
 def measure_api(
     made: dict[str, list[Any]], per_tenant: int, requests: int
 ) -> dict[str, dict[str, list[float]]]:
+    """p50/p99 samples per operation and group of tenants (the keys of `made`), alternating
+    between the groups request by request so both see the same machine load."""
     from django.test import Client
 
     from tenants.placement import SHARED_SCHEMA
@@ -150,7 +155,7 @@ def measure_api(
                 HTTP_HOST=f"{tenant.slug}.bench.localhost",
                 headers={"Authorization": f"Bearer {token}"},
             )
-            schema = tenant.schema_name if mode == "schema" else SHARED_SCHEMA
+            schema = tenant.schema_name if tenant.isolation == "schema" else SHARED_SCHEMA
             ids = [t["id"] for t in client.get("/api/v1/tasks", {"limit": 200}).json()["results"]]
             clients[mode].append((client, tenant, deep_cursor(tenant, schema, per_tenant), ids))
     operations: dict[str, Callable[[Client, str, list[int]], Any]] = {
@@ -159,10 +164,11 @@ def measure_api(
         "get by id": lambda c, cur, ids: c.get(f"/api/v1/tasks/{rng.choice(ids)}"),
         "patch with version": lambda c, cur, ids: patch(c, rng.choice(ids)),
     }
-    times: dict[str, dict[str, list[float]]] = {op: {"schema": [], "rls": []} for op in operations}
+    groups = list(made)
+    times: dict[str, dict[str, list[float]]] = {op: {g: [] for g in groups} for op in operations}
     for round_ in range(requests + 20):
         for name, operation in operations.items():
-            for mode in ("schema", "rls") if round_ % 2 else ("rls", "schema"):
+            for mode in groups if round_ % 2 else groups[::-1]:
                 client, _tenant, cursor, ids = clients[mode][round_ % len(clients[mode])]
                 started = time.perf_counter()
                 response = operation(client, cursor, ids)
@@ -171,6 +177,54 @@ def measure_api(
                 if round_ >= 20:  # the first rounds warm caches and pools
                     times[name][mode].append(elapsed)
     return times
+
+
+def measure_tenant_policies(
+    made: dict[str, list[Any]], per_tenant: int, requests: int
+) -> dict[str, dict[str, list[float]]]:
+    """Schema mode with its forced row-level security policies against the same without them:
+    every other schema-mode tenant has RLS disabled on its tables for this measurement."""
+    from psycopg import sql
+
+    from tenants.database_roles import owner_connection
+
+    guarded, bare = made["schema"][::2], made["schema"][1::2]
+    with owner_connection(autocommit=True) as conn:
+        for tenant, _token, _ms in bare:
+            tables = conn.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace AND relrowsecurity",
+                (tenant.schema_name,),
+            ).fetchall()
+            for (table,) in tables:
+                conn.execute(
+                    sql.SQL(
+                        "ALTER TABLE {} NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY"
+                    ).format(sql.Identifier(tenant.schema_name, table))
+                )
+    return measure_api({"policies": guarded, "none": bare}, per_tenant, requests)
+
+
+def policies_report(times: dict[str, dict[str, list[float]]]) -> str:
+    lines = [
+        "",
+        "Schema mode: tenant schemas with forced RLS policies vs the same without (ms)",
+        f"{'operation':<22} {'with p50':>10} {'with p99':>10} {'none p50':>10} {'none p99':>10} {'overhead p50':>13}",
+        "-" * 80,
+    ]
+    worst = -1.0
+    for name, groups in times.items():
+        w50, w99 = p(groups["policies"], 0.5), p(groups["policies"], 0.99)
+        n50, n99 = p(groups["none"], 0.5), p(groups["none"], 0.99)
+        worst = max(worst, w50 / n50 - 1)
+        lines.append(
+            f"{name:<22} {w50:>10.2f} {w99:>10.2f} {n50:>10.2f} {n99:>10.2f} {(w50 / n50 - 1) * 100:>+12.1f}%"
+        )
+    lines += [
+        "-" * 80,
+        f"worst policy overhead at p50: {worst * 100:+.1f}%   target <= {TARGET_POLICY_OVERHEAD * 100:.0f}%   "
+        + ("PASS" if worst <= TARGET_POLICY_OVERHEAD else "MISS"),
+    ]
+    return "\n".join(lines)
 
 
 def patch(client: Any, task_id: int) -> Any:
@@ -281,12 +335,14 @@ def main() -> None:
         load_tasks(made, args.tasks)
         print("measuring ...", file=sys.stderr)
         times = measure_api(made, args.tasks, args.requests)
+        policy_times = measure_tenant_policies(made, args.tasks, args.requests)
         migration = migration_time(made)
         sizes = catalog(made)
         from django.db import connections
 
         connections.close_all()
         print(report(args, made, times, migration, sizes))
+        print(policies_report(policy_times))
     finally:
         if not args.keep:
             drop_database(DB)

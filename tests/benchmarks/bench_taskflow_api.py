@@ -231,6 +231,8 @@ def load_tasks(schema: str, tenant_id: int, total: int) -> dict[str, float]:
     with owner_connection() as conn:
         conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
         conn.execute("SELECT setseed(0.4242)")
+        # Row-level security is forced in every placement, for the owner too.
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])
         for table in ("projects", "tasks"):
             conn.execute(
                 sql.SQL("ALTER TABLE {}.{} DISABLE TRIGGER USER").format(s, sql.Identifier(table))
@@ -288,10 +290,11 @@ def load_tasks(schema: str, tenant_id: int, total: int) -> dict[str, float]:
     return timing
 
 
-def count_tasks(schema: str) -> int:
+def count_tasks(schema: str, tenant_id: int) -> int:
     from psycopg import sql
 
     with owner_connection() as conn:
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}.tasks").format(sql.Identifier(schema)))
         return int(row.fetchone()[0])
 
@@ -316,6 +319,7 @@ def boundary_rows(schema: str, tenant_id: int, sort_text: str, offsets: list[int
     """The row at each 0-based offset of the live tasks in `sort_text` order, in the order of
     `offsets` (one pass of SQL with row_number(), as the owner)."""
     with owner_connection() as conn:
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])
         rows = conn.execute(
             "SELECT rn, id, created_at, priority, due_date FROM ("
             " SELECT id, created_at, priority, due_date,"
@@ -1046,7 +1050,7 @@ def main() -> None:
         tenant, token = make_bench_tenant(args.reuse)
         bench = Bench(tenant.pk, tenant.schema_name, token, args.tasks)
         if args.reuse:
-            bench.tasks = count_tasks(bench.schema)
+            bench.tasks = count_tasks(bench.schema, bench.tenant_id)
             bench.load["size_mb"] = 0
         else:
             print(f"loading {args.tasks:,} tasks ...", file=sys.stderr)

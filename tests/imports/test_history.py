@@ -26,6 +26,7 @@ from tests.imports.conftest import (
 pytestmark = pytest.mark.worker
 
 BEFORE = "0002"  # the revision before lean history writes
+HEAD_FUNCTION = "taskflow_history_v3"  # what the history triggers call at the head (0005)
 COLUMNS = ("external_id", "project", "title", "description", "status", "priority", "due_date")
 
 
@@ -142,6 +143,10 @@ def write_at_old_revision(tenant: ImportTenant, schema: str, external_id: str) -
     """Insert and update a task with plain SQL while the schema is at the revision before."""
     with owner_connection() as conn:
         conn.execute(f'SET LOCAL search_path = "{schema}"')
+        # Row-level security is forced at the head, for the owner too.
+        conn.execute(
+            "SELECT set_config('app.tenant_id', %s, true)", (str(tenant.fixture.tenant.pk),)
+        )
         conn.execute(
             "INSERT INTO tasks (tenant_id, project_id, external_id, title, status, priority)"
             " SELECT tenant_id, id, %s, 'Old', 'todo', 1 FROM projects WHERE key = 'P1'",
@@ -158,7 +163,7 @@ def test_history_written_before_the_migration_reads_the_same_after_it_and_down_a
 ) -> None:
     tenant = lone_schema_tenant
     schema = binding_for(tenant.fixture.tenant).schema
-    assert history_function(schema) == {"taskflow_history_v2"}
+    assert history_function(schema) == {HEAD_FUNCTION}
     assert history_keys(schema) == {"tasks_history_pkey": "(tenant_id, row_id, id)"}
 
     migrate(schema, BEFORE)
@@ -202,9 +207,9 @@ def test_history_written_before_the_migration_reads_the_same_after_it_and_down_a
     assert inserts["DOWN-1"] == {**new[0]["changes"], "external_id": [None, "DOWN-1"]}
     assert [op for e, op, _ in rows if e == "DOWN-1"] == ["insert", "update"]
 
-    # Up again: the existing v2 function is reused, the triggers write lean again.
+    # Up again: the existing functions are reused, the triggers write lean again.
     migrate(schema, head_revision())
-    assert history_function(schema) == {"taskflow_history_v2"}
+    assert history_function(schema) == {HEAD_FUNCTION}
     imported = tenant.import_and_wait(
         csv_bytes([("UP-1", "P1", "Up", "", "todo", "1", "")], COLUMNS)
     )
@@ -241,7 +246,7 @@ def test_shared_schema_goes_down_and_up_with_every_rls_tenants_history(
             assert forced == (True,)
         finally:
             migrate(SHARED_SCHEMA, head_revision())
-        assert history_function(SHARED_SCHEMA) == {"taskflow_history_v2"}
+        assert history_function(SHARED_SCHEMA) == {HEAD_FUNCTION}
         for tenant, changes in zip(tenants, expected, strict=True):
             assert history(tenant, "EXT-1")[0]["changes"] == changes
     finally:

@@ -107,6 +107,8 @@ def test_migrate_schema_runs_declared_concurrent_steps_and_finishes_an_interrupt
     # Interrupted between the commit and the build: no index, or an invalid one.
     with owner_connection(autocommit=True) as conn:
         conn.execute(f'DROP INDEX "{scratch}".tasks_effort')
+        # Row-level security is forced on every placement, for the owner too.
+        conn.execute("SELECT set_config('app.tenant_id', '1', false)")
         conn.execute(
             f"INSERT INTO \"{scratch}\".projects (tenant_id, key, name) VALUES (1, 'P', 'P')"
         )

@@ -1,4 +1,5 @@
-"""The shared schema's row-level security, read from the catalog and tried as the app role."""
+"""Row-level security in every placement (the shared schema, the template, tenant schemas and
+clones), read from the catalog and tried as the app role."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from django.conf import settings
+from psycopg import sql
 
+from tenants.cloning import BOOKKEEPING_TABLES, TEMPLATE_SCHEMA, clone_schema
 from tenants.database_roles import app_role_name, owner_connection
+from tenants.models import Isolation
 from tenants.placement import SHARED_SCHEMA
+from tenants.provisioning import drop_schema
+from tests.taskflow.conftest import TenantFixture, discard, provisioned_tenant
 
 COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
 
@@ -130,3 +136,119 @@ def as_tenant(conn: psycopg.Connection, tenant_id: int, statement: str, params: 
     with conn.transaction():
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
         conn.execute(statement, params)
+
+
+@pytest.fixture
+def schema_tenants(committed: None) -> Iterator[tuple[TenantFixture, TenantFixture]]:
+    """Two schema-mode tenants, each with one project of its own."""
+    pair = (provisioned_tenant(Isolation.SCHEMA), provisioned_tenant(Isolation.SCHEMA))
+    for fixture in pair:
+        response = fixture.api().post(
+            "/api/v1/projects", {"key": "OWN", "name": fixture.tenant.slug}
+        )
+        assert response.status_code == 201, response.content
+    yield pair
+    for fixture in pair:
+        discard(fixture)
+
+
+@pytest.fixture
+def clone(unique: str) -> Iterator[str]:
+    """A fresh clone of the template, as a spare or a moved-in tenant gets one."""
+    name = f"t_rls_{unique}"
+    with owner_connection(autocommit=True) as conn:
+        clone_schema(conn, name, grant_to=app_role_name())
+    yield name
+    with owner_connection() as conn:
+        drop_schema(conn, name)
+
+
+def test_every_table_of_every_placement_forces_rls_with_a_policy_per_command(
+    app: psycopg.Connection, schema_tenants: tuple[TenantFixture, TenantFixture], clone: str
+) -> None:
+    schemas = [
+        SHARED_SCHEMA,
+        TEMPLATE_SCHEMA,
+        clone,
+        *(f.tenant.schema_name for f in schema_tenants),
+    ]
+    rows = app.execute(
+        "SELECT n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,"
+        "       EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid"
+        "               AND a.attname = 'tenant_id' AND NOT a.attisdropped),"
+        "       (SELECT array_agg(DISTINCT p.polcmd::text) FROM pg_policy p WHERE p.polrelid = c.oid)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind = 'r' AND (n.nspname = ANY(%s) OR n.nspname LIKE 't\\_%%')",
+        (schemas,),
+    ).fetchall()
+    assert {r[0] for r in rows} >= set(schemas)
+    guarded = [r for r in rows if r[4]]
+    assert {r[1] for r in rows if not r[4]} <= set(BOOKKEEPING_TABLES)
+    assert {r[1] for r in guarded if r[0] == clone} == {
+        "projects", "tasks", "comments", "projects_history", "tasks_history", "comments_history",
+    }  # fmt: skip
+    for schema, table, enabled, forced, _tenant_id, commands in guarded:
+        assert (enabled, forced) == (True, True), f"{schema}.{table}"
+        assert {COMMANDS[c] for c in commands or ()} == set(COMMANDS.values()), f"{schema}.{table}"
+
+
+def test_a_query_naming_another_tenants_schema_sees_and_changes_nothing(
+    app: psycopg.Connection, schema_tenants: tuple[TenantFixture, TenantFixture]
+) -> None:
+    """A bug that puts tenant B's schema under tenant A's transaction finds no rows."""
+    a, b = (f.tenant for f in schema_tenants)
+    other = sql.Identifier(b.schema_name, "projects")
+    with app.transaction():
+        app.execute("SELECT set_config('app.tenant_id', %s, true)", (str(a.pk),))
+        assert app.execute(sql.SQL("SELECT count(*) FROM {}").format(other)).fetchone() == (0,)
+        assert app.execute(sql.SQL("UPDATE {} SET name = 'x'").format(other)).rowcount == 0
+        assert app.execute(sql.SQL("DELETE FROM {}").format(other)).rowcount == 0
+    with app.transaction():  # its own tenant still sees its row there
+        app.execute("SELECT set_config('app.tenant_id', %s, true)", (str(b.pk),))
+        assert app.execute(sql.SQL("SELECT count(*) FROM {}").format(other)).fetchone() == (1,)
+    insert = sql.SQL("INSERT INTO {} (tenant_id, key, name) VALUES (%s, 'X', 'x')").format(other)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_tenant(app, a.pk, insert.as_string(app), (b.pk,))
+
+
+@pytest.fixture(params=[Isolation.SCHEMA, Isolation.RLS], ids=["schema", "rls"])
+def tenant_with_project(
+    request: pytest.FixtureRequest, committed: None
+) -> Iterator[tuple[str, int, int]]:
+    """(placement, tenant id, project id) of a new tenant in each mode."""
+    fixture = provisioned_tenant(request.param)
+    response = fixture.api().post("/api/v1/projects", {"key": "HIST", "name": "history"})
+    assert response.status_code == 201, response.content
+    schema = fixture.tenant.schema_name if request.param == Isolation.SCHEMA else SHARED_SCHEMA
+    yield schema, fixture.tenant.pk, response.json()["id"]
+    discard(fixture)
+
+
+def update_while_copying(
+    conn: psycopg.Connection, schema: str, tenant_id: int, project: int
+) -> int:
+    """Update the project with app.copying_tenant on; how many history rows the update wrote."""
+    history = sql.Identifier(schema, "projects_history")
+    count = sql.SQL("SELECT count(*) FROM {} WHERE row_id = %s").format(history)
+    with conn.transaction():
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        (before,) = conn.execute(count, (project,)).fetchone() or (0,)
+        conn.execute("SELECT set_config('app.copying_tenant', 'on', true)")
+        updated = conn.execute(
+            sql.SQL("UPDATE {} SET name = name || '!', version = version + 1 WHERE id = %s").format(
+                sql.Identifier(schema, "projects")
+            ),
+            (project,),
+        )
+        assert updated.rowcount == 1
+        (after,) = conn.execute(count, (project,)).fetchone() or (0,)
+    return int(after - before)
+
+
+def test_the_app_role_cannot_switch_history_off(app, tenant_with_project) -> None:
+    assert update_while_copying(app, *tenant_with_project) == 1
+
+
+def test_the_owner_copying_a_tenant_writes_no_history(tenant_with_project) -> None:
+    with owner_connection() as owner:
+        assert update_while_copying(owner, *tenant_with_project) == 0

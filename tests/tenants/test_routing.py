@@ -24,6 +24,18 @@ def test_tenant_host_routes_to_the_tenant_urlconf(client: Client, unique: str) -
     assert response.json()["tenant"] == f"r{unique}"
 
 
+@pytest.mark.parametrize("form", ["{}", "{}.", "{}:8000", "www.{}", "WWW.{}.:8000"])
+def test_a_host_is_routed_as_onboarding_normalised_it(
+    client: Client, unique: str, form: str
+) -> None:
+    """Case, a trailing dot, a port and a leading www. (django-tenants' routing) never change
+    which tenant a host reaches."""
+    make_tenant(f"c{unique}")
+    response = client.get("/", HTTP_HOST=form.format(f"C{unique}.LocalHost"))
+    assert response.status_code == 200
+    assert response.json()["tenant"] == f"c{unique}"
+
+
 def test_public_host_routes_to_the_control_plane(client: Client) -> None:
     response = client.get("/", HTTP_HOST="localhost")
     assert response.status_code == 302

@@ -111,3 +111,29 @@ def test_taking_a_spare_is_one_round_trip_on_an_autocommit_connection(targets) -
     assert len(second) == 1, second
     assert none_left is None
     assert not schema_exists(missed)
+
+
+def test_concurrent_refills_make_exactly_the_spares_wanted(targets) -> None:
+    drop_spares()
+    barrier = threading.Barrier(4)
+    made: list[int] = []
+
+    def refill() -> None:
+        barrier.wait()
+        made.append(refill_spares(3))
+
+    threads = [threading.Thread(target=refill) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with owner_connection() as conn:
+        schemas = conn.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_\\_spare\\_%%'"
+        ).fetchone()
+    try:
+        assert sorted(made) == [0, 0, 0, 3]
+        assert SpareSchema.objects.count() == 3
+        assert schemas == (3,)
+    finally:
+        drop_spares()

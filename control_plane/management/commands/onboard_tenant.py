@@ -45,7 +45,7 @@ class Command(BaseCommand):
         self.stdout.write(f"tenant:    {tenant.slug} ({tenant.isolation}, {tenant.status})")
         self.stdout.write(f"domain:    {data.domain}")
         self.stdout.write(f"owner:     {data.owner_email}")
-        self.stdout.write(f"token:     {requested.token}")
+        self.stdout.write(f"token:     {requested.token or requested.token_note}")
         self.stdout.write("(the token is shown once; store it now)")
 
     def wait(self, tenant_id: int, timeout: float) -> Tenant:

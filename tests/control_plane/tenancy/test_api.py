@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 
 from tenants.models import Tenant, TenantStatus
+from tests.control_plane.tenancy.test_onboarding import past_the_replay_window
 from tests.factories import make_member, make_tenant, make_token, make_user, public_tenant
 
 pytestmark = pytest.mark.django_db
@@ -52,6 +53,22 @@ def test_post_with_the_same_idempotency_key_returns_the_same_tenant(ops, unique)
     assert again.json()["owner_token"] == first.json()["owner_token"]
     assert again.json()["replayed"] is True
     assert Tenant.objects.filter(slug=f"idem_{unique}").count() == 1
+
+
+def test_a_replay_past_the_window_answers_without_the_token_and_says_so(
+    ops, unique, monkeypatch
+) -> None:
+    body = onboarding_body(f"late_{unique}")
+    key = {"HTTP_IDEMPOTENCY_KEY": f"k-{unique}"}
+    first = ops.post("/ops/v1/tenants", body, content_type="application/json", **key)
+    past_the_replay_window(monkeypatch)
+    late = ops.post("/ops/v1/tenants", body, content_type="application/json", **key)
+    assert first.json()["owner_token"].startswith("tf_")
+    assert late.status_code == 202
+    assert late.json()["owner_token"] is None
+    assert late.json()["replayed"] is True
+    assert "not shown" in late.json()["owner_token_note"]
+    assert "owner_token_note" not in first.json()
 
 
 @pytest.mark.parametrize(

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hmac
 import threading
 import time
+from types import SimpleNamespace
 
 import psycopg
 import pytest
+from cryptography import fernet
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
 from control_plane.identity.models import ApiToken, Membership
+from control_plane.identity.tokens import new_token_secret
+from control_plane.tenancy import onboarding as onboarding_service
 from control_plane.tenancy.lifecycle import LifecycleConflict
 from control_plane.tenancy.models import Onboarding, OnboardingStatus
 from control_plane.tenancy.onboarding import (
@@ -45,6 +51,7 @@ def onboarding_fields(slug: str, **overrides: str) -> dict[str, str]:
 
 def onboard(slug: str, **overrides: str) -> tuple[Tenant, str]:
     requested = request_onboarding(data=validate_onboarding(**onboarding_fields(slug, **overrides)))
+    assert requested.token is not None  # a new onboarding always shows its token
     return requested.onboarding.tenant, requested.token
 
 
@@ -84,6 +91,9 @@ INVALID_INPUTS = [
     ("domain", {"domain": ""}, "not a valid host name"),
     ("domain", {"domain": "x" * 64 + ".localhost"}, "not a valid host name"),
     ("domain", {"domain": "localhost"}, "already taken"),
+    # django-tenants serves www.x as x: a tenant at a www. name could never be reached.
+    ("domain", {"domain": "www.sa.localhost"}, "would never be served"),
+    ("domain", {"domain": " WWW.Other.localhost. "}, "requests for it go to 'other.localhost'"),
     ("isolation", {"isolation": "shared"}, "must be one of"),
     ("owner_email", {"owner_email": "nobody"}, "not a valid email"),
     ("name", {"name": "  "}, "required"),
@@ -234,8 +244,53 @@ def test_idempotency_key_returns_the_same_onboarding_and_token(unique) -> None:
         request_onboarding(data=other, idempotency_key=f"key-{unique}", enqueue=False)
 
 
+def past_the_replay_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fernet reads the clock through its module's `time`: move it past the window."""
+    later = time.time() + settings.ONBOARDING_TOKEN_REPLAY_SECONDS + 5
+    monkeypatch.setattr(fernet, "time", SimpleNamespace(time=lambda: later))
+
+
+@pytest.mark.django_db
+def test_an_idempotent_onboardings_token_is_random_and_repeated_only_within_the_window(
+    unique, monkeypatch
+) -> None:
+    key = f"key-{unique}"
+    data = validate_onboarding(**onboarding_fields(f"win_{unique}"))
+    first = request_onboarding(data=data, idempotency_key=key, enqueue=False)
+    assert first.token is not None
+    # Not computable from SECRET_KEY and the key, as HMAC(SECRET_KEY, key) was.
+    derived = hmac.new(settings.SECRET_KEY.encode(), f"onboarding:{key}".encode(), "sha256")
+    assert derived.hexdigest()[10:] not in first.token
+    assert request_onboarding(data=data, idempotency_key=key, enqueue=False).token == first.token
+
+    past_the_replay_window(monkeypatch)
+    late = request_onboarding(data=data, idempotency_key=key, enqueue=False)
+    assert (late.onboarding.pk, late.created, late.token) == (first.onboarding.pk, False, None)
+    assert "not shown" in late.token_note
+
+
+@pytest.mark.django_db
+def test_a_replay_never_shows_a_token_other_than_the_onboardings_own(unique) -> None:
+    """A record kept by a request that lost the race for its key does not match the winner."""
+    key = f"key-{unique}"
+    data = validate_onboarding(**onboarding_fields(f"race_{unique}"))
+    first = request_onboarding(data=data, idempotency_key=key, enqueue=False)
+    onboarding_service._keep_for_replay(key, new_token_secret())
+    again = request_onboarding(data=data, idempotency_key=key, enqueue=False)
+    assert first.token is not None
+    assert again.token is None
+
+
 def test_provisioning_runs_as_owner_not_app_role() -> None:
     with owner_connection() as conn:
         assert isinstance(conn, psycopg.Connection)
         row = conn.execute("SELECT current_user").fetchone()
     assert row == (owner_role_name(),)
+
+
+@pytest.mark.django_db
+def test_the_domain_is_stored_as_requests_name_it(unique) -> None:
+    data = validate_onboarding(
+        **onboarding_fields(f"n_{unique}", domain=f" N-{unique}.LocalHost. ")
+    )
+    assert data.domain == f"n-{unique}.localhost"
