@@ -11,6 +11,12 @@ transaction commits (control_plane.identity.principal_signals), like the tenant-
 writes a short-lived tombstone rather than deleting, and entries are only ever added (SET NX): a
 request that read the database before the change cannot put the old answer back after it.
 Redis, not process memory: a revoke must stop the token in every process at once.
+
+Entries are keyed by the cache epoch (tenants.cache_epoch), which triggers move on any change to
+these rows, however it is made: a revoke by QuerySet.update() or plain SQL, which sends no signal,
+or one made while Redis was unreachable, stops the token once the process has seen the new epoch
+(CACHE_EPOCH_CHECK_SECONDS), not when the entry expires. While Redis is unreachable the cache
+reads as empty (control_plane.http.redis_cache) and every token is checked in the database.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 from django.core.cache import cache
 from django.db import transaction
 
+from tenants.cache_epoch import epochs_in_use
 from tenants.identity import Principal, Role
 
 ENTRY_TTL = timedelta(minutes=1)
@@ -42,13 +49,17 @@ class CachedPrincipal:
         return self.expires_at is None or self.expires_at > now
 
 
-def _key(digest: str) -> str:
-    return f"principal:{digest}"
+def _key(digest: str, epoch: int) -> str:
+    return f"principal:{epoch}:{digest}"
 
 
-def cached_principal(digest: str) -> CachedPrincipal | None:
-    """The cached entry of the token with `digest`, or None (never cached, expired, forgotten)."""
-    entry: Any = cache.get(_key(digest))
+def cached_principal(digest: str, epoch: int) -> CachedPrincipal | None:
+    """The cached entry of the token with `digest`, or None (never cached, expired, forgotten).
+
+    `epoch` is current_epoch() read before the database is: the same value goes to
+    remember_principal, so an entry is never filed under an epoch newer than what it saw.
+    """
+    entry: Any = cache.get(_key(digest, epoch))
     if not isinstance(entry, tuple):
         return None
     user_id, tenant_id, role, token_id, is_staff, expires_at = entry
@@ -58,19 +69,19 @@ def cached_principal(digest: str) -> CachedPrincipal | None:
     return CachedPrincipal(principal, expires_at)
 
 
-def remember_principal(digest: str, entry: CachedPrincipal, now: datetime) -> None:
+def remember_principal(digest: str, entry: CachedPrincipal, now: datetime, epoch: int) -> None:
     """Cache `entry` until ENTRY_TTL or the token's expiry, unless it was forgotten meanwhile."""
     ttl = ENTRY_TTL if entry.expires_at is None else min(ENTRY_TTL, entry.expires_at - now)
     if ttl.total_seconds() < 1:
         return
     p = entry.principal
     value = (p.user_id, p.tenant_id, p.role.value, p.token_id, p.is_staff, entry.expires_at)
-    cache.add(_key(digest), value, int(ttl.total_seconds()))
+    cache.add(_key(digest, epoch), value, int(ttl.total_seconds()))
 
 
 def forget_principals(digests: Iterable[str]) -> None:
     """Forget the entries of these token digests now and again once the transaction commits."""
-    keys = [_key(d) for d in digests]
+    keys = [_key(d, epoch) for epoch in epochs_in_use() for d in digests]
     if not keys:
         return
 

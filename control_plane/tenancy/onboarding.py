@@ -20,6 +20,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
+from control_plane.celery import (
+    broker_unavailable,
+    broker_unreachable_errors,
+    refuse_while_broker_down,
+)
 from control_plane.identity.tokens import derived_token_secret, new_token_secret
 from control_plane.tenancy.lifecycle import LifecycleConflict
 from control_plane.tenancy.models import Onboarding, OnboardingStatus
@@ -133,6 +138,8 @@ def request_onboarding(
         )
         if existing is not None:
             return _replay(existing, data, idempotency_key)
+    if enqueue:
+        refuse_while_broker_down()
     secret = (
         derived_token_secret(f"onboarding:{idempotency_key}")
         if idempotency_key
@@ -159,7 +166,7 @@ def request_onboarding(
                 requested_by=requested_by,
             )
             if enqueue:
-                transaction.on_commit(lambda: enqueue_provisioning(onboarding.pk))
+                transaction.on_commit(lambda: _enqueue_or_withdraw(onboarding))
     except (IntegrityError, ValidationError) as exc:
         # Lost a race with a concurrent request for the same slug, domain or key. A race the
         # other request already committed surfaces as TenantMixin.save's ValidationError on the
@@ -210,6 +217,16 @@ def submit_onboarding(
 
 def enqueue_provisioning(onboarding_id: int) -> None:
     celery_app.send_task(PROVISION_TASK, args=[onboarding_id])
+
+
+def _enqueue_or_withdraw(onboarding: Onboarding) -> None:
+    """Queue provisioning; an unreachable broker withdraws the request (503, nothing recorded)."""
+    try:
+        enqueue_provisioning(onboarding.pk)
+    except broker_unreachable_errors() as exc:
+        Onboarding.objects.filter(pk=onboarding.pk).delete()
+        Tenant.objects.filter(pk=onboarding.tenant_id).delete()
+        raise broker_unavailable() from exc
 
 
 def provision_onboarding(onboarding_id: int) -> Onboarding:

@@ -55,3 +55,26 @@ def test_creating_a_tenant_asks_for_no_domains_to_forget(unique) -> None:
     with CaptureQueriesContext(connection) as captured:
         Tenant.objects.create(name="N", slug=f"n{unique}", schema_name=f"t_n{unique}")
     assert [q["sql"] for q in captured.captured_queries if "tenants_domain" in q["sql"]] == []
+
+
+def test_a_bulk_suspend_is_seen_within_the_epoch_check(client, unique, settings) -> None:
+    """QuerySet.update() sends no signal; the epoch trigger moves, so the entry is left unread."""
+    from tenants.models import Tenant
+
+    make_tenant(f"b{unique}")
+    host = f"b{unique}.localhost"
+    assert client.get("/", HTTP_HOST=host).status_code == 200
+    settings.CACHE_EPOCH_CHECK_SECONDS = 0
+    Tenant.objects.filter(slug=f"b{unique}").update(status=TenantStatus.SUSPENDED)
+    assert client.get("/", HTTP_HOST=host).status_code == 403
+
+
+def test_a_fanout_revisions_update_leaves_the_epoch_alone(unique, settings) -> None:
+    from tenants.cache_epoch import current_epoch
+    from tenants.models import Tenant
+
+    make_tenant(f"v{unique}")
+    settings.CACHE_EPOCH_CHECK_SECONDS = 0
+    before = current_epoch()
+    Tenant.objects.filter(slug=f"v{unique}").update(revisions={"taskflow": "x"})
+    assert current_epoch() == before
