@@ -32,14 +32,6 @@ from tests.processes import start_redis, stop_process
 COOLDOWN = 0.5
 
 
-@pytest.fixture(autouse=True)
-def committed(django_db_blocker: Any) -> Iterator[None]:
-    """Real commits (the app role cannot flush a transactional test case's tables): on_commit
-    hooks run as in production. Names are unique per test."""
-    with django_db_blocker.unblock():
-        yield
-
-
 @dataclass
 class PrivateRedis:
     process: subprocess.Popen[bytes]
@@ -61,6 +53,9 @@ def _use_broker(url: str) -> None:
     app.conf.broker_url = url
     app._pool = None
     app.amqp._producer_pool = None
+
+
+pytestmark = pytest.mark.usefixtures("committed")  # real commits: on_commit hooks run
 
 
 @pytest.fixture
