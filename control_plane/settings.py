@@ -286,6 +286,9 @@ TENANT_MOVE_LOCK_TIMEOUT_MS = env.int("TENANT_MOVE_LOCK_TIMEOUT_MS", default=100
 # Template clones kept ready for onboarding (0 turns spares off: every onboarding clones).
 SPARE_SCHEMAS = env.int("SPARE_SCHEMAS", default=3)
 OWNER_POOL_SIZE = env.int("OWNER_POOL_SIZE", default=4)
+# How long provisioning waits for an owner connection (the server may be restarting) before the
+# attempt fails as a lost connection, which the task retries.
+OWNER_POOL_TIMEOUT_SECONDS = env.float("OWNER_POOL_TIMEOUT_SECONDS", default=30.0)
 SOFT_DELETE_RETENTION_DAYS = env.int("SOFT_DELETE_RETENTION_DAYS", default=30)
 
 # --- Migration fan-out -------------------------------------------------------------------------

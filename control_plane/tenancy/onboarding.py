@@ -31,6 +31,7 @@ from control_plane.tenancy.models import Onboarding, OnboardingStatus
 from control_plane.tenancy.onboarding_rows import activate, count_attempt
 from taskflow import api_versions
 from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
+from tenants.outages import is_connection_failure
 from tenants.problems import Problem
 from tenants.provisioning import drop_storage, provision_storage
 from tenants.resolution import forget_tenant
@@ -229,9 +230,11 @@ def _enqueue_or_withdraw(onboarding: Onboarding) -> None:
         raise broker_unavailable() from exc
 
 
-def provision_onboarding(onboarding_id: int) -> Onboarding:
+def provision_onboarding(onboarding_id: int, *, will_retry: bool = False) -> Onboarding:
     """Make the tenant's storage, then its identity rows, then mark it active (or failed).
 
+    A lost database connection is not the tenant's failure: with `will_retry` (the task has
+    attempts left) it is raised without marking anything, and the next attempt starts over.
     Three round trips when a spare is ready or in rls mode: count the attempt while loading,
     the storage (one script as the owner), and the identity rows with the status (one
     statement, see control_plane.tenancy.onboarding_rows).
@@ -245,7 +248,8 @@ def provision_onboarding(onboarding_id: int) -> Onboarding:
         revisions = provision_storage(tenant)
         activate(onboarding, revisions, started)
     except Exception as exc:
-        _mark_failed(onboarding, exc)
+        if not (will_retry and is_connection_failure(exc)):
+            _mark_failed(onboarding, exc)
         raise
     if tenant.isolation == Isolation.SCHEMA and settings.SPARE_SCHEMAS:
         celery_app.send_task(REFILL_SPARES_TASK)
