@@ -93,6 +93,27 @@ def request_import(
     return ImportRequested(job=job, created=True)
 
 
+def replay_before_upload(
+    *, tenant: Tenant, idempotency_key: str, size: int | None, sha256: str | None
+) -> ImportJob | None:
+    """The job a repeated key already made, told before the request's body is read.
+
+    For a text/csv body (the file itself) the digest the client sent (Content-Digest) decides,
+    else its declared size: a different file of the same size under a reused key replays the
+    first job unless the client sends the digest. None when neither is known (a multipart form):
+    the body is read and compared as on first use.
+    """
+    existing = ImportJob.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+    if existing is None:
+        return None
+    same = existing.file_sha256 == sha256 if sha256 is not None else None
+    if same is None and size is not None:
+        same = existing.file_size == size
+    if same is False:
+        raise ImportConflict("This Idempotency-Key was used for an import of a different file.")
+    return existing if same else None
+
+
 def _replay(existing: ImportJob, upload: StoredUpload) -> ImportRequested:
     upload.discard()
     if existing.file_sha256 != upload.sha256:
