@@ -23,13 +23,19 @@ class UnreadableBody:
 
 
 def replay(tenant: ImportTenant, size: int, key: str, **headers: str) -> Any:
-    return tenant.client().generic(
+    environ: dict[str, Any] = {
+        "wsgi.input": UnreadableBody(),
+        "CONTENT_LENGTH": str(size),
+        "CONTENT_TYPE": "text/csv",
+    }
+    client: Any = tenant.client()
+    return client.generic(
         "POST",
         "/api/v1/imports",
         b"",
         content_type="text/csv",
         headers={"Idempotency-Key": key, **headers},
-        **{"wsgi.input": UnreadableBody(), "CONTENT_LENGTH": str(size), "CONTENT_TYPE": "text/csv"},
+        **environ,
     )
 
 
