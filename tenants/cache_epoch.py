@@ -58,13 +58,6 @@ def current_epoch() -> int:
     return _view.value
 
 
-def epochs_in_use() -> set[int]:
-    """The epochs whose entries a change must tombstone: the current one and this process's view,
-    which lags behind it inside the changing transaction (its own bump) and for up to the check
-    interval in other processes."""
-    return {current_epoch(), _view.value}
-
-
 def forget_view() -> None:
     """Read the epoch again at the next use (tests, and code that just moved it)."""
     _view.read_at = float("-inf")

@@ -2,9 +2,10 @@
 
 With a warm cache a request resolves its tenant without touching the tenant or domain tables.
 Entries are keyed by the cache epoch (tenants.cache_epoch), which any change to a tenant or
-domain moves, however it is made. Forgetting writes a short-lived tombstone rather than deleting,
-and entries are only ever added (SET NX): a request that read the database before a suspend or
-a move cannot put the old state back after it. When Redis is unreachable the cache reads as
+domain moves, however it is made. Forgetting a host (saves, deletes, lifecycle code) writes a
+tombstone of its own, whatever epoch other processes are at, read in the same round trip as the
+entry; it outlives any entry written before it, and no entry is added while it stands: a request
+that read the database before a suspend or a move cannot put the old state back after it. When Redis is unreachable the cache reads as
 empty (control_plane.http.redis_cache) and every request resolves from the database.
 """
 
@@ -14,12 +15,12 @@ from typing import Any
 
 from django.core.cache import cache
 
-from tenants.cache_epoch import current_epoch, epochs_in_use
+from tenants.cache_epoch import current_epoch
 from tenants.models import Domain, Tenant
 
 CACHE_TTL_SECONDS = 300
-# Longer than any request takes between its database read and its cache write.
-TOMBSTONE_TTL_SECONDS = 30
+# As long as an entry lives, so a tombstone outlives every entry written before it.
+TOMBSTONE_TTL_SECONDS = CACHE_TTL_SECONDS
 _TOMBSTONE = "forgotten"
 _FIELDS = ("id", "name", "slug", "schema_name", "isolation", "status", "revisions", "api_version")
 
@@ -28,24 +29,29 @@ def _key(hostname: str, epoch: int) -> str:
     return f"tenant-host:{epoch}:{hostname}"
 
 
+def _forgotten(hostname: str) -> str:
+    return f"tenant-host-forgotten:{hostname}"
+
+
 def resolve_tenant(hostname: str) -> Tenant | None:
     """The tenant served at `hostname`, or None."""
-    key = _key(hostname, current_epoch())
-    cached: Any = cache.get(key)
-    if isinstance(cached, dict):
+    key, forgotten = _key(hostname, current_epoch()), _forgotten(hostname)
+    found: dict[str, Any] = cache.get_many([key, forgotten])
+    cached = found.get(key)
+    if isinstance(cached, dict) and forgotten not in found:
         return Tenant(**cached)
     domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
     if domain is None:
         return None
     tenant: Tenant = domain.tenant
-    if cached is None:  # not forgotten just now
+    if not found:  # neither cached nor forgotten
         cache.add(key, {f: getattr(tenant, f) for f in _FIELDS}, CACHE_TTL_SECONDS)
     return tenant
 
 
 def forget_hosts(*hostnames: str) -> None:
-    """Tombstone the cached entries of these hosts."""
-    keys = [_key(h, epoch) for epoch in epochs_in_use() for h in hostnames if h]
+    """Tombstone these hosts, whichever epoch their entries were cached under."""
+    keys = [_forgotten(h) for h in hostnames if h]
     if keys:
         cache.set_many(dict.fromkeys(keys, _TOMBSTONE), TOMBSTONE_TTL_SECONDS)
 
