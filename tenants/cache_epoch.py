@@ -21,9 +21,12 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
-# Whether the row is this transaction's own uncommitted bump: such a reading is used, never kept.
+# Whether the row may be this transaction's own uncommitted bump (a reading then used, never
+# kept). A savepoint's xid is assigned after its transaction's, so any xmin at or past ours may be
+# ours; a concurrent transaction's commit past it is only read again next time.
 _READ = (
-    "SELECT value, xmin = xid(pg_current_xact_id_if_assigned()) IS TRUE"
+    "SELECT value, COALESCE(xmin::text::bigint"
+    " >= pg_current_xact_id_if_assigned()::text::bigint % 4294967296, false)"
     " FROM public.cache_epoch WHERE id = 1"
 )
 
