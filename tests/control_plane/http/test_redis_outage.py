@@ -88,10 +88,12 @@ def timed_get(client: Client, host: str, token: str, path: str = "/api/v1/me") -
 
 
 @pytest.fixture
-def member(unique: str) -> tuple[Tenant, str, str]:
+def member(unique: str) -> Iterator[tuple[Tenant, str, str]]:
+    """A tenant row without storage: removed afterwards, or a fan-out over all tenants meets it."""
     tenant = make_tenant(f"r{unique}")
     _, token = make_member(tenant, f"m{unique}@example.com")
-    return tenant, f"r{unique}.localhost", token
+    yield tenant, f"r{unique}.localhost", token
+    Tenant.objects.filter(pk=tenant.pk).delete()
 
 
 def test_a_hung_redis_costs_one_short_timeout_then_none(redis: PrivateRedis, member) -> None:
