@@ -49,3 +49,34 @@ app.conf.beat_schedule = {
 app.autodiscover_tasks()
 app.autodiscover_tasks(["control_plane.tenancy", "control_plane.worker"])
 app.autodiscover_tasks(["taskflow"], related_name="upkeep")
+
+
+def broker_unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What publishing raises when the broker cannot be reached (not a bug of the caller)."""
+    import kombu.exceptions
+    import redis.exceptions
+
+    return (kombu.exceptions.OperationalError, redis.exceptions.RedisError, OSError)
+
+
+def refuse_while_broker_down() -> None:
+    """503 before anything is recorded when the broker is known to be down.
+
+    The broker is the cache's Redis unless configured apart: while the cache's breaker is open
+    (control_plane.http.redis_cache) a job would be recorded and its message lost.
+    """
+    from django.conf import settings
+    from django.core.cache import cache
+
+    breaker = getattr(cache, "breaker", None)
+    if breaker is not None and breaker.tripped and app.conf.broker_url == settings.REDIS_URL:
+        raise broker_unavailable()
+
+
+def broker_unavailable() -> Exception:
+    from tenants.outages import RETRY_AFTER_SECONDS, ServiceUnavailable
+
+    return ServiceUnavailable(
+        "The job queue cannot be reached just now; nothing was recorded, retry shortly.",
+        retry_after=RETRY_AFTER_SECONDS,
+    )

@@ -189,8 +189,18 @@ CACHES = {
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="tf"),
         "TIMEOUT": 300,
+        # A cache must fail fast: an unreachable or hung Redis costs a request at most these,
+        # then the breaker skips Redis for its cool-down (control_plane.http.redis_cache).
+        "OPTIONS": {
+            "socket_connect_timeout": env.float("CACHE_CONNECT_TIMEOUT_SECONDS", default=0.25),
+            "socket_timeout": env.float("CACHE_SOCKET_TIMEOUT_SECONDS", default=0.25),
+        },
     }
 }
+CACHE_BREAKER_COOLDOWN_SECONDS = env.float("CACHE_BREAKER_COOLDOWN_SECONDS", default=5.0)
+# How old this process's reading of the cache epoch may be before it reads it again: the longest
+# a change made behind the ORM's back (QuerySet.update(), SQL) is served from cache (tenants.cache_epoch).
+CACHE_EPOCH_CHECK_SECONDS = env.float("CACHE_EPOCH_CHECK_SECONDS", default=1.0)
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
@@ -211,6 +221,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # How often a worker looks for a lost worker's unacknowledged messages to restore them.
     "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
     "unacked_restore_throttle": 1,
+    # Submitting a job to an unreachable broker fails within seconds (503), never hangs a request.
+    "socket_connect_timeout": env.float("CELERY_BROKER_CONNECT_TIMEOUT_SECONDS", default=1.0),
+    "socket_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT_SECONDS", default=5.0),
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECT_TIMEOUT_SECONDS", default=1.0)
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
 }
 
 # --- REST framework --------------------------------------------------------------------------
@@ -296,6 +316,9 @@ OWNER_POOL_SIZE = env.int("OWNER_POOL_SIZE", default=4)
 # How long a retried onboarding (same Idempotency-Key) may show the owner's token again; it is
 # kept sealed in Redis until then, and later replays answer without it.
 ONBOARDING_TOKEN_REPLAY_SECONDS = env.int("ONBOARDING_TOKEN_REPLAY_SECONDS", default=600)
+# How long provisioning waits for an owner connection (the server may be restarting) before the
+# attempt fails as a lost connection, which the task retries.
+OWNER_POOL_TIMEOUT_SECONDS = env.float("OWNER_POOL_TIMEOUT_SECONDS", default=30.0)
 SOFT_DELETE_RETENTION_DAYS = env.int("SOFT_DELETE_RETENTION_DAYS", default=30)
 
 # --- Migration fan-out -------------------------------------------------------------------------

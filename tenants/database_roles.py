@@ -31,7 +31,9 @@ def _owner_pool() -> ConnectionPool:
     """A small per-process pool: provisioning pays no connection set-up (several ms each).
 
     No prepared statements: after DDL psycopg drops them with an extra DEALLOCATE ALL round
-    trip, and these connections run DDL most of the time.
+    trip, and these connections run DDL most of the time. Each connection is checked as it is
+    handed out (an empty query, one round trip, negligible beside DDL): after a server restart
+    the pool replaces its dead connections instead of failing the next provisioning with them.
     """
     url = settings.MIGRATION_DATABASE_URL.replace("postgres://", "postgresql://", 1)
     return ConnectionPool(
@@ -40,6 +42,8 @@ def _owner_pool() -> ConnectionPool:
         min_size=0,
         max_size=settings.OWNER_POOL_SIZE,
         reset=_reset,
+        check=ConnectionPool.check_connection,
+        timeout=settings.OWNER_POOL_TIMEOUT_SECONDS,
         name="owner",
         open=True,
     )

@@ -1,7 +1,12 @@
-"""Liveness and readiness checks: what a load balancer or orchestrator asks of a process."""
+"""Liveness and readiness checks: what a load balancer or orchestrator asks of a process.
+
+Probes answer anyone, unauthenticated: a failed check says only that it failed. Its exception
+(which names hosts, ports, roles) goes to the log, never into the response.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +16,9 @@ from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django_tenants.utils import schema_context
+
+logger = logging.getLogger(__name__)
+FAILED = "unavailable"
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,8 @@ def run_checks() -> list[Check]:
         started = time.perf_counter()
         try:
             detail, ok = check(), True
-        except Exception as exc:
-            detail, ok = f"{type(exc).__name__}: {exc}", False
+        except Exception:
+            logger.warning("readiness check %s failed", name, exc_info=True)
+            detail, ok = FAILED, False
         results.append(Check(name, ok, detail, round((time.perf_counter() - started) * 1000, 2)))
     return results

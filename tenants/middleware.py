@@ -22,6 +22,7 @@ from django_tenants.middleware.main import TenantMainMiddleware
 from tenants.health import run_checks
 from tenants.hosts import routing_host
 from tenants.models import Domain, Tenant, TenantStatus
+from tenants.outages import database_unavailable, is_connection_failure, unavailable_response
 from tenants.problems import problem_response
 from tenants.resolution import resolve_tenant
 
@@ -56,7 +57,8 @@ class TenantMiddleware(TenantMainMiddleware):
 
     A Host that ALLOWED_HOSTS refuses is a 400. A tenant that is not active is refused here,
     before any view: suspended and archived tenants get 403, a tenant still provisioning (or
-    failed) 503.
+    failed) 503. A database that cannot be reached, here or in a view (Django's ORM or
+    SQLAlchemy), is 503 with Retry-After.
     """
 
     @staticmethod
@@ -77,7 +79,12 @@ class TenantMiddleware(TenantMainMiddleware):
             return problem_response(
                 400, "Invalid host", "The Host header is not one this platform serves."
             )
-        response: HttpResponse | None = super().process_request(request)
+        try:
+            response: HttpResponse | None = super().process_request(request)
+        except Exception as exc:
+            if is_connection_failure(exc):
+                return unavailable_response(database_unavailable())
+            raise
         if response is not None:
             return response
         tenant: Tenant = request.tenant  # type: ignore[attr-defined]
@@ -98,6 +105,11 @@ class TenantMiddleware(TenantMainMiddleware):
         )
         refused["Retry-After"] = "5"
         return refused
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if is_connection_failure(exception):
+            return unavailable_response(database_unavailable())
+        return None
 
     def no_tenant_found(self, request: HttpRequest, hostname: str) -> HttpResponse:
         return problem_response(

@@ -1,6 +1,12 @@
 """Tenant resolution by host name, cached in Redis and forgotten whenever a tenant or domain changes.
 
 With a warm cache a request resolves its tenant without touching the tenant or domain tables.
+Entries are keyed by the cache epoch (tenants.cache_epoch), which any change to a tenant or
+domain moves, however it is made. Forgetting a host (saves, deletes, lifecycle code) writes a
+tombstone of its own, whatever epoch other processes are at, read in the same round trip as the
+entry; it outlives any entry written before it, and no entry is added while it stands: a request
+that read the database before a suspend or a move cannot put the old state back after it. When Redis is unreachable the cache reads as
+empty (control_plane.http.redis_cache) and every request resolves from the database.
 """
 
 from __future__ import annotations
@@ -9,31 +15,45 @@ from typing import Any
 
 from django.core.cache import cache
 
+from tenants.cache_epoch import current_epoch
 from tenants.models import Domain, Tenant
 
 CACHE_TTL_SECONDS = 300
+# As long as an entry lives, so a tombstone outlives every entry written before it.
+TOMBSTONE_TTL_SECONDS = CACHE_TTL_SECONDS
+_TOMBSTONE = "forgotten"
 _FIELDS = ("id", "name", "slug", "schema_name", "isolation", "status", "revisions", "api_version")
 
 
-def _key(hostname: str) -> str:
-    return f"tenant-host:{hostname}"
+def _key(hostname: str, epoch: int) -> str:
+    return f"tenant-host:{epoch}:{hostname}"
+
+
+def _forgotten(hostname: str) -> str:
+    return f"tenant-host-forgotten:{hostname}"
 
 
 def resolve_tenant(hostname: str) -> Tenant | None:
     """The tenant served at `hostname`, or None."""
-    cached: dict[str, Any] | None = cache.get(_key(hostname))
-    if cached is not None:
+    key, forgotten = _key(hostname, current_epoch()), _forgotten(hostname)
+    found: dict[str, Any] = cache.get_many([key, forgotten])
+    cached = found.get(key)
+    if isinstance(cached, dict) and forgotten not in found:
         return Tenant(**cached)
     domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
     if domain is None:
         return None
     tenant: Tenant = domain.tenant
-    cache.set(_key(hostname), {f: getattr(tenant, f) for f in _FIELDS}, CACHE_TTL_SECONDS)
+    if not found:  # neither cached nor forgotten
+        cache.add(key, {f: getattr(tenant, f) for f in _FIELDS}, CACHE_TTL_SECONDS)
     return tenant
 
 
 def forget_hosts(*hostnames: str) -> None:
-    cache.delete_many([_key(h) for h in hostnames if h])
+    """Tombstone these hosts, whichever epoch their entries were cached under."""
+    keys = [_forgotten(h) for h in hostnames if h]
+    if keys:
+        cache.set_many(dict.fromkeys(keys, _TOMBSTONE), TOMBSTONE_TTL_SECONDS)
 
 
 def forget_tenant(tenant: Tenant) -> None:

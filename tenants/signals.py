@@ -35,6 +35,8 @@ def domain_renamed(sender: type[Domain], instance: Domain, **kwargs: Any) -> Non
 @receiver(post_save, sender=Domain)
 @receiver(post_delete, sender=Domain)
 def domain_changed(sender: type[Domain], instance: Domain, **kwargs: Any) -> None:
+    if kwargs.get("created"):
+        return  # resolution caches no misses, so a new host has nothing to forget
     forget_hosts(instance.domain)
     transaction.on_commit(lambda: forget_hosts(instance.domain))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -23,3 +25,22 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def start_redis(folder: Path, timeout: float = 10) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server (no persistence) on a free port: (process, URL of its db 0)."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.02)
+    stop_process(process)
+    raise RuntimeError("redis-server did not start")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from tenants.outages import database_unavailable, is_connection_failure, unavailable_response
 from tenants.problems import problem_response
 
 
@@ -20,4 +23,8 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    """500, or 503 with Retry-After when what failed was reaching the database."""
+    exc = sys.exc_info()[1]
+    if exc is not None and is_connection_failure(exc):
+        return unavailable_response(database_unavailable())
     return problem_response(500, "Internal server error", "The error has been logged.")

@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from control_plane.identity.models import ApiToken, Membership
 from control_plane.identity.principals import CachedPrincipal, cached_principal, remember_principal
 from control_plane.identity.tokens import digests_match, parse_prefix, token_digest
+from tenants.cache_epoch import current_epoch
 from tenants.identity import Principal, Role
 
 LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -56,13 +57,14 @@ def authenticate_token(value: str, *, tenant: object) -> tuple[object, Principal
         raise exceptions.AuthenticationFailed(INVALID)
     digest = token_digest(value)
     now = timezone.now()
-    cached = cached_principal(digest)
+    epoch = current_epoch()
+    cached = cached_principal(digest, epoch)
     if cached is not None:
         if cached.principal.tenant_id != tenant_id or not cached.usable(now):
             raise exceptions.AuthenticationFailed(INVALID)
         return TokenUser(cached.principal.user_id), cached.principal
     user, entry = _authenticate_from_database(prefix, value, tenant, now)
-    remember_principal(digest, entry, now)
+    remember_principal(digest, entry, now, epoch)
     return user, entry.principal
 
 

@@ -8,9 +8,16 @@ last_used_at, so no request writes it more than once a minute.
 Anything that changes whether or how a token authenticates (the token, its user, the user's
 membership, the tenant) forgets the entries of the tokens concerned, at once and again after its
 transaction commits (control_plane.identity.principal_signals), like the tenant-resolution cache. Forgetting
-writes a short-lived tombstone rather than deleting, and entries are only ever added (SET NX): a
-request that read the database before the change cannot put the old answer back after it.
+writes a tombstone per token rather than deleting, whatever epoch other processes are at; it is
+read with the entry, outlives any entry written before it, and no entry is added while it
+stands: a request that read the database before the change cannot put the old answer back.
 Redis, not process memory: a revoke must stop the token in every process at once.
+
+Entries are keyed by the cache epoch (tenants.cache_epoch), which triggers move on any change to
+these rows, however it is made: a revoke by QuerySet.update() or plain SQL, which sends no signal,
+or one made while Redis was unreachable, stops the token once the process has seen the new epoch
+(CACHE_EPOCH_CHECK_SECONDS), not when the entry expires. While Redis is unreachable the cache
+reads as empty (control_plane.http.redis_cache) and every token is checked in the database.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ from django.db import transaction
 from tenants.identity import Principal, Role
 
 ENTRY_TTL = timedelta(minutes=1)
-# Longer than any request takes between its database read and its cache write.
-TOMBSTONE_TTL_SECONDS = 30
+# As long as an entry lives, so a tombstone outlives every entry written before it.
+TOMBSTONE_TTL_SECONDS = int(ENTRY_TTL.total_seconds())
 _TOMBSTONE = "forgotten"
 
 
@@ -42,14 +49,25 @@ class CachedPrincipal:
         return self.expires_at is None or self.expires_at > now
 
 
-def _key(digest: str) -> str:
-    return f"principal:{digest}"
+def _key(digest: str, epoch: int) -> str:
+    return f"principal:{epoch}:{digest}"
 
 
-def cached_principal(digest: str) -> CachedPrincipal | None:
-    """The cached entry of the token with `digest`, or None (never cached, expired, forgotten)."""
-    entry: Any = cache.get(_key(digest))
-    if not isinstance(entry, tuple):
+def _forgotten(digest: str) -> str:
+    """The tombstone of a token, whatever epoch its entries were cached under."""
+    return f"principal-forgotten:{digest}"
+
+
+def cached_principal(digest: str, epoch: int) -> CachedPrincipal | None:
+    """The cached entry of the token with `digest`, or None (never cached, expired, forgotten).
+
+    `epoch` is current_epoch() read before the database is: the same value goes to
+    remember_principal, so an entry is never filed under an epoch newer than what it saw.
+    """
+    key, forgotten = _key(digest, epoch), _forgotten(digest)
+    found: dict[str, Any] = cache.get_many([key, forgotten])
+    entry = found.get(key)
+    if not isinstance(entry, tuple) or forgotten in found:
         return None
     user_id, tenant_id, role, token_id, is_staff, expires_at = entry
     principal = Principal(
@@ -58,19 +76,21 @@ def cached_principal(digest: str) -> CachedPrincipal | None:
     return CachedPrincipal(principal, expires_at)
 
 
-def remember_principal(digest: str, entry: CachedPrincipal, now: datetime) -> None:
+def remember_principal(digest: str, entry: CachedPrincipal, now: datetime, epoch: int) -> None:
     """Cache `entry` until ENTRY_TTL or the token's expiry, unless it was forgotten meanwhile."""
     ttl = ENTRY_TTL if entry.expires_at is None else min(ENTRY_TTL, entry.expires_at - now)
     if ttl.total_seconds() < 1:
         return
+    if cache.get(_forgotten(digest)) is not None:
+        return
     p = entry.principal
     value = (p.user_id, p.tenant_id, p.role.value, p.token_id, p.is_staff, entry.expires_at)
-    cache.add(_key(digest), value, int(ttl.total_seconds()))
+    cache.add(_key(digest, epoch), value, int(ttl.total_seconds()))
 
 
 def forget_principals(digests: Iterable[str]) -> None:
     """Forget the entries of these token digests now and again once the transaction commits."""
-    keys = [_key(d) for d in digests]
+    keys = [_forgotten(d) for d in digests]
     if not keys:
         return
 

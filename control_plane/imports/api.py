@@ -6,6 +6,9 @@ members import and export, viewers read jobs.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,7 @@ from tenants.binding import request_binding, tenant_of, tenant_session
 from tenants.identity import Role, principal_of
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+SHA256_DIGEST = re.compile(r"(?:^|,)\s*sha-256=:([A-Za-z0-9+/=]+):")
 MAX_KEY_LENGTH = 200
 RECENT_JOBS = 50
 MODES = {
@@ -119,6 +123,30 @@ def _idempotency_key(request: Request) -> str | None:
     return key or None
 
 
+def _declared_csv_size(request: Request) -> int | None:
+    """A text/csv body's Content-Length: the file's size. None for a form or no length."""
+    if not (request.content_type or "").startswith("text/csv"):
+        return None
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+
+
+def _declared_sha256(request: Request) -> str | None:
+    """A text/csv body's SHA-256 from `Content-Digest: sha-256=:<base64>:` (RFC 9530), if sent
+    (a form's digest is not its file's)."""
+    if not (request.content_type or "").startswith("text/csv"):
+        return None
+    match = SHA256_DIGEST.search(request.headers.get("Content-Digest", ""))
+    if match is None:
+        return None
+    try:
+        return base64.b64decode(match.group(1), validate=True).hex()
+    except binascii.Error:
+        return None
+
+
 class ImportCollection(ImportView):
     parser_classes = (CsvBodyParser, MultipartCsvParser)
     query_parameters = {"post": (IMPORT_MODE,)}
@@ -141,6 +169,22 @@ class ImportCollection(ImportView):
     )
     def post(self, request: Request) -> Response:
         key = _idempotency_key(request)
+        if key:  # a replay is answered before the body (the whole file) is read
+            replayed = services.replay_before_upload(
+                tenant=tenant_of(request),
+                idempotency_key=key,
+                size=_declared_csv_size(request),
+                sha256=_declared_sha256(request),
+            )
+            if replayed is not None:
+                return Response(
+                    job_repr(replayed),
+                    status=202,
+                    headers={
+                        "Location": f"/api/v1/imports/{replayed.pk}",
+                        "Idempotent-Replayed": "true",
+                    },
+                )
         upload = uploaded(request.FILES)
         try:
             mode = _mode(request)

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 
 from control_plane.celery import app as celery_app
+from control_plane.celery import (
+    broker_unavailable,
+    broker_unreachable_errors,
+    refuse_while_broker_down,
+)
 from control_plane.identity.models import Membership
 from control_plane.imports.models import ACTIVE_STATUSES, ImportJob, ImportMode, ImportStatus
 from control_plane.imports.uploads import StoredUpload
@@ -52,11 +57,18 @@ def request_import(
     """Record a job for a stored upload and queue it; a repeated key returns the first job.
 
     A key reused for a different file is a 409: replaying it must not import something else.
+    An unreachable broker is 503 with nothing recorded: the job row is withdrawn and the upload
+    discarded when its message cannot be sent.
     """
     if idempotency_key:
         existing = ImportJob.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
         if existing is not None:
             return _replay(existing, upload)
+    try:
+        refuse_while_broker_down()
+    except Exception:
+        upload.discard()
+        raise
     try:
         with transaction.atomic():
             job = ImportJob.objects.create(
@@ -71,7 +83,7 @@ def request_import(
                 columns=list(upload.columns),
                 errors_path=str(upload.path.with_suffix(".errors.csv")),
             )
-            transaction.on_commit(lambda: enqueue(job.pk))
+            transaction.on_commit(lambda: _enqueue_or_withdraw(job, upload))
     except IntegrityError:
         existing = ImportJob.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
         if existing is None:
@@ -79,6 +91,27 @@ def request_import(
             raise
         return _replay(existing, upload)
     return ImportRequested(job=job, created=True)
+
+
+def replay_before_upload(
+    *, tenant: Tenant, idempotency_key: str, size: int | None, sha256: str | None
+) -> ImportJob | None:
+    """The job a repeated key already made, told before the request's body is read.
+
+    For a text/csv body (the file itself) the digest the client sent (Content-Digest) decides,
+    else its declared size: a different file of the same size under a reused key replays the
+    first job unless the client sends the digest. None when neither is known (a multipart form):
+    the body is read and compared as on first use.
+    """
+    existing = ImportJob.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+    if existing is None:
+        return None
+    same = existing.file_sha256 == sha256 if sha256 is not None else None
+    if same is None and size is not None:
+        same = existing.file_size == size
+    if same is False:
+        raise ImportConflict("This Idempotency-Key was used for an import of a different file.")
+    return existing if same else None
 
 
 def _replay(existing: ImportJob, upload: StoredUpload) -> ImportRequested:
@@ -90,6 +123,15 @@ def _replay(existing: ImportJob, upload: StoredUpload) -> ImportRequested:
 
 def enqueue(job_id: int) -> None:
     celery_app.send_task(RUN_TASK, args=[job_id])
+
+
+def _enqueue_or_withdraw(job: ImportJob, upload: StoredUpload) -> None:
+    try:
+        enqueue(job.pk)
+    except broker_unreachable_errors() as exc:
+        ImportJob.objects.filter(pk=job.pk).delete()
+        upload.discard()
+        raise broker_unavailable() from exc
 
 
 def job_of(tenant_id: int, job_id: int) -> ImportJob:

@@ -23,6 +23,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
+from control_plane.celery import (
+    broker_unavailable,
+    broker_unreachable_errors,
+    refuse_while_broker_down,
+)
 from control_plane.identity.tokens import (
     TokenSecret,
     digests_match,
@@ -36,6 +41,7 @@ from control_plane.tenancy.onboarding_rows import activate, count_attempt
 from taskflow import api_versions
 from tenants.hosts import is_valid_hostname, normalise_host, routable, routing_host
 from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
+from tenants.outages import is_connection_failure
 from tenants.problems import Problem
 from tenants.provisioning import drop_storage, provision_storage
 from tenants.resolution import forget_tenant
@@ -155,6 +161,8 @@ def request_onboarding(
         )
         if existing is not None:
             return _replay(existing, data, idempotency_key)
+    if enqueue:
+        refuse_while_broker_down()
     secret = new_token_secret()
     if idempotency_key:
         # Kept before the commit, so a retry after a lost response finds it; a record of a
@@ -181,7 +189,7 @@ def request_onboarding(
                 requested_by=requested_by,
             )
             if enqueue:
-                transaction.on_commit(lambda: enqueue_provisioning(onboarding.pk))
+                transaction.on_commit(lambda: _enqueue_or_withdraw(onboarding))
     except (IntegrityError, ValidationError) as exc:
         # Lost a race with a concurrent request for the same slug, domain or key. A race the
         # other request already committed surfaces as TenantMixin.save's ValidationError on the
@@ -269,9 +277,21 @@ def enqueue_provisioning(onboarding_id: int) -> None:
     celery_app.send_task(PROVISION_TASK, args=[onboarding_id])
 
 
-def provision_onboarding(onboarding_id: int) -> Onboarding:
+def _enqueue_or_withdraw(onboarding: Onboarding) -> None:
+    """Queue provisioning; an unreachable broker withdraws the request (503, nothing recorded)."""
+    try:
+        enqueue_provisioning(onboarding.pk)
+    except broker_unreachable_errors() as exc:
+        Onboarding.objects.filter(pk=onboarding.pk).delete()
+        Tenant.objects.filter(pk=onboarding.tenant_id).delete()
+        raise broker_unavailable() from exc
+
+
+def provision_onboarding(onboarding_id: int, *, will_retry: bool = False) -> Onboarding:
     """Make the tenant's storage, then its identity rows, then mark it active (or failed).
 
+    A lost database connection is not the tenant's failure: with `will_retry` (the task has
+    attempts left) it is raised without marking anything, and the next attempt starts over.
     Three round trips when a spare is ready or in rls mode: count the attempt while loading,
     the storage (one script as the owner), and the identity rows with the status (one
     statement, see control_plane.tenancy.onboarding_rows).
@@ -285,7 +305,8 @@ def provision_onboarding(onboarding_id: int) -> Onboarding:
         revisions = provision_storage(tenant)
         activate(onboarding, revisions, started)
     except Exception as exc:
-        _mark_failed(onboarding, exc)
+        if not (will_retry and is_connection_failure(exc)):
+            _mark_failed(onboarding, exc)
         raise
     if tenant.isolation == Isolation.SCHEMA and settings.SPARE_SCHEMAS:
         celery_app.send_task(REFILL_SPARES_TASK)

@@ -10,23 +10,42 @@ import logging
 import os
 import threading
 import time
+from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_process_init
+from django.db import close_old_connections
 
 from control_plane.tenancy.lifecycle import MOVE_TASK
 from control_plane.tenancy.onboarding import PROVISION_TASK, provision_onboarding
 from tenants.models import Tenant
 from tenants.moving import move_tenant
+from tenants.outages import is_connection_failure
 from tenants.provisioning import warm_up
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name=PROVISION_TASK)
-def provision_tenant(onboarding_id: int) -> dict[str, object]:
-    """Provision one onboarding request; a redelivered message makes the same tenant again."""
-    onboarding = provision_onboarding(onboarding_id)
+# A PostgreSQL restart or failover: attempts a few seconds apart before the tenant is failed.
+CONNECTION_RETRIES = 5
+CONNECTION_RETRY_SECONDS = 2
+
+
+@shared_task(name=PROVISION_TASK, bind=True, max_retries=CONNECTION_RETRIES)
+def provision_tenant(self: Any, onboarding_id: int) -> dict[str, object]:
+    """Provision one onboarding request; a redelivered message makes the same tenant again.
+
+    A lost database connection is retried, not recorded as the tenant's failure, until the
+    retries are spent.
+    """
+    will_retry = self.request.retries < CONNECTION_RETRIES
+    try:
+        onboarding = provision_onboarding(onboarding_id, will_retry=will_retry)
+    except Exception as exc:
+        if will_retry and is_connection_failure(exc):
+            close_old_connections()
+            raise self.retry(exc=exc, countdown=CONNECTION_RETRY_SECONDS) from exc
+        raise
     return {"tenant": onboarding.tenant.slug, "ms": onboarding.provisioning_ms}
 
 

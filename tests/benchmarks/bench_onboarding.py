@@ -301,13 +301,13 @@ def traced(onboard: Callable[[], Any]) -> dict[str, int]:
             finally:
                 conn.pgconn.untrace()
 
-    def traced_provision(onboarding_id: int) -> Any:
+    def traced_provision(onboarding_id: int, *, will_retry: bool = False) -> Any:
         connection.ensure_connection()
         pgconn = connection.connection.pgconn
         pgconn.trace(files["django"].fileno())
         pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
         try:
-            return provision(onboarding_id)
+            return provision(onboarding_id, will_retry=will_retry)
         finally:
             pgconn.untrace()
 

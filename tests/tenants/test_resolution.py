@@ -20,7 +20,8 @@ def tenant_table_queries(client: Client, host: str) -> list[str]:
     return [q["sql"] for q in captured.captured_queries if "tenants_" in q["sql"]]
 
 
-def test_warm_cache_resolves_without_querying_tenant_tables(client, unique) -> None:
+def test_warm_cache_resolves_without_querying_tenant_tables(client, unique, settings) -> None:
+    settings.CACHE_EPOCH_CHECK_SECONDS = 60  # the epoch's once-a-second read is not resolution's
     make_tenant(f"c{unique}")
     host = f"c{unique}.localhost"
     assert tenant_table_queries(client, host) != []  # cold: one lookup fills the cache
@@ -55,3 +56,26 @@ def test_creating_a_tenant_asks_for_no_domains_to_forget(unique) -> None:
     with CaptureQueriesContext(connection) as captured:
         Tenant.objects.create(name="N", slug=f"n{unique}", schema_name=f"t_n{unique}")
     assert [q["sql"] for q in captured.captured_queries if "tenants_domain" in q["sql"]] == []
+
+
+def test_a_bulk_suspend_is_seen_within_the_epoch_check(client, unique, settings) -> None:
+    """QuerySet.update() sends no signal; the epoch trigger moves, so the entry is left unread."""
+    from tenants.models import Tenant
+
+    make_tenant(f"b{unique}")
+    host = f"b{unique}.localhost"
+    assert client.get("/", HTTP_HOST=host).status_code == 200
+    settings.CACHE_EPOCH_CHECK_SECONDS = 0
+    Tenant.objects.filter(slug=f"b{unique}").update(status=TenantStatus.SUSPENDED)
+    assert client.get("/", HTTP_HOST=host).status_code == 403
+
+
+def test_a_fanout_revisions_update_leaves_the_epoch_alone(unique, settings) -> None:
+    from tenants.cache_epoch import current_epoch
+    from tenants.models import Tenant
+
+    make_tenant(f"v{unique}")
+    settings.CACHE_EPOCH_CHECK_SECONDS = 0
+    before = current_epoch()
+    Tenant.objects.filter(slug=f"v{unique}").update(revisions={"taskflow": "x"})
+    assert current_epoch() == before

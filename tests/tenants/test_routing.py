@@ -69,6 +69,10 @@ def test_readyz_is_503_when_redis_is_unreachable(client: Client) -> None:
     checks = {c["name"]: c for c in response.json()["checks"]}
     assert checks["redis"]["ok"] is False
     assert checks["postgres"]["ok"] is True
+    # Probes answer anyone: no host, port or exception text.
+    assert checks["redis"]["detail"] == "unavailable"
+    assert b"127.0.0.1" not in response.content
+    assert b"Error" not in response.content
 
 
 def test_probes_refuse_writes(client: Client) -> None:

@@ -24,6 +24,7 @@ from control_plane.identity.principals import (
     remember_principal,
 )
 from control_plane.identity.tokens import token_digest
+from tenants.cache_epoch import current_epoch
 from tenants.identity import Principal, Role
 from tests.factories import make_member, make_tenant, make_token, make_user, public_tenant
 
@@ -42,13 +43,14 @@ def member(unique: str) -> tuple[str, User, str]:
     user, token = make_member(tenant, f"m{unique}@example.com", role="viewer")
     host = f"p{unique}.localhost"
     assert me(Client(), host, token)[0] == 200
-    assert cached_principal(token_digest(token)) is not None
+    assert cached_principal(token_digest(token), current_epoch()) is not None
     # The request left this process's connection on the tenant (django-tenants).
     connection.set_schema_to_public()  # type: ignore[attr-defined]
     return host, user, token
 
 
-def test_a_warm_token_authenticates_without_a_query(member) -> None:
+def test_a_warm_token_authenticates_without_a_query(member, settings) -> None:
+    settings.CACHE_EPOCH_CHECK_SECONDS = 60  # the epoch's once-a-second read is not the token's
     _, user, token = member
     tenant = user.memberships.get().tenant
     with CaptureQueriesContext(connection) as queries:
@@ -135,7 +137,7 @@ def test_a_staff_user_losing_staff_is_refused_on_the_next_operator_request(uniqu
         ).status_code
 
     assert ops() == 200
-    assert cached_principal(token_digest(token)) is not None
+    assert cached_principal(token_digest(token), current_epoch()) is not None
     user.is_staff = False
     user.save()
     assert ops() == 401
@@ -146,7 +148,7 @@ def test_changing_the_tenant_forgets_its_tokens(member) -> None:
     tenant = user.memberships.get().tenant
     tenant.name = "Renamed"
     tenant.save()
-    assert cached_principal(token_digest(token)) is None
+    assert cached_principal(token_digest(token), current_epoch()) is None
 
 
 def test_suspending_the_tenant_refuses_cached_tokens(member) -> None:
@@ -168,19 +170,20 @@ def test_expiry_is_checked_on_a_cache_hit(unique) -> None:
     principal = Principal(user.pk, tenant.pk, Role.MEMBER, stored.pk)
     # An entry written a minute ago for a token that expired a second ago, still in Redis.
     entry = CachedPrincipal(principal, expires_at=now - timedelta(seconds=1))
-    remember_principal(token_digest(token), entry, now - timedelta(minutes=1))
-    assert cached_principal(token_digest(token)) == entry
+    remember_principal(token_digest(token), entry, now - timedelta(minutes=1), current_epoch())
+    assert cached_principal(token_digest(token), current_epoch()) == entry
     assert me(Client(), f"e{unique}.localhost", token)[0] == 401
 
 
 def test_an_entry_read_before_a_change_is_not_cached_after_it(member) -> None:
     _, _, token = member
     digest = token_digest(token)
-    stale = cached_principal(digest)
+    stale = cached_principal(digest, current_epoch())
     assert stale is not None
     forget_principals([digest])  # what a revoke does
-    remember_principal(digest, stale, timezone.now())  # a slow request that read the old row
-    assert cached_principal(digest) is None
+    # A slow request that read the old row:
+    remember_principal(digest, stale, timezone.now(), current_epoch())
+    assert cached_principal(digest, current_epoch()) is None
 
 
 def test_last_used_at_is_written_at_most_once_a_minute(unique) -> None:
@@ -199,3 +202,19 @@ def test_last_used_at_is_written_at_most_once_a_minute(unique) -> None:
     last_used_at = ApiToken.objects.get(user=user).last_used_at
     assert last_used_at is not None
     assert last_used_at > first
+
+
+def test_a_bulk_revoke_stops_the_token_within_the_epoch_check(member, settings) -> None:
+    """QuerySet.update() sends no signal; the epoch trigger moves, so the entry is left unread."""
+    host, user, token = member
+    settings.CACHE_EPOCH_CHECK_SECONDS = 0
+    ApiToken.objects.filter(user=user).update(revoked_at=timezone.now())
+    assert me(Client(), host, token)[0] == 401
+
+
+def test_last_used_at_alone_does_not_move_the_epoch(member, settings) -> None:
+    _, user, _ = member
+    settings.CACHE_EPOCH_CHECK_SECONDS = 0
+    before = current_epoch()
+    ApiToken.objects.filter(user=user).update(last_used_at=timezone.now())
+    assert current_epoch() == before
