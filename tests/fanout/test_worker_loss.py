@@ -119,7 +119,7 @@ def test_a_killed_workers_lanes_are_sent_again_within_seconds_by_their_expired_l
             run.refresh_from_db()
             return run.is_finished
 
-        wait_until(finished, timeout=120, interval=0.5)
+        wait_until(finished, timeout=300, interval=0.5)
         run = wait_for_run(run.pk, timeout=30)
     finally:
         if rescuer is not None:
