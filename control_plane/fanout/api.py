@@ -9,7 +9,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +24,26 @@ from tenants.problems import NotFound
 LIST_LIMIT = 50
 
 
+@extend_schema_field({"type": "string", "maxLength": 20, "pattern": runs.TIMEOUT_PATTERN})
+class TimeoutField(serializers.CharField):
+    """A PostgreSQL timeout (500ms, 5s, 5min, 1h): a JSON string, never a number coerced to one.
+    Its pattern is described here and checked by the runs service (runs.TIMEOUT)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class JsonBoolean(serializers.BooleanField):
+    """A JSON true or false, not 0, 1 or "yes" (the description says boolean)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class MigrationRunInputSerializer(serializers.Serializer[dict[str, Any]]):
     """Shape only; the runs service decides what is valid (revision, tenants, budget)."""
 
@@ -33,9 +53,9 @@ class MigrationRunInputSerializer(serializers.Serializer[dict[str, Any]]):
     concurrency = serializers.IntegerField(min_value=1, max_value=64, required=False, default=2)
     batch_size = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=50)
     max_failures = serializers.CharField(max_length=12, required=False, default="0")
-    verify = serializers.BooleanField(required=False, default=False)
-    lock_timeout = serializers.CharField(max_length=20, required=False, default="5s")
-    statement_timeout = serializers.CharField(max_length=20, required=False, default="5min")
+    verify = JsonBoolean(required=False, default=False)
+    lock_timeout = TimeoutField(max_length=20, required=False, default="5s")
+    statement_timeout = TimeoutField(max_length=20, required=False, default="5min")
 
 
 def _run(run_id: int) -> MigrationRun:

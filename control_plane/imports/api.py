@@ -83,6 +83,8 @@ IMPORT_MODE = QueryParam(
     aliases=("all-or-nothing", "skip-invalid"),
     default="all_or_nothing",
 )
+# An empty body is no upload (400 "missing file"): the body is at least one byte.
+CSV_BODY = {"type": "string", "minLength": 1}
 CSV = OpenApiResponse(OpenApiTypes.BINARY, description="CSV (RFC 4180), with a header line.")
 REPLAYED = OpenApiParameter(
     "Idempotent-Replayed",
@@ -135,7 +137,7 @@ class ImportCollection(ImportView):
     @extend_schema(
         operation_id="createImport",
         summary="Upload a CSV of tasks; a worker imports it",
-        request={"text/csv": OpenApiTypes.BINARY, "multipart/form-data": IMPORT_UPLOAD},
+        request={"text/csv": CSV_BODY, "multipart/form-data": IMPORT_UPLOAD},
         parameters=[IDEMPOTENCY, REPLAYED, LOCATION_HEADER],
         responses={202: ImportJobShape, **problems(409, 413, 415)},
     )
