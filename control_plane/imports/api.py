@@ -83,8 +83,8 @@ IMPORT_MODE = QueryParam(
     aliases=("all-or-nothing", "skip-invalid"),
     default="all_or_nothing",
 )
-# An empty body is no upload (400 "missing file"): the body is at least one byte.
-CSV_BODY = {"type": "string", "minLength": 1}
+# An empty body is no upload (400 "missing file"): at least one byte, a file for clients.
+CSV_BODY = {"type": "string", "format": "binary", "minLength": 1}
 CSV = OpenApiResponse(OpenApiTypes.BINARY, description="CSV (RFC 4180), with a header line.")
 REPLAYED = OpenApiParameter(
     "Idempotent-Replayed",
