@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from django.http import QueryDict
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
@@ -29,7 +30,8 @@ from taskflow.errors import InvalidInput
 from taskflow.models import MAX_ID, SHOWN, Comment, Project, Task, TaskStatus, columns_with
 from taskflow.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from taskflow.selectors import COMMENT_SORTS, PROJECT_SORTS, TASK_SORTS
-from taskflow.serializers import MAX_TEXT
+from taskflow.serializers import MAX_TEXT, StrictSerializer
+from taskflow.serializers import NOT_BLANK as NOT_BLANK  # the control plane's too
 from tenants.problems import PROBLEM_CONTENT_TYPE, Problem
 
 # How the tenant API's document names itself: its info.version is the newest API version, so a
@@ -96,13 +98,22 @@ class QueryParam:
 Query = tuple[QueryParam, ...]
 
 
+def sort_pattern(fields: Mapping[str, Any]) -> str:
+    """The grammar pagination.parse_sort accepts, as a pattern: fields joined by commas, each
+    optionally descending (`-`) and named once (a lookahead refuses a repeated name), `id` or
+    `-id` only as the last key; or nothing (the default sort)."""
+    key = f"-?(?:{'|'.join(re.escape(name) for name in fields)})"
+    keys = f"(?:{key}(?:,{key})*(?:,-?id)?|-?id)"
+    once = r"(?!(?:[^,]*,)*-?([a-z_]+),(?:[^,]*,)*-?\1(?:,|$))"
+    return f"^(?:{once}{keys})?$"
+
+
 def sort_param(fields: Mapping[str, Any], default: str) -> QueryParam:
-    keys = tuple(key for name in fields for key in (name, f"-{name}"))
     return QueryParam(
         "sort",
         "Sort keys, comma-separated, each ascending or descending (`-`); `id` is always the "
-        f"last key, in the last key's direction. A key appears once. Default `{default}`.",
-        items=(*keys, "id", "-id"),
+        f"last key, in the last key's direction; a field appears once. Default `{default}`.",
+        pattern=sort_pattern(fields),
     )
 
 
@@ -285,7 +296,9 @@ CommentShape = representation_serializer("Comment", Comment)
 
 class HistoryEntryShape(serializers.Serializer[Any]):
     id = serializers.IntegerField(max_value=MAX_ID)
-    operation = serializers.ChoiceField(choices=["INSERT", "UPDATE", "DELETE"])
+    operation = serializers.ChoiceField(
+        choices=["insert", "update", "soft_delete", "restore", "delete"]
+    )  # what the history triggers write (migrations_sqla)
     version = serializers.IntegerField(allow_null=True)
     changes = serializers.DictField(
         child=serializers.ListField(child=serializers.JSONField(), min_length=2, max_length=2),
@@ -311,6 +324,18 @@ def page_of(item: type[serializers.Serializer[Any]], name: str) -> serializers.S
             ),
         },
     )
+
+
+class ClosedInput(OpenApiSerializerExtension):
+    """A StrictSerializer refuses fields it does not know: `additionalProperties: false`."""
+
+    target_class = StrictSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = auto_schema._map_basic_serializer(self.target, direction)
+        schema["additionalProperties"] = False
+        return schema
 
 
 # --- Problems (RFC 9457) -------------------------------------------------------------------------
@@ -395,14 +420,14 @@ ETAG_HEADER = OpenApiParameter(
 )
 LOCATION_HEADER = OpenApiParameter(
     "Location",
-    OpenApiTypes.URI,
+    {"type": "string", "format": "uri-reference"},
     OpenApiParameter.HEADER,
     response=[201, 202],
-    description="Where the new resource (or job) is.",
+    description="Where the new resource (or job) is: a path on this host.",
 )
 IF_MATCH_HEADER = OpenApiParameter(
     "If-Match",
-    {"type": "string", "pattern": r'^(\*|(W/)?"?\d+"?)$'},
+    {"type": "string", "pattern": r'^(\*|(W/)?"?[0-9]{1,18}"?)$'},  # views.ETAG
     OpenApiParameter.HEADER,
     description='The version the write expects (an ETag such as `"3"`, or `*`); a stale one is '
     "a 412 with the current representation.",

@@ -65,13 +65,16 @@ class Sort:
 
 
 def parse_sort(value: str | None, fields: dict[str, SortField], default: str) -> Sort:
-    """`-priority,due_date` -> Sort; id is always the last key, in the last key's direction."""
-    raw = [part.strip() for part in (value or default).split(",") if part.strip()]
+    """`-priority,due_date` -> Sort; id is always the last key, in the last key's direction.
+
+    The grammar is exact (openapi.sort_param describes it): keys joined by commas, no blanks
+    or spaces, each field once, `id`/`-id` only last; an empty value is the default."""
+    raw = (value or default).split(",")
     keys: list[SortKey] = []
     seen: set[str] = set()
-    for part in raw:
+    for index, part in enumerate(raw):
         name, descending = part.removeprefix("-"), part.startswith("-")
-        if name == "id" and part is raw[-1]:
+        if name == "id" and index == len(raw) - 1:
             continue
         if name not in fields:
             raise InvalidInput("sort", f"Cannot sort by {name!r}; choose from {', '.join(fields)}.")

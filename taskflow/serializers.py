@@ -6,9 +6,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from taskflow.models import WRITABLE, Project, Task, columns_with, length_of
+
+
+class TextField(serializers.CharField):
+    """A JSON string, never a number or boolean coerced to one (the description says string)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class StrictSerializer(serializers.Serializer[dict[str, Any]]):
@@ -22,6 +32,18 @@ class StrictSerializer(serializers.Serializer[dict[str, Any]]):
                     {name: ["Unknown field."] for name in sorted(unknown)}
                 )
         return super().to_internal_value(data)
+
+
+# What DRF's CharField refuses as blank: the empty string, or only characters str.strip()
+# removes (str.isspace: ECMA's \s differs, so they are listed). A field refused when blank
+# carries this as its pattern; the blank check runs first, so the validator never fires and
+# only describes the rule (drf-spectacular turns it into the field's `pattern`).
+NOT_BLANK = r"[^\t\n\u000b\u000c\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
+def not_blank() -> RegexValidator:
+    """The description of "not blank" (see NOT_BLANK); pair it with min_length=1."""
+    return RegexValidator(NOT_BLANK, "This field may not be blank.")
 
 
 # A text column has no length in the database; the API still bounds what it accepts.
@@ -55,7 +77,11 @@ def _input_field(column: sa.Column[Any], *, partial: bool) -> serializers.Field[
     if isinstance(kind, sa.String):
         if default == "":
             options["allow_blank"] = True
-        return serializers.CharField(max_length=kind.length or MAX_TEXT, **options)
+        else:
+            # Refused when blank (DRF's allow_blank=False): described by minLength and pattern.
+            options["min_length"] = 1
+            options["validators"] = [not_blank()]
+        return TextField(max_length=kind.length or MAX_TEXT, **options)
     raise TypeError(f"no input rule for {column.name} ({kind})")
 
 
@@ -102,4 +128,4 @@ class VersionOnly(StrictSerializer):
 
 
 class CommentCreate(StrictSerializer):
-    body = serializers.CharField(max_length=20000)
+    body = TextField(min_length=1, max_length=MAX_TEXT, validators=[not_blank()])

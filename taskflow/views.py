@@ -154,7 +154,7 @@ class ProjectCollection(TaskflowView):
         summary="Change a project's fields (If-Match or `version` guards against lost updates)",
         request=ProjectPatch,
         parameters=[IF_MATCH_HEADER, ETAG_HEADER],
-        responses={200: openapi.ProjectShape, **problems(409, 412)},
+        responses={200: openapi.ProjectShape, **problems(409, 412, 428)},
     ),
     delete=extend_schema(
         operation_id="deleteProject",
@@ -200,10 +200,10 @@ class ProjectDetail(TaskflowView):
 @extend_schema_view(
     post=extend_schema(
         operation_id="restoreProject",
-        summary="Restore a soft-deleted project (admins)",
+        summary="Restore a soft-deleted project (admins; If-Match optional, never 428)",
         request=None,
-        parameters=[ETAG_HEADER],
-        responses={200: openapi.ProjectShape, **problems(409)},
+        parameters=[IF_MATCH_HEADER, ETAG_HEADER],
+        responses={200: openapi.ProjectShape, **problems(409, 412)},
     ),
 )
 class ProjectRestore(TaskflowView):
@@ -269,7 +269,7 @@ class TaskCollection(TaskflowView):
         summary="Change a task's fields (If-Match or `version` guards against lost updates)",
         request=TaskPatch,
         parameters=[IF_MATCH_HEADER, ETAG_HEADER],
-        responses={200: openapi.TaskShape, **problems(409, 412)},
+        responses={200: openapi.TaskShape, **problems(409, 412, 428)},
     ),
     delete=extend_schema(
         operation_id="deleteTask",
@@ -318,10 +318,10 @@ class TaskDetail(TaskflowView):
 @extend_schema_view(
     post=extend_schema(
         operation_id="restoreTask",
-        summary="Restore a soft-deleted task (admins)",
+        summary="Restore a soft-deleted task (admins; If-Match optional, never 428)",
         request=None,
-        parameters=[ETAG_HEADER],
-        responses={200: openapi.TaskShape, **problems(409)},
+        parameters=[IF_MATCH_HEADER, ETAG_HEADER],
+        responses={200: openapi.TaskShape, **problems(409, 412)},
     ),
 )
 class TaskRestore(TaskflowView):

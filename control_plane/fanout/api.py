@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.core.validators import RegexValidator
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,24 +19,55 @@ from control_plane.fanout import runs
 from control_plane.fanout.models import COUNT_MAX, MigrationRun, StepStatus
 from control_plane.http.openapi import RUN_DETAIL_QUERY, RUN_LIST, RunShape, StepShape
 from control_plane.tenancy.api import OpsView
-from taskflow.openapi import LOCATION_HEADER, problems
+from taskflow.openapi import LOCATION_HEADER, NOT_BLANK, problems
 from tenants.problems import NotFound
 
 LIST_LIMIT = 50
 
 
+class JsonString(serializers.CharField):
+    """A JSON string, never a number coerced to one (the description says string)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "string", "maxLength": 20, "pattern": runs.TIMEOUT_PATTERN})
+class TimeoutField(JsonString):
+    """A PostgreSQL timeout (500ms, 5s, 5min, 1h). Its pattern is described here and checked
+    by the runs service (runs.TIMEOUT)."""
+
+
+def named(max_length: int, **options: Any) -> JsonString:
+    """A name refused when blank (DRF's blank check), described as not blank."""
+    return JsonString(
+        min_length=1, max_length=max_length, validators=[RegexValidator(NOT_BLANK)], **options
+    )
+
+
+class JsonBoolean(serializers.BooleanField):
+    """A JSON true or false, not 0, 1 or "yes" (the description says boolean)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class MigrationRunInputSerializer(serializers.Serializer[dict[str, Any]]):
     """Shape only; the runs service decides what is valid (revision, tenants, budget)."""
 
-    tenants = serializers.ListField(child=serializers.CharField(max_length=40), required=False)
-    to = serializers.CharField(max_length=64, required=False, default="head")
+    tenants = serializers.ListField(child=named(40), required=False)
+    to = named(64, required=False, default="head")
     canary = serializers.IntegerField(min_value=0, max_value=COUNT_MAX, required=False, default=1)
     concurrency = serializers.IntegerField(min_value=1, max_value=64, required=False, default=2)
     batch_size = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=50)
-    max_failures = serializers.CharField(max_length=12, required=False, default="0")
-    verify = serializers.BooleanField(required=False, default=False)
-    lock_timeout = serializers.CharField(max_length=20, required=False, default="5s")
-    statement_timeout = serializers.CharField(max_length=20, required=False, default="5min")
+    max_failures = JsonString(max_length=12, required=False, default="0")
+    verify = JsonBoolean(required=False, default=False)
+    lock_timeout = TimeoutField(max_length=20, required=False, default="5s")
+    statement_timeout = TimeoutField(max_length=20, required=False, default="5min")
 
 
 def _run(run_id: int) -> MigrationRun:

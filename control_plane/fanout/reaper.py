@@ -32,7 +32,7 @@ UNITS_S = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0, "": 0.001}  # bare n
 
 def timeout_seconds(value: str) -> float:
     """A PostgreSQL timeout setting as runs accept it (500ms, 5s, 5min, 1h, or ms) in seconds."""
-    match = runs.TIMEOUT.match(value)
+    match = runs.TIMEOUT.fullmatch(value)
     if match is None:
         raise ValueError(f"not a timeout: {value!r}")
     unit = match.group(1) or ""

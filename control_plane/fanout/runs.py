@@ -33,7 +33,9 @@ from tenants.problems import NotFound, Problem
 ADVANCE_TASK = "control_plane.fanout.advance_run"
 BATCH_TASK = "control_plane.fanout.migrate_batch"
 BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
-TIMEOUT = re.compile(r"^\d+(ms|s|min|h)?$")
+# A PostgreSQL timeout as a run accepts it, whole: ASCII digits, then an optional unit.
+TIMEOUT = re.compile(r"[0-9]+(ms|s|min|h)?")
+TIMEOUT_PATTERN = f"^{TIMEOUT.pattern}$"  # the same rule, as the API describes it
 STEP_LIMIT = 200
 
 
@@ -107,7 +109,7 @@ def start_run(
     if concurrency < 1 or batch_size < 1 or canary < 0:
         raise InvalidRun("concurrency and batch_size are at least 1, canary at least 0.")
     for name, value in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout)):
-        if not TIMEOUT.match(value):
+        if not TIMEOUT.fullmatch(value):
             raise InvalidRun(f"{name} must look like 500ms, 5s, 5min or 1h, not {value!r}.")
     slugs = _check_tenants(tenants) if tenants else None
     budget = parse_failure_budget(max_failures)

@@ -87,6 +87,8 @@ IMPORT_MODE = QueryParam(
     aliases=("all-or-nothing", "skip-invalid"),
     default="all_or_nothing",
 )
+# An empty body is no upload (400 "missing file"): at least one byte, a file for clients.
+CSV_BODY = {"type": "string", "format": "binary", "minLength": 1}
 CSV = OpenApiResponse(OpenApiTypes.BINARY, description="CSV (RFC 4180), with a header line.")
 REPLAYED = OpenApiParameter(
     "Idempotent-Replayed",
@@ -163,7 +165,7 @@ class ImportCollection(ImportView):
     @extend_schema(
         operation_id="createImport",
         summary="Upload a CSV of tasks; a worker imports it",
-        request={"text/csv": OpenApiTypes.BINARY, "multipart/form-data": IMPORT_UPLOAD},
+        request={"text/csv": CSV_BODY, "multipart/form-data": IMPORT_UPLOAD},
         parameters=[IDEMPOTENCY, REPLAYED, LOCATION_HEADER],
         responses={202: ImportJobShape, **problems(409, 413, 415)},
     )

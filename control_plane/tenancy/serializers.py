@@ -4,25 +4,47 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 
+from taskflow.api_versions import CATALOG
+from taskflow.openapi import NOT_BLANK
 from tenants.models import Isolation, Tenant
+
+
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 500, "pattern": NOT_BLANK})
+class CheckedText(serializers.CharField):
+    """Text the onboarding service checks: a blank one reaches it (as DRF's allow_blank would
+    let it) and is refused there with its own message, so it is described as not blank
+    (taskflow.serializers.NOT_BLANK)."""
+
+    def run_validation(self, data: Any = empty) -> Any:
+        if data == "" or (self.trim_whitespace and str(data).strip() == ""):
+            return ""
+        return super().run_validation(data)
 
 
 class OnboardingInputSerializer(serializers.Serializer[dict[str, Any]]):
     """Shape only: types and presence. The onboarding service decides what is valid."""
 
-    name = serializers.CharField(allow_blank=True, max_length=500)
-    slug = serializers.CharField(allow_blank=True, max_length=500)
-    domain = serializers.CharField(allow_blank=True, max_length=500)
+    name = CheckedText(max_length=500)
+    slug = CheckedText(max_length=500)
+    domain = CheckedText(max_length=500)
     isolation = serializers.ChoiceField(choices=Isolation.choices)
-    owner_email = serializers.CharField(allow_blank=True, max_length=500)
+    owner_email = CheckedText(max_length=500)
+
+
+@extend_schema_field({"type": "string", "enum": list(CATALOG.names)})
+class ApiVersionField(serializers.CharField):
+    """A version of the TaskFlow API, described as the catalog's names; an unknown one is
+    refused by lifecycle.pin_api_version with the known ones listed."""
 
 
 class TenantChangeSerializer(serializers.Serializer[dict[str, Any]]):
     """What an operator may change on a tenant with PATCH."""
 
-    api_version = serializers.CharField(max_length=10)
+    api_version = ApiVersionField(max_length=10)
 
 
 class TenantSerializer(serializers.ModelSerializer[Tenant]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -16,11 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from taskflow.errors import InvalidCursor
+from taskflow.errors import InvalidCursor, InvalidInput
 from taskflow.filters import TaskFilters
 from taskflow.models import Project, Task
-from taskflow.pagination import _page_statement
-from taskflow.selectors import ListQuery, task_list
+from taskflow.openapi import sort_pattern
+from taskflow.pagination import _page_statement, parse_sort
+from taskflow.selectors import TASK_SORTS, ListQuery, task_list
 from tenants.binding import binding_for, engine
 from tenants.placement import PLACEHOLDER_SCHEMA
 from tests.taskflow.conftest import TenantFixture
@@ -376,3 +378,23 @@ def test_a_pages_sql_is_built_once_per_shape(fresh_tenant: TenantFixture) -> Non
             query=ListQuery(sort="-priority,title"),
         )  # fmt: skip
         assert _page_statement.cache_info().misses == shaped
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "", "title", "-priority,due_date", "title,-id", "-id", "id", "created_at,updated_at,id",
+        "id,title", "title,-title", "title,title", "title,,id", " title", "title ", ",title",
+        "id,id", "x", "--title", "title,id,-id",
+    ],
+)  # fmt: skip
+def test_the_sort_grammar_is_the_one_described(value: str) -> None:
+    """parse_sort accepts exactly what the sort parameter's pattern describes."""
+    described = re.compile(sort_pattern(TASK_SORTS)).search(value) is not None
+    try:
+        parse_sort(value, TASK_SORTS, "created_at")
+    except InvalidInput:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == described

@@ -4,6 +4,7 @@ description and docs for staff only."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from typing import Any
@@ -93,8 +94,12 @@ def test_lists_declare_sort_cursor_and_limit(documents: dict[str, Any]) -> None:
     assert parameters["limit"]["schema"] == {
         "type": "integer", "minimum": 1, "maximum": 200, "default": 50
     }  # fmt: skip
-    assert "-priority" in parameters["sort"]["schema"]["items"]["enum"]
-    assert parameters["sort"]["explode"] is False
+    # The sort's grammar, as pagination.parse_sort applies it: each field once, id only last.
+    sort = re.compile(parameters["sort"]["schema"]["pattern"])
+    for accepted in ("", "-priority,due_date", "title,-id", "-id"):
+        assert sort.search(accepted), accepted
+    for refused in ("id,title", "title,-title", "title,,id", " title", "x", "-priority,-priority"):
+        assert not sort.search(refused), refused
     assert parameters["status"]["schema"]["items"]["enum"] == [
         "todo", "in_progress", "done", "cancelled"
     ]  # fmt: skip
