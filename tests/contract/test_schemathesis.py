@@ -26,7 +26,7 @@ from tests.contract.conftest import PUBLIC_HOST, LiveServer
 from tests.taskflow.conftest import TenantFixture
 
 # What must hold for every response, under the names schemathesis 4 gives them.
-CHECKS = (
+CHECKS: tuple[str, ...] = (
     "not_a_server_error",  # no 5xx
     "response_schema_conformance",  # bodies match the described schema
     "status_code_conformance",  # no undocumented status
