@@ -16,9 +16,9 @@ from typing import Any
 from django import db
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from control_plane.celery import app as celery_app
 from control_plane.fanout import runs
 from control_plane.fanout.models import MigrationRun, RunStatus
+from control_plane.worker.queues import queue_consumers
 from tenants.problems import Problem
 
 BAR_WIDTH = 30
@@ -185,17 +185,6 @@ class Command(BaseCommand):
         if run.status != RunStatus.SUCCEEDED:
             raise CommandError(f"run {run.pk} {run.status}: {run.error}")
         self.stdout.write(f"run {run.pk} succeeded: every tenant at {run.target}")
-
-
-def queue_consumers(queue: str, timeout: float = 1.0) -> list[str]:
-    """Workers that consume `queue` right now (they answer within `timeout`)."""
-    try:
-        replies = celery_app.control.inspect(timeout=timeout).active_queues() or {}
-    except Exception:  # the broker itself is away: nobody can be seen consuming
-        return []
-    return sorted(
-        name for name, queues in replies.items() if any(q["name"] == queue for q in queues)
-    )
 
 
 def progress_line(state: dict[str, Any]) -> str:

@@ -1,0 +1,21 @@
+"""Which workers consume a Celery queue right now.
+
+One answer for every caller that must tell an operator "nobody is working on this": the CLI's
+`--wait` loops, `/readyz` and the admin. It asks the workers over the broker, so it costs up to
+`timeout` seconds; callers that run often cache it.
+"""
+
+from __future__ import annotations
+
+from control_plane.celery import app as celery_app
+
+
+def queue_consumers(queue: str, timeout: float = 1.0) -> list[str]:
+    """Workers that consume `queue` right now (they answer within `timeout`)."""
+    try:
+        replies = celery_app.control.inspect(timeout=timeout).active_queues() or {}
+    except Exception:  # the broker itself is away: nobody can be seen consuming
+        return []
+    return sorted(
+        name for name, queues in replies.items() if any(q["name"] == queue for q in queues)
+    )
