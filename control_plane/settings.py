@@ -53,10 +53,13 @@ if PRODUCTION:
         raise ImproperlyConfigured("DEBUG must be off in production")
 
 PUBLIC_DOMAIN = env.str("PUBLIC_DOMAIN", default="localhost")
+# The port the development web listens on (platform/dev.sh's WEB_PORT): printed URLs and the
+# trusted origins of the admin's forms follow it.
+WEB_PORT = env.int("WEB_PORT", default=8000)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[PUBLIC_DOMAIN, f".{PUBLIC_DOMAIN}", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list(
     "CSRF_TRUSTED_ORIGINS",
-    default=[f"http://{PUBLIC_DOMAIN}:8000", f"http://*.{PUBLIC_DOMAIN}:8000"],
+    default=[f"http://{PUBLIC_DOMAIN}:{WEB_PORT}", f"http://*.{PUBLIC_DOMAIN}:{WEB_PORT}"],
 )
 
 # --- Databases -------------------------------------------------------------------------------

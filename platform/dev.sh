@@ -30,7 +30,7 @@ OWNER_PASSWORD=${OWNER_PASSWORD:-taskflow_owner}
 APP_ROLE=${APP_ROLE:-taskflow_app}
 APP_PASSWORD=${APP_PASSWORD:-taskflow_app}
 REDIS_PORT=${REDIS_PORT:-6379}
-WEB_PORT=${WEB_PORT:-8000}
+export WEB_PORT=${WEB_PORT:-8000}
 
 # shellcheck source=platform/supervise.sh
 source "$ROOT/platform/supervise.sh"

@@ -127,10 +127,13 @@ class Command(BaseCommand):
         if requested.onboarding.status != OnboardingStatus.SUCCEEDED:
             provision_onboarding(requested.onboarding.pk)
         token = requested.token or demo_owner_token(requested.onboarding)
-        self.stdout.write(f"demo tenant: http://{domain}:8000/  owner token: {token}")
+        self.stdout.write(
+            f"demo tenant: http://{domain}:{settings.WEB_PORT}/  owner token: {token}"
+        )
         if admin_password:
             self.stdout.write(
-                f"admin: http://{settings.PUBLIC_DOMAIN}:8000/admin/  user admin  password {admin_password}"
+                f"admin: http://{settings.PUBLIC_DOMAIN}:{settings.WEB_PORT}/admin/"
+                f"  user admin  password {admin_password}"
             )
 
 
