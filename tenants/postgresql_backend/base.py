@@ -33,7 +33,7 @@ SET_LOCAL_SEARCH_PATH = "SELECT set_config('search_path', %s, true)"
 UNKNOWN: tuple[str, ...] = ("?",)
 
 
-class DatabaseWrapper(TenantsDatabaseWrapper):  # type: ignore[misc]  # django-tenants is untyped
+class DatabaseWrapper(TenantsDatabaseWrapper):
     """django-tenants' wrapper whose schema reaches the server only transaction-locally."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

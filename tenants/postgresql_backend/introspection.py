@@ -16,7 +16,8 @@ class SchemaIntrospection(DatabaseIntrospection):
     """Django's PostgreSQL introspection, seeing the connection's selected schema only."""
 
     def _in_schema(self, method: Any, cursor: Any, *args: Any) -> Any:
-        with self.connection.search_path_for_block((self.connection.schema_name,)):
+        connection: Any = self.connection  # tenants.postgresql_backend's wrapper
+        with connection.search_path_for_block((connection.schema_name,)):
             return method(cursor, *args)
 
     def get_table_list(self, cursor: Any) -> Any:
@@ -27,9 +28,6 @@ class SchemaIntrospection(DatabaseIntrospection):
 
     def get_sequences(self, cursor: Any, table_name: str, table_fields: Any = ()) -> Any:
         return self._in_schema(super().get_sequences, cursor, table_name, table_fields)
-
-    def get_key_columns(self, cursor: Any, table_name: str) -> Any:
-        return self._in_schema(super().get_key_columns, cursor, table_name)
 
     def get_constraints(self, cursor: Any, table_name: str) -> Any:
         return self._in_schema(super().get_constraints, cursor, table_name)

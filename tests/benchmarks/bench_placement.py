@@ -192,6 +192,21 @@ def measure_api(
     return times
 
 
+def one_of_each(client: Any, cursor: str, task_id: int, etag: str) -> dict[str, Callable[[], Any]]:
+    """The measured operations on one task, as calls (the patch writes once: If-Match `etag`)."""
+    return {
+        "first page": lambda: client.get("/api/v1/tasks", {"limit": 50}),
+        "deep page": lambda: client.get("/api/v1/tasks", {"limit": "50", "cursor": cursor}),
+        "get by id": lambda: client.get(f"/api/v1/tasks/{task_id}"),
+        "patch with version": lambda: client.patch(
+            f"/api/v1/tasks/{task_id}",
+            {"priority": 3},
+            content_type="application/json",
+            headers={"If-Match": etag},
+        ),
+    }
+
+
 def capture_policy_statements(
     tenants: list[Any], per_tenant: int
 ) -> dict[str, dict[str, list[tuple[str, Any]]]]:
@@ -209,15 +224,7 @@ def capture_policy_statements(
         cursor = deep_cursor(tenant, tenant.schema_name, per_tenant)
         task_id = client.get("/api/v1/tasks", {"limit": 1}).json()["results"][0]["id"]
         current = client.get(f"/api/v1/tasks/{task_id}")
-        operations: dict[str, Callable[[], Any]] = {
-            "first page": lambda: client.get("/api/v1/tasks", {"limit": 50}),
-            "deep page": lambda: client.get("/api/v1/tasks", {"limit": "50", "cursor": cursor}),
-            "get by id": lambda: client.get(f"/api/v1/tasks/{task_id}"),
-            "patch with version": lambda: client.patch(
-                f"/api/v1/tasks/{task_id}", {"priority": 3}, content_type="application/json",
-                headers={"If-Match": current["ETag"]},
-            ),  # fmt: skip
-        }
+        operations = one_of_each(client, cursor, task_id, current["ETag"])
         captured[tenant.slug] = operation_statements(operations, tenant)
         # The replayed UPDATE names the version it read: put that version back (no history).
         with owner_connection() as conn, conn.transaction():

@@ -93,9 +93,7 @@ def rounds_report(results: list[dict[str, dict[str, list[float]]]]) -> tuple[str
     ]
     worst = -1.0
     for name in results[0]:
-        overheads = [
-            p(r[name]["policies"], 0.5) / p(r[name]["none"], 0.5) - 1 for r in results
-        ]
+        overheads = [p(r[name]["policies"], 0.5) / p(r[name]["none"], 0.5) - 1 for r in results]
         pooled = {g: [ms for r in results for ms in r[name][g]] for g in ("policies", "none")}
         median = statistics.median(overheads)
         worst = max(worst, median)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -61,9 +62,12 @@ def test_a_committed_tenant_setting_never_reaches_the_next_transaction(bouncer: 
 
 
 def test_isolation_holds_through_transaction_pooling(
-    taskflow_through_bouncer: str, committed
+    taskflow_through_bouncer: str, bouncer: PgBouncer, committed
 ) -> None:
-    run_isolation_machine(200)
+    """The isolation state machine with Django's connection and the TaskFlow engine both going
+    through PgBouncer (HYPOTHESIS_ISOLATION_STEPS sets the long profile's length)."""
+    with django_through(bouncer):
+        run_isolation_machine(int(os.environ.get("HYPOTHESIS_ISOLATION_STEPS", "200")))
 
 
 @pytest.fixture(scope="module")
