@@ -36,6 +36,8 @@ from tests.taskflow.conftest import TenantFixture, discard, provisioned_tenant
 
 STEPS = int(os.environ.get("HYPOTHESIS_ISOLATION_STEPS", "300"))
 STEPS_PER_RUN = 50
+# Operations the machine ran (rules), for the long profile's report.
+OPERATIONS = {"count": 0}
 
 
 MODES = (Isolation.SCHEMA, Isolation.SCHEMA, Isolation.RLS, Isolation.RLS)
@@ -76,6 +78,9 @@ class Isolated(RuleBasedStateMachine):
             assert response.status_code == 201, response.content
             self.projects.append(response.json()["id"])
 
+    def step(self) -> None:
+        OPERATIONS["count"] += 1
+
     def teardown(self) -> None:
         for fixture in self.fixtures:
             discard(fixture)
@@ -102,6 +107,7 @@ class Isolated(RuleBasedStateMachine):
 
     @rule(tenant=st.integers(0, len(MODES) - 1), priority=st.integers(0, 4))
     def create(self, tenant: int, priority: int) -> None:
+        self.step()
         title = self.title(tenant)
         body = {"project_id": self.projects[tenant], "title": title, "priority": priority}
         response = self.clients[tenant].post("/api/v1/tasks", body, content_type="application/json")
@@ -111,6 +117,7 @@ class Isolated(RuleBasedStateMachine):
     @rule(tenant=st.integers(0, len(MODES) - 1), project_of=st.integers(0, len(MODES) - 1))
     def create_in_a_guessed_project(self, tenant: int, project_of: int) -> None:
         """A project id of another tenant must not take a task (in rls mode the id is real)."""
+        self.step()
         title = self.title(tenant)
         body = {"project_id": self.projects[project_of], "title": title}
         response = self.clients[tenant].post("/api/v1/tasks", body, content_type="application/json")
@@ -132,6 +139,7 @@ class Isolated(RuleBasedStateMachine):
 
     @rule(tenant=st.integers(0, len(MODES) - 1), pick=st.integers(0, 10_000))
     def get_guessed(self, tenant: int, pick: int) -> None:
+        self.step()
         ids = self.all_ids()
         if not ids:
             return
@@ -145,6 +153,7 @@ class Isolated(RuleBasedStateMachine):
 
     @rule(tenant=st.integers(0, len(MODES) - 1), pick=st.integers(0, 10_000))
     def patch_guessed(self, tenant: int, pick: int) -> None:
+        self.step()
         ids = self.all_ids()
         if not ids:
             return
@@ -164,6 +173,7 @@ class Isolated(RuleBasedStateMachine):
 
     @rule(tenant=st.integers(0, len(MODES) - 1), pick=st.integers(0, 10_000))
     def delete_guessed(self, tenant: int, pick: int) -> None:
+        self.step()
         ids = self.all_ids()
         if not ids:
             return
@@ -180,6 +190,7 @@ class Isolated(RuleBasedStateMachine):
 
     @rule(tenant=st.integers(0, len(MODES) - 1), pick=st.integers(0, 10_000))
     def history_guessed(self, tenant: int, pick: int) -> None:
+        self.step()
         ids = self.all_ids()
         if not ids:
             return
@@ -193,12 +204,14 @@ class Isolated(RuleBasedStateMachine):
 
     @rule(tenant=st.integers(0, len(MODES) - 1))
     def list_with_cursors(self, tenant: int) -> None:
+        self.step()
         assert self.list_all(tenant) == self.live[tenant]
 
     @rule(tenant=st.integers(0, len(MODES) - 1))
     def unfiltered_read_through_a_bound_session(self, tenant: int) -> None:
         """Code that forgets `WHERE tenant_id = ...` still sees only its tenant: the placement
         (own schema) or row-level security (shared schema) is what stops it."""
+        self.step()
         fixture = self.fixtures[tenant]
         with tenant_session(binding_for(fixture.tenant)) as session:
             owners = set(session.scalars(sa.select(Task.tenant_id).distinct()))
@@ -209,6 +222,7 @@ class Isolated(RuleBasedStateMachine):
         """A bug that names another tenant's placement (its schema, or `shared`) with this
         tenant's identity reads nothing and changes nothing there: the forced policies of every
         placement stop it (revision 0004)."""
+        self.step()
         mine, theirs = (
             binding_for(self.fixtures[tenant].tenant),
             binding_for(self.fixtures[other].tenant),
@@ -247,16 +261,20 @@ def run_isolation_machine(
     Isolated.modes = modes
     Isolated.after_provisioning = after_provisioning
     phases = list(Phase) if shrink else [Phase.generate]
-    run_state_machine_as_test(
-        Isolated,
-        settings=settings(
-            max_examples=max(1, steps // STEPS_PER_RUN),
-            stateful_step_count=STEPS_PER_RUN,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            phases=phases,
-        ),
-    )
+    before = OPERATIONS["count"]
+    # An example may end before STEPS_PER_RUN steps: run more until `steps` operations ran.
+    while (done := OPERATIONS["count"] - before) < steps:
+        run_state_machine_as_test(
+            Isolated,
+            settings=settings(
+                max_examples=max(1, (steps - done) // STEPS_PER_RUN),
+                stateful_step_count=STEPS_PER_RUN,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                phases=phases,
+            ),
+        )
+    print(f"isolation machine: {done} operations by tenants in modes {', '.join(modes)}, 0 leaks")
 
 
 def test_each_tenant_only_ever_sees_and_changes_its_own_rows(committed) -> None:
