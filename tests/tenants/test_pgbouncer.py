@@ -1,4 +1,5 @@
-"""Tenant binding through a real PgBouncer in transaction pooling mode."""
+"""Tenant binding and Django's own connection through a real PgBouncer in transaction pooling mode:
+no session state of one client (search_path, app.* settings) ever reaches the next."""
 
 from __future__ import annotations
 
@@ -15,10 +16,19 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import override_settings
 from django_tenants.utils import schema_context
 
+from control_plane.celery import app as celery_app
+from control_plane.tenancy.onboarding import (
+    PROVISION_TASK,
+    request_onboarding,
+    validate_onboarding,
+)
+from control_plane.worker.tasks import ping
 from migrations_sqla.django_state import migrate_tenant_apps
 from tenants.binding import engine
-from tenants.database_roles import owner_connection
-from tenants.models import Isolation, Tenant
+from tenants.database_roles import app_role_name, owner_connection
+from tenants.models import Isolation, Tenant, TenantStatus
+from tenants.provisioning import drop_storage
+from tests.conftest import WorkerProcess
 from tests.pgbouncer import PgBouncer, start_pgbouncer
 from tests.taskflow.conftest import discard, provisioned_tenant
 from tests.taskflow.test_isolation import run_isolation_machine
@@ -40,6 +50,38 @@ def taskflow_through_bouncer(bouncer: PgBouncer) -> Iterator[str]:
     with override_settings(DATABASE_URL=url, DATABASE_BEHIND_PGBOUNCER=True):
         yield url
     engine.cache_clear()
+
+
+def fresh_search_path(bouncer: PgBouncer, database_url: str | None = None) -> str:
+    """The search_path a new client of `bouncer` starts with (with a pool of one: the one server
+    connection every earlier client used)."""
+    url = bouncer.url_for(database_url or settings.DATABASE_URL)
+    url = url.replace("postgres://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as fresh:
+        row = fresh.execute("SHOW search_path").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@contextmanager
+def django_through(bouncer: PgBouncer) -> Iterator[BaseDatabaseWrapper]:
+    """Django's own connection ("default", whatever role it has) goes through `bouncer`."""
+    connection = connections["default"]
+    saved = {key: connection.settings_dict[key] for key in ("HOST", "PORT")}
+    connection.close()
+    connection.settings_dict.update(HOST="127.0.0.1", PORT=str(bouncer.port))
+    try:
+        yield connection
+    finally:
+        connection.close()
+        connection.settings_dict.update(saved)
+        connection.set_schema_to_public()  # type: ignore[attr-defined]
+
+
+def search_path_of(connection: BaseDatabaseWrapper) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('search_path')")
+        return str(cursor.fetchone()[0])
 
 
 def test_a_committed_tenant_setting_never_reaches_the_next_transaction(bouncer: PgBouncer) -> None:
@@ -76,38 +118,6 @@ def one_server() -> Iterator[PgBouncer]:
     started = start_pgbouncer(settings.DATABASE_URL, pool_size=1)
     yield started
     started.stop()
-
-
-def fresh_search_path(bouncer: PgBouncer, database_url: str | None = None) -> str:
-    """The search_path a new client of `bouncer` starts with (with a pool of one: the one server
-    connection every earlier client used)."""
-    url = bouncer.url_for(database_url or settings.DATABASE_URL)
-    url = url.replace("postgres://", "postgresql://", 1)
-    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as fresh:
-        row = fresh.execute("SHOW search_path").fetchone()
-    assert row is not None
-    return str(row[0])
-
-
-@contextmanager
-def django_through(bouncer: PgBouncer) -> Iterator[BaseDatabaseWrapper]:
-    """Django's own connection ("default", whatever role it has) goes through `bouncer`."""
-    connection = connections["default"]
-    saved = {key: connection.settings_dict[key] for key in ("HOST", "PORT")}
-    connection.close()
-    connection.settings_dict.update(HOST="127.0.0.1", PORT=str(bouncer.port))
-    try:
-        yield connection
-    finally:
-        connection.close()
-        connection.settings_dict.update(saved)
-        connection.set_schema_to_public()  # type: ignore[attr-defined]
-
-
-def search_path_of(connection: BaseDatabaseWrapper) -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('search_path')")
-        return str(cursor.fetchone()[0])
 
 
 def test_djangos_connection_leaves_no_search_path_on_a_pooled_server(one_server, committed) -> None:
@@ -217,3 +227,41 @@ def test_the_migrator_path_leaves_no_search_path_on_a_pooled_server(committed) -
     finally:
         owner_bouncer.stop()
         discard(fixture)
+
+
+@pytest.mark.worker
+def test_a_worker_through_a_pooled_server_leaves_no_session_state(
+    one_server, committed, unique, monkeypatch
+) -> None:
+    """A real worker whose Django connection goes through one pooled server connection
+    onboards a schema-mode tenant and answers pings: nothing of a tenant stays on the server."""
+    queue = f"pooled_{unique}"
+    monkeypatch.setenv("DATABASE_URL", one_server.url_for(settings.DATABASE_URL))
+    monkeypatch.setenv("DATABASE_BEHIND_PGBOUNCER", "true")
+    slug = f"pooled{unique}"
+    requested = request_onboarding(
+        data=validate_onboarding(
+            name=slug,
+            slug=slug,
+            domain=f"{slug}.localhost",
+            isolation=Isolation.SCHEMA,
+            owner_email=f"owner-{slug}@example.com",
+        ),
+        enqueue=False,
+    )
+    worker = WorkerProcess("pooled", queues=queue, concurrency=1).start(timeout=120)
+    try:
+        celery_app.send_task(PROVISION_TASK, args=[requested.onboarding.pk], queue=queue).get(
+            timeout=120
+        )
+        pings = [ping.apply_async(("x",), queue=queue).get(timeout=60) for _ in range(3)]
+        path = fresh_search_path(one_server)
+    finally:
+        worker.stop()
+        tenant = Tenant.objects.get(slug=slug)
+        drop_storage(tenant)
+        Tenant.objects.filter(pk=tenant.pk).delete()
+    assert tenant.status == TenantStatus.ACTIVE
+    assert all(p["role"] == app_role_name() for p in pings)
+    assert tenant.schema_name not in path
+    assert "t_" not in path, path
