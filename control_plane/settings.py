@@ -74,7 +74,9 @@ MIGRATION_DATABASE_URL = env.str(
 )
 _default_db = environ.Env.db_url_config(DATABASE_URL)
 _default_db.update(
-    ENGINE="django_tenants.postgresql_backend",
+    # django-tenants' backend, with the tenant's search_path transaction-local, never a session
+    # SET: Django's connection may go through PgBouncer's transaction pooling too.
+    ENGINE="tenants.postgresql_backend",
     CONN_MAX_AGE=env.int("CONN_MAX_AGE", default=60),
     CONN_HEALTH_CHECKS=True,
     # Behind PgBouncer in transaction mode server-side cursors do not survive a transaction.

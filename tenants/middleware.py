@@ -1,9 +1,10 @@
 """Request-level tenancy: probes that answer on any host, tenant resolution by host name, and the
 cookie-based layers (sessions, CSRF, the admin's user, messages) on the public host only.
 
-Resolution switches the Django connection to the tenant (django-tenants) for Django models only;
-TaskFlow data is reached through a SQLAlchemy session bound by tenants.binding, never through a
-search_path.
+Resolution never switches Django's connection to the tenant's schema: every Django model a request
+touches (tenants, domains, users, tokens, memberships, import jobs, sessions) lives in the public
+schema, and TaskFlow data is reached through a SQLAlchemy session bound by tenants.binding, never
+through a search_path. So a request leaves no schema on a pooled server connection.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.exception import convert_exception_to_response
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.module_loading import import_string
 from django_tenants.middleware.main import TenantMainMiddleware
+from django_tenants.utils import get_public_schema_name
 
 from tenants.health import run_checks
 from tenants.hosts import routing_host
@@ -80,7 +83,7 @@ class TenantMiddleware(TenantMainMiddleware):
                 400, "Invalid host", "The Host header is not one this platform serves."
             )
         try:
-            response: HttpResponse | None = super().process_request(request)
+            response = self.resolve(request)
         except Exception as exc:
             if is_connection_failure(exc):
                 return unavailable_response(database_unavailable())
@@ -105,6 +108,21 @@ class TenantMiddleware(TenantMainMiddleware):
         )
         refused["Retry-After"] = "5"
         return refused
+
+    def resolve(self, request: HttpRequest) -> HttpResponse | None:
+        """django-tenants' process_request without `connection.set_tenant`: Django's connection
+        stays on the public schema (where a previous user of it may not have left it)."""
+        if connection.schema_name != get_public_schema_name():  # type: ignore[attr-defined]
+            connection.set_schema_to_public()  # type: ignore[attr-defined]  # sends no SQL
+        hostname = self.hostname_from_request(request)
+        try:
+            tenant = self.get_tenant(Domain, hostname)
+        except Domain.DoesNotExist:
+            return self.no_tenant_found(request, hostname)
+        tenant.domain_url = hostname
+        request.tenant = tenant  # type: ignore[attr-defined]
+        self.setup_url_routing(request)
+        return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if is_connection_failure(exception):

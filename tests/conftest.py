@@ -102,8 +102,8 @@ def committed(django_db_blocker: Any) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def back_to_public_schema() -> Iterator[None]:
-    """A tenant-host request leaves this process's connection on the tenant (django-tenants);
-    in a server the next request resets it, here the next test must start on public."""
+    """A test that selects a tenant schema on Django's connection (schema_context aside) must
+    not leave the next test there; requests themselves never leave the public schema."""
     yield
     from django.db import connection
 

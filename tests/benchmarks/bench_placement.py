@@ -2,7 +2,9 @@
 
 Run from the repository root (PostgreSQL at 127.0.0.1:5432 with superuser `postgres`, Redis):
 
-    .venv/bin/python -m tests.benchmarks.bench_placement [--tenants 100] [--tasks 10000] [--requests 400] [--keep]
+    .venv/bin/python -m tests.benchmarks.bench_placement [--tenants 100] [--tasks 10000] [--requests 400]
+        [--policy-rounds 6] [--policy-requests 200] [--explain-tenants 8] [--explain-iterations 1000]
+        [--only-policies] [--database taskflow_bench_placement] [--keep]
 
 In one throw-away database (`taskflow_bench_placement`) the platform holds `--tenants` tenants in
 each mode, each with `--tasks` tasks (loaded with INSERT ... SELECT, history triggers standing
@@ -13,8 +15,12 @@ bearer token, tenant resolution from the Redis cache): the first page of tasks, 
 clone path, no spare schema ready), the time to apply one migration's DDL (a nullable column and
 an index) to every tenant's tasks table, and the catalog each mode costs. Target: RLS API
 overhead <= 10% at p50 over schema mode. Then the cost of row-level security in schema mode
-itself: every other schema-mode tenant has its policies switched off, and the same operations
-alternate between the two halves. Target: <= 2% at p50. Not collected by pytest.
+itself (tests.benchmarks.policy_overhead): half of the schema-mode tenants have their policies
+switched off, the same operations alternate between the halves request by request, in rounds
+that swap the halves; then the statements those operations send are replayed under EXPLAIN
+(ANALYZE, BUFFERS) for both halves. Target: <= 2% at p50 (median of the rounds).
+`--only-policies` onboards schema-mode tenants only and measures just that. Not collected by
+pytest.
 """
 
 from __future__ import annotations
@@ -29,10 +35,17 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.benchmarks.bench_onboarding import ROOT, bench_env, create_database, drop_database
+from tests.benchmarks.policy_overhead import (
+    TARGET_POLICY_OVERHEAD,
+    measure_rounds,
+    measure_server,
+    operation_statements,
+    rounds_report,
+    server_report,
+)
 
 DB = "taskflow_bench_placement"
 TARGET_OVERHEAD = 0.10
-TARGET_POLICY_OVERHEAD = 0.02
 
 
 def p(values: list[float], q: float) -> float:
@@ -40,11 +53,11 @@ def p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def setup_database() -> dict[str, str]:
+def setup_database(db: str) -> dict[str, str]:
     import subprocess
 
-    create_database(DB)
-    env = bench_env(DB, "control_plane.settings")
+    create_database(db)
+    env = bench_env(db, "control_plane.settings")
     subprocess.run(
         [sys.executable, "manage.py", "setup_platform"],
         cwd=ROOT,
@@ -55,7 +68,7 @@ def setup_database() -> dict[str, str]:
     return env
 
 
-def onboard_all(count: int) -> dict[str, list[Any]]:
+def onboard_all(count: int, modes: tuple[str, ...] = ("schema", "rls")) -> dict[str, list[Any]]:
     """`count` tenants per mode through the onboarding service; returns tenants, tokens, times."""
     from django.conf import settings
 
@@ -66,9 +79,9 @@ def onboard_all(count: int) -> dict[str, list[Any]]:
     )
 
     settings.SPARE_SCHEMAS = 0
-    made: dict[str, list[Any]] = {"schema": [], "rls": []}
+    made: dict[str, list[Any]] = {mode: [] for mode in modes}
     for i in range(count):
-        for mode in ("schema", "rls"):
+        for mode in modes:
             slug = f"{mode[0]}{i:04d}"
             data = validate_onboarding(
                 name=slug, slug=slug, domain=f"{slug}.bench.localhost", isolation=mode,
@@ -179,52 +192,49 @@ def measure_api(
     return times
 
 
-def measure_tenant_policies(
-    made: dict[str, list[Any]], per_tenant: int, requests: int
-) -> dict[str, dict[str, list[float]]]:
-    """Schema mode with its forced row-level security policies against the same without them:
-    every other schema-mode tenant has RLS disabled on its tables for this measurement."""
-    from psycopg import sql
+def one_of_each(client: Any, cursor: str, task_id: int, etag: str) -> dict[str, Callable[[], Any]]:
+    """The measured operations on one task, as calls (the patch writes once: If-Match `etag`)."""
+    return {
+        "first page": lambda: client.get("/api/v1/tasks", {"limit": 50}),
+        "deep page": lambda: client.get("/api/v1/tasks", {"limit": "50", "cursor": cursor}),
+        "get by id": lambda: client.get(f"/api/v1/tasks/{task_id}"),
+        "patch with version": lambda: client.patch(
+            f"/api/v1/tasks/{task_id}",
+            {"priority": 3},
+            content_type="application/json",
+            headers={"If-Match": etag},
+        ),
+    }
+
+
+def capture_policy_statements(
+    tenants: list[Any], per_tenant: int
+) -> dict[str, dict[str, list[tuple[str, Any]]]]:
+    """The SQL each operation sends for each of `tenants` (policy_overhead replays it)."""
+    from django.test import Client
 
     from tenants.database_roles import owner_connection
 
-    guarded, bare = made["schema"][::2], made["schema"][1::2]
-    with owner_connection(autocommit=True) as conn:
-        for tenant, _token, _ms in bare:
-            tables = conn.execute(
-                "SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace AND relrowsecurity",
-                (tenant.schema_name,),
-            ).fetchall()
-            for (table,) in tables:
-                conn.execute(
-                    sql.SQL(
-                        "ALTER TABLE {} NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY"
-                    ).format(sql.Identifier(tenant.schema_name, table))
-                )
-    return measure_api({"policies": guarded, "none": bare}, per_tenant, requests)
-
-
-def policies_report(times: dict[str, dict[str, list[float]]]) -> str:
-    lines = [
-        "",
-        "Schema mode: tenant schemas with forced RLS policies vs the same without (ms)",
-        f"{'operation':<22} {'with p50':>10} {'with p99':>10} {'none p50':>10} {'none p99':>10} {'overhead p50':>13}",
-        "-" * 80,
-    ]
-    worst = -1.0
-    for name, groups in times.items():
-        w50, w99 = p(groups["policies"], 0.5), p(groups["policies"], 0.99)
-        n50, n99 = p(groups["none"], 0.5), p(groups["none"], 0.99)
-        worst = max(worst, w50 / n50 - 1)
-        lines.append(
-            f"{name:<22} {w50:>10.2f} {w99:>10.2f} {n50:>10.2f} {n99:>10.2f} {(w50 / n50 - 1) * 100:>+12.1f}%"
+    captured = {}
+    for tenant, token, _ms in tenants:
+        client = Client(
+            HTTP_HOST=f"{tenant.slug}.bench.localhost",
+            headers={"Authorization": f"Bearer {token}"},
         )
-    lines += [
-        "-" * 80,
-        f"worst policy overhead at p50: {worst * 100:+.1f}%   target <= {TARGET_POLICY_OVERHEAD * 100:.0f}%   "
-        + ("PASS" if worst <= TARGET_POLICY_OVERHEAD else "MISS"),
-    ]
-    return "\n".join(lines)
+        cursor = deep_cursor(tenant, tenant.schema_name, per_tenant)
+        task_id = client.get("/api/v1/tasks", {"limit": 1}).json()["results"][0]["id"]
+        current = client.get(f"/api/v1/tasks/{task_id}")
+        operations = one_of_each(client, cursor, task_id, current["ETag"])
+        captured[tenant.slug] = operation_statements(operations, tenant)
+        # The replayed UPDATE names the version it read: put that version back (no history).
+        with owner_connection() as conn, conn.transaction():
+            conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant.pk),))
+            conn.execute("SELECT set_config('app.copying_tenant', 'on', true)")
+            conn.execute(
+                f'UPDATE "{tenant.schema_name}".tasks SET version = version - 1 WHERE id = %s',
+                (task_id,),
+            )
+    return captured
 
 
 def patch(client: Any, task_id: int) -> Any:
@@ -319,33 +329,53 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--policy-rounds", type=int, default=6)
+    parser.add_argument("--policy-requests", type=int, default=200)
+    parser.add_argument("--explain-tenants", type=int, default=8)
+    parser.add_argument("--explain-iterations", type=int, default=1000)
+    parser.add_argument("--only-policies", action="store_true", help="schema-mode tenants only")
+    parser.add_argument("--database", default=DB)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     os.chdir(ROOT)
     try:
-        print(f"creating {DB} and {args.tenants} tenants per mode ...", file=sys.stderr)
-        env = setup_database()
+        print(f"creating {args.database} and {args.tenants} tenants per mode ...", file=sys.stderr)
+        env = setup_database(args.database)
         os.environ.update(env)
         os.environ["DEBUG"] = "false"
         import django
 
         django.setup()
-        made = onboard_all(args.tenants)
+        made = onboard_all(args.tenants, ("schema",) if args.only_policies else ("schema", "rls"))
         print(f"loading {args.tasks} tasks per tenant ...", file=sys.stderr)
         load_tasks(made, args.tasks)
         print("measuring ...", file=sys.stderr)
-        times = measure_api(made, args.tasks, args.requests)
-        policy_times = measure_tenant_policies(made, args.tasks, args.requests)
-        migration = migration_time(made)
-        sizes = catalog(made)
+        if not args.only_policies:
+            times = measure_api(made, args.tasks, args.requests)
+            migration = migration_time(made)
+            sizes = catalog(made)
+            print(report(args, made, times, migration, sizes))
+        rounds = measure_rounds(
+            made["schema"], args.tasks, args.policy_requests, args.policy_rounds, measure_api
+        )
+        table, worst = rounds_report(rounds)
+        print(table)
+        sample = made["schema"][: args.explain_tenants]
+        captured = capture_policy_statements(sample, args.tasks)
+        print(server_report(measure_server(captured, sample, args.explain_iterations),
+                            args.explain_iterations))  # fmt: skip
+        print(
+            f"1-min load average now: {os.getloadavg()[0]:.2f}\n"
+            f"worst policy overhead at p50 (median of rounds): {worst * 100:+.1f}%"
+            f"   target <= {TARGET_POLICY_OVERHEAD * 100:.0f}%   "
+            + ("PASS" if worst <= TARGET_POLICY_OVERHEAD else "MISS")
+        )
         from django.db import connections
 
         connections.close_all()
-        print(report(args, made, times, migration, sizes))
-        print(policies_report(policy_times))
     finally:
         if not args.keep:
-            drop_database(DB)
+            drop_database(args.database)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ class Api:
 
 
 def provisioned_tenant(isolation: str = Isolation.SCHEMA) -> TenantFixture:
-    # Tenant-host requests made in this process leave Django's connection on that tenant.
+    # A test may have left Django's connection on a tenant schema (requests never do).
     connection.set_schema_to_public()  # type: ignore[attr-defined]
     slug = f"tf{uuid.uuid4().hex[:10]}"
     tenant = make_tenant(slug, isolation=isolation)

@@ -1,0 +1,1 @@
+"""Django's database backend for the platform (settings ENGINE = "tenants.postgresql_backend")."""
