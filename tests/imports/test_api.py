@@ -73,6 +73,29 @@ def test_multipart_upload_is_imported_by_a_worker_with_counts_and_history(
     assert new_uploads() == set()  # removed once imported
 
 
+def test_imported_tasks_take_consecutive_ids_of_the_tenants_own(
+    import_tenant: ImportTenant, worker: object, committed: None
+) -> None:
+    """A bulk insert draws from the tenant's own sequence (migration 0006): the new tasks take
+    the ids right after the tenant's last one (its project and that project's history entry),
+    whatever other tenants wrote meanwhile, and their history entries follow them."""
+    from tests.taskflow.conftest import discard, provisioned_tenant
+
+    other = provisioned_tenant(import_tenant.fixture.tenant.isolation)
+    try:
+        project = other.api().post("/api/v1/projects", {"key": "O1", "name": "Other"}).json()
+        for i in range(20):
+            other.api().post("/api/v1/tasks", {"project_id": project["id"], "title": f"o{i}"})
+        job = import_tenant.import_and_wait(csv_bytes(generated_rows(25, "P1")))
+        assert job["status"] == "succeeded", job
+    finally:
+        discard(other)
+    ids = [row.id for row in import_tenant.sql("SELECT id FROM tenant.tasks ORDER BY id")]
+    assert ids == list(range(3, 28))  # 1: project P1, 2: its history entry
+    history = import_tenant.sql("SELECT id FROM tenant.tasks_history ORDER BY id")
+    assert [row.id for row in history] == list(range(28, 53))
+
+
 def test_text_csv_body_and_idempotency_key_give_the_same_job(
     import_tenant: ImportTenant, worker: object, new_uploads: Any
 ) -> None:
