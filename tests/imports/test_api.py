@@ -96,6 +96,36 @@ def test_imported_tasks_take_consecutive_ids_of_the_tenants_own(
     assert [row.id for row in history] == list(range(28, 53))
 
 
+def test_import_jobs_are_numbered_per_tenant(
+    import_tenant: ImportTenant, worker: object, committed: None
+) -> None:
+    """A job's id in the API is the tenant's own number: other tenants' imports in between do
+    not move it, and the id leads to the job, its Location and its history's request id."""
+    from control_plane.imports.models import ImportJob
+    from tests.imports.conftest import discard_with_uploads, tenant_with_project
+
+    first = import_tenant.import_and_wait(csv_bytes(generated_rows(1, "P1", prefix="A")))
+    first_pk = ImportJob.objects.get(tenant=import_tenant.fixture.tenant, number=1).pk
+    other = tenant_with_project(import_tenant.fixture.tenant.isolation)
+    try:
+        others = [
+            other.import_and_wait(csv_bytes(generated_rows(1, "P1", prefix=f"O{i}")))["id"]
+            for i in range(3)
+        ]
+        assert others == [1, 2, 3]
+    finally:
+        discard_with_uploads(other)
+    response = import_tenant.upload(csv_bytes(generated_rows(1, "P1", prefix="B")))
+    assert response.status_code == 202, response.content
+    second = import_tenant.wait(response.json()["id"])
+    assert (first["id"], second["id"]) == (1, 2)
+    assert response["Location"] == "/api/v1/imports/2"
+    job = ImportJob.objects.get(tenant=import_tenant.fixture.tenant, number=2)
+    assert job.pk >= first_pk + 4  # the global key counted the other tenant's jobs; the id did not
+    history = import_tenant.sql("SELECT DISTINCT request_id FROM tenant.tasks_history")
+    assert {row.request_id for row in history} == {"import-1", "import-2"}
+
+
 def test_text_csv_body_and_idempotency_key_give_the_same_job(
     import_tenant: ImportTenant, worker: object, new_uploads: Any
 ) -> None:
