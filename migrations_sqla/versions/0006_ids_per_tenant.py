@@ -14,8 +14,8 @@ rows (and history entries) every other tenant wrote in between. Now:
   about it, so rows keep their ids and later creates continue where the tenant left off.
 - Every id column (projects, tasks, comments and their history) defaults to
   `public.taskflow_next_id()`, which draws from the sequence of the tenant the transaction is
-  bound to (`app.tenant_id`, set by every bound session). Without a tenant there is no id: an
-  insert fails, as row-level security would refuse it anyway.
+  bound to (`app.tenant_id`, set by every bound session). Without a tenant it gives NULL and
+  row-level security refuses the row, as before.
 - Ids are unique per tenant only, so the primary keys of projects, tasks and comments become
   (tenant_id, id) (history tables have been keyed (tenant_id, row_id, id) since 0003). That is
   also the key a distribution by tenant_id (Citus) needs. The unique (tenant_id, id)
@@ -36,12 +36,16 @@ schema's tables wait for it (in the shared schema, every rls tenant's writes do)
 The re-pointed foreign keys are added NOT VALID and validated after the commit (a
 non-transactional step), so checking the existing rows blocks no writes.
 
-Downgrade re-points the defaults to the platform sequence, first advanced past every tenant's
-sequence, and restores the (id) keys; it fails (unique violation) when per-tenant ids already
-repeat across the tenants of the shared schema, and leaves the tenants' sequences in place.
+Downgrade re-points the defaults to the platform sequence, first advanced past the sequences of
+the schema's tenants, and restores the (id) keys; it fails (could not create unique index) when
+per-tenant ids already repeat across the tenants of the shared schema, and leaves the tenants'
+sequences in place. Upgrading again moves the schema's tenants' sequences up to the platform
+sequence, past the ids it gave in between.
 """
 
 from alembic import op
+
+from tenants.placement import SHARED_SCHEMA
 
 revision = "0006"
 down_revision = "0005"
@@ -50,14 +54,17 @@ depends_on = None
 
 ROWS = ("projects", "tasks", "comments")
 HISTORY = ("projects_history", "tasks_history", "comments_history")
+RLS = "rls"  # tenants.models.Isolation.RLS, as recorded in public.tenants_tenant
 ADVISORY_LOCK = 0x6964  # "id": serialises creating tenants' sequences across schema migrations
 
 # A SQL function, not plpgsql: a column default calls it once per row, including in bulk imports.
+# Without a tenant it gives NULL, so the insert is refused by row-level security as before.
 NEXT_ID_FUNCTION = r"""
 CREATE FUNCTION public.taskflow_next_id() RETURNS bigint
 LANGUAGE sql VOLATILE AS $fn$
-  SELECT nextval(format('public.%I',
-    'tenant_' || nullif(current_setting('app.tenant_id', true), '')::bigint || '_ids')::regclass)
+  SELECT nextval(format('public.%I', 'tenant_' || t || '_ids')::regclass)
+  FROM (SELECT nullif(current_setting('app.tenant_id', true), '')::bigint AS t) bound
+  WHERE t IS NOT NULL
 $fn$;
 """
 
@@ -130,13 +137,45 @@ ALTER TABLE comments ADD CONSTRAINT comments_task_fkey FOREIGN KEY (tenant_id, t
   REFERENCES tasks (tenant_id, id) ON DELETE CASCADE;
 """
 
-# The platform sequence moves past every id a tenant's sequence gave, so going back repeats none.
-ADVANCE_PLATFORM_SEQUENCE = """
-DO $ids$ DECLARE top bigint := 0; s regclass; BEGIN
-  FOR s IN SELECT c.oid::regclass FROM pg_class c
-           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'S'
-             AND c.relname ~ '^tenant_[0-9]+_ids$' LOOP
-    top := greatest(top, coalesce(pg_sequence_last_value(s), 0));
+# The tenants whose rows this schema holds: its own tenant, or every rls tenant in `shared`.
+TENANTS_HERE = (
+    "SELECT id FROM public.tenants_tenant WHERE schema_name <> 'public'"  # noqa: S608 - constants
+    " AND (schema_name = current_schema()"
+    f" OR (current_schema() = '{SHARED_SCHEMA}' AND isolation = '{RLS}'))"
+)
+
+# Run after the DDL, so this schema's writers wait on its locks meanwhile: a sequence of a
+# tenant here that is behind the platform sequence moves up to it. On a first upgrade that
+# changes nothing (new sequences start there); after a downgrade and upgrade again, the
+# platform sequence gave the rows written in between their ids, and the tenant's must not
+# repeat them.
+CATCH_UP_WITH_PLATFORM = f"""
+DO $ids$ DECLARE t bigint; s regclass; platform bigint; BEGIN
+  IF to_regclass('public.tenants_tenant') IS NULL THEN
+    RETURN;
+  END IF;
+  platform := coalesce(pg_sequence_last_value('public.taskflow_id_seq'), 0);
+  FOR t IN {TENANTS_HERE} LOOP
+    s := to_regclass(format('public.%I', 'tenant_' || t || '_ids'));
+    IF s IS NOT NULL AND coalesce(pg_sequence_last_value(s), 0) < platform THEN
+      PERFORM setval(s, platform);
+    END IF;
+  END LOOP;
+END $ids$
+"""
+
+# The platform sequence moves past every id this schema's tenants' sequences gave, so going
+# back repeats none of them.
+ADVANCE_PLATFORM_SEQUENCE = f"""
+DO $ids$ DECLARE top bigint := 0; s regclass; t bigint; BEGIN
+  IF to_regclass('public.tenants_tenant') IS NULL THEN
+    RETURN;
+  END IF;
+  FOR t IN {TENANTS_HERE} LOOP
+    s := to_regclass(format('public.%I', 'tenant_' || t || '_ids'));
+    IF s IS NOT NULL THEN
+      top := greatest(top, coalesce(pg_sequence_last_value(s), 0));
+    END IF;
   END LOOP;
   IF top > coalesce(pg_sequence_last_value('public.taskflow_id_seq'), 0) THEN
     PERFORM setval('public.taskflow_id_seq', top);
@@ -160,6 +199,7 @@ def upgrade() -> None:
     op.execute(SWAP_KEYS)
     for table in ROWS + HISTORY:
         op.execute(f"ALTER TABLE {table} ALTER COLUMN id SET DEFAULT public.taskflow_next_id()")
+    op.execute(CATCH_UP_WITH_PLATFORM)
 
 
 def downgrade() -> None:

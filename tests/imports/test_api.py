@@ -101,11 +101,10 @@ def test_import_jobs_are_numbered_per_tenant(
 ) -> None:
     """A job's id in the API is the tenant's own number: other tenants' imports in between do
     not move it, and the id leads to the job, its Location and its history's request id."""
-    from control_plane.imports.models import ImportJob
     from tests.imports.conftest import discard_with_uploads, tenant_with_project
 
     first = import_tenant.import_and_wait(csv_bytes(generated_rows(1, "P1", prefix="A")))
-    first_pk = ImportJob.objects.get(tenant=import_tenant.fixture.tenant, number=1).pk
+    first_pk = import_tenant.stored(1).pk
     other = tenant_with_project(import_tenant.fixture.tenant.isolation)
     try:
         others = [
@@ -120,8 +119,9 @@ def test_import_jobs_are_numbered_per_tenant(
     second = import_tenant.wait(response.json()["id"])
     assert (first["id"], second["id"]) == (1, 2)
     assert response["Location"] == "/api/v1/imports/2"
-    job = ImportJob.objects.get(tenant=import_tenant.fixture.tenant, number=2)
-    assert job.pk >= first_pk + 4  # the global key counted the other tenant's jobs; the id did not
+    assert (
+        import_tenant.stored(2).pk >= first_pk + 4
+    )  # the global key counted the other tenant's jobs; the id did not
     history = import_tenant.sql("SELECT DISTINCT request_id FROM tenant.tasks_history")
     assert {row.request_id for row in history} == {"import-1", "import-2"}
 
@@ -423,7 +423,7 @@ def test_cancel_a_queued_import_before_any_worker_runs_it(
     created = import_tenant.upload(csv_bytes(generated_rows(3, "P1"))).json()
     cancelled = import_tenant.client("member").post(f"/api/v1/imports/{created['id']}/cancel")
     assert cancelled.json()["status"] == "cancelled"
-    run_import_job(created["id"])  # what a worker does with the message later
+    run_import_job(import_tenant.stored(created["id"]).pk)  # what a worker does with it later
     job = import_tenant.job(created["id"])
     assert (job["status"], job["attempts"]) == ("cancelled", 0)
     assert job["finished_at"] is not None

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from tenants.database_roles import owner_connection
 from tenants.ids import sequence_name
+from tenants.models import Isolation
 from tests.taskflow.conftest import (
     ISOLATIONS,
     TenantFixture,
@@ -64,22 +66,24 @@ def test_a_tenants_ids_advance_only_with_its_own_writes(
     assert b.api().get(f"/api/v1/tasks/{shared_id}").json()["title"] != "a0"
 
 
-def test_a_tenant_without_a_binding_gets_no_id(committed) -> None:
-    """The id default draws from the bound tenant's sequence: with no tenant there is none."""
-    fixture = provisioned_tenant()
+def test_without_a_tenant_there_is_no_id_and_row_level_security_refuses_the_row(
+    committed,
+) -> None:
+    """The id default draws from the bound tenant's sequence; with no tenant it gives NULL and
+    the insert is refused by row-level security, as before ids were per tenant. A tenant's
+    sequence goes with its storage."""
+    fixture = provisioned_tenant(Isolation.RLS)
+    name = f"public.{sequence_name(fixture.tenant.pk)}"
     try:
-        with owner_connection() as conn, conn.transaction():
-            named = conn.execute(
-                "SELECT to_regclass(%s) IS NOT NULL",
-                (f"public.{sequence_name(fixture.tenant.pk)}",),
-            ).fetchone()
-            assert named == (True,)
-            with pytest.raises(Exception, match="null values cannot be formatted"):
-                conn.execute("SELECT public.taskflow_next_id()")
+        with owner_connection() as conn:
+            assert conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone() == (True,)
+            assert conn.execute("SELECT public.taskflow_next_id()").fetchone() == (None,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(
+                    "INSERT INTO shared.projects (tenant_id, key, name) VALUES (%s, 'X', 'x')",
+                    (fixture.tenant.pk,),
+                )
     finally:
         discard(fixture)
     with owner_connection() as conn:
-        gone = conn.execute(
-            "SELECT to_regclass(%s)", (f"public.{sequence_name(fixture.tenant.pk)}",)
-        ).fetchone()
-    assert gone == (None,)  # dropped with the tenant's storage
+        assert conn.execute("SELECT to_regclass(%s)", (name,)).fetchone() == (None,)

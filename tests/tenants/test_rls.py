@@ -90,6 +90,9 @@ def two_tenant_rows() -> Iterator[tuple[int, int]]:
             with conn.transaction():
                 conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
                 conn.execute("DELETE FROM shared.projects WHERE tenant_id = %s", (tenant_id,))
+                conn.execute(
+                    "DELETE FROM shared.projects_history WHERE tenant_id = %s", (tenant_id,)
+                )
             drop_id_sequence(conn, tenant_id)
 
 
