@@ -45,8 +45,9 @@ from tenants.placement import PLACEHOLDER_SCHEMA
 PRIORITY_MIN, PRIORITY_MAX = 0, 4
 MAX_ID = 2**63 - 1  # ids are bigint
 LIVE = text("deleted_at IS NULL")
-# Every table in every placement draws ids from one sequence, so ids are unique platform-wide.
-NEXT_ID = text("nextval('public.taskflow_id_seq')")
+# Each tenant draws ids from its own sequence (migration 0006 of migrations_sqla): ids are unique
+# per tenant, keyed (tenant_id, id), and say nothing of other tenants' writes.
+NEXT_ID = text("public.taskflow_next_id()")
 
 
 class TaskStatus(enum.StrEnum):
@@ -100,8 +101,9 @@ class TimestampedVersioned:
     """Columns every audited table has: tenant, timestamps, soft delete, optimistic lock."""
 
     # sort_order: id leads and these follow a table's own columns, as the representation has them.
+    # The key is (tenant_id, id) (each table's PrimaryKeyConstraint): ids are unique per tenant.
     id: Mapped[int] = mapped_column(
-        BigInteger, server_default=NEXT_ID, primary_key=True, sort_order=-1, info=READ_ONLY
+        BigInteger, server_default=NEXT_ID, nullable=False, sort_order=-1, info=READ_ONLY
     )
     tenant_id: Mapped[int] = mapped_column(BigInteger, nullable=False, sort_order=1)
     created_at: Mapped[datetime] = mapped_column(
@@ -136,8 +138,8 @@ class Project(TimestampedVersioned, Base):
 
     __mapper_args__: Any = {"version_id_col": TimestampedVersioned.version}
     __table_args__ = (
+        PrimaryKeyConstraint("tenant_id", "id", name="projects_pkey"),
         Index("projects_key_live", "tenant_id", "key", unique=True, postgresql_where=LIVE),
-        UniqueConstraint("tenant_id", "id", name="projects_tenant_id_key"),
         Index("projects_created_live", "tenant_id", "created_at", "id", postgresql_where=LIVE),
     )
 
@@ -173,9 +175,9 @@ class Task(TimestampedVersioned, Base):
 
     __mapper_args__: Any = {"version_id_col": TimestampedVersioned.version}
     __table_args__ = (
+        PrimaryKeyConstraint("tenant_id", "id", name="tasks_pkey"),
         UniqueConstraint("tenant_id", "external_id", name="tasks_external_id_key"),
-        UniqueConstraint("tenant_id", "id", name="tasks_tenant_id_key"),
-        # Children reference (tenant_id, id): a row can never point into another tenant.
+        # Children reference the key (tenant_id, id): a row can never point into another tenant.
         ForeignKeyConstraint(
             ["tenant_id", "project_id"],
             ["projects.tenant_id", "projects.id"],
@@ -221,6 +223,13 @@ class Comment(TimestampedVersioned, Base):
 
     __mapper_args__: Any = {"version_id_col": TimestampedVersioned.version}
     __table_args__ = (
+        PrimaryKeyConstraint("tenant_id", "id", name="comments_pkey"),
+        ForeignKeyConstraint(
+            ["tenant_id", "task_id"],
+            ["tasks.tenant_id", "tasks.id"],
+            ondelete="CASCADE",
+            name="comments_task_fkey",
+        ),
         Index("comments_task_live", "tenant_id", "task_id", "id", postgresql_where=LIVE),
     )
 
@@ -231,7 +240,7 @@ class HistoryColumns:
     `changes` is stored as `changes_format` says (migration 0003): 1 is the documented
     {"col": [old, new]}; 2 is an insert's new values, flat {"col": new}. Read it through
     taskflow.representations.history_changes, never raw. The primary key is (tenant_id, row_id,
-    id), the order history is read in; ids alone are unique too (one platform-wide sequence).
+    id), the order history is read in; ids are unique per tenant (the tenant's own sequence).
     """
 
     id: Mapped[int] = mapped_column(BigInteger, server_default=NEXT_ID, info=READ_ONLY)

@@ -69,12 +69,12 @@ def _flush(session: Session, row: Any, what: str) -> None:
     After StaleDataError the transaction is rolled back (the write has lost anyway) and the
     current row is read in a fresh one, so the 409 carries what won.
     """
-    entity, row_id = type(row), row.id
+    entity, key = type(row), {"tenant_id": row.tenant_id, "id": row.id}
     try:
         session.flush()
     except StaleDataError as exc:
         session.rollback()
-        current = session.get(entity, row_id)
+        current = session.get(entity, key)
         raise Conflict(
             f"The {what} was changed by another request.",
             current=represent(current) if current else None,

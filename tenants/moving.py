@@ -6,8 +6,9 @@ on from the source throughout; writes wait (at most TENANT_WRITE_LOCK_TIMEOUT_MS
 Counts and checksums of every table are compared before the routing switch commits in that
 same transaction. Only then is the source removed, after checking under the lock again that
 nothing reached it in between. A failure at any step before the switch leaves the tenant
-served from the source with nothing lost. Ids come from one platform-wide sequence, so rows
-keep their ids and history its references.
+served from the source with nothing lost. Ids come from the tenant's own sequence, whatever its
+placement (tenants.ids), so rows keep their ids, history its references, and later creates go on
+after the last id with nothing to re-seed.
 """
 
 from __future__ import annotations

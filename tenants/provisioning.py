@@ -1,4 +1,5 @@
-"""Provisioning of a tenant's storage: a clone of the template schema, or nothing (rls mode).
+"""Provisioning of a tenant's storage: its id sequence (tenants.ids) and a clone of the template
+schema, or no schema (rls mode).
 
 Runs as the owner role, from a worker or a management command; never from request code.
 """
@@ -12,6 +13,7 @@ from psycopg import sql
 
 from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, clone_script, read_revisions
 from tenants.database_roles import app_role_name, owner_connection, use_owner_role_for_django
+from tenants.ids import drop_id_sequence, ensure_id_sequence
 from tenants.models import Isolation, Tenant
 from tenants.placement import SHARED_SCHEMA
 from tenants.spares import take_spare
@@ -66,6 +68,7 @@ def provision_storage(tenant: Tenant) -> dict[str, str]:
     # Autocommit: each step below is one script that PostgreSQL runs as one implicit
     # transaction, so no BEGIN or COMMIT round trips are added around it.
     with owner_connection(autocommit=True) as conn:
+        ensure_id_sequence(conn, tenant.pk)
         if tenant.isolation != Isolation.SCHEMA:
             return read_revisions(conn, SHARED_SCHEMA)
         if settings.SPARE_SCHEMAS:
@@ -96,6 +99,7 @@ def drop_storage(tenant: Tenant) -> None:
             drop_schema(conn, tenant.schema_name)
         else:
             delete_shared_rows(conn, tenant.pk)
+        drop_id_sequence(conn, tenant.pk)
 
 
 def delete_shared_rows(conn: psycopg.Connection, tenant_id: int) -> None:

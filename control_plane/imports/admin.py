@@ -10,8 +10,9 @@ from control_plane.imports.models import ImportJob
 
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
+    # `number` is the job's id in the tenant's API (what a tenant quotes); `id` is the global key.
     list_display = (
-        "id", "tenant", "status", "mode", "rows_read", "inserted", "updated", "rejected",
+        "id", "tenant", "number", "status", "mode", "rows_read", "inserted", "updated", "rejected",
         "progress_percent", "duration_display", "attempts", "created_at",
     )  # fmt: skip
     list_filter = ("status", "mode")

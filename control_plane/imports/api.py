@@ -54,9 +54,9 @@ MODES = {
 
 def job_repr(job: ImportJob) -> dict[str, Any]:
     duration = job.duration
-    base = f"/api/v1/imports/{job.pk}"
+    base = f"/api/v1/imports/{job.number}"
     return {
-        "id": job.pk,
+        "id": job.number,  # numbered per tenant (ImportJob.number), not the global key
         "status": job.status,
         "phase": job.phase or None,
         "mode": job.mode,
@@ -183,7 +183,7 @@ class ImportCollection(ImportView):
                     job_repr(replayed),
                     status=202,
                     headers={
-                        "Location": f"/api/v1/imports/{replayed.pk}",
+                        "Location": f"/api/v1/imports/{replayed.number}",
                         "Idempotent-Replayed": "true",
                     },
                 )
@@ -200,7 +200,7 @@ class ImportCollection(ImportView):
             created_by_id=principal_of(request).user_id,
             idempotency_key=key,
         )
-        headers = {"Location": f"/api/v1/imports/{requested.job.pk}"}
+        headers = {"Location": f"/api/v1/imports/{requested.job.number}"}
         if not requested.created:
             headers["Idempotent-Replayed"] = "true"
         return Response(job_repr(requested.job), status=202, headers=headers)
@@ -224,11 +224,11 @@ class ImportErrors(ImportView):
         job = services.job_of(self.tenant_id, job_id)
         if job.files_removed_at is not None:
             raise services.FilesRemoved(
-                f"Import {job.pk}'s error report was deleted at"
+                f"Import {job.number}'s error report was deleted at"
                 f" {job.files_removed_at.isoformat()}, past the retention."
             )
         path = Path(job.errors_path) if job.errors_path else None
-        disposition = f'attachment; filename="import-{job.pk}-errors.csv"'
+        disposition = f'attachment; filename="import-{job.number}-errors.csv"'
         response: HttpResponseBase
         if path is None or not path.exists():
             response = HttpResponse(",".join(ERRORS_HEADER) + "\r\n", content_type="text/csv")

@@ -36,6 +36,10 @@ class ImportJob(models.Model):
     tenant: models.ForeignKey[Tenant, Tenant] = models.ForeignKey(
         Tenant, on_delete=models.CASCADE, related_name="import_jobs"
     )
+    # The job's id in the tenant's API (`/api/v1/imports/<number>`): numbered per tenant, so it
+    # says nothing of other tenants' imports. The primary key stays the control plane's own
+    # (admin, worker messages, CLI). Jobs recorded before numbering kept their key as number.
+    number = models.BigIntegerField()
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -75,7 +79,8 @@ class ImportJob(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["tenant", "idempotency_key"], name="import_job_idempotency_key"
-            )
+            ),
+            models.UniqueConstraint(fields=["tenant", "number"], name="import_job_tenant_number"),
         ]
         indexes = [models.Index(fields=["tenant", "-created_at"], name="import_job_tenant_recent")]
 

@@ -92,7 +92,7 @@ def run_import_job(job_id: int, *, worker: str = "") -> ImportJob:
 
 def _attempt(job: ImportJob) -> None:
     """One attempt, in one tenant transaction that also marks the job succeeded."""
-    binding = binding_for(job.tenant, actor_id=job.created_by_id, request_id=f"import-{job.pk}")
+    binding = binding_for(job.tenant, actor_id=job.created_by_id, request_id=f"import-{job.number}")
     recorder = ProgressRecorder(job.pk)
     with tenant_session(binding) as session:
         # A redelivered message while this job still runs elsewhere waits here, then finds it

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max
 
 from control_plane.celery import app as celery_app
 from control_plane.celery import (
@@ -23,6 +24,7 @@ from tenants.models import Tenant
 from tenants.problems import NotFound, Problem
 
 RUN_TASK = "control_plane.imports.tasks.run_import"
+NUMBERING_LOCK_NAMESPACE = 0x6E756D  # "num": the advisory-lock class of tenants' job numbering
 
 
 class ImportConflict(Problem):
@@ -73,6 +75,7 @@ def request_import(
         with transaction.atomic():
             job = ImportJob.objects.create(
                 tenant=tenant,
+                number=_next_number(tenant.pk),
                 created_by_id=created_by_id,
                 idempotency_key=idempotency_key or None,
                 mode=mode,
@@ -91,6 +94,18 @@ def request_import(
             raise
         return _replay(existing, upload)
     return ImportRequested(job=job, created=True)
+
+
+def _next_number(tenant_id: int) -> int:
+    """The tenant's next job number, inside the caller's transaction: a transaction-level lock
+    on the tenant's numbering makes concurrent requests take turns (jobs are rare, the wait is
+    one short INSERT), and its highest number is read under it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)", [NUMBERING_LOCK_NAMESPACE, tenant_id % 2**31]
+        )
+    highest = ImportJob.objects.filter(tenant_id=tenant_id).aggregate(top=Max("number"))["top"]
+    return int(highest or 0) + 1
 
 
 def replay_before_upload(
@@ -135,7 +150,8 @@ def _enqueue_or_withdraw(job: ImportJob, upload: StoredUpload) -> None:
 
 
 def job_of(tenant_id: int, job_id: int) -> ImportJob:
-    job = ImportJob.objects.filter(tenant_id=tenant_id, pk=job_id).first()
+    """The tenant's job by the id its API shows: the tenant's own number."""
+    job = ImportJob.objects.filter(tenant_id=tenant_id, number=job_id).first()
     if job is None:
         raise NotFound(f"No import {job_id}.")
     return job
@@ -151,7 +167,9 @@ def cancel_import(job: ImportJob) -> ImportJob:
     )
     job.refresh_from_db()
     if not changed and job.status != ImportStatus.CANCELLED:
-        raise ImportConflict(f"Import {job.pk} has already {job.status}; it cannot be cancelled.")
+        raise ImportConflict(
+            f"Import {job.number} has already {job.status}; it cannot be cancelled."
+        )
     return job
 
 

@@ -91,6 +91,12 @@ class ImportTenant:
             return client.post(path, {"file": upload}, headers=headers)
         return client.post(path, body, content_type="text/csv", headers=headers)  # fmt: skip
 
+    def stored(self, job_id: int) -> Any:
+        """The ImportJob row of the job the API calls `job_id` (the tenant's own number)."""
+        from control_plane.imports.models import ImportJob
+
+        return ImportJob.objects.get(tenant=self.fixture.tenant, number=job_id)
+
     def job(self, job_id: int, role: str = "viewer") -> dict[str, Any]:
         response = self.client(role).get(f"/api/v1/imports/{job_id}")
         assert response.status_code == 200, response.content
@@ -134,8 +140,17 @@ class ImportTenant:
         )
 
 
-def tenant_with_project(isolation: str) -> ImportTenant:
+def tenant_with_project(isolation: str, *, ids_after: int = 0) -> ImportTenant:
+    """A fresh tenant with project P1; its ids start after `ids_after` (its own sequence)."""
     fixture = provisioned_tenant(isolation)
+    if ids_after:
+        from tenants.database_roles import owner_connection
+        from tenants.ids import sequence_name
+
+        with owner_connection() as conn:
+            conn.execute(
+                "SELECT setval(%s, %s)", (f"public.{sequence_name(fixture.tenant.pk)}", ids_after)
+            )
     response = fixture.client("member").post(
         "/api/v1/projects", {"key": "P1", "name": "Imports"}, content_type="application/json"
     )

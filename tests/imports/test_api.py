@@ -73,6 +73,59 @@ def test_multipart_upload_is_imported_by_a_worker_with_counts_and_history(
     assert new_uploads() == set()  # removed once imported
 
 
+def test_imported_tasks_take_consecutive_ids_of_the_tenants_own(
+    import_tenant: ImportTenant, worker: object, committed: None
+) -> None:
+    """A bulk insert draws from the tenant's own sequence (migration 0006): the new tasks take
+    the ids right after the tenant's last one (its project and that project's history entry),
+    whatever other tenants wrote meanwhile, and their history entries follow them."""
+    from tests.taskflow.conftest import discard, provisioned_tenant
+
+    other = provisioned_tenant(import_tenant.fixture.tenant.isolation)
+    try:
+        project = other.api().post("/api/v1/projects", {"key": "O1", "name": "Other"}).json()
+        for i in range(20):
+            other.api().post("/api/v1/tasks", {"project_id": project["id"], "title": f"o{i}"})
+        job = import_tenant.import_and_wait(csv_bytes(generated_rows(25, "P1")))
+        assert job["status"] == "succeeded", job
+    finally:
+        discard(other)
+    ids = [row.id for row in import_tenant.sql("SELECT id FROM tenant.tasks ORDER BY id")]
+    assert ids == list(range(3, 28))  # 1: project P1, 2: its history entry
+    history = import_tenant.sql("SELECT id FROM tenant.tasks_history ORDER BY id")
+    assert [row.id for row in history] == list(range(28, 53))
+
+
+def test_import_jobs_are_numbered_per_tenant(
+    import_tenant: ImportTenant, worker: object, committed: None
+) -> None:
+    """A job's id in the API is the tenant's own number: other tenants' imports in between do
+    not move it, and the id leads to the job, its Location and its history's request id."""
+    from tests.imports.conftest import discard_with_uploads, tenant_with_project
+
+    first = import_tenant.import_and_wait(csv_bytes(generated_rows(1, "P1", prefix="A")))
+    first_pk = import_tenant.stored(1).pk
+    other = tenant_with_project(import_tenant.fixture.tenant.isolation)
+    try:
+        others = [
+            other.import_and_wait(csv_bytes(generated_rows(1, "P1", prefix=f"O{i}")))["id"]
+            for i in range(3)
+        ]
+        assert others == [1, 2, 3]
+    finally:
+        discard_with_uploads(other)
+    response = import_tenant.upload(csv_bytes(generated_rows(1, "P1", prefix="B")))
+    assert response.status_code == 202, response.content
+    second = import_tenant.wait(response.json()["id"])
+    assert (first["id"], second["id"]) == (1, 2)
+    assert response["Location"] == "/api/v1/imports/2"
+    assert (
+        import_tenant.stored(2).pk >= first_pk + 4
+    )  # the global key counted the other tenant's jobs; the id did not
+    history = import_tenant.sql("SELECT DISTINCT request_id FROM tenant.tasks_history")
+    assert {row.request_id for row in history} == {"import-1", "import-2"}
+
+
 def test_text_csv_body_and_idempotency_key_give_the_same_job(
     import_tenant: ImportTenant, worker: object, new_uploads: Any
 ) -> None:
@@ -370,7 +423,7 @@ def test_cancel_a_queued_import_before_any_worker_runs_it(
     created = import_tenant.upload(csv_bytes(generated_rows(3, "P1"))).json()
     cancelled = import_tenant.client("member").post(f"/api/v1/imports/{created['id']}/cancel")
     assert cancelled.json()["status"] == "cancelled"
-    run_import_job(created["id"])  # what a worker does with the message later
+    run_import_job(import_tenant.stored(created["id"]).pk)  # what a worker does with it later
     job = import_tenant.job(created["id"])
     assert (job["status"], job["attempts"]) == ("cancelled", 0)
     assert job["finished_at"] is not None

@@ -72,6 +72,9 @@ def test_admin_lists_import_jobs_of_all_tenants_read_only(
     assert schema_tenant.fixture.tenant.slug in page
     assert "succeeded" in page
     assert "100%" in page
-    detail = client.get(f"/admin/imports/importjob/{job['id']}/change/", HTTP_HOST="localhost")
+    detail = client.get(
+        f"/admin/imports/importjob/{schema_tenant.stored(job['id']).pk}/change/",
+        HTTP_HOST="localhost",
+    )
     assert detail.status_code == 200
     assert "Save" not in detail.content.decode()

@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from control_plane.imports.models import ImportJob
 from tests.conftest import WorkerProcess
 from tests.imports.conftest import ImportTenant, write_generated_csv
 from tests.superuser import superuser_connection
@@ -69,9 +68,9 @@ def wait_for_phase(tenant: ImportTenant, job_id: int, phase: str, timeout: float
         time.sleep(0.05)
 
 
-def executing_pid(job_id: int) -> int:
+def executing_pid(tenant: ImportTenant, job_id: int) -> int:
     """The process running the job (the pool child), as the task recorded it."""
-    return int(ImportJob.objects.get(pk=job_id).worker.rsplit(":", 1)[1])
+    return int(tenant.stored(job_id).worker.rsplit(":", 1)[1])
 
 
 def children_of(pid: int) -> list[int]:
@@ -99,7 +98,7 @@ def test_pool_child_killed_mid_write_is_retried_to_exactly_the_files_rows(
     created = big_import(schema_tenant, tmp_path)
     wait_for_phase(schema_tenant, created["id"], "writing")
     time.sleep(0.3)
-    os.kill(executing_pid(created["id"]), signal.SIGKILL)
+    os.kill(executing_pid(schema_tenant, created["id"]), signal.SIGKILL)
 
     job = schema_tenant.wait(created["id"], timeout=300)
     assert job["attempts"] == 2

@@ -20,7 +20,7 @@ def failed_import(tenant: ImportTenant) -> ImportJob:
     rows = [*generated_rows(3, "P1"), ("BAD-1", "NOPE", "Bad", "", "todo", "1", "", "")]
     job = tenant.import_and_wait(csv_bytes(rows))
     assert job["status"] == "failed", job
-    stored = ImportJob.objects.get(pk=job["id"])
+    stored = tenant.stored(job["id"])
     assert Path(stored.file_path).exists()
     assert Path(stored.errors_path).exists()
     return stored
@@ -43,12 +43,12 @@ def test_files_of_jobs_finished_past_the_retention_are_deleted_by_a_worker(
     assert Path(recent.file_path).exists()
     assert Path(recent.errors_path).exists()
     assert recent.files_removed_at is None
-    removed_at = schema_tenant.job(old.pk)["files_removed_at"]
+    removed_at = schema_tenant.job(old.number)["files_removed_at"]
     assert datetime.fromisoformat(removed_at) == old.files_removed_at
-    gone = schema_tenant.client("viewer").get(f"/api/v1/imports/{old.pk}/errors")
+    gone = schema_tenant.client("viewer").get(f"/api/v1/imports/{old.number}/errors")
     assert gone.status_code == 410
     assert gone["Content-Type"] == "application/problem+json"
-    assert schema_tenant.errors(recent.pk)[1:]  # the recent report is still served
+    assert schema_tenant.errors(recent.number)[1:]  # the recent report is still served
     # Counts stay with the job; a second pass has nothing left to do for it.
     assert old.rejected == 1
     remove_old_files.delay(7).get(timeout=30)

@@ -16,6 +16,7 @@ import pytest
 from migrations_sqla.migrator import LOCK_NAMESPACE, Result, migrate_schema
 from migrations_sqla.scripts import head_revision
 from tenants.database_roles import owner_connection
+from tenants.ids import ensure_id_sequence
 from tests.migrations_sqla.support import (
     TEST_REVISION,
     TEST_REVISION_2,
@@ -107,14 +108,16 @@ def test_migrate_schema_runs_declared_concurrent_steps_and_finishes_an_interrupt
     # Interrupted between the commit and the build: no index, or an invalid one.
     with owner_connection(autocommit=True) as conn:
         conn.execute(f'DROP INDEX "{scratch}".tasks_effort')
-        # Row-level security is forced on every placement, for the owner too.
-        conn.execute("SELECT set_config('app.tenant_id', '1', false)")
+        # Row-level security is forced on every placement, for the owner too; ids come from
+        # the tenant's own sequence (made up here, as the tenant is).
+        conn.execute("SELECT set_config('app.tenant_id', '900000003', false)")
+        ensure_id_sequence(conn, 900_000_003)
         conn.execute(
-            f"INSERT INTO \"{scratch}\".projects (tenant_id, key, name) VALUES (1, 'P', 'P')"
+            f"INSERT INTO \"{scratch}\".projects (tenant_id, key, name) VALUES (900000003, 'P', 'P')"
         )
         conn.execute(
             f'INSERT INTO "{scratch}".tasks (tenant_id, project_id, title, effort)'
-            f" SELECT 1, id, t, 5 FROM \"{scratch}\".projects, (VALUES ('a'), ('b')) AS v(t)"
+            f" SELECT 900000003, id, t, 5 FROM \"{scratch}\".projects, (VALUES ('a'), ('b')) AS v(t)"
         )
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute(

@@ -82,6 +82,49 @@ def test_move_keeps_every_row_id_and_history_and_serves_from_the_target(
     assert [h["operation"] for h in history] == ["insert", "update"]
 
 
+def test_a_move_keeps_ids_and_later_creates_continue_without_collision(
+    mover: TenantFixture, committed
+) -> None:
+    """Ids belong to the tenant, not to a placement: moved rows keep theirs, the next create
+    continues after the tenant's last id, and a neighbour in the shared schema holding the same
+    ids (rls tenants' ids repeat across tenants) keeps its rows apart."""
+    neighbour = provisioned_tenant(Isolation.RLS)
+    try:
+        api, other = mover.api("admin"), neighbour.api("admin")
+        seeded = seed(api)
+        task_ids = [t["id"] for t in seeded["tasks"]]
+        other_project = other.post("/api/v1/projects", {"key": new_key(), "name": "N"}).json()
+        other_tasks = [
+            other.post("/api/v1/tasks", {"project_id": other_project["id"], "title": f"n{i}"})
+            for i in range(12)
+        ]
+        other_ids = [r.json()["id"] for r in other_tasks]
+        assert set(task_ids) & set(other_ids)  # both tenants hold the same ids
+        last = max(h["id"] for h in snapshot(api, task_ids)["history"][task_ids[2]])
+        source_mode = mover.tenant.isolation
+        previous = None
+
+        for target_mode in (other_mode(source_mode), source_mode):  # there and back again
+            move_tenant(mover.tenant, target_mode)
+            mover.tenant.refresh_from_db()
+            created = api.post(
+                "/api/v1/tasks", {"project_id": seeded["project"]["id"], "title": target_mode}
+            )
+            assert created.status_code == 201, created.content
+            assert created.json()["id"] > last  # continues, never reuses
+            if previous is not None:  # and advances only with the tenant's own writes
+                assert created.json()["id"] == previous + 2
+            previous = created.json()["id"]
+            assert [t["id"] for t in seeded["tasks"]] == task_ids
+            assert api.get(f"/api/v1/tasks/{task_ids[0]}").json()["title"] == "renamed"
+
+        listed = other.get("/api/v1/tasks", limit=200).json()["results"]
+        assert sorted(t["id"] for t in listed) == sorted(other_ids)
+        assert {t["title"] for t in listed} == {f"n{i}" for i in range(12)}
+    finally:
+        discard(neighbour)
+
+
 def assert_still_on_source(
     mover: TenantFixture, source_mode: str, before: dict, task_ids: list[int]
 ) -> None:

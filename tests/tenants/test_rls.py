@@ -12,6 +12,7 @@ from psycopg import sql
 
 from tenants.cloning import BOOKKEEPING_TABLES, TEMPLATE_SCHEMA, clone_schema
 from tenants.database_roles import app_role_name, owner_connection
+from tenants.ids import drop_id_sequence, ensure_id_sequence
 from tenants.models import Isolation
 from tenants.placement import SHARED_SCHEMA
 from tenants.provisioning import drop_schema
@@ -76,6 +77,7 @@ def two_tenant_rows() -> Iterator[tuple[int, int]]:
     tenant_ids = (900_000_001, 900_000_002)
     with owner_connection() as conn:
         for tenant_id in tenant_ids:
+            ensure_id_sequence(conn, tenant_id)  # ids come from the tenant's own sequence
             with conn.transaction():
                 conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
                 conn.execute(
@@ -88,6 +90,10 @@ def two_tenant_rows() -> Iterator[tuple[int, int]]:
             with conn.transaction():
                 conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
                 conn.execute("DELETE FROM shared.projects WHERE tenant_id = %s", (tenant_id,))
+                conn.execute(
+                    "DELETE FROM shared.projects_history WHERE tenant_id = %s", (tenant_id,)
+                )
+            drop_id_sequence(conn, tenant_id)
 
 
 def visible_tenants(conn: psycopg.Connection) -> set[int]:
