@@ -27,9 +27,12 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
         process.wait()
 
 
-def start_redis(folder: Path, timeout: float = 10) -> tuple[subprocess.Popen[bytes], str]:
-    """A private redis-server (no persistence) on a free port: (process, URL of its db 0)."""
-    port = free_port()
+def start_redis(
+    folder: Path, timeout: float = 10, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server (no persistence) on `port` (default: a free one): (process, URL
+    of its db 0). Started again on the same port, it is a restart that lost every key."""
+    port = port or free_port()
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(folder)],
