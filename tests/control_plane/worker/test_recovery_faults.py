@@ -62,9 +62,9 @@ class PrivateBroker:
 
 def use_broker(url: str) -> None:
     """Point this process's Celery app at `url` (its pools are made again on first use)."""
-    celery_app.conf.broker_url = url
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
+    celery_app.conf.broker_url = url  # type: ignore[misc]
+    celery_app._pool = None  # type: ignore[attr-defined]
+    celery_app.amqp._producer_pool = None  # type: ignore[attr-defined]
 
 
 @pytest.fixture
