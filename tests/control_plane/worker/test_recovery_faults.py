@@ -29,7 +29,6 @@ from control_plane.tenancy.onboarding import submit_onboarding
 from tenants.models import Isolation, Tenant, TenantStatus
 from tenants.provisioning import drop_storage
 from tests.conftest import ROOT, WorkerProcess
-from tests.fanout.support import kill_process_tree
 from tests.imports.conftest import ImportTenant, discard_with_uploads, tenant_with_project
 from tests.imports.test_faults import (
     ROWS,
@@ -37,7 +36,7 @@ from tests.imports.test_faults import (
     big_import,
     wait_for_phase,
 )
-from tests.processes import start_redis, stop_process
+from tests.processes import kill_process_tree, start_redis, stop_process
 
 pytestmark = pytest.mark.worker
 
