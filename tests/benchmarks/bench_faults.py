@@ -10,7 +10,8 @@ until every job in flight during it (an import and an onboarding submitted just 
 queued when the broker lost them) finished, acknowledged writes missing afterwards (a task
 answered 201 whose row is not there), and jobs completed twice (an import whose rows were
 written by more than one attempt, seen in the tasks' history; an onboarding with more than one
-owner membership or token).
+owner membership or token). A worker that exits by itself is started again, as compose's
+`restart: unless-stopped` does, and counted ("worker exits restarted").
 
 Nothing here touches the shared PostgreSQL or Redis: the cluster, Redis, gunicorn, the worker
 and beat are children of this process, on their own ports and folders, removed at the end
@@ -243,6 +244,9 @@ class Bench:
         self.port = free_port()
         self.tenants: list[Tenant] = []
         self.sequence = 0
+        self.restarts = 0
+        self.closing, self.supervising = threading.Event(), threading.Event()
+        self.supervisor = threading.Thread(target=self.supervise, daemon=True)
 
     # --- processes ----------------------------------------------------------------------------
 
@@ -259,6 +263,8 @@ class Bench:
         )  # fmt: skip
         wait_for_port(self.port, timeout=60)
         self.start_worker()
+        self.supervising.set()
+        self.supervisor.start()
         self.platform.spawn(
             "beat", sys.executable, "-m", "celery", "-A", "control_plane", "beat", "-l", "info",
             "-s", str(self.root / "beat-schedule"),
@@ -272,8 +278,8 @@ class Bench:
                 raise RuntimeError(f"project: {status} {payload[:500]!r}")
             tenant.project_id = int(json.loads(payload)["id"])
 
-    def start_worker(self, timeout: float = 60) -> None:
-        """A worker on every queue, as compose runs it; returns once it is ready."""
+    def spawn_worker(self) -> tuple[subprocess.Popen[bytes], Path, Path, str]:
+        """A worker on every queue, as compose runs it."""
         self.sequence += 1
         name = f"w{self.sequence}"
         self.worker, out, err = self.platform.spawn(
@@ -281,6 +287,24 @@ class Bench:
             "-Q", "default,migrations,imports", "-c", "2", "-n", f"{name}@bench",
             "--without-gossip", "--without-mingle", "-l", "info",
         )  # fmt: skip
+        return self.worker, out, err, name
+
+    def supervise(self) -> None:
+        """What compose's `restart: unless-stopped` does for the worker: a worker that exits on
+        its own (not stopped by a fault) is started again, and counted."""
+        while not self.closing.is_set():
+            worker = self.worker
+            if self.supervising.is_set() and worker is not None and worker.poll() is not None:
+                self.restarts += 1
+                print(
+                    f"   worker exited by itself (code {worker.returncode}); restarted", flush=True
+                )
+                self.spawn_worker()
+            time.sleep(0.5)
+
+    def start_worker(self, timeout: float = 60) -> None:
+        """A worker on every queue; returns once it is ready."""
+        self.worker, out, err, name = self.spawn_worker()
         deadline = time.monotonic() + timeout
         while " ready." not in err.read_text() + out.read_text():
             if self.worker.poll() is not None or time.monotonic() > deadline:
@@ -292,6 +316,7 @@ class Bench:
             stop_process(self.worker, timeout=30)
 
     def close(self) -> None:
+        self.closing.set()
         self.platform.stop()
         self.redis.stop()
         self.cluster.destroy()
@@ -429,15 +454,18 @@ def redis_sigstop(bench: Bench) -> None:
 
 def worker_sigkill(bench: Bench) -> None:
     assert bench.worker is not None
+    bench.supervising.clear()
     kill_process_tree(bench.worker.pid)
     bench.worker.wait()
     bench.start_worker()  # what a supervisor (compose's restart policy) does
+    bench.supervising.set()
 
 
 def redis_restart_losing(bench: Bench) -> None:
     bench.redis.stop(wipe=True)
     bench.redis.start()
     bench.start_worker()
+    bench.supervising.set()
 
 
 @dataclass(frozen=True)
@@ -466,6 +494,7 @@ class Row:
     first_2xx_s: float | None
     jobs_s: float | None
     resumed_s: float | None
+    restarts: int
     missing: int
     twice: int
 
@@ -481,6 +510,7 @@ def prepare_jobs(bench: Bench, fault: Fault) -> Jobs:
             time.sleep(0.05)
         return jobs
     if fault.name == "redis_lost":
+        bench.supervising.clear()
         bench.stop_worker()  # the jobs wait in the queue when the broker loses them
     bench.submit_onboarding(jobs)
     bench.submit_import(jobs, bench.args.import_rows)
@@ -501,7 +531,7 @@ def stranded_picked_up(bench: Bench, jobs: Jobs, before: int) -> bool:
 
 def run_fault(bench: Bench, load: Load, fault: Fault) -> Row:
     jobs = prepare_jobs(bench, fault)
-    before = bench.import_attempts(jobs)
+    before, restarts = bench.import_attempts(jobs), bench.restarts
     began = time.monotonic()
     fault.cause(bench)
     ended = time.monotonic()
@@ -527,6 +557,7 @@ def run_fault(bench: Bench, load: Load, fault: Fault) -> Row:
         first_2xx_s=min(after) - ended if after else None,
         jobs_s=max(0.0, done_at - ended) if done_at is not None else None,
         resumed_s=max(0.0, resumed_at - ended) if resumed_at is not None else None,
+        restarts=bench.restarts - restarts,
         missing=0,
         twice=bench.completed_twice(jobs),
     )
@@ -536,8 +567,8 @@ def print_table(rows: list[Row]) -> None:
     print()
     print("| fault | responses during the fault | reads 2xx | first 2xx after (s) |"
           " stranded imports on a new attempt after (s) | stranded jobs done after (s) |"
-          " acknowledged writes missing | jobs completed twice |")  # fmt: skip
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+          " worker exits restarted | acknowledged writes missing | jobs completed twice |")  # fmt: skip
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(row.statuses.items()))
         first = f"{row.first_2xx_s:.1f}" if row.first_2xx_s is not None else "none"
@@ -545,7 +576,7 @@ def print_table(rows: list[Row]) -> None:
         resumed = f"{row.resumed_s:.1f}" if row.resumed_s is not None else f"> {JOB_BOUND_S:.0f}"
         print(
             f"| {row.fault} | {statuses} | {100 * row.reads_2xx:.1f}% | {first} | {resumed} |"
-            f" {jobs} |"
+            f" {jobs} | {row.restarts} |"
             f" {row.missing} | {row.twice} |"
         )
 
