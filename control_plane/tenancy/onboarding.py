@@ -372,8 +372,12 @@ def retry_onboarding(tenant: Tenant) -> None:
         Onboarding.objects.filter(pk=onboarding.pk).update(
             status=OnboardingStatus.PENDING, error=""
         )
-        # Marked now, sent at commit: a second retry meanwhile finds the message waiting.
-        recovery.expect_message(PROVISIONING, onboarding.pk)
+        # Marked now, sent at commit: a second retry meanwhile finds the message waiting. An
+        # unreachable broker rolls the retry back (503): the tenant stays failed.
+        try:
+            recovery.expect_message(PROVISIONING, onboarding.pk)
+        except broker_unreachable_errors() as exc:
+            raise broker_unavailable() from exc
         transaction.on_commit(lambda: _send(onboarding.pk))
     forget_tenant(tenant)
     tenant.refresh_from_db()
