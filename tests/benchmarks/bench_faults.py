@@ -244,7 +244,7 @@ class Bench:
         self.port = free_port()
         self.tenants: list[Tenant] = []
         self.sequence = 0
-        self.restarts = 0
+        self.restarts: list[float] = []  # when a worker's own exit was noticed
         self.closing, self.supervising = threading.Event(), threading.Event()
         self.supervisor = threading.Thread(target=self.supervise, daemon=True)
 
@@ -295,7 +295,7 @@ class Bench:
         while not self.closing.is_set():
             worker = self.worker
             if self.supervising.is_set() and worker is not None and worker.poll() is not None:
-                self.restarts += 1
+                self.restarts.append(time.monotonic())
                 print(
                     f"   worker exited by itself (code {worker.returncode}); restarted", flush=True
                 )
@@ -494,6 +494,7 @@ class Row:
     first_2xx_s: float | None
     jobs_s: float | None
     resumed_s: float | None
+    began: float
     restarts: int
     missing: int
     twice: int
@@ -530,9 +531,10 @@ def stranded_picked_up(bench: Bench, jobs: Jobs, before: int) -> bool:
 
 
 def run_fault(bench: Bench, load: Load, fault: Fault) -> Row:
-    jobs = prepare_jobs(bench, fault)
-    before, restarts = bench.import_attempts(jobs), bench.restarts
     began = time.monotonic()
+    jobs = prepare_jobs(bench, fault)
+    before = bench.import_attempts(jobs)
+    caused = time.monotonic()
     fault.cause(bench)
     ended = time.monotonic()
     done_at = resumed_at = None
@@ -545,7 +547,7 @@ def run_fault(bench: Bench, load: Load, fault: Fault) -> Row:
             resumed_at = time.monotonic()
         time.sleep(0.25)
     time.sleep(2)  # answers after the fault, for the first 2xx
-    during = [r for r in list(load.responses) if began <= r.started < ended]
+    during = [r for r in list(load.responses) if caused <= r.started < ended]
     statuses = Counter(r.status for r in during)
     reads = [r for r in during if r.kind == "read"]
     reads_2xx = sum(r.status.startswith("2") for r in reads) / len(reads) if reads else 1.0
@@ -557,7 +559,8 @@ def run_fault(bench: Bench, load: Load, fault: Fault) -> Row:
         first_2xx_s=min(after) - ended if after else None,
         jobs_s=max(0.0, done_at - ended) if done_at is not None else None,
         resumed_s=max(0.0, resumed_at - ended) if resumed_at is not None else None,
-        restarts=bench.restarts - restarts,
+        began=began,
+        restarts=0,
         missing=0,
         twice=bench.completed_twice(jobs),
     )
@@ -605,8 +608,12 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(args.settle)
         load.finish()
         missing = bench.missing_writes(load.responses)
-        for row in rows:
+        for i, row in enumerate(rows):
             row.missing = missing  # counted once over the whole run (no write may be lost)
+            until = rows[i + 1].began if i + 1 < len(rows) else float("inf")
+            # A worker that dies of a fault may take a while to exit (its pool finishes first):
+            # its exit belongs to the fault in whose time, up to the next fault, it was noticed.
+            row.restarts = sum(row.began <= t < until for t in bench.restarts)
         total = Counter(r.status for r in load.responses)
         print(f"\n{len(load.responses)} responses in all: {dict(total)};"
               f" acknowledged writes {sum(1 for r in load.responses if r.task_id)}, missing {missing}")  # fmt: skip
