@@ -35,6 +35,11 @@ app.conf.beat_schedule = {
         "schedule": 2.0,
         "options": {"expires": 2},
     },
+    "recover-stranded-jobs": {
+        "task": "control_plane.worker.recover_stranded_jobs",
+        "schedule": float(os.environ.get("RECOVERY_INTERVAL_SECONDS", "5")),
+        "options": {"expires": float(os.environ.get("RECOVERY_INTERVAL_SECONDS", "5"))},
+    },
     "purge-soft-deleted": {
         "task": "taskflow.tasks.purge_soft_deleted",
         "schedule": crontab(hour=3, minute=17),

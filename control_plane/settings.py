@@ -332,3 +332,13 @@ FANOUT_SCRIPT_LOCATION = env.str("FANOUT_SCRIPT_LOCATION", default="")
 # An unfinished run with no activity for this long (and at least twice its statement_timeout)
 # has lost its messages (a broker restart, say): the beat's reaper sends them again.
 FANOUT_STUCK_AFTER_S = env.int("FANOUT_STUCK_AFTER_S", default=600)
+
+# --- Recovery of stranded jobs (control_plane.worker.recovery) ---------------------------------
+# Beat's sweep for jobs whose message was lost or whose worker died (read by control_plane.celery
+# from the environment too: the schedule is built before settings).
+RECOVERY_INTERVAL_SECONDS = env.float("RECOVERY_INTERVAL_SECONDS", default=5.0)
+# How long a sent message is trusted to be waiting in the broker; past it, an unstarted job is
+# sent again (a duplicate finds its job done or leased and does nothing).
+RECOVERY_MESSAGE_GRACE_SECONDS = env.float("RECOVERY_MESSAGE_GRACE_SECONDS", default=45.0)
+# A worker's lease on the job it runs, renewed every second: how soon a dead worker is noticed.
+LEASE_SECONDS = env.float("LEASE_SECONDS", default=5.0)

@@ -128,7 +128,9 @@ ensure_redis() {
   command -v redis-server >/dev/null || apt_install redis-server
   log "starting Redis on 127.0.0.1:$REDIS_PORT (data in $DATA/redis)"
   mkdir -p "$DATA/redis"
-  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+  # Append-only file in $DATA/redis: a restart keeps queued job messages.
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly yes \
+    --appendfsync everysec \
     --dir "$DATA/redis" --logfile "$DATA/redis/redis.log" --pidfile "$DATA/redis/redis.pid"
   for _ in $(seq 50); do redis_answers && return; sleep 0.1; done
   die "Redis did not start; see $DATA/redis/redis.log"

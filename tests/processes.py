@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -27,9 +30,12 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
         process.wait()
 
 
-def start_redis(folder: Path, timeout: float = 10) -> tuple[subprocess.Popen[bytes], str]:
-    """A private redis-server (no persistence) on a free port: (process, URL of its db 0)."""
-    port = free_port()
+def start_redis(
+    folder: Path, timeout: float = 10, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server (no persistence) on `port` (default: a free one): (process, URL
+    of its db 0). Started again on the same port, it is a restart that lost every key."""
+    port = port or free_port()
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(folder)],
@@ -44,3 +50,23 @@ def start_redis(folder: Path, timeout: float = 10) -> tuple[subprocess.Popen[byt
             time.sleep(0.02)
     stop_process(process)
     raise RuntimeError("redis-server did not start")
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL a worker and its pool children at once, as a lost machine would."""
+    children = [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _parent_of(int(entry.name)) == pid
+    ]
+    for victim in [*children, pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])

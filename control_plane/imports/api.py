@@ -250,6 +250,18 @@ class ImportCancel(ImportView):
         return Response(job_repr(job), status=202)
 
 
+class ImportRetry(ImportView):
+    @extend_schema(
+        operation_id="retryImport",
+        summary="Send a stuck import job again (one no live worker runs)",
+        request=None,
+        responses={202: ImportJobShape, **problems(409, 503)},
+    )
+    def post(self, request: Request, job_id: int) -> Response:
+        job = services.retry_import(services.job_of(self.tenant_id, job_id))
+        return Response(job_repr(job), status=202)
+
+
 class TaskExport(ImportView):
     required_roles = {"GET": Role.MEMBER, "HEAD": Role.MEMBER}
     query_parameters = {"get": TASK_FILTER_QUERY}  # the task list's filters (taskflow.filters)

@@ -20,6 +20,7 @@ from control_plane.celery import (
 from control_plane.identity.models import Membership
 from control_plane.imports.models import ACTIVE_STATUSES, ImportJob, ImportMode, ImportStatus
 from control_plane.imports.uploads import StoredUpload
+from control_plane.worker import recovery
 from tenants.models import Tenant
 from tenants.problems import NotFound, Problem
 
@@ -136,8 +137,35 @@ def _replay(existing: ImportJob, upload: StoredUpload) -> ImportRequested:
     return ImportRequested(job=existing, created=False)
 
 
-def enqueue(job_id: int) -> None:
+def _send(job_id: int) -> None:
     celery_app.send_task(RUN_TASK, args=[job_id])
+
+
+def _unfinished() -> list[int]:
+    return list(ImportJob.objects.filter(status__in=ACTIVE_STATUSES).values_list("pk", flat=True))
+
+
+# Beat sends a queued or running job again when its message is lost or its worker died.
+JOBS = recovery.register("import", unfinished=_unfinished, resend=_send)
+
+
+def enqueue(job_id: int) -> None:
+    recovery.send(JOBS, job_id)
+
+
+def retry_import(job: ImportJob) -> ImportJob:
+    """Send a stuck queued or running job again now (beat would within a minute); refused for a
+    finished job, one a live worker runs and one whose message waits for a worker."""
+    if job.is_finished:
+        raise ImportConflict(f"Import {job.pk} has already {job.status}; it is not retried.")
+    try:
+        recovery.retry(JOBS, job.pk)
+    except recovery.NotStuck as exc:
+        raise ImportConflict(f"Import {job.pk} is not stuck: {exc}.") from exc
+    except broker_unreachable_errors() as exc:
+        raise broker_unavailable() from exc
+    job.refresh_from_db()
+    return job
 
 
 def _enqueue_or_withdraw(job: ImportJob, upload: StoredUpload) -> None:

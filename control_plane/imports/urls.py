@@ -12,5 +12,6 @@ urlpatterns = [
     path("imports/<id:job_id>", api.ImportDetail.as_view(), name="import"),
     path("imports/<id:job_id>/errors", api.ImportErrors.as_view(), name="import-errors"),
     path("imports/<id:job_id>/cancel", api.ImportCancel.as_view(), name="import-cancel"),
+    path("imports/<id:job_id>/retry", api.ImportRetry.as_view(), name="import-retry"),
     path("tasks/export", api.TaskExport.as_view(), name="tasks-export"),
 ]

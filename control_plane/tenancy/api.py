@@ -153,7 +153,7 @@ class ArchiveTenant(TenantTransition):
 @extend_schema_view(
     post=extend_schema(
         operation_id="retryTenantOnboarding",
-        summary="Retry a failed onboarding",
+        summary="Retry a failed onboarding, or a stuck one (no message waiting, no live worker)",
         request=None,
         responses={202: TenantSerializer, **problems(409)},
     )

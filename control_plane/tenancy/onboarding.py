@@ -38,6 +38,7 @@ from control_plane.identity.tokens import (
 from control_plane.tenancy.lifecycle import LifecycleConflict
 from control_plane.tenancy.models import Onboarding, OnboardingStatus
 from control_plane.tenancy.onboarding_rows import activate, count_attempt
+from control_plane.worker import recovery
 from taskflow import api_versions
 from tenants.hosts import is_valid_hostname, normalise_host, routable, routing_host
 from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
@@ -273,8 +274,23 @@ def submit_onboarding(
     return request_onboarding(data=data, idempotency_key=idempotency_key, requested_by=requested_by)
 
 
-def enqueue_provisioning(onboarding_id: int) -> None:
+def _send(onboarding_id: int) -> None:
     celery_app.send_task(PROVISION_TASK, args=[onboarding_id])
+
+
+def _unfinished() -> list[int]:
+    pending = Onboarding.objects.filter(
+        status=OnboardingStatus.PENDING, tenant__status=TenantStatus.PROVISIONING
+    )
+    return list(pending.values_list("pk", flat=True))
+
+
+# Beat sends a provisioning again when its message is lost or its worker died.
+PROVISIONING = recovery.register("onboarding", unfinished=_unfinished, resend=_send)
+
+
+def enqueue_provisioning(onboarding_id: int) -> None:
+    recovery.send(PROVISIONING, onboarding_id)
 
 
 def _enqueue_or_withdraw(onboarding: Onboarding) -> None:
@@ -297,8 +313,8 @@ def provision_onboarding(onboarding_id: int, *, will_retry: bool = False) -> Onb
     statement, see control_plane.tenancy.onboarding_rows).
     """
     onboarding = count_attempt(onboarding_id)
-    if onboarding.status == OnboardingStatus.SUCCEEDED:
-        return onboarding
+    if onboarding.status != OnboardingStatus.PENDING:
+        return onboarding  # a late duplicate message: done, or failed until an operator retries
     tenant = onboarding.tenant
     started = time.perf_counter()
     try:
@@ -328,8 +344,21 @@ def _mark_failed(onboarding: Onboarding, exc: Exception) -> None:
 
 
 def retry_onboarding(tenant: Tenant) -> None:
-    """Queue provisioning again for a failed tenant (only once, however many operators press retry)."""
+    """Queue provisioning again for a failed tenant (only once, however many operators press
+    retry), or send it again for one stuck provisioning that no live worker runs (its message
+    lost; beat would resend it within a minute)."""
     onboarding = Onboarding.objects.filter(tenant_id=tenant.pk).first()
+    if onboarding is not None and _stuck(tenant, onboarding):
+        try:
+            recovery.retry(PROVISIONING, onboarding.pk)
+        except recovery.NotStuck as exc:
+            raise LifecycleConflict(
+                f"Tenant {tenant.slug!r} is provisioning and not stuck: {exc}."
+            ) from exc
+        except broker_unreachable_errors() as exc:
+            raise broker_unavailable() from exc
+        tenant.refresh_from_db()
+        return
     with transaction.atomic():
         retried = Tenant.objects.filter(pk=tenant.pk, status=TenantStatus.FAILED).update(
             status=TenantStatus.PROVISIONING, status_reason=""
@@ -337,11 +366,25 @@ def retry_onboarding(tenant: Tenant) -> None:
         if not retried or onboarding is None:
             tenant.refresh_from_db()
             raise LifecycleConflict(
-                f"Tenant {tenant.slug!r} is {tenant.status}; only failed tenants are retried."
+                f"Tenant {tenant.slug!r} is {tenant.status}; only failed tenants and stuck"
+                " provisionings are retried."
             )
         Onboarding.objects.filter(pk=onboarding.pk).update(
             status=OnboardingStatus.PENDING, error=""
         )
-        transaction.on_commit(lambda: enqueue_provisioning(onboarding.pk))
+        # Marked now, sent at commit: a second retry meanwhile finds the message waiting. An
+        # unreachable broker rolls the retry back (503): the tenant stays failed.
+        try:
+            recovery.expect_message(PROVISIONING, onboarding.pk)
+        except broker_unreachable_errors() as exc:
+            raise broker_unavailable() from exc
+        transaction.on_commit(lambda: _send(onboarding.pk))
     forget_tenant(tenant)
     tenant.refresh_from_db()
+
+
+def _stuck(tenant: Tenant, onboarding: Onboarding) -> bool:
+    tenant.refresh_from_db()
+    return (
+        tenant.status == TenantStatus.PROVISIONING and onboarding.status == OnboardingStatus.PENDING
+    )

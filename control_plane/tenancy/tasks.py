@@ -17,7 +17,8 @@ from celery.signals import worker_process_init
 from django.db import close_old_connections
 
 from control_plane.tenancy.lifecycle import MOVE_TASK
-from control_plane.tenancy.onboarding import PROVISION_TASK, provision_onboarding
+from control_plane.tenancy.onboarding import PROVISION_TASK, PROVISIONING, provision_onboarding
+from control_plane.worker import recovery
 from tenants.models import Tenant
 from tenants.moving import move_tenant
 from tenants.outages import is_connection_failure
@@ -36,16 +37,23 @@ def provision_tenant(self: Any, onboarding_id: int) -> dict[str, object]:
     """Provision one onboarding request; a redelivered message makes the same tenant again.
 
     A lost database connection is retried, not recorded as the tenant's failure, until the
-    retries are spent.
+    retries are spent. Under the onboarding's lease (control_plane.worker.recovery): a second
+    delivery while a live worker provisions it does nothing (it would drop that worker's schema).
     """
-    will_retry = self.request.retries < CONNECTION_RETRIES
-    try:
-        onboarding = provision_onboarding(onboarding_id, will_retry=will_retry)
-    except Exception as exc:
-        if will_retry and is_connection_failure(exc):
-            close_old_connections()
-            raise self.retry(exc=exc, countdown=CONNECTION_RETRY_SECONDS) from exc
-        raise
+    with recovery.running(PROVISIONING, onboarding_id) as mine:
+        if not mine:
+            return {"onboarding": onboarding_id, "held elsewhere": True}
+        will_retry = self.request.retries < CONNECTION_RETRIES
+        try:
+            onboarding = provision_onboarding(onboarding_id, will_retry=will_retry)
+        except Exception as exc:
+            if will_retry and is_connection_failure(exc):
+                close_old_connections()
+                recovery.expect_message(
+                    PROVISIONING, onboarding_id, within=CONNECTION_RETRY_SECONDS
+                )
+                raise self.retry(exc=exc, countdown=CONNECTION_RETRY_SECONDS) from exc
+            raise
     return {"tenant": onboarding.tenant.slug, "ms": onboarding.provisioning_ms}
 
 

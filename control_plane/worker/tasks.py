@@ -8,7 +8,10 @@ import socket
 from celery import shared_task
 from django.db import connection
 
-from control_plane.worker import connections  # noqa: F401 - connects the task signal handlers
+from control_plane.worker import (
+    connections,  # noqa: F401 - connects the task signal handlers
+    recovery,
+)
 
 
 # The name it had before the control plane was grouped by domain: callers send it by this name.
@@ -26,3 +29,10 @@ def ping(payload: str) -> dict[str, str | int]:
         "role": role,
         "backend_pid": backend,
     }
+
+
+@shared_task(name="control_plane.worker.recover_stranded_jobs", acks_late=False)
+def recover_stranded_jobs() -> list[tuple[str, int]]:
+    """Beat: send again every job whose message was lost or whose worker died
+    (control_plane.worker.recovery). The kinds are those the worker's task modules register."""
+    return recovery.recover()

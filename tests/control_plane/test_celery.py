@@ -34,6 +34,7 @@ def test_a_worker_finds_every_task_under_the_names_messages_and_beat_use() -> No
         "control_plane.tasks.provision_tenant",
         "control_plane.tasks.move_tenant",
         "control_plane.fanout.reap_stuck_runs",
+        "control_plane.worker.recover_stranded_jobs",
         "control_plane.imports.tasks.remove_old_files",
         "tenants.tasks.refill_spares",
         "taskflow.tasks.purge_soft_deleted",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import time
-from pathlib import Path
 
 from control_plane.fanout.models import MigrationRun
+from tests.processes import kill_process_tree
+
+__all__ = ["kill_process_tree", "wait_for_run", "wait_until"]
 
 
 def wait_for_run(run_id: int, timeout: float = 60) -> MigrationRun:
@@ -28,23 +27,3 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.02) -> None:
             return
         time.sleep(interval)
     raise AssertionError("condition not met in time")
-
-
-def kill_process_tree(pid: int) -> None:
-    """SIGKILL a worker and its pool children at once, as a lost machine would."""
-    children = [
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and _parent_of(int(entry.name)) == pid
-    ]
-    for victim in [*children, pid]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(victim, signal.SIGKILL)
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])

@@ -233,7 +233,8 @@ def test_retry_action_queues_a_failed_tenant_again(
     operator: Client, unique: str, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     data = validate_onboarding(**onboarding_form(unique))
-    tenant = request_onboarding(data=data, enqueue=False).onboarding.tenant
+    onboarding = request_onboarding(data=data, enqueue=False).onboarding
+    tenant = onboarding.tenant
     Tenant.objects.filter(pk=tenant.pk).update(status=TenantStatus.FAILED, status_reason="boom")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = run_action(operator, "tenants_tenant", "retry", tenant.pk)
@@ -243,7 +244,10 @@ def test_retry_action_queues_a_failed_tenant_again(
     assert texts(response) == [f"1 queued for provisioning again: a{unique}."]
 
     again = run_action(operator, "tenants_tenant", "retry", tenant.pk)
-    assert texts(again) == [f"Tenant 'a{unique}' is provisioning; only failed tenants are retried."]
+    assert texts(again) == [
+        f"Tenant 'a{unique}' is provisioning and not stuck:"
+        f" onboarding {onboarding.pk} has a message waiting for a worker."
+    ]
 
 
 def test_the_tenant_list_offers_every_action_including_the_fan_outs(operator: Client) -> None:

@@ -225,3 +225,27 @@ def test_hostile_onboarding_fields_are_400_problems(ops, override) -> None:
     response = ops.post("/ops/v1/tenants", body, content_type="application/json")
     assert response.status_code == 400, response.content
     assert response["Content-Type"] == "application/problem+json"
+
+
+def test_a_provisioning_whose_message_was_lost_is_retried_once(ops, unique) -> None:
+    """The request's message never left (its commit callback is not run here): the tenant is
+    provisioning with no message waiting and no worker; retry sends it, a second retry is 409."""
+    from control_plane.celery import app as celery_app
+
+    slug = f"stuck_{unique}"
+    assert (
+        ops.post(
+            "/ops/v1/tenants", onboarding_body(slug), content_type="application/json"
+        ).status_code
+        == 202
+    )
+    try:
+        first = ops.post(f"/ops/v1/tenants/{slug}/retry")
+        assert first.status_code == 202, first.content
+        assert first.json()["status"] == TenantStatus.PROVISIONING
+        again = ops.post(f"/ops/v1/tenants/{slug}/retry")
+        assert again.status_code == 409
+        assert again["Content-Type"] == "application/problem+json"
+        assert "has a message waiting for a worker" in again.json()["detail"]
+    finally:
+        celery_app.control.purge()

@@ -26,6 +26,7 @@ from control_plane.tenancy.onboarding import (
     retry_onboarding,
     validate_onboarding,
 )
+from control_plane.worker import recovery
 from tenants.database_roles import owner_connection, owner_role_name
 from tenants.models import Domain, Tenant, TenantStatus
 from tests.conftest import WorkerProcess
@@ -225,9 +226,15 @@ def test_failed_provisioning_leaves_nothing_half_made_and_retry_succeeds(
 
 
 @pytest.mark.django_db
-def test_retry_refuses_a_tenant_that_has_not_failed(unique) -> None:
+def test_retry_refuses_a_tenant_that_has_not_failed_and_is_not_stuck(unique) -> None:
     tenant, _ = onboard(f"nr_{unique}")
-    with pytest.raises(LifecycleConflict):
+    onboarding = Onboarding.objects.get(tenant=tenant)
+    recovery.expect_message(onboarding_service.PROVISIONING, onboarding.pk)  # its message waits
+    with pytest.raises(LifecycleConflict, match="has a message waiting"):
+        retry_onboarding(tenant)
+    Tenant.objects.filter(pk=tenant.pk).update(status=TenantStatus.ACTIVE)
+    Onboarding.objects.filter(pk=onboarding.pk).update(status=OnboardingStatus.SUCCEEDED)
+    with pytest.raises(LifecycleConflict, match="only failed tenants and stuck provisionings"):
         retry_onboarding(tenant)
 
 
