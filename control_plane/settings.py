@@ -286,11 +286,14 @@ SPECTACULAR_SETTINGS = {
 RATE_LIMITS_ENABLED = env.bool("RATE_LIMITS_ENABLED", default=True)
 RATE_LIMIT_WINDOW_SECONDS = env.int("RATE_LIMIT_WINDOW_SECONDS", default=60)
 # Requests per window by plan and class (tenants.models.Plan); a tenant's rate_limits overrides.
-RATE_LIMIT_PLANS: dict[str, dict[str, int]] = {
-    "free": {"reads": 300, "writes": 60, "imports": 5, "exports": 5},
-    "standard": {"reads": 1800, "writes": 600, "imports": 30, "exports": 30},
-    "enterprise": {"reads": 12000, "writes": 3000, "imports": 120, "exports": 120},
-}
+RATE_LIMIT_PLANS: dict[str, dict[str, int]] = env.json(
+    "RATE_LIMIT_PLANS",
+    default={
+        "free": {"reads": 300, "writes": 60, "imports": 5, "exports": 5},
+        "standard": {"reads": 1800, "writes": 600, "imports": 30, "exports": 30},
+        "enterprise": {"reads": 12000, "writes": 3000, "imports": 120, "exports": 120},
+    },
+)
 RATE_LIMIT_DEFAULT_PLAN = "standard"
 # The share of its tenant's quota one token may use.
 RATE_LIMIT_TOKEN_SHARE = env.float("RATE_LIMIT_TOKEN_SHARE", default=0.5)

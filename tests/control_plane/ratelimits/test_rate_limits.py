@@ -31,6 +31,7 @@ def small_plans(unique: str) -> Iterator[None]:
         RATE_LIMITS_ENABLED=True,
         RATE_LIMIT_TOKEN_SHARE=0.5,
         RATE_LIMIT_KEY_PREFIX=f"rl-{unique}",
+        RATE_LIMIT_AUTH_FAILURES=30,
     ):
         yield
 
