@@ -309,7 +309,7 @@ IMPORTS_PER_TENANT = env.int("IMPORTS_PER_TENANT", default=1)
 # Onboardings one requester (an operator's token) may have provisioning at once.
 ONBOARDINGS_PER_REQUESTER = env.int("ONBOARDINGS_PER_REQUESTER", default=1)
 # How long a job waiting for its tenant's slot waits before asking again.
-FAIR_QUEUE_RETRY_SECONDS = env.float("FAIR_QUEUE_RETRY_SECONDS", default=2.0)
+FAIR_QUEUE_RETRY_SECONDS = env.float("FAIR_QUEUE_RETRY_SECONDS", default=1.0)
 # How long /readyz and the admin trust one reading of which queues have a worker.
 QUEUE_CONSUMERS_CACHE_SECONDS = env.int("QUEUE_CONSUMERS_CACHE_SECONDS", default=15)
 # /readyz's warnings: what an operator should know that does not make web unready (tenants.health).

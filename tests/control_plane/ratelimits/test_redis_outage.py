@@ -16,7 +16,10 @@ from tests.processes import stop_process
 __all__ = ["member", "redis"]  # fixtures
 
 pytestmark = pytest.mark.usefixtures("committed")
-TINY = {plan: {"reads": 2, "writes": 2, "imports": 1, "exports": 1} for plan in ("free", "standard", "enterprise")}
+TINY = {
+    plan: {"reads": 2, "writes": 2, "imports": 1, "exports": 1}
+    for plan in ("free", "standard", "enterprise")
+}
 
 
 def _gets(client: Client, host: str, token: str, count: int) -> list[tuple[int, float]]:
@@ -35,7 +38,10 @@ def test_limits_fail_open_fast_when_redis_is_away(
     _, host, token = member
     client = Client()
     with override_settings(RATE_LIMIT_PLANS=TINY, RATE_LIMIT_KEY_PREFIX=f"rl-{unique}"):
-        assert [status for status, _ in _gets(client, host, token, 2)] == [200, 429]  # token share: 1
+        assert [status for status, _ in _gets(client, host, token, 2)] == [
+            200,
+            429,
+        ]  # token share: 1
         before = FAIL_OPEN.value
         if outage == "hung":
             redis.pause()
