@@ -284,21 +284,23 @@ SPECTACULAR_SETTINGS = {
 # --- Rate limits and fair queues (protection from noisy neighbours) ---------------------------
 # Off: no request is limited (benchmarks compare both). Redis unreachable: limits fail open.
 RATE_LIMITS_ENABLED = env.bool("RATE_LIMITS_ENABLED", default=True)
-RATE_LIMIT_WINDOW_SECONDS = env.int("RATE_LIMIT_WINDOW_SECONDS", default=60)
+# A quota is q requests per window, and also the largest burst (GCRA: a bucket of q refilled
+# over the window), so a short window keeps bursts short: standard reads are 30/s, 300 at once.
+RATE_LIMIT_WINDOW_SECONDS = env.int("RATE_LIMIT_WINDOW_SECONDS", default=10)
 # Requests per window by plan and class (tenants.models.Plan); a tenant's rate_limits overrides.
 RATE_LIMIT_PLANS: dict[str, dict[str, int]] = env.json(
     "RATE_LIMIT_PLANS",
     default={
-        "free": {"reads": 300, "writes": 60, "imports": 5, "exports": 5},
-        "standard": {"reads": 1800, "writes": 600, "imports": 30, "exports": 30},
-        "enterprise": {"reads": 12000, "writes": 3000, "imports": 120, "exports": 120},
+        "free": {"reads": 50, "writes": 10, "imports": 1, "exports": 1},
+        "standard": {"reads": 300, "writes": 100, "imports": 5, "exports": 5},
+        "enterprise": {"reads": 2000, "writes": 500, "imports": 20, "exports": 20},
     },
 )
 RATE_LIMIT_DEFAULT_PLAN = "standard"
 # The share of its tenant's quota one token may use.
 RATE_LIMIT_TOKEN_SHARE = env.float("RATE_LIMIT_TOKEN_SHARE", default=0.5)
 # Failed authentications per client address per window.
-RATE_LIMIT_AUTH_FAILURES = env.int("RATE_LIMIT_AUTH_FAILURES", default=30)
+RATE_LIMIT_AUTH_FAILURES = env.int("RATE_LIMIT_AUTH_FAILURES", default=10)
 # Behind a proxy that appends the client's address to X-Forwarded-For (and that clients cannot
 # bypass), the last hop is the client; elsewhere REMOTE_ADDR is.
 RATE_LIMIT_TRUST_FORWARDED_FOR = env.bool("RATE_LIMIT_TRUST_FORWARDED_FOR", default=False)

@@ -32,6 +32,7 @@ def small_plans(unique: str) -> Iterator[None]:
         RATE_LIMIT_TOKEN_SHARE=0.5,
         RATE_LIMIT_KEY_PREFIX=f"rl-{unique}",
         RATE_LIMIT_AUTH_FAILURES=30,
+        RATE_LIMIT_WINDOW_SECONDS=60,
     ):
         yield
 
