@@ -4,19 +4,21 @@ other tenants' latency with rate limits on, next to the same run with them off.
 Run from the repository root (PostgreSQL at 127.0.0.1:5432 with superuser `postgres`, Redis at
 127.0.0.1:6379); about 3 minutes:
 
-    .venv/bin/python -m tests.benchmarks.bench_noisy_neighbour [--tenants 20] [--rate 2]
-        [--baseline 20] [--flood 20] [--factor 10] [--flood-threads 16] [--keep]
+    .venv/bin/python -m tests.benchmarks.bench_noisy_neighbour [--tenants 20] [--rate 1]
+        [--baseline 20] [--flood 20] [--factor 10] [--flood-threads 16]
+        [--noisy-plan free] [--keep]
 
 What it does:
 
 1. Creates the throw-away database `taskflow_bench_noisy` (platform/postgres/init.sql and
-   `manage.py setup_platform`) and, in-process, --tenants tenants in rls mode on the standard
-   plan (reads: 300 per 10 s = 30/s, bursts of 300), each with a member token and 20 tasks.
+   `manage.py setup_platform`) and, in-process, --tenants tenants in rls mode, each with a
+   member token and 20 tasks: tenant 0 on --noisy-plan (free: reads 50 per 10 s = 5/s, bursts
+   of 50), the others on standard (30/s).
 2. For each mode, limits on then off (RATE_LIMITS_ENABLED), starts gunicorn (gthread, 2 workers
    x 4 threads, as bench_taskflow_api) and runs two phases: `baseline` (every tenant sends GET
    /api/v1/tasks?limit=20 at --rate requests/s, one keep-alive connection each, paced, open
    loop), then `flood` (the same, while tenant 0 also sends --factor x its limit from
-   --flood-threads connections in another process). RATE_LIMIT_TOKEN_SHARE is 1 here, so the
+   --flood-threads connections in another process, paced; sends it falls behind on are dropped). RATE_LIMIT_TOKEN_SHARE is 1 here, so the
    flood meets its tenant's limit, not its token's.
    The cache's Redis timeout is 2 s here (BENCH_CACHE_TIMEOUT), not 0.25 s: on a machine loaded
    far past its cores, Redis answers later than 0.25 s, the breaker opens, and limits fail open
@@ -54,7 +56,12 @@ BENCH_DB = os.environ.get("BENCH_DB_NAME", "taskflow_bench_noisy")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
 PATH = "/api/v1/tasks?limit=20"
 TARGET_P99_RATIO = 1.2
-STANDARD_READS_PER_S = 30  # settings RATE_LIMIT_PLANS: standard reads 300 per 10 s
+
+
+def plan_reads_per_s(plan: str) -> float:
+    from django.conf import settings
+
+    return settings.RATE_LIMIT_PLANS[plan]["reads"] / settings.RATE_LIMIT_WINDOW_SECONDS
 
 
 class LoggedServer(Server):
@@ -127,7 +134,7 @@ class BenchTenant:
     token: str
 
 
-def make_tenants(count: int) -> list[BenchTenant]:
+def make_tenants(count: int, noisy_plan: str) -> list[BenchTenant]:
     from taskflow.models import Project, Task
     from tenants.binding import binding_for, tenant_session
     from tenants.models import Isolation, Tenant
@@ -138,7 +145,9 @@ def make_tenants(count: int) -> list[BenchTenant]:
     for i in range(count):
         slug = f"noisy{i:02d}"
         tenant = make_tenant(slug, isolation=Isolation.RLS)
-        Tenant.objects.filter(pk=tenant.pk).update(revisions=provision_storage(tenant))
+        Tenant.objects.filter(pk=tenant.pk).update(
+            revisions=provision_storage(tenant), plan=noisy_plan if i == 0 else "standard"
+        )
         _, token = make_member(tenant, f"m-{slug}@example.com")
         with tenant_session(binding_for(tenant)) as session:
             project = Project(tenant_id=tenant.pk, key="P1", name="Bench", description="")
@@ -171,7 +180,7 @@ def steady_client(
     client = Http(port, tenant.host, tenant.token)
     interval = 1 / rate
     next_at = start + interval * (hash(tenant.host) % 1000) / 1000  # spread the clients
-    while next_at < end:
+    while next_at < end and time.monotonic() < end:
         delay = next_at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -199,10 +208,12 @@ def flooder(
         client = Http(port, host, token)
         interval = threads / rate
         next_at = time.monotonic() + offset * interval
-        while next_at < until:
+        while time.monotonic() < until:
             delay = next_at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            elif delay < -interval:  # behind: drop the missed sends, never catch up past `until`
+                next_at = time.monotonic()
             try:
                 status, _, _ = client.get(PATH)
             except OSError:
@@ -212,12 +223,13 @@ def flooder(
                 counts[status] = counts.get(status, 0) + 1
             next_at += interval
 
+    started = time.monotonic()
     workers = [threading.Thread(target=run, args=(i / threads,)) for i in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    queue.put(counts)
+    queue.put((counts, time.monotonic() - started))
 
 
 @dataclass
@@ -268,18 +280,18 @@ def run_mode(args: argparse.Namespace, tenants: list[BenchTenant], limits: bool)
         time.sleep(max(0.0, split - time.monotonic()))
         print(f"limits {label}: flood ...", file=sys.stderr)
         queue: Any = multiprocessing.Queue()
-        limit_per_s = STANDARD_READS_PER_S
+        limit_per_s = plan_reads_per_s(args.noisy_plan)
         flood = multiprocessing.Process(
             target=flooder,
             args=(server.port, tenants[0].host, tenants[0].token, limit_per_s * args.factor,
                   args.flood_threads, end, queue),
         )  # fmt: skip
         flood.start()
-        counts = queue.get()
+        counts, seconds = queue.get()
         flood.join()
         for thread in threads:
             thread.join()
-        return ModeResult(limits, others, counts, args.flood, server.fail_open_events())
+        return ModeResult(limits, others, counts, seconds, server.fail_open_events())
     finally:
         server.stop()
 
@@ -288,7 +300,8 @@ def print_table(args: argparse.Namespace, results: list[ModeResult]) -> bool:
     print()
     print(
         f"Noisy neighbour: {args.tenants} tenants x {args.rate} req/s (GET {PATH}), then tenant 0 "
-        f"floods at {args.factor}x its limit (30 req/s: standard plan reads), "
+        f"floods at {args.factor}x its limit ({plan_reads_per_s(args.noisy_plan):g} req/s: "
+        f"{args.noisy_plan} plan reads), "
         f"{args.baseline:.0f} s + {args.flood:.0f} s; gunicorn 2x4 on {os.cpu_count()} cores"
     )
     print()
@@ -325,11 +338,12 @@ def print_table(args: argparse.Namespace, results: list[ModeResult]) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tenants", type=int, default=20)
-    parser.add_argument("--rate", type=float, default=2.0, help="requests/s of each tenant")
+    parser.add_argument("--rate", type=float, default=1.0, help="requests/s of each tenant")
     parser.add_argument("--baseline", type=float, default=20.0, help="seconds before the flood")
     parser.add_argument("--flood", type=float, default=20.0, help="seconds of flood")
     parser.add_argument("--factor", type=float, default=10.0, help="flood rate / its limit")
     parser.add_argument("--flood-threads", type=int, default=16)
+    parser.add_argument("--noisy-plan", default="free", help="the flooding tenant's plan")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
 
@@ -347,7 +361,7 @@ def main() -> None:
 
         django.setup()
         print(f"making {args.tenants} tenants ...", file=sys.stderr)
-        tenants = make_tenants(args.tenants)
+        tenants = make_tenants(args.tenants, args.noisy_plan)
         from django.db import connections
 
         connections.close_all()

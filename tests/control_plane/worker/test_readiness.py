@@ -61,8 +61,13 @@ def test_the_answer_is_cached_not_asked_on_each_probe(
     client: Client, celery_worker_process: Any, fresh_answer: None, monkeypatch: Any
 ) -> None:
     readiness.unconsumed_queues(wait=True)
-    asked = []
-    monkeypatch.setattr(readiness, "consumers_by_queue", lambda *a: asked.append(1) or {})
+    asked: list[float] = []
+
+    def ask(timeout: float) -> dict[str, list[str]]:
+        asked.append(timeout)
+        return {}
+
+    monkeypatch.setattr(readiness, "consumers_by_queue", ask)
     for _ in range(5):
         _queue_warning(client)
     assert asked == []
