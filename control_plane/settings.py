@@ -119,6 +119,7 @@ INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_
 MIDDLEWARE = [
     # First: every error that leaves, whoever made it, is problem+json (the admin's pages aside).
     "control_plane.http.middleware.ProblemResponseMiddleware",
+    "control_plane.ratelimits.headers.RateLimitHeadersMiddleware",
     "tenants.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files on every host, before tenant resolution: an asset never costs a tenant lookup.
@@ -248,6 +249,7 @@ REST_FRAMEWORK: dict[str, object] = {
     "DEFAULT_PARSER_CLASSES": ["control_plane.http.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["control_plane.http.renderers.FastJSONRenderer"],
     "EXCEPTION_HANDLER": "control_plane.http.problems.problem_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["control_plane.ratelimits.throttles.TenantPlanThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -283,6 +285,42 @@ SPECTACULAR_SETTINGS = {
         "taskflow.openapi.shared_headers",
     ],
 }
+
+# --- Rate limits and fair queues (protection from noisy neighbours) ---------------------------
+# Off: no request is limited (benchmarks compare both). Redis unreachable: limits fail open.
+RATE_LIMITS_ENABLED = env.bool("RATE_LIMITS_ENABLED", default=True)
+# A quota is q requests per window, and also the largest burst (GCRA: a bucket of q refilled
+# over the window), so a short window keeps bursts short: standard reads are 30/s, 300 at once.
+RATE_LIMIT_WINDOW_SECONDS = env.int("RATE_LIMIT_WINDOW_SECONDS", default=10)
+# Requests per window by plan and class (tenants.models.Plan); a tenant's rate_limits overrides.
+RATE_LIMIT_PLANS: dict[str, dict[str, int]] = env.json(
+    "RATE_LIMIT_PLANS",
+    default={
+        "free": {"reads": 50, "writes": 10, "imports": 1, "exports": 1},
+        "standard": {"reads": 300, "writes": 100, "imports": 5, "exports": 5},
+        "enterprise": {"reads": 2000, "writes": 500, "imports": 20, "exports": 20},
+    },
+)
+RATE_LIMIT_DEFAULT_PLAN = "standard"
+# The share of its tenant's quota one token may use.
+RATE_LIMIT_TOKEN_SHARE = env.float("RATE_LIMIT_TOKEN_SHARE", default=0.5)
+# Failed authentications per client address per window.
+RATE_LIMIT_AUTH_FAILURES = env.int("RATE_LIMIT_AUTH_FAILURES", default=10)
+# Behind a proxy that appends the client's address to X-Forwarded-For (and that clients cannot
+# bypass), the last hop is the client; elsewhere REMOTE_ADDR is.
+RATE_LIMIT_TRUST_FORWARDED_FOR = env.bool("RATE_LIMIT_TRUST_FORWARDED_FOR", default=False)
+RATE_LIMIT_KEY_PREFIX = env.str("RATE_LIMIT_KEY_PREFIX", default="rl")
+# Import jobs of one tenant that may run at once; the others wait their turn without holding a
+# worker process (control_plane.worker.fairness). Keep below the imports workers' concurrency.
+IMPORTS_PER_TENANT = env.int("IMPORTS_PER_TENANT", default=1)
+# Onboardings one requester (an operator's token) may have provisioning at once.
+ONBOARDINGS_PER_REQUESTER = env.int("ONBOARDINGS_PER_REQUESTER", default=1)
+# How long a job waiting for its tenant's slot waits before asking again.
+FAIR_QUEUE_RETRY_SECONDS = env.float("FAIR_QUEUE_RETRY_SECONDS", default=1.0)
+# How long /readyz and the admin trust one reading of which queues have a worker.
+QUEUE_CONSUMERS_CACHE_SECONDS = env.int("QUEUE_CONSUMERS_CACHE_SECONDS", default=15)
+# /readyz's warnings: what an operator should know that does not make web unready (tenants.health).
+READINESS_WARNINGS = ["control_plane.worker.readiness.readiness_warnings"]
 
 LOGGING = {
     "version": 1,

@@ -394,6 +394,9 @@ PROBLEM_DESCRIPTIONS = {
     413: "The upload is larger than the limit.",
     415: "The request body's media type is not accepted.",
     428: "The write needs `If-Match` (or a `version` in the body).",
+    429: "A rate limit is spent (the tenant's or the token's for this class of request, or "
+    "failed authentications from this address): retry after `Retry-After` seconds; `limit` "
+    "names it.",
     503: "Not available right now (the tenant is being provisioned or moved); retry after "
     "`Retry-After` seconds.",
 }
@@ -472,8 +475,24 @@ RETRY_AFTER = OpenApiParameter(
     "Retry-After",
     OpenApiTypes.INT,
     OpenApiParameter.HEADER,
-    response=[503],
+    response=[429, 503],
     description="Seconds to wait before retrying.",
+)
+RATE_LIMIT = OpenApiParameter(
+    "RateLimit",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=True,
+    description="The limit closest to refusing (draft-ietf-httpapi-ratelimit-headers): "
+    '`"token-reads";r=17;t=42` (requests remaining, seconds until whole again).',
+)
+RATE_LIMIT_POLICY = OpenApiParameter(
+    "RateLimit-Policy",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=True,
+    description='Every limit the request falls under: `"tenant-reads";q=1800;w=60` (quota per '
+    "window of w seconds).",
 )
 
 
@@ -529,7 +548,10 @@ def add_links(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
 def shared_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """drf-spectacular postprocessing hook: a response header every operation repeats is
     declared once under components/headers and referenced."""
-    shared = {param.name: param for param in (*VERSION_RESPONSE_HEADERS, RETRY_AFTER)}
+    shared = {
+        param.name: param
+        for param in (*VERSION_RESPONSE_HEADERS, RETRY_AFTER, RATE_LIMIT, RATE_LIMIT_POLICY)
+    }
     components: dict[str, Any] = {}
     for methods in result.get("paths", {}).values():
         for operation in methods.values():

@@ -10,11 +10,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.utils.module_loading import import_string
 from django_tenants.utils import schema_context
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,20 @@ CHECKS: dict[str, Callable[[], str]] = {
     "redis": check_redis,
     "migrations": check_public_migrations,
 }
+
+
+def run_warnings() -> list[dict[str, Any]]:
+    """What an operator should know that does not make this process unready (settings
+    READINESS_WARNINGS: callables returning [{"name", "ok", "detail"}], cheap and cached, such
+    as queues that no worker consumes). A warning that fails is itself a warning, without detail."""
+    warnings: list[dict[str, Any]] = []
+    for path in settings.READINESS_WARNINGS:
+        try:
+            warnings += import_string(path)()
+        except Exception:
+            logger.warning("readiness warning %s failed", path, exc_info=True)
+            warnings.append({"name": path.rsplit(".", 1)[-1], "ok": None, "detail": FAILED})
+    return warnings
 
 
 def run_checks() -> list[Check]:

@@ -22,7 +22,7 @@ from django.utils.module_loading import import_string
 from django_tenants.middleware.main import TenantMainMiddleware
 from django_tenants.utils import get_public_schema_name
 
-from tenants.health import run_checks
+from tenants.health import run_checks, run_warnings
 from tenants.hosts import routing_host
 from tenants.models import Domain, Tenant, TenantStatus
 from tenants.outages import database_unavailable, is_connection_failure, unavailable_response
@@ -50,7 +50,11 @@ class ProbeMiddleware:
         checks = run_checks()
         ready = all(check.ok for check in checks)
         return JsonResponse(
-            {"status": "ready" if ready else "unavailable", "checks": [asdict(c) for c in checks]},
+            {
+                "status": "ready" if ready else "unavailable",
+                "checks": [asdict(c) for c in checks],
+                "warnings": run_warnings(),
+            },
             status=200 if ready else 503,
         )
 

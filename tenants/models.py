@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django_tenants.models import DomainMixin, TenantMixin
 
@@ -19,6 +20,32 @@ class TenantStatus(models.TextChoices):
     SUSPENDED = "suspended", "Suspended"
     ARCHIVED = "archived", "Archived"
     FAILED = "failed", "Failed"
+
+
+class Plan(models.TextChoices):
+    """What a tenant pays for; its rate limits per plan are in settings RATE_LIMIT_PLANS."""
+
+    FREE = "free", "Free"
+    STANDARD = "standard", "Standard"
+    ENTERPRISE = "enterprise", "Enterprise"
+
+
+# What a tenant's requests are limited by, each class separately (control_plane.ratelimits).
+RATE_LIMIT_CLASSES = ("reads", "writes", "imports", "exports")
+
+
+def validate_rate_limits(value: object) -> None:
+    """An operator's override: {class: requests per window}, known classes, whole numbers >= 1."""
+    if not isinstance(value, dict):
+        raise ValidationError("Rate limits must be an object of {class: requests per window}.")
+    unknown = sorted(set(value) - set(RATE_LIMIT_CLASSES))
+    if unknown:
+        raise ValidationError(
+            f"Unknown rate limit classes {unknown}; known: {list(RATE_LIMIT_CLASSES)}."
+        )
+    for key, quota in value.items():
+        if isinstance(quota, bool) or not isinstance(quota, int) or not 1 <= quota <= 10**9:
+            raise ValidationError(f"Rate limit {key!r} must be a whole number from 1 to 10^9.")
 
 
 def schema_name_for(slug: str) -> str:
@@ -59,6 +86,14 @@ class Tenant(TenantMixin):
     # onboarding, moved only by an operator. Empty means the newest (taskflow.api_versions).
     api_version: models.CharField[str, str] = models.CharField(
         max_length=10, blank=True, default=""
+    )
+    plan: models.CharField[str, str] = models.CharField(
+        max_length=20, choices=Plan.choices, default=Plan.STANDARD
+    )
+    # An operator's per-tenant quotas ({"reads": 5000, ...}, requests per window) over its plan's
+    # (control_plane.ratelimits.policies).
+    rate_limits: models.JSONField[dict[str, int], dict[str, int]] = models.JSONField(
+        default=dict, blank=True, validators=[validate_rate_limits]
     )
     created_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now_add=True)
     updated_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now=True)

@@ -22,7 +22,18 @@ CACHE_TTL_SECONDS = 300
 # As long as an entry lives, so a tombstone outlives every entry written before it.
 TOMBSTONE_TTL_SECONDS = CACHE_TTL_SECONDS
 _TOMBSTONE = "forgotten"
-_FIELDS = ("id", "name", "slug", "schema_name", "isolation", "status", "revisions", "api_version")
+_FIELDS = (
+    "id",
+    "name",
+    "slug",
+    "schema_name",
+    "isolation",
+    "status",
+    "revisions",
+    "api_version",
+    "plan",
+    "rate_limits",
+)
 
 
 def _key(hostname: str, epoch: int) -> str:

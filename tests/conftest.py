@@ -7,6 +7,7 @@ production); tests connect as the app role, so nothing here can pass by being a 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,12 +21,26 @@ import pytest
 from django.conf import settings
 
 from control_plane.celery import app as celery_app
+from tenants.models import RATE_LIMIT_CLASSES, Plan
 from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # Test script directories and throw-away tenants, for the migrator's and the fan-out's tests.
 pytest_plugins = ["tests.migrations_sqla.fixtures"]
+
+# Rate limits (control_plane.ratelimits) run on every request of the session, with keys of this
+# session only (a fresh test database reuses tenant and token ids) and quotas no other test's
+# traffic reaches; tests/control_plane/ratelimits set their own small ones. Workers and servers
+# started by tests inherit both through the environment.
+os.environ["RATE_LIMIT_KEY_PREFIX"] = f"rl-{uuid.uuid4().hex[:8]}"
+os.environ["RATE_LIMIT_PLANS"] = json.dumps(
+    {plan: dict.fromkeys(RATE_LIMIT_CLASSES, 10**6) for plan in Plan.values}
+)
+os.environ["RATE_LIMIT_AUTH_FAILURES"] = str(10**6)  # many tests send bad tokens on purpose
+settings.RATE_LIMIT_KEY_PREFIX = os.environ["RATE_LIMIT_KEY_PREFIX"]
+settings.RATE_LIMIT_AUTH_FAILURES = 10**6
+settings.RATE_LIMIT_PLANS = json.loads(os.environ["RATE_LIMIT_PLANS"])
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,8 @@ from control_plane.imports.models import ImportMode, ImportStatus
 from control_plane.tenancy.serializers import TenantSerializer
 from taskflow.openapi import (
     MAX_ID,
+    RATE_LIMIT,
+    RATE_LIMIT_POLICY,
     RETRY_AFTER,
     VERSION_REQUEST_HEADER,
     VERSION_RESPONSE_HEADERS,
@@ -73,7 +75,12 @@ class ContractSchema(AutoSchema):
         ]
         shared: list[Any] = [RETRY_AFTER]
         if self._tenant_api:
-            shared += [VERSION_REQUEST_HEADER, *VERSION_RESPONSE_HEADERS]
+            shared += [
+                VERSION_REQUEST_HEADER,
+                *VERSION_RESPONSE_HEADERS,
+                RATE_LIMIT,
+                RATE_LIMIT_POLICY,
+            ]
         return [
             *ids,
             *query_parameters_of(self.view, self.method),
@@ -87,6 +94,7 @@ class ContractSchema(AutoSchema):
         common = [400, 401, 403]
         if PATH_VARIABLE.search(self.path):
             common.append(404)
+        common.append(429)  # rate limits (control_plane.ratelimits): any operation
         if self._tenant_api:
             common.append(503)
         for key, response in problems(*common).items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 from rest_framework import exceptions
@@ -19,6 +20,7 @@ from rest_framework.request import Request
 from control_plane.identity.models import ApiToken, Membership
 from control_plane.identity.principals import CachedPrincipal, cached_principal, remember_principal
 from control_plane.identity.tokens import digests_match, parse_prefix, token_digest
+from control_plane.ratelimits import auth_failures
 from tenants.cache_epoch import current_epoch
 from tenants.identity import Principal, Role
 
@@ -39,21 +41,28 @@ class BearerTokenAuthentication(BaseAuthentication):
             value = header[1].decode()
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed(INVALID) from exc
-        return authenticate_token(value, tenant=getattr(request._request, "tenant", None))
+        return authenticate_token(
+            value, tenant=getattr(request._request, "tenant", None), request=request._request
+        )
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword
 
 
-def authenticate_token(value: str, *, tenant: object) -> tuple[object, Principal]:
+def authenticate_token(
+    value: str, *, tenant: object, request: HttpRequest | None = None
+) -> tuple[object, Principal]:
     """The user and principal of `value` on `tenant`'s host, or AuthenticationFailed.
 
     A warm token costs one Redis GET (control_plane.identity.principals) and no query; the user row is
-    loaded only if a view reads more of it than its id.
+    loaded only if a view reads more of it than its id. Failures are charged to the request's
+    client address, and an address that spent its failures gets 429 before its token is looked
+    up (control_plane.ratelimits.auth_failures).
     """
     prefix = parse_prefix(value)
     tenant_id = getattr(tenant, "pk", None)
     if prefix is None or tenant_id is None:
+        auth_failures.record_failure(request)
         raise exceptions.AuthenticationFailed(INVALID)
     digest = token_digest(value)
     now = timezone.now()
@@ -61,9 +70,15 @@ def authenticate_token(value: str, *, tenant: object) -> tuple[object, Principal
     cached = cached_principal(digest, epoch)
     if cached is not None:
         if cached.principal.tenant_id != tenant_id or not cached.usable(now):
+            auth_failures.record_failure(request)
             raise exceptions.AuthenticationFailed(INVALID)
         return TokenUser(cached.principal.user_id), cached.principal
-    user, entry = _authenticate_from_database(prefix, value, tenant, now)
+    auth_failures.refuse_if_blocked(request)
+    try:
+        user, entry = _authenticate_from_database(prefix, value, tenant, now)
+    except exceptions.AuthenticationFailed:
+        auth_failures.record_failure(request)
+        raise
     remember_principal(digest, entry, now, epoch)
     return user, entry.principal
 

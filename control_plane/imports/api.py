@@ -151,6 +151,7 @@ def _declared_sha256(request: Request) -> str | None:
 
 class ImportCollection(ImportView):
     parser_classes = (CsvBodyParser, MultipartCsvParser)
+    rate_limit_class = {"POST": "imports"}  # control_plane.ratelimits.policies
     query_parameters = {"post": (IMPORT_MODE,)}
 
     @extend_schema(
@@ -263,6 +264,7 @@ class ImportRetry(ImportView):
 
 
 class TaskExport(ImportView):
+    rate_limit_class = "exports"  # control_plane.ratelimits.policies
     required_roles = {"GET": Role.MEMBER, "HEAD": Role.MEMBER}
     query_parameters = {"get": TASK_FILTER_QUERY}  # the task list's filters (taskflow.filters)
 

@@ -3,30 +3,53 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 from celery import Task, shared_task
+from django.conf import settings
 
 from control_plane.imports import retention
+from control_plane.imports.models import ACTIVE_STATUSES, ImportJob
 from control_plane.imports.running import ImportInterrupted, run_import_job
 from control_plane.imports.services import JOBS
-from control_plane.worker import recovery
+from control_plane.worker import fairness, recovery
+
+QUEUE = "imports"
 
 
 @shared_task(name="control_plane.imports.tasks.run_import", bind=True, max_retries=None)
 def run_import(self: Task, job_id: int) -> dict[str, object]:
     """Run one import job. acks_late + reject_on_worker_lost (the app's defaults): a killed
     worker's job is delivered again and starts over; the job's attempts bound the retries.
+
     Under the job's lease (control_plane.worker.recovery): a delivery while a live worker runs
-    the job does nothing, and a dead worker's job is sent again by beat within seconds."""
+    the job does nothing, and a dead worker's job is sent again by beat within seconds. At most
+    IMPORTS_PER_TENANT jobs of one tenant run at once (control_plane.worker.fairness): a job
+    whose tenant has its slots taken is queued again and the process serves someone else. The
+    lease comes first, so a duplicate delivery never touches the slot its running twin holds.
+    """
     with recovery.running(JOBS, job_id) as mine:
         if not mine:
             return {"job": job_id, "status": "held elsewhere"}
-        try:
-            job = run_import_job(job_id, worker=f"{self.request.hostname}:{os.getpid()}")
-        except ImportInterrupted as exc:
-            recovery.expect_message(JOBS, job_id, within=exc.countdown)
-            raise self.retry(countdown=exc.countdown) from exc
+        tenant_id = ImportJob.objects.filter(pk=job_id).values_list("tenant_id", flat=True).first()
+        cap = settings.IMPORTS_PER_TENANT if tenant_id is not None else 0
+        with fairness.slot(QUEUE, tenant_id, str(job_id), cap, _active_jobs) as taken:
+            if not taken:
+                recovery.expect_message(JOBS, job_id, within=fairness.send_again(self))
+                return {"job": job_id, "status": "waiting for the tenant's slot"}
+            try:
+                job = run_import_job(job_id, worker=f"{self.request.hostname}:{os.getpid()}")
+            except ImportInterrupted as exc:
+                recovery.expect_message(JOBS, job_id, within=exc.countdown)
+                raise self.retry(countdown=exc.countdown) from exc
     return {"job": job.pk, "status": job.status, "rows": job.rows_read}
+
+
+def _active_jobs(members: Collection[str]) -> list[str]:
+    """The slot holders whose job is still queued or running."""
+    ids = [int(m) for m in members if m.isdigit()]
+    active = ImportJob.objects.filter(pk__in=ids, status__in=ACTIVE_STATUSES)
+    return [str(pk) for pk in active.values_list("pk", flat=True)]
 
 
 @shared_task(name="control_plane.imports.tasks.remove_old_files")

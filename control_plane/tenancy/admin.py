@@ -31,6 +31,7 @@ from control_plane.tenancy.lifecycle import (
     LifecycleConflict,
     enqueue_move,
     pin_api_version,
+    set_rate_limits,
     set_tenant_status,
 )
 from control_plane.tenancy.models import Onboarding
@@ -137,7 +138,7 @@ class TenantAdmin(admin.ModelAdmin):
         "domain_list",
         "created_at",
     )
-    list_filter = ("isolation", "status", "api_version")
+    list_filter = ("isolation", "status", "api_version", "plan")
     search_fields = ("name", "slug", "domains__domain")
     ordering = ("name",)
     actions = (
@@ -155,6 +156,7 @@ class TenantAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "slug", "schema_name", "isolation", "domains_panel")}),
         ("Status", {"fields": ("status_panel",)}),
         ("API", {"fields": ("api_version",)}),
+        ("Rate limits", {"fields": ("plan", "rate_limits")}),
         ("Onboarding", {"fields": ("owner_email", "requested_by", "created_at")}),
     )
     change_readonly_fields = (
@@ -238,6 +240,8 @@ class TenantAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             if "api_version" in form.changed_data:
                 pin_api_version(obj, obj.api_version)  # and forget the cached resolution
+            if {"plan", "rate_limits"} & set(form.changed_data):
+                set_rate_limits(obj, plan=obj.plan, rate_limits=obj.rate_limits)
             return
         if not isinstance(form, TenantOnboardingForm) or form.onboarding is None:
             raise TypeError("a tenant is added only through a valid TenantOnboardingForm")

@@ -110,7 +110,7 @@ class TenantCollection(OpsView):
     ),
     patch=extend_schema(
         operation_id="updateTenant",
-        summary="Move a tenant's API version pin",
+        summary="Move a tenant's API version pin, plan or rate limits",
         request=TenantChangeSerializer,
         responses={200: TenantSerializer, **problems(409)},
     ),
@@ -122,7 +122,14 @@ class TenantDetail(OpsView):
     def patch(self, request: Request, slug: str) -> Response:
         changes = TenantChangeSerializer(data=request.data)
         changes.is_valid(raise_exception=True)
-        tenant = lifecycle.pin_api_version(_tenant(slug), changes.validated_data["api_version"])
+        data = changes.validated_data
+        tenant = _tenant(slug)
+        if "api_version" in data:
+            tenant = lifecycle.pin_api_version(tenant, data["api_version"])
+        if "plan" in data or "rate_limits" in data:
+            tenant = lifecycle.set_rate_limits(
+                tenant, plan=data.get("plan"), rate_limits=data.get("rate_limits")
+            )
         return Response(TenantSerializer(_tenant(tenant.slug)).data)
 
 

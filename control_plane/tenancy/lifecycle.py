@@ -6,12 +6,13 @@ operator API and the CLI change its status, move it and finally purge it through
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
 from taskflow import api_versions
-from tenants.models import Tenant, TenantStatus
+from tenants.models import Plan, Tenant, TenantStatus, validate_rate_limits
 from tenants.problems import Problem
 from tenants.provisioning import drop_storage
 from tenants.resolution import forget_tenant
@@ -73,6 +74,38 @@ def pin_api_version(tenant: Tenant, version: str) -> Tenant:
     tenant.refresh_from_db()
     forget_tenant(tenant)
     transaction.on_commit(lambda: forget_tenant(tenant))
+    return tenant
+
+
+class InvalidRateLimits(Problem):
+    status = 400
+    title = "Invalid rate limits"
+
+
+def set_rate_limits(
+    tenant: Tenant, *, plan: str | None = None, rate_limits: dict[str, int] | None = None
+) -> Tenant:
+    """Put the tenant on `plan` and/or replace its per-class overrides (an empty dict: the
+    plan's limits); the next request resolves the tenant, and its limits, afresh."""
+    changes: dict[str, object] = {}
+    if plan is not None:
+        if plan not in Plan.values:
+            raise InvalidRateLimits(
+                f"{plan[:40]!r} is not a plan; known plans: {', '.join(Plan.values)}.",
+                known_plans=list(Plan.values),
+            )
+        changes["plan"] = plan
+    if rate_limits is not None:
+        try:
+            validate_rate_limits(rate_limits)
+        except ValidationError as exc:
+            raise InvalidRateLimits(" ".join(exc.messages)) from exc
+        changes["rate_limits"] = rate_limits
+    if changes:
+        Tenant.objects.filter(pk=tenant.pk).update(**changes, updated_at=timezone.now())
+        tenant.refresh_from_db()
+        forget_tenant(tenant)
+        transaction.on_commit(lambda: forget_tenant(tenant))
     return tenant
 
 

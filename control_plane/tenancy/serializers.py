@@ -10,7 +10,7 @@ from rest_framework.fields import empty
 
 from taskflow.api_versions import CATALOG
 from taskflow.openapi import NOT_BLANK
-from tenants.models import Isolation, Tenant
+from tenants.models import RATE_LIMIT_CLASSES, Isolation, Plan, Tenant
 
 
 @extend_schema_field({"type": "string", "minLength": 1, "maxLength": 500, "pattern": NOT_BLANK})
@@ -41,10 +41,27 @@ class ApiVersionField(serializers.CharField):
     refused by lifecycle.pin_api_version with the known ones listed."""
 
 
-class TenantChangeSerializer(serializers.Serializer[dict[str, Any]]):
-    """What an operator may change on a tenant with PATCH."""
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "Requests per rate limit window by class, over the plan's; {} for the "
+        "plan's own.",
+        "properties": {
+            k: {"type": "integer", "minimum": 1, "maximum": 10**9} for k in RATE_LIMIT_CLASSES
+        },
+        "additionalProperties": False,
+    }
+)
+class RateLimitsField(serializers.JSONField):
+    """Checked by lifecycle.set_rate_limits, which names what is wrong."""
 
-    api_version = ApiVersionField(max_length=10)
+
+class TenantChangeSerializer(serializers.Serializer[dict[str, Any]]):
+    """What an operator may change on a tenant with PATCH (each field optional)."""
+
+    api_version = ApiVersionField(max_length=10, required=False)
+    plan = serializers.ChoiceField(choices=Plan.choices, required=False)
+    rate_limits = RateLimitsField(required=False)
 
 
 class TenantSerializer(serializers.ModelSerializer[Tenant]):
@@ -55,7 +72,8 @@ class TenantSerializer(serializers.ModelSerializer[Tenant]):
         model = Tenant
         fields = (
             "slug", "name", "isolation", "status", "status_reason", "schema_name",
-            "domains", "revisions", "api_version", "created_at", "updated_at", "url",
+            "domains", "revisions", "api_version", "plan", "rate_limits", "created_at",
+            "updated_at", "url",
         )  # fmt: skip
 
     def get_domains(self, tenant: Tenant) -> list[str]:

@@ -10,19 +10,24 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Collection
 from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_process_init
+from django.conf import settings
 from django.db import close_old_connections
 
 from control_plane.tenancy.lifecycle import MOVE_TASK
+from control_plane.tenancy.models import Onboarding, OnboardingStatus
 from control_plane.tenancy.onboarding import PROVISION_TASK, PROVISIONING, provision_onboarding
-from control_plane.worker import recovery
+from control_plane.worker import fairness, recovery
 from tenants.models import Tenant
 from tenants.moving import move_tenant
 from tenants.outages import is_connection_failure
 from tenants.provisioning import warm_up
+
+ONBOARDING_QUEUE = "default"
 
 logger = logging.getLogger(__name__)
 
@@ -39,22 +44,48 @@ def provision_tenant(self: Any, onboarding_id: int) -> dict[str, object]:
     A lost database connection is retried, not recorded as the tenant's failure, until the
     retries are spent. Under the onboarding's lease (control_plane.worker.recovery): a second
     delivery while a live worker provisions it does nothing (it would drop that worker's schema).
+    At most ONBOARDINGS_PER_REQUESTER onboardings of one requester provision at once
+    (control_plane.worker.fairness): a flood from one operator leaves the other worker
+    processes to everyone else's jobs on the default queue. The lease comes first, so a
+    duplicate delivery never touches the slot its running twin holds.
     """
     with recovery.running(PROVISIONING, onboarding_id) as mine:
         if not mine:
             return {"onboarding": onboarding_id, "held elsewhere": True}
-        will_retry = self.request.retries < CONNECTION_RETRIES
-        try:
-            onboarding = provision_onboarding(onboarding_id, will_retry=will_retry)
-        except Exception as exc:
-            if will_retry and is_connection_failure(exc):
-                close_old_connections()
-                recovery.expect_message(
-                    PROVISIONING, onboarding_id, within=CONNECTION_RETRY_SECONDS
-                )
-                raise self.retry(exc=exc, countdown=CONNECTION_RETRY_SECONDS) from exc
-            raise
+        requester = requester_of(onboarding_id)
+        cap = settings.ONBOARDINGS_PER_REQUESTER if requester is not None else 0
+        member = str(onboarding_id)
+        with fairness.slot(ONBOARDING_QUEUE, requester, member, cap, _unfinished) as taken:
+            if not taken:
+                countdown = fairness.send_again(self)
+                recovery.expect_message(PROVISIONING, onboarding_id, within=countdown)
+                return {"onboarding": onboarding_id, "status": "waiting for the requester's slot"}
+            will_retry = self.request.retries < CONNECTION_RETRIES
+            try:
+                onboarding = provision_onboarding(onboarding_id, will_retry=will_retry)
+            except Exception as exc:
+                if will_retry and is_connection_failure(exc):
+                    close_old_connections()
+                    recovery.expect_message(
+                        PROVISIONING, onboarding_id, within=CONNECTION_RETRY_SECONDS
+                    )
+                    raise self.retry(exc=exc, countdown=CONNECTION_RETRY_SECONDS) from exc
+                raise
     return {"tenant": onboarding.tenant.slug, "ms": onboarding.provisioning_ms}
+
+
+def requester_of(onboarding_id: int) -> int | None:
+    """Who asked for the onboarding (None: nobody recorded, so no cap)."""
+    found = Onboarding.objects.filter(pk=onboarding_id).values_list("requested_by_id", flat=True)
+    return found.first()
+
+
+def _unfinished(members: Collection[str]) -> list[str]:
+    ids = [int(m) for m in members if m.isdigit()]
+    pending = Onboarding.objects.filter(pk__in=ids).exclude(
+        status__in=(OnboardingStatus.SUCCEEDED, OnboardingStatus.FAILED)
+    )
+    return [str(pk) for pk in pending.values_list("pk", flat=True)]
 
 
 @shared_task(name=MOVE_TASK)

@@ -2,12 +2,27 @@
 
 One answer for every caller that must tell an operator "nobody is working on this": the CLI's
 `--wait` loops, `/readyz` and the admin. It asks the workers over the broker, so it costs up to
-`timeout` seconds; callers that run often cache it.
+`timeout` seconds; callers that run often use control_plane.worker.readiness, which caches it.
 """
 
 from __future__ import annotations
 
+from control_plane.celery import QUEUES
 from control_plane.celery import app as celery_app
+
+
+def consumers_by_queue(timeout: float = 1.0) -> dict[str, list[str]]:
+    """For each of the platform's queues, the workers consuming it (one broadcast for all)."""
+    try:
+        replies = celery_app.control.inspect(timeout=timeout).active_queues() or {}
+    except Exception:  # the broker itself is away: nobody can be seen consuming
+        replies = {}
+    return {
+        queue: sorted(
+            name for name, queues in replies.items() if any(q["name"] == queue for q in queues)
+        )
+        for queue in QUEUES
+    }
 
 
 def queue_consumers(queue: str, timeout: float = 1.0) -> list[str]:

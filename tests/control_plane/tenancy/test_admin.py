@@ -126,7 +126,7 @@ def test_losing_a_race_for_the_slug_is_an_error_message_not_a_crash(
     assert not Onboarding.objects.filter(domain=f"a{unique}.localhost").exists()
 
 
-def test_the_change_page_edits_only_the_name_and_the_api_version(
+def test_the_change_page_edits_only_the_name_api_version_plan_and_rate_limits(
     operator: Client, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from taskflow import api_versions
@@ -139,13 +139,26 @@ def test_the_change_page_edits_only_the_name_and_the_api_version(
     assert f'<option value="{OLD}">{OLD} (deprecated)</option>' in page
     response = operator.post(
         url,
-        {"name": "Renamed", "slug": "hijack", "isolation": "rls", "api_version": OLD},
+        {
+            "name": "Renamed", "slug": "hijack", "isolation": "rls", "api_version": OLD,
+            "plan": "enterprise", "rate_limits": '{"reads": 99}',
+        },
         HTTP_HOST=HOST,
-    )
+    )  # fmt: skip
     assert response.status_code == 302
     tenant.refresh_from_db()
     assert (tenant.name, tenant.slug, tenant.isolation) == ("Renamed", f"c{unique}", "schema")
     assert tenant.api_version == OLD
+    assert (tenant.plan, tenant.rate_limits) == ("enterprise", {"reads": 99})
+    refused = operator.post(
+        url,
+        {"name": "Renamed", "api_version": OLD, "plan": "free", "rate_limits": '{"bulk": 0}'},
+        HTTP_HOST=HOST,
+    )
+    assert refused.status_code == 200  # the form again, with the field's error
+    assert "Unknown rate limit classes" in refused.content.decode()
+    tenant.refresh_from_db()
+    assert tenant.plan == "enterprise"
 
 
 def test_tenants_are_never_deleted_in_the_admin(operator: Client, unique: str) -> None:

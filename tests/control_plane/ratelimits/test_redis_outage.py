@@ -1,0 +1,58 @@
+"""Rate limits when Redis is hung (SIGSTOP) or gone (shut down): requests go on unlimited, within
+the cache's short timeout, never a 500, and the fail-open count says so. A private redis-server
+each (tests.control_plane.http.test_redis_outage's fixture)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.test import Client, override_settings
+
+from control_plane.ratelimits.limiter import FAIL_OPEN
+from tests.control_plane.http.test_redis_outage import PrivateRedis, member, redis
+from tests.processes import stop_process
+
+__all__ = ["member", "redis"]  # fixtures
+
+pytestmark = pytest.mark.usefixtures("committed")
+TINY = {
+    plan: {"reads": 2, "writes": 2, "imports": 1, "exports": 1}
+    for plan in ("free", "standard", "enterprise")
+}
+
+
+def _gets(client: Client, host: str, token: str, count: int) -> list[tuple[int, float]]:
+    answers = []
+    for _ in range(count):
+        started = time.perf_counter()
+        response = client.get("/api/v1/me", HTTP_HOST=host, HTTP_AUTHORIZATION=f"Bearer {token}")
+        answers.append((response.status_code, time.perf_counter() - started))
+    return answers
+
+
+@pytest.mark.parametrize("outage", ["hung", "shut down"])
+def test_limits_fail_open_fast_when_redis_is_away(
+    redis: PrivateRedis, member, outage: str, unique: str
+) -> None:
+    _, host, token = member
+    client = Client()
+    with override_settings(
+        RATE_LIMIT_PLANS=TINY, RATE_LIMIT_KEY_PREFIX=f"rl-{unique}", RATE_LIMIT_WINDOW_SECONDS=60
+    ):
+        assert [status for status, _ in _gets(client, host, token, 2)] == [
+            200,
+            429,
+        ]  # token share: 1
+        before = FAIL_OPEN.value
+        if outage == "hung":
+            redis.pause()
+        else:
+            stop_process(redis.process)
+        with override_settings(CACHE_BREAKER_COOLDOWN_SECONDS=10):
+            answers = _gets(client, host, token, 20)
+    assert {status for status, _ in answers} == {200}  # unlimited, never 500
+    assert FAIL_OPEN.value - before >= 20  # each request counted (its address check too)
+    # One short socket timeout opens the breaker; then no request waits on Redis.
+    assert answers[0][1] < 1.0
+    assert max(seconds for _, seconds in answers[1:]) < 0.2
