@@ -16,14 +16,16 @@ from celery import shared_task
 from celery.signals import worker_process_init
 from django.db import close_old_connections
 
-from control_plane.tenancy.lifecycle import MOVE_TASK
+from control_plane.tenancy.models import MoveStatus
+from control_plane.tenancy.moves import MOVE_JOB_TASK, request_move, run_move
 from control_plane.tenancy.onboarding import PROVISION_TASK, provision_onboarding
 from tenants.models import Tenant
-from tenants.moving import move_tenant
 from tenants.outages import is_connection_failure
 from tenants.provisioning import warm_up
 
 logger = logging.getLogger(__name__)
+
+LEGACY_MOVE_TASK = "control_plane.tasks.move_tenant"
 
 
 # A PostgreSQL restart or failover: attempts a few seconds apart before the tenant is failed.
@@ -49,11 +51,20 @@ def provision_tenant(self: Any, onboarding_id: int) -> dict[str, object]:
     return {"tenant": onboarding.tenant.slug, "ms": onboarding.provisioning_ms}
 
 
-@shared_task(name=MOVE_TASK)
+@shared_task(name=MOVE_JOB_TASK, bind=True)
+def run_move_task(self: Any, move_id: int) -> dict[str, object]:
+    """Run one recorded move in a worker (large tenants take a while); see tenancy.moves."""
+    move = run_move(move_id, worker=self.request.hostname or "")
+    return {"move": move.pk, "status": move.status, "rows": move.rows}
+
+
+# The name moves were sent by before they were recorded: a message still queued becomes a record.
+@shared_task(name=LEGACY_MOVE_TASK)
 def move_tenant_task(tenant_id: int, to: str) -> dict[str, object]:
-    """Move one tenant between placements in a worker (large tenants take a while)."""
-    report = move_tenant(Tenant.objects.get(pk=tenant_id), to)
-    return {"tenant": report.tenant, "rows": report.rows, "seconds": report.seconds}
+    """Record and run a move sent by an older sender (tenant id and target only)."""
+    move = request_move(Tenant.objects.get(pk=tenant_id), to, via="worker", send=False)
+    move = run_move(move.pk) if move.status == MoveStatus.QUEUED else move
+    return {"move": move.pk, "status": move.status, "rows": move.rows}
 
 
 @worker_process_init.connect
