@@ -14,20 +14,11 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from control_plane.http.live_refresh import live_marker
 from control_plane.tenancy.models import TenantMove
 from tenants.models import Tenant
 
-REFRESH_MS = 2000
 RECENT_MOVES = 5
-
-
-def live_marker(active: bool) -> SafeString:
-    """The element live_refresh.js looks for: present only while a job on the page runs."""
-    return (
-        format_html('<span data-live-refresh="{}" hidden></span>', REFRESH_MS)
-        if active
-        else SafeString("")
-    )
 
 
 def move_badge(move: TenantMove) -> SafeString:
