@@ -311,8 +311,9 @@ def test_external_id_of_a_deleted_task_is_rejected(
     failed = import_tenant.import_and_wait(body)
     assert failed["status"] == "failed"
     assert import_tenant.errors(failed["id"])[1:] == [
-        ["2", "external_id", "belongs to a deleted task; restore it first"]
-    ]
+        ["2", "external_id", "belongs to a deleted task; restore it first",
+         "EXT-0000000", "P1", "back?", "", "", "", "", ""]
+    ]  # fmt: skip
     assert {t.title for t in import_tenant.tasks()} == {"Task 0", "Task 1"}
     skipped = import_tenant.import_and_wait(body, mode="skip_invalid")
     assert (skipped["updated"], skipped["rejected"]) == (1, 1)

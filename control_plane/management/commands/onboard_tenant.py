@@ -9,11 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from control_plane.management.progress import Deadline, WorkerWatch
 from control_plane.tenancy.lifecycle import LifecycleConflict
-from control_plane.tenancy.onboarding import (
-    InvalidOnboarding,
-    request_onboarding,
-    validate_onboarding,
-)
+from control_plane.tenancy.onboarding import InvalidOnboarding, submit_onboarding
 from control_plane.worker.queues import queue_consumers
 from tenants.models import Isolation, Tenant, TenantStatus
 
@@ -40,22 +36,26 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            data = validate_onboarding(
-                name=options["name"], slug=options["slug"], domain=options["domain"],
-                isolation=options["isolation"], owner_email=options["owner_email"],
-            )  # fmt: skip
-            requested = request_onboarding(data=data, idempotency_key=options["idempotency_key"])
+            # A replayed --idempotency-key skips validation: its tenant already took the slug.
+            requested = submit_onboarding(
+                fields={
+                    field: options[field]
+                    for field in ("name", "slug", "domain", "isolation", "owner_email")
+                },
+                idempotency_key=options["idempotency_key"],
+            )
         except InvalidOnboarding as exc:
             reasons = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.errors.items())
             raise CommandError(f"invalid onboarding request: {reasons}") from exc
         except LifecycleConflict as exc:
             raise CommandError(str(exc)) from exc
         # The token is shown once: printed before waiting, so a wait that ends badly keeps it.
-        self.stdout.write(f"domain:    {data.domain}")
-        self.stdout.write(f"owner:     {data.owner_email}")
+        onboarding = requested.onboarding
+        self.stdout.write(f"domain:    {onboarding.domain}")
+        self.stdout.write(f"owner:     {onboarding.owner_email}")
         self.stdout.write(f"token:     {requested.token or requested.token_note}")
         self.stdout.write("(the token is shown once; store it now)")
-        tenant = self.wait(requested.onboarding.tenant.pk, options["timeout"])
+        tenant = self.wait(onboarding.tenant.pk, options["timeout"])
         self.stdout.write(f"tenant:    {tenant.slug} ({tenant.isolation}, {tenant.status})")
 
     def wait(self, tenant_id: int, timeout: float) -> Tenant:
