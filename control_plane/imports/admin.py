@@ -20,9 +20,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from control_plane.http.live_refresh import live_marker
-from control_plane.imports.models import ImportJob, ImportMode, ImportStatus
-
-SHORT_MODES = {ImportMode.ALL_OR_NOTHING: "all or nothing", ImportMode.SKIP_INVALID: "skip invalid"}
+from control_plane.imports.models import ImportJob, ImportStatus
 
 
 def count(value: int | None) -> str:
@@ -32,11 +30,10 @@ def count(value: int | None) -> str:
 def outcome_of(job: ImportJob) -> str:
     """What happened, in words: a succeeded job with skipped rows is not an error."""
     if job.status == ImportStatus.SUCCEEDED:
-        return (
-            f"{job.rejected:,} rows skipped (see the error report)"
-            if job.rejected
-            else "all rows written"
-        )
+        if not job.rejected:
+            return "all rows written"
+        rows = "row" if job.rejected == 1 else "rows"
+        return f"{job.rejected:,} {rows} skipped (see the error report)"
     if job.status in (ImportStatus.QUEUED, ImportStatus.RUNNING):
         return job.phase or job.status
     return job.error or job.status
@@ -45,7 +42,7 @@ def outcome_of(job: ImportJob) -> str:
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
     list_display = (
-        "id", "tenant", "status_badge", "mode_short", "rows", "inserted_display",
+        "id", "tenant", "status_badge", "rows", "inserted_display",
         "updated_display", "rejected_display", "progress_percent", "duration_display", "created_at",
     )  # fmt: skip
     list_filter = ("status", "mode")
@@ -74,10 +71,6 @@ class ImportJobAdmin(admin.ModelAdmin):
             live_marker(not job.is_finished),
         )
 
-    @admin.display(description="mode", ordering="mode")
-    def mode_short(self, job: ImportJob) -> str:
-        return SHORT_MODES.get(ImportMode(job.mode), job.mode)
-
     @admin.display(description="rows", ordering="rows_read")
     def rows(self, job: ImportJob) -> str:
         return count(job.rows_read)
@@ -94,7 +87,7 @@ class ImportJobAdmin(admin.ModelAdmin):
     def unchanged_display(self, job: ImportJob) -> str:
         return count(job.unchanged)
 
-    @admin.display(description="skipped/rejected", ordering="rejected")
+    @admin.display(description="rejected", ordering="rejected")
     def rejected_display(self, job: ImportJob) -> str:
         return count(job.rejected)
 
@@ -132,9 +125,10 @@ class ImportJobAdmin(admin.ModelAdmin):
             return "-"
         return format_html(
             '<a href="{}" id="import-error-report" download>Download the error report</a>'
-            " ({} rows, each with its fault and its values)",
+            " ({} {}, each with its fault and its values as the file had them)",
             reverse("admin:imports_importjob_errors", args=[job.pk]),
             f"{job.rejected:,}",
+            "row" if job.rejected == 1 else "rows",
         )
 
     def get_urls(self) -> list[URLPattern]:
