@@ -141,7 +141,8 @@ class TenantAdmin(admin.ModelAdmin):
         "slug",
         "isolation",
         "placement",
-        "status_display",
+        "status",
+        "status_reason",
         "revision",
         "api_version",
         "domain_list",
@@ -286,10 +287,6 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.display(description="Rows live in", ordering="schema_name")
     def placement(self, obj: Tenant) -> str:
         return placement_of(obj)
-
-    @admin.display(description="Status", ordering="status")
-    def status_display(self, obj: Tenant) -> str:
-        return f"{obj.status}: {obj.status_reason}" if obj.status_reason else obj.status
 
     @admin.display(description="Revision")
     def revision(self, obj: Tenant) -> SafeString:

@@ -157,9 +157,8 @@ def test_operator_moves_suspends_and_archives_tenants_and_sees_each_job(
         page.screenshot(path=str(SCREENSHOTS / "console-suspend-reason.png"), full_page=True)
         page.click("#confirm-status-submit")
         row = page.locator("#result_list tbody tr", has_text=slug)
-        expect(row.locator("td.field-status_display")).to_have_text(
-            "suspended: unpaid invoice 2026-11"
-        )
+        expect(row.locator("td.field-status")).to_have_text("Suspended")
+        expect(row.locator("td.field-status_reason")).to_have_text("unpaid invoice 2026-11")
         browser.close()
 
     with django_db_blocker.unblock():
