@@ -8,9 +8,10 @@ from django.contrib import admin
 
 from control_plane.identity import admin as identity_admin
 from control_plane.tenancy import admin as tenancy_admin
+from control_plane.tenancy import move_admin
 
 admin.site.site_header = "TaskFlow control plane"
 admin.site.site_title = "TaskFlow control plane"
 admin.site.index_title = "Operations"
 
-__all__ = ["identity_admin", "tenancy_admin"]
+__all__ = ["identity_admin", "move_admin", "tenancy_admin"]

@@ -5,6 +5,18 @@ them from their domain (control_plane.identity.models, control_plane.tenancy.mod
 """
 
 from control_plane.identity.models import ApiToken, Membership
-from control_plane.tenancy.models import Onboarding, OnboardingStatus
+from control_plane.tenancy.models import (
+    MoveStatus,
+    Onboarding,
+    OnboardingStatus,
+    TenantMove,
+)
 
-__all__ = ["ApiToken", "Membership", "Onboarding", "OnboardingStatus"]
+__all__ = [
+    "ApiToken",
+    "Membership",
+    "MoveStatus",
+    "Onboarding",
+    "OnboardingStatus",
+    "TenantMove",
+]

@@ -51,16 +51,22 @@ def placement(tenant: Tenant, isolation: str | None = None) -> str:
     return tenant.schema_name if mode == Isolation.SCHEMA else SHARED_SCHEMA
 
 
+def move_refusal(tenant: Tenant, to: str) -> str | None:
+    """Why `tenant` cannot move to `to` as it stands, or None: asked before a move is queued too."""
+    if to not in Isolation.values:
+        return f"Unknown isolation {to!r}."
+    if to == tenant.isolation:
+        return f"Tenant {tenant.slug!r} is already in {to} mode."
+    if tenant.status not in {TenantStatus.ACTIVE, TenantStatus.SUSPENDED}:
+        return f"Tenant {tenant.slug!r} is {tenant.status}; only provisioned tenants move."
+    return None
+
+
 def move_tenant(tenant: Tenant, to: str) -> MoveReport:
     """Move `tenant` to isolation mode `to` (schema or rls); see the module docstring."""
-    if to not in Isolation.values:
-        raise MoveRefused(f"Unknown isolation {to!r}.")
-    if to == tenant.isolation:
-        raise MoveRefused(f"Tenant {tenant.slug!r} is already in {to} mode.")
-    if tenant.status not in {TenantStatus.ACTIVE, TenantStatus.SUSPENDED}:
-        raise MoveRefused(
-            f"Tenant {tenant.slug!r} is {tenant.status}; only provisioned tenants move."
-        )
+    refusal = move_refusal(tenant, to)
+    if refusal is not None:
+        raise MoveRefused(refusal)
     source, target = placement(tenant), placement(tenant, to)
     started = time.perf_counter()
     report = MoveReport(tenant.slug, source, target)

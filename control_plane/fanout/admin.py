@@ -30,7 +30,7 @@ POLL_INTERVAL_MS = 1000
 
 @admin.register(MigrationRun)
 class MigrationRunAdmin(admin.ModelAdmin):
-    list_display = ("id", "status", "stage", "target_label", "progress", "created_by", "created_at")
+    list_display = ("id", "status", "stage", "target_label", "progress", "started_by", "created_at")
     list_filter = ("status",)
     list_select_related = ("created_by",)
     ordering = ("-created_at",)
@@ -41,6 +41,10 @@ class MigrationRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: MigrationRun | None = None) -> bool:
         return False
+
+    @admin.display(description="Started by")
+    def started_by(self, run: MigrationRun) -> str:
+        return runs.started_by(run) or "-"
 
     @admin.display(description="Target")
     def target_label(self, run: MigrationRun) -> str:

@@ -54,6 +54,10 @@ class MigrationRun(models.Model):
     created_by: models.ForeignKey[Any, Any] = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Who started it when no signed-in operator did: the CLI's "cli: user@host".
+    started_from: models.CharField[str, str] = models.CharField(
+        max_length=200, blank=True, default=""
+    )
     created_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now_add=True)
     started_at: models.DateTimeField[datetime | None, datetime | None] = models.DateTimeField(
         null=True, blank=True

@@ -93,6 +93,7 @@ def start_run(
     statement_timeout: str = "5min",
     script_location: str | None = None,
     created_by: User | None = None,
+    started_from: str = "",
     enqueue: bool = True,
     allow_downgrade: bool = False,
 ) -> MigrationRun:
@@ -122,6 +123,7 @@ def start_run(
     with transaction.atomic():
         run = MigrationRun.objects.create(
             created_by=created_by,
+            started_from=started_from[:200],
             requested_revision=to or "head",
             script_location=location,
             tenant_slugs=slugs,
@@ -333,7 +335,7 @@ def run_state(
             "statement_timeout": run.statement_timeout,
             "verify": run.verify,
         },
-        "created_by": str(run.created_by) if run.created_by else None,
+        "created_by": started_by(run),
         "created_at": run.created_at.isoformat(),
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
@@ -342,3 +344,10 @@ def run_state(
         "progress": round(progress, 4),
         "steps": [step_state(s) for s in run_steps(run, status=status, search=search, limit=limit)],
     }
+
+
+def started_by(run: MigrationRun) -> str | None:
+    """The operator who started the run, or where it was started from (the CLI's user@host)."""
+    if run.created_by is not None:
+        return str(run.created_by)
+    return run.started_from or None

@@ -18,6 +18,24 @@ def tenant_home(request: HttpRequest) -> JsonResponse:
     )
 
 
+API_LINKS = {
+    "docs": "/api/v1/docs",
+    "schema": "/api/v1/schema",
+    "changelog": "/api/v1/changelog",
+    "me": "/api/v1/me",
+    "projects": "/api/v1/projects",
+    "tasks": "/api/v1/tasks",
+    "export": "/api/v1/tasks/export",
+    "imports": "/api/v1/imports",
+}
+
+
+def api_root(request: HttpRequest) -> JsonResponse:
+    """The API's root, the link the README and the tenant's home give: where everything is.
+    Public, like the description: the resources it links to need a bearer token."""
+    return JsonResponse({"tenant": request.tenant.slug, "links": API_LINKS})  # type: ignore[attr-defined]
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     return problem_response(404, "Not found", f"Nothing is served at {request.path!r}.")
 

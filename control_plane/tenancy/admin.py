@@ -20,21 +20,23 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from control_plane.fanout import runs
-from control_plane.fanout.admin import confirm_downgrade
+from control_plane.fanout.start_admin import start_run_view
 from control_plane.identity.admin import token_message
 from control_plane.tenancy.lifecycle import (
     LifecycleConflict,
-    enqueue_move,
     pin_api_version,
     set_rate_limits,
     set_tenant_status,
 )
-from control_plane.tenancy.models import Onboarding
+from control_plane.tenancy.models import MoveStatus, Onboarding
+from control_plane.tenancy.move_admin import moves_panel
+from control_plane.tenancy.moves import MoveInProgress, request_move
 from control_plane.tenancy.onboarding import (
     InvalidOnboarding,
     OnboardingInput,
@@ -42,9 +44,15 @@ from control_plane.tenancy.onboarding import (
     retry_onboarding,
     validate_onboarding,
 )
+from control_plane.tenancy.tenant_columns import (
+    RevisionFilter,
+    onboarding_wait,
+    placement_of,
+    revision_cell,
+    usage_panel,
+)
 from taskflow import api_versions
 from tenants.models import Isolation, Tenant, TenantStatus
-from tenants.problems import Problem
 
 POLL_INTERVAL_MS = 1000
 ONBOARDING_FIELDS = ("name", "slug", "domain", "isolation", "owner_email")
@@ -133,12 +141,15 @@ class TenantAdmin(admin.ModelAdmin):
         "name",
         "slug",
         "isolation",
+        "placement",
         "status",
+        "status_reason",
+        "revision",
         "api_version",
         "domain_list",
         "created_at",
     )
-    list_filter = ("isolation", "status", "api_version", "plan")
+    list_filter = ("isolation", "status", RevisionFilter, "api_version", "plan")
     search_fields = ("name", "slug", "domains__domain")
     ordering = ("name",)
     actions = (
@@ -153,16 +164,21 @@ class TenantAdmin(admin.ModelAdmin):
     )
     add_fieldsets = ((None, {"fields": ONBOARDING_FIELDS}),)
     change_fieldsets = (
-        (None, {"fields": ("name", "slug", "schema_name", "isolation", "domains_panel")}),
+        (None, {"fields": ("name", "slug", "placement", "isolation", "revision", "domains_panel")}),
         ("Status", {"fields": ("status_panel",)}),
         ("API", {"fields": ("api_version",)}),
         ("Rate limits", {"fields": ("plan", "rate_limits")}),
+        ("Moves", {"fields": ("moves",)}),
+        ("Usage", {"fields": ("usage",)}),
         ("Onboarding", {"fields": ("owner_email", "requested_by", "created_at")}),
     )
     change_readonly_fields = (
         "slug",
-        "schema_name",
+        "placement",
         "isolation",
+        "revision",
+        "moves",
+        "usage",
         "domains_panel",
         "status_panel",
         "owner_email",
@@ -172,7 +188,7 @@ class TenantAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": ("control_plane/tenant_status.css",)}
-        js = ("control_plane/tenant_status.js",)
+        js = ("control_plane/tenant_status.js", "control_plane/live_refresh.js")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return (
@@ -267,6 +283,27 @@ class TenantAdmin(admin.ModelAdmin):
 
     # -- columns and read-only fields --
 
+    @admin.display(description="")
+    def action_checkbox(self, obj: Tenant) -> SafeString:
+        """The control-plane tenant has no lifecycle: its row cannot be ticked for an action."""
+        return SafeString("") if obj.is_public else super().action_checkbox(obj)
+
+    @admin.display(description="Rows live in", ordering="schema_name")
+    def placement(self, obj: Tenant) -> str:
+        return placement_of(obj)
+
+    @admin.display(description="Revision")
+    def revision(self, obj: Tenant) -> SafeString:
+        return revision_cell(obj)
+
+    @admin.display(description="Moves")
+    def moves(self, obj: Tenant) -> SafeString:
+        return moves_panel(obj)
+
+    @admin.display(description="Usage")
+    def usage(self, obj: Tenant) -> SafeString:
+        return usage_panel(obj)
+
     @admin.display(description="Domains")
     def domain_list(self, obj: Tenant) -> str:
         return domains_of(obj)
@@ -297,6 +334,7 @@ class TenantAdmin(admin.ModelAdmin):
                 ("Reason", "tenant-status-reason", state["status_reason"] or "-"),
                 ("Attempts", "tenant-attempts", _or_dash(state["attempts"])),
                 ("Provisioning ms", "tenant-provisioning-ms", _or_dash(state["provisioning_ms"])),
+                ("Waiting", "tenant-waiting", state["waiting"] or "-"),
             ),
         )
         return format_html(
@@ -320,7 +358,23 @@ class TenantAdmin(admin.ModelAdmin):
             self.admin_site.admin_view(self.status_view),
             name="tenants_tenant_status",
         )
-        return [status, *super().get_urls()]
+        migrate = path(
+            "migrate/",
+            self.admin_site.admin_view(self.migrate_view),
+            name="tenants_tenant_migrate",
+        )
+        return [status, migrate, *super().get_urls()]
+
+    def migrate_view(self, request: HttpRequest) -> HttpResponse:
+        """The form that starts a migration run (all tenants, or those in ?tenants=)."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        return start_run_view(
+            request,
+            self.admin_site,
+            operator=_operator(request),
+            back_url=reverse("admin:tenants_tenant_changelist"),
+        )
 
     def status_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
         """The tenant's status as JSON, polled by the change page while it provisions."""
@@ -333,11 +387,22 @@ class TenantAdmin(admin.ModelAdmin):
 
     # -- actions --
 
-    @admin.action(description="Suspend selected tenants", permissions=["change"])
-    def suspend(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+    @admin.action(description="Suspend selected tenants…", permissions=["change"])
+    def suspend(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> HttpResponse | None:
+        """Asks for the reason first; it is recorded on the tenant and shown with its status."""
+        reason = str(request.POST.get("status_reason", "")).strip()
+        if request.POST.get("confirm_status") != "yes" or not reason:
+            return self._confirm_status(
+                request, queryset, title="Suspend tenants", submit="Suspend", ask_reason=True,
+                explanation="Their API answers 403 until they are activated again.",
+            )  # fmt: skip
         self._apply(
-            request, queryset, "suspended", lambda t: set_tenant_status(t, TenantStatus.SUSPENDED)
+            request,
+            queryset,
+            "suspended",
+            lambda t: set_tenant_status(t, TenantStatus.SUSPENDED, reason=reason),
         )
+        return None
 
     @admin.action(description="Activate selected tenants", permissions=["change"])
     def activate(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
@@ -345,11 +410,49 @@ class TenantAdmin(admin.ModelAdmin):
             request, queryset, "activated", lambda t: set_tenant_status(t, TenantStatus.ACTIVE)
         )
 
-    @admin.action(description="Archive selected tenants", permissions=["change"])
-    def archive(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+    @admin.action(description="Archive selected tenants…", permissions=["change"])
+    def archive(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> HttpResponse | None:
+        """Asks for confirmation first: an archived tenant is no longer served, and can be purged."""
+        if request.POST.get("confirm_status") != "yes":
+            return self._confirm_status(
+                request, queryset, title="Archive tenants", submit="Yes, archive", ask_reason=True,
+                explanation="Archived tenants are no longer served; their data stays until"
+                " `manage.py purge_tenant` drops it for good.",
+            )  # fmt: skip
+        reason = str(request.POST.get("status_reason", ""))
         self._apply(
-            request, queryset, "archived", lambda t: set_tenant_status(t, TenantStatus.ARCHIVED)
+            request,
+            queryset,
+            "archived",
+            lambda t: set_tenant_status(t, TenantStatus.ARCHIVED, reason=reason),
         )
+        return None
+
+    def _confirm_status(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Tenant],
+        *,
+        title: str,
+        submit: str,
+        explanation: str,
+        ask_reason: bool,
+    ) -> TemplateResponse:
+        """The page that asks before a status change; it posts the same action and selection back."""
+        keep = ("action", "select_across", "index", helpers.ACTION_CHECKBOX_NAME)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "explanation": explanation,
+            "tenants": queryset.exclude(schema_name="public"),
+            "fields": [(k, v) for k in keep for v in request.POST.getlist(k)],
+            "action_url": request.get_full_path(),
+            "back_url": request.get_full_path(),
+            "ask_reason": ask_reason,
+            "reason": request.POST.get("status_reason", ""),
+            "submit_label": submit,
+        }
+        return TemplateResponse(request, "admin/tenants/tenant/confirm_status.html", context)
 
     @admin.action(description="Retry onboarding of selected failed tenants", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
@@ -366,26 +469,38 @@ class TenantAdmin(admin.ModelAdmin):
         self._queue_moves(request, queryset, Isolation.RLS)
 
     def _queue_moves(self, request: HttpRequest, queryset: QuerySet[Tenant], to: str) -> None:
-        """Moves run in a worker; tenants already there are left alone and named."""
-        moving = [t for t in queryset.exclude(schema_name="public") if t.isolation != to]
-        for tenant in moving:
-            enqueue_move(tenant, to)
-        if moving:
-            names = ", ".join(t.slug for t in moving)
+        """Each move is recorded and runs in a worker; a refused one is recorded failed with its
+        reason and said here; the moves list shows them all as they go."""
+        queued: list[str] = []
+        for tenant in queryset.exclude(schema_name="public").exclude(isolation=to):
+            try:
+                move = request_move(tenant, to, requested_by=_operator(request))
+            except MoveInProgress as exc:
+                self.message_user(request, exc.detail, messages.ERROR)
+                continue
+            if move.status == MoveStatus.FAILED:
+                self.message_user(request, f"Move {move.pk} refused: {move.error}", messages.ERROR)
+            else:
+                queued.append(f"{tenant.slug} (move {move.pk})")
+        if queued:
             self.message_user(
-                request, f"{len(moving)} queued to move to {to} mode: {names}.", messages.SUCCESS
-            )
+                request,
+                format_html(
+                    '{} queued to move to {} mode: {}. <a href="{}">Follow them in Tenant moves</a>.',
+                    len(queued), to, ", ".join(queued),
+                    reverse("admin:control_plane_tenantmove_changelist"),
+                ),
+                messages.SUCCESS,
+            )  # fmt: skip
         staying = queryset.filter(isolation=to).count()
         if staying:
             self.message_user(request, f"{staying} already in {to} mode.", messages.WARNING)
 
-    @admin.action(
-        description="Migrate selected tenants to the head revision", permissions=["change"]
-    )
+    @admin.action(description="Migrate selected tenants…", permissions=["change"])
     def migrate_selected_tenants(
         self, request: HttpRequest, queryset: QuerySet[Tenant]
     ) -> HttpResponse | None:
-        """A migration run of the selected tenants that have a schema of their own."""
+        """The run form for the selected tenants that have a schema of their own."""
         slugs = list(
             queryset.filter(isolation=Isolation.SCHEMA)
             .exclude(schema_name="public")
@@ -396,36 +511,15 @@ class TenantAdmin(admin.ModelAdmin):
                 request, "None of the selected tenants has a schema of its own.", messages.WARNING
             )
             return None
-        return self._start_run(request, slugs)
+        form = reverse("admin:tenants_tenant_migrate")
+        return HttpResponseRedirect(f"{form}?{urlencode({'tenants': ','.join(slugs)})}")
 
-    @admin.action(description="Migrate all tenants to the head revision", permissions=["change"])
+    @admin.action(description="Migrate all tenants…", permissions=["change"])
     def migrate_all_tenants(
         self, request: HttpRequest, queryset: QuerySet[Tenant]
     ) -> HttpResponse | None:
-        """Every schema-mode tenant, whatever is selected (and those onboarded during the run)."""
-        return self._start_run(request, None)
-
-    def _start_run(self, request: HttpRequest, slugs: list[str] | None) -> HttpResponse | None:
-        """Start a run through the fan-out's service and open its run page."""
-        confirmed = request.POST.get("confirm_downgrade") == "yes"
-        try:
-            run = runs.start_run(
-                tenants=slugs, created_by=_operator(request), allow_downgrade=confirmed
-            )
-        except runs.DowngradeNotConfirmed as exc:
-            # The same action posted again, with the same selection, once confirmed.
-            keep = ("action", "select_across", "index", helpers.ACTION_CHECKBOX_NAME)
-            fields = [(k, v) for k in keep for v in request.POST.getlist(k)]
-            return confirm_downgrade(
-                request, self.admin_site, detail=exc.detail, action_url=request.get_full_path(),
-                back_url=request.get_full_path(), fields=fields,
-            )  # fmt: skip
-        except Problem as exc:
-            self.message_user(request, exc.detail, messages.ERROR)
-            return None
-        what = f"{len(slugs)} tenants" if slugs is not None else "all tenants"
-        self.message_user(request, f"Migration run {run.pk} started for {what}.", messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:fanout_migrationrun_change", args=[run.pk]))
+        """Every schema-mode tenant, whatever is selected (the list's button needs no selection)."""
+        return HttpResponseRedirect(reverse("admin:tenants_tenant_migrate"))
 
     def _apply(
         self,
@@ -458,6 +552,7 @@ def tenant_state(tenant: Tenant) -> dict[str, Any]:
         "status_reason": tenant.status_reason,
         "attempts": onboarding.attempts if onboarding else None,
         "provisioning_ms": onboarding.provisioning_ms if onboarding else None,
+        "waiting": onboarding_wait(tenant, onboarding),
         "domains": domains_of(tenant),
     }
 

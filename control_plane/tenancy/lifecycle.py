@@ -6,18 +6,19 @@ operator API and the CLI change its status, move it and finally purge it through
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from control_plane.celery import app as celery_app
 from taskflow import api_versions
-from tenants.models import Plan, Tenant, TenantStatus, validate_rate_limits
+from taskflow.usage import tenant_usage
+from tenants.binding import binding_for, tenant_session
+from tenants.models import Isolation, Plan, Tenant, TenantStatus, validate_rate_limits
 from tenants.problems import Problem
 from tenants.provisioning import drop_storage
 from tenants.resolution import forget_tenant
-
-MOVE_TASK = "control_plane.tasks.move_tenant"
 
 
 class LifecycleConflict(Problem):
@@ -35,16 +36,17 @@ STATUS_TRANSITIONS = {
 }
 
 
-def set_tenant_status(tenant: Tenant, status: str) -> Tenant:
+def set_tenant_status(tenant: Tenant, status: str, *, reason: str = "") -> Tenant:
     """Suspend, activate or archive a provisioned tenant; the change is conditional on the status
-    it comes from, so two operators cannot both apply a transition from a stale page."""
+    it comes from, so two operators cannot both apply a transition from a stale page. `reason`
+    (why it was suspended or archived) is recorded as the status reason; activating clears it."""
     allowed = (
         STATUS_TRANSITIONS.get(TenantStatus(status), ()) if status in TenantStatus.values else ()
     )
     changed = (
         Tenant.objects.filter(pk=tenant.pk, status__in=allowed)
         .exclude(schema_name="public")
-        .update(status=status, updated_at=timezone.now())
+        .update(status=status, status_reason=reason.strip()[:1000], updated_at=timezone.now())
     )
     tenant.refresh_from_db()
     if not changed:
@@ -109,18 +111,34 @@ def set_rate_limits(
     return tenant
 
 
-def enqueue_move(tenant: Tenant, to: str) -> None:
-    """Queue a move of the tenant to the `to` placement; a worker runs it (large tenants take a while)."""
-    celery_app.send_task(MOVE_TASK, args=[tenant.pk, to])
+@dataclass(frozen=True)
+class PurgeReport:
+    """What a purge dropped: the placement, the tenant's rows there, its control-plane rows."""
+
+    placement: str
+    rows: dict[str, int] = field(default_factory=dict)
+    public_rows: dict[str, int] = field(default_factory=dict)
 
 
-def purge_tenant(tenant: Tenant) -> None:
+def purge_tenant(tenant: Tenant) -> PurgeReport:
     """Drop an archived tenant's storage and its rows in the public schema. Irreversible."""
     if tenant.status != TenantStatus.ARCHIVED:
         raise LifecycleConflict(
             f"Tenant {tenant.slug!r} is {tenant.status}; only archived tenants are purged."
         )
+    binding = binding_for(tenant)
+    placement = (
+        f"schema {binding.schema}"
+        if tenant.isolation == Isolation.SCHEMA
+        else f"rows in {binding.schema}"
+    )
+    try:
+        with tenant_session(binding) as session:
+            rows = tenant_usage(session).rows
+    except Exception:  # storage already gone (an earlier purge stopped half way): nothing to count
+        rows = {}
     forget_tenant(tenant)
     drop_storage(tenant)
     with transaction.atomic():
-        tenant.delete()
+        _, public_rows = tenant.delete()
+    return PurgeReport(placement=placement, rows=rows, public_rows=dict(public_rows))

@@ -50,3 +50,60 @@ class Onboarding(models.Model):
 
     def __str__(self) -> str:
         return f"onboarding of {self.tenant}"
+
+
+class MoveStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    COPYING = "copying", "Copying"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+MOVE_ACTIVE_STATUSES = (MoveStatus.QUEUED, MoveStatus.COPYING)
+
+
+class TenantMove(models.Model):
+    """One requested move of a tenant between placements, from the request to its outcome.
+
+    A worker claims a queued move by changing its status conditionally (queued -> copying), so a
+    message delivered twice runs the move once; a refused move is recorded failed with the reason.
+    """
+
+    tenant: models.ForeignKey[Tenant, Tenant] = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="moves"
+    )
+    source = models.CharField(max_length=10)
+    target = models.CharField(max_length=10)
+    status = models.CharField(
+        max_length=10, choices=MoveStatus.choices, default=MoveStatus.QUEUED, db_index=True
+    )
+    error = models.TextField(blank=True, default="")
+    rows = models.JSONField(default=dict, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_via = models.CharField(max_length=10, default="admin")
+    requested_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        app_label = "control_plane"
+        ordering = ("-requested_at", "-id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant"],
+                condition=models.Q(status__in=["queued", "copying"]),
+                name="one_active_move_per_tenant",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"move {self.pk} of {self.tenant_id} to {self.target} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in MOVE_ACTIVE_STATUSES

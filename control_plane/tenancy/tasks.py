@@ -18,18 +18,19 @@ from celery.signals import worker_process_init
 from django.conf import settings
 from django.db import close_old_connections
 
-from control_plane.tenancy.lifecycle import MOVE_TASK
-from control_plane.tenancy.models import Onboarding, OnboardingStatus
+from control_plane.tenancy.models import MoveStatus, Onboarding, OnboardingStatus
+from control_plane.tenancy.moves import MOVE_JOB_TASK, request_move, run_move
 from control_plane.tenancy.onboarding import PROVISION_TASK, PROVISIONING, provision_onboarding
 from control_plane.worker import fairness, recovery
 from tenants.models import Tenant
-from tenants.moving import move_tenant
 from tenants.outages import is_connection_failure
 from tenants.provisioning import warm_up
 
 ONBOARDING_QUEUE = "default"
 
 logger = logging.getLogger(__name__)
+
+LEGACY_MOVE_TASK = "control_plane.tasks.move_tenant"
 
 
 # A PostgreSQL restart or failover: attempts a few seconds apart before the tenant is failed.
@@ -88,11 +89,20 @@ def _unfinished(members: Collection[str]) -> list[str]:
     return [str(pk) for pk in pending.values_list("pk", flat=True)]
 
 
-@shared_task(name=MOVE_TASK)
+@shared_task(name=MOVE_JOB_TASK, bind=True)
+def run_move_task(self: Any, move_id: int) -> dict[str, object]:
+    """Run one recorded move in a worker (large tenants take a while); see tenancy.moves."""
+    move = run_move(move_id, worker=self.request.hostname or "")
+    return {"move": move.pk, "status": move.status, "rows": move.rows}
+
+
+# The name moves were sent by before they were recorded: a message still queued becomes a record.
+@shared_task(name=LEGACY_MOVE_TASK)
 def move_tenant_task(tenant_id: int, to: str) -> dict[str, object]:
-    """Move one tenant between placements in a worker (large tenants take a while)."""
-    report = move_tenant(Tenant.objects.get(pk=tenant_id), to)
-    return {"tenant": report.tenant, "rows": report.rows, "seconds": report.seconds}
+    """Record and run a move sent by an older sender (tenant id and target only)."""
+    move = request_move(Tenant.objects.get(pk=tenant_id), to, via="worker", send=False)
+    move = run_move(move.pk) if move.status == MoveStatus.QUEUED else move
+    return {"move": move.pk, "status": move.status, "rows": move.rows}
 
 
 @worker_process_init.connect

@@ -34,3 +34,19 @@ def queue_consumers(queue: str, timeout: float = 1.0) -> list[str]:
     return sorted(
         name for name, queues in replies.items() if any(q["name"] == queue for q in queues)
     )
+
+
+CONSUMERS_CACHE_SECONDS = 10
+
+
+def queue_consumers_cached(queue: str) -> list[str]:
+    """queue_consumers, remembered for a few seconds: for pages that poll (the admin's status
+    panels), so a page refreshed every second does not ask every worker every second."""
+    from django.core.cache import cache
+
+    key = f"queue-consumers:{queue}"
+    found = cache.get(key)
+    if found is None:
+        found = queue_consumers(queue)
+        cache.set(key, found, CONSUMERS_CACHE_SECONDS)
+    return list(found)

@@ -55,6 +55,7 @@ class FileColumn:
     written: str = "n.{name}"  # the value written (the target's default stands in for NULL)
     exported: str = "t.{target}"  # the value an export writes
     required: bool = False
+    meaning: str = ""  # for people: the README's table of import columns is built from it
 
     def sql(self, piece: str) -> str:
         return piece.format(name=self.name, target=self.target)
@@ -78,11 +79,18 @@ FILE_COLUMNS: tuple[FileColumn, ...] = (
     # An existing task's id: the row updates that task (what an export writes, so that its file
     # imports back unchanged). Checked by its own statement (validation.FIND_ID_FAULTS), never
     # inserted.
-    FileColumn("id", "id", written=ID_VALUE, exported="t.id"),
+    FileColumn(
+        "id",
+        "id",
+        written=ID_VALUE,
+        exported="t.id",
+        meaning="an existing task's id: the row updates that task (an export writes it)",
+    ),
     FileColumn(
         "external_id",
         "external_id",
         fault=f"CASE {_too_long('external_id', 'external_id')} END",
+        meaning="your own key, at most 100 characters: importing it again updates that task",
     ),
     FileColumn(
         "project",
@@ -92,15 +100,19 @@ FILE_COLUMNS: tuple[FileColumn, ...] = (
         written="lp.id",
         exported="p.key",
         required=True,
+        meaning="the key of one of the tenant's live projects",
     ),
     FileColumn(
         "title",
         "title",
         fault=f"CASE WHEN n.title IS NULL THEN 'is required' {_too_long('title', 'title')} END",
         required=True,
+        meaning="at most 500 characters",
     ),
     # The description stays as written: its spaces may matter.
-    FileColumn("description", "description", normalised="s.{name}"),
+    FileColumn(
+        "description", "description", normalised="s.{name}", meaning="any text, kept as written"
+    ),
     FileColumn(
         "status",
         "status",
@@ -108,6 +120,7 @@ FILE_COLUMNS: tuple[FileColumn, ...] = (
         fault="CASE WHEN n.status NOT IN ("
         + ", ".join(f"'{s}'" for s in _STATUSES)
         + f") THEN 'must be one of {', '.join(_STATUSES)}' END",
+        meaning="one of " + ", ".join(_STATUSES) + " (any case); empty: todo",
     ),
     FileColumn(
         "priority",
@@ -115,6 +128,7 @@ FILE_COLUMNS: tuple[FileColumn, ...] = (
         fault=f"CASE WHEN n.priority !~ '^[0-9]+$' OR length(n.priority) > 6 THEN {_PRIORITY}"
         f" WHEN n.priority::int > {PRIORITY_MAX} THEN {_PRIORITY} END",
         written="n.{name}::smallint",
+        meaning=f"an integer from {PRIORITY_MIN} to {PRIORITY_MAX}",
     ),
     FileColumn(
         "assignee",
@@ -125,12 +139,14 @@ FILE_COLUMNS: tuple[FileColumn, ...] = (
         " WHEN m.user_id IS NULL THEN 'several members have this email' END",
         written="m.user_id",
         exported="m.email",
+        meaning="the email of a member of the tenant (any case)",
     ),
     FileColumn(
         "due_date",
         "due_date",
         fault="CASE WHEN NOT (" + VALID_DATE + ") THEN 'must be a date as YYYY-MM-DD' END",
         written="n.{name}::date",
+        meaning="a date as YYYY-MM-DD",
     ),
 )
 

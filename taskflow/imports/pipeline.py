@@ -138,7 +138,7 @@ def run_import(
         rejected = validation.find_id_faults(pg, schema=schema, tenant_id=tenant_id)
     if rejected:
         rejected = validation.find_duplicates(pg)
-        _stop_if_all_or_nothing(pg, mode, rows, rejected, errors_path)
+        _stop_if_all_or_nothing(pg, mode, rows, rejected, errors_path, columns)
     if cancelled():
         raise ImportCancelled
 
@@ -146,16 +146,16 @@ def run_import(
     written = _write(pg, schema, tenant_id, columns, skip_rejected=rejected > 0)
     if written is None:  # an external id repeated in the file: find them, then decide
         rejected = validation.find_duplicates(pg)
-        _stop_if_all_or_nothing(pg, mode, rows, rejected, errors_path)
+        _stop_if_all_or_nothing(pg, mode, rows, rejected, errors_path, columns)
         written = _write(pg, schema, tenant_id, columns, skip_rejected=True)
         assert written is not None
     unwritten = rows - rejected - written.inserted - written.updated
     # Unwritten rows are unchanged ones, or ones whose external id is a deleted task's.
     if unwritten and validation.find_deleted(pg, schema=schema, tenant_id=tenant_id):
         rejected = validation.rejected_lines(pg)
-        _stop_if_all_or_nothing(pg, mode, rows, rejected, errors_path)
+        _stop_if_all_or_nothing(pg, mode, rows, rejected, errors_path, columns)
     if rejected and errors_path is not None:
-        errors_report.write_rejects(pg, errors_path)
+        errors_report.write_rejects(pg, errors_path, columns)
     return ImportOutcome(
         rows_read=rows,
         inserted=written.inserted,
@@ -189,12 +189,17 @@ def _write(
 
 
 def _stop_if_all_or_nothing(
-    pg: psycopg.Connection, mode: ImportMode, rows: int, rejected: int, errors_path: Path | None
+    pg: psycopg.Connection,
+    mode: ImportMode,
+    rows: int,
+    rejected: int,
+    errors_path: Path | None,
+    columns: tuple[str, ...],
 ) -> None:
     if mode != ImportMode.ALL_OR_NOTHING:
         return
     if errors_path is not None:
-        errors_report.write_rejects(pg, errors_path)
+        errors_report.write_rejects(pg, errors_path, columns)
     raise ImportRejected(
         ImportOutcome(rows_read=rows, rejected=rejected, first_faults=_first_faults(pg))
     )

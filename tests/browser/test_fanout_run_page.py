@@ -77,6 +77,13 @@ def test_operator_starts_a_run_from_the_tenant_list_and_watches_the_run_page(
         page.check("#action-toggle")
         page.select_option("select[name=action]", "migrate_selected_tenants")
         page.click("button[name=index]")
+        # The run form: target revision and strategy, the selection carried along.
+        expect(page.locator("#start-run-form")).to_be_visible()
+        expect(page.locator("#id_to")).to_have_value("head")
+        page.fill("#id_concurrency", "3")
+        page.fill("#id_max_failures", "10%")
+        page.screenshot(path=str(SCREENSHOTS / "fanout-start-run-form.png"), full_page=True)
+        page.click("#start-run-submit")
         expect(page.locator("ul.messagelist li.success")).to_contain_text(
             f"started for {TENANTS} tenants"
         )
@@ -95,6 +102,7 @@ def test_operator_starts_a_run_from_the_tenant_list_and_watches_the_run_page(
         assert len(action_run.tenant_slugs) == TENANTS
         assert action_run.created_by is not None
         assert action_run.created_by.username == operator_account.username
+        assert (action_run.concurrency, action_run.max_failure_percent) == (3, 10.0)
         run = runs.start_run(
             tenants=action_run.tenant_slugs,
             canary=2,
@@ -111,11 +119,15 @@ def test_operator_starts_a_run_from_the_tenant_list_and_watches_the_run_page(
         sign_in(page, web_server, operator_account)
         page.goto(f"{web_server.url}/admin/fanout/migrationrun/{run.pk}/change/")
         expect(page.locator("#run-status")).to_have_text(re.compile("pending|running"))
+        expect(page.locator("#run-cancel")).to_be_visible()
         # It moves by itself: some tenants done, not all, without a reload.
         expect(page.locator("#run-count-succeeded")).not_to_have_text("0", timeout=30_000)
         assert int(page.locator("#run-done").inner_text()) < TENANTS
         page.screenshot(path=str(SCREENSHOTS / "fanout-run-page-running.png"), full_page=True)
         expect(page.locator("#run-status")).to_have_text("succeeded", timeout=60_000)
+        # Ended: no Cancel any more, and nothing to resume, without a reload.
+        expect(page.locator("#run-cancel")).to_be_hidden()
+        expect(page.locator("#run-resume")).to_be_hidden()
         expect(page.locator("#run-progress-text")).to_have_text("100.0%")
         expect(page.locator("#run-progress")).to_have_attribute("aria-valuenow", "100.0")
         expect(page.locator("#run-count-succeeded")).to_have_text(str(TENANTS))

@@ -23,10 +23,11 @@ def texts(response: Any) -> list[str]:
     return [str(m) for m in get_messages(response.wsgi_request)]
 
 
-def run_action(client: Client, model: str, action: str, *pks: int) -> Any:
+def run_action(client: Client, model: str, action: str, *pks: int, **extra: str) -> Any:
+    """Post a list action for rows `pks`; `extra` adds fields (a confirmation, a reason)."""
     return client.post(
         reverse(f"admin:{model}_changelist"),
-        {"action": action, "_selected_action": [str(pk) for pk in pks]},
+        {"action": action, "_selected_action": [str(pk) for pk in pks], **extra},
         HTTP_HOST=HOST,
         follow=True,
     )

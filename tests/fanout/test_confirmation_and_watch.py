@@ -84,7 +84,15 @@ def test_wait_without_a_worker_says_so_and_gives_up_after_its_timeout(
             "--timeout", "8",
         )  # fmt: skip
         elapsed = time.monotonic() - started
-        drop_run(newest_run())
+        run = newest_run()
+        drop_run(run)
+    assert run is not None
+    # Started from the CLI: the run says so where the admin shows who started it.
+    assert run.started_from.startswith("cli: ")
+    assert runs.run_state(run, limit=0)["created_by"] == run.started_from
+    # Not a terminal: plain lines, never a carriage return or a clear-line sequence.
+    assert "\r" not in watched.stdout
+    assert "\x1b" not in watched.stdout
     assert watched.returncode == 2, watched.stdout + watched.stderr
     assert "no worker consumes the migrations queue" in watched.stderr
     assert "gave up watching after 8s" in watched.stderr
@@ -140,26 +148,34 @@ def test_the_admin_resumes_an_upgrade_run_without_asking(
 def test_the_tenant_lists_migrate_action_asks_before_a_downgrade(
     operator: Client, tenants_at_base, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The database ahead of the code's head (a rollback of the deploy): the action says so
-    on a confirmation page that posts the same action and selection back, confirmed."""
+    """The database ahead of the code's head (a rollback of the deploy): the action leads to the
+    run form, and the form to a confirmation page that posts the same choices back, confirmed."""
     (tenant,) = tenants_at_base(1)
     monkeypatch.setattr(runs, "downgrades", lambda *_args: ["newer"])
     changelist = reverse("admin:tenants_tenant_changelist")
     action = {"action": "migrate_selected_tenants", "_selected_action": [tenant.pk], "index": 0}
     with nobody_consuming("migrations"):
         before = newest_run()
-        page = operator.post(changelist, action, HTTP_HOST=HOST)
+        form_page = operator.post(changelist, action, HTTP_HOST=HOST)
+        assert form_page.status_code == 302
+        form_url = form_page["Location"]
+        assert form_url.endswith(f"?tenants={tenant.slug}")
+        choices = {"tenants": tenant.slug, "to": "head", "canary": "0", "concurrency": "3",
+                   "batch_size": "10", "max_failures": "5%"}  # fmt: skip
+        page = operator.post(form_url, choices, HTTP_HOST=HOST)
         assert page.status_code == 200
         body = page.content.decode()
         assert "Confirm the downgrade" in body
-        assert f'name="_selected_action" value="{tenant.pk}"' in body
-        assert 'name="action" value="migrate_selected_tenants"' in body
+        assert f'name="tenants" value="{tenant.slug}"' in body
+        assert 'name="concurrency" value="3"' in body
         assert newest_run() == before
 
-        done = operator.post(changelist, {**action, "confirm_downgrade": "yes"}, HTTP_HOST=HOST)
+        done = operator.post(form_url, {**choices, "confirm_downgrade": "yes"}, HTTP_HOST=HOST)
         assert done.status_code == 302
         run = newest_run()
         assert run is not None
         assert run != before
         assert run.tenant_slugs == [tenant.slug]
+        assert (run.canary_count, run.concurrency, run.batch_size) == (0, 3, 10)
+        assert run.max_failure_percent == 5.0
         drop_run(run)

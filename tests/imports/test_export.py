@@ -137,7 +137,7 @@ def test_ids_that_name_no_live_task_of_the_tenant_are_rejected(
     )
     job = import_tenant.import_and_wait(body, mode="skip_invalid")
     assert (job["inserted"], job["updated"], job["rejected"]) == (0, 0, 7)
-    reasons = {(line, reason) for line, _, reason in import_tenant.errors(job["id"])[1:]}
+    reasons = {(row[0], row[2]) for row in import_tenant.errors(job["id"])[1:]}
     assert reasons == {
         ("2", "is repeated in the file"),
         ("3", "is repeated in the file"),

@@ -70,7 +70,9 @@ def test_quoted_newlines_are_data_and_lines_stay_physical(
     )
     job = import_tenant.import_and_wait(body, mode="skip_invalid")
     assert job["status"] == "succeeded", job
-    assert import_tenant.errors(job["id"])[1:] == [["6", "project", "no live project has this key"]]
+    assert import_tenant.errors(job["id"])[1:] == [
+        ["6", "project", "no live project has this key", "M-2", "NOPE", "bad project", "x"]
+    ]
     assert import_tenant.tasks()[0].description == "first\r\nsecond\r\nthird"
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from control_plane.tenancy.models import MoveStatus, TenantMove
 from tenants.binding import WRITE_LOCK_SPACE
 from tenants.database_roles import owner_connection
 from tenants.models import Isolation, Tenant
@@ -279,6 +280,25 @@ def test_the_admin_action_moves_a_tenant_in_a_worker(
         time.sleep(0.1)
     assert Tenant.objects.get(pk=mover.tenant.pk).isolation == target
     assert snapshot(api, task_ids) == before
+    # The move is a record: done, with its rows, who asked, and on the tenant's page.
+    move = TenantMove.objects.get(tenant=mover.tenant)
+    deadline = time.monotonic() + 10
+    while move.status != MoveStatus.DONE and time.monotonic() < deadline:
+        time.sleep(0.1)
+        move.refresh_from_db()
+    assert (move.status, move.source, move.target) == ("done", mover.tenant.isolation, target)
+    assert move.rows["tasks"] == 5
+    assert move.requested_by is not None
+    page = operator.get(
+        reverse(
+            "admin:tenants_tenant_change",
+            args=[mover.tenant.pk],
+            urlconf="control_plane.urls_public",
+        ),
+        HTTP_HOST="localhost",
+    ).content.decode()
+    assert 'id="tenant-moves"' in page
+    assert "move-status--done" in page
 
 
 def test_move_tenant_command_reports_and_refuses_clearly(mover: TenantFixture) -> None:
@@ -307,3 +327,12 @@ def test_move_tenant_command_reports_and_refuses_clearly(mover: TenantFixture) -
     again = manage("move_tenant", mover.tenant.slug, "--to", target)
     assert again.returncode != 0
     assert f"already in {target} mode" in again.stderr
+    assert "Traceback" not in again.stderr
+    done_move, refused = TenantMove.objects.filter(tenant=mover.tenant).order_by("id")
+    assert (done_move.status, done_move.requested_via, done_move.rows["tasks"]) == (
+        "done",
+        "cli",
+        5,
+    )
+    assert (refused.status, refused.requested_via) == ("failed", "cli")
+    assert f"already in {target} mode" in refused.error

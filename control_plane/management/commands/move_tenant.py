@@ -1,4 +1,8 @@
-"""`manage.py move_tenant SLUG --to schema|rls`: move a tenant's data between placements."""
+"""`manage.py move_tenant SLUG --to schema|rls`: move a tenant's data between placements.
+
+The move is recorded (a TenantMove, visible in the admin) and runs in this process; a refused
+move is recorded failed with its reason, and the command exits non-zero with it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from control_plane.tenancy.models import MoveStatus
+from control_plane.tenancy.moves import MoveInProgress, request_move, run_move
 from tenants.models import Isolation, Tenant
-from tenants.moving import MoveRefused, move_tenant
 
 
 class Command(BaseCommand):
@@ -22,17 +27,20 @@ class Command(BaseCommand):
         if tenant is None:
             raise CommandError(f"no tenant {options['slug']!r}")
         try:
-            report = move_tenant(tenant, options["to"])
-        except MoveRefused as exc:
+            move = request_move(tenant, options["to"], via="cli", send=False)
+        except MoveInProgress as exc:
+            raise CommandError(exc.detail) from exc
+        if move.status == MoveStatus.QUEUED:
+            move = run_move(move.pk)
+        if move.status != MoveStatus.DONE:
             raise CommandError(
-                f"{exc.detail} The tenant stays in {tenant.isolation} mode."
-            ) from exc
-        rows = ", ".join(f"{table} {count}" for table, count in report.rows.items())
+                f"move {move.pk} {move.status}: {move.error} The tenant stays in {move.source} mode."
+            )
+        rows = ", ".join(f"{table} {count}" for table, count in move.rows.items())
         self.stdout.write(
-            f"moved {report.tenant} from {report.source} to {report.target} in {report.seconds}s"
+            f"moved {tenant.slug} from {move.source} to {move.target} in {move.seconds}s"
+            f" (move {move.pk})"
         )
         self.stdout.write(f"rows: {rows}")
-        if not report.source_removed:
-            self.stdout.write(
-                self.style.WARNING(f"a write reached {report.source} after the switch; it was kept")
-            )
+        if move.error:
+            self.stdout.write(self.style.WARNING(move.error))

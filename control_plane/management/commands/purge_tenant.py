@@ -25,7 +25,12 @@ class Command(BaseCommand):
         if tenant is None:
             raise CommandError(f"no tenant {slug!r}")
         try:
-            purge_tenant(tenant)
+            report = purge_tenant(tenant)
         except LifecycleConflict as exc:
             raise CommandError(f"{exc} Nothing was purged.") from exc
         self.stdout.write(f"purged tenant {slug}")
+        self.stdout.write(f"dropped {report.placement}")
+        rows = ", ".join(f"{table} {count:,}" for table, count in report.rows.items() if count)
+        self.stdout.write(f"tenant rows: {rows or 'none'}")
+        public = ", ".join(f"{label} {count}" for label, count in report.public_rows.items())
+        self.stdout.write(f"control-plane rows: {public}")

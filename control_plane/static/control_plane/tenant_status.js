@@ -22,6 +22,7 @@
     text("tenant-status-reason", state.status_reason);
     text("tenant-attempts", state.attempts);
     text("tenant-provisioning-ms", state.provisioning_ms);
+    text("tenant-waiting", state.waiting);
     text("tenant-domains", state.domains);
   }
 

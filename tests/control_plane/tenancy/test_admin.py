@@ -191,7 +191,10 @@ def test_the_status_endpoint_reports_the_tenant_and_its_onboarding(
     )
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
-    assert response.json() == {
+    state = response.json()
+    # No worker consumes the queue in this test: the page says so, and how long it waited.
+    assert "no worker consumes the default queue" in state.pop("waiting")
+    assert state == {
         "status": "provisioning",
         "status_reason": "",
         "attempts": 0,
@@ -215,16 +218,30 @@ def test_the_status_endpoint_needs_an_admin_login(client: Client, unique: str) -
 
 def test_suspend_and_activate_actions_change_status(operator: Client, unique: str) -> None:
     tenant = make_tenant(f"s{unique}")
-    response = run_action(operator, "tenants_tenant", "suspend", tenant.pk)
+    asked = run_action(operator, "tenants_tenant", "suspend", tenant.pk)
     tenant.refresh_from_db()
-    assert tenant.status == TenantStatus.SUSPENDED
+    assert tenant.status == TenantStatus.ACTIVE  # not before a reason is given
+    assert b'name="status_reason"' in asked.content
+
+    response = run_action(
+        operator, "tenants_tenant", "suspend", tenant.pk,
+        confirm_status="yes", status_reason="unpaid invoice 2026-11",
+    )  # fmt: skip
+    tenant.refresh_from_db()
+    assert (tenant.status, tenant.status_reason) == ("suspended", "unpaid invoice 2026-11")
     assert texts(response) == [f"1 suspended: s{unique}."]
+    listing = operator.get(reverse("admin:tenants_tenant_changelist"), HTTP_HOST=HOST)
+    assert '<td class="field-status_reason">unpaid invoice 2026-11</td>' in listing.content.decode()
 
     run_action(operator, "tenants_tenant", "activate", tenant.pk)
     tenant.refresh_from_db()
-    assert tenant.status == TenantStatus.ACTIVE
+    assert (tenant.status, tenant.status_reason) == ("active", "")
 
-    run_action(operator, "tenants_tenant", "archive", tenant.pk)
+    asked = run_action(operator, "tenants_tenant", "archive", tenant.pk)
+    tenant.refresh_from_db()
+    assert tenant.status == TenantStatus.ACTIVE  # archive asks first
+    assert "Archive tenants" in asked.content.decode()
+    run_action(operator, "tenants_tenant", "archive", tenant.pk, confirm_status="yes")
     tenant.refresh_from_db()
     assert tenant.status == TenantStatus.ARCHIVED
 
@@ -234,7 +251,10 @@ def test_a_refused_action_is_an_error_message_and_the_others_still_apply(
 ) -> None:
     provisioning = make_tenant(f"p{unique}", status=TenantStatus.PROVISIONING)
     active = make_tenant(f"q{unique}")
-    response = run_action(operator, "tenants_tenant", "suspend", provisioning.pk, active.pk)
+    response = run_action(
+        operator, "tenants_tenant", "suspend", provisioning.pk, active.pk,
+        confirm_status="yes", status_reason="abuse report",
+    )  # fmt: skip
     assert response.status_code == 200
     provisioning.refresh_from_db()
     active.refresh_from_db()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.tenancy.lifecycle import set_tenant_status
 from tenants.models import Tenant, TenantStatus
-from tests.factories import schema_exists
+from tests.factories import make_tenant, schema_exists
+from tests.fanout.test_reaper import nobody_consuming
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -79,12 +79,54 @@ def test_purge_tenant_only_purges_archived_tenants_and_needs_confirmation(
     assert "only archived tenants are purged" in refused.stderr
     assert schema_exists(f"t_{slug}")
 
-    set_tenant_status(Tenant.objects.get(slug=slug), TenantStatus.ARCHIVED)
+    archived = manage("archive_tenant", slug, "--reason", "contract ended")
+    assert archived.returncode == 0, archived.stderr
+    assert archived.stdout.strip() == f"archived tenant {slug} (contract ended)"
+    again = manage("archive_tenant", slug)
+    assert again.returncode != 0
+    assert f"Tenant '{slug}' is archived; it cannot become archived." in again.stderr
     unconfirmed = manage("purge_tenant", slug, "--confirm", "something_else")
     assert unconfirmed.returncode != 0
     assert schema_exists(f"t_{slug}")
 
     purged = manage("purge_tenant", slug, "--confirm", slug)
     assert purged.returncode == 0, purged.stderr
+    assert f"dropped schema t_{slug}" in purged.stdout
+    assert "tenant rows: none" in purged.stdout  # nothing was written to it
+    assert "tenants.Tenant 1" in purged.stdout
     assert not schema_exists(f"t_{slug}")
     assert not Tenant.objects.filter(slug=slug).exists()
+
+
+def test_suspend_tenant_needs_a_reason_and_records_it(committed, unique) -> None:
+    tenant = make_tenant(f"sus_{unique}")
+    missing = manage("suspend_tenant", tenant.slug)
+    assert missing.returncode != 0
+    assert "--reason" in missing.stderr
+    done = manage("suspend_tenant", tenant.slug, "--reason", "unpaid invoice")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"suspended tenant {tenant.slug} (unpaid invoice)"
+    tenant.refresh_from_db()
+    assert (tenant.status, tenant.status_reason) == ("suspended", "unpaid invoice")
+    unknown = manage("suspend_tenant", "no_such_tenant", "--reason", "x")
+    assert unknown.returncode != 0
+    assert unknown.stderr.strip() == "CommandError: no tenant 'no_such_tenant'"
+
+
+@pytest.mark.worker
+def test_onboard_tenant_prints_the_token_when_its_wait_times_out_and_is_idempotent(
+    committed, celery_worker_process, unique
+) -> None:
+    slug = f"slow_{unique}"
+    args = [*onboard_args(slug), "--idempotency-key", f"key-{unique}"]
+    with nobody_consuming("default"):
+        waited = manage(*args, "--timeout", "3")
+    assert waited.returncode == 2, waited.stderr
+    assert "token:     tf_" in waited.stdout  # shown once: printed before the wait ends badly
+    assert "no worker consumes the default queue" in waited.stderr
+    assert "Traceback" not in waited.stderr
+    # The same key again (the worker is back): the same tenant, provisioned, not a second one.
+    again = manage(*args, "--timeout", "60")
+    assert again.returncode == 0, again.stderr
+    assert f"tenant:    {slug} (schema, active)" in again.stdout
+    assert Tenant.objects.filter(slug=slug).count() == 1

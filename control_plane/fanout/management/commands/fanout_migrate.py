@@ -8,6 +8,8 @@ that takes schemas to an older revision needs --yes-downgrade or a typed confirm
 
 from __future__ import annotations
 
+import getpass
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -18,12 +20,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from control_plane.fanout import runs
 from control_plane.fanout.models import MigrationRun, RunStatus
-from control_plane.worker.queues import queue_consumers
+from control_plane.management.progress import Deadline, ProgressLine, WorkerWatch, bar
 from tenants.problems import Problem
 
-BAR_WIDTH = 30
 POLL_S = 0.5
-WORKER_CHECK_S = 5.0  # how often, while the run does not move, workers are looked for
 RECONNECT_CAP_S = 5.0
 QUEUE = "migrations"
 
@@ -87,6 +87,7 @@ class Command(BaseCommand):
                         statement_timeout=options["statement_timeout"],
                         script_location=options["script_location"],
                         allow_downgrade=yes,
+                        started_from=started_from(),
                     )
 
             run = self.confirmed(start, yes=options["yes_downgrade"])
@@ -129,12 +130,10 @@ class Command(BaseCommand):
         return outage + 1
 
     def watch(self, run: MigrationRun, *, timeout: float | None = None) -> None:
-        live = self.stdout.isatty() if hasattr(self.stdout, "isatty") else sys.stdout.isatty()
-        last = ""
-        started = moved = time.monotonic()
-        checked = 0.0
+        progress = ProgressLine(self.stdout)
+        workers = WorkerWatch(QUEUE, self.stderr, what=f"run {run.pk}")
+        deadline = Deadline(timeout)
         outage = 0
-        warned = False
         while True:
             try:
                 run.refresh_from_db()
@@ -146,39 +145,19 @@ class Command(BaseCommand):
                 if outage:
                     self.stderr.write("database answers again; still watching")
                     outage = 0
-            now = time.monotonic()
             if state is not None:
-                line = progress_line(state)
-                if line != last:
-                    moved = now
-                if live:
-                    self.stdout.write("\r" + line, ending="")
-                    self.stdout.flush()
-                elif line != last:
-                    self.stdout.write(line)
-                last = line
+                if progress.show(progress_line(state)):
+                    workers.moving()
                 if state["finished"]:
                     break
-                if now - moved >= WORKER_CHECK_S and now - checked >= WORKER_CHECK_S:
-                    checked = now
-                    consumers = queue_consumers(QUEUE)
-                    if not consumers and not warned:
-                        self.stderr.write(
-                            f"no worker consumes the {QUEUE} queue: run {run.pk} waits for one"
-                            " (start `celery -A control_plane worker -Q migrations`)"
-                        )
-                    elif consumers and warned:
-                        self.stderr.write(f"worker {consumers[0]} consumes {QUEUE} now")
-                    warned = not consumers
-            if timeout is not None and now - started >= timeout:
-                if live:
-                    self.stdout.write("")
+                workers.check()
+            if deadline.passed():
+                progress.close()
                 raise CommandError(
                     f"gave up watching after {timeout:g}s; run {run.pk} goes on", returncode=2
                 )
             time.sleep(POLL_S)
-        if live:
-            self.stdout.write("")
+        progress.close()
         failed = self.patiently(lambda: runs.run_state(run, status="failed")["steps"])
         for step in failed:
             self.stdout.write(f"  failed {step['schema']}: {step['error']}")
@@ -190,11 +169,18 @@ class Command(BaseCommand):
 def progress_line(state: dict[str, Any]) -> str:
     """`[#####.....]  50%  500/1000  succeeded 480 skipped 20 failed 0 running 50  rollout`."""
     counts = state["counts"]
-    filled = int(state["progress"] * BAR_WIDTH)
-    bar = "#" * filled + "." * (BAR_WIDTH - filled)
     return (
-        f"[{bar}] {state['progress'] * 100:5.1f}%  {counts['done']}/{counts['total']}"
+        f"{bar(state['progress'])} {state['progress'] * 100:5.1f}%  {counts['done']}/{counts['total']}"
         f"  succeeded {counts['succeeded']} skipped {counts['skipped']}"
         f" failed {counts['failed']} running {counts['running']}"
         f"  {state['stage']} ({state['status']})"
     )
+
+
+def started_from() -> str:
+    """`cli: user@host`, recorded on the run so the admin shows who started it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"cli: {user}@{socket.gethostname()}"

@@ -59,6 +59,11 @@
     error.textContent = state.error || "";
     error.hidden = !state.error;
     renderSteps(state.steps);
+    // Controls follow the run: Cancel while it can still stop, Resume once it failed or was cancelled.
+    var cancel = document.getElementById("run-cancel-form");
+    var resume = document.getElementById("run-resume-form");
+    if (cancel) cancel.hidden = ["pending", "running", "paused"].indexOf(state.status) < 0;
+    if (resume) resume.hidden = ["failed", "cancelled"].indexOf(state.status) < 0;
     page.dataset.finished = state.finished ? "true" : "false";
   }
 

@@ -1,0 +1,162 @@
+"""Moves as recorded jobs: a TenantMove row from the request to its outcome.
+
+The admin action, the CLI and the worker share these services. A move is requested (recorded
+queued, or failed at once with the reason when the tenant's state refuses it), claimed by exactly
+one worker with a conditional update (queued -> copying), and finished done or failed with the
+reason. A stranded move (its worker died while copying) is put back in the queue by
+`requeue_stranded_moves`, which beat's recovery can call: a move interrupted before its switch
+left the tenant served from the source with nothing lost, so running it again is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import timedelta
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from control_plane.celery import app as celery_app
+from control_plane.tenancy.models import MOVE_ACTIVE_STATUSES, MoveStatus, TenantMove
+from tenants.models import Tenant
+from tenants.moving import MoveRefused, MoveReport, move_refusal, move_tenant
+from tenants.problems import Problem
+
+logger = logging.getLogger(__name__)
+
+MOVE_JOB_TASK = "control_plane.tenancy.run_move"
+MOVE_QUEUE = "default"
+
+
+class MoveInProgress(Problem):
+    status = 409
+    title = "Move in progress"
+
+
+def request_move(
+    tenant: Tenant,
+    to: str,
+    *,
+    requested_by: User | None = None,
+    via: str = "admin",
+    send: bool = True,
+) -> TenantMove:
+    """Record a move of `tenant` to `to`; queue it for a worker, or record it failed with the
+    reason when the tenant's state refuses it now. One move of a tenant is active at a time.
+    `send=False` leaves the queued move to the caller, which runs it itself (the CLI)."""
+    refusal = move_refusal(tenant, to)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            move = TenantMove.objects.create(
+                tenant=tenant,
+                source=tenant.isolation,
+                target=to,
+                requested_by=requested_by,
+                requested_via=via,
+                status=MoveStatus.FAILED if refusal else MoveStatus.QUEUED,
+                error=refusal or "",
+                finished_at=now if refusal else None,
+            )
+    except IntegrityError as exc:  # the partial unique index: an active move of this tenant
+        active = TenantMove.objects.filter(tenant=tenant, status__in=MOVE_ACTIVE_STATUSES).first()
+        raise MoveInProgress(
+            f"Tenant {tenant.slug!r} is already being moved"
+            + (f" (move {active.pk}, {active.status})." if active else ".")
+        ) from exc
+    if refusal is None and send:
+        transaction.on_commit(lambda: send_move(move))
+    return move
+
+
+def send_move(move: TenantMove) -> None:
+    """Hand the move to a worker (the message carries only its id)."""
+    celery_app.send_task(MOVE_JOB_TASK, args=[move.pk], queue=MOVE_QUEUE)
+
+
+def claim_move(move_id: int, *, worker: str = "") -> bool:
+    """queued -> copying, conditionally: of two deliveries of one message, one runs the move."""
+    return bool(
+        TenantMove.objects.filter(pk=move_id, status=MoveStatus.QUEUED).update(
+            status=MoveStatus.COPYING,
+            started_at=timezone.now(),
+            worker=worker or socket.gethostname(),
+        )
+    )
+
+
+def run_move(move_id: int, *, worker: str = "") -> TenantMove:
+    """Claim and run one recorded move; a refusal or an error is recorded on the move, not lost
+    in a worker's log. A move already claimed (a message delivered twice) is left alone."""
+    if not claim_move(move_id, worker=worker):
+        return TenantMove.objects.get(pk=move_id)
+    move = TenantMove.objects.select_related("tenant").get(pk=move_id)
+    TenantMove.objects.filter(pk=move_id).update(attempts=move.attempts + 1)
+    tenant = move.tenant
+    if move.attempts and tenant.isolation == move.target:
+        # A retry after a worker died past the switch: the move had happened.
+        return _finish(move, MoveStatus.DONE)
+    try:
+        report = move_tenant(tenant, move.target)
+    except MoveRefused as exc:
+        return _finish(move, MoveStatus.FAILED, error=str(exc.detail))
+    except Exception as exc:
+        logger.exception("move %s of %s failed", move.pk, tenant.slug)
+        _finish(move, MoveStatus.FAILED, error=f"{type(exc).__name__}: {exc}".strip())
+        raise
+    kept = (
+        ""
+        if report.source_removed
+        else f"a write reached {report.source} after the switch; it was kept"
+    )
+    return _finish(move, MoveStatus.DONE, report=report, error=kept)
+
+
+def _finish(
+    move: TenantMove, status: str, *, error: str = "", report: MoveReport | None = None
+) -> TenantMove:
+    """Record the outcome, only on a move still copying (a move finished elsewhere stays so)."""
+    changes: dict[str, object] = {"status": status, "error": error, "finished_at": timezone.now()}
+    if report is not None:
+        changes.update(rows=report.rows, seconds=report.seconds)
+    TenantMove.objects.filter(pk=move.pk, status=MoveStatus.COPYING).update(**changes)
+    move.refresh_from_db()
+    return move
+
+
+def requeue_stranded_moves(*, older_than: timedelta) -> list[int]:
+    """Moves copying for longer than `older_than` (their worker died) go back to queued and are
+    sent again; the conditional update keeps two recoverers from sending one twice."""
+    cutoff = timezone.now() - older_than
+    stranded = list(
+        TenantMove.objects.filter(status=MoveStatus.COPYING, started_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    requeued = []
+    for pk in stranded:
+        if TenantMove.objects.filter(pk=pk, status=MoveStatus.COPYING).update(
+            status=MoveStatus.QUEUED, worker=""
+        ):
+            send_move(TenantMove(pk=pk))
+            requeued.append(pk)
+    return requeued
+
+
+def move_state(move: TenantMove) -> dict[str, object]:
+    """What the admin shows of a move and polls while it runs."""
+    return {
+        "id": move.pk,
+        "tenant": move.tenant.slug,
+        "source": move.source,
+        "target": move.target,
+        "status": move.status,
+        "error": move.error,
+        "rows": move.rows,
+        "seconds": move.seconds,
+        "requested_by": str(move.requested_by) if move.requested_by else move.requested_via,
+        "requested_at": move.requested_at.isoformat(),
+        "finished": move.is_finished,
+    }

@@ -1,0 +1,100 @@
+"""Moves as recorded jobs: requested, claimed once, refused with a reason, recovered when stranded.
+
+A real move by a worker (and by the CLI) is in tests/tenants/test_moving.py; these need no worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from control_plane.tenancy import moves
+from control_plane.tenancy.models import MoveStatus, TenantMove
+from tenants.models import Isolation, TenantStatus
+from tests.control_plane.admin_support import HOST, reverse, run_action, texts
+from tests.factories import make_tenant
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_move_of_an_archived_tenant_is_recorded_failed_with_the_reason(
+    operator: Client, unique: str
+) -> None:
+    archived = make_tenant(f"a{unique}", status=TenantStatus.ARCHIVED)
+    response = run_action(operator, "tenants_tenant", "move_to_rls", archived.pk)
+    move = TenantMove.objects.get(tenant=archived)
+    assert move.status == MoveStatus.FAILED
+    assert move.error == f"Tenant 'a{unique}' is archived; only provisioned tenants move."
+    assert move.finished_at is not None
+    assert texts(response) == [f"Move {move.pk} refused: {move.error}"]
+    listing = operator.get(reverse("admin:control_plane_tenantmove_changelist"), HTTP_HOST=HOST)
+    assert listing.status_code == 200
+    assert move.error.replace("'", "&#x27;") in listing.content.decode()
+    assert "data-live-refresh" not in listing.content.decode()  # nothing running: no reloads
+
+
+def test_a_queued_move_is_sent_once_committed_and_one_move_per_tenant_is_active(
+    operator: Client,
+    unique: str,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant = make_tenant(f"m{unique}")
+    sent: list[int] = []
+    monkeypatch.setattr(moves, "send_move", lambda move: sent.append(move.pk))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = run_action(operator, "tenants_tenant", "move_to_rls", tenant.pk)
+    move = TenantMove.objects.get(tenant=tenant)
+    assert (move.status, move.source, move.target) == ("queued", "schema", "rls")
+    assert move.requested_by is not None
+    assert sent == [move.pk]
+    assert f"{tenant.slug} (move {move.pk})" in texts(response)[0]
+    # While it is queued, the list reloads itself; a second request is refused, not queued.
+    listing = operator.get(reverse("admin:control_plane_tenantmove_changelist"), HTTP_HOST=HOST)
+    assert "data-live-refresh" in listing.content.decode()
+    with pytest.raises(moves.MoveInProgress, match=f"move {move.pk}, queued"):
+        moves.request_move(tenant, Isolation.RLS)
+    assert TenantMove.objects.filter(tenant=tenant).count() == 1
+
+
+def test_a_move_delivered_twice_runs_once(unique: str) -> None:
+    tenant = make_tenant(f"d{unique}")
+    move = moves.request_move(tenant, Isolation.RLS, send=False)
+    assert moves.claim_move(move.pk, worker="w1")
+    assert not moves.claim_move(move.pk, worker="w2")  # the second delivery finds it claimed
+    again = moves.run_move(move.pk, worker="w2")
+    assert (again.status, again.worker, again.attempts) == ("copying", "w1", 0)
+
+
+def test_a_move_that_fails_in_the_worker_records_why(unique: str) -> None:
+    """No storage behind this tenant row: the move fails, and the record says so."""
+    tenant = make_tenant(f"f{unique}")
+    move = moves.request_move(tenant, Isolation.RLS, send=False)
+    # An unexpected failure is recorded, then raised for the worker's log; a refusal only recorded.
+    with contextlib.suppress(Exception):
+        moves.run_move(move.pk)
+    move.refresh_from_db()
+    assert move.status == MoveStatus.FAILED
+    assert move.error
+    assert move.finished_at is not None
+
+
+def test_stranded_moves_go_back_to_the_queue_once(
+    unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = make_tenant(f"s{unique}")
+    move = moves.request_move(tenant, Isolation.RLS, send=False)
+    assert moves.claim_move(move.pk)
+    TenantMove.objects.filter(pk=move.pk).update(started_at=timezone.now() - timedelta(hours=2))
+    sent: list[int] = []
+    monkeypatch.setattr(moves, "send_move", lambda m: sent.append(m.pk))
+    assert moves.requeue_stranded_moves(older_than=timedelta(hours=1)) == [move.pk]
+    assert moves.requeue_stranded_moves(older_than=timedelta(hours=1)) == []
+    move.refresh_from_db()
+    assert (move.status, sent) == ("queued", [move.pk])
