@@ -87,7 +87,7 @@ IMPORT_MODE = QueryParam(
     aliases=("all-or-nothing", "skip-invalid"),
     default="all_or_nothing",
 )
-# An empty body is no upload (400 "missing file"): at least one byte, a file for clients.
+# An empty body is no CSV (422, a header row is required): at least one byte, a file for clients.
 CSV_BODY = {"type": "string", "format": "binary", "minLength": 1}
 CSV = OpenApiResponse(OpenApiTypes.BINARY, description="CSV (RFC 4180), with a header line.")
 REPLAYED = OpenApiParameter(
@@ -167,7 +167,7 @@ class ImportCollection(ImportView):
         summary="Upload a CSV of tasks; a worker imports it",
         request={"text/csv": CSV_BODY, "multipart/form-data": IMPORT_UPLOAD},
         parameters=[IDEMPOTENCY, REPLAYED, LOCATION_HEADER],
-        responses={202: ImportJobShape, **problems(409, 413, 415)},
+        responses={202: ImportJobShape, **problems(409, 413, 415, 422)},
     )
     def post(self, request: Request) -> Response:
         key = _idempotency_key(request)
@@ -187,7 +187,7 @@ class ImportCollection(ImportView):
                         "Idempotent-Replayed": "true",
                     },
                 )
-        upload = uploaded(request.FILES)
+        upload = uploaded(request.FILES, request.content_type)
         try:
             mode = _mode(request)
         except InvalidInput:

@@ -71,7 +71,7 @@ class OpsView(DeclaredQuery, APIView):
         summary="Onboard a tenant (a worker provisions it)",
         request=OnboardingInputSerializer,
         parameters=[IDEMPOTENCY, LOCATION_HEADER],
-        responses={202: ONBOARDING_ACCEPTED, **problems(409)},
+        responses={202: ONBOARDING_ACCEPTED, **problems(409, 422)},
     ),
 )
 class TenantCollection(OpsView):
