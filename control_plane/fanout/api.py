@@ -197,7 +197,9 @@ class ResumeMigrationRun(OpsView):
     query_parameters = {"post": RUN_DETAIL_QUERY}
 
     def post(self, request: Request, run_id: int) -> Response:
-        shape = ResumeInputSerializer(data=request.data or {})
+        # The body is optional; one that is not JSON (a bodiless form post) confirms nothing.
+        is_json = (request.content_type or "").startswith("application/json")
+        shape = ResumeInputSerializer(data=(request.data or {}) if is_json else {})
         shape.is_valid(raise_exception=True)
         run = _run(run_id)
         try:
