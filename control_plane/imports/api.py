@@ -151,6 +151,7 @@ def _declared_sha256(request: Request) -> str | None:
 
 class ImportCollection(ImportView):
     parser_classes = (CsvBodyParser, MultipartCsvParser)
+    request_body_required = frozenset({"post"})  # the CSV (control_plane.http.openapi)
     query_parameters = {"post": (IMPORT_MODE,)}
 
     @extend_schema(
