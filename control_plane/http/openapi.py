@@ -67,7 +67,7 @@ class ContractSchema(AutoSchema):
         """The body, marked required where the view says its method needs one
         (`request_body_required = {"post"}`): drf-spectacular cannot tell for a raw body."""
         body = super()._get_request_body(direction)
-        required = getattr(self.view, "request_body_required", frozenset())
+        required: frozenset[str] = getattr(self.view, "request_body_required", frozenset())
         if body is not None and self.method.lower() in required:
             body["required"] = True
         return body
