@@ -109,9 +109,13 @@ class ContractSchema(AutoSchema):
 
 # --- Shapes of the control plane's resources -----------------------------------------------------
 
+# C0 and C1 controls (NUL among them) are refused in a key (a NUL could never reach its column),
+# by both APIs that take one; the description says the same.
+IDEMPOTENCY_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+CONTROL_CHARACTER = re.compile(r"[\u0000-\u001f\u007f-\u009f]")
 IDEMPOTENCY = OpenApiParameter(
     "Idempotency-Key",
-    {"type": "string", "maxLength": 200},
+    {"type": "string", "maxLength": 200, "pattern": IDEMPOTENCY_PATTERN},
     OpenApiParameter.HEADER,
     description="Repeat a request with the same key to get the same result, not a second one.",
 )

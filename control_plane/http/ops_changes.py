@@ -39,6 +39,12 @@ OPS_CHANGES: tuple[OpsChange, ...] = (
         "`owner_email` are described and checked whole (pattern, host name, e-mail; surrounding "
         "spaces are a 400), and `name` is described as at most 200 characters, as checked.",
     ),
+    OpsChange(
+        date(2026, 12, 1),
+        "`Idempotency-Key` (here and on the tenant API's imports) refuses control characters "
+        "only, as its new `pattern` says (it refused every non-printable one); text fields are "
+        "described without NUL, which they always refused.",
+    ),
 )
 
 
