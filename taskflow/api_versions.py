@@ -48,7 +48,8 @@ class Change:
     `upgrade_request` turns an old client's JSON body into the new shape, `upgrade_query` its
     query parameters (sort keys and filters), `downgrade_item` one item of a response back into the
     old shape; each may change its argument in place and returns it. `downgrade_query` maps the
-    query of a next/previous link back into the old client's names.
+    query of a next/previous link back into the old client's names. `downgrade_status` maps the
+    status of an error response (a problem) to the one the old version answered with.
     """
 
     description: str
@@ -57,6 +58,7 @@ class Change:
     upgrade_query: Callable[[Query], Query] | None = None
     downgrade_item: Callable[[Item], Item] | None = None
     downgrade_query: Callable[[Query], Query] | None = None
+    downgrade_status: Callable[[int], int] | None = None
 
 
 def renamed_field(resource: str, old: str, new: str, description: str) -> Change:
@@ -186,6 +188,15 @@ class Catalog:
         return "\n".join(lines).rstrip() + "\n"
 
 
+def answered_with(resources: Iterable[str], new: int, old: int, description: str) -> Change:
+    """A version that answers some refusals with the status `new` where the one before used `old`."""
+    return Change(
+        description=description,
+        resources=frozenset(resources),
+        downgrade_status=lambda status: old if status == new else status,
+    )
+
+
 def upgrade_query(changes: Iterable[Change], resource: str, query: Query) -> Query:
     for change in changes:
         if change.upgrade_query is not None and resource in change.resources:
@@ -207,6 +218,13 @@ def downgrade_item(changes: Sequence[Change], resource: str, item: Item) -> Item
     return item
 
 
+def downgrade_status(changes: Sequence[Change], resource: str, status: int) -> int:
+    for change in reversed(changes):
+        if change.downgrade_status is not None and resource in change.resources:
+            status = change.downgrade_status(status)
+    return status
+
+
 def downgrade_query(changes: Sequence[Change], resource: str, query: Query) -> Query:
     for change in reversed(changes):
         if change.downgrade_query is not None and resource in change.resources:
@@ -225,4 +243,22 @@ INITIAL = ApiVersion(
     ),
 )
 
-CATALOG = Catalog(versions=(INITIAL,))
+UNPROCESSABLE = ApiVersion(
+    name="2026-12-01",
+    summary=(
+        "Well-formed requests that a rule or the data refuses answer 422 Unprocessable Content "
+        "instead of 400, so that 400 always means a malformed request."
+    ),
+    changes=(
+        answered_with(
+            ("task", "import_job"),
+            422,
+            400,
+            "`POST /tasks` and `PATCH /tasks/{task_id}` with a `project_id` of no live project, "
+            "and `POST /imports` with an empty CSV or an invalid header row, answer 422 (was 400); "
+            "the problem's `errors` still name the field.",
+        ),
+    ),
+)
+
+CATALOG = Catalog(versions=(INITIAL, UNPROCESSABLE))

@@ -13,6 +13,7 @@ __all__ = [
     "NotFound",
     "PreconditionFailed",
     "PreconditionRequired",
+    "Unprocessable",
 ]
 
 
@@ -23,6 +24,21 @@ class InvalidInput(Problem):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(
             "The request has invalid fields.", errors=[{"field": field, "message": message}]
+        )
+
+
+class Unprocessable(Problem):
+    """Well-formed input refused by a rule or by what it refers to (a project_id naming no live
+    project): 422, so that a client can tell it from a malformed request (400). Clients at
+    API versions before 2026-12-01 get 400 (taskflow.api_versions)."""
+
+    status = 422
+    title = "Unprocessable content"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(
+            "The request is well-formed but cannot be carried out.",
+            errors=[{"field": field, "message": message}],
         )
 
 

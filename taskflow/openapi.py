@@ -117,10 +117,15 @@ def sort_param(fields: Mapping[str, Any], default: str) -> QueryParam:
     )
 
 
+# What pagination.encode_cursor writes: the payload and a 16-byte HMAC, base64url without padding.
+# Empty is the same as none (the first page).
+CURSOR_PATTERN = r"^([A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22})?$"
 CURSOR = QueryParam(
     "cursor",
-    "An opaque cursor from a page's `next` or `previous` link, valid only for the same sort, "
-    "filters and resource.",
+    "Opaque and signed by the server: take it from the `next` or `previous` link of a page of "
+    "the same list, sort and filters, never build one. A value the server did not sign for "
+    "this list is a 400 problem titled `Invalid cursor`.",
+    pattern=CURSOR_PATTERN,
 )
 LIMIT = QueryParam(
     "limit",
@@ -358,7 +363,9 @@ class ProblemShape(serializers.Serializer[Any]):
     detail = serializers.CharField(required=False)
     # The serializer's metaclass takes declared fields off the class: `.errors` stays DRF's.
     errors = FieldErrorShape(  # type: ignore[assignment]
-        many=True, required=False, help_text="Each invalid field (400)."
+        many=True,
+        required=False,
+        help_text="Each invalid field (400, 422), or the field a 409 asks for.",
     )
     current_version = serializers.IntegerField(
         required=False, allow_null=True, help_text="The row's version now (409, 412)."
@@ -392,6 +399,9 @@ PROBLEM_DESCRIPTIONS = {
     412: "`If-Match` names an older version: `current_version` and `current` are the row now.",
     410: "Gone: the import's files were removed past their retention.",
     413: "The upload is larger than the limit.",
+    422: "Well-formed, but refused by a rule or by what it refers to (a `project_id` of no live "
+    "project, a CSV without a valid header row, a reserved slug, an unknown revision): `errors` "
+    "names each field. Before API version 2026-12-01 the tenant API answered these with 400.",
     415: "The request body's media type is not accepted.",
     428: "The write needs `If-Match` (or a `version` in the body).",
     429: "A rate limit is spent (the tenant's or the token's for this class of request, or "

@@ -34,11 +34,21 @@ class StrictSerializer(serializers.Serializer[dict[str, Any]]):
         return super().to_internal_value(data)
 
 
-# What DRF's CharField refuses as blank: the empty string, or only characters str.strip()
-# removes (str.isspace: ECMA's \s differs, so they are listed). A field refused when blank
-# carries this as its pattern; the blank check runs first, so the validator never fires and
-# only describes the rule (drf-spectacular turns it into the field's `pattern`).
-NOT_BLANK = r"[^\t\n\u000b\u000c\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+# What DRF's CharField refuses: a NUL anywhere (PostgreSQL text cannot hold one), and as blank
+# the empty string or only characters str.strip() removes (str.isspace: ECMA's \s differs, so
+# they are listed). A field refused when blank carries NOT_BLANK as its pattern: some character
+# that is neither blank nor NUL, and no NUL; one that may be blank carries NO_NUL. DRF's own
+# checks run first, so these validators describe the rules (drf-spectacular turns them into the
+# field's `pattern`) more than they enforce them.
+NO_NUL = r"^[^\u0000]*$"
+NOT_BLANK = (
+    r"^[^\u0000]*[^\u0000\t\n\u000b\u000c\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a"
+    r"\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+)
+
+
+def no_nul() -> RegexValidator:
+    return RegexValidator(NO_NUL, "Null characters are not allowed.")
 
 
 def not_blank() -> RegexValidator:
@@ -77,6 +87,7 @@ def _input_field(column: sa.Column[Any], *, partial: bool) -> serializers.Field[
     if isinstance(kind, sa.String):
         if default == "":
             options["allow_blank"] = True
+            options["validators"] = [no_nul()]
         else:
             # Refused when blank (DRF's allow_blank=False): described by minLength and pattern.
             options["min_length"] = 1

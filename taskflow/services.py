@@ -1,8 +1,9 @@
 """Services: everything TaskFlow writes. Keyword-only, typed, no HTTP; the caller commits.
 
-Writes carry the version the client last saw. A mismatch found before writing is a Conflict
-(or PreconditionFailed for If-Match); a concurrent write caught by the version column at flush
-(StaleDataError) is a Conflict too. Either way the error carries the current row.
+Writes carry the version the client last saw. A mismatch is a Conflict (409) when the version
+came in the body and PreconditionFailed (412) when it came as If-Match, whichever way it is
+found: by the check before writing, or at flush by the version column (StaleDataError) when a
+concurrent write committed in between. Either way the error carries the current row.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from taskflow.errors import Conflict, InvalidInput, PreconditionFailed, PreconditionRequired
+from taskflow.errors import (
+    Conflict,
+    InvalidInput,
+    PreconditionFailed,
+    PreconditionRequired,
+    Unprocessable,
+)
 from taskflow.models import WRITABLE, Comment, Project, Task, columns_with
 from taskflow.representations import represent
 from taskflow.selectors import project_get, task_get
@@ -63,11 +70,13 @@ class Precondition:
 NO_VERSION = Precondition()
 
 
-def _flush(session: Session, row: Any, what: str) -> None:
+def _flush(session: Session, row: Any, what: str, precondition: Precondition = NO_VERSION) -> None:
     """Flush, turning a lost race on the version column and unique keys into 409s.
 
-    After StaleDataError the transaction is rolled back (the write has lost anyway) and the
-    current row is read in a fresh one, so the 409 carries what won.
+    A race lost at flush is the same failure as a version mismatch found before writing, only
+    found later: when the client's expectation came as If-Match it is a 412, like the check's,
+    otherwise a 409. After StaleDataError the transaction is rolled back (the write has lost
+    anyway) and the current row is read in a fresh one, so the problem carries what won.
     """
     entity, key = type(row), {"tenant_id": row.tenant_id, "id": row.id}
     try:
@@ -75,7 +84,8 @@ def _flush(session: Session, row: Any, what: str) -> None:
     except StaleDataError as exc:
         session.rollback()
         current = session.get(entity, key)
-        raise Conflict(
+        lost = PreconditionFailed if precondition.if_match is not None else Conflict
+        raise lost(
             f"The {what} was changed by another request.",
             current=represent(current) if current else None,
         ) from exc
@@ -121,7 +131,7 @@ def project_update(
     project = project_get(session=session, tenant_id=tenant_id, project_id=project_id)
     precondition.check(project)
     _apply(project, changes, PROJECT_WRITABLE)
-    _flush(session, project, "project")
+    _flush(session, project, "project", precondition)
     return project
 
 
@@ -137,7 +147,7 @@ def project_delete(
     precondition.check(project)
     now = session.scalar(sa.select(sa.func.now()))
     project.deleted_at = now
-    _flush(session, project, "project")
+    _flush(session, project, "project", precondition)
     session.execute(
         sa.update(Task)
         .where(
@@ -165,7 +175,7 @@ def project_restore(
         return project
     deleted_at: datetime = project.deleted_at
     project.deleted_at = None
-    _flush(session, project, "project")
+    _flush(session, project, "project", precondition)
     session.execute(
         sa.update(Task)
         .where(
@@ -189,7 +199,7 @@ def _require_live_project(session: Session, tenant_id: int, project_id: int) -> 
         )
     )
     if exists is None:
-        raise InvalidInput("project_id", f"No live project {project_id}.")
+        raise Unprocessable("project_id", f"No live project {project_id}.")
 
 
 def task_create(*, session: Session, tenant_id: int, data: dict[str, Any]) -> Task:
@@ -213,7 +223,7 @@ def task_update(
     if "project_id" in changes and changes["project_id"] != task.project_id:
         _require_live_project(session, tenant_id, changes["project_id"])
     _apply(task, changes, TASK_WRITABLE)
-    _flush(session, task, "task")
+    _flush(session, task, "task", precondition)
     return task
 
 
@@ -227,7 +237,7 @@ def task_delete(
     task = task_get(session=session, tenant_id=tenant_id, task_id=task_id)
     precondition.check(task)
     task.deleted_at = session.scalar(sa.select(sa.func.now()))
-    _flush(session, task, "task")
+    _flush(session, task, "task", precondition)
     return task
 
 
@@ -244,7 +254,7 @@ def task_restore(
         if project.deleted_at is not None:
             raise Conflict("The task's project is deleted; restore the project first.")
         task.deleted_at = None
-        _flush(session, task, "task")
+        _flush(session, task, "task", precondition)
     return task
 
 

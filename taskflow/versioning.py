@@ -96,6 +96,12 @@ class ApiVersionMiddleware:
         resource = _resource(request)
         if not changes or resource is None or not isinstance(data, dict):
             return response
+        if response.status_code >= 400:
+            old_status = api_versions.downgrade_status(changes, resource, response.status_code)
+            if old_status != response.status_code:
+                response.status_code = old_status
+                if data.get("status") is not None:
+                    data["status"] = old_status
         response.data = _downgrade(changes, resource, data, response.status_code)
         return response
 

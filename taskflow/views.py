@@ -233,7 +233,7 @@ class ProjectRestore(TaskflowView):
         summary="Create a task",
         request=TaskCreate,
         parameters=[ETAG_HEADER, LOCATION_HEADER],
-        responses={201: openapi.TaskShape, **problems(409)},
+        responses={201: openapi.TaskShape, **problems(409, 422)},
     ),
 )
 class TaskCollection(TaskflowView):
@@ -269,7 +269,7 @@ class TaskCollection(TaskflowView):
         summary="Change a task's fields (If-Match or `version` guards against lost updates)",
         request=TaskPatch,
         parameters=[IF_MATCH_HEADER, ETAG_HEADER],
-        responses={200: openapi.TaskShape, **problems(409, 412, 428)},
+        responses={200: openapi.TaskShape, **problems(409, 412, 422, 428)},
     ),
     delete=extend_schema(
         operation_id="deleteTask",

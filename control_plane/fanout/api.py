@@ -5,6 +5,7 @@ Staff bearer tokens only; errors are problem+json through the project's one hand
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -40,6 +41,24 @@ class TimeoutField(JsonString):
     by the runs service (runs.TIMEOUT)."""
 
 
+# A failure budget as the API takes it, whole: a count, or a percentage with an optional fraction.
+# (runs.parse_failure_budget is more lenient, for the CLI; its bounds still apply, as 422s.)
+BUDGET_PATTERN = r"^([0-9]{1,10}|[0-9]{1,3}(\.[0-9]{1,6})?%)$"
+
+
+@extend_schema_field({"type": "string", "maxLength": 12, "pattern": BUDGET_PATTERN})
+class BudgetField(JsonString):
+    """`max_failures`: "3" failed tenants, or "5%" of the run's tenants."""
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        if not re.fullmatch(BUDGET_PATTERN[1:-1], value):
+            raise serializers.ValidationError(
+                'A count ("3") or a percentage ("5%", "2.5%") of the run\'s tenants.'
+            )
+        return value
+
+
 def named(max_length: int, **options: Any) -> JsonString:
     """A name refused when blank (DRF's blank check), described as not blank."""
     return JsonString(
@@ -64,10 +83,39 @@ class MigrationRunInputSerializer(serializers.Serializer[dict[str, Any]]):
     canary = serializers.IntegerField(min_value=0, max_value=COUNT_MAX, required=False, default=1)
     concurrency = serializers.IntegerField(min_value=1, max_value=64, required=False, default=2)
     batch_size = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=50)
-    max_failures = JsonString(max_length=12, required=False, default="0")
+    max_failures = BudgetField(max_length=12, required=False, default="0", trim_whitespace=False)
     verify = JsonBoolean(required=False, default=False)
     lock_timeout = TimeoutField(max_length=20, required=False, default="5s")
     statement_timeout = TimeoutField(max_length=20, required=False, default="5min")
+    confirm_downgrade = JsonBoolean(
+        required=False,
+        default=False,
+        help_text="true to start a run that takes any schema to an older revision; without it "
+        "such a run is refused with a 409 problem naming this field, and nothing starts.",
+    )
+
+
+class ResumeInputSerializer(serializers.Serializer[dict[str, Any]]):
+    """An optional body: resuming a run that goes down to an older revision must be confirmed."""
+
+    confirm_downgrade = JsonBoolean(
+        required=False,
+        default=False,
+        help_text="true to resume a run that takes schemas to an older revision; without it "
+        "such a resume is refused with a 409 problem naming this field.",
+    )
+
+
+CONFIRM_FIELD = "confirm_downgrade"
+
+
+def _ask_for_confirmation(exc: runs.DowngradeNotConfirmed) -> runs.DowngradeNotConfirmed:
+    """The service's refusal, naming the field that confirms it (the CLI and admin ask in
+    their own words: --yes-downgrade, a confirmation page)."""
+    return runs.DowngradeNotConfirmed(
+        f"{exc.detail} Send `{CONFIRM_FIELD}: true` to confirm it.",
+        errors=[{"field": CONFIRM_FIELD, "message": "Required to be true for a downgrade."}],
+    )
 
 
 def _run(run_id: int) -> MigrationRun:
@@ -97,7 +145,7 @@ def _state(run: MigrationRun, request: Request) -> dict[str, Any]:
         summary="Start a migration fan-out",
         request=MigrationRunInputSerializer,
         parameters=[LOCATION_HEADER],
-        responses={202: RunShape, **problems(409)},
+        responses={202: RunShape, **problems(409, 422)},
     ),
 )
 class MigrationRunCollection(OpsView):
@@ -114,8 +162,13 @@ class MigrationRunCollection(OpsView):
     def post(self, request: Request) -> Response:
         shape = MigrationRunInputSerializer(data=request.data)
         shape.is_valid(raise_exception=True)
+        options = dict(shape.validated_data)
+        confirmed = options.pop(CONFIRM_FIELD)
         user = request.user if isinstance(request.user, User) else None
-        run = runs.start_run(**shape.validated_data, created_by=user, allow_downgrade=True)
+        try:
+            run = runs.start_run(**options, created_by=user, allow_downgrade=confirmed)
+        except runs.DowngradeNotConfirmed as exc:
+            raise _ask_for_confirmation(exc) from exc
         location = f"/ops/v1/migration-runs/{run.pk}"
         return Response(_state(run, request), status=202, headers={"Location": location})
 
@@ -136,7 +189,7 @@ class MigrationRunDetail(OpsView):
     post=extend_schema(
         operation_id="resumeMigrationRun",
         summary="Resume a paused or failed run",
-        request=None,
+        request=ResumeInputSerializer,
         responses={202: RunShape, **problems(409)},
     )
 )
@@ -144,7 +197,15 @@ class ResumeMigrationRun(OpsView):
     query_parameters = {"post": RUN_DETAIL_QUERY}
 
     def post(self, request: Request, run_id: int) -> Response:
-        run = runs.resume_run(_run(run_id), allow_downgrade=True)
+        # The body is optional; one that is not JSON (a bodiless form post) confirms nothing.
+        is_json = (request.content_type or "").startswith("application/json")
+        shape = ResumeInputSerializer(data=(request.data or {}) if is_json else {})
+        shape.is_valid(raise_exception=True)
+        run = _run(run_id)
+        try:
+            run = runs.resume_run(run, allow_downgrade=shape.validated_data[CONFIRM_FIELD])
+        except runs.DowngradeNotConfirmed as exc:
+            raise _ask_for_confirmation(exc) from exc
         return Response(_state(run, request), status=202)
 
 

@@ -44,6 +44,13 @@ class InvalidRun(Problem):
     title = "Invalid migration run"
 
 
+class UnprocessableRun(InvalidRun):
+    """A well-formed run the platform cannot carry out: a revision or tenant that does not
+    exist, a failure budget past its bounds (422; a malformed one is InvalidRun, 400)."""
+
+    status = 422
+
+
 class RunConflict(Problem):
     status = 409
     title = "Migration run conflict"
@@ -71,12 +78,12 @@ def parse_failure_budget(value: str | int | None) -> FailureBudget:
     number, percent = match.groups()
     if percent:
         if float(number) > 100:
-            raise InvalidRun("max_failures percentage is at most 100%.")
+            raise UnprocessableRun("max_failures percentage is at most 100%.")
         return FailureBudget(None, float(number))
     if "." in number:
         raise InvalidRun("max_failures count must be a whole number.")
     if int(number) > COUNT_MAX:
-        raise InvalidRun(f"max_failures count is at most {COUNT_MAX}.")
+        raise UnprocessableRun(f"max_failures count is at most {COUNT_MAX}.")
     return FailureBudget(int(number), None)
 
 
@@ -106,7 +113,7 @@ def start_run(
     try:
         target = scripts.resolve_revision(location, to or "head")
     except LookupError as exc:
-        raise InvalidRun(str(exc)) from exc
+        raise UnprocessableRun(str(exc)) from exc
     if concurrency < 1 or batch_size < 1 or canary < 0:
         raise InvalidRun("concurrency and batch_size are at least 1, canary at least 0.")
     for name, value in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout)):
@@ -150,7 +157,7 @@ def _check_tenants(slugs: list[str]) -> list[str]:
     )
     missing = [s for s in wanted if s not in found]
     if missing:
-        raise InvalidRun(f"No schema-mode tenant with slug {', '.join(missing)}.")
+        raise UnprocessableRun(f"No schema-mode tenant with slug {', '.join(missing)}.")
     return wanted
 
 

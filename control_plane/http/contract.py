@@ -27,6 +27,7 @@ from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiYamlRenderer
 from drf_spectacular.settings import patched_settings
 
+from control_plane.http import ops_changes
 from taskflow.api_versions import CATALOG
 from taskflow.openapi import SCHEMA_SETTINGS
 
@@ -71,7 +72,8 @@ def generate(document: Document) -> str:
 
 
 def changelog() -> str:
-    return CATALOG.changelog()
+    """The tenant API's versions, then the operator API's dated changes."""
+    return CATALOG.changelog() + "\n" + ops_changes.changelog()
 
 
 def version_of(text: str) -> str:
@@ -113,14 +115,16 @@ def for_diff(text: str) -> str:
     """The document as openapi-diff should judge it, parameters included.
 
     openapi-diff 0.24.1 compares operations, status codes, response headers and JSON bodies, not
-    parameters, and its JSON-schema diff ignores `enum`. So each operation's parameters are also
-    presented to it as the JSON body of a mirror operation under /x-parameters (one property per
-    `in.name`, the required ones required, nothing else accepted), and every enum as an object
-    with exactly one of its values as a property name: the tool then judges a removed parameter,
-    a new required one, a narrowed type and a removed enum value (in a request; an added one in
-    a response) like any other narrowed body. Both documents go through the same projection.
+    parameters, and its JSON-schema diff ignores `enum`, `pattern` and `format` (it does judge
+    `minLength`/`maxLength`). So each operation's parameters are also presented to it as the JSON
+    body of a mirror operation under /x-parameters (one property per `in.name`, the required ones
+    required, nothing else accepted), every enum as an object with exactly one of its values as a
+    property name, and every string's pattern and format as an object branch beside it (see
+    _string_rules_as_objects): the tool then judges a removed parameter, a new required one, a
+    narrowed type, length, pattern or format and a removed enum value (in a request; the reverse
+    in a response) like any other narrowed body. Both documents go through the same projection.
     """
-    document = _enums_as_objects(yaml.safe_load(text))
+    document = _string_rules_as_objects(_enums_as_objects(yaml.safe_load(text)))
     mirrors: dict[str, Any] = {}
     for path, methods in document.get("paths", {}).items():
         for method, operation in methods.items():
@@ -157,6 +161,35 @@ def _enums_as_objects(node: Any) -> Any:
             "maxProperties": 1,
         }
     return {key: _enums_as_objects(value) for key, value in node.items()}
+
+
+STRING_RULES = ("pattern", "format")
+
+
+def _string_rules_as_objects(node: Any) -> Any:
+    """Every string schema as `anyOf: [the string without pattern/format, a marker object]`.
+
+    The tool cannot compare two regular expressions or formats; it can compare objects. A string
+    with no rule gets any object as its marker (every rule allowed); one with rules gets exactly
+    the object whose only properties are its rules, named `pattern:<regex>` / `format:<name>`.
+    So adding a rule narrows the set, removing one widens it, and changing one does both (two
+    different rules are judged incomparable: a changed pattern is breaking in a request, as it
+    may refuse what the old one took). The string branch is the same on both sides, so the
+    tool's own judgement of type and lengths is untouched.
+    """
+    if isinstance(node, list):
+        return [_string_rules_as_objects(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _string_rules_as_objects(value) for key, value in node.items()}
+    if node.get("type") != "string":
+        return node
+    rules: dict[str, Any] = {f"{name}:{node[name]}": {} for name in STRING_RULES if name in node}
+    marker: dict[str, Any] = {"type": "object"}
+    if rules:
+        marker.update(properties=rules, required=sorted(rules), additionalProperties=False)
+    string = {key: value for key, value in node.items() if key not in STRING_RULES}
+    return {"anyOf": [string, marker]}
 
 
 @contextmanager

@@ -65,6 +65,15 @@ class ContractSchema(AutoSchema):
         method = getattr(self.view, self.method.lower(), None)
         return get_doc(method) if method is not None else ""
 
+    def _get_request_body(self, direction: str = "request") -> Any:
+        """The body, marked required where the view says its method needs one
+        (`request_body_required = {"post"}`): drf-spectacular cannot tell for a raw body."""
+        body = super()._get_request_body(direction)
+        required: frozenset[str] = getattr(self.view, "request_body_required", frozenset())
+        if body is not None and self.method.lower() in required:
+            body["required"] = True
+        return body
+
     def get_override_parameters(self) -> list[Any]:
         ids = [
             OpenApiParameter(name, ID_SCHEMA, OpenApiParameter.PATH, description="An id.")
@@ -108,9 +117,13 @@ class ContractSchema(AutoSchema):
 
 # --- Shapes of the control plane's resources -----------------------------------------------------
 
+# C0 and C1 controls (NUL among them) are refused in a key (a NUL could never reach its column),
+# by both APIs that take one; the description says the same.
+IDEMPOTENCY_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+CONTROL_CHARACTER = re.compile(r"[\u0000-\u001f\u007f-\u009f]")
 IDEMPOTENCY = OpenApiParameter(
     "Idempotency-Key",
-    {"type": "string", "maxLength": 200},
+    {"type": "string", "maxLength": 200, "pattern": IDEMPOTENCY_PATTERN},
     OpenApiParameter.HEADER,
     description="Repeat a request with the same key to get the same result, not a second one.",
 )

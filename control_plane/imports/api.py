@@ -22,7 +22,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from control_plane.http.openapi import IDEMPOTENCY, IMPORT_JOB_LIST, IMPORT_UPLOAD, ImportJobShape
+from control_plane.http.openapi import (
+    CONTROL_CHARACTER,
+    IDEMPOTENCY,
+    IMPORT_JOB_LIST,
+    IMPORT_UPLOAD,
+    ImportJobShape,
+)
 from control_plane.imports import services
 from control_plane.imports.models import ImportJob, ImportMode
 from control_plane.imports.uploads import CsvBodyParser, MultipartCsvParser, uploaded
@@ -87,7 +93,7 @@ IMPORT_MODE = QueryParam(
     aliases=("all-or-nothing", "skip-invalid"),
     default="all_or_nothing",
 )
-# An empty body is no upload (400 "missing file"): at least one byte, a file for clients.
+# An empty body is no CSV (422, a header row is required): at least one byte, a file for clients.
 CSV_BODY = {"type": "string", "format": "binary", "minLength": 1}
 CSV = OpenApiResponse(OpenApiTypes.BINARY, description="CSV (RFC 4180), with a header line.")
 REPLAYED = OpenApiParameter(
@@ -117,11 +123,12 @@ def _mode(request: Request) -> str:
 
 
 def _idempotency_key(request: Request) -> str | None:
-    key = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip()
+    raw = request.headers.get(IDEMPOTENCY_HEADER) or ""
+    if CONTROL_CHARACTER.search(raw):  # a NUL could never reach the job's column
+        raise InvalidInput(IDEMPOTENCY_HEADER, "No control characters.")
+    key = raw.strip()
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(IDEMPOTENCY_HEADER, f"At most {MAX_KEY_LENGTH} characters.")
-    if not key.isprintable():  # a NUL could never reach the job's column
-        raise InvalidInput(IDEMPOTENCY_HEADER, "Printable characters only.")
     return key or None
 
 
@@ -152,6 +159,7 @@ def _declared_sha256(request: Request) -> str | None:
 class ImportCollection(ImportView):
     parser_classes = (CsvBodyParser, MultipartCsvParser)
     rate_limit_class = {"POST": "imports"}  # control_plane.ratelimits.policies
+    request_body_required = frozenset({"post"})  # the CSV (control_plane.http.openapi)
     query_parameters = {"post": (IMPORT_MODE,)}
 
     @extend_schema(
@@ -168,7 +176,7 @@ class ImportCollection(ImportView):
         summary="Upload a CSV of tasks; a worker imports it",
         request={"text/csv": CSV_BODY, "multipart/form-data": IMPORT_UPLOAD},
         parameters=[IDEMPOTENCY, REPLAYED, LOCATION_HEADER],
-        responses={202: ImportJobShape, **problems(409, 413, 415)},
+        responses={202: ImportJobShape, **problems(409, 413, 415, 422)},
     )
     def post(self, request: Request) -> Response:
         key = _idempotency_key(request)
@@ -188,7 +196,7 @@ class ImportCollection(ImportView):
                         "Idempotent-Replayed": "true",
                     },
                 )
-        upload = uploaded(request.FILES)
+        upload = uploaded(request.FILES, request.content_type)
         try:
             mode = _mode(request)
         except InvalidInput:

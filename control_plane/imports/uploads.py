@@ -49,6 +49,20 @@ class UploadMissing(Problem):
         )
 
 
+class EmptyUpload(Problem):
+    """A text/csv body of no bytes: a CSV without even its header line (422, like a wrong
+    header; a multipart form without its `file` field is a malformed request, 400)."""
+
+    status = 422
+    title = "Invalid CSV header"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The CSV body is empty: a header row is required.",
+            errors=[{"field": "file", "message": "The file is empty."}],
+        )
+
+
 @dataclass(frozen=True)
 class StoredUpload:
     path: Path
@@ -237,12 +251,24 @@ class MultipartCsvParser(BaseParser):
         except BaseException:
             handler.upload_interrupted()
             raise
+        if "file" not in files and isinstance(data.get("file"), str):
+            # RFC 7578 makes a part's filename optional: `file` sent as a plain field (as some
+            # clients and generators do for a binary property) is the CSV all the same. Such a
+            # part was read into memory within Django's DATA_UPLOAD_MAX_MEMORY_SIZE.
+            data = data.copy()
+            content = data.pop("file")[-1]
+            files = files.copy()
+            files["file"] = StoredFile(
+                store_chunks([content.encode()], tenant_id=_tenant_id(parser_context))
+            )
         return DataAndFiles(data, files)
 
 
-def uploaded(files: Any) -> StoredUpload:
-    """The stored upload of a parsed request, or 400."""
+def uploaded(files: Any, content_type: str = "") -> StoredUpload:
+    """The stored upload of a parsed request: 422 for an empty text/csv body, else 400."""
     item = files.get("file") if files is not None else None
     if not isinstance(item, StoredFile):
+        if content_type.split(";")[0].strip().lower() == CsvBodyParser.media_type:
+            raise EmptyUpload
         raise UploadMissing
     return item.stored

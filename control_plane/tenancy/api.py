@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from control_plane.http.openapi import (
+    CONTROL_CHARACTER,
     IDEMPOTENCY,
     ONBOARDING_ACCEPTED,
     TENANT_LIST,
@@ -29,6 +30,7 @@ from tenants.models import Tenant, TenantStatus
 from tenants.problems import NotFound
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+
 MAX_KEY_LENGTH: int = Onboarding._meta.get_field("idempotency_key").max_length or 0
 
 
@@ -37,8 +39,8 @@ def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER) or None
     if key is not None and len(key) > MAX_KEY_LENGTH:
         raise ValidationError({IDEMPOTENCY_HEADER: [f"At most {MAX_KEY_LENGTH} characters."]})
-    if key is not None and not key.isprintable():  # a NUL could never reach the column
-        raise ValidationError({IDEMPOTENCY_HEADER: ["Printable characters only."]})
+    if key is not None and CONTROL_CHARACTER.search(key):  # a NUL could never reach the column
+        raise ValidationError({IDEMPOTENCY_HEADER: ["No control characters."]})
     return key
 
 
@@ -71,7 +73,7 @@ class OpsView(DeclaredQuery, APIView):
         summary="Onboard a tenant (a worker provisions it)",
         request=OnboardingInputSerializer,
         parameters=[IDEMPOTENCY, LOCATION_HEADER],
-        responses={202: ONBOARDING_ACCEPTED, **problems(409)},
+        responses={202: ONBOARDING_ACCEPTED, **problems(409, 422)},
     ),
 )
 class TenantCollection(OpsView):

@@ -71,6 +71,19 @@ class InvalidOnboarding(Problem):
         self.errors = errors
 
 
+class OnboardingRefused(InvalidOnboarding):
+    """Well-formed, but a rule refuses it: a reserved slug, a domain that would never be served."""
+
+    status = 422
+
+
+class OnboardingConflict(InvalidOnboarding):
+    """The slug or domain is already taken (by a tenant, or by an onboarding under way)."""
+
+    status = 409
+    title = "Onboarding conflict"
+
+
 @dataclass(frozen=True)
 class OnboardingInput:
     name: str
@@ -99,48 +112,67 @@ class OnboardingRequested:
 def validate_onboarding(
     *, name: str, slug: str, domain: str, isolation: str, owner_email: str
 ) -> OnboardingInput:
-    """Check every field and the uniqueness of slug and domain; raise with all errors at once."""
-    errors: dict[str, list[str]] = {}
+    """Check every field and the uniqueness of slug and domain; raise with all errors at once.
+
+    The status says what kind of refusal it is (each error still names its field): malformed
+    input is InvalidOnboarding (400), a reserved slug or a domain that would never be served is
+    OnboardingRefused (422), a slug or domain already taken is OnboardingConflict (409). With
+    errors of several kinds the first of these wins.
+    """
+    malformed: dict[str, list[str]] = {}
+    refused: dict[str, list[str]] = {}
+    taken: dict[str, list[str]] = {}
     name, slug = (name or "").strip(), (slug or "").strip()
     domain, owner_email = normalise_host(domain or ""), (owner_email or "").strip()
     if not name:
-        errors.setdefault("name", []).append("Name is required.")
+        malformed.setdefault("name", []).append("Name is required.")
     elif len(name) > 200:
-        errors.setdefault("name", []).append("Name is at most 200 characters.")
+        malformed.setdefault("name", []).append("Name is at most 200 characters.")
     if not SLUG_PATTERN.match(slug):
-        errors.setdefault("slug", []).append(
+        malformed.setdefault("slug", []).append(
             "Slug must start with a lowercase letter and hold 2-40 lowercase letters, digits or underscores."
         )
     elif slug in RESERVED_SLUGS or slug.startswith("pg_"):
-        errors.setdefault("slug", []).append(f"Slug {slug!r} is reserved.")
+        refused.setdefault("slug", []).append(f"Slug {slug!r} is reserved.")
     elif Tenant.objects.filter(slug=slug).exists():
-        errors.setdefault("slug", []).append(f"A tenant with slug {slug!r} already exists.")
+        taken.setdefault("slug", []).append(f"A tenant with slug {slug!r} already exists.")
     if not is_valid_hostname(domain):
-        errors.setdefault("domain", []).append(f"{domain!r} is not a valid host name.")
+        malformed.setdefault("domain", []).append(f"{domain!r} is not a valid host name.")
     elif not routable(domain):
-        errors.setdefault("domain", []).append(
+        refused.setdefault("domain", []).append(
             f"{domain!r} would never be served: requests for it go to {routing_host(domain)!r}."
         )
     elif (
         Domain.objects.filter(domain=domain).exists()
         or Onboarding.objects.filter(domain=domain).exists()
     ):
-        errors.setdefault("domain", []).append(f"Domain {domain!r} is already taken.")
+        taken.setdefault("domain", []).append(f"Domain {domain!r} is already taken.")
     if isolation not in Isolation.values:
-        errors.setdefault("isolation", []).append(
+        malformed.setdefault("isolation", []).append(
             f"Isolation must be one of {', '.join(Isolation.values)}."
         )
     try:
         validate_email(owner_email)
     except ValidationError:
-        errors.setdefault("owner_email", []).append(
+        malformed.setdefault("owner_email", []).append(
             f"{owner_email!r} is not a valid email address."
         )
-    if errors:
-        raise InvalidOnboarding(errors)
+    for kind, errors in ((InvalidOnboarding, malformed), (OnboardingRefused, refused)):
+        if errors:
+            raise kind(_merged(malformed, refused, taken))
+    if taken:
+        raise OnboardingConflict(taken)
     return OnboardingInput(
         name=name, slug=slug, domain=domain, isolation=isolation, owner_email=owner_email
     )
+
+
+def _merged(*kinds: dict[str, list[str]]) -> dict[str, list[str]]:
+    merged: dict[str, list[str]] = {}
+    for errors in kinds:
+        for field_name, messages in errors.items():
+            merged.setdefault(field_name, []).extend(messages)
+    return merged
 
 
 def request_onboarding(

@@ -1,7 +1,9 @@
-"""Representations of the operator API (input is validated by the onboarding service)."""
+"""Representations of the operator API: the form of its input here, state and rules in the
+onboarding service."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -13,7 +15,7 @@ from taskflow.openapi import NOT_BLANK
 from tenants.models import RATE_LIMIT_CLASSES, Isolation, Plan, Tenant
 
 
-@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 500, "pattern": NOT_BLANK})
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK})
 class CheckedText(serializers.CharField):
     """Text the onboarding service checks: a blank one reaches it (as DRF's allow_blank would
     let it) and is refused there with its own message, so it is described as not blank
@@ -25,14 +27,55 @@ class CheckedText(serializers.CharField):
         return super().run_validation(data)
 
 
-class OnboardingInputSerializer(serializers.Serializer[dict[str, Any]]):
-    """Shape only: types and presence. The onboarding service decides what is valid."""
+# The shapes the onboarding service accepts, described and checked whole (no whitespace
+# trimmed), so a value the description allows is never refused for its form. What remains for the
+# service is state and rules: a slug or domain taken (409), a reserved slug or a domain that
+# would never be served (422).
+SLUG_PATTERN = r"^[a-z][a-z0-9_]{1,39}$"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN_PATTERN = rf"^(localhost|({_LABEL}\.)+{_LABEL})$"
 
-    name = CheckedText(max_length=500)
-    slug = CheckedText(max_length=500)
-    domain = CheckedText(max_length=500)
+
+class PatternText(serializers.CharField):
+    """Text that must match `pattern` whole; described with the same pattern."""
+
+    def __init__(self, pattern: str, message: str, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
+        self.whole = re.compile(pattern[1:-1])  # the ECMA anchors ^...$ as a fullmatch
+        self.message = message
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if not self.whole.fullmatch(data):
+            raise serializers.ValidationError(self.message)
+        return data
+
+
+@extend_schema_field({"type": "string", "maxLength": 40, "pattern": SLUG_PATTERN})
+class SlugField(PatternText):
+    def __init__(self) -> None:
+        super().__init__(
+            SLUG_PATTERN,
+            "A lowercase letter, then 1-39 lowercase letters, digits or underscores.",
+            max_length=40,
+        )
+
+
+@extend_schema_field({"type": "string", "maxLength": 253, "pattern": DOMAIN_PATTERN})
+class DomainField(PatternText):
+    def __init__(self) -> None:
+        super().__init__(DOMAIN_PATTERN, "A DNS host name (or localhost).", max_length=253)
+
+
+class OnboardingInputSerializer(serializers.Serializer[dict[str, Any]]):
+    """The form of an onboarding request; the onboarding service decides what state allows."""
+
+    name = CheckedText(max_length=200)
+    slug = SlugField()
+    domain = DomainField()
     isolation = serializers.ChoiceField(choices=Isolation.choices)
-    owner_email = CheckedText(max_length=500)
+    owner_email = serializers.EmailField(max_length=254, trim_whitespace=False)
 
 
 @extend_schema_field({"type": "string", "enum": list(CATALOG.names)})

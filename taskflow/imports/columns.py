@@ -156,9 +156,12 @@ MAX_HEADER_BYTES = 64 * 1024
 
 
 class InvalidHeader(Problem):
-    """The header row is missing, names unknown columns, misses required ones or repeats one."""
+    """The header row is missing, names unknown columns, misses required ones or repeats one.
 
-    status = 400
+    422: the upload is a well-formed body whose content is refused (400 before API version
+    2026-12-01)."""
+
+    status = 422
     title = "Invalid CSV header"
 
     def __init__(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from control_plane.fanout import runs
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus, TenantMigration
 from tests.factories import make_tenant, make_token, make_user, public_tenant
 from tests.migrations_sqla.support import BASE_REVISION
@@ -39,21 +40,60 @@ def test_post_starts_a_run_and_get_shows_it(ops, unique) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "detail"),
+    ("body", "status", "detail"),
     [
-        ({"to": "nope"}, "no revision"),
-        ({"max_failures": "lots"}, "max_failures"),
-        ({"tenants": ["missing_tenant"]}, "missing_tenant"),
-        ({"lock_timeout": "1 week"}, "lock_timeout"),
+        ({"to": "nope"}, 422, "no revision"),
+        ({"tenants": ["missing_tenant"]}, 422, "missing_tenant"),
+        ({"max_failures": "101%"}, 422, "at most 100%"),
+        ({"max_failures": "lots"}, 400, "max_failures"),
+        ({"max_failures": " 5"}, 400, "max_failures"),
+        ({"lock_timeout": "1 week"}, 400, "lock_timeout"),
     ],
 )
-def test_invalid_runs_are_400_problems(ops, body, detail) -> None:
+def test_invalid_runs_are_problems(ops, body, status, detail) -> None:
+    """Malformed (the description rules it out): 400; well-formed but naming what does not
+    exist or is out of bounds: 422."""
     before = MigrationRun.objects.count()
     response = ops.post("/ops/v1/migration-runs", body, content_type="application/json")
-    assert response.status_code == 400
+    assert response.status_code == status, response.content
     assert response["Content-Type"] == PROBLEM
-    assert detail in response.json()["detail"]
+    problem = response.json()
+    assert detail in problem["detail"] + str(problem.get("errors", ""))
     assert MigrationRun.objects.count() == before
+
+
+def test_a_downgrade_run_needs_confirm_downgrade(ops, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like the CLI's --yes-downgrade and the admin's confirmation page: nothing starts until
+    the body says so, and the refusal names the field."""
+    monkeypatch.setattr(runs, "downgrades", lambda *_args: ["newer"])
+    before = MigrationRun.objects.count()
+    refused = ops.post("/ops/v1/migration-runs", {}, content_type="application/json")
+    assert refused.status_code == 409, refused.content
+    assert refused["Content-Type"] == PROBLEM
+    problem = refused.json()
+    assert problem["title"] == "Downgrade not confirmed"
+    assert [e["field"] for e in problem["errors"]] == ["confirm_downgrade"]
+    assert "confirm_downgrade: true" in problem["detail"]
+    no = ops.post(
+        "/ops/v1/migration-runs", {"confirm_downgrade": False}, content_type="application/json"
+    )
+    assert no.status_code == 409
+    assert MigrationRun.objects.count() == before
+    started = ops.post(
+        "/ops/v1/migration-runs", {"confirm_downgrade": True}, content_type="application/json"
+    )
+    assert started.status_code == 202, started.content
+    run_id = started.json()["id"]
+    assert ops.post(f"/ops/v1/migration-runs/{run_id}/cancel").status_code == 200
+    again = ops.post(f"/ops/v1/migration-runs/{run_id}/resume")
+    assert again.status_code == 409
+    assert [e["field"] for e in again.json()["errors"]] == ["confirm_downgrade"]
+    resumed = ops.post(
+        f"/ops/v1/migration-runs/{run_id}/resume",
+        {"confirm_downgrade": True},
+        content_type="application/json",
+    )
+    assert resumed.status_code == 202, resumed.content
 
 
 def test_cancel_then_resume_and_conflicts_are_409(ops) -> None:

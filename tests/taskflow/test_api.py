@@ -217,15 +217,21 @@ def test_invalid_task_input_is_400_with_the_field(
     assert field in {e["field"] for e in problem["errors"]}
 
 
-def test_task_in_a_missing_or_deleted_project_is_400(tenant_a: TenantFixture) -> None:
+def test_task_in_a_missing_or_deleted_project_is_422(tenant_a: TenantFixture) -> None:
+    """Well-formed, refused by what it refers to: 422 (400 before API version 2026-12-01)."""
     api = tenant_a.api()
     problem = assert_problem(
-        api.post("/api/v1/tasks", {"project_id": 999999999, "title": "x"}), 400
+        api.post("/api/v1/tasks", {"project_id": 999999999, "title": "x"}), 422
     )
     assert problem["errors"][0]["field"] == "project_id"
     project = make_project(api)
+    task = make_task(api, make_project(api)["id"])
     api.delete(f"/api/v1/projects/{project['id']}", **{"If-Match": '"1"'})
-    assert_problem(api.post("/api/v1/tasks", {"project_id": project["id"], "title": "x"}), 400)
+    assert_problem(api.post("/api/v1/tasks", {"project_id": project["id"], "title": "x"}), 422)
+    moved = api.patch(
+        f"/api/v1/tasks/{task['id']}", {"project_id": project["id"]}, **{"If-Match": '"1"'}
+    )
+    assert assert_problem(moved, 422)["errors"][0]["field"] == "project_id"
 
 
 @pytest.mark.parametrize(
@@ -293,6 +299,55 @@ def test_two_concurrent_patches_of_one_version_exactly_one_wins(tenant_a: Tenant
         thread.join()
     assert sorted(statuses) == [200, 409]
     assert api.get(f"/api/v1/tasks/{task['id']}").json()["version"] == 2
+
+
+RACE_ROUNDS = 8
+RACERS = 4
+
+
+def test_if_match_race_losers_always_get_412(tenant_a: TenantFixture) -> None:
+    """Concurrent PATCHes with one If-Match: one wins, every loser gets 412 with the winner's row.
+
+    A loser that read the row before the winner committed passes the version check and is
+    caught only at flush (its UPDATE ... WHERE version = N touches no row); that is still a
+    failed precondition, not a body-version conflict. Several rounds, so that both ways of
+    losing (the check, the flush) occur.
+    """
+    from django.db import connection
+
+    api = tenant_a.api()
+    project_id = make_project(api)["id"]
+    for round_ in range(RACE_ROUNDS):
+        task = make_task(api, project_id)
+        path = f"/api/v1/tasks/{task['id']}"
+        answers: list[tuple[int, dict]] = []
+        barrier = threading.Barrier(RACERS)
+
+        def patch(
+            title: str,
+            path: str = path,
+            barrier: threading.Barrier = barrier,
+            answers: list[tuple[int, dict]] = answers,
+        ) -> None:
+            client = tenant_a.api()
+            barrier.wait()
+            response = client.patch(path, {"title": title}, **{"If-Match": '"1"'})
+            answers.append((response.status_code, response.json()))
+            connection.close()
+
+        threads = [threading.Thread(target=patch, args=(f"r{round_} t{i}",)) for i in range(RACERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [200] + [412] * (RACERS - 1), answers
+        winner = next(body for status, body in answers if status == 200)
+        for status, body in answers:
+            if status == 412:
+                assert body["title"] == "Precondition failed"
+                assert body["current"]["version"] == 2
+                assert body["current"]["title"] == winner["title"]
 
 
 # --- Soft delete --------------------------------------------------------------------------------

@@ -221,3 +221,40 @@ def test_a_pin_moved_by_an_operator_reaches_the_next_request(
         assert api.get("/api/v1/projects")["TaskFlow-Version"] == OLD
     finally:
         pin_api_version(tenant_a.tenant, newest)
+
+
+# --- 2026-12-01: refusals by a rule are 422 ---------------------------------------------------
+
+
+def test_a_project_id_of_no_live_project_is_422_now_and_400_at_2026_11_01(
+    tenant_a: TenantFixture,
+) -> None:
+    """The first real version: older clients keep the status they were written against, and
+    the problem's own `status` member says the same as the response."""
+    api = tenant_a.api("member")
+    body = {"project_id": 999999999, "title": "x"}
+    now = api.post("/api/v1/tasks", body)
+    assert now.status_code == 422, now.content
+    assert now.json()["status"] == 422
+    assert now["TaskFlow-Version"] == "2026-12-01"
+    before = api.post("/api/v1/tasks", body, **{"TaskFlow-Version": "2026-11-01"})
+    assert before.status_code == 400, before.content
+    assert before["Content-Type"] == "application/problem+json"
+    assert before.json()["status"] == 400
+    assert before.json()["errors"][0]["field"] == "project_id"
+    assert before["TaskFlow-Version"] == "2026-11-01"
+    pin(tenant_a, "2026-11-01")
+    try:
+        pinned = api.post("/api/v1/tasks", body)
+        assert pinned.status_code == 400
+        assert pinned["TaskFlow-Version"] == "2026-11-01"
+    finally:
+        pin(tenant_a, "")
+
+
+def test_other_statuses_are_the_same_at_2026_11_01(tenant_a: TenantFixture) -> None:
+    client = tenant_a.client("member")
+    old = {"TaskFlow-Version": "2026-11-01"}
+    assert client.get("/api/v1/tasks/999999999", headers=old).status_code == 404
+    api = tenant_a.api("member")
+    assert api.post("/api/v1/tasks", {"title": "x"}, **old).status_code == 400

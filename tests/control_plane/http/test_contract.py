@@ -65,6 +65,47 @@ def test_a_removed_enum_value_of_a_query_parameter_is_breaking(
     assert "request.body.scope.remove" in broken.report
 
 
+def onboarding_field(document: dict[str, Any], name: str) -> dict[str, Any]:
+    field: dict[str, Any] = document["components"]["schemas"]["OnboardingInput"]["properties"][name]
+    return field
+
+
+def test_check_fails_when_a_pattern_is_narrowed(
+    tmp_path: Path, ops_document: dict[str, Any]
+) -> None:
+    """The committed document took hyphens in a slug; code that refuses them breaks its clients.
+    openapi-diff alone does not read `pattern`: the projection (contract.for_diff) makes it."""
+    write(tmp_path)
+    old = copy.deepcopy(ops_document)
+    onboarding_field(old, "slug")["pattern"] = "^[a-z][a-z0-9_-]{1,39}$"
+    (tmp_path / "ops-v1.yaml").write_text(dump(old))
+    problems = check(tmp_path)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("ops-v1.yaml: breaking change within API version")
+    assert "request.body.scope.remove" in problems[0]
+    assert "paths./ops/v1/tenants.post.requestBody" in problems[0]
+    assert "pattern:^[a-z][a-z0-9_-]{1,39}$" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("rule", "value"), [("format", "email"), ("maxLength", 100)], ids=["format", "maxLength"]
+)
+def test_a_new_format_or_a_shorter_maxlength_in_a_request_is_breaking(
+    ops_document: dict[str, Any], rule: str, value: Any
+) -> None:
+    new = copy.deepcopy(ops_document)
+    onboarding_field(new, "name")[rule] = value
+    broken = breaking_changes(dump(ops_document), dump(new), label="ops-v1.yaml")
+    assert broken is not None
+    assert "request.body.scope.remove" in broken.report
+
+
+def test_a_removed_pattern_in_a_request_is_additive(ops_document: dict[str, Any]) -> None:
+    new = copy.deepcopy(ops_document)
+    del onboarding_field(new, "slug")["pattern"]
+    assert breaking_changes(dump(ops_document), dump(new), label="ops-v1.yaml") is None
+
+
 def test_a_new_operation_is_additive(ops_document: dict[str, Any]) -> None:
     old = copy.deepcopy(ops_document)
     del old["paths"]["/ops/v1/tenants/{slug}/retry"]

@@ -74,8 +74,10 @@ def test_a_replay_past_the_window_answers_without_the_token_and_says_so(
 @pytest.mark.parametrize(
     ("override", "field"),
     [
-        ({"slug": "pg_x"}, "slug"),
+        ({"slug": "Pg"}, "slug"),
+        ({"slug": " padded"}, "slug"),
         ({"domain": "bad host"}, "domain"),
+        ({"domain": "trailing.dot."}, "domain"),
         ({"owner_email": "x"}, "owner_email"),
     ],
 )
@@ -90,6 +92,53 @@ def test_invalid_input_is_400_problem_and_creates_nothing(ops, unique, override,
     assert response["Content-Type"] == "application/problem+json"
     assert field in {e["field"] for e in response.json()["errors"]}
     assert Tenant.objects.count() == before
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"slug": "pg_x"}, "slug"),
+        ({"slug": "public"}, "slug"),
+        ({"domain": "www.x.localhost"}, "domain"),
+    ],
+)
+def test_a_reserved_slug_or_unserved_domain_is_422(ops, unique, override, field) -> None:
+    """Well-formed (the description allows it), refused by a rule."""
+    before = Tenant.objects.count()
+    body = {**onboarding_body(f"rule_{unique}"), **override}
+    response = ops.post("/ops/v1/tenants", body, content_type="application/json")
+    assert response.status_code == 422, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+    assert Tenant.objects.count() == before
+
+
+def test_a_taken_slug_or_domain_is_409(ops, unique) -> None:
+    first = ops.post(
+        "/ops/v1/tenants", onboarding_body(f"t_{unique}"), content_type="application/json"
+    )
+    assert first.status_code == 202, first.content
+    again = ops.post(
+        "/ops/v1/tenants",
+        onboarding_body(f"t_{unique}", domain=f"other-{unique}.localhost"),
+        content_type="application/json",
+    )
+    assert again.status_code == 409, again.content
+    assert [e["field"] for e in again.json()["errors"]] == ["slug"]
+    domain = ops.post(
+        "/ops/v1/tenants",
+        onboarding_body(f"u_{unique}", domain=f"t-{unique}.localhost"),
+        content_type="application/json",
+    )
+    assert domain.status_code == 409, domain.content
+    assert [e["field"] for e in domain.json()["errors"]] == ["domain"]
+    mixed = ops.post(
+        "/ops/v1/tenants",
+        onboarding_body(f"t_{unique}", owner_email="nope"),
+        content_type="application/json",
+    )
+    assert mixed.status_code == 400  # a malformed field is a 400 whatever else is wrong
+    assert {e["field"] for e in mixed.json()["errors"]} == {"owner_email"}
 
 
 def test_missing_fields_and_bad_json_are_400_problems(ops) -> None:
