@@ -35,6 +35,11 @@ app.conf.beat_schedule = {
         "schedule": 2.0,
         "options": {"expires": 2},
     },
+    "settle-evolutions": {
+        "task": "control_plane.evolution.settle_evolutions",
+        "schedule": 5.0,
+        "options": {"expires": 5},
+    },
     "purge-soft-deleted": {
         "task": "taskflow.tasks.purge_soft_deleted",
         "schedule": crontab(hour=3, minute=17),

@@ -29,8 +29,9 @@ from control_plane.fanout.models import (
     TenantMigration,
 )
 from control_plane.fanout.outcomes import step_status
+from control_plane.fanout.steppers import stepper_for
 from migrations_sqla import scripts
-from migrations_sqla.migrator import SchemaMigrator, Target, owner_engine, platform_schemas
+from migrations_sqla.migrator import Target, owner_engine, platform_schemas
 from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
 from tenants.models import Isolation, Tenant, TenantStatus
 
@@ -111,8 +112,8 @@ def migrate_platform_schemas(run: MigrationRun) -> bool:
         statement_timeout=run.statement_timeout,
     )
     with owner_engine().connect() as conn:
-        migrator = SchemaMigrator(conn, target)
-        for schema in platform_schemas(migrator.connection):
+        migrator = stepper_for(run, conn, target)
+        for schema in platform_schemas(conn):
             step, new_step = TenantMigration.objects.update_or_create(
                 run=run,
                 schema_name=schema,
@@ -134,7 +135,9 @@ def migrate_platform_schemas(run: MigrationRun) -> bool:
             if not outcome.ok:
                 _finish(run, RunStatus.FAILED, f"The {schema} schema failed to migrate: {error}")
                 return False
-        revisions = read_revisions(migrator.raw, TEMPLATE_SCHEMA)
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        revisions = read_revisions(raw, TEMPLATE_SCHEMA)
     run.target = revisions
     run.stage = Stage.CANARY
     run.save(update_fields=["target", "stage"])
@@ -148,10 +151,10 @@ def migrate_platform_schemas(run: MigrationRun) -> bool:
 
 CREATE_STEPS = """
 INSERT INTO {steps} (run_id, tenant_id, schema_name, canary, status, attempts, revisions_before,
-                     revisions_after, error, finished_at)
+                     revisions_after, error, finished_at, progress)
 SELECT %(run)s, t.id, t.schema_name, false, s.status, 0, t.revisions,
        CASE WHEN s.status = 'skipped' THEN t.revisions ELSE '{{}}'::jsonb END, '',
-       CASE WHEN s.status = 'skipped' THEN now() END
+       CASE WHEN s.status = 'skipped' THEN now() END, '{{}}'::jsonb
 FROM {tenants} t
 CROSS JOIN LATERAL (SELECT CASE WHEN NOT %(verify)s AND t.revisions = %(target)s::jsonb
                                 THEN 'skipped' ELSE 'pending' END AS status) s
