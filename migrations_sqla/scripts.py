@@ -95,6 +95,17 @@ def released_head(location: str = "") -> str | None:
     return found.revision if found is not None else None
 
 
+def pending_contract_steps(location: str = "") -> list[Script]:
+    """The contract steps above the released head, oldest first (not applied by "head")."""
+    script = script_directory(location)
+    released = released_head(location)
+    head = script.get_current_head()
+    if head is None or head == released:
+        return []
+    above = script.iterate_revisions(head, released or "base")
+    return [step for step in reversed(list(above)) if step.revision != released]
+
+
 def _pending_contract(revision: Script) -> bool:
     module = revision.module
     return getattr(module, "contract_step", False) is True and not getattr(

@@ -11,7 +11,8 @@ history triggers stop recording `due_date`; rows written before keep it in `chan
 as they always did. The two indexes on `due_date` were dropped CONCURRENTLY by 0007d, the
 contract's first fan-out, so no writer waited for them; the column drop is a catalog change.
 Downgrade puts the column back and refills it from `due_at` in the same transaction (a contract
-is undone only in an emergency), with the trigger, history column list and indexes.
+is undone only in an emergency), with the trigger and the history column list (0007d's downgrade
+builds the indexes).
 """
 
 from alembic import op
@@ -53,9 +54,15 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("ALTER TABLE tasks ADD COLUMN due_date date")
+    # Every tenant's rows (row-level security is forced, for the owner too), without history:
+    # the refill changes no value a client wrote.
+    op.execute("ALTER TABLE tasks NO FORCE ROW LEVEL SECURITY")
+    op.execute("SELECT set_config('app.copying_tenant', 'on', true)")
     op.execute(
         "UPDATE tasks SET due_date = (due_at AT TIME ZONE 'UTC')::date WHERE due_at IS NOT NULL"
     )
+    op.execute("SELECT set_config('app.copying_tenant', '', true)")
+    op.execute("ALTER TABLE tasks FORCE ROW LEVEL SECURITY")
     op.execute(
         "CREATE TRIGGER tasks_due_sync BEFORE INSERT OR UPDATE ON tasks"
         " FOR EACH ROW EXECUTE FUNCTION public.taskflow_tasks_due_sync_v1()"

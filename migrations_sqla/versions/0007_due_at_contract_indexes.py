@@ -8,8 +8,10 @@ Its own revision, and its own fan-out in the contract phase, because a migrator 
 transaction before its non-transactional steps: dropped here, concurrently and after nothing
 else, no writer of a tenant's tasks (in the shared schema, every rls tenant's) waits for the
 drop; 0007c then drops the column. The application stopped sorting by `due_date` at the
-switch. Downgrade builds them again, concurrently.
+switch. Downgrade builds them again (in its transaction: an emergency path).
 """
+
+from alembic import op
 
 revision = "0007d"
 down_revision = "0007"
@@ -21,13 +23,6 @@ non_transactional_upgrade = (
     "DROP INDEX CONCURRENTLY IF EXISTS {schema}.tasks_due_live",
     "DROP INDEX CONCURRENTLY IF EXISTS {schema}.tasks_priority_due_live",
 )
-non_transactional_downgrade = (
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_due_live ON {schema}.tasks"
-    " (tenant_id, coalesce(due_date, 'infinity'::date), id) WHERE deleted_at IS NULL",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_priority_due_live ON {schema}.tasks"
-    " (tenant_id, priority DESC, coalesce(due_date, 'infinity'::date), id)"
-    " WHERE deleted_at IS NULL",
-)
 
 
 def upgrade() -> None:
@@ -35,4 +30,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    pass
+    # In the transaction, not concurrently: a downgrade past 0007 drops them again in the same
+    # plan, before any non-transactional step would have built them (an emergency path).
+    op.execute(
+        "CREATE INDEX IF NOT EXISTS tasks_due_live ON tasks"
+        " (tenant_id, coalesce(due_date, 'infinity'::date), id) WHERE deleted_at IS NULL"
+    )
+    op.execute(
+        "CREATE INDEX IF NOT EXISTS tasks_priority_due_live ON tasks"
+        " (tenant_id, priority DESC, coalesce(due_date, 'infinity'::date), id)"
+        " WHERE deleted_at IS NULL"
+    )
