@@ -50,7 +50,7 @@ def value(name: str, default: str) -> str:
     """The value this process serves for `name` now (pinned, else the row, else `default`)."""
     pinned = getattr(settings, "READ_SWITCH_PINS", {}).get(name)
     current = pinned or _stored(name) or default
-    _report(name, current)
+    report(name, current)
     return current
 
 
@@ -82,7 +82,8 @@ def _served_key(name: str, served: str) -> str:
     return f"switch:{name}:{served}:{process_name()}"
 
 
-def _report(name: str, served: str) -> None:
+def report(name: str, served: str) -> None:
+    """Tell the platform this process serves `served` for `name` (at most every REPORT_S)."""
     now = time.monotonic()
     key = (name, served)
     if now - _reported.get(key, 0.0) < REPORT_S:

@@ -28,6 +28,7 @@ from django.conf import settings
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 1.0
+PLATFORM_LANE = 0  # the lease of a run's template and shared stage (batch numbers start at 1)
 LEASE_S = 5.0
 RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end

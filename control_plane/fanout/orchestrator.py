@@ -20,7 +20,7 @@ from datetime import timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from control_plane.fanout import runs
+from control_plane.fanout import liveness, runs
 from control_plane.fanout.models import (
     MigrationRun,
     RunStatus,
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 MIGRATED_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.SUSPENDED, TenantStatus.ARCHIVED)
 SWEEP_WAIT = timedelta(minutes=2)  # how long the sweep waits for tenants still provisioning
 SWEEP_POLL_S = 1.0
+PLATFORM_RETRY_S = 1.0  # an advance that found the platform stage's lease held tries again
 
 
 def advance(
@@ -57,14 +58,26 @@ def advance(
     )
     run = MigrationRun.objects.get(pk=run_id)
     # Also after a redelivery: a worker killed during this stage left the run here.
-    if (
-        run.status == RunStatus.RUNNING
-        and run.stage == Stage.SCHEMAS
-        and not migrate_platform_schemas(run)
-    ):
-        if first is not None:
-            first()
-        return False
+    if run.status == RunStatus.RUNNING and run.stage == Stage.SCHEMAS:
+        # The platform stage has a lane lease of its own, like a batch: a second advance (a
+        # redelivery, the reaper's re-send) returns while a live task migrates the template,
+        # and reap_dead_lanes re-sends the advance within seconds when that task's worker died.
+        with liveness.lane_lease(run_id, liveness.PLATFORM_LANE) as held:
+            if held:
+                run.refresh_from_db()
+            migrated = held and (
+                run.status != RunStatus.RUNNING
+                or run.stage != Stage.SCHEMAS
+                or migrate_platform_schemas(run)
+            )
+        if not held:
+            # Whatever the holder finds (the run cancelled, then resumed meanwhile, say), this
+            # advance happens after it: again in a moment, until the lease is free or expired.
+            runs.enqueue_advance(run_id, countdown=PLATFORM_RETRY_S)
+        if not migrated:
+            if first is not None:
+                first()
+            return False
     with transaction.atomic():
         run = MigrationRun.objects.select_for_update().get(pk=run_id)
         if first is not None:

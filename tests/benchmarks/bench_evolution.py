@@ -78,7 +78,7 @@ def fill(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
         "SELECT set_config('app.tenant_id', %(t)s::text, true);"
         "WITH p AS (INSERT INTO {s}.projects (tenant_id, key, name) VALUES (%(t)s, 'P', 'p')"
         " RETURNING id) INSERT INTO {s}.tasks (tenant_id, project_id, title, due_date)"
-        " SELECT %(t)s, p.id, 't', CASE WHEN g % 4 <> 0 THEN date '2026-12-01' + g % 300 END"
+        " SELECT %(t)s, p.id, 't', CASE WHEN g %% 4 <> 0 THEN date '2026-12-01' + g %% 300 END"
         " FROM p, generate_series(1, %(n)s) g"
     )
     with owner_connection() as conn:
