@@ -40,6 +40,11 @@ app.conf.beat_schedule = {
         "schedule": float(os.environ.get("RECOVERY_INTERVAL_SECONDS", "5")),
         "options": {"expires": float(os.environ.get("RECOVERY_INTERVAL_SECONDS", "5"))},
     },
+    "settle-evolutions": {
+        "task": "control_plane.evolution.settle_evolutions",
+        "schedule": 5.0,
+        "options": {"expires": 5},
+    },
     "purge-soft-deleted": {
         "task": "taskflow.tasks.purge_soft_deleted",
         "schedule": crontab(hour=3, minute=17),

@@ -99,6 +99,7 @@ SHARED_APPS = [
     "tenants",
     "control_plane",
     "control_plane.fanout",
+    "control_plane.evolution",
     "control_plane.imports",
     "django.contrib.contenttypes",
     "django.contrib.auth",

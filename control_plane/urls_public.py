@@ -35,6 +35,7 @@ urlpatterns = [
     ),
     path("ops/v1/", include("control_plane.tenancy.urls")),
     path("ops/v1/", include("control_plane.fanout.urls")),
+    path("ops/v1/", include("control_plane.evolution.urls")),
 ]
 
 handler404 = "control_plane.http.views.not_found"

@@ -559,7 +559,11 @@ class SchemaMigrator:
 
     def _resolve(self, destination: str) -> tuple[bool, str | None]:
         """(True, the revision) an upgrade or downgrade to `destination` ends at, when it
-        names one; (False, None) for a relative one ("-1"), which Alembic resolved itself."""
+        names one; (False, None) for a relative one ("-1"), which Alembic resolved itself.
+        "head" is Alembic's own here (contract steps included): the command line applies every
+        revision up to it, unlike a run's "head" (scripts.released_head)."""
+        if destination in ("head", "heads"):
+            return True, scripts.script_directory(self.target.location).get_current_head()
         try:
             return True, scripts.resolve_revision(self.target.location, destination)
         except Exception:

@@ -72,16 +72,52 @@ def script_directory(location: str = "") -> ScriptDirectory:
 
 
 def head_revision(location: str = "") -> str:
-    head = script_directory(location).get_current_head()
+    """What "head" means to runs: the newest revision that is not a pending contract step."""
+    head = released_head(location)
     assert head is not None
     return head
+
+
+def released_head(location: str = "") -> str | None:
+    """The script directory's head, below any trailing contract steps (`contract_step = True`).
+
+    A contract step drops what old code still reads, so no ordinary run, setup_platform or
+    onboarding ever reaches it by asking for "head": the evolution's contract phase names it
+    (control_plane.evolution), once its gate holds. A contract step that later releases say
+    `contract_released = True` (the contract is done everywhere) counts as head again.
+    """
+    script = script_directory(location)
+    head = script.get_current_head()
+    found: Script | None = script.get_revision(head) if head else None
+    while found is not None and _pending_contract(found):
+        parent = found.down_revision
+        found = script.get_revision(parent) if isinstance(parent, str) else None
+    return found.revision if found is not None else None
+
+
+def pending_contract_steps(location: str = "") -> list[Script]:
+    """The contract steps above the released head, oldest first (not applied by "head")."""
+    script = script_directory(location)
+    released = released_head(location)
+    head = script.get_current_head()
+    if head is None or head == released:
+        return []
+    above = script.iterate_revisions(head, released or "base")
+    return [step for step in reversed(list(above)) if step.revision != released]
+
+
+def _pending_contract(revision: Script) -> bool:
+    module = revision.module
+    return getattr(module, "contract_step", False) is True and not getattr(
+        module, "contract_released", False
+    )
 
 
 def resolve_revision(location: str, revision: str) -> str | None:
     """A concrete revision id for "head", "base" or a (partial) revision id; None for base."""
     script = script_directory(location)
     if revision in ("head", "heads", ""):
-        return script.get_current_head()
+        return released_head(location)
     if revision == BASE:
         return None
     try:

@@ -73,6 +73,12 @@ READ_ONLY = {SHOWN: True}  # the platform sets it
 REFERENCE = {"min": 1, "max": MAX_ID}  # the id of another row: a bigint
 
 
+# Columns an evolution under way has added to a table and to its history triggers before the
+# application maps them (control_plane.evolution): the expand of `tasks_due_at` (revision 0007)
+# adds `due_at`, kept in step with `due_date` by a trigger, read once the switch is on.
+EVOLVING_AUDITED: dict[str, tuple[str, ...]] = {"tasks": ("due_at",)}
+
+
 def columns_with(entity: Any, flag: str) -> tuple[str, ...]:
     """The names of the entity's columns that carry `flag` in their info, in table order."""
     return tuple(c.name for c in entity.__table__.columns if c.info.get(flag))

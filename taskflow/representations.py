@@ -15,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from taskflow.models import SHOWN, Comment, Project, Task, TaskHistory, columns_with
+from taskflow.models import (
+    EVOLVING_AUDITED,
+    SHOWN,
+    Comment,
+    Project,
+    Task,
+    TaskHistory,
+    columns_with,
+)
 
 # The fields of each representation, in order: the columns the model declares SHOWN.
 PROJECT_FIELDS = columns_with(Project, SHOWN)
@@ -60,12 +68,21 @@ CHANGES_AS_PAIRS = 1  # {"col": [old, new]}: the documented shape, as stored
 CHANGES_AS_NEW_VALUES = 2  # an insert's new values once, {"col": new}: cheaper to write in bulk
 
 
+# Columns an evolution under way records in history before the API shows them (EVOLVING_AUDITED).
+UNSHOWN_HISTORY_COLUMNS = frozenset(c for cs in EVOLVING_AUDITED.values() for c in cs)
+
+
 def history_changes(changes: dict[str, Any], changes_format: int) -> dict[str, Any]:
-    """`changes` in the documented shape {"col": [old, new]}, whichever way the row stored it."""
+    """`changes` in the documented shape {"col": [old, new]}, whichever way the row stored it,
+    without the columns the API does not show yet."""
     if changes_format == CHANGES_AS_PAIRS:
-        return changes
+        return {c: v for c, v in changes.items() if c not in UNSHOWN_HISTORY_COLUMNS}
     if changes_format == CHANGES_AS_NEW_VALUES:
-        return {column: [None, value] for column, value in changes.items() if value is not None}
+        return {
+            column: [None, value]
+            for column, value in changes.items()
+            if value is not None and column not in UNSHOWN_HISTORY_COLUMNS
+        }
     raise ValueError(f"unknown history changes_format {changes_format!r}")
 
 

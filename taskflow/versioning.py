@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import orjson
 from django.http import HttpRequest, HttpResponse, QueryDict
 
-from taskflow import api_versions
+from taskflow import api_versions, due
 from taskflow.api_versions import VERSION_HEADER, ApiVersion, Change
 from tenants.problems import problem_response
 
@@ -48,6 +48,7 @@ class ApiVersionMiddleware:
         tenant = getattr(request, "tenant", None)
         if tenant is None or tenant.is_public or not request.path.startswith(API_PREFIX):
             return self.get_response(request)
+        due.report_served()
         catalog = api_versions.CATALOG
         asked = request.headers.get(VERSION_HEADER)
         if asked is not None:

@@ -133,3 +133,19 @@ class SpareSchema(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ReadSwitch(models.Model):
+    """Which shape of the data the application reads while an evolution is under way.
+
+    One row per switch (for example `tasks.due` = `due_date` or `due_at`), set by the control
+    plane's evolutions (switch phase and its rollback) and read by tenant-facing code through
+    tenants.switches (cached a moment per process), so a rolling deploy needs no restart.
+    """
+
+    name: models.CharField[str, str] = models.CharField(max_length=100, primary_key=True)
+    value: models.CharField[str, str] = models.CharField(max_length=100)
+    updated_at: models.DateTimeField[datetime, datetime] = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} = {self.value}"

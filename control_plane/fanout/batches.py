@@ -24,7 +24,8 @@ from django.utils import timezone
 from control_plane.fanout import liveness, orchestrator
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus, TenantMigration
 from control_plane.fanout.outcomes import step_status
-from migrations_sqla.migrator import Outcome, SchemaMigrator, Target, owner_engine
+from control_plane.fanout.steppers import Stepper, stepper_for
+from migrations_sqla.migrator import Outcome, owner_engine
 from tenants.models import Tenant
 
 FLUSH_S = 1.0
@@ -51,16 +52,6 @@ class Step:
     recorded: dict[str, str]
 
 
-def run_target(run: MigrationRun) -> Target:
-    return Target(
-        alembic=run.target.get("alembic") or None,
-        django=run.target.get("django"),
-        location=run.script_location,
-        lock_timeout=run.lock_timeout,
-        statement_timeout=run.statement_timeout,
-    )
-
-
 def run_batch(run_id: int, batch: int, *, force: bool = False) -> int:
     """Migrate the batch's unfinished tenants, then more, claimed into the same batch number,
     while the run has work and a free slot; return how many tenants were attempted.
@@ -84,7 +75,7 @@ def _run_lane(run_id: int, batch: int, *, force: bool) -> int:
         return 0
     done = 0
     with owner_engine().connect() as conn:
-        migrator = SchemaMigrator(conn, run_target(run))
+        migrator = stepper_for(run, conn)
         while True:
             steps = [Step(*row) for row in _unfinished(run_id, batch)]
             recorder = Recorder()
@@ -115,7 +106,7 @@ def _unfinished(run_id: int, batch: int, status: str | None = None) -> Any:
 
 def _migrate_steps(
     run: MigrationRun,
-    migrator: SchemaMigrator,
+    migrator: Stepper,
     steps: list[Step],
     recorder: Recorder,
     *,

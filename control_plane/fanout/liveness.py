@@ -21,6 +21,7 @@ from control_plane.worker import leases
 
 HEARTBEAT_S = leases.HEARTBEAT_S
 LEASE_S = leases.LEASE_S
+PLATFORM_LANE = 0  # the lease of a run's template and shared stage (batch numbers start at 1)
 
 
 def lease_key(run_id: int, batch: int) -> str:

@@ -48,6 +48,13 @@ class StepStatus(models.TextChoices):
     SKIPPED = "skipped", "Skipped"
 
 
+class Operation(models.TextChoices):
+    """What a run does to each schema: migrate it to a revision, or fill a revision's BACKFILL."""
+
+    MIGRATE = "migrate", "Migrate"
+    BACKFILL = "backfill", "Backfill"
+
+
 class MigrationRun(models.Model):
     """One fan-out of the TaskFlow (Alembic) and Django tenant-app migrations to tenant schemas."""
 
@@ -101,6 +108,14 @@ class MigrationRun(models.Model):
     )
     batches_dispatched: models.PositiveIntegerField[int, int] = models.PositiveIntegerField(
         default=0
+    )
+    # What each schema gets (migrations_sqla.migrator or migrations_sqla.backfill) and its
+    # options: a backfill's {"revision", "batch_rows", "throttle_ms"}.
+    operation: models.CharField[str, str] = models.CharField(
+        max_length=12, choices=Operation.choices, default=Operation.MIGRATE
+    )
+    options: models.JSONField[dict[str, Any], dict[str, Any]] = models.JSONField(
+        default=dict, blank=True
     )
     error: models.TextField[str, str] = models.TextField(blank=True, default="")
     # When the reaper last re-sent the run's messages (control_plane.fanout.reaper).
@@ -164,6 +179,10 @@ class TenantMigration(models.Model):
         default=dict, blank=True
     )
     error: models.TextField[str, str] = models.TextField(blank=True, default="")
+    # A backfill's progress in this schema: {"rows", "cursor": [tenant_id, last_id], "done"}.
+    progress: models.JSONField[dict[str, Any], dict[str, Any]] = models.JSONField(
+        default=dict, blank=True
+    )
 
     class Meta:
         ordering = ("id",)

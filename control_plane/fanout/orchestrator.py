@@ -20,7 +20,7 @@ from datetime import timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from control_plane.fanout import runs
+from control_plane.fanout import liveness, runs
 from control_plane.fanout.models import (
     MigrationRun,
     RunStatus,
@@ -29,8 +29,9 @@ from control_plane.fanout.models import (
     TenantMigration,
 )
 from control_plane.fanout.outcomes import step_status
+from control_plane.fanout.steppers import stepper_for
 from migrations_sqla import scripts
-from migrations_sqla.migrator import SchemaMigrator, Target, owner_engine, platform_schemas
+from migrations_sqla.migrator import Target, owner_engine, platform_schemas
 from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
 from tenants.models import Isolation, Tenant, TenantStatus
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 MIGRATED_TENANT_STATUSES = (TenantStatus.ACTIVE, TenantStatus.SUSPENDED, TenantStatus.ARCHIVED)
 SWEEP_WAIT = timedelta(minutes=2)  # how long the sweep waits for tenants still provisioning
 SWEEP_POLL_S = 1.0
+PLATFORM_RETRY_S = 1.0  # an advance that found the platform stage's lease held tries again
 
 
 def advance(
@@ -56,14 +58,26 @@ def advance(
     )
     run = MigrationRun.objects.get(pk=run_id)
     # Also after a redelivery: a worker killed during this stage left the run here.
-    if (
-        run.status == RunStatus.RUNNING
-        and run.stage == Stage.SCHEMAS
-        and not migrate_platform_schemas(run)
-    ):
-        if first is not None:
-            first()
-        return False
+    if run.status == RunStatus.RUNNING and run.stage == Stage.SCHEMAS:
+        # The platform stage has a lane lease of its own, like a batch: a second advance (a
+        # redelivery, the reaper's re-send) returns while a live task migrates the template,
+        # and reap_dead_lanes re-sends the advance within seconds when that task's worker died.
+        with liveness.lane_lease(run_id, liveness.PLATFORM_LANE) as held:
+            if held:
+                run.refresh_from_db()
+            migrated = held and (
+                run.status != RunStatus.RUNNING
+                or run.stage != Stage.SCHEMAS
+                or migrate_platform_schemas(run)
+            )
+        if not held:
+            # Whatever the holder finds (the run cancelled, then resumed meanwhile, say), this
+            # advance happens after it: again in a moment, until the lease is free or expired.
+            runs.enqueue_advance(run_id, countdown=PLATFORM_RETRY_S)
+        if not migrated:
+            if first is not None:
+                first()
+            return False
     with transaction.atomic():
         run = MigrationRun.objects.select_for_update().get(pk=run_id)
         if first is not None:
@@ -111,8 +125,8 @@ def migrate_platform_schemas(run: MigrationRun) -> bool:
         statement_timeout=run.statement_timeout,
     )
     with owner_engine().connect() as conn:
-        migrator = SchemaMigrator(conn, target)
-        for schema in platform_schemas(migrator.connection):
+        migrator = stepper_for(run, conn, target)
+        for schema in platform_schemas(conn):
             step, new_step = TenantMigration.objects.update_or_create(
                 run=run,
                 schema_name=schema,
@@ -134,7 +148,9 @@ def migrate_platform_schemas(run: MigrationRun) -> bool:
             if not outcome.ok:
                 _finish(run, RunStatus.FAILED, f"The {schema} schema failed to migrate: {error}")
                 return False
-        revisions = read_revisions(migrator.raw, TEMPLATE_SCHEMA)
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        revisions = read_revisions(raw, TEMPLATE_SCHEMA)
     run.target = revisions
     run.stage = Stage.CANARY
     run.save(update_fields=["target", "stage"])
@@ -148,10 +164,10 @@ def migrate_platform_schemas(run: MigrationRun) -> bool:
 
 CREATE_STEPS = """
 INSERT INTO {steps} (run_id, tenant_id, schema_name, canary, status, attempts, revisions_before,
-                     revisions_after, error, finished_at)
+                     revisions_after, error, finished_at, progress)
 SELECT %(run)s, t.id, t.schema_name, false, s.status, 0, t.revisions,
        CASE WHEN s.status = 'skipped' THEN t.revisions ELSE '{{}}'::jsonb END, '',
-       CASE WHEN s.status = 'skipped' THEN now() END
+       CASE WHEN s.status = 'skipped' THEN now() END, '{{}}'::jsonb
 FROM {tenants} t
 CROSS JOIN LATERAL (SELECT CASE WHEN NOT %(verify)s AND t.revisions = %(target)s::jsonb
                                 THEN 'skipped' ELSE 'pending' END AS status) s

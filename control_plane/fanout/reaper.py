@@ -23,7 +23,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from control_plane.fanout import liveness, runs
-from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus
+from control_plane.fanout.models import MigrationRun, RunStatus, Stage, StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -101,4 +101,30 @@ def reap_dead_lanes() -> list[tuple[int, int]]:
         )
         runs.enqueue_batch(run_id, batch)
         sent.append((run_id, batch))
+    sent += _reap_platform_stage()
+    return sent
+
+
+def _reap_platform_stage() -> list[tuple[int, int]]:
+    """Re-send the advance of runs whose template or shared schema is being migrated by nobody
+    (the platform stage's lease, lane 0, expired): (run, 0) pairs sent."""
+    stalled = (
+        MigrationRun.objects.filter(
+            status=RunStatus.RUNNING,
+            stage=Stage.SCHEMAS,
+            steps__tenant__isnull=True,
+            steps__status=StepStatus.RUNNING,
+        )
+        .values_list("id", flat=True)
+        .distinct()
+    )
+    sent = []
+    for run_id in sorted(stalled):
+        if liveness.is_held(run_id, liveness.PLATFORM_LANE) or not liveness.claim_resend(
+            run_id, liveness.PLATFORM_LANE
+        ):
+            continue
+        log.warning("migration run %s: its platform stage has no live worker; advancing", run_id)
+        runs.enqueue_advance(run_id)
+        sent.append((run_id, liveness.PLATFORM_LANE))
     return sent

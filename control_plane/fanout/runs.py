@@ -19,6 +19,7 @@ from control_plane.celery import app as celery_app
 from control_plane.fanout.models import (
     COUNT_MAX,
     MigrationRun,
+    Operation,
     RunStatus,
     Stage,
     StepStatus,
@@ -103,12 +104,21 @@ def start_run(
     started_from: str = "",
     enqueue: bool = True,
     allow_downgrade: bool = False,
+    operation: str = Operation.MIGRATE,
+    options: dict[str, Any] | None = None,
 ) -> MigrationRun:
     """Record a run and queue its first step; the template is migrated by a worker.
 
     A run that would take the template or a tenant to an older revision is refused with
-    DowngradeNotConfirmed unless `allow_downgrade` (the operator confirmed it).
+    DowngradeNotConfirmed unless `allow_downgrade` (the operator confirmed it). A backfill run
+    (`operation`) fills the BACKFILL that revision `to` declares in every schema (never skipped
+    from recorded revisions: its work is rows, not revisions); it changes no revision.
     """
+    if operation == Operation.BACKFILL:
+        verify, allow_downgrade = True, True
+        options = {**(options or {}), "revision": to}
+    elif operation != Operation.MIGRATE:
+        raise InvalidRun(f"operation is migrate or backfill, not {operation!r}.")
     location = scripts.default_location() if script_location is None else script_location
     try:
         target = scripts.resolve_revision(location, to or "head")
@@ -142,6 +152,8 @@ def start_run(
             verify=verify,
             lock_timeout=lock_timeout,
             statement_timeout=statement_timeout,
+            operation=operation,
+            options=options or {},
         )
         if enqueue:
             transaction.on_commit(lambda: enqueue_advance(run.pk))
@@ -287,6 +299,13 @@ def run_counts(run: MigrationRun) -> dict[str, int]:
     return counts
 
 
+def rows_written(run: MigrationRun) -> int:
+    """A backfill run's rows written so far, over every schema (0 for a migrate run)."""
+    if run.operation != Operation.BACKFILL:
+        return 0
+    return sum(int(p.get("rows", 0)) for p in run.steps.values_list("progress", flat=True) if p)
+
+
 def run_steps(
     run: MigrationRun, *, status: str = "", search: str = "", limit: int = STEP_LIMIT
 ) -> QuerySet[TenantMigration]:
@@ -314,6 +333,7 @@ def step_state(step: TenantMigration) -> dict[str, Any]:
         "revisions_before": step.revisions_before,
         "revisions_after": step.revisions_after,
         "error": step.error,
+        "progress": step.progress,
     }
 
 
@@ -331,6 +351,8 @@ def run_state(
         "stage": run.stage,
         "finished": run.is_finished,
         "requested_revision": run.requested_revision,
+        "operation": run.operation,
+        "options": run.options,
         "target": run.target,
         "tenants": run.tenant_slugs,
         "strategy": {
@@ -349,6 +371,7 @@ def run_state(
         "error": run.error,
         "counts": counts,
         "progress": round(progress, 4),
+        "rows_written": rows_written(run),
         "steps": [step_state(s) for s in run_steps(run, status=status, search=search, limit=limit)],
     }
 

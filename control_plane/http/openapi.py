@@ -17,7 +17,7 @@ from drf_spectacular.plumbing import get_doc
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 
-from control_plane.fanout.models import RunStatus, Stage, StepStatus
+from control_plane.fanout.models import Operation, RunStatus, Stage, StepStatus
 from control_plane.imports.models import ImportMode, ImportStatus
 from control_plane.tenancy.serializers import TenantSerializer
 from taskflow.openapi import (
@@ -227,6 +227,7 @@ class StepShape(serializers.Serializer[Any]):
     revisions_before = serializers.DictField(allow_null=True)
     revisions_after = serializers.DictField(allow_null=True)
     error = serializers.CharField(allow_blank=True, allow_null=True)
+    progress = serializers.DictField(help_text="A backfill run's rows and keyset position here.")
 
     class Meta:
         ref_name = "MigrationStep"
@@ -240,6 +241,8 @@ class RunShape(serializers.Serializer[Any]):
     stage = serializers.ChoiceField(choices=Stage.choices)
     finished = serializers.BooleanField()
     requested_revision = serializers.CharField()
+    operation = serializers.ChoiceField(choices=Operation.choices)
+    options = serializers.DictField()
     target = serializers.DictField()
     tenants = serializers.ListField(child=serializers.CharField(), allow_null=True)
     strategy = serializers.DictField()
@@ -250,6 +253,7 @@ class RunShape(serializers.Serializer[Any]):
     error = serializers.CharField(allow_blank=True)
     counts = serializers.DictField(child=serializers.IntegerField())
     progress = serializers.FloatField()
+    rows_written = serializers.IntegerField()
     steps = StepShape(many=True)
     url = serializers.CharField()
 
@@ -258,6 +262,44 @@ class RunShape(serializers.Serializer[Any]):
 
 
 RUN_LIST = inline_serializer("MigrationRunList", {"results": RunShape(many=True)})
+
+
+class EvolutionRunShape(serializers.Serializer[Any]):
+    """One fan-out of an evolution's phase (control_plane.evolution.phases)."""
+
+    phase = serializers.CharField()
+    action = serializers.CharField()
+    step = serializers.IntegerField()
+    override = serializers.BooleanField()
+    run = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    error = serializers.CharField(allow_blank=True)
+
+    class Meta:
+        ref_name = "EvolutionRun"
+
+
+class EvolutionShape(serializers.Serializer[Any]):
+    """An evolution as the API, the admin page and the CLI show it (phases.evolution_state)."""
+
+    name = serializers.CharField()
+    title = serializers.CharField()
+    completed = serializers.CharField(allow_blank=True)
+    status = serializers.CharField()
+    finished = serializers.BooleanField()
+    phases = serializers.ListField(child=serializers.DictField())
+    switch = serializers.DictField(child=serializers.CharField())
+    contract_gate = serializers.DictField()
+    options = serializers.DictField()
+    current = serializers.DictField(allow_null=True)
+    runs = EvolutionRunShape(many=True)
+    url = serializers.CharField()
+
+    class Meta:
+        ref_name = "Evolution"
+
+
+EVOLUTION_LIST = inline_serializer("EvolutionList", {"results": EvolutionShape(many=True)})
 
 RUN_DETAIL_QUERY = (
     QueryParam("status", "Only steps in this status.", enum=tuple(StepStatus.values)),

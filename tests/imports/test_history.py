@@ -27,6 +27,7 @@ pytestmark = pytest.mark.worker
 
 BEFORE = "0002"  # the revision before lean history writes
 HEAD_FUNCTION = "taskflow_history_v3"  # what the history triggers call at the head (0005)
+DUE_AT = "2030-01-02T00:00:00+00:00"  # due_date 2030-01-02 at 00:00 UTC, set by the sync trigger
 COLUMNS = ("external_id", "project", "title", "description", "status", "priority", "due_date")
 
 
@@ -61,7 +62,8 @@ def history_function(schema: str) -> set[str]:
     with owner_connection() as conn:
         rows = conn.execute(
             "SELECT DISTINCT p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
-            " WHERE t.tgrelid = format('%%I.tasks', %s::text)::regclass AND NOT t.tgisinternal",
+            " WHERE t.tgrelid = format('%%I.tasks', %s::text)::regclass AND NOT t.tgisinternal"
+            " AND t.tgname LIKE 'tasks\\_history\\_%%'",
             (schema,),
         ).fetchall()
     return {r[0] for r in rows}
@@ -123,8 +125,9 @@ def test_imported_new_rows_and_updates_show_the_documented_history(
         "priority": [None, 0],
     }
     # Stored lean: the insert once, flat; the update as pairs of the changed columns only.
+    # The expand of tasks_due_at records due_at too, which the API does not show yet.
     assert stored(import_tenant, "EXT-1") == [
-        ("insert", 2, {k: v[1] for k, v in one[0]["changes"].items()}),
+        ("insert", 2, {**{k: v[1] for k, v in one[0]["changes"].items()}, "due_at": DUE_AT}),
         ("update", 1, one[1]["changes"]),
     ]
 

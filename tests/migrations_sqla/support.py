@@ -14,7 +14,7 @@ from pathlib import Path
 from psycopg import sql
 
 from migrations_sqla.migrator import SchemaMigrator, Target, owner_engine, platform_schemas
-from migrations_sqla.scripts import head_revision
+from migrations_sqla.scripts import head_revision, pending_contract_steps
 from tenants.cloning import clone_schema
 from tenants.database_roles import app_role_name, owner_connection
 from tenants.models import Isolation, Tenant, TenantStatus, schema_name_for
@@ -82,8 +82,11 @@ def make_script_dir(path: Path, *, sleep_ms: int = 0, with_second: bool = False)
     """A copy of migrations_sqla's versions plus TEST_REVISION (and TEST_REVISION_2) on top."""
     versions = path / "versions"
     versions.mkdir(parents=True)
+    # Test revisions stack on the released head: pending contract steps stay out of the copy.
+    pending = {Path(step.path).name for step in pending_contract_steps()}
     for script in (ROOT / "migrations_sqla" / "versions").glob("*.py"):
-        shutil.copy(script, versions)
+        if script.name not in pending:
+            shutil.copy(script, versions)
     sleep = f'    op.execute("SELECT pg_sleep({sleep_ms / 1000})")\n' if sleep_ms else ""
     estimate = render_revision(REVISION_ESTIMATE, TEST_REVISION, BASE_REVISION)
     (versions / f"{TEST_REVISION}_estimate.py").write_text(estimate.replace("{sleep}", sleep))

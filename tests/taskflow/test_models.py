@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from taskflow.imports.columns import FILE_COLUMNS
 from taskflow.imports.writing import CONFLICT_KEY, ID_KEY
-from taskflow.models import AUDITED, Comment, Project, Task, columns_with
+from taskflow.models import AUDITED, EVOLVING_AUDITED, Comment, Project, Task, columns_with
 from taskflow.representations import COMMENT_FIELDS, PROJECT_FIELDS, TASK_FIELDS
 from taskflow.serializers import ProjectCreate, ProjectPatch, TaskCreate, TaskPatch
 from taskflow.services import PROJECT_WRITABLE, TASK_WRITABLE
@@ -39,8 +39,9 @@ def history_trigger_arguments(schema: str) -> dict[tuple[str, str], tuple[str, .
 
 def expected_trigger_arguments() -> dict[tuple[str, str], tuple[str, ...]]:
     return {
-        (entity.__tablename__, f"{entity.__tablename__}_history_{operation}"): columns_with(
-            entity, AUDITED
+        (entity.__tablename__, f"{entity.__tablename__}_history_{operation}"): (
+            *columns_with(entity, AUDITED),
+            *EVOLVING_AUDITED.get(entity.__tablename__, ()),
         )
         for entity in AUDITED_ENTITIES
         for operation in OPERATIONS

@@ -1,0 +1,88 @@
+"""What a run does to one schema: the migrator for a migrate run, the backfiller for a backfill run.
+
+Both have one method, `migrate(schema, attempted_before=, recorded=) -> Outcome`, so the
+orchestrator's platform stage and the batches run every operation alike: same leases, reaper,
+retries on a lost database, budget, cancel and resume. A backfill run records each schema's
+progress on its TenantMigration row (`progress`) as it goes, and a redelivered schema resumes
+from there. This module only builds steppers; it never decides what a run covers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from control_plane.fanout.models import MigrationRun, Operation, TenantMigration
+from migrations_sqla import backfill
+from migrations_sqla.migrator import Outcome, SchemaMigrator, Target
+from tenants.cloning import TEMPLATE_SCHEMA
+from tenants.models import Isolation, Tenant
+from tenants.placement import SHARED_SCHEMA
+
+
+class Stepper(Protocol):
+    def migrate(
+        self,
+        schema: str,
+        *,
+        attempted_before: bool = False,
+        recorded: dict[str, str] | None = None,
+    ) -> Outcome: ...
+
+
+def run_target(run: MigrationRun) -> Target:
+    return Target(
+        alembic=run.target.get("alembic") or None,
+        django=run.target.get("django"),
+        location=run.script_location,
+        lock_timeout=run.lock_timeout,
+        statement_timeout=run.statement_timeout,
+    )
+
+
+def stepper_for(run: MigrationRun, conn: sa.Connection, target: Target | None = None) -> Stepper:
+    """The run's per-schema worker over `conn` (`target`: the platform stage's own)."""
+    if run.operation == Operation.BACKFILL:
+        return backfiller_for(run, conn)
+    return SchemaMigrator(conn, target or run_target(run))
+
+
+def backfiller_for(run: MigrationRun, conn: sa.Connection) -> backfill.SchemaBackfiller:
+    options = run.options
+    declared = backfill.declared_backfill(run.script_location, str(options["revision"]))
+    return backfill.SchemaBackfiller(
+        conn,
+        declared,
+        tenant_ids=tenant_ids_in,
+        options=backfill.Options(
+            batch_rows=int(options.get("batch_rows") or backfill.DEFAULT_BATCH_ROWS),
+            throttle_ms=int(options.get("throttle_ms") or 0),
+            lock_timeout=run.lock_timeout,
+            statement_timeout=run.statement_timeout,
+        ),
+        progress=lambda schema, state: record_progress(run.pk, schema, state),
+        resume_from=lambda schema: recorded_progress(run.pk, schema),
+    )
+
+
+def tenant_ids_in(schema: str) -> list[int]:
+    """Whose rows a schema holds: the shared schema every rls tenant's, the template none."""
+    if schema == TEMPLATE_SCHEMA:
+        return []
+    if schema == SHARED_SCHEMA:
+        return list(Tenant.objects.filter(isolation=Isolation.RLS).values_list("pk", flat=True))
+    return list(Tenant.objects.filter(schema_name=schema).values_list("pk", flat=True))
+
+
+def record_progress(run_id: int, schema: str, state: dict[str, Any]) -> None:
+    TenantMigration.objects.filter(run_id=run_id, schema_name=schema).update(progress=state)
+
+
+def recorded_progress(run_id: int, schema: str) -> dict[str, Any]:
+    found = (
+        TenantMigration.objects.filter(run_id=run_id, schema_name=schema)
+        .values_list("progress", flat=True)
+        .first()
+    )
+    return dict(found or {})

@@ -1,0 +1,207 @@
+"""Batched backfills: the backfill phase of an evolution, one schema at a time, never one long
+transaction per table.
+
+A revision that expands a table declares what its backfill writes (`BACKFILL = Backfill(...)`:
+the table, the assignment, and the predicate of rows still to fill). `SchemaBackfiller` fills
+one schema in batches of at most `batch_rows` rows, each its own short transaction (timeouts,
+`app.tenant_id` and the owner-only history stand-down set transaction-locally, so the rows'
+history does not grow by a backfill that changes no value a client wrote), walking each tenant's
+rows by `(tenant_id, id)` keyset order, sleeping `throttle_ms` between batches. In the shared
+schema it walks every rls tenant's rows in turn. Its `migrate()` has the migrator's shape (one
+schema in, an Outcome out, never raising for the schema), so the fan-out's batches run it as they
+run SchemaMigrator. Progress (rows written, and the keyset position) is reported through a
+callback; given back as `resume_from`, a redelivered schema (its worker was SIGKILLed, the
+database restarted) carries on from there, and is correct from anywhere because the predicate
+skips rows already filled. Never changes a table's shape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from django.utils import timezone
+from psycopg import errors, sql
+
+from migrations_sqla import scripts
+from migrations_sqla.migrator import (
+    MAX_ATTEMPTS,
+    ConnectionLost,
+    Outcome,
+    Result,
+    backoff,
+    check_schema_name,
+)
+
+DEFAULT_BATCH_ROWS = 1000
+REPORT_S = 0.5
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """What a backfill writes: `UPDATE table SET assign WHERE pending` (unqualified columns)."""
+
+    table: str
+    assign: str
+    pending: str
+
+
+def declared_backfill(location: str, revision: str) -> Backfill:
+    """The `BACKFILL` a revision declares (LookupError when it declares none)."""
+    found = scripts.script_directory(location).get_revision(revision)
+    backfill = getattr(found.module, "BACKFILL", None) if found else None
+    if not isinstance(backfill, Backfill):
+        raise LookupError(f"revision {revision!r} declares no BACKFILL")
+    return backfill
+
+
+@dataclass(frozen=True)
+class Options:
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    throttle_ms: int = 0
+    lock_timeout: str = "5s"
+    statement_timeout: str = "1min"
+
+
+# progress(schema, {"rows": n, "cursor": [tenant_id, last_id]})
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+class SchemaBackfiller:
+    """Backfills schemas one after another over one owner connection (a batch's connection)."""
+
+    def __init__(
+        self,
+        connection: sa.Connection,
+        backfill: Backfill,
+        *,
+        tenant_ids: Callable[[str], list[int]],
+        options: Options = Options(),
+        progress: Progress | None = None,
+        resume_from: Callable[[str], dict[str, Any]] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        raw = self.connection.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        self.raw: psycopg.Connection = raw
+        self.backfill = backfill
+        self.tenant_ids = tenant_ids
+        self.options = options
+        self.progress = progress
+        self.resume_from = resume_from
+        self.sleep = sleep
+
+    def migrate(
+        self,
+        schema: str,
+        *,
+        attempted_before: bool = False,
+        recorded: dict[str, str] | None = None,
+    ) -> Outcome:
+        """Fill `schema`'s pending rows in batches; MIGRATED when rows were written, else SKIPPED."""
+        del attempted_before, recorded  # idempotent from anywhere: the predicate decides
+        outcome = Outcome()
+        started = time.perf_counter()
+        try:
+            check_schema_name(schema)
+            state = dict(self.resume_from(schema)) if self.resume_from else {}
+            rows = self._fill(schema, state, outcome)
+            outcome.result = Result.MIGRATED if rows else Result.SKIPPED
+        except ConnectionLost:
+            raise
+        except Exception as exc:
+            if self.raw.closed or self.raw.broken:  # not the schema's fault: the caller retries
+                raise ConnectionLost(f"{type(exc).__name__}: {exc}".strip()) from exc
+            self._rollback()
+            outcome.result = Result.FAILED
+            outcome.error = f"{type(exc).__name__}: {exc}"[:4000]
+        outcome.finished_at = timezone.now()
+        outcome.duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        return outcome
+
+    def _fill(self, schema: str, state: dict[str, Any], outcome: Outcome) -> int:
+        rows = int(state.get("rows", 0))
+        cursor = state.get("cursor") or [None, 0]
+        statement = self._statement(schema)
+        last_report = time.monotonic()
+        for tenant_id in sorted(self.tenant_ids(schema)):
+            if cursor[0] is not None and tenant_id < cursor[0]:
+                continue  # finished before the interruption
+            last_id = int(cursor[1]) if cursor[0] == tenant_id else 0
+            while True:
+                high, written = self._batch(statement, tenant_id, last_id, outcome)
+                if high is None:
+                    break
+                rows += written
+                last_id = high
+                cursor = [tenant_id, last_id]
+                if self.progress and time.monotonic() - last_report >= REPORT_S:
+                    self.progress(schema, {"rows": rows, "cursor": cursor})
+                    last_report = time.monotonic()
+                if self.options.throttle_ms:
+                    self.sleep(self.options.throttle_ms / 1000)
+            cursor = [tenant_id, 2**63 - 1]
+        if self.progress:
+            self.progress(schema, {"rows": rows, "cursor": cursor, "done": True})
+        return rows
+
+    def _statement(self, schema: str) -> str:
+        table = sql.Identifier(check_schema_name(schema), self.backfill.table)
+        query = sql.SQL(
+            "BEGIN;"
+            "SELECT set_config('lock_timeout', {lock}, true),"
+            " set_config('statement_timeout', {stmt}, true),"
+            " set_config('app.tenant_id', %(tenant)s, true),"
+            " set_config('app.copying_tenant', 'on', true);"
+            "WITH batch AS (SELECT id FROM {table} WHERE tenant_id = %(tenant)s::bigint"
+            " AND id > %(after)s ORDER BY tenant_id, id LIMIT %(limit)s),"
+            " written AS (UPDATE {table} SET {assign} FROM batch"
+            " WHERE {table}.id = batch.id AND {pending} RETURNING 1)"
+            " SELECT (SELECT max(id) FROM batch) AS high, (SELECT count(*) FROM written);"
+            "COMMIT"
+        ).format(
+            lock=sql.Literal(self.options.lock_timeout),
+            stmt=sql.Literal(self.options.statement_timeout),
+            table=table,
+            assign=sql.SQL(self.backfill.assign),
+            pending=sql.SQL(self.backfill.pending),
+        )
+        return query.as_string(self.raw)
+
+    def _batch(
+        self, statement: str, tenant_id: int, after: int, outcome: Outcome
+    ) -> tuple[int | None, int]:
+        """One batch in its own transaction, retried on lock timeouts; (highest id seen, written)."""
+        params = {"tenant": str(tenant_id), "after": after, "limit": self.options.batch_rows}
+        for attempt in range(MAX_ATTEMPTS):
+            outcome.attempts = max(outcome.attempts, attempt + 1)
+            try:
+                # Client-side binding: the whole transaction is one round trip.
+                cur = psycopg.ClientCursor(self.raw)
+                cur.execute(statement, params)
+                row = None
+                while True:  # the SELECT's result set is the last one but COMMIT's
+                    if cur.description is not None and cur.description[0].name == "high":
+                        row = cur.fetchone()
+                    if not cur.nextset():
+                        break
+                assert row is not None
+                return (int(row[0]) if row[0] is not None else None), int(row[1])
+            except errors.LockNotAvailable:
+                self._rollback()
+                if attempt + 1 == MAX_ATTEMPTS:
+                    raise
+                self.sleep(backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def _rollback(self) -> None:
+        if not self.raw.closed and self.raw.info.transaction_status not in (
+            psycopg.pq.TransactionStatus.IDLE,
+            psycopg.pq.TransactionStatus.UNKNOWN,
+        ):
+            self.raw.execute("ROLLBACK")

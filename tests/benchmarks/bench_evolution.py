@@ -1,0 +1,454 @@
+"""Evolution benchmark: the `tasks_due_at` evolution's phases against a bare psycopg loop.
+
+Run from the repository root (PostgreSQL at 127.0.0.1:5432 with superuser `postgres`, Redis):
+
+    .venv/bin/python -m tests.benchmarks.bench_evolution [--tenants 1000] [--tasks 20]
+        [--rls-tenants 100] [--shared-rows 1000000] [--concurrency 2] [--batch-rows 1000]
+        [--redis-url redis://127.0.0.1:6379/9] [--keep]
+
+`--tenants` schemas cloned from the template at the expand's parent revision, each with `--tasks`
+tasks, and a shared schema of `--shared-rows` tasks over `--rls-tenants` rls tenants. For each
+phase, in one run, side by side:
+
+- expand: a bare loop (`--concurrency` threads, one connection each) running, per schema, the
+  expand revision's SQL in one transaction then its two CREATE INDEX CONCURRENTLY, against the
+  evolution's expand fan-out (a real Celery worker, `-c concurrency`), after the bare loop's work
+  was undone;
+- backfill: the bare loop running the same batched UPDATE (`--batch-rows` rows a transaction, by
+  (tenant_id, id) keyset) over every tenant's rows, against the evolution's backfill fan-out,
+  after `due_at` was emptied again (sync trigger off for that);
+- switch: the evolution's sweep (no bare equivalent: it writes nothing);
+- contract: the bare loop (DROP INDEX CONCURRENTLY, then the column), undone, against the
+  evolution's contract (its two fan-outs).
+
+Throughout, a writer thread updates random tasks as old code does (`due_date`) at a fixed rate;
+per phase it reports p50/p99 of those writes against an idle window and the errors. Prints
+schemas/s and rows/s; targets: the evolution >= 0.5x the bare loop's rate in each phase, 0
+errors. Makes and drops its own database (`taskflow_bench_evolution`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.benchmarks.bench_fanout import start_worker
+from tests.benchmarks.bench_onboarding import ROOT, bench_env, create_database, drop_database
+
+BENCH_DB = "taskflow_bench_evolution"
+TARGET = 0.5
+WRITE_EVERY_S = 0.02
+PARENT, EXPAND, INDEXES_GONE, CONTRACT = "0005", "0007", "0007d", "0007c"
+
+
+# --- Data --------------------------------------------------------------------------------------
+
+
+def fill(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+    from psycopg import sql
+
+    from tenants.database_roles import owner_connection
+    from tenants.models import Isolation, Tenant, TenantStatus, schema_name_for
+    from tests.migrations_sqla.support import make_tenants, set_template
+
+    set_template("", PARENT)
+    print(f"cloning {args.tenants} tenant schemas ...", file=sys.stderr)
+    schema_tenants = make_tenants("b", args.tenants)
+    rls = Tenant.objects.bulk_create(
+        [
+            Tenant(name=f"r{i}", slug=f"r{i:05d}", schema_name=schema_name_for(f"r{i:05d}"),
+                   isolation=Isolation.RLS, status=TenantStatus.ACTIVE)
+            for i in range(args.rls_tenants)
+        ]
+    )  # fmt: skip
+    per_rls = max(1, args.shared_rows // max(1, args.rls_tenants))
+    print(f"writing {args.tenants * args.tasks} + {per_rls * len(rls)} tasks ...", file=sys.stderr)
+    insert = (
+        "SELECT set_config('app.tenant_id', %(t)s::text, true);"
+        "WITH p AS (INSERT INTO {s}.projects (tenant_id, key, name) VALUES (%(t)s, 'P', 'p')"
+        " RETURNING id) INSERT INTO {s}.tasks (tenant_id, project_id, title, due_date)"
+        " SELECT %(t)s, p.id, 't', CASE WHEN g %% 4 <> 0 THEN date '2026-12-01' + g %% 300 END"
+        " FROM p, generate_series(1, %(n)s) g"
+    )
+    with owner_connection() as conn:
+        conn.execute("ALTER TABLE shared.tasks DISABLE TRIGGER USER")  # no history for the fill
+        for tenant, schema, count in [
+            *((t, t.schema_name, args.tasks) for t in schema_tenants),
+            *((t, "shared", per_rls) for t in rls),
+        ]:
+            cur = psycopg_client_cursor(conn)
+            cur.execute(
+                sql.SQL(insert).format(s=sql.Identifier(schema)).as_string(conn),
+                {"t": tenant.pk, "n": count},
+            )
+            conn.commit()
+        conn.execute("ALTER TABLE shared.tasks ENABLE TRIGGER USER")
+        conn.commit()
+    return schema_tenants, rls
+
+
+def psycopg_client_cursor(conn: Any) -> Any:
+    import psycopg
+
+    return psycopg.ClientCursor(conn)
+
+
+# --- Bare loop ---------------------------------------------------------------------------------
+
+
+def bare(
+    owner_url: str, items: list[Any], concurrency: int, work: Callable[[Any, Any], int]
+) -> tuple[float, int]:
+    """`work(conn, item)` for every item over `concurrency` connections; (seconds, rows)."""
+    import psycopg
+
+    todo = list(items)
+    lock = threading.Lock()
+    total = [0]
+
+    def worker() -> None:
+        with psycopg.connect(owner_url, autocommit=True) as conn:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    item = todo.pop()
+                done = work(conn, item)
+                with lock:
+                    total[0] += done
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started, total[0]
+
+
+def migrate_sql(source: str, target: str) -> tuple[str, tuple[str, ...]]:
+    from migrations_sqla import scripts
+
+    down = scripts.is_downgrade(scripts.script_directory(""), source, target)
+    body = scripts.compile_sql("", source, target, down)
+    return body, scripts.non_transactional_between("", source, target)
+
+
+def schema_step(source: str, target: str) -> Callable[[Any, str], int]:
+    """The revisions' SQL in one transaction (search_path set), then their index steps."""
+    body, after = migrate_sql(source, target)
+
+    def step(conn: Any, schema: str) -> int:
+        conn.execute(
+            (
+                f"BEGIN; SELECT set_config('search_path', '\"{schema}\", public', true);"
+                f"SET LOCAL lock_timeout = '5s'; {body} COMMIT;"
+            ).encode()
+        )
+        for statement in after:
+            conn.execute(statement.replace("{schema}", f'"{schema}"').encode())
+        return 0
+
+    return step
+
+
+def backfill_step(batch_rows: int) -> Callable[[Any, tuple[str, int]], int]:
+    def step(conn: Any, item: tuple[str, int]) -> int:
+        import psycopg
+
+        schema, tenant = item
+        last, written = 0, 0
+        cur = psycopg.ClientCursor(conn)
+        while True:
+            cur.execute(
+                "BEGIN; SELECT set_config('app.tenant_id', %(t)s, true),"
+                " set_config('app.copying_tenant', 'on', true);"
+                f'WITH b AS (SELECT id FROM "{schema}".tasks WHERE tenant_id = %(t)s::bigint'
+                " AND id > %(a)s ORDER BY tenant_id, id LIMIT %(n)s),"
+                f' w AS (UPDATE "{schema}".tasks t SET due_at = t.due_date::timestamp AT TIME ZONE'
+                " 'UTC' FROM b WHERE t.id = b.id AND t.due_at IS NULL AND t.due_date IS NOT NULL"
+                " RETURNING 1) SELECT (SELECT max(id) FROM b) AS high, (SELECT count(*) FROM w);"
+                " COMMIT;",
+                {"t": str(tenant), "a": last, "n": batch_rows},
+            )
+            row = None
+            while True:
+                if cur.description is not None and cur.description[0].name == "high":
+                    row = cur.fetchone()
+                if not cur.nextset():
+                    break
+            if row is None or row[0] is None:
+                return written
+            last, written = int(row[0]), written + int(row[1])
+
+    return step
+
+
+def empty_due_at(owner_url: str, schemas: list[str]) -> None:
+    import psycopg
+
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        for schema in schemas:
+            conn.execute(
+                f'ALTER TABLE "{schema}".tasks DISABLE TRIGGER USER;'
+                f'ALTER TABLE "{schema}".tasks NO FORCE ROW LEVEL SECURITY;'
+                f'UPDATE "{schema}".tasks SET due_at = NULL WHERE due_at IS NOT NULL;'
+                f'ALTER TABLE "{schema}".tasks FORCE ROW LEVEL SECURITY;'
+                f'ALTER TABLE "{schema}".tasks ENABLE TRIGGER USER;'.encode()
+            )
+
+
+# --- Load: old code writing due_date -----------------------------------------------------------
+
+
+class Writer(threading.Thread):
+    """Updates a random task's due_date every WRITE_EVERY_S, as old code does; latencies by mark."""
+
+    def __init__(self, owner_url: str, targets: list[tuple[str, int]]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.targets = owner_url, targets
+        self.mark = "idle"
+        self.samples: dict[str, list[float]] = {}
+        self.errors: dict[str, list[str]] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import psycopg
+
+        conn = psycopg.connect(self.url, autocommit=True)
+        while not self.stop.is_set():
+            schema, tenant = random.choice(self.targets)
+            mark = self.mark
+            started = time.perf_counter()
+            try:
+                conn.execute("BEGIN")
+                conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant),))
+                conn.execute(
+                    f'UPDATE "{schema}".tasks SET due_date = coalesce(due_date, date'
+                    " '2027-01-01') + 1 WHERE tenant_id = %s AND id = (SELECT min(id) FROM"
+                    f' "{schema}".tasks WHERE tenant_id = %s)',
+                    (tenant, tenant),
+                )
+                conn.execute("COMMIT")
+                self.samples.setdefault(mark, []).append(time.perf_counter() - started)
+            except psycopg.Error as exc:
+                self.errors.setdefault(mark, []).append(str(exc).splitlines()[0])
+                conn = psycopg.connect(self.url, autocommit=True) if conn.broken else conn
+                if not conn.broken:
+                    conn.execute("ROLLBACK")
+            time.sleep(WRITE_EVERY_S)
+        conn.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+# --- Platform ----------------------------------------------------------------------------------
+
+
+def platform_phase(evolution: Any, phase: str, **kwargs: Any) -> tuple[float, int]:
+    from control_plane.evolution import phases
+
+    started = time.perf_counter()
+    phases.start_phase(evolution, phase, **kwargs)
+    while True:
+        state = phases.evolution_state(evolution)
+        if state["finished"]:
+            break
+        time.sleep(0.05)
+    seconds = time.perf_counter() - started
+    if state["status"] != "idle" or state["completed"] != phase:
+        raise SystemExit(f"{phase} did not complete: {state}")
+    from control_plane.evolution.models import EvolutionRun
+    from control_plane.fanout.runs import rows_written
+
+    written = sum(
+        rows_written(r.run) for r in EvolutionRun.objects.filter(evolution=evolution, phase=phase)
+    )
+    return seconds, written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=20)
+    parser.add_argument("--rls-tenants", type=int, default=100)
+    parser.add_argument("--shared-rows", type=int, default=1_000_000)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--batch-rows", type=int, default=1000)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    load = os.getloadavg()[0]
+    work = Path(tempfile.mkdtemp(prefix="bench_evolution_"))
+    print(f"creating database {BENCH_DB} ...", file=sys.stderr)
+    create_database(BENCH_DB)
+    env = bench_env(BENCH_DB, "control_plane.settings")
+    env.update(REDIS_URL=args.redis_url, CACHE_KEY_PREFIX="tfbenchev")
+    worker = None
+    try:
+        subprocess.run(
+            [sys.executable, "manage.py", "setup_platform"], cwd=ROOT, env=env, check=True,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        os.environ.update(env)
+        import django
+
+        django.setup()
+        from django.conf import settings
+
+        from control_plane.celery import app as celery_app
+        from control_plane.evolution import phases
+
+        schema_tenants, rls = fill(args)
+        owner_url = settings.MIGRATION_DATABASE_URL.replace("postgres://", "postgresql://", 1)
+        schemas = ["template", "shared", *(t.schema_name for t in schema_tenants)]
+        pairs = [(t.schema_name, t.pk) for t in schema_tenants] + [("shared", t.pk) for t in rls]
+        rows_total = args.tenants * args.tasks + len(rls) * max(
+            1, args.shared_rows // max(1, len(rls))
+        )
+        celery_app.control.purge()
+        worker = start_worker(env, args.concurrency, ROOT / ".data" / "worker-bench-evolution.log")
+        deadline = time.monotonic() + 60
+        while not celery_app.control.ping(timeout=0.5):
+            if time.monotonic() > deadline:
+                raise SystemExit("worker did not start; see .data/worker-bench-evolution.log")
+        evolution = phases.get_evolution("tasks_due_at")
+        phases.set_options(
+            evolution,
+            {"concurrency": args.concurrency, "batch_size": args.batch_size,
+             "batch_rows": args.batch_rows, "lock_timeout": "5s"},
+        )  # fmt: skip
+        writer = Writer(owner_url, random.sample(pairs, min(len(pairs), 200)))
+        writer.start()
+        time.sleep(3)  # the idle window
+        results: dict[str, dict[str, Any]] = {}
+
+        def measure(name: str, fn: Callable[[], tuple[float, int]]) -> tuple[float, int]:
+            writer.mark = name
+            out = fn()
+            writer.mark = "between"
+            return out
+
+        print("expand: bare loop, undo, evolution ...", file=sys.stderr)
+        b = measure(
+            "bare expand",
+            lambda: bare(owner_url, schemas, args.concurrency, schema_step(PARENT, EXPAND)),
+        )
+        bare(owner_url, schemas, args.concurrency, schema_step(EXPAND, PARENT))
+        p = measure("expand", lambda: platform_phase(evolution, "expand"))
+        results["expand"] = {"bare": b, "platform": p, "unit": "schemas", "n": len(schemas)}
+
+        print("backfill: bare loop, empty again, evolution ...", file=sys.stderr)
+        b = measure(
+            "bare backfill",
+            lambda: bare(owner_url, pairs, args.concurrency, backfill_step(args.batch_rows)),
+        )
+        empty_due_at(owner_url, schemas)
+        p = measure("backfill", lambda: platform_phase(evolution, "backfill"))
+        results["backfill"] = {"bare": b, "platform": p, "unit": "rows", "n": rows_total}
+
+        print("switch ...", file=sys.stderr)
+        p = measure("switch", lambda: platform_phase(evolution, "switch"))
+        results["switch"] = {"bare": None, "platform": p, "unit": "schemas", "n": len(schemas)}
+
+        print("contract: bare loop, undo, evolution ...", file=sys.stderr)
+
+        def bare_contract() -> tuple[float, int]:
+            first = bare(owner_url, schemas, args.concurrency, schema_step(EXPAND, INDEXES_GONE))
+            then = bare(owner_url, schemas, args.concurrency, schema_step(INDEXES_GONE, CONTRACT))
+            return first[0] + then[0], 0
+
+        b = measure("bare contract", bare_contract)
+        bare(owner_url, schemas, args.concurrency, schema_step(CONTRACT, EXPAND))
+        writer.stop.set()  # old code is gone before the contract: the gate asks for that
+        writer.join()
+        p = platform_phase(evolution, "contract")
+        results["contract"] = {"bare": b, "platform": p, "unit": "schemas", "n": len(schemas)}
+        print(report(args, results, writer, load))
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            drop_database(BENCH_DB)
+
+
+def report(
+    args: argparse.Namespace, results: dict[str, dict[str, Any]], writer: Writer, load: float
+) -> str:
+    idle = writer.samples.get("idle", [])
+    lines = [
+        "",
+        f"Evolution tasks_due_at: {args.tenants} schema tenants x {args.tasks} tasks, shared"
+        f" {args.shared_rows} rows over {args.rls_tenants} rls tenants, concurrency"
+        f" {args.concurrency}, {args.batch_rows} rows a backfill transaction (load avg {load:.1f})",
+        "",
+        f"{'phase':<10} {'bare s':>8} {'evolution s':>12} {'bare rate':>12} {'evo rate':>12}"
+        f" {'ratio':>6} {'target':>7}",
+    ]
+    for phase, r in results.items():
+        seconds, _rows = r["platform"]
+        rate = r["n"] / seconds
+        if r["bare"]:
+            bare_s = r["bare"][0]
+            bare_rate = r["n"] / bare_s
+            ratio = rate / bare_rate
+            verdict = "ok" if ratio >= TARGET else "MISSED"
+            lines.append(
+                f"{phase:<10} {bare_s:8.2f} {seconds:12.2f} {bare_rate:10.0f}/s {rate:10.0f}/s"
+                f" {ratio:6.2f} {verdict:>7}  ({r['unit']})"
+            )
+        else:
+            lines.append(
+                f"{phase:<10} {'-':>8} {seconds:12.2f} {'-':>12} {rate:10.0f}/s  ({r['unit']})"
+            )
+    lines += [
+        "",
+        f"old-code writes (UPDATE due_date every {WRITE_EVERY_S * 1000:.0f} ms): p50/p99 ms, errors",
+    ]
+    lines.append(f"{'window':<15} {'n':>6} {'p50':>8} {'p99':>8} {'p99/idle':>9} {'errors':>7}")
+    idle99 = pct(idle, 0.99)
+    for mark in [
+        "idle",
+        "bare expand",
+        "expand",
+        "bare backfill",
+        "backfill",
+        "switch",
+        "bare contract",
+    ]:
+        samples = writer.samples.get(mark, [])
+        errors = writer.errors.get(mark, [])
+        lines.append(
+            f"{mark:<15} {len(samples):6d} {pct(samples, 0.5):8.2f} {pct(samples, 0.99):8.2f}"
+            f" {pct(samples, 0.99) / idle99 if idle else float('nan'):9.2f} {len(errors):7d}"
+        )
+    all_errors = [e for errs in writer.errors.values() for e in errs]
+    if all_errors:
+        lines.append(f"first error: {all_errors[0]}")
+    if idle:
+        lines.append(f"idle median {statistics.median(idle) * 1000:.2f} ms")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
