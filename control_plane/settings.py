@@ -294,7 +294,7 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # One line per request (method, route, status, duration, tenant, user, request id).
 ACCESS_LOG = env.bool("ACCESS_LOG", default=True)
 LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
-configure_structlog()
+configure_structlog(log_format=LOG_FORMAT, level=LOG_LEVEL)
 # Keep this LOGGING in workers and beat: Celery would otherwise replace the root logger's handlers.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 

@@ -22,7 +22,7 @@ from control_plane.observability.exposition import metrics_response
 from tenants.binding import request_id_of
 from tenants.identity import Principal
 
-logger = structlog.get_logger("taskflow.request")
+logger = structlog.get_logger().bind(logger="taskflow.request")
 UNMATCHED = "unmatched"
 
 

@@ -31,7 +31,7 @@ from django.conf import settings
 
 from control_plane.observability import metrics, request_ids
 
-logger = structlog.get_logger("taskflow.task")
+logger = structlog.get_logger().bind(logger="taskflow.task")
 PUBLISHED_HEADER = "published_at"
 
 _running: dict[str, tuple[Token[str | None], float]] = {}

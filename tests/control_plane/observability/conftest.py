@@ -4,6 +4,7 @@ processes, one metrics folder), its stdout and stderr kept apart (spans, log lin
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,18 @@ from tests.processes import free_port, stop_process
 from tests.taskflow.conftest import TenantFixture, discard, provisioned_tenant
 
 METRICS_TOKEN = "metrics-test-token-7f3a"
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a process's output (other output, e.g. a traceback, skipped)."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+    return found
 
 
 @dataclass

@@ -11,14 +11,19 @@ from typing import Any
 
 import pytest
 import structlog
+from django.conf import settings
 
-from control_plane.observability.logging import REDACTED, logging_config, redact
+from control_plane.observability.logging import (
+    REDACTED,
+    configure_structlog,
+    logging_config,
+    redact,
+)
 from tenants.models import Tenant
 from tests.conftest import WorkerProcess
+from tests.control_plane.observability.conftest import json_lines
 from tests.factories import make_token, make_user, public_tenant
 from tests.taskflow.conftest import TenantFixture, discard
-
-OWNER_TOKEN_WORDS = ("tf_",)
 
 
 def test_redact_removes_tokens_and_secret_fields_from_any_line() -> None:
@@ -42,15 +47,17 @@ def test_redact_removes_tokens_and_secret_fields_from_any_line() -> None:
 
 
 def test_json_lines_carry_the_bound_context(capsys: Any) -> None:
-    config = logging_config(log_format="json", level="INFO")
-    logging.config.dictConfig(config)
+    logging.config.dictConfig(logging_config(log_format="json", level="INFO"))
+    configure_structlog(log_format="json", level="INFO")  # onto the captured stderr
     try:
         structlog.contextvars.bind_contextvars(request_id="r-1", tenant="acme")
         structlog.get_logger("taskflow.test").info("hello", status=200)
         logging.getLogger("some.library").warning("plain %s", "record")
     finally:
         structlog.contextvars.clear_contextvars()
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+        logging.config.dictConfig(settings.LOGGING)
+        configure_structlog(log_format=settings.LOG_FORMAT, level=settings.LOG_LEVEL)
+    lines = json_lines(capsys.readouterr().err)
     mine = next(line for line in lines if line["event"] == "hello")
     assert {"timestamp", "level", "request_id", "tenant", "status"} <= set(mine)
     assert (mine["request_id"], mine["tenant"], mine["level"]) == ("r-1", "acme", "info")
@@ -103,14 +110,14 @@ def test_no_token_reaches_a_log_line_of_web_or_worker(gunicorn: Any, committed: 
     for secret in (owner_token, staff_token, bad, owner_token.rsplit("_", 1)[1]):
         assert secret not in web
         assert secret not in work
-    requests = [json.loads(line) for line in web.splitlines() if '"event": "request"' in line]
+    requests = [line for line in json_lines(web) if line["event"] == "request"]
     mine = next(line for line in requests if line.get("request_id") == "log-test-1")
     assert mine["route"] == "/api/v1/projects"
     assert (mine["status"], mine["tenant"], mine["isolation"]) == (200, slug, "rls")
     assert isinstance(mine["user_id"], int)
     assert mine["duration_ms"] > 0
     assert {"timestamp", "level", "method"} <= set(mine)
-    tasks = [json.loads(line) for line in work.splitlines() if '"event": "task finished"' in line]
+    tasks = [line for line in json_lines(work) if line["event"] == "task finished"]
     assert any(line.get("request_id") == headers["x-request-id"] for line in tasks), work
 
 

@@ -14,6 +14,7 @@ from control_plane.celery import app as celery_app
 from control_plane.observability import request_ids
 from control_plane.observability.worker_signals import stamp
 from tests.conftest import WorkerProcess
+from tests.control_plane.observability.conftest import json_lines
 
 pytestmark = pytest.mark.django_db
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -80,7 +81,10 @@ def test_a_task_logs_with_the_request_id_that_sent_it(committed: None) -> None:
             time.sleep(0.1)
     finally:
         worker.stop()
-    lines = [line for line in worker.log_path.read_text().splitlines() if "task finished" in line]
+    lines = [
+        line for line in json_lines(worker.log_path.read_text()) if line["event"] == "task finished"
+    ]
     assert lines, worker.log_path.read_text()
-    assert '"request_id": "req-from-web-42"' in lines[0]
-    assert '"task": "control_plane.tasks.ping"' in lines[0]
+    assert lines[0]["request_id"] == "req-from-web-42"
+    assert lines[0]["task"] == "control_plane.tasks.ping"
+    assert lines[0]["queue"] == queue

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from tests.control_plane.observability.conftest import json_lines
 from tests.taskflow.conftest import TenantFixture
 
 
@@ -44,9 +45,9 @@ def test_a_request_is_one_trace_down_to_its_sql(
     assert sql, [(s["name"], s["attributes"]) for s in spans]
     assert any("projects" in str(s["attributes"].get("db.statement", "")) for s in sql)
     line = next(
-        json.loads(line)
-        for line in server.log_lines()
-        if '"event": "request"' in line and '"traced-1"' in line
+        line
+        for line in json_lines(server.stderr.read_text())
+        if line["event"] == "request" and line.get("request_id") == "traced-1"
     )
     assert line["trace_id"] == trace_id.removeprefix("0x")
 
