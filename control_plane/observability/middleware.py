@@ -21,6 +21,7 @@ from control_plane.observability import metrics, request_ids
 from control_plane.observability.exposition import metrics_response
 from tenants.binding import request_id_of
 from tenants.identity import Principal
+from tenants.middleware import PROBE_PATHS
 
 logger = structlog.get_logger().bind(logger="taskflow.request")
 UNMATCHED = "unmatched"
@@ -52,7 +53,10 @@ class ObservationMiddleware:
     def _observe(self, request: HttpRequest, response: HttpResponseBase, seconds: float) -> None:
         try:
             match = request.resolver_match
-            route = "/" + match.route if match is not None and match.route else UNMATCHED
+            if match is not None and match.route:
+                route = "/" + match.route
+            else:  # the probes answer before URL resolution; anything else matched no route
+                route = request.path if request.path in PROBE_PATHS else UNMATCHED
             tenant = getattr(request, "tenant", None)
             slug = getattr(tenant, "slug", "") or ("public" if tenant is not None else "")
             isolation = (
