@@ -11,3 +11,7 @@ class ControlPlaneConfig(AppConfig):
 
         converters.register()  # before any URLConf is loaded
         from control_plane.identity import principal_signals  # noqa: F401 - connects the receivers
+        from control_plane.observability import metrics, worker_signals  # noqa: F401 - connects them
+
+        if metrics.enabled():
+            metrics.watch_pools()

@@ -13,6 +13,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from control_plane.http import converters
+from control_plane.observability.logging import configure_structlog, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = BASE_DIR / ".data"
@@ -118,7 +119,10 @@ TENANT_APPS = [
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
 MIDDLEWARE = [
-    # First: every error that leaves, whoever made it, is problem+json (the admin's pages aside).
+    # Outermost: the request id (echoed on every response), log context, access line, metrics,
+    # and GET /metrics (control_plane.observability).
+    "control_plane.observability.middleware.ObservationMiddleware",
+    # Then: every error that leaves, whoever made it, is problem+json (the admin's pages aside).
     "control_plane.http.middleware.ProblemResponseMiddleware",
     "control_plane.ratelimits.headers.RateLimitHeadersMiddleware",
     "tenants.middleware.ProbeMiddleware",
@@ -126,6 +130,7 @@ MIDDLEWARE = [
     # Static files on every host, before tenant resolution: an asset never costs a tenant lookup.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "tenants.middleware.TenantMiddleware",
+    "control_plane.observability.middleware.TenantLogContextMiddleware",
     "django.middleware.common.CommonMiddleware",
     "tenants.middleware.PublicHostMiddleware",
     "taskflow.versioning.ApiVersionMiddleware",
@@ -323,13 +328,40 @@ QUEUE_CONSUMERS_CACHE_SECONDS = env.int("QUEUE_CONSUMERS_CACHE_SECONDS", default
 # /readyz's warnings: what an operator should know that does not make web unready (tenants.health).
 READINESS_WARNINGS = ["control_plane.worker.readiness.readiness_warnings"]
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"alembic": {"level": "WARNING"}},
-}
+
+# --- Observability (control_plane.observability) ----------------------------------------------
+# One line per record, rendered by structlog: JSON for machines (production's default), or for a
+# human (development's). Secrets are redacted from every line.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "console")
+if LOG_FORMAT not in {"json", "console"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or console, not {LOG_FORMAT!r}")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# One line per request (method, route, status, duration, tenant, user, request id).
+ACCESS_LOG = env.bool("ACCESS_LOG", default=True)
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+configure_structlog(log_format=LOG_FORMAT, level=LOG_LEVEL)
+# Keep this LOGGING in workers and beat: Celery would otherwise replace the root logger's handlers.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Prometheus metrics. Off: nothing is recorded and /metrics is 404 (the overhead benchmark's
+# baseline). GET /metrics needs `Authorization: Bearer METRICS_TOKEN`; no token, no endpoint.
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_PATH = env.str("METRICS_PATH", default="/metrics")
+# Only the busiest K tenants of a process get a label of their own; the others are "other".
+METRICS_TENANT_TOP_K = env.int("METRICS_TENANT_TOP_K", default=20)
+METRICS_TENANT_REFRESH_SECONDS = env.float("METRICS_TENANT_REFRESH_SECONDS", default=60.0)
+# A Celery worker's own exporter (same token): 0 is none.
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+METRICS_BIND_ADDRESS = env.str("METRICS_BIND_ADDRESS", default="127.0.0.1")
+# OpenTelemetry traces: off unless an exporter is named (otlp, console) or an OTLP endpoint set.
+TRACING_EXPORTER = env.str(
+    "TRACING_EXPORTER", default="otlp" if env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="") else ""
+)
+if TRACING_EXPORTER not in {"", "otlp", "console"}:
+    raise ImproperlyConfigured(
+        f"TRACING_EXPORTER must be otlp or console, not {TRACING_EXPORTER!r}"
+    )
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)

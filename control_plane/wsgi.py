@@ -13,7 +13,11 @@ from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 from django.urls import get_resolver
 
+from control_plane.observability.tracing import start_tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "control_plane.settings")
+# Before the handler loads its middleware: the Django instrumentation adds one (when tracing is on).
+start_tracing("web")
 application = get_wsgi_application()
 for urlconf in (settings.ROOT_URLCONF, settings.PUBLIC_SCHEMA_URLCONF):
     get_resolver(urlconf).url_patterns  # noqa: B018 - imports the URLconf and its views

@@ -83,7 +83,11 @@ def tenant_of(request: object) -> Tenant:
 
 
 def request_id_of(request: Any) -> str:
-    """The caller's X-Request-ID when well-formed, else a new one."""
+    """The request's id: the one the outermost middleware gave it (and echoes), else the caller's
+    X-Request-ID when well-formed, else a new one."""
+    given = getattr(request, "request_id", None)
+    if isinstance(given, str):
+        return given
     supplied = request.headers.get("X-Request-ID", "")
     return supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
 

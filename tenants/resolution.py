@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
+from prometheus_client import Counter
 
 from tenants.cache_epoch import current_epoch
 from tenants.models import Domain, Tenant
@@ -22,6 +24,14 @@ CACHE_TTL_SECONDS = 300
 # As long as an entry lives, so a tombstone outlives every entry written before it.
 TOMBSTONE_TTL_SECONDS = CACHE_TTL_SECONDS
 _TOMBSTONE = "forgotten"
+# Declared here, where resolution happens (tenants never imports control_plane); exposed with
+# the platform's other metrics (control_plane.observability).
+RESOLUTIONS = Counter(
+    "tenant_resolutions",
+    "Tenant resolutions by host, by outcome: hit (Redis), miss (database), unknown (no tenant).",
+    ["outcome"],
+    namespace="taskflow",
+)
 _FIELDS = (
     "id",
     "name",
@@ -50,14 +60,22 @@ def resolve_tenant(hostname: str) -> Tenant | None:
     found: dict[str, Any] = cache.get_many([key, forgotten])
     cached = found.get(key)
     if isinstance(cached, dict) and forgotten not in found:
+        _count("hit")
         return Tenant(**cached)
     domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
     if domain is None:
+        _count("unknown")
         return None
+    _count("miss")
     tenant: Tenant = domain.tenant
     if not found:  # neither cached nor forgotten
         cache.add(key, {f: getattr(tenant, f) for f in _FIELDS}, CACHE_TTL_SECONDS)
     return tenant
+
+
+def _count(outcome: str) -> None:
+    if settings.METRICS_ENABLED:
+        RESOLUTIONS.labels(outcome).inc()
 
 
 def forget_hosts(*hostnames: str) -> None:

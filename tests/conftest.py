@@ -57,8 +57,15 @@ def unique() -> str:
 class WorkerProcess:
     """A real `celery worker` process, started and stopped by the test session."""
 
-    def __init__(self, name: str, queues: str = "default,migrations,imports", concurrency: int = 2):
+    def __init__(
+        self,
+        name: str,
+        queues: str = "default,migrations,imports",
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+    ):
         self.name = f"{name}@{uuid.uuid4().hex[:6]}"
+        self.env = os.environ | (env or {})
         self.queues = queues
         self.concurrency = concurrency
         self.process: subprocess.Popen[bytes] | None = None
@@ -73,7 +80,7 @@ class WorkerProcess:
                 "-Q", self.queues, "-c", str(self.concurrency), "-n", self.name,
                 "--without-gossip", "--without-mingle", "-l", "info",
             ],
-            cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

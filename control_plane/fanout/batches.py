@@ -25,6 +25,7 @@ from control_plane.fanout import liveness, orchestrator
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus, TenantMigration
 from control_plane.fanout.outcomes import step_status
 from control_plane.fanout.steppers import Stepper, stepper_for
+from control_plane.observability import metrics
 from migrations_sqla.migrator import Outcome, owner_engine
 from tenants.models import Tenant
 
@@ -191,6 +192,7 @@ class Recorder:
     def flush(self) -> bool:
         """Write what is buffered; True when a failure was among it."""
         failed = any(row["status"] == StepStatus.FAILED for row in self.rows)
+        metrics.fanout_steps_recorded([str(row["status"]) for row in self.rows])
         if self.rows:
             with connection.cursor() as cursor:
                 cursor.execute(

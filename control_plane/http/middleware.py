@@ -8,8 +8,9 @@ and the headers, on every host and path, except the admin's own pages on the pub
 for humans) and the probes (their JSON is their contract). It also refuses a NUL in the query
 string up front: PostgreSQL text cannot hold one, so it could only fail later, as a 500.
 
-It must stay first in MIDDLEWARE, must never raise (an exception here would be rendered by Django,
-DEBUG page included), and must never read the Host (reading a disallowed one raises).
+It must stay first in MIDDLEWARE after the observation layer (control_plane.observability), must
+never raise (an exception here would be rendered by Django, DEBUG page included), and must never
+read the Host (reading a disallowed one raises).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from rest_framework.request import Request
 from control_plane.identity.models import ApiToken, Membership
 from control_plane.identity.principals import CachedPrincipal, cached_principal, remember_principal
 from control_plane.identity.tokens import digests_match, parse_prefix, token_digest
+from control_plane.observability.metrics import count_principal_lookup
 from control_plane.ratelimits import auth_failures
 from tenants.cache_epoch import current_epoch
 from tenants.identity import Principal, Role
@@ -68,6 +69,7 @@ def authenticate_token(
     now = timezone.now()
     epoch = current_epoch()
     cached = cached_principal(digest, epoch)
+    count_principal_lookup(hit=cached is not None)
     if cached is not None:
         if cached.principal.tenant_id != tenant_id or not cached.usable(now):
             auth_failures.record_failure(request)

@@ -43,7 +43,7 @@ from taskflow.openapi import (
     problems,
 )
 from taskflow.permissions import TenantRole
-from tenants.binding import request_binding, tenant_of, tenant_session
+from tenants.binding import request_binding, request_id_of, tenant_of, tenant_session
 from tenants.identity import Role, principal_of
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -208,6 +208,7 @@ class ImportCollection(ImportView):
             mode=mode,
             created_by_id=principal_of(request).user_id,
             idempotency_key=key,
+            request_id=request_id_of(request),
         )
         headers = {"Location": f"/api/v1/imports/{requested.job.number}"}
         if not requested.created:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from django.utils import timezone
 from control_plane.imports import conf
 from control_plane.imports.models import ACTIVE_STATUSES, ImportJob, ImportStatus
 from control_plane.imports.services import members_of
+from control_plane.observability import metrics
 from taskflow.imports import entry as pipeline
 from tenants.binding import TenantBusy, binding_for, hold_write_lock, tenant_session
 
@@ -87,14 +89,18 @@ def run_import_job(job_id: int, *, worker: str = "") -> ImportJob:
         logger.exception("import %s failed", job.pk)
         _finish(job, ImportStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
     job.refresh_from_db()
+    if job.is_finished:
+        metrics.import_finished(status=job.status, rows=job.rows_read, rejected=job.rejected)
     return job
 
 
 def _attempt(job: ImportJob) -> None:
     """One attempt, in one tenant transaction that also marks the job succeeded."""
-    binding = binding_for(job.tenant, actor_id=job.created_by_id, request_id=f"import-{job.number}")
+    # Jobs recorded before request ids were kept (or made outside a request) name themselves.
+    request_id = job.request_id or f"import-{job.number}"
+    binding = binding_for(job.tenant, actor_id=job.created_by_id, request_id=request_id)
     recorder = ProgressRecorder(job.pk)
-    with tenant_session(binding) as session:
+    with recorder.in_phase_gauge(), tenant_session(binding) as session:
         # A redelivered message while this job still runs elsewhere waits here, then finds it
         # finished (or its runner dead, and goes on).
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(LOCK_NAMESPACE, job.pk % 2**31)))
@@ -246,6 +252,8 @@ class ProgressRecorder:
         now = self.clock()
         if progress.phase == self.last_phase and now - self.last_write < PROGRESS_INTERVAL:
             return
+        if progress.phase != self.last_phase:
+            metrics.import_phase_changed(self.last_phase, progress.phase)
         self.last_write, self.last_phase = now, progress.phase
         elapsed = max(now - self.started, 1e-3)
         ImportJob.objects.filter(pk=self.job_id, status=ImportStatus.RUNNING).update(
@@ -254,6 +262,14 @@ class ProgressRecorder:
             progress=round(progress.percent, 2),
             rows_per_second=round(progress.rows_read / elapsed, 1),
         )
+
+    @contextmanager
+    def in_phase_gauge(self) -> Iterator[None]:
+        """The running-imports-by-phase gauge counts this attempt until it ends, however."""
+        try:
+            yield
+        finally:
+            metrics.import_phase_changed(self.last_phase, "")
 
     def cancelled(self) -> bool:
         now = self.clock()

@@ -56,6 +56,7 @@ def request_import(
     mode: str = ImportMode.ALL_OR_NOTHING,
     created_by_id: int | None = None,
     idempotency_key: str | None = None,
+    request_id: str = "",
 ) -> ImportRequested:
     """Record a job for a stored upload and queue it; a repeated key returns the first job.
 
@@ -86,6 +87,7 @@ def request_import(
                 file_sha256=upload.sha256,
                 columns=list(upload.columns),
                 errors_path=str(upload.path.with_suffix(".errors.csv")),
+                request_id=request_id,
             )
             transaction.on_commit(lambda: _enqueue_or_withdraw(job, upload))
     except IntegrityError:

@@ -95,3 +95,20 @@ def test_tls_proxy_switch_drives_redirect_hsts_and_secure_cookies() -> None:
     env = SERVICES["web"]["environment"]
     for name in ("BEHIND_TLS_PROXY", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"):
         assert env[name] == "${BEHIND_TLS_PROXY:-false}", name
+
+
+def test_the_observability_profile_scrapes_web_and_workers_with_the_token() -> None:
+    prometheus, grafana = SERVICES["prometheus"], SERVICES["grafana"]
+    assert prometheus["profiles"] == grafana["profiles"] == ["observability"]
+    assert "metrics_token" in prometheus["secrets"]
+    config = yaml.safe_load((ROOT / "platform/observability/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for job in jobs.values():
+        assert job["authorization"]["credentials_file"] == "/run/secrets/metrics_token"
+    assert jobs["web"]["static_configs"][0]["targets"] == ["web:8000"]
+    worker = SERVICES["worker"]["environment"]
+    assert jobs["worker"]["dns_sd_configs"][0]["port"] == int(worker["WORKER_METRICS_PORT"])
+    assert worker["METRICS_BIND_ADDRESS"] == "0.0.0.0"  # noqa: S104 - inside the compose network
+    # One metrics folder per gunicorn server: the hooks file, in compose and in the image.
+    assert "-c platform/gunicorn.conf.py" in SERVICES["web"]["command"]
+    assert '"platform/gunicorn.conf.py"' in (ROOT / "platform/Dockerfile").read_text()

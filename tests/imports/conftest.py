@@ -82,8 +82,11 @@ class ImportTenant:
         mode: str = "",
         multipart: bool = False,
         name: str = "tasks.csv",
+        request_id: str | None = None,
     ) -> Any:
         headers = {"Idempotency-Key": key} if key else {}
+        if request_id:
+            headers["X-Request-ID"] = request_id
         path = "/api/v1/imports" + (f"?mode={mode}" if mode else "")
         client = self.client(role)
         if multipart:

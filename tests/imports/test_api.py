@@ -43,8 +43,11 @@ def test_multipart_upload_is_imported_by_a_worker_with_counts_and_history(
     import_tenant: ImportTenant, worker: object, new_uploads: Any
 ) -> None:
     rows = generated_rows(25, "P1")
-    response = import_tenant.upload(csv_bytes(rows), multipart=True, name="mine.csv")
+    response = import_tenant.upload(
+        csv_bytes(rows), multipart=True, name="mine.csv", request_id="upload-req.1"
+    )
     assert response.status_code == 202, response.content
+    assert response["X-Request-ID"] == "upload-req.1"
     created = response.json()
     assert created["status"] == "queued"
     assert created["file"]["name"] == "mine.csv"
@@ -68,7 +71,8 @@ def test_multipart_upload_is_imported_by_a_worker_with_counts_and_history(
         "SELECT operation, actor_id, request_id FROM tenant.tasks_history ORDER BY id"
     )
     member = import_tenant.fixture.user_ids["member"]
-    assert {tuple(h) for h in history} == {("insert", member, f"import-{job['id']}")}
+    # The uploading request's id, carried by the job to the worker's app.request_id.
+    assert {tuple(h) for h in history} == {("insert", member, "upload-req.1")}
     assert len(history) == 25
     assert new_uploads() == set()  # removed once imported
 

@@ -1,0 +1,133 @@
+"""Log lines: JSON with the request's context from web and workers, and never a secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import time
+import uuid
+from typing import Any
+
+import pytest
+import structlog
+from django.conf import settings
+
+from control_plane.observability.logging import (
+    REDACTED,
+    configure_structlog,
+    logging_config,
+    redact,
+)
+from tenants.models import Tenant
+from tests.conftest import WorkerProcess
+from tests.control_plane.observability.conftest import json_lines
+from tests.factories import make_token, make_user, public_tenant
+from tests.taskflow.conftest import TenantFixture, discard
+
+
+def test_redact_removes_tokens_and_secret_fields_from_any_line() -> None:
+    token = "tf_0123abcd_" + "s3cr3t-Body_" * 3
+    event = redact(
+        None,
+        "info",
+        {
+            "event": f"calling with {token} and Authorization: Bearer abc.def.ghi",
+            "password": "hunter2",
+            "headers": {"Authorization": "Bearer xyz", "Accept": "text/csv"},
+            "args": [f"token={token}"],
+        },
+    )
+    text = json.dumps(event)
+    assert "s3cr3t" not in text
+    for secret in ("abc.def.ghi", "xyz", "hunter2"):
+        assert secret not in text
+    assert "tf_0123abcd_" + REDACTED in event["event"]
+    assert event["headers"]["Accept"] == "text/csv"
+
+
+def test_json_lines_carry_the_bound_context(capsys: Any) -> None:
+    logging.config.dictConfig(logging_config(log_format="json", level="INFO"))
+    configure_structlog(log_format="json", level="INFO")  # onto the captured stderr
+    try:
+        structlog.contextvars.bind_contextvars(request_id="r-1", tenant="acme")
+        structlog.get_logger("taskflow.test").info("hello", status=200)
+        logging.getLogger("some.library").warning("plain %s", "record")
+    finally:
+        structlog.contextvars.clear_contextvars()
+        logging.config.dictConfig(settings.LOGGING)
+        configure_structlog(log_format=settings.LOG_FORMAT, level=settings.LOG_LEVEL)
+    lines = json_lines(capsys.readouterr().err)
+    mine = next(line for line in lines if line["event"] == "hello")
+    assert {"timestamp", "level", "request_id", "tenant", "status"} <= set(mine)
+    assert (mine["request_id"], mine["tenant"], mine["level"]) == ("r-1", "acme", "info")
+    library = next(line for line in lines if line["event"] == "plain record")
+    assert library["request_id"] == "r-1"
+    assert library["level"] == "warning"
+
+
+@pytest.mark.worker
+def test_no_token_reaches_a_log_line_of_web_or_worker(gunicorn: Any, committed: None) -> None:
+    staff = make_user(f"log-staff-{uuid.uuid4().hex[:8]}@example.com", staff=True)
+    staff_token = make_token(staff, public_tenant())
+    worker = WorkerProcess("logs", queues="default", concurrency=1, env={"LOG_FORMAT": "json"})
+    worker.start()
+    server = gunicorn(workers=1, LOG_FORMAT="json")
+    slug = f"logs{uuid.uuid4().hex[:8]}"
+    ops = {"Authorization": f"Bearer {staff_token}", "Content-Type": "application/json"}
+    try:
+        body = json.dumps(
+            {
+                "name": "Logs",
+                "slug": slug,
+                "domain": f"{slug}.localhost",
+                "isolation": "rls",
+                "owner_email": f"o-{slug}@example.com",
+            }
+        )
+        status, headers, answer = _post(server, "/ops/v1/tenants", body, ops)
+        assert status == 202, answer
+        owner_token = json.loads(answer)["owner_token"]
+        deadline = time.monotonic() + 60
+        while Tenant.objects.get(slug=slug).status != "active":
+            assert time.monotonic() < deadline, "onboarding did not finish"
+            time.sleep(0.2)
+        host = f"{slug}.localhost"
+        owner = {"Authorization": f"Bearer {owner_token}", "X-Request-ID": "log-test-1"}
+        assert server.request("GET", "/api/v1/projects", host=host, **owner)[0] == 200
+        bad = "tf_deadbeef_" + "NotARealTokenButSecret0"
+        assert (
+            server.request("GET", "/api/v1/projects", host=host, Authorization=f"Bearer {bad}")[0]
+            == 401
+        )
+        time.sleep(0.5)  # the worker's last lines
+    finally:
+        worker.stop()
+        discard(TenantFixture(tenant=Tenant.objects.get(slug=slug), host=""))
+        staff.delete()
+    web = server.stderr.read_text()
+    work = worker.log_path.read_text()
+    for secret in (owner_token, staff_token, bad, owner_token.rsplit("_", 1)[1]):
+        assert secret not in web
+        assert secret not in work
+    requests = [line for line in json_lines(web) if line["event"] == "request"]
+    mine = next(line for line in requests if line.get("request_id") == "log-test-1")
+    assert mine["route"] == "/api/v1/projects"
+    assert (mine["status"], mine["tenant"], mine["isolation"]) == (200, slug, "rls")
+    assert isinstance(mine["user_id"], int)
+    assert mine["duration_ms"] > 0
+    assert {"timestamp", "level", "method"} <= set(mine)
+    tasks = [line for line in json_lines(work) if line["event"] == "task finished"]
+    assert any(line.get("request_id") == headers["x-request-id"] for line in tasks), work
+
+
+def _post(server: Any, path: str, body: str, headers: dict[str, str]) -> Any:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers={"Host": "localhost", **headers})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
