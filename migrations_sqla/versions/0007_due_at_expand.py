@@ -30,7 +30,7 @@ from alembic import op
 from migrations_sqla.backfill import Backfill
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ("fanout", "0003_run_operation"),
+        ("fanout", "0004_run_operation"),
     ]
 
     operations = [

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tenants", "0004_cache_epoch"),
+        ("tenants", "0005_tenant_plan_rate_limits"),
     ]
 
     operations = [

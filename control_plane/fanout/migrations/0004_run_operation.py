@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("fanout", "0002_run_nudged_at"),
+        ("fanout", "0003_migrationrun_started_from"),
     ]
 
     operations = [
