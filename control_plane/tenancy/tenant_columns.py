@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from control_plane.tenancy.models import Onboarding
-from control_plane.worker.queues import queue_consumers_cached
+from control_plane.worker.readiness import unconsumed_queues
 from migrations_sqla import scripts
 from taskflow.usage import tenant_usage
 from tenants.binding import binding_for, tenant_session
@@ -76,7 +76,7 @@ def onboarding_wait(tenant: Tenant, onboarding: Onboarding | None) -> str:
         return ""
     waited = int((timezone.now() - onboarding.requested_at).total_seconds())
     text = f"{waited // 60}m {waited % 60}s" if waited >= 60 else f"{waited}s"
-    if not queue_consumers_cached(PROVISIONING_QUEUE):
+    if PROVISIONING_QUEUE in (unconsumed_queues(wait=True) or ()):
         text += (
             f"; no worker consumes the {PROVISIONING_QUEUE} queue: provisioning starts when one"
             " does (celery -A control_plane worker -Q default,migrations,imports)"

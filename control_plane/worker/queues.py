@@ -7,46 +7,31 @@ One answer for every caller that must tell an operator "nobody is working on thi
 
 from __future__ import annotations
 
+from typing import Any
+
 from control_plane.celery import QUEUES
 from control_plane.celery import app as celery_app
 
 
-def consumers_by_queue(timeout: float = 1.0) -> dict[str, list[str]]:
-    """For each of the platform's queues, the workers consuming it (one broadcast for all)."""
+def _active_queues(timeout: float) -> dict[str, Any]:
     try:
-        replies = celery_app.control.inspect(timeout=timeout).active_queues() or {}
+        return celery_app.control.inspect(timeout=timeout).active_queues() or {}
     except Exception:  # the broker itself is away: nobody can be seen consuming
-        replies = {}
-    return {
-        queue: sorted(
-            name for name, queues in replies.items() if any(q["name"] == queue for q in queues)
-        )
-        for queue in QUEUES
-    }
+        return {}
 
 
-def queue_consumers(queue: str, timeout: float = 1.0) -> list[str]:
-    """Workers that consume `queue` right now (they answer within `timeout`)."""
-    try:
-        replies = celery_app.control.inspect(timeout=timeout).active_queues() or {}
-    except Exception:  # the broker itself is away: nobody can be seen consuming
-        return []
+def _consuming(replies: dict[str, Any], queue: str) -> list[str]:
     return sorted(
         name for name, queues in replies.items() if any(q["name"] == queue for q in queues)
     )
 
 
-CONSUMERS_CACHE_SECONDS = 10
+def consumers_by_queue(timeout: float = 1.0) -> dict[str, list[str]]:
+    """For each of the platform's queues, the workers consuming it (one broadcast for all)."""
+    replies = _active_queues(timeout)
+    return {queue: _consuming(replies, queue) for queue in QUEUES}
 
 
-def queue_consumers_cached(queue: str) -> list[str]:
-    """queue_consumers, remembered for a few seconds: for pages that poll (the admin's status
-    panels), so a page refreshed every second does not ask every worker every second."""
-    from django.core.cache import cache
-
-    key = f"queue-consumers:{queue}"
-    found = cache.get(key)
-    if found is None:
-        found = queue_consumers(queue)
-        cache.set(key, found, CONSUMERS_CACHE_SECONDS)
-    return list(found)
+def queue_consumers(queue: str, timeout: float = 1.0) -> list[str]:
+    """Workers that consume `queue` right now (they answer within `timeout`)."""
+    return _consuming(_active_queues(timeout), queue)

@@ -72,7 +72,7 @@ def test_the_largest_bigint_in_a_body_is_an_ordinary_unknown_project(
     tenant_a: TenantFixture,
 ) -> None:
     problem = assert_problem(
-        tenant_a.api().post("/api/v1/tasks", {"project_id": 2**63 - 1, "title": "x"}), 400
+        tenant_a.api().post("/api/v1/tasks", {"project_id": 2**63 - 1, "title": "x"}), 422
     )
     assert problem["errors"][0]["message"] == f"No live project {2**63 - 1}."
 
