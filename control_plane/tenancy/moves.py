@@ -3,16 +3,17 @@
 The admin action, the CLI and the worker share these services. A move is requested (recorded
 queued, or failed at once with the reason when the tenant's state refuses it), claimed by exactly
 one worker with a conditional update (queued -> copying), and finished done or failed with the
-reason. A stranded move (its worker died while copying) is put back in the queue by
-`requeue_stranded_moves`, which beat's recovery can call: a move interrupted before its switch
-left the tenant served from the source with nothing lost, so running it again is safe.
+reason. Moves are a job kind of control_plane.worker.recovery: a move runs under its lease, so
+a lost message or a dead worker's move is sent again by beat, and the next delivery takes back a
+move its dead holder left copying. Running it again is safe: a move interrupted before its
+switch left the tenant served from the source with nothing lost, and one that died after the
+switch is found done.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from datetime import timedelta
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from control_plane.celery import app as celery_app
 from control_plane.tenancy.models import MOVE_ACTIVE_STATUSES, MoveStatus, TenantMove
+from control_plane.worker import recovery
 from tenants.models import Tenant
 from tenants.moving import MoveRefused, MoveReport, move_refusal, move_tenant
 from tenants.problems import Problem
@@ -71,9 +73,22 @@ def request_move(
     return move
 
 
+def _send(move_id: int) -> None:
+    celery_app.send_task(MOVE_JOB_TASK, args=[move_id], queue=MOVE_QUEUE)
+
+
+def _unfinished() -> list[int]:
+    active = TenantMove.objects.filter(status__in=MOVE_ACTIVE_STATUSES)
+    return list(active.values_list("pk", flat=True))
+
+
+# Beat sends a move again when its message is lost or its worker died.
+MOVES = recovery.register("move", unfinished=_unfinished, resend=_send)
+
+
 def send_move(move: TenantMove) -> None:
     """Hand the move to a worker (the message carries only its id)."""
-    celery_app.send_task(MOVE_JOB_TASK, args=[move.pk], queue=MOVE_QUEUE)
+    recovery.send(MOVES, move.pk)
 
 
 def claim_move(move_id: int, *, worker: str = "") -> bool:
@@ -89,7 +104,19 @@ def claim_move(move_id: int, *, worker: str = "") -> bool:
 
 def run_move(move_id: int, *, worker: str = "") -> TenantMove:
     """Claim and run one recorded move; a refusal or an error is recorded on the move, not lost
-    in a worker's log. A move already claimed (a message delivered twice) is left alone."""
+    in a worker's log. Under the move's recovery lease: a delivery while a live worker (or the
+    CLI) runs it leaves it alone, and a move left copying by a dead holder is taken back."""
+    with recovery.running(MOVES, move_id) as mine:
+        if not mine:
+            return TenantMove.objects.get(pk=move_id)
+        # Nobody alive holds this move, so one still copying was a dead worker's.
+        TenantMove.objects.filter(pk=move_id, status=MoveStatus.COPYING).update(
+            status=MoveStatus.QUEUED
+        )
+        return _run_claimed(move_id, worker)
+
+
+def _run_claimed(move_id: int, worker: str) -> TenantMove:
     if not claim_move(move_id, worker=worker):
         return TenantMove.objects.get(pk=move_id)
     move = TenantMove.objects.select_related("tenant").get(pk=move_id)
@@ -124,25 +151,6 @@ def _finish(
     TenantMove.objects.filter(pk=move.pk, status=MoveStatus.COPYING).update(**changes)
     move.refresh_from_db()
     return move
-
-
-def requeue_stranded_moves(*, older_than: timedelta) -> list[int]:
-    """Moves copying for longer than `older_than` (their worker died) go back to queued and are
-    sent again; the conditional update keeps two recoverers from sending one twice."""
-    cutoff = timezone.now() - older_than
-    stranded = list(
-        TenantMove.objects.filter(status=MoveStatus.COPYING, started_at__lt=cutoff).values_list(
-            "pk", flat=True
-        )
-    )
-    requeued = []
-    for pk in stranded:
-        if TenantMove.objects.filter(pk=pk, status=MoveStatus.COPYING).update(
-            status=MoveStatus.QUEUED, worker=""
-        ):
-            send_move(TenantMove(pk=pk))
-            requeued.append(pk)
-    return requeued
 
 
 def move_state(move: TenantMove) -> dict[str, object]:
