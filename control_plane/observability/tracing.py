@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -38,7 +39,8 @@ def _exporter(kind: str) -> Any:
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return ConsoleSpanExporter()
+        # The process's real stdout: a Celery worker redirects sys.stdout into its log.
+        return ConsoleSpanExporter(out=sys.__stdout__ or sys.stdout)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()

@@ -43,11 +43,16 @@ class Gunicorn:
     stderr: Path
 
     def request(
-        self, method: str, path: str, host: str = "localhost", **headers: str
+        self,
+        method: str,
+        path: str,
+        host: str = "localhost",
+        body: bytes | None = None,
+        **headers: str,
     ) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            conn.request(method, path, headers={"Host": host, **headers})
+            conn.request(method, path, body=body, headers={"Host": host, **headers})
             response = conn.getresponse()
             return (
                 response.status,

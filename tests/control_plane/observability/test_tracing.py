@@ -7,7 +7,12 @@ import json
 import time
 from typing import Any
 
+import pytest
+
+from control_plane.celery import app as celery_app
+from tests.conftest import WorkerProcess
 from tests.control_plane.observability.conftest import json_lines
+from tests.imports.conftest import csv_bytes, generated_rows
 from tests.taskflow.conftest import TenantFixture
 
 
@@ -15,8 +20,13 @@ def spans_in(text: str) -> list[dict[str, Any]]:
     """The console exporter's output: JSON objects one after another."""
     decoder, spans, at = json.JSONDecoder(), [], 0
     while (start := text.find("{", at)) != -1:
-        span, at = decoder.raw_decode(text, start)
-        spans.append(span)
+        try:
+            span, at = decoder.raw_decode(text, start)
+        except ValueError:  # a brace in a log line
+            at = start + 1
+            continue
+        if isinstance(span, dict):
+            spans.append(span)
     return spans
 
 
@@ -60,3 +70,61 @@ def test_tracing_is_off_unless_configured(
     assert server.request("GET", "/api/v1/projects", host=live_tenant.host, **auth)[0] == 200
     assert "SpanKind" not in server.stdout.read_text()
     assert "trace_id" not in server.stderr.read_text()
+
+
+@pytest.mark.worker
+def test_an_upload_and_the_import_it_queues_are_one_trace(
+    gunicorn: Any, live_tenant: TenantFixture, committed: None
+) -> None:
+    """web -> Celery -> SQL: the worker's task and its statements join the request's trace."""
+    others = [
+        name
+        for name, queues in (celery_app.control.inspect(timeout=1.0).active_queues() or {}).items()
+        if any(q["name"] == "imports" for q in queues)
+    ]
+    if others:  # the session's worker would take the message
+        celery_app.control.cancel_consumer("imports", destination=others, reply=True)
+    worker = WorkerProcess(
+        "traced", queues="imports", concurrency=1, env={"TRACING_EXPORTER": "console"}
+    ).start()
+    try:
+        server = gunicorn(workers=1, TRACING_EXPORTER="console")
+        status, _, body = server.request(
+            "POST",
+            "/api/v1/imports",
+            host=live_tenant.host,
+            body=csv_bytes(generated_rows(5, "P1")),
+            **{
+                "Authorization": f"Bearer {live_tenant.tokens['member']}",
+                "Content-Type": "text/csv",
+            },
+        )
+        assert status == 202, body
+        deadline = time.monotonic() + 30
+        while "run/control_plane.imports.tasks.run_import" not in worker.log_path.read_text():
+            assert time.monotonic() < deadline, worker.log_path.read_text()
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        worker.stop()
+        if others:
+            celery_app.control.add_consumer("imports", destination=others, reply=True)
+    web = [s for s in spans_in(server.stdout.read_text()) if "context" in s]
+    request = next(
+        s
+        for s in web
+        if s["kind"] == "SpanKind.SERVER" and "/api/v1/imports" in json.dumps(s["attributes"])
+    )
+    trace_id = request["context"]["trace_id"]
+    assert any(
+        s["name"].startswith("apply_async/") for s in web if s["context"]["trace_id"] == trace_id
+    )
+    work = [s for s in spans_in(worker.log_path.read_text()) if "context" in s]
+    run = next(s for s in work if s["name"] == "run/control_plane.imports.tasks.run_import")
+    assert run["context"]["trace_id"] == trace_id
+    sql = [
+        s
+        for s in work
+        if s["context"]["trace_id"] == trace_id and s["attributes"].get("db.system") == "postgresql"
+    ]
+    assert sql
