@@ -48,7 +48,7 @@ def problem(response: Any, status: int) -> dict[str, Any]:
     return body
 
 
-@pytest.mark.parametrize("path", ["/api/v1/nowhere", "/api/v1/tasks/", "/nowhere", "/api/v1/"])
+@pytest.mark.parametrize("path", ["/api/v1/nowhere", "/api/v1/tasks/", "/nowhere", "/api/v1/x/"])
 def test_unknown_routes_on_a_tenant_host_are_404_problems_even_in_debug(
     api: Client, debug: None, path: str
 ) -> None:

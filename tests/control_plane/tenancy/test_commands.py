@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tenants.models import Tenant, TenantStatus
+from tenants.models import Isolation, Tenant, TenantStatus
 from tests.factories import make_tenant, schema_exists
 from tests.fanout.test_reaper import nobody_consuming
 
@@ -98,8 +99,16 @@ def test_purge_tenant_only_purges_archived_tenants_and_needs_confirmation(
     assert not Tenant.objects.filter(slug=slug).exists()
 
 
-def test_suspend_tenant_needs_a_reason_and_records_it(committed, unique) -> None:
-    tenant = make_tenant(f"sus_{unique}")
+@pytest.fixture
+def bare_tenant(committed, unique) -> Iterator[Tenant]:
+    """A committed tenant row without storage (rls: no fan-out visits it), removed afterwards."""
+    tenant = make_tenant(f"sus_{unique}", isolation=Isolation.RLS)
+    yield tenant
+    Tenant.objects.filter(pk=tenant.pk).delete()
+
+
+def test_suspend_tenant_needs_a_reason_and_records_it(bare_tenant: Tenant) -> None:
+    tenant = bare_tenant
     missing = manage("suspend_tenant", tenant.slug)
     assert missing.returncode != 0
     assert "--reason" in missing.stderr
