@@ -251,17 +251,18 @@ def test_a_revision_that_reads_the_database_is_reported_not_skipped(tmp_path: Pa
 
 
 def test_revisions_render_as_the_migrators_plans_for_each_placement() -> None:
-    """Offline SQL per revision is the migrator's plan for that step; the shared schema's
-    rendering of 0001 has its row-level security, a tenant schema's has none."""
+    """Offline SQL per revision is the migrator's plan for that step; 0001 decides in SQL that
+    only the shared schema gets its row-level security, so it renders (and compiles) alike."""
     by_id = {r.revision: r for r in lint.revisions_in_order("")}
-    for revision in ("0002", "0003"):
+    for revision in ("0001", "0002", "0003"):
         step = by_id[revision]
         expected = scripts.compile_sql("", step.down_revision, revision, False)  # type: ignore[arg-type]
         assert lint.render_revision("", step, "tenant") == expected
     tenant = lint.render_revision("", by_id["0001"], "tenant")
     shared = lint.render_revision("", by_id["0001"], "shared")
-    assert "FORCE ROW LEVEL SECURITY" in shared
-    assert "ROW LEVEL SECURITY" not in tenant
+    assert shared == tenant
+    assert "IF current_schema() = 'shared' THEN EXECUTE $sql$ALTER TABLE projects ENABLE" in shared
+    assert not scripts.plan("", None, "0001").online
 
 
 def test_django_tenant_app_migrations_are_rendered_by_sqlmigrate(django_db_blocker: Any) -> None:
