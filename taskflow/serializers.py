@@ -13,12 +13,22 @@ from taskflow.models import WRITABLE, Project, Task, columns_with, length_of
 
 
 class TextField(serializers.CharField):
-    """A JSON string, never a number or boolean coerced to one (the description says string)."""
+    """A JSON string, never a number or boolean coerced to one (the description says string).
+
+    `maxLength` holds for the string as sent: DRF checks the length after trimming surrounding
+    whitespace, which would accept a value longer than the description allows."""
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
+        refuse_longer_than_described(self, data)
         return super().to_internal_value(data)
+
+
+def refuse_longer_than_described(field: serializers.CharField, data: str) -> None:
+    """The described maxLength, checked on the value as sent (before DRF trims it)."""
+    if field.max_length is not None and len(data) > field.max_length:
+        field.fail("max_length", max_length=field.max_length)
 
 
 class StrictSerializer(serializers.Serializer[dict[str, Any]]):
