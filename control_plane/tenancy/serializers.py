@@ -11,8 +11,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 
 from taskflow.api_versions import CATALOG
-from taskflow.openapi import NOT_BLANK
-from taskflow.serializers import refuse_longer_than_described
+from taskflow.openapi import NOT_BLANK, refuse_longer_than_described
 from tenants.models import Isolation, Tenant
 
 
