@@ -32,6 +32,7 @@ from taskflow.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from taskflow.selectors import COMMENT_SORTS, PROJECT_SORTS, TASK_SORTS
 from taskflow.serializers import MAX_TEXT, StrictSerializer
 from taskflow.serializers import NOT_BLANK as NOT_BLANK  # the control plane's too
+from taskflow.serializers import refuse_longer_than_described as refuse_longer_than_described
 from tenants.problems import PROBLEM_CONTENT_TYPE, Problem
 
 # How the tenant API's document names itself: its info.version is the newest API version, so a

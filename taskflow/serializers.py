@@ -13,12 +13,22 @@ from taskflow.models import WRITABLE, Project, Task, columns_with, length_of
 
 
 class TextField(serializers.CharField):
-    """A JSON string, never a number or boolean coerced to one (the description says string)."""
+    """A JSON string, never a number or boolean coerced to one (the description says string).
+
+    `maxLength` holds for the string as sent: DRF checks the length after trimming surrounding
+    whitespace, which would accept a value longer than the description allows."""
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
+        refuse_longer_than_described(self, data)
         return super().to_internal_value(data)
+
+
+def refuse_longer_than_described(field: serializers.CharField, data: str) -> None:
+    """The described maxLength, checked on the value as sent (before DRF trims it)."""
+    if field.max_length is not None and len(data) > field.max_length:
+        field.fail("max_length", max_length=field.max_length)
 
 
 class StrictSerializer(serializers.Serializer[dict[str, Any]]):
@@ -41,10 +51,11 @@ class StrictSerializer(serializers.Serializer[dict[str, Any]]):
 # checks run first, so these validators describe the rules (drf-spectacular turns them into the
 # field's `pattern`) more than they enforce them.
 NO_NUL = r"^[^\u0000]*$"
-NOT_BLANK = (
-    r"^[^\u0000]*[^\u0000\t\n\u000b\u000c\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a"
-    r"\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+_BLANK = (
+    r"\t\n\u000b\u000c\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 )
+# Unambiguous, so matching and generating it stay linear: blanks, the first other character, the rest.
+NOT_BLANK = rf"^[{_BLANK}]*[^\u0000{_BLANK}][^\u0000]*$"
 
 
 def no_nul() -> RegexValidator:

@@ -20,7 +20,7 @@ from control_plane.fanout import runs
 from control_plane.fanout.models import COUNT_MAX, MigrationRun, StepStatus
 from control_plane.http.openapi import RUN_DETAIL_QUERY, RUN_LIST, RunShape, StepShape
 from control_plane.tenancy.api import OpsView
-from taskflow.openapi import LOCATION_HEADER, NOT_BLANK, problems
+from taskflow.openapi import LOCATION_HEADER, NOT_BLANK, problems, refuse_longer_than_described
 from tenants.problems import NotFound
 
 LIST_LIMIT = 50
@@ -32,6 +32,7 @@ class JsonString(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
+        refuse_longer_than_described(self, data)
         return super().to_internal_value(data)
 
 

@@ -11,7 +11,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 
 from taskflow.api_versions import CATALOG
-from taskflow.openapi import NOT_BLANK
+from taskflow.openapi import NOT_BLANK, refuse_longer_than_described
 from tenants.models import RATE_LIMIT_CLASSES, Isolation, Plan, Tenant
 
 
@@ -25,6 +25,11 @@ class CheckedText(serializers.CharField):
         if data == "" or (self.trim_whitespace and str(data).strip() == ""):
             return ""
         return super().run_validation(data)
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, str):
+            refuse_longer_than_described(self, data)
+        return super().to_internal_value(data)
 
 
 # The shapes the onboarding service accepts, described and checked whole (no whitespace
