@@ -30,6 +30,8 @@ def run_import(self: Task, job_id: int) -> dict[str, object]:
     """
     with recovery.running(JOBS, job_id) as mine:
         if not mine:
+            if ImportJob.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).exists():
+                recovery.look_again_later(self, JOBS, job_id)
             return {"job": job_id, "status": "held elsewhere"}
         tenant_id = ImportJob.objects.filter(pk=job_id).values_list("tenant_id", flat=True).first()
         cap = settings.IMPORTS_PER_TENANT if tenant_id is not None else 0

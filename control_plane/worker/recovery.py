@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -112,6 +113,17 @@ def running(kind: JobKind, job_id: int) -> Iterator[bool]:
         except redis.RedisError:
             log.warning("%s %s: message mark not removed; it expires", kind.name, job_id)
         yield mine
+
+
+def look_again_later(task: Any, kind: JobKind, job_id: int) -> None:
+    """For a delivery that found its unfinished job's lease held. The holder may be alive (this
+    is a duplicate) or just killed: a pool child's death makes the broker deliver the message
+    again at once, before the dead child's lease has lapsed. Either way this message comes back
+    after a lease length (marked, so the sweep leaves it be) instead of being dropped, so the
+    job does not wait for beat; once the job is finished, the next look does nothing."""
+    countdown = leases.lease_seconds()
+    expect_message(kind, job_id, within=countdown)
+    task.apply_async(args=task.request.args, kwargs=task.request.kwargs, countdown=countdown)
 
 
 def is_held(kind: JobKind, job_id: int) -> bool:

@@ -1,8 +1,11 @@
 """The template and shared stage of a run has a lease like a batch lane: a second advance waits
 it out, and the reaper re-sends the advance when the stage's worker died (its lease expired).
-Real PostgreSQL and Redis; no worker: the advance is called in this process."""
+Real PostgreSQL and Redis; the advance is called in this process, and a worker that an earlier
+test left running stops consuming the migrations queue meanwhile, so the queue can be counted."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 from django.utils import timezone
@@ -12,7 +15,19 @@ from control_plane.fanout import liveness, orchestrator, reaper, runs
 from control_plane.fanout.models import RunStatus, Stage, StepStatus, TenantMigration
 from tenants.cloning import TEMPLATE_SCHEMA
 
-pytestmark = pytest.mark.usefixtures("committed")
+pytestmark = pytest.mark.usefixtures("committed", "nobody_consumes_migrations")
+
+
+@pytest.fixture
+def nobody_consumes_migrations() -> Iterator[None]:
+    replies = celery_app.control.cancel_consumer("migrations", reply=True) or []
+    workers = [name for reply in replies for name in reply]
+    try:
+        yield
+    finally:
+        celery_app.control.purge()
+        if workers:
+            celery_app.control.add_consumer("migrations", destination=workers, reply=True)
 
 
 def test_a_second_advance_leaves_a_platform_stage_another_task_holds() -> None:

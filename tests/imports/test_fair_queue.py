@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db.models import Max
 from django.test import override_settings
 
 from control_plane.imports.models import ImportJob, ImportStatus
@@ -76,8 +77,13 @@ def test_a_slot_held_by_a_finished_job_is_dropped_when_it_blocks_another(
 ) -> None:
     a, _ = two_tenants
     tenant = a.fixture.tenant
+    number = (ImportJob.objects.filter(tenant=tenant).aggregate(top=Max("number"))["top"] or 0) + 1
     finished = ImportJob.objects.create(
-        tenant=tenant, status=ImportStatus.SUCCEEDED, file_path="/nonexistent", errors_path=""
+        tenant=tenant,
+        number=number,
+        status=ImportStatus.SUCCEEDED,
+        file_path="/nonexistent",
+        errors_path="",
     )
     with override_settings(RATE_LIMIT_KEY_PREFIX=f"rl-{unique}"):
         # A worker died between taking the slot and releasing it: the member stays behind.

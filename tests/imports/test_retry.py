@@ -38,7 +38,8 @@ def test_a_stuck_import_is_sent_again_and_a_waiting_one_is_refused(
     assert "has a message waiting for a worker" in waiting.json()["detail"]
 
     # The broker lost the message (and its mark with it).
-    leases.client(recovery._broker_url()).delete(f"recovery:sent:{JOBS.name}:{job_id}")
+    stored = import_tenant.stored(job_id).pk  # recovery knows the job by its global key
+    leases.client(recovery._broker_url()).delete(f"recovery:sent:{JOBS.name}:{stored}")
     sent = retry(import_tenant, job_id)
     assert sent.status_code == 202, sent.content
     assert sent.json()["status"] == "queued"

@@ -24,7 +24,6 @@ import pytest
 from django.db import connection
 
 from control_plane.celery import app as celery_app
-from control_plane.imports.models import ImportJob
 from control_plane.tenancy.onboarding import submit_onboarding
 from tenants.models import Isolation, Tenant, TenantStatus
 from tenants.provisioning import drop_storage
@@ -180,4 +179,4 @@ def test_a_whole_worker_killed_mid_import_is_resumed_by_beat_long_before_the_vis
     print(f"import finished {time.monotonic() - killed:.1f}s after the worker was killed")
     assert job["attempts"] == 2
     assert_exactly_the_files_rows(schema_tenant, job)
-    assert ImportJob.objects.get(pk=created["id"]).rows_read == ROWS
+    assert schema_tenant.stored(created["id"]).rows_read == ROWS
