@@ -181,3 +181,31 @@ def test_a_whole_worker_killed_mid_import_is_resumed_by_beat_long_before_the_vis
     assert job["attempts"] == 2
     assert_exactly_the_files_rows(schema_tenant, job)
     assert ImportJob.objects.get(pk=created["id"]).rows_read == ROWS
+
+
+def test_a_worker_holding_an_unacknowledged_task_outlives_a_broker_outage_and_consumes_again(
+    broker: PrivateBroker, processes: list, schema_tenant: ImportTenant, tmp_path: Path
+) -> None:
+    worker = WorkerProcess("outlasting", queues="imports", concurrency=2).start()
+    processes.append(worker)
+    assert worker.process is not None
+    created = big_import(schema_tenant, tmp_path)
+    wait_for_phase(schema_tenant, created["id"], "writing")  # its message is unacknowledged now
+
+    subprocess.run(
+        ["redis-cli", "-p", str(broker.port), "shutdown", "nosave"], capture_output=True, timeout=10
+    )
+    broker.process.wait(timeout=10)
+    time.sleep(0.5)  # back before the task finishes: it acknowledges after the reconnection
+    broker.process, _ = start_redis(tmp_path, port=broker.port)
+    time.sleep(1)
+    assert worker.process.poll() is None, f"the worker exited; see {worker.log_path}"
+
+    job = schema_tenant.wait(created["id"], timeout=BOUND_S)
+    assert (job["status"], job["attempts"]) == ("succeeded", 1)
+    assert_exactly_the_files_rows(schema_tenant, job)
+    response = schema_tenant.upload(csv_bytes(generated_rows(SMALL, "P1")))
+    assert response.status_code == 202, response.content
+    after = schema_tenant.wait(response.json()["id"], timeout=BOUND_S)
+    assert after["status"] == "succeeded", after
+    assert worker.process.poll() is None, f"the worker exited; see {worker.log_path}"
