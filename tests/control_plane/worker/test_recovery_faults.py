@@ -5,7 +5,9 @@
   them again; both finish;
 - the whole worker SIGKILLed mid-import, with the production visibility timeout (an hour): the
   job's lease expires, beat sends it again, a new worker runs it from scratch; the tenant ends
-  with exactly the file's rows, once.
+  with exactly the file's rows, once;
+- Redis shut down and started again while a worker (one process busy, one waiting on BRPOP) runs
+  an import: the worker stays up, reconnects, finishes it once and consumes the next one.
 
 Beat sweeps every second and leases last 2 s here (RECOVERY_INTERVAL_SECONDS, LEASE_SECONDS;
 5 s each by default), so each recovery takes seconds; the assertion is the issue's bound.
@@ -180,3 +182,37 @@ def test_a_whole_worker_killed_mid_import_is_resumed_by_beat_long_before_the_vis
     assert job["attempts"] == 2
     assert_exactly_the_files_rows(schema_tenant, job)
     assert schema_tenant.stored(created["id"]).rows_read == ROWS
+
+
+def test_a_worker_holding_an_unacknowledged_task_outlives_a_broker_outage_and_consumes_again(
+    broker: PrivateBroker, processes: list, schema_tenant: ImportTenant, tmp_path: Path
+) -> None:
+    # Two processes: one runs the import, the other's slot keeps the worker waiting on BRPOP,
+    # the state in which kombu 5.7's channel close failed (control_plane.worker.broker).
+    worker = WorkerProcess("outlasting", queues="imports", concurrency=2).start()
+    processes.append(worker)
+    process = worker.process
+    assert process is not None
+    created = big_import(schema_tenant, tmp_path)
+    wait_for_phase(schema_tenant, created["id"], "writing")  # its message is unacknowledged now
+
+    subprocess.run(
+        ["redis-cli", "-p", str(broker.port), "shutdown", "nosave"], capture_output=True, timeout=10
+    )
+    broker.process.wait(timeout=10)
+    time.sleep(0.5)  # back before the task finishes: it acknowledges after the reconnection
+    broker.process, _ = start_redis(tmp_path, port=broker.port)
+
+    job = schema_tenant.wait(created["id"], timeout=BOUND_S)
+    assert (job["status"], job["attempts"]) == ("succeeded", 1)
+    assert_exactly_the_files_rows(schema_tenant, job)
+    response = schema_tenant.upload(csv_bytes(generated_rows(SMALL, "P1")))
+    assert response.status_code == 202, response.content
+    following = response.json()["id"]
+
+    def consumed() -> bool:
+        # A worker that met an "Unrecoverable error" finishes its running task, then exits.
+        assert process.poll() is None, f"the worker exited; see {worker.log_path}"
+        return bool(schema_tenant.job(following)["status"] == "succeeded")
+
+    wait_until(consumed, BOUND_S, "the next import")
