@@ -221,9 +221,11 @@ FULL_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 def check_value(param: QueryParam, value: str) -> None:
     """Refuse a value its declaration rules out: a boolean that is neither true nor false, a
-    value outside its enum, a date that is not YYYY-MM-DD (nor empty), a text over its length.
-    (Integers and lists are parsed, with their own errors, where they are used.)"""
+    value outside its enum, a date that is not YYYY-MM-DD (nor empty), an empty integer, a text
+    over its length. (Integers and lists are parsed, with their own errors, where they are used.)"""
     name = param.name
+    if param.type == "integer" and not value:
+        raise InvalidInput(name, f"{name} must be an integer.")
     if param.type == "boolean" and value not in BOOLEAN_VALUES:
         raise InvalidInput(name, f"{name} must be true or false.")
     if param.enum is not None and value not in param.enum and value not in param.aliases:

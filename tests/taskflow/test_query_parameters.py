@@ -101,3 +101,21 @@ def test_a_date_filter_that_is_not_a_full_date_is_a_400(
     response = tenant_a.client("admin").get("/api/v1/tasks", {"due_before": value})
     body = assert_problem(response, 400)
     assert body["errors"][0]["field"] == "due_before"
+
+
+@pytest.mark.parametrize(
+    ("template", "name"),
+    [
+        ("/api/v1/tasks", "limit"),
+        ("/api/v1/tasks", "assignee"),
+        ("/api/v1/tasks", "project"),
+        ("/api/v1/projects", "limit"),
+    ],
+)
+def test_an_empty_integer_parameter_is_a_400_not_an_absent_one(
+    tenant_a: TenantFixture, template: str, name: str
+) -> None:
+    """Found by schemathesis' long profile: `?limit=` and `?assignee=` were read as absent."""
+    response = tenant_a.client("admin").get(template, {name: ""})
+    body = assert_problem(response, 400)
+    assert body["errors"] == [{"field": name, "message": f"{name} must be an integer."}]
