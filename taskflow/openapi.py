@@ -98,6 +98,9 @@ class QueryParam:
 
 Query = tuple[QueryParam, ...]
 
+# A text that may be anything but NUL, which no query string may carry (a 400 on every path).
+NO_NUL_TEXT = r"^[^\x00]*$"
+
 
 def sort_pattern(fields: Mapping[str, Any]) -> str:
     """The grammar pagination.parse_sort accepts, as a pattern: fields joined by commas, each
@@ -169,7 +172,7 @@ TASK_FILTER_QUERY: Query = (
     QueryParam("due_before", "Only tasks due on or before this day.", type="string", format="date"),
     QueryParam("due_after", "Only tasks due on or after this day.", type="string", format="date"),
     QueryParam(
-        "q", "Only tasks whose title contains this text.", max_length=200, pattern=r"^[^\x00]*$"
+        "q", "Only tasks whose title contains this text.", max_length=200, pattern=NO_NUL_TEXT
     ),
 )
 PROJECT_LIST_QUERY: Query = (sort_param(PROJECT_SORTS, "created_at"), *PAGE, INCLUDE_DELETED)

@@ -22,6 +22,7 @@ from control_plane.imports.models import ImportMode, ImportStatus
 from control_plane.tenancy.serializers import TenantSerializer
 from taskflow.openapi import (
     MAX_ID,
+    NO_NUL_TEXT,
     RATE_LIMIT,
     RATE_LIMIT_POLICY,
     RETRY_AFTER,
@@ -303,5 +304,7 @@ EVOLUTION_LIST = inline_serializer("EvolutionList", {"results": EvolutionShape(m
 
 RUN_DETAIL_QUERY = (
     QueryParam("status", "Only steps in this status.", enum=tuple(StepStatus.values)),
-    QueryParam("q", "Only steps whose schema name contains this text.", max_length=200),
+    QueryParam(
+        "q", "Only steps whose schema name contains this text.", max_length=200, pattern=NO_NUL_TEXT
+    ),
 )
