@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,19 @@ class WorkerProcess:
     def stop(self) -> None:
         if self.process:
             stop_process(self.process, timeout=20)
+
+
+@contextmanager
+def nobody_else_consumes(queue: str) -> Iterator[None]:
+    """For the block, the workers already running (an earlier test's, the session's) stop
+    consuming `queue`, so a test's own worker gets its messages or the queue can be counted."""
+    replies = celery_app.control.cancel_consumer(queue, reply=True) or []
+    others = [name for reply in replies for name in reply]
+    try:
+        yield
+    finally:
+        if others:
+            celery_app.control.add_consumer(queue, destination=others, reply=True)
 
 
 @pytest.fixture(scope="session")

@@ -14,20 +14,16 @@ from control_plane.celery import app as celery_app
 from control_plane.fanout import liveness, orchestrator, reaper, runs
 from control_plane.fanout.models import RunStatus, Stage, StepStatus, TenantMigration
 from tenants.cloning import TEMPLATE_SCHEMA
+from tests.conftest import nobody_else_consumes
 
 pytestmark = pytest.mark.usefixtures("committed", "nobody_consumes_migrations")
 
 
 @pytest.fixture
 def nobody_consumes_migrations() -> Iterator[None]:
-    replies = celery_app.control.cancel_consumer("migrations", reply=True) or []
-    workers = [name for reply in replies for name in reply]
-    try:
+    with nobody_else_consumes("migrations"):
         yield
-    finally:
         celery_app.control.purge()
-        if workers:
-            celery_app.control.add_consumer("migrations", destination=workers, reply=True)
 
 
 def test_a_second_advance_leaves_a_platform_stage_another_task_holds() -> None:

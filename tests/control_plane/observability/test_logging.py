@@ -7,6 +7,7 @@ import logging
 import logging.config
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from control_plane.observability.logging import (
     redact,
 )
 from tenants.models import Tenant
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, nobody_else_consumes
 from tests.control_plane.observability.conftest import json_lines
 from tests.factories import make_token, make_user, public_tenant
 from tests.taskflow.conftest import TenantFixture, discard
@@ -46,17 +47,22 @@ def test_redact_removes_tokens_and_secret_fields_from_any_line() -> None:
     assert event["headers"]["Accept"] == "text/csv"
 
 
-def test_json_lines_carry_the_bound_context(capsys: Any) -> None:
+@pytest.fixture
+def settings_logging_after() -> Iterator[None]:
+    """Put the settings' logging back once capsys has given the real stderr back: configured
+    while capsys holds it, structlog would keep writing to capsys' closed stream."""
+    yield
+    structlog.contextvars.clear_contextvars()
+    logging.config.dictConfig(settings.LOGGING)
+    configure_structlog(log_format=settings.LOG_FORMAT, level=settings.LOG_LEVEL)
+
+
+def test_json_lines_carry_the_bound_context(settings_logging_after: None, capsys: Any) -> None:
     logging.config.dictConfig(logging_config(log_format="json", level="INFO"))
     configure_structlog(log_format="json", level="INFO")  # onto the captured stderr
-    try:
-        structlog.contextvars.bind_contextvars(request_id="r-1", tenant="acme")
-        structlog.get_logger("taskflow.test").info("hello", status=200)
-        logging.getLogger("some.library").warning("plain %s", "record")
-    finally:
-        structlog.contextvars.clear_contextvars()
-        logging.config.dictConfig(settings.LOGGING)
-        configure_structlog(log_format=settings.LOG_FORMAT, level=settings.LOG_LEVEL)
+    structlog.contextvars.bind_contextvars(request_id="r-1", tenant="acme")
+    structlog.get_logger("taskflow.test").info("hello", status=200)
+    logging.getLogger("some.library").warning("plain %s", "record")
     lines = json_lines(capsys.readouterr().err)
     mine = next(line for line in lines if line["event"] == "hello")
     assert {"timestamp", "level", "request_id", "tenant", "status"} <= set(mine)
@@ -66,7 +72,15 @@ def test_json_lines_carry_the_bound_context(capsys: Any) -> None:
     assert library["level"] == "warning"
 
 
+@pytest.fixture
+def default_queue_is_ours() -> Iterator[None]:
+    """This test's worker must be the one that provisions: the test reads that worker's log."""
+    with nobody_else_consumes("default"):
+        yield
+
+
 @pytest.mark.worker
+@pytest.mark.usefixtures("default_queue_is_ours")
 def test_no_token_reaches_a_log_line_of_web_or_worker(gunicorn: Any, committed: None) -> None:
     staff = make_user(f"log-staff-{uuid.uuid4().hex[:8]}@example.com", staff=True)
     staff_token = make_token(staff, public_tenant())

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from control_plane.celery import app as celery_app
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, nobody_else_consumes
 from tests.control_plane.observability.conftest import json_lines
 from tests.imports.conftest import csv_bytes, generated_rows
 from tests.taskflow.conftest import TenantFixture
@@ -77,38 +76,30 @@ def test_an_upload_and_the_import_it_queues_are_one_trace(
     gunicorn: Any, live_tenant: TenantFixture, committed: None
 ) -> None:
     """web -> Celery -> SQL: the worker's task and its statements join the request's trace."""
-    others = [
-        name
-        for name, queues in (celery_app.control.inspect(timeout=1.0).active_queues() or {}).items()
-        if any(q["name"] == "imports" for q in queues)
-    ]
-    if others:  # the session's worker would take the message
-        celery_app.control.cancel_consumer("imports", destination=others, reply=True)
-    worker = WorkerProcess(
-        "traced", queues="imports", concurrency=1, env={"TRACING_EXPORTER": "console"}
-    ).start()
-    try:
-        server = gunicorn(workers=1, TRACING_EXPORTER="console")
-        status, _, body = server.request(
-            "POST",
-            "/api/v1/imports",
-            host=live_tenant.host,
-            body=csv_bytes(generated_rows(5, "P1")),
-            **{
-                "Authorization": f"Bearer {live_tenant.tokens['member']}",
-                "Content-Type": "text/csv",
-            },
-        )
-        assert status == 202, body
-        deadline = time.monotonic() + 30
-        while "run/control_plane.imports.tasks.run_import" not in worker.log_path.read_text():
-            assert time.monotonic() < deadline, worker.log_path.read_text()
-            time.sleep(0.2)
-        time.sleep(0.5)
-    finally:
-        worker.stop()
-        if others:
-            celery_app.control.add_consumer("imports", destination=others, reply=True)
+    with nobody_else_consumes("imports"):  # the session's worker would take the message
+        worker = WorkerProcess(
+            "traced", queues="imports", concurrency=1, env={"TRACING_EXPORTER": "console"}
+        ).start()
+        try:
+            server = gunicorn(workers=1, TRACING_EXPORTER="console")
+            status, _, body = server.request(
+                "POST",
+                "/api/v1/imports",
+                host=live_tenant.host,
+                body=csv_bytes(generated_rows(5, "P1")),
+                **{
+                    "Authorization": f"Bearer {live_tenant.tokens['member']}",
+                    "Content-Type": "text/csv",
+                },
+            )
+            assert status == 202, body
+            deadline = time.monotonic() + 30
+            while "run/control_plane.imports.tasks.run_import" not in worker.log_path.read_text():
+                assert time.monotonic() < deadline, worker.log_path.read_text()
+                time.sleep(0.2)
+            time.sleep(0.5)
+        finally:
+            worker.stop()
     web = [s for s in spans_in(server.stdout.read_text()) if "context" in s]
     request = next(
         s
