@@ -1,6 +1,6 @@
 """An operator's retry of a stuck import (POST /api/v1/imports/{id}/retry): sent again when it has
-no message waiting and no live worker, refused otherwise; no worker runs here, so the job stays
-queued and nothing it would write is asserted."""
+no message waiting and no live worker, refused otherwise; workers an earlier test left running stop
+consuming imports meanwhile, so the job stays queued and nothing it would write is asserted."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ import pytest
 from control_plane.celery import app as celery_app
 from control_plane.imports.services import JOBS
 from control_plane.worker import leases, recovery
+from tests.conftest import nobody_else_consumes
 from tests.imports.conftest import ImportTenant, csv_bytes, generated_rows
 
 
 @pytest.fixture
 def no_consumers() -> Iterator[None]:
-    yield
-    celery_app.control.purge()
+    with nobody_else_consumes("imports"):
+        yield
+        celery_app.control.purge()
 
 
 def retry(tenant: ImportTenant, job_id: int) -> Any:
