@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -70,3 +76,79 @@ def _parent_of(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+@dataclass
+class Gunicorn:
+    """A gunicorn process on 127.0.0.1, its stdout and stderr kept apart (spans, log lines).
+    Hosts are chosen with the Host header: `*.localhost` does not resolve in Python."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    stdout: Path
+    stderr: Path
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        host: str = "localhost",
+        body: bytes | None = None,
+        **headers: str,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers with lower-case names, body) of one request on a new connection."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers={"Host": host, **headers})
+            response = conn.getresponse()
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.getheaders()},
+                response.read(),
+            )
+        finally:
+            conn.close()
+
+    def log_lines(self) -> list[str]:
+        return self.stderr.read_text().splitlines()
+
+
+def start_gunicorn(
+    folder: Path,
+    *,
+    workers: int = 2,
+    threads: int = 2,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> Gunicorn:
+    """gunicorn as deployments run it (`-c platform/gunicorn.conf.py`, DEBUG off) on this
+    session's database and Redis, answering `/healthz` when it returns. `env` adds to (or
+    overrides) the test process's environment."""
+    port = free_port()
+    stdout, stderr = folder / "stdout.log", folder / "stderr.log"
+    environment = os.environ | {"DEBUG": "false", "PYTHONUNBUFFERED": "1"} | dict(env or {})
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", "control_plane.wsgi:application",
+                "-c", "platform/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
+                "--workers", str(workers), "--threads", str(threads), "--timeout", "120",
+            ],
+            cwd=ROOT, env=environment, stdout=out, stderr=err,
+        )  # fmt: skip
+    server = Gunicorn(process, port, stdout, stderr)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited early:\n{stderr.read_text()}")
+        try:
+            if server.request("GET", "/healthz")[0] == 200:
+                return server
+        except OSError:
+            time.sleep(0.2)
+    stop_process(process)
+    raise RuntimeError(f"gunicorn did not answer within {timeout:.0f} s:\n{stderr.read_text()}")

@@ -7,15 +7,8 @@ dropped at the end of the session.
 
 from __future__ import annotations
 
-import http.client
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,79 +17,21 @@ from django.db.models import Max
 from control_plane.fanout.models import MigrationRun
 from tenants.models import Isolation, Tenant
 from tenants.resolution import forget_tenant
-from tests.conftest import ROOT
 from tests.factories import make_token, make_user, public_tenant
-from tests.processes import free_port, stop_process
+from tests.processes import Gunicorn, start_gunicorn, stop_process
 from tests.taskflow.conftest import TenantFixture, discard, provisioned_tenant
 
 PUBLIC_HOST = "localhost"
 
 
-@dataclass(frozen=True)
-class LiveServer:
-    """A gunicorn process on 127.0.0.1; hosts are chosen with the Host header (`*.localhost`
-    does not resolve in Python)."""
-
-    port: int
-    log: Path
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def request(
-        self, method: str, path: str, host: str, body: bytes | None = None, **headers: str
-    ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers={"Host": host, **headers})
-            response = conn.getresponse()
-            return (
-                response.status,
-                {k.lower(): v for k, v in response.getheaders()},
-                response.read(),
-            )
-        finally:
-            conn.close()
-
-
-def _wait_until_serving(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited early:\n{log.read_text()}")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        try:
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-        finally:
-            conn.close()
-    raise RuntimeError(f"gunicorn did not answer within 60 s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="session")
-def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """gunicorn with DEBUG off, as deployments run it, on this session's database and Redis."""
-    log = tmp_path_factory.mktemp("contract") / "gunicorn.log"
-    port = free_port()
-    env = os.environ | {"DEBUG": "false", "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "gunicorn", "control_plane.wsgi:application",
-                "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4",
-                "--timeout", "120",
-            ],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
+    """gunicorn as deployments run it, on this session's database and Redis."""
+    server = start_gunicorn(tmp_path_factory.mktemp("contract"), workers=2, threads=4)
     try:
-        _wait_until_serving(process, port, log)
-        yield LiveServer(port=port, log=log)
+        yield server
     finally:
-        stop_process(process)
+        stop_process(server.process)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.conftest import ROOT
-from tests.contract.conftest import LiveServer
+from tests.processes import Gunicorn
 from tests.taskflow.conftest import TenantFixture
 
 DOCUMENT = ROOT / "openapi" / "tenant-v1.yaml"
@@ -80,7 +80,7 @@ def cursor_of(link: str | None) -> str | None:
 
 def test_generated_client_runs_a_scenario(
     generated_client: ModuleType,
-    api_server: LiveServer,
+    api_server: Gunicorn,
     contract_tenants: dict[str, TenantFixture],
     celery_worker_process: Any,
 ) -> None:

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from taskflow.api_versions import CATALOG, VERSION_HEADER
-from tests.contract.conftest import PUBLIC_HOST, LiveServer
+from tests.contract.conftest import PUBLIC_HOST
+from tests.processes import Gunicorn
 from tests.taskflow.conftest import TenantFixture
 
 # What must hold for every response, under the names schemathesis 4 gives them.
@@ -44,7 +45,7 @@ HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 
 
 def run_schemathesis(
-    server: LiveServer,
+    server: Gunicorn,
     schema_path: str,
     host: str,
     token: str,
@@ -111,7 +112,7 @@ def summarise(reports: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("mode", ["schema", "rls"])
 def test_tenant_api_conforms_to_its_description(
-    api_server: LiveServer,
+    api_server: Gunicorn,
     contract_tenants: dict[str, TenantFixture],
     mode: str,
     tmp_path: Path,
@@ -133,7 +134,7 @@ def test_tenant_api_conforms_to_its_description(
 
 
 def test_operator_api_conforms_to_its_description(
-    api_server: LiveServer, staff_token: str, tmp_path: Path
+    api_server: Gunicorn, staff_token: str, tmp_path: Path
 ) -> None:
     outcome = run_schemathesis(api_server, "/ops/v1/schema", PUBLIC_HOST, staff_token, tmp_path)
     print(f"operator API: {outcome['summary']}")

@@ -52,7 +52,9 @@ def test_pgbouncer_knows_max_prepared_statements() -> None:
 def test_postgres_is_the_major_the_dev_script_runs() -> None:
     """The dev script runs the newest major of the machine's Debian packages."""
     installed = sorted(int(p.name) for p in Path("/usr/lib/postgresql").glob("[0-9]*"))
-    assert installed, "the dev script needs Debian's PostgreSQL packages (/usr/lib/postgresql/<major>)"
+    assert installed, (
+        "the dev script needs Debian's PostgreSQL packages (/usr/lib/postgresql/<major>)"
+    )
     _, tag = image_tag(SERVICES["postgres"]["image"])
     assert int(tag.split(".")[0]) == installed[-1]
 

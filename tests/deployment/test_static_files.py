@@ -3,14 +3,12 @@ files itself: gunicorn with DEBUG off after `collectstatic`, as the container im
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.processes import free_port, stop_process
+from tests.processes import Gunicorn, start_gunicorn, stop_process
 
 # Static name -> the content type it must be served with.
 ASSETS = {
@@ -33,23 +31,13 @@ UNKNOWN_HOST = "no-such-tenant.localhost"
 
 @dataclass
 class ProductionServer:
-    port: int
+    server: Gunicorn
     static_root: Path
 
     def get(
         self, path: str, host: str = UNKNOWN_HOST, **headers: str
     ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", path, headers={"Host": host, **headers})
-            response = conn.getresponse()
-            return (
-                response.status,
-                {k.lower(): v for k, v in response.getheaders()},
-                response.read(),
-            )
-        finally:
-            conn.close()
+        return self.server.request("GET", path, host, None, **headers)
 
     def hashed_name(self, name: str) -> str:
         manifest = json.loads((self.static_root / "staticfiles.json").read_text())
@@ -67,23 +55,6 @@ def production_environment(static_root: Path) -> dict[str, str]:
     }
 
 
-def wait_until_serving(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited early:\n{log.read_text()}")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        try:
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-        finally:
-            conn.close()
-    raise RuntimeError(f"gunicorn did not answer within 60 s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionServer]:
     tmp = tmp_path_factory.mktemp("production")
@@ -93,21 +64,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionServe
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
         cwd=ROOT, env=env, check=True,
     )  # fmt: skip
-    port = free_port()
-    log = tmp / "gunicorn.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "gunicorn", "control_plane.wsgi:application",
-                "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
-            ],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    server = start_gunicorn(tmp, workers=1, threads=4, env=env)
     try:
-        wait_until_serving(process, port, log)
-        yield ProductionServer(port=port, static_root=static_root)
+        yield ProductionServer(server=server, static_root=static_root)
     finally:
-        stop_process(process)
+        stop_process(server.process)
 
 
 @pytest.mark.parametrize("name", ASSETS)

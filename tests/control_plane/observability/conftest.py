@@ -3,21 +3,14 @@ processes, one metrics folder), its stdout and stderr kept apart (spans, log lin
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.processes import free_port, stop_process
+from tests.processes import Gunicorn, start_gunicorn, stop_process
 from tests.taskflow.conftest import TenantFixture, discard, provisioned_tenant
 
 METRICS_TOKEN = "metrics-test-token-7f3a"
@@ -35,65 +28,6 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return found
 
 
-@dataclass
-class Gunicorn:
-    process: subprocess.Popen[bytes]
-    port: int
-    stdout: Path
-    stderr: Path
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        host: str = "localhost",
-        body: bytes | None = None,
-        **headers: str,
-    ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers={"Host": host, **headers})
-            response = conn.getresponse()
-            return (
-                response.status,
-                {k.lower(): v for k, v in response.getheaders()},
-                response.read(),
-            )
-        finally:
-            conn.close()
-
-    def log_lines(self) -> list[str]:
-        return self.stderr.read_text().splitlines()
-
-
-def start_gunicorn(folder: Path, workers: int = 2, **env: str) -> Gunicorn:
-    """gunicorn -c platform/gunicorn.conf.py, DEBUG off, on this session's database and Redis."""
-    port = free_port()
-    stdout, stderr = folder / "stdout.log", folder / "stderr.log"
-    environment = os.environ | {"DEBUG": "false", "PYTHONUNBUFFERED": "1"} | env
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "gunicorn", "control_plane.wsgi:application",
-                "-c", "platform/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
-                "--workers", str(workers), "--threads", "2", "--timeout", "120",
-            ],
-            cwd=ROOT, env=environment, stdout=out, stderr=err,
-        )  # fmt: skip
-    server = Gunicorn(process, port, stdout, stderr)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited early:\n{stderr.read_text()}")
-        try:
-            if server.request("GET", "/healthz")[0] == 200:
-                return server
-        except OSError:
-            time.sleep(0.2)
-    stop_process(process)
-    raise RuntimeError(f"gunicorn did not answer within 60 s:\n{stderr.read_text()}")
-
-
 @pytest.fixture
 def gunicorn(tmp_path: Path) -> Iterator[Any]:
     """A factory of gunicorn servers, each stopped at the end of the test."""
@@ -102,7 +36,7 @@ def gunicorn(tmp_path: Path) -> Iterator[Any]:
     def start(workers: int = 2, **env: str) -> Gunicorn:
         folder = tmp_path / f"gunicorn-{len(started)}"
         folder.mkdir()
-        server = start_gunicorn(folder, workers, **env)
+        server = start_gunicorn(folder, workers=workers, env=env)
         started.append(server)
         return server
 
