@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
+from control_plane.celery import broker_unavailable, broker_unreachable_errors
 from control_plane.tenancy.models import MOVE_ACTIVE_STATUSES, MoveStatus, TenantMove
 from control_plane.worker import recovery
 from tenants.models import Tenant
@@ -35,6 +36,11 @@ MOVE_QUEUE = "default"
 class MoveInProgress(Problem):
     status = 409
     title = "Move in progress"
+
+
+class MoveConflict(Problem):
+    status = 409
+    title = "Move conflict"
 
 
 def request_move(
@@ -153,18 +159,20 @@ def _finish(
     return move
 
 
-def move_state(move: TenantMove) -> dict[str, object]:
-    """What the admin shows of a move and polls while it runs."""
-    return {
-        "id": move.pk,
-        "tenant": move.tenant.slug,
-        "source": move.source,
-        "target": move.target,
-        "status": move.status,
-        "error": move.error,
-        "rows": move.rows,
-        "seconds": move.seconds,
-        "requested_by": str(move.requested_by) if move.requested_by else move.requested_via,
-        "requested_at": move.requested_at.isoformat(),
-        "finished": move.is_finished,
-    }
+def retry_move(move: TenantMove) -> TenantMove:
+    """An operator's retry of a stuck move (queued or copying, no message waiting, no live
+    worker): sent again now instead of at beat's next sweep. Refused (409) for a finished move
+    (request a new one) and for one a live worker runs or whose message waits; 503 when the
+    broker cannot be reached."""
+    if move.is_finished:
+        raise MoveConflict(
+            f"Move {move.pk} is {move.status}; a finished move is not retried (request a new one)."
+        )
+    try:
+        recovery.retry(MOVES, move.pk)
+    except recovery.NotStuck as exc:
+        raise MoveConflict(f"Move {move.pk} is not stuck: {exc}.") from exc
+    except broker_unreachable_errors() as exc:
+        raise broker_unavailable() from exc
+    move.refresh_from_db()
+    return move

@@ -131,6 +131,12 @@ def is_held(kind: JobKind, job_id: int) -> bool:
     return leases.is_held(_key("lease", kind, job_id), url=_broker_url())
 
 
+def is_stuck(kind: JobKind, job_id: int) -> bool:
+    """Neither a message of the job waits nor a live worker runs it: what `retry` accepts (ask
+    only of an unfinished job; this module never decides whether a job is finished)."""
+    return _looks_stranded(kind, job_id, _broker())
+
+
 def _looks_stranded(kind: JobKind, job_id: int, client: redis.Redis) -> bool:
     """Neither a waiting message nor a live worker (mark first: a task takes its lease before it
     consumes the mark, so this order never misses a job starting in between)."""
