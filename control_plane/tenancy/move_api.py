@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -17,6 +16,7 @@ from rest_framework.response import Response
 
 from control_plane.fanout.api import named
 from control_plane.http.openapi import MOVE_LIST, MOVE_LIST_QUERY, MoveShape
+from control_plane.http.ops_actions import OpsAction, action, operator
 from control_plane.tenancy import moves
 from control_plane.tenancy.api import OpsView
 from control_plane.tenancy.models import MoveStatus
@@ -79,8 +79,8 @@ class MoveCollection(OpsView):
         shape = MoveInputSerializer(data=request.data)
         shape.is_valid(raise_exception=True)
         tenant = _tenant(shape.validated_data["tenant"])
-        user = request.user if isinstance(request.user, User) else None
-        move = moves.request_move(tenant, shape.validated_data["to"], requested_by=user, via="api")
+        to = shape.validated_data["to"]
+        move = moves.request_move(tenant, to, requested_by=operator(request), via="api")
         if move.status == MoveStatus.FAILED:
             raise MoveRefused(move.error, move=move_url(move))
         return Response(
@@ -96,15 +96,7 @@ class MoveDetail(OpsView):
         return Response(move_state(move_of(move_id)))
 
 
-@extend_schema_view(
-    post=extend_schema(
-        operation_id="retryMove",
-        summary="Retry a stuck move (no message waiting, no live worker)",
-        request=None,
-        responses={202: MoveShape, **problems(409)},
-    )
-)
-class RetryMove(OpsView):
-    def post(self, request: Request, move_id: int) -> Response:
-        move = moves.retry_move(move_of(move_id))
-        return Response(move_state(move), status=202)
+@action("retryMove", "Retry a stuck move (no message waiting, no live worker)", MoveShape)
+class RetryMove(OpsAction):
+    def act(self, request: Request, data: dict[str, Any], move_id: int) -> Any:
+        return move_state(moves.retry_move(move_of(move_id)))
