@@ -50,7 +50,6 @@ class OpsAction(OpsView):
         return Response(self.act(request, data, **kwargs), status=self.answer_status)
 
 
-
 def action(
     operation_id: str, summary: str, shape: Any, *, description: str | None = None
 ) -> Callable[[type[OpsAction]], type[OpsAction]]:

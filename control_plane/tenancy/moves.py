@@ -20,7 +20,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
-from control_plane.celery import broker_unavailable, broker_unreachable_errors
 from control_plane.tenancy.models import MOVE_ACTIVE_STATUSES, MoveStatus, TenantMove
 from control_plane.worker import recovery
 from tenants.models import Tenant
@@ -168,11 +167,8 @@ def retry_move(move: TenantMove) -> TenantMove:
         raise MoveConflict(
             f"Move {move.pk} is {move.status}; a finished move is not retried (request a new one)."
         )
-    try:
-        recovery.retry(MOVES, move.pk)
-    except recovery.NotStuck as exc:
-        raise MoveConflict(f"Move {move.pk} is not stuck: {exc}.") from exc
-    except broker_unreachable_errors() as exc:
-        raise broker_unavailable() from exc
+    recovery.operator_retry(
+        MOVES, move.pk, refused=lambda why: MoveConflict(f"Move {move.pk} is not stuck: {why}.")
+    )
     move.refresh_from_db()
     return move
