@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -19,8 +18,8 @@ from control_plane.evolution.catalog import CATALOG
 from control_plane.evolution.models import PHASE_ORDER
 from control_plane.fanout.api import JsonBoolean
 from control_plane.http.openapi import EVOLUTION_LIST, EvolutionShape
+from control_plane.http.ops_actions import OpsAction, action, operator
 from control_plane.tenancy.api import OpsView
-from taskflow.openapi import problems
 from tenants.problems import NotFound
 
 
@@ -65,67 +64,41 @@ class EvolutionDetail(OpsView):
         return Response(_state(name))
 
 
-@extend_schema_view(
-    post=extend_schema(
-        operation_id="startEvolutionPhase",
-        summary="Start an evolution's phase (idempotent)",
-        request=PhaseInputSerializer,
-        responses={202: EvolutionShape, **problems(409)},
-    )
+@action("startEvolutionPhase", "Start an evolution's phase (idempotent)", EvolutionShape)
+class StartPhase(OpsAction):
+    body = PhaseInputSerializer
+
+    def act(self, request: Request, data: dict[str, Any], name: str, phase: str) -> Any:
+        evolution = phases.get_evolution(name)
+        phases.start_phase(evolution, _phase(phase), created_by=operator(request), **data)
+        return _state(name)
+
+
+@action(
+    "rollBackEvolutionPhase",
+    "Roll back an evolution's expand or switch (confirm: true)",
+    EvolutionShape,
 )
-class StartPhase(OpsView):
-    def post(self, request: Request, name: str, phase: str) -> Response:
-        shape = PhaseInputSerializer(data=request.data)
-        shape.is_valid(raise_exception=True)
-        user = request.user if isinstance(request.user, User) else None
-        phases.start_phase(
-            phases.get_evolution(name), _phase(phase), created_by=user, **shape.validated_data
-        )
-        return Response(_state(name), status=202)
+class RollbackPhase(OpsAction):
+    body = RollbackInputSerializer
+
+    def act(self, request: Request, data: dict[str, Any], name: str, phase: str) -> Any:
+        evolution = phases.get_evolution(name)
+        phases.rollback(evolution, _phase(phase), created_by=operator(request), **data)
+        return _state(name)
 
 
-@extend_schema_view(
-    post=extend_schema(
-        operation_id="rollBackEvolutionPhase",
-        summary="Roll back an evolution's expand or switch (confirm: true)",
-        request=RollbackInputSerializer,
-        responses={202: EvolutionShape, **problems(409)},
-    )
-)
-class RollbackPhase(OpsView):
-    def post(self, request: Request, name: str, phase: str) -> Response:
-        shape = RollbackInputSerializer(data=request.data)
-        shape.is_valid(raise_exception=True)
-        user = request.user if isinstance(request.user, User) else None
-        phases.rollback(
-            phases.get_evolution(name), _phase(phase), created_by=user, **shape.validated_data
-        )
-        return Response(_state(name), status=202)
+@action("cancelEvolution", "Cancel the running phase", EvolutionShape)
+class CancelEvolution(OpsAction):
+    answer_status = 200
 
-
-@extend_schema_view(
-    post=extend_schema(
-        operation_id="cancelEvolution",
-        summary="Cancel the running phase",
-        request=None,
-        responses={200: EvolutionShape, **problems(409)},
-    )
-)
-class CancelEvolution(OpsView):
-    def post(self, request: Request, name: str) -> Response:
+    def act(self, request: Request, data: dict[str, Any], name: str) -> Any:
         phases.cancel(phases.get_evolution(name))
-        return Response(_state(name))
+        return _state(name)
 
 
-@extend_schema_view(
-    post=extend_schema(
-        operation_id="resumeEvolution",
-        summary="Resume the stopped phase where it stopped",
-        request=None,
-        responses={202: EvolutionShape, **problems(409)},
-    )
-)
-class ResumeEvolution(OpsView):
-    def post(self, request: Request, name: str) -> Response:
+@action("resumeEvolution", "Resume the stopped phase where it stopped", EvolutionShape)
+class ResumeEvolution(OpsAction):
+    def act(self, request: Request, data: dict[str, Any], name: str) -> Any:
         phases.resume(phases.get_evolution(name))
-        return Response(_state(name), status=202)
+        return _state(name)

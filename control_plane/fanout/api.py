@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.contrib.auth.models import User
 from django.core.validators import RegexValidator
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
@@ -19,6 +18,7 @@ from rest_framework.response import Response
 from control_plane.fanout import runs
 from control_plane.fanout.models import COUNT_MAX, MigrationRun, StepStatus
 from control_plane.http.openapi import RUN_DETAIL_QUERY, RUN_LIST, RunShape, StepShape
+from control_plane.http.ops_actions import OpsAction, action, operator
 from control_plane.tenancy.api import OpsView
 from taskflow.openapi import LOCATION_HEADER, NOT_BLANK, problems, refuse_longer_than_described
 from tenants.problems import NotFound
@@ -165,9 +165,8 @@ class MigrationRunCollection(OpsView):
         shape.is_valid(raise_exception=True)
         options = dict(shape.validated_data)
         confirmed = options.pop(CONFIRM_FIELD)
-        user = request.user if isinstance(request.user, User) else None
         try:
-            run = runs.start_run(**options, created_by=user, allow_downgrade=confirmed)
+            run = runs.start_run(**options, created_by=operator(request), allow_downgrade=confirmed)
         except runs.DowngradeNotConfirmed as exc:
             raise _ask_for_confirmation(exc) from exc
         location = f"/ops/v1/migration-runs/{run.pk}"
@@ -186,54 +185,34 @@ class MigrationRunDetail(OpsView):
         return Response(_state(_run(run_id), request))
 
 
-@extend_schema_view(
-    post=extend_schema(
-        operation_id="resumeMigrationRun",
-        summary="Resume a paused or failed run",
-        request=ResumeInputSerializer,
-        responses={202: RunShape, **problems(409)},
-    )
-)
-class ResumeMigrationRun(OpsView):
+@action("resumeMigrationRun", "Resume a paused or failed run", RunShape)
+class ResumeMigrationRun(OpsAction):
     query_parameters = {"post": RUN_DETAIL_QUERY}
+    body = ResumeInputSerializer
 
-    def post(self, request: Request, run_id: int) -> Response:
+    def body_of(self, request: Request) -> Any:
         # The body is optional; one that is not JSON (a bodiless form post) confirms nothing.
         is_json = (request.content_type or "").startswith("application/json")
-        shape = ResumeInputSerializer(data=(request.data or {}) if is_json else {})
-        shape.is_valid(raise_exception=True)
-        run = _run(run_id)
+        return (request.data or {}) if is_json else {}
+
+    def act(self, request: Request, data: dict[str, Any], run_id: int) -> Any:
         try:
-            run = runs.resume_run(run, allow_downgrade=shape.validated_data[CONFIRM_FIELD])
+            run = runs.resume_run(_run(run_id), allow_downgrade=data[CONFIRM_FIELD])
         except runs.DowngradeNotConfirmed as exc:
             raise _ask_for_confirmation(exc) from exc
-        return Response(_state(run, request), status=202)
+        return _state(run, request)
 
 
-@extend_schema_view(
-    post=extend_schema(
-        operation_id="cancelMigrationRun",
-        summary="Cancel a run",
-        request=None,
-        responses={200: RunShape, **problems(409)},
-    )
-)
-class CancelMigrationRun(OpsView):
+@action("cancelMigrationRun", "Cancel a run", RunShape)
+class CancelMigrationRun(OpsAction):
     query_parameters = {"post": RUN_DETAIL_QUERY}
+    answer_status = 200
 
-    def post(self, request: Request, run_id: int) -> Response:
-        return Response(_state(runs.cancel_run(_run(run_id)), request))
+    def act(self, request: Request, data: dict[str, Any], run_id: int) -> Any:
+        return _state(runs.cancel_run(_run(run_id)), request)
 
 
-@extend_schema_view(
-    post=extend_schema(
-        operation_id="retryTenantMigration",
-        summary="Retry one tenant's failed step",
-        request=None,
-        responses={202: StepShape, **problems(409)},
-    )
-)
-class RetryTenantMigration(OpsView):
-    def post(self, request: Request, run_id: int, slug: str) -> Response:
-        step = runs.retry_tenant(_run(run_id), slug)
-        return Response(runs.step_state(step), status=202)
+@action("retryTenantMigration", "Retry one tenant's failed step", StepShape)
+class RetryTenantMigration(OpsAction):
+    def act(self, request: Request, data: dict[str, Any], run_id: int, slug: str) -> Any:
+        return runs.step_state(runs.retry_tenant(_run(run_id), slug))

@@ -1,6 +1,7 @@
 """How drf-spectacular describes both APIs: the bearer scheme, path ids, declared query
 parameters, the version headers of /api/v1, the problem responses every operation can give,
-and the shapes of the control plane's own resources (import jobs, tenants, migration runs).
+and the shapes of the control plane's own resources (import jobs, tenants, migration runs,
+moves).
 
 Views say what is particular to them with `extend_schema`; what holds for every operation is
 added here once. Nothing here runs on a request that is not a schema request.
@@ -19,6 +20,7 @@ from rest_framework import serializers
 
 from control_plane.fanout.models import Operation, RunStatus, Stage, StepStatus
 from control_plane.imports.models import ImportMode, ImportStatus
+from control_plane.tenancy.models import MoveStatus
 from control_plane.tenancy.serializers import TenantSerializer
 from taskflow.openapi import (
     MAX_ID,
@@ -32,7 +34,7 @@ from taskflow.openapi import (
     problems,
     query_parameters_of,
 )
-from tenants.models import TenantStatus
+from tenants.models import Isolation, TenantStatus
 
 PATH_VARIABLE = re.compile(r"{(\w+)}")
 ID_SCHEMA = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}
@@ -306,5 +308,72 @@ RUN_DETAIL_QUERY = (
     QueryParam("status", "Only steps in this status.", enum=tuple(StepStatus.values)),
     QueryParam(
         "q", "Only steps whose schema name contains this text.", max_length=200, pattern=NO_NUL_TEXT
+    ),
+)
+
+
+class MoveProgressShape(serializers.Serializer[Any]):
+    """Where a move stands while it runs (a move copies in one transaction: its row counts come
+    when it is done)."""
+
+    elapsed_seconds = serializers.FloatField(
+        help_text="Queued: since it was requested; copying: since a worker claimed it; "
+        "finished: from its start to its end."
+    )
+    stuck = serializers.BooleanField(
+        allow_null=True,
+        help_text="Unfinished with no message waiting and no live worker: a retry sends it "
+        "again (null: the broker did not answer).",
+    )
+    queue_consumed = serializers.BooleanField(
+        allow_null=True,
+        help_text="Queued: whether any worker consumes the moves' queue (null: not queued, "
+        "or not known yet).",
+    )
+
+    class Meta:
+        ref_name = "MoveProgress"
+
+
+class MoveShape(serializers.Serializer[Any]):
+    """A tenant's move between placements (control_plane.tenancy.move_selectors.move_state)."""
+
+    id = serializers.IntegerField()
+    tenant = serializers.CharField()
+    # A declared field, which DRF takes out of the class; only mypy sees Field.source here.
+    source = serializers.ChoiceField(choices=Isolation.choices)  # type: ignore[assignment]
+    target = serializers.ChoiceField(choices=Isolation.choices)
+    status = serializers.ChoiceField(choices=MoveStatus.choices)
+    finished = serializers.BooleanField()
+    error = serializers.CharField(
+        allow_blank=True, help_text="Why it failed, or a note on a move that is done."
+    )
+    rows = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Rows copied by table, once done."
+    )
+    rows_total = serializers.IntegerField(allow_null=True)
+    seconds = serializers.FloatField(allow_null=True, help_text="How long the copy took.")
+    attempts = serializers.IntegerField()
+    worker = serializers.CharField(allow_blank=True)
+    requested_by = serializers.CharField(allow_null=True)
+    requested_via = serializers.CharField()
+    requested_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    progress = MoveProgressShape()
+    url = serializers.CharField()
+
+    class Meta:
+        ref_name = "TenantMove"
+
+
+MOVE_LIST = inline_serializer("TenantMoveList", {"results": MoveShape(many=True)})
+MOVE_LIST_QUERY = (
+    QueryParam("status", "Only moves in this status.", enum=tuple(MoveStatus.values)),
+    QueryParam(
+        "tenant",
+        "Only the moves of the tenant with this slug.",
+        max_length=63,
+        pattern=NO_NUL_TEXT,
     ),
 )

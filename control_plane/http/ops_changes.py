@@ -45,6 +45,15 @@ OPS_CHANGES: tuple[OpsChange, ...] = (
         "only, as its new `pattern` says (it refused every non-printable one); text fields are "
         "described without NUL, which they always refused.",
     ),
+    OpsChange(
+        date(2026, 12, 7),
+        "Tenant moves: `GET /ops/v1/moves` (filters `status`, `tenant`) and "
+        "`GET /ops/v1/moves/{move_id}` show each move's state, outcome and `progress` (elapsed "
+        "time, `stuck`, whether a worker consumes its queue); `POST /ops/v1/moves` starts one "
+        "(202 with `Location`; a move the tenant's state refuses is recorded failed and answered "
+        "409 naming it in `move`); `POST /ops/v1/moves/{move_id}/retry` sends a stuck move again "
+        "(409 while its message waits or a live worker holds it, and for a finished move).",
+    ),
 )
 
 

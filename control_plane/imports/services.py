@@ -160,12 +160,9 @@ def retry_import(job: ImportJob) -> ImportJob:
     finished job, one a live worker runs and one whose message waits for a worker."""
     if job.is_finished:
         raise ImportConflict(f"Import {job.pk} has already {job.status}; it is not retried.")
-    try:
-        recovery.retry(JOBS, job.pk)
-    except recovery.NotStuck as exc:
-        raise ImportConflict(f"Import {job.pk} is not stuck: {exc}.") from exc
-    except broker_unreachable_errors() as exc:
-        raise broker_unavailable() from exc
+    recovery.operator_retry(
+        JOBS, job.pk, refused=lambda why: ImportConflict(f"Import {job.pk} is not stuck: {why}.")
+    )
     job.refresh_from_db()
     return job
 

@@ -37,6 +37,11 @@ class MoveInProgress(Problem):
     title = "Move in progress"
 
 
+class MoveConflict(Problem):
+    status = 409
+    title = "Move conflict"
+
+
 def request_move(
     tenant: Tenant,
     to: str,
@@ -153,18 +158,17 @@ def _finish(
     return move
 
 
-def move_state(move: TenantMove) -> dict[str, object]:
-    """What the admin shows of a move and polls while it runs."""
-    return {
-        "id": move.pk,
-        "tenant": move.tenant.slug,
-        "source": move.source,
-        "target": move.target,
-        "status": move.status,
-        "error": move.error,
-        "rows": move.rows,
-        "seconds": move.seconds,
-        "requested_by": str(move.requested_by) if move.requested_by else move.requested_via,
-        "requested_at": move.requested_at.isoformat(),
-        "finished": move.is_finished,
-    }
+def retry_move(move: TenantMove) -> TenantMove:
+    """An operator's retry of a stuck move (queued or copying, no message waiting, no live
+    worker): sent again now instead of at beat's next sweep. Refused (409) for a finished move
+    (request a new one) and for one a live worker runs or whose message waits; 503 when the
+    broker cannot be reached."""
+    if move.is_finished:
+        raise MoveConflict(
+            f"Move {move.pk} is {move.status}; a finished move is not retried (request a new one)."
+        )
+    recovery.operator_retry(
+        MOVES, move.pk, refused=lambda why: MoveConflict(f"Move {move.pk} is not stuck: {why}.")
+    )
+    move.refresh_from_db()
+    return move

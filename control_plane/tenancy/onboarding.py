@@ -381,14 +381,13 @@ def retry_onboarding(tenant: Tenant) -> None:
     lost; beat would resend it within a minute)."""
     onboarding = Onboarding.objects.filter(tenant_id=tenant.pk).first()
     if onboarding is not None and _stuck(tenant, onboarding):
-        try:
-            recovery.retry(PROVISIONING, onboarding.pk)
-        except recovery.NotStuck as exc:
-            raise LifecycleConflict(
-                f"Tenant {tenant.slug!r} is provisioning and not stuck: {exc}."
-            ) from exc
-        except broker_unreachable_errors() as exc:
-            raise broker_unavailable() from exc
+        recovery.operator_retry(
+            PROVISIONING,
+            onboarding.pk,
+            refused=lambda why: LifecycleConflict(
+                f"Tenant {tenant.slug!r} is provisioning and not stuck: {why}."
+            ),
+        )
         tenant.refresh_from_db()
         return
     with transaction.atomic():

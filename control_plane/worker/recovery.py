@@ -28,7 +28,7 @@ Registering a kind (a few lines, next to the kind's sender; see imports/services
 then send with `recovery.send(IMPORTS, job_id)` and run the task's body inside
 `with recovery.running(IMPORTS, job_id) as mine: if not mine: return`. An operator's retry is
 `recovery.retry(IMPORTS, job_id)` (refused while a live worker holds the job or its message
-waits).
+waits); `operator_retry` answers the refusal as the kind's own problem, for the APIs.
 
 Periodic work without rows (spare refill) needs nothing: its beat schedule sends it again. This
 module never decides whether a job is finished or what it does: the kind's own code does.
@@ -131,6 +131,12 @@ def is_held(kind: JobKind, job_id: int) -> bool:
     return leases.is_held(_key("lease", kind, job_id), url=_broker_url())
 
 
+def is_stuck(kind: JobKind, job_id: int) -> bool:
+    """Neither a message of the job waits nor a live worker runs it: what `retry` accepts (ask
+    only of an unfinished job; this module never decides whether a job is finished)."""
+    return _looks_stranded(kind, job_id, _broker())
+
+
 def _looks_stranded(kind: JobKind, job_id: int, client: redis.Redis) -> bool:
     """Neither a waiting message nor a live worker (mark first: a task takes its lease before it
     consumes the mark, so this order never misses a job starting in between)."""
@@ -182,3 +188,16 @@ def retry(kind: JobKind, job_id: int) -> None:
     if client.exists(_key("sent", kind, job_id)):
         raise NotStuck(f"{kind.name} {job_id} has a message waiting for a worker")
     send(kind, job_id)
+
+
+def operator_retry(kind: JobKind, job_id: int, *, refused: Callable[[str], Exception]) -> None:
+    """`retry` as an operator's request answers it: a job that is not stuck raises
+    `refused(why)` (the kind's own 409), a broker that cannot be reached a 503."""
+    from control_plane.celery import broker_unavailable, broker_unreachable_errors
+
+    try:
+        retry(kind, job_id)
+    except NotStuck as exc:
+        raise refused(str(exc)) from exc
+    except broker_unreachable_errors() as exc:
+        raise broker_unavailable() from exc

@@ -2,9 +2,10 @@
 
 PHASE is expand, backfill, switch, contract, or status. With --wait the command watches the
 phase's fan-outs to the end (a progress bar per run, the contract's two runs in turn) and exits
-non-zero when one fails or is cancelled, or after --timeout. Rolling back needs --yes (or the
-word typed at a terminal); overriding a closed contract gate needs --override-gate and the
-same confirmation.
+non-zero when one fails or is cancelled, or after --timeout; it says when no worker consumes the
+migrations queue (control_plane.management.progress, as every --wait). Rolling back needs --yes
+(or the word typed at a terminal); overriding a closed contract gate needs --override-gate and
+the same confirmation.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from control_plane.evolution import phases
 from control_plane.evolution.models import PHASE_ORDER, Evolution, EvolutionRun
-from control_plane.fanout.management.commands.fanout_migrate import progress_line
+from control_plane.fanout.management.commands.fanout_migrate import QUEUE, progress_line
+from control_plane.management.progress import Deadline, ProgressLine, WorkerWatch
 from tenants.problems import Problem
 
 POLL_S = 0.5
@@ -120,9 +122,10 @@ class Command(BaseCommand):
             self.stdout.write(f"  gate: {reason}")
 
     def watch(self, evolution: Evolution, *, timeout: float | None) -> None:
-        live = sys.stdout.isatty()
-        started = time.monotonic()
-        last, outage, run_id = "", 0, None
+        progress = ProgressLine(self.stdout)
+        workers = WorkerWatch(QUEUE, self.stderr, what=f"evolution {evolution.name}")
+        deadline = Deadline(timeout)
+        outage, run_id = 0, None
         while True:
             try:
                 state = phases.evolution_state(evolution)
@@ -136,8 +139,8 @@ class Command(BaseCommand):
                 continue
             current = state["current"]
             if current and current["run"] != run_id:
-                if run_id is not None and live:
-                    self.stdout.write("")
+                if run_id is not None:
+                    progress.close()  # each run's bar keeps its own line
                 run_id = current["run"]
             if current:
                 line = (
@@ -145,19 +148,16 @@ class Command(BaseCommand):
                     + progress_line({**current, "status": current["status"]})
                     + (f"  rows {current['rows_written']}" if current["rows_written"] else "")
                 )
-                if live:
-                    self.stdout.write("\r" + line, ending="")
-                    self.stdout.flush()
-                elif line != last:
-                    self.stdout.write(line)
-                last = line
+                if progress.show(line):
+                    workers.moving()
             if state["finished"]:
                 break
-            if timeout is not None and time.monotonic() - started >= timeout:
+            workers.check()
+            if deadline.passed():
+                progress.close()
                 raise CommandError(f"gave up watching after {timeout:g}s; it goes on", returncode=2)
             time.sleep(POLL_S)
-        if live:
-            self.stdout.write("")
+        progress.close()
         if state["status"] != "idle":
             error = current["error"] if current else ""
             raise CommandError(f"{evolution.name}: {state['status']}: {error}")
