@@ -103,13 +103,13 @@ class WorkerProcess:
 def nobody_else_consumes(queue: str) -> Iterator[None]:
     """For the block, the workers already running (an earlier test's, the session's) stop
     consuming `queue`, so a test's own worker gets its messages or the queue can be counted."""
-    replies = celery_app.control.cancel_consumer(queue, reply=True) or []
+    replies = celery_app.control.cancel_consumer(queue, reply=True, timeout=2) or []
     others = [name for reply in replies for name in reply]
     try:
         yield
     finally:
         if others:
-            celery_app.control.add_consumer(queue, destination=others, reply=True)
+            celery_app.control.add_consumer(queue, destination=others, reply=True, timeout=2)
 
 
 @pytest.fixture(scope="session")

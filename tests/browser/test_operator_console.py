@@ -23,9 +23,8 @@ from control_plane.tenancy.models import TenantMove
 from tenants.models import Isolation, Tenant
 from tenants.provisioning import drop_storage
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, Credentials, WebServer
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, nobody_else_consumes
 from tests.factories import make_tenant
-from tests.fanout.test_reaper import nobody_consuming
 from tests.imports.conftest import csv_bytes
 from tests.taskflow.conftest import TenantFixture, discard, new_key, provisioned_tenant
 
@@ -232,7 +231,7 @@ def test_an_onboarding_without_a_worker_says_so_and_how_long_it_waited(
 ) -> None:
     slug = f"wait{unique}"
     cleanup.append(slug)
-    with nobody_consuming("default"), sync_playwright() as playwright:
+    with nobody_else_consumes("default"), sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )

@@ -19,8 +19,8 @@ from django.test import Client
 from control_plane.celery import app as celery_app
 from control_plane.fanout import runs
 from control_plane.fanout.models import MigrationRun, RunStatus
+from tests.conftest import nobody_else_consumes
 from tests.control_plane.admin_support import HOST, reverse
-from tests.fanout.test_reaper import nobody_consuming
 from tests.migrations_sqla.support import BASE_REVISION, ROOT, TEST_REVISION, set_template
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("committed")]
@@ -56,7 +56,7 @@ def test_the_cli_refuses_a_downgrade_unless_confirmed(tenants_at_base, script_lo
     set_template(script_location, TEST_REVISION)  # the template is above the target
     args = ["--tenants", ",".join(t.slug for t in tenants), "--to", BASE_REVISION]
     args += ["--script-location", script_location]
-    with nobody_consuming("migrations"):
+    with nobody_else_consumes("migrations"):
         before = newest_run()
         refused = fanout_migrate(*args)
         assert refused.returncode != 0, refused.stdout
@@ -77,7 +77,7 @@ def test_wait_without_a_worker_says_so_and_gives_up_after_its_timeout(
     tenants_at_base, script_location
 ) -> None:
     (tenant,) = tenants_at_base(1)
-    with nobody_consuming("migrations"):
+    with nobody_else_consumes("migrations"):
         started = time.monotonic()
         watched = fanout_migrate(
             "--tenants", tenant.slug, "--script-location", script_location, "--wait",
@@ -111,7 +111,7 @@ def test_the_admin_asks_before_resuming_a_downgrade_run(
     )  # fmt: skip
     runs.cancel_run(run)
     url = reverse("admin:fanout_migrationrun_resume", args=[run.pk])
-    with nobody_consuming("migrations"):
+    with nobody_else_consumes("migrations"):
         page = operator.post(url, HTTP_HOST=HOST)
         assert page.status_code == 200
         body = page.content.decode()
@@ -135,7 +135,7 @@ def test_the_admin_resumes_an_upgrade_run_without_asking(
         tenants=[t.slug for t in tenants], script_location=script_location, enqueue=False
     )
     runs.cancel_run(run)
-    with nobody_consuming("migrations"):
+    with nobody_else_consumes("migrations"):
         done = operator.post(
             reverse("admin:fanout_migrationrun_resume", args=[run.pk]), HTTP_HOST=HOST
         )
@@ -154,7 +154,7 @@ def test_the_tenant_lists_migrate_action_asks_before_a_downgrade(
     monkeypatch.setattr(runs, "downgrades", lambda *_args: ["newer"])
     changelist = reverse("admin:tenants_tenant_changelist")
     action = {"action": "migrate_selected_tenants", "_selected_action": [tenant.pk], "index": 0}
-    with nobody_consuming("migrations"):
+    with nobody_else_consumes("migrations"):
         before = newest_run()
         form_page = operator.post(changelist, action, HTTP_HOST=HOST)
         assert form_page.status_code == 302

@@ -6,8 +6,6 @@ the run's messages are queued while no worker consumes the migrations queue, the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -16,6 +14,7 @@ from django.utils import timezone
 from control_plane.celery import app as celery_app
 from control_plane.fanout import orchestrator, reaper, runs
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus
+from tests.conftest import nobody_else_consumes
 from tests.fanout.conftest import start_worker
 from tests.fanout.support import wait_for_run
 from tests.migrations_sqla.support import TEST_REVISION, schema_state
@@ -23,18 +22,6 @@ from tests.migrations_sqla.support import TEST_REVISION, schema_state
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("committed")]
 
 LONG_AGO = timedelta(hours=1)
-
-
-@contextmanager
-def nobody_consuming(queue: str) -> Iterator[None]:
-    """Workers already running (the session's, say) stop taking `queue`'s messages for a while."""
-    replies = celery_app.control.cancel_consumer(queue, reply=True, timeout=2) or []
-    workers = [name for reply in replies for name in reply]
-    try:
-        yield
-    finally:
-        if workers:
-            celery_app.control.add_consumer(queue, destination=workers, reply=True, timeout=2)
 
 
 def age(run: MigrationRun, by: timedelta) -> None:
@@ -83,7 +70,7 @@ def test_batches_lost_mid_run_are_sent_again_and_every_tenant_is_migrated(
         script_location=script_location,
         enqueue=False,
     )
-    with nobody_consuming("migrations"):
+    with nobody_else_consumes("migrations"):
         celery_app.control.purge()
         # The run's first step, in-process: the template migrates, two batches are queued ...
         orchestrator.advance(run.pk)
@@ -118,7 +105,7 @@ def test_a_slow_migration_is_not_mistaken_for_a_stuck_run(tenants_at_base, scrip
         enqueue=False,
     )
     age(run, LONG_AGO)  # quiet for an hour, but one statement may take an hour
-    with nobody_consuming("migrations"):
+    with nobody_else_consumes("migrations"):
         try:
             assert run.pk not in reaper.reap_stuck_runs()
             assert run.pk in reaper.reap_stuck_runs(now=timezone.now() + LONG_AGO)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tenants.models import Isolation, Tenant, TenantStatus
+from tests.conftest import nobody_else_consumes
 from tests.factories import make_tenant, schema_exists
-from tests.fanout.test_reaper import nobody_consuming
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -128,7 +128,7 @@ def test_onboard_tenant_prints_the_token_when_its_wait_times_out_and_is_idempote
 ) -> None:
     slug = f"slow_{unique}"
     args = [*onboard_args(slug), "--idempotency-key", f"key-{unique}"]
-    with nobody_consuming("default"):
+    with nobody_else_consumes("default"):
         waited = manage(*args, "--timeout", "3")
     assert waited.returncode == 2, waited.stderr
     assert "token:     tf_" in waited.stdout  # shown once: printed before the wait ends badly
