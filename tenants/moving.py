@@ -3,8 +3,10 @@
 Rows (history included) stream with COPY from the source into a staging table and from there
 into the target, in one transaction that holds the tenant's write lock exclusively: reads go
 on from the source throughout; writes wait (at most TENANT_WRITE_LOCK_TIMEOUT_MS, then 503).
-Counts and checksums of every table are compared before the routing switch commits in that
-same transaction. Only then is the source removed, after checking under the lock again that
+The rows read from the source, staged and written to the target must agree in number, and
+counts and checksums of every table in both placements are compared with them before the routing
+switch commits in that same transaction (on any engine: a placement that does not see the
+tenant's rows must not pass for an empty tenant). Only then is the source removed, after checking under the lock again that
 nothing reached it in between. A failure at any step before the switch leaves the tenant
 served from the source with nothing lost. Ids come from the tenant's own sequence, whatever its
 placement (tenants.ids), so rows keep their ids, history its references, and later creates go on
@@ -24,6 +26,7 @@ from psycopg.types.json import Jsonb
 from tenants.binding import WRITE_LOCK_SPACE
 from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, read_revisions
 from tenants.database_roles import app_role_name, owner_connection
+from tenants.local_settings import bind_tenant
 from tenants.models import Isolation, Tenant, TenantStatus
 from tenants.placement import SHARED_SCHEMA
 from tenants.problems import Problem
@@ -86,7 +89,7 @@ def move_tenant(tenant: Tenant, to: str) -> MoveReport:
                 tables = ordered_tables(dst, source)
                 for table in tables:
                     report.rows[table] = _copy_table(src, dst, tenant.pk, source, target, table)
-                _verify(dst, tenant.pk, source, target, tables)
+                _verify(dst, tenant.pk, source, target, report.rows)
                 dst.execute(
                     sql.SQL(
                         "UPDATE {} SET isolation = %s, revisions = %s, updated_at = now() WHERE id = %s"
@@ -125,8 +128,7 @@ def _lock_writers_out(conn: psycopg.Connection, tenant_id: int) -> None:
     conn.execute("SELECT set_config('lock_timeout', '0', true)")
     # Row-level security is forced on the shared schema, for the owner too; history triggers
     # stand down so copied history is not written twice.
-    conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
-    conn.execute("SELECT set_config('app.copying_tenant', 'on', true)")
+    conn.execute(bind_tenant(tenant_id, copying=True))
 
 
 def ordered_tables(conn: psycopg.Connection, schema: str) -> list[str]:
@@ -193,19 +195,27 @@ def _copy_table(
         "COPY (SELECT {} FROM {}.{} WHERE tenant_id = {}) TO STDOUT (FORMAT binary)"
     ).format(column_list, sql.Identifier(source), sql.Identifier(table), sql.Literal(tenant_id))
     with src.transaction():
-        src.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        src.execute(bind_tenant(tenant_id))
+        reader, writer = src.cursor(), dst.cursor()
         with (
-            src.cursor().copy(select) as out,
-            dst.cursor().copy(sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(stage)) as into,
+            reader.copy(select) as out,
+            writer.copy(sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(stage)) as into,
         ):
             for block in out:
                 into.write(block)
+    # INSERT ... SELECT, not COPY, into the target: Citus refuses COPY into a table with
+    # row-level security, and the staging table is local to this session either way.
     inserted = dst.execute(
         sql.SQL("INSERT INTO {}.{} ({}) SELECT {} FROM {}").format(
             sql.Identifier(target), sql.Identifier(table), column_list, column_list, stage
         )
-    )
-    return inserted.rowcount
+    ).rowcount
+    counts = {"read": reader.rowcount, "staged": writer.rowcount, "written": inserted}
+    if len(set(counts.values())) != 1:
+        raise MoveRefused(
+            f"{table}: rows {counts} between {source} and {target}; nothing was switched."
+        )
+    return inserted
 
 
 def _fingerprint(
@@ -228,16 +238,23 @@ def _fingerprint(
 
 
 def _verify(
-    conn: psycopg.Connection, tenant_id: int, source: str, target: str, tables: list[str]
+    conn: psycopg.Connection,
+    tenant_id: int,
+    source: str,
+    target: str,
+    copied: dict[str, int],
 ) -> None:
-    for table in tables:
+    """Refuse the switch unless, for every table, the rows the copy moved, the source's rows and
+    the target's rows agree in count and checksum, all read under the move's lock."""
+    for table, rows in copied.items():
         target_columns = _columns(conn, target, table)
         columns = [c for c in _columns(conn, source, table) if c in target_columns]
         before = _fingerprint(conn, tenant_id, source, table, columns)
         after = _fingerprint(conn, tenant_id, target, table, columns)
-        if before != after:
+        if before != after or before[0] != rows:
             raise MoveRefused(
-                f"{table}: {before} in {source} but {after} in {target}; nothing was switched."
+                f"{table}: {before[0]} rows in {source}, {rows} copied, {after[0]} in {target}"
+                f" (checksums {before[1]} and {after[1]}); nothing was switched."
             )
 
 

@@ -14,6 +14,7 @@ from psycopg import sql
 from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, clone_script, read_revisions
 from tenants.database_roles import app_role_name, owner_connection, use_owner_role_for_django
 from tenants.ids import drop_id_sequence, ensure_id_sequence
+from tenants.local_settings import bind_tenant
 from tenants.models import Isolation, Tenant
 from tenants.placement import SHARED_SCHEMA
 from tenants.spares import take_spare
@@ -118,7 +119,7 @@ def delete_shared_rows(conn: psycopg.Connection, tenant_id: int) -> None:
         )
     ]
     with conn.transaction():
-        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        conn.execute(bind_tenant(tenant_id))
         # Parents' ON DELETE CASCADE removes children; history tables have no foreign keys.
         for table in sorted(tables, key=lambda t: (t.endswith("_history"), t != "projects")):
             conn.execute(

@@ -64,7 +64,7 @@ def test_a_warm_read_is_begin_binding_query_commit_and_no_ping(tmp_path) -> None
     )
     assert [s.split("(")[0] for s in sent] == [
         "BEGIN",
-        "SELECT set_config",
+        "SET LOCAL app.tenant_id = '42'; SET LOCAL app.actor_id = '7'; SET LOCAL app.request_id = 'req-1'",
         "SELECT pg_backend_pid",
         "COMMIT",
     ], sent

@@ -163,6 +163,36 @@ def test_a_move_that_fails_while_copying_leaves_the_tenant_on_its_source(committ
     discard(mover)
 
 
+def test_a_move_whose_target_loses_a_row_is_refused_and_leaves_the_tenant_on_its_source(
+    committed,
+) -> None:
+    """A count mismatch (here a trigger on the target silently drops one comment, as a
+    placement that does not see the tenant's rows would drop them all) stops the switch."""
+    mover = provisioned_tenant(Isolation.SCHEMA)
+    api = mover.api("admin")
+    task_ids = [t["id"] for t in seed(api)["tasks"]]
+    before = snapshot(api, task_ids)
+    with owner_connection() as conn:
+        conn.execute(
+            "CREATE FUNCTION public.test_drop_row() RETURNS trigger LANGUAGE plpgsql"
+            " AS 'BEGIN RETURN NULL; END'"
+        )
+        conn.execute(
+            "CREATE TRIGGER drop_hello BEFORE INSERT ON shared.comments FOR EACH ROW"
+            " WHEN (NEW.body = 'hello') EXECUTE FUNCTION public.test_drop_row()"
+        )
+    try:
+        with pytest.raises(MoveRefused, match=r"comments: rows .*nothing was switched"):
+            move_tenant(mover.tenant, Isolation.RLS)
+    finally:
+        with owner_connection() as conn:
+            conn.execute("DROP TRIGGER drop_hello ON shared.comments")
+            conn.execute("DROP FUNCTION public.test_drop_row()")
+    assert_still_on_source(mover, Isolation.SCHEMA, before, task_ids)
+    assert shared_rows(mover.tenant.pk) == 0  # the copied tasks went with the refused switch
+    discard(mover)
+
+
 def test_a_move_that_cannot_lock_out_writers_leaves_the_tenant_on_its_source(
     mover: TenantFixture, settings
 ) -> None:
