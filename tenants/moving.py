@@ -24,6 +24,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tenants.binding import WRITE_LOCK_SPACE
+from tenants.citus import is_citus
 from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, read_revisions
 from tenants.database_roles import app_role_name, owner_connection
 from tenants.local_settings import bind_tenant
@@ -276,3 +277,68 @@ def _remove_source(tenant_id: int, source: str, copied: dict[str, int]) -> bool:
         else:
             drop_schema(conn, source)
     return True
+
+
+# --- Between the nodes of a Citus cluster (schema tenants only) --------------------------------
+
+SCHEMA_NODE = """
+SELECT n.nodeid, n.nodename, n.nodeport
+FROM pg_dist_schema s
+JOIN pg_dist_partition p ON p.colocationid = s.colocationid
+JOIN pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
+JOIN pg_dist_placement pl ON pl.shardid = sh.shardid
+JOIN pg_dist_node n ON n.groupid = pl.groupid
+WHERE s.schemaid = %s::regnamespace
+LIMIT 1
+"""
+
+
+@dataclass
+class NodeMoveReport:
+    tenant: str
+    schema: str
+    source: str  # host:port
+    target: str
+    seconds: float = 0.0
+
+
+def schema_node(conn: psycopg.Connection, schema: str) -> tuple[int, str, int] | None:
+    """(node id, host, port) of the node holding a distributed schema; None when it is not
+    distributed (or the database is no Citus coordinator)."""
+    if not is_citus(conn):
+        return None
+    row = conn.execute(SCHEMA_NODE, (schema,)).fetchone()
+    return (int(row[0]), str(row[1]), int(row[2])) if row else None
+
+
+def move_tenant_to_node(tenant: Tenant, host: str, port: int) -> NodeMoveReport:
+    """Move a schema tenant's distributed schema to another node with `citus_schema_move`,
+    holding the tenant's write lock exclusively: writes wait (then 503), reads go on."""
+    if tenant.isolation != Isolation.SCHEMA:
+        raise MoveRefused(
+            f"Tenant {tenant.slug!r} is in {tenant.isolation} mode; only schemas move."
+        )
+    started = time.perf_counter()
+    with owner_connection(autocommit=True) as conn:
+        where = schema_node(conn, tenant.schema_name)
+        if where is None:
+            raise MoveRefused(
+                f"{tenant.schema_name} is not a distributed schema on a Citus cluster."
+            )
+        _node_id, source_host, source_port = where
+        if (source_host, source_port) == (host, port):
+            raise MoveRefused(f"{tenant.schema_name} is already on {host}:{port}.")
+        with conn.transaction():
+            _lock_writers_out(conn, tenant.pk)
+            # block_writes: the copy runs inside this transaction, under the lock above.
+            conn.execute(
+                "SELECT citus_schema_move(%s::regnamespace, %s, %s, 'block_writes')",
+                (tenant.schema_name, host, port),
+            )
+    return NodeMoveReport(
+        tenant.slug,
+        tenant.schema_name,
+        f"{source_host}:{source_port}",
+        f"{host}:{port}",
+        round(time.perf_counter() - started, 3),
+    )

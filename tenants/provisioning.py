@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management import call_command
 from psycopg import sql
 
+from tenants.citus import distribute_schema, is_citus
 from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, clone_script, read_revisions
 from tenants.database_roles import app_role_name, owner_connection, use_owner_role_for_django
 from tenants.ids import drop_id_sequence, ensure_id_sequence
@@ -72,13 +73,14 @@ def provision_storage(tenant: Tenant) -> dict[str, str]:
         ensure_id_sequence(conn, tenant.pk)
         if tenant.isolation != Isolation.SCHEMA:
             return read_revisions(conn, SHARED_SCHEMA)
-        if settings.SPARE_SCHEMAS:
-            revisions = take_spare(conn, tenant.schema_name)
-            if revisions is not None:
-                return revisions
-        return clone_schema(
-            conn, tenant.schema_name, grant_to=app_role_name(), replace_existing=True
-        )
+        revisions = take_spare(conn, tenant.schema_name) if settings.SPARE_SCHEMAS else None
+        if revisions is None:
+            revisions = clone_schema(
+                conn, tenant.schema_name, grant_to=app_role_name(), replace_existing=True
+            )
+        if settings.CITUS_DISTRIBUTE_SCHEMAS and is_citus(conn):
+            distribute_schema(conn, tenant.schema_name)
+        return revisions
 
 
 def warm_up() -> None:
