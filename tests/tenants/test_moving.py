@@ -366,3 +366,22 @@ def test_move_tenant_command_reports_and_refuses_clearly(mover: TenantFixture) -
     )
     assert (refused.status, refused.requested_via) == ("failed", "cli")
     assert f"already in {target} mode" in refused.error
+
+
+def test_moving_to_a_node_off_citus_is_refused_clearly_and_recorded(committed) -> None:
+    """`--to-node` wraps citus_schema_move; on plain PostgreSQL (no distributed schema) it is
+    refused in one line, the tenant untouched, and the refusal recorded."""
+    from django.core.management import CommandError, call_command
+
+    mover = provisioned_tenant(Isolation.SCHEMA)
+    try:
+        with pytest.raises(CommandError, match="takes HOST:PORT"):
+            call_command("move_tenant", mover.tenant.slug, "--to-node", "nowhere")
+        with pytest.raises(CommandError, match="is not a distributed schema on a Citus cluster"):
+            call_command("move_tenant", mover.tenant.slug, "--to-node", "127.0.0.1:9701")
+        (move,) = TenantMove.objects.filter(tenant=mover.tenant)
+        assert (move.status, move.requested_via, move.source) == ("failed", "cli", "node")
+        assert "not a distributed schema" in move.error
+        assert schema_exists(mover.tenant.schema_name)
+    finally:
+        discard(mover)
