@@ -431,7 +431,7 @@ def generate_clone_script(
         if forced:
             out.append(f"ALTER TABLE {_quote(table)} FORCE ROW LEVEL SECURITY;")
     out.extend(ddl + ";" for ddl in policies)
-    resets = []
+    resets: list[tuple[str, str]] = []
     for table in BOOKKEEPING_TABLES:
         if table in tables:
             copy_rows = f"INSERT INTO {_quote(table)} OVERRIDING SYSTEM VALUE SELECT * FROM "
