@@ -346,8 +346,9 @@ fresh_citus_database() {
   "$PY" manage.py setup_platform >/dev/null
 }
 
-CITUS_SUITE=(tests/taskflow tests/tenants/test_moving.py tests/tenants/test_distribution.py
-  tests/fanout/test_runs.py)
+# The TaskFlow API suite, the isolation state machine, purge, moves, the placement check, a fan-out.
+CITUS_SUITE=(tests/taskflow/test_api.py tests/taskflow/test_isolation.py tests/taskflow/test_purge.py
+  tests/tenants/test_moving.py tests/tenants/test_distribution.py tests/fanout/test_runs.py)
 
 cmd_citus() {
   DB_PORT=$CITUS_PORT
@@ -355,7 +356,10 @@ cmd_citus() {
   use_test_environment
   fresh_citus_database
   log "pytest against Citus (coordinator 127.0.0.1:$CITUS_PORT)"
-  if [ $# -eq 0 ]; then set -- "${CITUS_SUITE[@]}"; fi
+  # Test paths given replace the suite; options alone (-q, -x, -k ...) apply to it.
+  local arg named=0
+  for arg in "$@"; do [ -e "${arg%%::*}" ] && named=1; done
+  [ "$named" = 1 ] || set -- "${CITUS_SUITE[@]}" "$@"
   "$VENV/bin/pytest" "$@"
 }
 

@@ -148,19 +148,11 @@ def explain_statements(
 ) -> tuple[float, int]:
     """Planning + execution ms and shared buffers of `statements` in one transaction bound to
     the tenant as a request's is; rolled back (a patch's UPDATE changes nothing)."""
-    from tenants.local_settings import set_local
+    from tenants.binding import BIND_TRANSACTION
 
     total_ms, buffers = 0.0, 0
     with conn.transaction(force_rollback=True):
-        conn.execute(
-            set_local(
-                {
-                    "app.tenant_id": tenant.pk,
-                    "app.actor_id": None,
-                    "app.request_id": "bench-explain",
-                }
-            )
-        )
+        conn.execute(BIND_TRANSACTION, (str(tenant.pk), "", "bench-explain"))
         for statement, parameters in statements:
             ((plan,),) = conn.execute(
                 "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, parameters
