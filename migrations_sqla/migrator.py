@@ -45,6 +45,7 @@ from django.utils import timezone
 from psycopg import errors, sql
 
 from migrations_sqla import django_state, scripts
+from tenants.citus import is_citus
 from tenants.cloning import TEMPLATE_SCHEMA, django_digest_sql
 from tenants.placement import SHARED_SCHEMA
 
@@ -327,7 +328,8 @@ class SchemaMigrator:
             plan = scripts.plan(target.location, source, target.alembic)
         except Exception:  # records name a revision this script directory lacks
             return False
-        if plan.online or plan.is_noop:
+        if plan.online or plan.is_noop or is_citus(self.raw):
+            # On Citus DDL goes one statement per query: the careful path does that.
             return False
         message = self._optimistic_message(source, plan.sql).replace(PLACEHOLDER, schema.encode())
         try:
@@ -510,6 +512,11 @@ class SchemaMigrator:
             parts.append(django_state.SYNC_SQL.as_string(self.raw))
         parts.append(self._guard(schema, self.target.alembic))
         parts.append("COMMIT;")
+        if is_citus(self.raw):
+            # A Citus coordinator refuses a multi-statement DDL string on a distributed schema.
+            for statement in scripts.split_statements("\n".join(parts)):
+                self.raw.execute(statement.encode())
+            return
         self.raw.execute("\n".join(parts).encode())
 
     def _run_online(self, schema: str, current: str | None, *, sync: bool) -> None:

@@ -164,8 +164,83 @@ def _build_plan(location: str, source: str | None, target: str | None) -> Plan:
 
 def compile_sql(location: str, source: str | None, target: str | None, downgrade: bool) -> str:
     """Alembic's offline SQL from `source` to `target`, unqualified, `%` left as written."""
-    script = script_directory(location)
     buffer = io.StringIO()
+    _compile(location, source, target, downgrade, buffer)
+    return buffer.getvalue()
+
+
+def split_statements(text: str) -> list[str]:
+    """The statements of a multi-statement string, one each (dollar-quoted bodies kept whole)."""
+    import sqlparse  # Django's own dependency; only Citus-mode paths and checks need it
+
+    return [s for s in sqlparse.split(text) if s.strip(" ;\n")]
+
+
+class _Executions(io.StringIO):
+    """An output buffer that keeps each write apart: offline Alembic writes one per execution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.writes.append(text.strip())
+        return len(text)
+
+
+@dataclass(frozen=True)
+class MultiStatement:
+    """One execution of a revision that sends several statements in one string."""
+
+    revision: str
+    direction: str
+    statements: int
+    start: str
+
+
+def multi_statement_executions(location: str = "") -> list[MultiStatement]:
+    """Each execution (an `op.execute` of several statements, say) of every revision that sends
+    more than one statement in one string: a Citus coordinator refuses such a string on a
+    distributed schema. Steps that must run online (`fanout_offline = False`, or that read the
+    database through `op.get_bind()`) are not compiled, so not seen here."""
+    script = script_directory(location)
+    found = []
+    for revision in script.walk_revisions():
+        if getattr(revision.module, "fanout_offline", True) is False:
+            continue
+        down = revision.down_revision
+        if isinstance(down, tuple | list):
+            continue  # a merge point runs nothing of its own
+        for direction, source, target in (
+            ("upgrade", down, revision.revision),
+            ("downgrade", revision.revision, down),
+        ):
+            buffer = _Executions()
+            try:
+                _compile(location, source, target, direction == "downgrade", buffer)
+            except Exception:  # noqa: S112 - reads the database: runs online, as plan() does
+                continue
+            for text in buffer.writes:
+                if "alembic_version" in text:
+                    continue  # Alembic's own bookkeeping
+                statements = split_statements(text)
+                if len(statements) > 1:
+                    found.append(
+                        MultiStatement(
+                            revision.revision,
+                            direction,
+                            len(statements),
+                            " ".join(statements[0].split())[:80],
+                        )
+                    )
+    return found
+
+
+def _compile(
+    location: str, source: str | None, target: str | None, downgrade: bool, buffer: io.StringIO
+) -> None:
+    script = script_directory(location)
 
     def steps(_rev: Any, _context: Any) -> Any:
         if downgrade:
@@ -187,7 +262,6 @@ def compile_sql(location: str, source: str | None, target: str | None, downgrade
             dialect_opts={"paramstyle": "named"},
         )
         env.run_migrations()
-    return buffer.getvalue()
 
 
 def non_transactional_between(

@@ -9,6 +9,11 @@
 #   platform/dev.sh pytest  the test suite alone (pytest arguments pass through)
 #   platform/dev.sh setup   install, start services, create roles and database, migrate
 #   platform/dev.sh stop    stop the PostgreSQL and Redis this script started (none other)
+#   platform/dev.sh citus   the TaskFlow API suite, the isolation state machine and a fan-out
+#                           against a Citus coordinator and two workers on local ports
+#                           ($CITUS_PORT, +1, +2; own data folders); needs an installed Citus
+#                           extension (README, "Citus"); pytest arguments pass through
+#   platform/dev.sh citus-start / citus-stop  start / stop that Citus cluster alone
 #
 # PostgreSQL and Redis at DATABASE_URL / REDIS_URL are used when they answer; otherwise they are
 # started from Debian's binaries (installed with apt-get when missing) into .data/ of this checkout.
@@ -282,11 +287,104 @@ cmd_test() {
   log "pytest";        "$VENV/bin/pytest" "$@"
 }
 
+# --- Citus (on demand, never the default): a coordinator and two workers on local ports -------
+# Uses a Citus extension already installed for the local PostgreSQL (README, "Citus"); this
+# script never builds one. Each node has its own data folder; the shared cluster is not touched.
+CITUS_PORT=${CITUS_PORT:-9700}
+CITUS_NODES=3  # the coordinator, then two workers
+
+citus_data_dir() {
+  local dir="$DATA/citus"
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$DATA"; then
+    dir="/var/tmp/taskflow-citus-$(printf '%s' "$ROOT" | sha1sum | cut -c1-10)"
+  fi
+  echo "$dir"
+}
+
+ensure_citus_cluster() {
+  local bin base port i options run_as=()
+  bin=$(pg_bin)
+  [ -f "$("$bin/pg_config" --pkglibdir)/citus.so" ] \
+    || die "no Citus extension installed for $("$bin/postgres" --version); see README, \"Citus\""
+  base=$(citus_data_dir)
+  [ "$(id -u)" = 0 ] && run_as=(runuser -u postgres --)
+  for i in $(seq 0 $((CITUS_NODES - 1))); do
+    port=$((CITUS_PORT + i))
+    if pg_isready -q -h 127.0.0.1 -p "$port" 2>/dev/null; then continue; fi
+    if [ ! -f "$base/node$i/PG_VERSION" ]; then
+      log "initialising Citus node $i in $base/node$i"
+      mkdir -p "$base/node$i"
+      [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$base"
+      (cd / && "${run_as[@]}" "$bin/initdb" -D "$base/node$i" -U postgres --auth=trust -E UTF8 >/dev/null)
+    fi
+    log "starting Citus node $i on 127.0.0.1:$port"
+    # SET LOCAL of app.* settings reaches the workers only with propagate_set_commands = local;
+    # two-phase commit and logical replication (citus_schema_move) need the other two.
+    options="-h 127.0.0.1 -p $port -k /tmp -c max_connections=300"
+    options+=" -c shared_preload_libraries=citus -c citus.propagate_set_commands=local"
+    options+=" -c max_prepared_transactions=200 -c wal_level=logical"
+    (cd / && "${run_as[@]}" "$bin/pg_ctl" -D "$base/node$i" -l "$base/node$i/server.log" -w \
+      -o "$options" start >/dev/null)
+  done
+}
+
+# A fresh database on every node (roles made on every node too: a role made while connected to
+# `postgres` never reaches the workers), the extension in each, the workers added.
+fresh_citus_database() {
+  local port i
+  log "database $DB_NAME (fresh) on the Citus coordinator and its workers"
+  for i in $(seq 0 $((CITUS_NODES - 1))); do
+    port=$((CITUS_PORT + i))
+    DB_PORT=$port drop_database "$DB_NAME"
+    DB_PORT=$port ensure_roles_and_database "$DB_NAME"
+    DB_PORT=$port psql_super -d "$DB_NAME" -c "CREATE EXTENSION IF NOT EXISTS citus" >/dev/null
+  done
+  psql_super -d "$DB_NAME" -c "SELECT citus_set_coordinator_host('127.0.0.1', $CITUS_PORT)" >/dev/null
+  for i in $(seq 1 $((CITUS_NODES - 1))); do
+    psql_super -d "$DB_NAME" -c "SELECT citus_add_node('127.0.0.1', $((CITUS_PORT + i)))" >/dev/null
+  done
+  "$PY" manage.py setup_platform >/dev/null
+}
+
+# The TaskFlow API suite, the isolation state machine, purge, moves, the placement check, a fan-out.
+CITUS_SUITE=(tests/taskflow/test_api.py tests/taskflow/test_isolation.py tests/taskflow/test_purge.py
+  tests/tenants/test_moving.py tests/tenants/test_distribution.py tests/fanout/test_runs.py)
+
+cmd_citus() {
+  DB_PORT=$CITUS_PORT
+  ensure_citus_cluster
+  use_test_environment
+  fresh_citus_database
+  log "pytest against Citus (coordinator 127.0.0.1:$CITUS_PORT)"
+  # Test paths given replace the suite; options alone (-q, -x, -k ...) apply to it.
+  local arg named=0
+  for arg in "$@"; do [ -e "${arg%%::*}" ] && named=1; done
+  [ "$named" = 1 ] || set -- "${CITUS_SUITE[@]}" "$@"
+  "$VENV/bin/pytest" "$@"
+}
+
+cmd_citus_stop() {
+  local bin base i run_as=()
+  bin=$(pg_bin)
+  base=$(citus_data_dir)
+  [ "$(id -u)" = 0 ] && run_as=(runuser -u postgres --)
+  for i in $(seq 0 $((CITUS_NODES - 1))); do
+    if [ -f "$base/node$i/PG_VERSION" ] \
+      && (cd / && "${run_as[@]}" "$bin/pg_ctl" -D "$base/node$i" status >/dev/null 2>&1); then
+      log "stopping Citus node $i"
+      (cd / && "${run_as[@]}" "$bin/pg_ctl" -D "$base/node$i" -m fast -w stop >/dev/null)
+    fi
+  done
+}
+
 case "${1:-}" in
   run) shift; cmd_run "$@" ;;
   test) shift; cmd_test "$@" ;;
   pytest) shift; use_test_environment; run_pytest "$@" ;;  # tests only, without the linters
   setup) shift; cmd_setup "$@" ;;
   stop) shift; cmd_stop "$@" ;;
-  *) echo "usage: platform/dev.sh run|test|pytest|setup|stop" >&2; exit 2 ;;
+  citus) shift; cmd_citus "$@" ;;
+  citus-start) shift; DB_PORT=$CITUS_PORT; ensure_citus_cluster ;;
+  citus-stop) shift; cmd_citus_stop "$@" ;;
+  *) echo "usage: platform/dev.sh run|test|pytest|setup|stop|citus|citus-start|citus-stop" >&2; exit 2 ;;
 esac

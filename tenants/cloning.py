@@ -22,6 +22,8 @@ from typing import Any
 import psycopg
 from psycopg import pq, sql
 
+from tenants.citus import is_citus
+
 TEMPLATE_SCHEMA = "template"
 BOOKKEEPING_TABLES = ("django_migrations", "django_content_type", "alembic_version")
 
@@ -35,6 +37,11 @@ class CloneScript:
     revisions: dict[str, str]
     body: str
     tables: tuple[str, ...] = field(default=())
+    # The body's statements one by one, without the sequence resets, and the (table, column)
+    # pairs whose sequence those reset: a Citus coordinator takes no multi-statement string on a
+    # distributed schema, and runs `setval(..., max(id))` on a worker, where it fails.
+    statements: tuple[str, ...] = field(default=())
+    counters: tuple[tuple[str, str], ...] = field(default=())
 
     def render(self, target: str) -> str:
         quoted = _quote(target)
@@ -150,11 +157,15 @@ def clone_schema(
     """
     with _cache_lock:
         script = _cache.get(source)
+    citus = is_citus(conn)
     for attempt in range(2):
         if script is None or attempt:
             script = clone_script(conn, source)
         try:
-            run_script(conn, _rendered(script, target, grant_to, replace_existing, conn))
+            if citus:
+                _run_statements(conn, script, target, grant_to, replace_existing)
+            else:
+                run_script(conn, _rendered(script, target, grant_to, replace_existing, conn))
             return script.revisions
         except psycopg.Error as exc:
             if exc.sqlstate != STALE_TEMPLATE or attempt:
@@ -177,6 +188,40 @@ def run_script(conn: psycopg.Connection, script: bytes) -> psycopg.Cursor[Any]:
     while cursor.nextset():
         pass
     return cursor
+
+
+def _run_statements(
+    conn: psycopg.Connection,
+    script: CloneScript,
+    target: str,
+    grant_to: str,
+    replace_existing: bool,
+) -> None:
+    """The script one statement per query in one transaction (Citus), sequences reset from
+    values read first."""
+    quoted = _quote(target)
+    with conn.transaction():
+        if replace_existing:
+            assert target.startswith("t_"), f"refusing to replace non-tenant schema {target!r}"
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(target)))
+        for statement in script.statements:
+            conn.execute(statement.replace("{schema}", quoted).encode())
+        for table, column in script.counters:
+            row = conn.execute(
+                sql.SQL("SELECT coalesce(max({}), 0) + 1 FROM {}").format(
+                    sql.Identifier(column), sql.Identifier(target, table)
+                )
+            ).fetchone()
+            assert row is not None
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence(%s, %s), %s, false)",
+                (f"{quoted}.{_quote(table)}", column, row[0]),
+            )
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                sql.Identifier(target), sql.Identifier(grant_to)
+            )
+        )
 
 
 def _rendered(
@@ -386,21 +431,27 @@ def generate_clone_script(
         if forced:
             out.append(f"ALTER TABLE {_quote(table)} FORCE ROW LEVEL SECURITY;")
     out.extend(ddl + ";" for ddl in policies)
+    resets: list[tuple[str, str]] = []
     for table in BOOKKEEPING_TABLES:
         if table in tables:
             copy_rows = f"INSERT INTO {_quote(table)} OVERRIDING SYSTEM VALUE SELECT * FROM "
             out.append(copy_rows + f"{_quote(source)}.{_quote(table)};")
-            out.extend(
-                f"SELECT setval(pg_get_serial_sequence('{{schema}}.{_quote(table)}', '{col}'),"
-                f" coalesce(max({_quote(col)}), 0) + 1, false) FROM {_quote(table)};"
-                for col in counters.get(table, [])
-            )
+            resets.extend((table, col) for col in counters.get(table, []))
     return CloneScript(
         source=source,
         fingerprint=fingerprint,
         revisions=revisions,
-        body="\n".join(out),
+        body="\n".join(
+            out
+            + [
+                f"SELECT setval(pg_get_serial_sequence('{{schema}}.{_quote(table)}', '{col}'),"
+                f" coalesce(max({_quote(col)}), 0) + 1, false) FROM {_quote(table)};"
+                for table, col in resets
+            ]
+        ),
         tables=tuple(tables),
+        statements=tuple(statement.rstrip(";") for statement in out),
+        counters=tuple(resets),
     )
 
 

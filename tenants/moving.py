@@ -3,8 +3,10 @@
 Rows (history included) stream with COPY from the source into a staging table and from there
 into the target, in one transaction that holds the tenant's write lock exclusively: reads go
 on from the source throughout; writes wait (at most TENANT_WRITE_LOCK_TIMEOUT_MS, then 503).
-Counts and checksums of every table are compared before the routing switch commits in that
-same transaction. Only then is the source removed, after checking under the lock again that
+The rows read from the source, staged and written to the target must agree in number, and
+counts and checksums of every table in both placements are compared with them before the routing
+switch commits in that same transaction (on any engine: a placement that does not see the
+tenant's rows must not pass for an empty tenant). Only then is the source removed, after checking under the lock again that
 nothing reached it in between. A failure at any step before the switch leaves the tenant
 served from the source with nothing lost. Ids come from the tenant's own sequence, whatever its
 placement (tenants.ids), so rows keep their ids, history its references, and later creates go on
@@ -22,8 +24,10 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tenants.binding import WRITE_LOCK_SPACE
+from tenants.citus import is_citus
 from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, read_revisions
 from tenants.database_roles import app_role_name, owner_connection
+from tenants.local_settings import bind_tenant
 from tenants.models import Isolation, Tenant, TenantStatus
 from tenants.placement import SHARED_SCHEMA
 from tenants.problems import Problem
@@ -86,7 +90,7 @@ def move_tenant(tenant: Tenant, to: str) -> MoveReport:
                 tables = ordered_tables(dst, source)
                 for table in tables:
                     report.rows[table] = _copy_table(src, dst, tenant.pk, source, target, table)
-                _verify(dst, tenant.pk, source, target, tables)
+                _verify(dst, tenant.pk, source, target, report.rows)
                 dst.execute(
                     sql.SQL(
                         "UPDATE {} SET isolation = %s, revisions = %s, updated_at = now() WHERE id = %s"
@@ -125,8 +129,7 @@ def _lock_writers_out(conn: psycopg.Connection, tenant_id: int) -> None:
     conn.execute("SELECT set_config('lock_timeout', '0', true)")
     # Row-level security is forced on the shared schema, for the owner too; history triggers
     # stand down so copied history is not written twice.
-    conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
-    conn.execute("SELECT set_config('app.copying_tenant', 'on', true)")
+    conn.execute(bind_tenant(tenant_id, copying=True))
 
 
 def ordered_tables(conn: psycopg.Connection, schema: str) -> list[str]:
@@ -193,19 +196,27 @@ def _copy_table(
         "COPY (SELECT {} FROM {}.{} WHERE tenant_id = {}) TO STDOUT (FORMAT binary)"
     ).format(column_list, sql.Identifier(source), sql.Identifier(table), sql.Literal(tenant_id))
     with src.transaction():
-        src.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        src.execute(bind_tenant(tenant_id))
+        reader, writer = src.cursor(), dst.cursor()
         with (
-            src.cursor().copy(select) as out,
-            dst.cursor().copy(sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(stage)) as into,
+            reader.copy(select) as out,
+            writer.copy(sql.SQL("COPY {} FROM STDIN (FORMAT binary)").format(stage)) as into,
         ):
             for block in out:
                 into.write(block)
+    # INSERT ... SELECT, not COPY, into the target: Citus refuses COPY into a table with
+    # row-level security, and the staging table is local to this session either way.
     inserted = dst.execute(
         sql.SQL("INSERT INTO {}.{} ({}) SELECT {} FROM {}").format(
             sql.Identifier(target), sql.Identifier(table), column_list, column_list, stage
         )
-    )
-    return inserted.rowcount
+    ).rowcount
+    counts = {"read": reader.rowcount, "staged": writer.rowcount, "written": inserted}
+    if len(set(counts.values())) != 1:
+        raise MoveRefused(
+            f"{table}: rows {counts} between {source} and {target}; nothing was switched."
+        )
+    return inserted
 
 
 def _fingerprint(
@@ -228,16 +239,23 @@ def _fingerprint(
 
 
 def _verify(
-    conn: psycopg.Connection, tenant_id: int, source: str, target: str, tables: list[str]
+    conn: psycopg.Connection,
+    tenant_id: int,
+    source: str,
+    target: str,
+    copied: dict[str, int],
 ) -> None:
-    for table in tables:
+    """Refuse the switch unless, for every table, the rows the copy moved, the source's rows and
+    the target's rows agree in count and checksum, all read under the move's lock."""
+    for table, rows in copied.items():
         target_columns = _columns(conn, target, table)
         columns = [c for c in _columns(conn, source, table) if c in target_columns]
         before = _fingerprint(conn, tenant_id, source, table, columns)
         after = _fingerprint(conn, tenant_id, target, table, columns)
-        if before != after:
+        if before != after or before[0] != rows:
             raise MoveRefused(
-                f"{table}: {before} in {source} but {after} in {target}; nothing was switched."
+                f"{table}: {before[0]} rows in {source}, {rows} copied, {after[0]} in {target}"
+                f" (checksums {before[1]} and {after[1]}); nothing was switched."
             )
 
 
@@ -259,3 +277,68 @@ def _remove_source(tenant_id: int, source: str, copied: dict[str, int]) -> bool:
         else:
             drop_schema(conn, source)
     return True
+
+
+# --- Between the nodes of a Citus cluster (schema tenants only) --------------------------------
+
+SCHEMA_NODE = """
+SELECT n.nodeid, n.nodename, n.nodeport
+FROM pg_dist_schema s
+JOIN pg_dist_partition p ON p.colocationid = s.colocationid
+JOIN pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
+JOIN pg_dist_placement pl ON pl.shardid = sh.shardid
+JOIN pg_dist_node n ON n.groupid = pl.groupid
+WHERE s.schemaid = %s::regnamespace
+LIMIT 1
+"""
+
+
+@dataclass
+class NodeMoveReport:
+    tenant: str
+    schema: str
+    source: str  # host:port
+    target: str
+    seconds: float = 0.0
+
+
+def schema_node(conn: psycopg.Connection, schema: str) -> tuple[int, str, int] | None:
+    """(node id, host, port) of the node holding a distributed schema; None when it is not
+    distributed (or the database is no Citus coordinator)."""
+    if not is_citus(conn):
+        return None
+    row = conn.execute(SCHEMA_NODE, (schema,)).fetchone()
+    return (int(row[0]), str(row[1]), int(row[2])) if row else None
+
+
+def move_tenant_to_node(tenant: Tenant, host: str, port: int) -> NodeMoveReport:
+    """Move a schema tenant's distributed schema to another node with `citus_schema_move`,
+    holding the tenant's write lock exclusively: writes wait (then 503), reads go on."""
+    if tenant.isolation != Isolation.SCHEMA:
+        raise MoveRefused(
+            f"Tenant {tenant.slug!r} is in {tenant.isolation} mode; only schemas move."
+        )
+    started = time.perf_counter()
+    with owner_connection(autocommit=True) as conn:
+        where = schema_node(conn, tenant.schema_name)
+        if where is None:
+            raise MoveRefused(
+                f"{tenant.schema_name} is not a distributed schema on a Citus cluster."
+            )
+        _node_id, source_host, source_port = where
+        if (source_host, source_port) == (host, port):
+            raise MoveRefused(f"{tenant.schema_name} is already on {host}:{port}.")
+        with conn.transaction():
+            _lock_writers_out(conn, tenant.pk)
+            # block_writes: the copy runs inside this transaction, under the lock above.
+            conn.execute(
+                "SELECT citus_schema_move(%s::regnamespace, %s, %s, 'block_writes')",
+                (tenant.schema_name, host, port),
+            )
+    return NodeMoveReport(
+        tenant.slug,
+        tenant.schema_name,
+        f"{source_host}:{source_port}",
+        f"{host}:{port}",
+        round(time.perf_counter() - started, 3),
+    )

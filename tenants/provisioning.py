@@ -11,9 +11,11 @@ from django.conf import settings
 from django.core.management import call_command
 from psycopg import sql
 
+from tenants.citus import distribute_schema, is_citus
 from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, clone_script, read_revisions
 from tenants.database_roles import app_role_name, owner_connection, use_owner_role_for_django
 from tenants.ids import drop_id_sequence, ensure_id_sequence
+from tenants.local_settings import bind_tenant
 from tenants.models import Isolation, Tenant
 from tenants.placement import SHARED_SCHEMA
 from tenants.spares import take_spare
@@ -71,13 +73,14 @@ def provision_storage(tenant: Tenant) -> dict[str, str]:
         ensure_id_sequence(conn, tenant.pk)
         if tenant.isolation != Isolation.SCHEMA:
             return read_revisions(conn, SHARED_SCHEMA)
-        if settings.SPARE_SCHEMAS:
-            revisions = take_spare(conn, tenant.schema_name)
-            if revisions is not None:
-                return revisions
-        return clone_schema(
-            conn, tenant.schema_name, grant_to=app_role_name(), replace_existing=True
-        )
+        revisions = take_spare(conn, tenant.schema_name) if settings.SPARE_SCHEMAS else None
+        if revisions is None:
+            revisions = clone_schema(
+                conn, tenant.schema_name, grant_to=app_role_name(), replace_existing=True
+            )
+        if settings.CITUS_DISTRIBUTE_SCHEMAS and is_citus(conn):
+            distribute_schema(conn, tenant.schema_name)
+        return revisions
 
 
 def warm_up() -> None:
@@ -118,7 +121,7 @@ def delete_shared_rows(conn: psycopg.Connection, tenant_id: int) -> None:
         )
     ]
     with conn.transaction():
-        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        conn.execute(bind_tenant(tenant_id))
         # Parents' ON DELETE CASCADE removes children; history tables have no foreign keys.
         for table in sorted(tables, key=lambda t: (t.endswith("_history"), t != "projects")):
             conn.execute(

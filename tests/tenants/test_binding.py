@@ -122,3 +122,27 @@ def test_any_other_request_id_is_replaced_by_a_new_one(supplied: str) -> None:
 def test_a_request_not_resolved_to_a_tenant_has_no_tenant() -> None:
     with pytest.raises(TypeError):
         tenant_of(RequestFactory().get("/"))
+
+
+def test_on_a_citus_coordinator_the_binding_is_three_set_locals(monkeypatch) -> None:
+    """Citus passes SET commands on to its workers, not set_config calls: there the binding is
+    SET LOCAL (the engine check is what changes; the statements run on this server)."""
+    import tenants.binding
+
+    monkeypatch.setattr(tenants.binding, "is_citus", lambda _conn: True)
+    engine().dispose()
+    with tenant_session(BINDING) as session:
+        seen = session.execute(
+            sa.text(
+                "SELECT current_setting('app.tenant_id'), current_setting('app.actor_id'),"
+                " current_setting('app.request_id')"
+            )
+        ).one()
+    assert tuple(seen) == ("42", "7", "req-1")
+    with tenant_session(
+        TenantBinding(tenant_id=42, schema="public", actor_id=None, request_id="it's; odd")
+    ) as session:
+        odd = session.execute(
+            sa.text("SELECT current_setting('app.actor_id'), current_setting('app.request_id')")
+        ).one()
+    assert tuple(odd) == ("", "it's; odd")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tenants.cloning import clone_schema, clone_script, read_revisions
+from tenants.cloning import _run_statements, clone_schema, clone_script, read_revisions
 from tenants.database_roles import app_role_name, owner_connection
 from tests.round_trips import round_trips
 
@@ -166,6 +166,26 @@ def test_clone_copies_bookkeeping_rows_and_advances_their_counter(
         f"INSERT INTO \"{target}\".django_migrations (app, name) VALUES ('x', 'y') RETURNING id"
     ).fetchone()
     assert next_id == 3
+
+
+def test_the_statement_by_statement_clone_matches_the_one_round_trip_clone(
+    owner, template, targets, unique
+) -> None:
+    """The path a Citus coordinator takes (one statement per query, sequences reset from values
+    read first) builds the same schema, bookkeeping rows and counters as the one-query script."""
+    whole, split = f"t_{unique}", f"t_{unique}_split"
+    targets.extend([whole, split])
+    clone_schema(owner, whole, source=template, grant_to=app_role_name())
+    script = clone_script(owner, template)
+    _run_statements(owner, script, split, app_role_name(), replace_existing=False)
+    assert describe(owner, split) == describe(owner, whole)
+    next_ids = [
+        owner.execute(
+            f"INSERT INTO \"{schema}\".django_migrations (app, name) VALUES ('x', 'y') RETURNING id"
+        ).fetchone()
+        for schema in (whole, split)
+    ]
+    assert next_ids == [(3,), (3,)]
 
 
 def test_app_role_gets_dml_on_the_clone(owner, template, targets, unique) -> None:

@@ -163,6 +163,36 @@ def test_a_move_that_fails_while_copying_leaves_the_tenant_on_its_source(committ
     discard(mover)
 
 
+def test_a_move_whose_target_loses_a_row_is_refused_and_leaves_the_tenant_on_its_source(
+    committed,
+) -> None:
+    """A count mismatch (here a trigger on the target silently drops one comment, as a
+    placement that does not see the tenant's rows would drop them all) stops the switch."""
+    mover = provisioned_tenant(Isolation.SCHEMA)
+    api = mover.api("admin")
+    task_ids = [t["id"] for t in seed(api)["tasks"]]
+    before = snapshot(api, task_ids)
+    with owner_connection() as conn:
+        conn.execute(
+            "CREATE FUNCTION public.test_drop_row() RETURNS trigger LANGUAGE plpgsql"
+            " AS 'BEGIN RETURN NULL; END'"
+        )
+        conn.execute(
+            "CREATE TRIGGER drop_hello BEFORE INSERT ON shared.comments FOR EACH ROW"
+            " WHEN (NEW.body = 'hello') EXECUTE FUNCTION public.test_drop_row()"
+        )
+    try:
+        with pytest.raises(MoveRefused, match=r"comments: rows .*nothing was switched"):
+            move_tenant(mover.tenant, Isolation.RLS)
+    finally:
+        with owner_connection() as conn:
+            conn.execute("DROP TRIGGER drop_hello ON shared.comments")
+            conn.execute("DROP FUNCTION public.test_drop_row()")
+    assert_still_on_source(mover, Isolation.SCHEMA, before, task_ids)
+    assert shared_rows(mover.tenant.pk) == 0  # the copied tasks went with the refused switch
+    discard(mover)
+
+
 def test_a_move_that_cannot_lock_out_writers_leaves_the_tenant_on_its_source(
     mover: TenantFixture, settings
 ) -> None:
@@ -336,3 +366,22 @@ def test_move_tenant_command_reports_and_refuses_clearly(mover: TenantFixture) -
     )
     assert (refused.status, refused.requested_via) == ("failed", "cli")
     assert f"already in {target} mode" in refused.error
+
+
+def test_moving_to_a_node_off_citus_is_refused_clearly_and_recorded(committed) -> None:
+    """`--to-node` wraps citus_schema_move; on plain PostgreSQL (no distributed schema) it is
+    refused in one line, the tenant untouched, and the refusal recorded."""
+    from django.core.management import CommandError, call_command
+
+    mover = provisioned_tenant(Isolation.SCHEMA)
+    try:
+        with pytest.raises(CommandError, match="takes HOST:PORT"):
+            call_command("move_tenant", mover.tenant.slug, "--to-node", "nowhere")
+        with pytest.raises(CommandError, match="is not a distributed schema on a Citus cluster"):
+            call_command("move_tenant", mover.tenant.slug, "--to-node", "127.0.0.1:9701")
+        (move,) = TenantMove.objects.filter(tenant=mover.tenant)
+        assert (move.status, move.requested_via, move.source) == ("failed", "cli", "node")
+        assert "not a distributed schema" in move.error
+        assert schema_exists(mover.tenant.schema_name)
+    finally:
+        discard(mover)

@@ -1,6 +1,8 @@
 """`manage.py move_tenant SLUG --to schema|rls`: move a tenant's data between placements.
+`manage.py move_tenant SLUG --to-node HOST:PORT`: on a Citus cluster, move a schema tenant's
+distributed schema to another node (citus_schema_move under the tenant's write lock).
 
-The move is recorded (a TenantMove, visible in the admin) and runs in this process; a refused
+Either move is recorded (a TenantMove, visible in the admin) and runs in this process; a refused
 move is recorded failed with its reason, and the command exits non-zero with it.
 """
 
@@ -9,10 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
-from control_plane.tenancy.models import MoveStatus
+from control_plane.tenancy.models import MoveStatus, TenantMove
 from control_plane.tenancy.moves import MoveInProgress, request_move, run_move
 from tenants.models import Isolation, Tenant
+from tenants.moving import move_tenant_to_node
+from tenants.problems import Problem
 
 
 class Command(BaseCommand):
@@ -20,12 +25,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug")
-        parser.add_argument("--to", required=True, choices=Isolation.values)
+        where = parser.add_mutually_exclusive_group(required=True)
+        where.add_argument("--to", choices=Isolation.values)
+        where.add_argument("--to-node", metavar="HOST:PORT", help="a Citus worker (or coordinator)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=options["slug"]).exclude(schema_name="public").first()
         if tenant is None:
             raise CommandError(f"no tenant {options['slug']!r}")
+        if options["to_node"]:
+            self._to_node(tenant, options["to_node"])
+            return
         try:
             move = request_move(tenant, options["to"], via="cli", send=False)
         except MoveInProgress as exc:
@@ -44,3 +54,35 @@ class Command(BaseCommand):
         self.stdout.write(f"rows: {rows}")
         if move.error:
             self.stdout.write(self.style.WARNING(move.error))
+
+    def _to_node(self, tenant: Tenant, node: str) -> None:
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit():
+            raise CommandError(f"--to-node takes HOST:PORT, not {node!r}")
+        move = TenantMove.objects.create(
+            tenant=tenant,
+            source="node",
+            target="node",
+            status=MoveStatus.COPYING,
+            requested_via="cli",
+            started_at=timezone.now(),
+            attempts=1,
+        )
+        try:
+            report = move_tenant_to_node(tenant, host, int(port))
+        except Exception as exc:
+            detail = exc.detail if isinstance(exc, Problem) else f"{type(exc).__name__}: {exc}"
+            TenantMove.objects.filter(pk=move.pk).update(
+                status=MoveStatus.FAILED, error=str(detail)[:4000], finished_at=timezone.now()
+            )
+            raise CommandError(f"move {move.pk} failed: {detail}") from exc
+        TenantMove.objects.filter(pk=move.pk).update(
+            status=MoveStatus.DONE,
+            rows={"node": {"from": report.source, "to": report.target}},
+            seconds=report.seconds,
+            finished_at=timezone.now(),
+        )
+        self.stdout.write(
+            f"moved {tenant.slug} ({report.schema}) from {report.source} to {report.target}"
+            f" in {report.seconds}s (move {move.pk})"
+        )

@@ -1,0 +1,46 @@
+"""Whether the database is a Citus coordinator, and what the platform does differently there.
+
+On plain PostgreSQL nothing here changes behaviour. With the `citus` extension in the database,
+DDL on distributed schemas goes one statement per query (Citus refuses a multi-statement string
+there), tenant schemas are distributed at onboarding and the shared tables by `tenant_id`.
+Asked once per process and database (an extension is not added to a running platform).
+Importable anywhere: no Django.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+
+_known: dict[str, bool] = {}
+_lock = threading.Lock()
+
+
+def is_citus(conn: psycopg.Connection) -> bool:
+    """True when the connection's database has the citus extension (so it is a coordinator)."""
+    key = f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}"
+    with _lock:
+        known = _known.get(key)
+    if known is not None:
+        return known
+    row = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'citus'").fetchone()
+    found = bool(row and row[0])
+    with _lock:
+        _known[key] = found
+    return found
+
+
+def forget() -> None:
+    """Ask again next time (tests that add or drop the extension)."""
+    with _lock:
+        _known.clear()
+
+
+def distribute_schema(conn: psycopg.Connection, schema: str) -> None:
+    """Make `schema` a distributed schema: its tables become single-shard tables placed together
+    on one node (Citus picks it; `move_tenant --to-node` moves it later). Its triggers are
+    allowed for this transaction only (citus.enable_unsafe_triggers)."""
+    with conn.transaction():
+        conn.execute("SET LOCAL citus.enable_unsafe_triggers = on")
+        conn.execute("SELECT citus_schema_distribute(%s::regnamespace)", (schema,))
