@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -112,22 +113,24 @@ class OnboardingRequested:
 
 
 def validate_onboarding(
-    *,
-    name: str,
-    slug: str,
-    domain: str,
-    isolation: str,
-    owner_email: str,
-    check_taken: bool = True,
+    *, name: str, slug: str, domain: str, isolation: str, owner_email: str
 ) -> OnboardingInput:
     """Check every field and the uniqueness of slug and domain; raise with all errors at once.
 
     The status says what kind of refusal it is (each error still names its field): malformed
     input is InvalidOnboarding (400), a reserved slug or a domain that would never be served is
     OnboardingRefused (422), a slug or domain already taken is OnboardingConflict (409). With
-    errors of several kinds the first of these wins. `check_taken=False` leaves uniqueness to
-    the constraints (request_onboarding then raises the same OnboardingConflict): no query.
+    errors of several kinds the first of these wins.
     """
+    fields = {"name": name, "slug": slug, "domain": domain, "isolation": isolation}
+    return _validated({**fields, "owner_email": owner_email}, check_taken=True)
+
+
+def _validated(fields: Mapping[str, str], *, check_taken: bool) -> OnboardingInput:
+    """validate_onboarding's checks; `check_taken=False` leaves uniqueness to the constraints
+    (request_onboarding then raises the same OnboardingConflict) and sends no query."""
+    name, slug, domain = fields["name"], fields["slug"], fields["domain"]
+    isolation, owner_email = fields["isolation"], fields["owner_email"]
     malformed: dict[str, list[str]] = {}
     refused: dict[str, list[str]] = {}
     taken: dict[str, list[str]] = {}
@@ -328,7 +331,7 @@ def submit_onboarding(
                 **{k: str(fields.get(k, "")) for k in OnboardingInput.__dataclass_fields__}
             )
             return _replay(existing, data, idempotency_key)
-    data = validate_onboarding(**fields, check_taken=False)
+    data = _validated(fields, check_taken=False)
     return request_onboarding(
         data=data,
         idempotency_key=idempotency_key,

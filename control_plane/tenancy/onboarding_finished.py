@@ -65,8 +65,8 @@ def wait(onboarding_id: int, seconds: float) -> str | None:
         return None
     key = _key(onboarding_id)
     try:
-        # Redis takes whole seconds here before 6.0 only; fractions are fine on 6+.
-        word = _client(_broker_url()).brpoplpush(key, key, timeout=seconds)
+        # Whole seconds (redis-py's type; Redis 6+ would take fractions), at least one.
+        word = _client(_broker_url()).brpoplpush(key, key, timeout=max(1, round(seconds)))
     except redis.RedisError:
         log.warning("onboarding %s: cannot wait for its finish", onboarding_id, exc_info=True)
         return None
