@@ -114,8 +114,10 @@ def bare_loop(owner_url: str, schemas: list[str], concurrency: int, statement: s
 # --- Tenants with data ---------------------------------------------------------------------------
 
 POPULATE = (
+    # The tenant's id sequence (tenants.provisioning makes it; these tenants were only cloned).
+    "CREATE SEQUENCE IF NOT EXISTS public.tenant_%(tenant)s_ids AS bigint;"
     "BEGIN; SELECT set_config('search_path', %(path)s, true),"
-    " set_config('app.tenant_id', %(tenant)s, true);"
+    " set_config('app.tenant_id', '%(tenant)s', true);"
     "WITH project AS (INSERT INTO projects (tenant_id, key, name, description)"
     " VALUES (%(tenant)s::bigint, 'BENCH', 'Bench project', 'Tasks of a populated tenant')"
     " RETURNING id)"

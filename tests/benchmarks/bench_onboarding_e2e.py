@@ -376,7 +376,7 @@ def post_cost(count: int, staff_token: str, prefix: str) -> None:
 
     from control_plane.tenancy import onboarding
 
-    onboarding._enqueue_or_withdraw = lambda requested: None  # measured: the POST's own work
+    onboarding._enqueue_or_withdraw = lambda onboarding: None  # the POST alone, no broker send
     client = Client(HTTP_HOST=PUBLIC_HOST, HTTP_AUTHORIZATION=f"Bearer {staff_token}")
 
     def post(i: int) -> int:
