@@ -324,7 +324,7 @@ def platform_half(args: argparse.Namespace, env: dict[str, str], work: Path) -> 
             template_ms = run.steps.get(schema_name="template").duration_ms
             noop_s, noop = timed_run(to=TEST_REVISION, **strategy)
             verify_s, verified = timed_run(to=TEST_REVISION, verify=True, **strategy)
-            down_s, down = timed_run(to=BASE_REVISION, **strategy)
+            down_s, down = timed_run(to=BASE_REVISION, allow_downgrade=True, **strategy)
             assert set(schema_state(schemas).values()) == {(BASE_REVISION, False)}
     finally:
         worker.terminate()
