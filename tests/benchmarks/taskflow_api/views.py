@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from django.db import connection
 from django.db.models import QuerySet
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
@@ -85,5 +86,8 @@ class DrfTaskList(ListAPIView[BenchTask]):
     permission_classes = (IsAuthenticated, TenantRole)
 
     def get_queryset(self) -> QuerySet[BenchTask]:
+        # Plain django-tenants: the connection set to the tenant's schema (the platform's
+        # middleware leaves Django's connection on public, tenants.middleware).
+        connection.set_tenant(self.request._request.tenant)  # type: ignore[attr-defined]
         tenant_id = principal_of(self.request).tenant_id
         return BenchTask.objects.filter(tenant_id=tenant_id, deleted_at__isnull=True)
