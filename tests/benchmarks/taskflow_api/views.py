@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
@@ -84,6 +84,14 @@ class DrfTaskList(ListAPIView[BenchTask]):
     serializer_class = TaskSerializer
     pagination_class = TaskCursorPagination
     permission_classes = (IsAuthenticated, TenantRole)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # Row-level security guards the tenant's tables too: the ORM's statements run in one
+        # transaction with the tenant bound, as the platform's sessions do (tenants.binding).
+        with transaction.atomic(), connection.cursor() as cursor:
+            tenant_id = principal_of(request).tenant_id
+            cursor.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])
+            return super().list(request, *args, **kwargs)
 
     def get_queryset(self) -> QuerySet[BenchTask]:
         # Plain django-tenants: the connection set to the tenant's schema (the platform's
