@@ -136,6 +136,9 @@ MIDDLEWARE = [
     "taskflow.versioning.ApiVersionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# Cache keys tenant resolution reads in its own round trip for the request (the bearer token's
+# principal entry), so authentication sends no Redis GET of its own.
+TENANT_RESOLUTION_READS_ALSO = "control_plane.identity.principals.keys_to_read_ahead"
 # Run by PublicHostMiddleware on the public host (the admin) only, in this order: tenant hosts
 # serve a bearer-token API that reads and sets no cookie.
 PUBLIC_HOST_MIDDLEWARE = [

@@ -27,7 +27,7 @@ from tenants.hosts import routing_host
 from tenants.models import Domain, Tenant, TenantStatus
 from tenants.outages import database_unavailable, is_connection_failure, unavailable_response
 from tenants.problems import problem_response
-from tenants.resolution import resolve_tenant
+from tenants.resolution import resolve_tenant, resolve_tenant_and_read
 
 PROBE_PATHS = {"/healthz", "/readyz"}
 
@@ -73,10 +73,28 @@ class TenantMiddleware(TenantMainMiddleware):
         """The Domain to resolve: onboarding and routing normalise host names alike."""
         return routing_host(request.get_host())
 
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        super().__init__(get_response)
+        path = getattr(settings, "TENANT_RESOLUTION_READS_ALSO", "")
+        self.reads_also: Callable[[HttpRequest], list[str]] | None = (
+            import_string(path) if path else None
+        )
+
     def get_tenant(self, domain_model: type[Domain], hostname: str) -> Tenant:
         tenant = resolve_tenant(hostname)
         if tenant is None:
             raise domain_model.DoesNotExist
+        return tenant
+
+    def _resolve_for(self, request: HttpRequest, hostname: str) -> Tenant | None:
+        """resolve_tenant, reading the cache keys settings.TENANT_RESOLUTION_READS_ALSO names
+        for this request in the same round trip; what was asked and found goes on the request
+        as `cache_read_ahead` ({"asked": keys, "found": entries})."""
+        also = self.reads_also(request) if self.reads_also is not None else []
+        if not also:
+            return resolve_tenant(hostname)
+        tenant, found = resolve_tenant_and_read(hostname, also)
+        request.cache_read_ahead = {"asked": frozenset(also), "found": found}  # type: ignore[attr-defined]
         return tenant
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
@@ -119,9 +137,8 @@ class TenantMiddleware(TenantMainMiddleware):
         if connection.schema_name != get_public_schema_name():  # type: ignore[attr-defined]
             connection.set_schema_to_public()  # type: ignore[attr-defined]  # sends no SQL
         hostname = self.hostname_from_request(request)
-        try:
-            tenant = self.get_tenant(Domain, hostname)
-        except Domain.DoesNotExist:
+        tenant = self._resolve_for(request, hostname)
+        if tenant is None:
             return self.no_tenant_found(request, hostname)
         tenant.domain_url = hostname
         request.tenant = tenant  # type: ignore[attr-defined]

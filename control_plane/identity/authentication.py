@@ -68,7 +68,7 @@ def authenticate_token(
     digest = token_digest(value)
     now = timezone.now()
     epoch = current_epoch()
-    cached = cached_principal(digest, epoch)
+    cached = cached_principal(digest, epoch, getattr(request, "cache_read_ahead", None))
     count_principal_lookup(hit=cached is not None)
     if cached is not None:
         if cached.principal.tenant_id != tenant_id or not cached.usable(now):

@@ -22,14 +22,17 @@ reads as empty (control_plane.http.redis_cache) and every token is checked in th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
+from django.http import HttpRequest
 
+from control_plane.identity.tokens import token_digest
+from tenants.cache_epoch import current_epoch
 from tenants.identity import Principal, Role
 
 ENTRY_TTL = timedelta(minutes=1)
@@ -58,14 +61,22 @@ def _forgotten(digest: str) -> str:
     return f"principal-forgotten:{digest}"
 
 
-def cached_principal(digest: str, epoch: int) -> CachedPrincipal | None:
+def cached_principal(
+    digest: str, epoch: int, read_ahead: Mapping[str, Any] | None = None
+) -> CachedPrincipal | None:
     """The cached entry of the token with `digest`, or None (never cached, expired, forgotten).
 
     `epoch` is current_epoch() read before the database is: the same value goes to
     remember_principal, so an entry is never filed under an epoch newer than what it saw.
+    `read_ahead` is what tenant resolution read for this request in its own round trip
+    (keys_to_read_ahead); when it asked for both keys, no GET of its own is sent.
     """
     key, forgotten = _key(digest, epoch), _forgotten(digest)
-    found: dict[str, Any] = cache.get_many([key, forgotten])
+    found: dict[str, Any]
+    if read_ahead is not None and {key, forgotten} <= read_ahead["asked"]:
+        found = {k: read_ahead["found"][k] for k in (key, forgotten) if k in read_ahead["found"]}
+    else:
+        found = cache.get_many([key, forgotten])
     entry = found.get(key)
     if not isinstance(entry, tuple) or forgotten in found:
         return None
@@ -74,6 +85,16 @@ def cached_principal(digest: str, epoch: int) -> CachedPrincipal | None:
         user_id=user_id, tenant_id=tenant_id, role=Role(role), token_id=token_id, is_staff=is_staff
     )
     return CachedPrincipal(principal, expires_at)
+
+
+def keys_to_read_ahead(request: HttpRequest) -> list[str]:
+    """The principal cache's keys for the request's bearer token, for tenant resolution to read
+    in its round trip (settings.TENANT_RESOLUTION_READS_ALSO); [] without a bearer token."""
+    parts = request.META.get("HTTP_AUTHORIZATION", "").split()
+    if len(parts) != 2 or parts[0].lower() != "bearer":
+        return []
+    digest = token_digest(parts[1])
+    return [_key(digest, current_epoch()), _forgotten(digest)]
 
 
 def remember_principal(digest: str, entry: CachedPrincipal, now: datetime, epoch: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -30,6 +30,16 @@ from tenants.models import Tenant, TenantStatus
 from tenants.problems import NotFound
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+PREFER_WAIT = OpenApiParameter(
+    "Prefer",
+    str,
+    OpenApiParameter.HEADER,
+    description=(
+        "`wait=N` (RFC 7240): answer 201 once the tenant is active, waiting at most N seconds"
+        f" ({onboarding.MAX_WAIT_SECONDS} at most); still provisioning or failed by then: 202,"
+        " as without it. Other preferences are ignored."
+    ),
+)
 
 MAX_KEY_LENGTH: int = Onboarding._meta.get_field("idempotency_key").max_length or 0
 
@@ -42,6 +52,21 @@ def _idempotency_key(request: Request) -> str | None:
     if key is not None and CONTROL_CHARACTER.search(key):  # a NUL could never reach the column
         raise ValidationError({IDEMPOTENCY_HEADER: ["No control characters."]})
     return key
+
+
+def _preferred_wait(request: Request) -> float | None:
+    """Seconds of `Prefer: wait=N` (RFC 7240), capped; None when not asked for."""
+    for preference in request.headers.get("Prefer", "").replace(";", ",").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                return None  # a preference the server cannot read is ignored (RFC 7240)
+            if seconds != seconds or seconds <= 0:  # NaN or nothing to wait for
+                return None
+            return min(seconds, onboarding.MAX_WAIT_SECONDS)
+    return None
 
 
 def _tenants() -> QuerySet[Tenant]:
@@ -72,8 +97,8 @@ class OpsView(DeclaredQuery, APIView):
         operation_id="onboardTenant",
         summary="Onboard a tenant (a worker provisions it)",
         request=OnboardingInputSerializer,
-        parameters=[IDEMPOTENCY, LOCATION_HEADER],
-        responses={202: ONBOARDING_ACCEPTED, **problems(409, 422)},
+        parameters=[IDEMPOTENCY, PREFER_WAIT, LOCATION_HEADER],
+        responses={201: ONBOARDING_ACCEPTED, 202: ONBOARDING_ACCEPTED, **problems(409, 422)},
     ),
 )
 class TenantCollection(OpsView):
@@ -95,15 +120,22 @@ class TenantCollection(OpsView):
             requested_by=request.user,  # type: ignore[arg-type]
         )
         tenant = requested.onboarding.tenant
+        status, headers = 202, {"Location": f"/ops/v1/tenants/{tenant.slug}"}
+        wait = _preferred_wait(request)
+        if wait is not None:
+            headers["Preference-Applied"] = f"wait={wait:g}"
+            if onboarding.wait_for_provisioning(requested.onboarding, wait):
+                tenant, status = _tenant(tenant.slug), 201
+        elif not requested.created:
+            tenant = _tenant(tenant.slug)  # a new one is in hand whole: no domains yet
         body = {
-            "tenant": TenantSerializer(_tenant(tenant.slug)).data,
+            "tenant": TenantSerializer(tenant).data,
             "owner_token": requested.token,
             "replayed": not requested.created,
         }
         if requested.token is None:
             body["owner_token_note"] = requested.token_note
-        location = f"/ops/v1/tenants/{tenant.slug}"
-        return Response(body, status=202, headers={"Location": location})
+        return Response(body, status=status, headers=headers)
 
 
 @extend_schema_view(

@@ -12,6 +12,8 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -19,7 +21,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from control_plane.celery import app as celery_app
@@ -35,9 +37,10 @@ from control_plane.identity.tokens import (
     seal_token,
     unseal_token,
 )
+from control_plane.tenancy import onboarding_finished
 from control_plane.tenancy.lifecycle import LifecycleConflict
 from control_plane.tenancy.models import Onboarding, OnboardingStatus
-from control_plane.tenancy.onboarding_rows import activate, count_attempt
+from control_plane.tenancy.onboarding_rows import activate, count_attempt, record_request
 from control_plane.worker import recovery
 from taskflow import api_versions
 from tenants.hosts import is_valid_hostname, normalise_host, routable, routing_host
@@ -119,6 +122,15 @@ def validate_onboarding(
     OnboardingRefused (422), a slug or domain already taken is OnboardingConflict (409). With
     errors of several kinds the first of these wins.
     """
+    fields = {"name": name, "slug": slug, "domain": domain, "isolation": isolation}
+    return _validated({**fields, "owner_email": owner_email}, check_taken=True)
+
+
+def _validated(fields: Mapping[str, str], *, check_taken: bool) -> OnboardingInput:
+    """validate_onboarding's checks; `check_taken=False` leaves uniqueness to the constraints
+    (request_onboarding then raises the same OnboardingConflict) and sends no query."""
+    name, slug, domain = fields["name"], fields["slug"], fields["domain"]
+    isolation, owner_email = fields["isolation"], fields["owner_email"]
     malformed: dict[str, list[str]] = {}
     refused: dict[str, list[str]] = {}
     taken: dict[str, list[str]] = {}
@@ -134,19 +146,17 @@ def validate_onboarding(
         )
     elif slug in RESERVED_SLUGS or slug.startswith("pg_"):
         refused.setdefault("slug", []).append(f"Slug {slug!r} is reserved.")
-    elif Tenant.objects.filter(slug=slug).exists():
-        taken.setdefault("slug", []).append(f"A tenant with slug {slug!r} already exists.")
     if not is_valid_hostname(domain):
         malformed.setdefault("domain", []).append(f"{domain!r} is not a valid host name.")
     elif not routable(domain):
         refused.setdefault("domain", []).append(
             f"{domain!r} would never be served: requests for it go to {routing_host(domain)!r}."
         )
-    elif (
-        Domain.objects.filter(domain=domain).exists()
-        or Onboarding.objects.filter(domain=domain).exists()
-    ):
-        taken.setdefault("domain", []).append(f"Domain {domain!r} is already taken.")
+    if check_taken:
+        taken = _taken(
+            slug=slug if "slug" not in malformed and "slug" not in refused else "",
+            domain=domain if "domain" not in malformed and "domain" not in refused else "",
+        )
     if isolation not in Isolation.values:
         malformed.setdefault("isolation", []).append(
             f"Isolation must be one of {', '.join(Isolation.values)}."
@@ -167,6 +177,19 @@ def validate_onboarding(
     )
 
 
+def _taken(*, slug: str, domain: str) -> dict[str, list[str]]:
+    """The slug and domain among these that a tenant or a request already holds ("" skips)."""
+    taken: dict[str, list[str]] = {}
+    if slug and Tenant.objects.filter(slug=slug).exists():
+        taken["slug"] = [f"A tenant with slug {slug!r} already exists."]
+    if domain and (
+        Domain.objects.filter(domain=domain).exists()
+        or Onboarding.objects.filter(domain=domain).exists()
+    ):
+        taken["domain"] = [f"Domain {domain!r} is already taken."]
+    return taken
+
+
 def _merged(*kinds: dict[str, list[str]]) -> dict[str, list[str]]:
     merged: dict[str, list[str]] = {}
     for errors in kinds:
@@ -181,17 +204,16 @@ def request_onboarding(
     idempotency_key: str | None = None,
     requested_by: User | None = None,
     enqueue: bool = True,
+    _replay_checked: bool = False,
 ) -> OnboardingRequested:
     """Record the request and queue provisioning; the same idempotency key returns the same one.
 
     `enqueue=False` leaves provisioning to the caller (set-up scripts that run before workers).
+    One statement writes the tenant and the request (onboarding_rows.record_request); a slug
+    or domain taken surfaces from the constraints as OnboardingConflict, as validation says it.
     """
-    if idempotency_key:
-        existing = (
-            Onboarding.objects.select_related("tenant")
-            .filter(idempotency_key=idempotency_key)
-            .first()
-        )
+    if idempotency_key and not _replay_checked:
+        existing = _existing(idempotency_key)
         if existing is not None:
             return _replay(existing, data, idempotency_key)
     if enqueue:
@@ -201,42 +223,53 @@ def request_onboarding(
         # Kept before the commit, so a retry after a lost response finds it; a record of a
         # request that then loses a race never matches the winner's digest (_replayed_token).
         _keep_for_replay(idempotency_key, secret)
+    tenant = Tenant(
+        name=data.name,
+        slug=data.slug,
+        schema_name=schema_name_for(data.slug),
+        isolation=data.isolation,
+        status=TenantStatus.PROVISIONING,
+        # Pinned to the newest version at onboarding; later versions never surprise it.
+        api_version=api_versions.CATALOG.latest.name,
+    )
+    onboarding = Onboarding(
+        tenant=tenant,
+        domain=data.domain,
+        owner_email=data.owner_email,
+        token_prefix=secret.prefix,
+        token_digest=secret.digest,
+        idempotency_key=idempotency_key or None,
+        # By id: a token's lazy user (identity.authentication.TokenUser) stays unloaded.
+        requested_by_id=requested_by.pk if requested_by is not None else None,
+    )
     try:
-        with transaction.atomic():
-            tenant = Tenant.objects.create(
-                name=data.name,
-                slug=data.slug,
-                schema_name=schema_name_for(data.slug),
-                isolation=data.isolation,
-                status=TenantStatus.PROVISIONING,
-                # Pinned to the newest version at onboarding; later versions never surprise it.
-                api_version=api_versions.CATALOG.latest.name,
-            )
-            onboarding = Onboarding.objects.create(
-                tenant=tenant,
-                domain=data.domain,
-                owner_email=data.owner_email,
-                token_prefix=secret.prefix,
-                token_digest=secret.digest,
-                idempotency_key=idempotency_key or None,
-                requested_by=requested_by,
-            )
-            if enqueue:
-                transaction.on_commit(lambda: _enqueue_or_withdraw(onboarding))
-    except (IntegrityError, ValidationError) as exc:
-        # Lost a race with a concurrent request for the same slug, domain or key. A race the
-        # other request already committed surfaces as TenantMixin.save's ValidationError on the
-        # schema name, before the INSERT reaches the unique index.
+        # Atomic on its own (no BEGIN/COMMIT round trips); inside a caller's transaction, a
+        # savepoint keeps that one usable after a conflict.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            recorded = record_request(tenant, onboarding)
+    except IntegrityError as exc:
+        # A slug, domain or key taken, perhaps by a concurrent request just now.
         if idempotency_key:
-            existing = (
-                Onboarding.objects.select_related("tenant")
-                .filter(idempotency_key=idempotency_key)
-                .first()
-            )
+            existing = _existing(idempotency_key)
             if existing is not None:
                 return _replay(existing, data, idempotency_key)
+        taken = _taken(slug=data.slug, domain=data.domain)
+        if taken:
+            raise OnboardingConflict(taken) from exc
         raise LifecycleConflict("A tenant with this slug or domain was just created.") from exc
+    if not recorded:  # the domain is served by a tenant onboarded otherwise
+        raise OnboardingConflict(_taken(slug="", domain=data.domain))
+    # The tenant was created just now: it has no domains yet (the worker adds the first).
+    tenant._prefetched_objects_cache = {"domains": Domain.objects.none()}
+    if enqueue:
+        transaction.on_commit(lambda: _enqueue_or_withdraw(onboarding))
     return OnboardingRequested(onboarding=onboarding, token=secret.value, created=True)
+
+
+def _existing(idempotency_key: str) -> Onboarding | None:
+    return (
+        Onboarding.objects.select_related("tenant").filter(idempotency_key=idempotency_key).first()
+    )
 
 
 def _replay(existing: Onboarding, data: OnboardingInput, key: str) -> OnboardingRequested:
@@ -292,18 +325,32 @@ def submit_onboarding(
     A retry of a request that already created its tenant must not fail on "slug taken".
     """
     if idempotency_key:
-        existing = (
-            Onboarding.objects.select_related("tenant")
-            .filter(idempotency_key=idempotency_key)
-            .first()
-        )
+        existing = _existing(idempotency_key)
         if existing is not None:
             data = OnboardingInput(
                 **{k: str(fields.get(k, "")) for k in OnboardingInput.__dataclass_fields__}
             )
             return _replay(existing, data, idempotency_key)
-    data = validate_onboarding(**fields)
-    return request_onboarding(data=data, idempotency_key=idempotency_key, requested_by=requested_by)
+    data = _validated(fields, check_taken=False)
+    return request_onboarding(
+        data=data,
+        idempotency_key=idempotency_key,
+        requested_by=requested_by,
+        _replay_checked=True,
+    )
+
+
+MAX_WAIT_SECONDS = onboarding_finished.MAX_WAIT_SECONDS
+
+
+def wait_for_provisioning(onboarding: Onboarding, seconds: float) -> bool:
+    """Whether the onboarding is done (its tenant active) within `seconds` (at most
+    MAX_WAIT_SECONDS); False when it failed or is still under way."""
+    if onboarding.status == OnboardingStatus.SUCCEEDED:
+        return True
+    if onboarding.status == OnboardingStatus.FAILED:
+        return False
+    return onboarding_finished.wait(onboarding.pk, seconds) == OnboardingStatus.SUCCEEDED
 
 
 def _send(onboarding_id: int) -> None:
@@ -355,7 +402,9 @@ def provision_onboarding(onboarding_id: int, *, will_retry: bool = False) -> Onb
     except Exception as exc:
         if not (will_retry and is_connection_failure(exc)):
             _mark_failed(onboarding, exc)
+            onboarding_finished.announce(onboarding.pk, OnboardingStatus.FAILED)
         raise
+    onboarding_finished.announce(onboarding.pk, OnboardingStatus.SUCCEEDED)
     if tenant.isolation == Isolation.SCHEMA and settings.SPARE_SCHEMAS:
         celery_app.send_task(REFILL_SPARES_TASK)
     return onboarding
@@ -403,6 +452,7 @@ def retry_onboarding(tenant: Tenant) -> None:
         Onboarding.objects.filter(pk=onboarding.pk).update(
             status=OnboardingStatus.PENDING, error=""
         )
+        onboarding_finished.forget(onboarding.pk)  # the failed attempt's word
         # Marked now, sent at commit: a second retry meanwhile finds the message waiting. An
         # unreachable broker rolls the retry back (503): the tenant stays failed.
         try:

@@ -186,3 +186,33 @@ def activate(onboarding: Onboarding, revisions: dict[str, str], started: float) 
         now,
     )
     onboarding.provisioning_ms = row[0] if row else None
+
+
+def record_request(tenant: Tenant, onboarding: Onboarding) -> bool:
+    """Insert the tenant and its onboarding request in one statement; False if the domain is
+    already served by a tenant (the rows are then not written).
+
+    Atomic on its own, no transaction around it. Uniqueness is left to the constraints: a slug,
+    schema name, requested domain or Idempotency-Key taken raises IntegrityError. Only a domain
+    served by a tenant onboarded otherwise (no request row holds it) needs the look in the
+    statement. Sets the primary keys and stamps on both instances, as save() would.
+    """
+    tenant_row = _new_row(tenant)
+    onboarding_row = _new_row(onboarding, tenant_id="(SELECT id FROM new_tenant)")
+    sql = (
+        f"WITH new_tenant AS (INSERT INTO {_table(Tenant)} ({tenant_row[0]})"  # noqa: S608 - quoted model names
+        f" SELECT {tenant_row[1]} WHERE NOT EXISTS (SELECT FROM {_table(Domain)}"
+        f" WHERE {_col(Domain, 'domain')} = %s) RETURNING {_pk(Tenant)} AS id),"
+        f" new_onboarding AS (INSERT INTO {_table(Onboarding)} ({onboarding_row[0]})"
+        f" SELECT {onboarding_row[1]} FROM new_tenant RETURNING {_pk(Onboarding)} AS id)"
+        f" SELECT new_tenant.id, new_onboarding.id FROM new_tenant, new_onboarding"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*tenant_row[2], onboarding.domain, *onboarding_row[2]])
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    tenant.pk, onboarding.pk = row
+    onboarding.tenant = tenant
+    tenant._state.adding = onboarding._state.adding = False
+    return True

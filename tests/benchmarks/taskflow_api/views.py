@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
@@ -84,6 +85,17 @@ class DrfTaskList(ListAPIView[BenchTask]):
     pagination_class = TaskCursorPagination
     permission_classes = (IsAuthenticated, TenantRole)
 
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # Row-level security guards the tenant's tables too: the ORM's statements run in one
+        # transaction with the tenant bound, as the platform's sessions do (tenants.binding).
+        with transaction.atomic(), connection.cursor() as cursor:
+            tenant_id = principal_of(request).tenant_id
+            cursor.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])
+            return super().list(request, *args, **kwargs)
+
     def get_queryset(self) -> QuerySet[BenchTask]:
+        # Plain django-tenants: the connection set to the tenant's schema (the platform's
+        # middleware leaves Django's connection on public, tenants.middleware).
+        connection.set_tenant(self.request._request.tenant)  # type: ignore[attr-defined]
         tenant_id = principal_of(self.request).tenant_id
         return BenchTask.objects.filter(tenant_id=tenant_id, deleted_at__isnull=True)

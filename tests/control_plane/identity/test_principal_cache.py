@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -218,3 +219,27 @@ def test_last_used_at_alone_does_not_move_the_epoch(member, settings) -> None:
     before = current_epoch()
     ApiToken.objects.filter(user=user).update(last_used_at=timezone.now())
     assert current_epoch() == before
+
+
+def test_a_warm_request_reads_its_tenant_and_principal_in_one_round_trip(
+    member, monkeypatch
+) -> None:
+    """Tenant resolution reads the token's principal entry with the host's (one MGET), so
+    authentication sends no GET of its own. The wrapper counts the cache's reads and does them."""
+    host, _, token = member
+    reads: list[list[str]] = []
+    real_get_many, real_get = cache.get_many, cache.get
+
+    def get_many(keys: Any, *args: Any, **kwargs: Any) -> Any:
+        reads.append(list(keys))
+        return real_get_many(keys, *args, **kwargs)
+
+    def get(key: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append([key])
+        return real_get(key, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "get_many", get_many)
+    monkeypatch.setattr(cache, "get", get)
+    assert me(Client(), host, token)[0] == 200
+    assert len(reads) == 1, reads
+    assert any(key.startswith("principal:") for key in reads[0])

@@ -30,7 +30,7 @@ from control_plane.worker import recovery
 from tenants.database_roles import owner_connection, owner_role_name
 from tenants.models import Domain, Tenant, TenantStatus
 from tests.conftest import WorkerProcess
-from tests.factories import public_tenant, schema_exists
+from tests.factories import make_token, make_user, public_tenant, schema_exists
 
 
 def host(slug: str) -> str:
@@ -301,3 +301,35 @@ def test_the_domain_is_stored_as_requests_name_it(unique) -> None:
         **onboarding_fields(f"n_{unique}", domain=f" N-{unique}.LocalHost. ")
     )
     assert data.domain == f"n-{unique}.localhost"
+
+
+@pytest.mark.worker
+def test_the_operator_api_with_prefer_wait_answers_201_once_the_tenant_is_active(
+    committed, celery_worker_process, unique
+) -> None:
+    token = make_token(make_user(f"staffw{unique}@example.com", staff=True), public_tenant())
+    ops = Client(HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = ops.post(
+        "/ops/v1/tenants",
+        {**onboarding_fields(f"w_{unique}"), "isolation": "rls"},
+        content_type="application/json",
+        HTTP_PREFER="respond-async, wait=10",
+    )
+    assert response.status_code == 201, response.content
+    assert response["Preference-Applied"] == "wait=10"
+    body = response.json()
+    assert body["tenant"]["status"] == "active"
+    assert body["tenant"]["domains"] == [host(f"w_{unique}")]
+    owner = Client().get(
+        "/api/v1/me",
+        HTTP_HOST=host(f"w_{unique}"),
+        HTTP_AUTHORIZATION=f"Bearer {body['owner_token']}",
+    )
+    assert owner.status_code == 200, owner.content
+    replay = ops.post(
+        "/ops/v1/tenants",
+        {**onboarding_fields(f"w_{unique}"), "isolation": "rls"},
+        content_type="application/json",
+        HTTP_PREFER="wait=10",
+    )
+    assert replay.status_code == 409  # no Idempotency-Key: a second request, the slug taken
