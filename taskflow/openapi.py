@@ -98,6 +98,13 @@ class QueryParam:
 
 Query = tuple[QueryParam, ...]
 
+# A due bound (taskflow.filters): a date, or a date-time with its offset; or nothing.
+_DAY = r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+DUE_BOUND_PATTERN = (
+    rf"^(?:{_DAY}(?:[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{{1,6}})?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))?)?$"
+)
+
 # A text that may be anything but NUL, which no query string may carry (a 400 on every path).
 NO_NUL_TEXT = r"^[^\x00]*$"
 
@@ -169,8 +176,18 @@ TASK_FILTER_QUERY: Query = (
         minimum=1,
         maximum=MAX_ID,
     ),
-    QueryParam("due_before", "Only tasks due on or before this day.", type="string", format="date"),
-    QueryParam("due_after", "Only tasks due on or after this day.", type="string", format="date"),
+    QueryParam(
+        "due_before",
+        "Only tasks due before this time (`due_at` <), an RFC 3339 date-time with its offset; "
+        "a date (YYYY-MM-DD) means before that UTC day begins.",
+        pattern=DUE_BOUND_PATTERN,
+    ),
+    QueryParam(
+        "due_after",
+        "Only tasks due after this time (`due_at` >), an RFC 3339 date-time with its offset; "
+        "a date (YYYY-MM-DD) means after that UTC day ends.",
+        pattern=DUE_BOUND_PATTERN,
+    ),
     QueryParam(
         "q", "Only tasks whose title contains this text.", max_length=200, pattern=NO_NUL_TEXT
     ),
