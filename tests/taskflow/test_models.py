@@ -87,7 +87,7 @@ def test_representations_list_id_first_and_the_bookkeeping_last() -> None:
     )  # fmt: skip
     assert TASK_FIELDS == (
         "id", "project_id", "external_id", "title", "description", "status", "priority",
-        "assignee_id", "due_date", "created_at", "updated_at", "deleted_at", "version",
+        "assignee_id", "due_at", "created_at", "updated_at", "deleted_at", "version",
     )  # fmt: skip
     assert COMMENT_FIELDS == (
         "id", "task_id", "author_id", "body", "created_at", "updated_at", "version",
