@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from taskflow.models import WRITABLE, Project, Task, columns_with, length_of
@@ -26,6 +27,13 @@ class TextField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}],
+        "description": "An RFC 3339 date-time with its offset (answered in UTC), or a date: "
+        "00:00 UTC of that day (a task already due at a time of that day keeps it).",
+    }
+)
 class MomentField(serializers.DateTimeField):
     """An RFC 3339 date-time with its offset (kept in UTC), or a date (YYYY-MM-DD): a whole day.
 
