@@ -340,3 +340,8 @@ DUE_AT = ApiVersion(
 )
 
 CATALOG = Catalog(versions=(INITIAL, UNPROCESSABLE, DUE_AT))
+
+
+def task_due_field(version: ApiVersion) -> str:
+    """The name a client at `version` knows a task's due time by (a CSV export's column too)."""
+    return "due_at" if version.name >= DUE_AT.name else "due_date"
