@@ -261,6 +261,7 @@ UNPROCESSABLE = ApiVersion(
     ),
 )
 
+
 def _due_day(value: Any) -> Any:
     """A due time as the date an older version shows: its UTC day (None stays None)."""
     if isinstance(value, datetime):

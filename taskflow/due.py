@@ -19,14 +19,14 @@ any process still reads `due_date`. Never decides the switch itself: the control
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import Final, Literal
 
 from tenants import switches
 
 DUE_SWITCH = "tasks.due"
-DUE_DATE = "due_date"
-DUE_AT = "due_at"
 Column = Literal["due_date", "due_at"]
+DUE_DATE: Final = "due_date"
+DUE_AT: Final = "due_at"
 
 
 def served() -> Column:

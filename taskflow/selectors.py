@@ -77,6 +77,8 @@ TASK_SORTS_BY_DATE = {**TASK_SORTS, "due_at": DUE_AT_BY_DATE}
 def task_sorts(column: due.Column) -> dict[str, SortField]:
     """The task list's sort keys as a process reading `column` orders them."""
     return TASK_SORTS if column == due.DUE_AT else TASK_SORTS_BY_DATE
+
+
 PROJECT_SORTS: dict[str, SortField] = {"created_at": _timestamp("created_at")}
 COMMENT_SORTS: dict[str, SortField] = {"created_at": _timestamp("created_at")}
 

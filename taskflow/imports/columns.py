@@ -190,6 +190,7 @@ def due_value(served: due.Column) -> str:
         " ELSE (n.due_at::timestamptz AT TIME ZONE 'UTC')::date END, n.due_date::date)"
     )
 
+
 COLUMNS: tuple[str, ...] = tuple(c.name for c in FILE_COLUMNS)
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(c.name for c in FILE_COLUMNS if c.required)
 MAX_HEADER_BYTES = 64 * 1024

@@ -45,6 +45,7 @@ def exported(file_due: str, served: due.Column) -> str:
         if c.name not in DUE_FILE_COLUMNS or c.name == file_due
     )
 
+
 EXPORT = """
 COPY (
   SELECT {exported}

@@ -66,6 +66,7 @@ def plan(served: due.Column) -> Plan:
         targets=targets,
     )
 
+
 UPSERT = """
 WITH written AS (
   INSERT INTO {schema}.tasks AS t (tenant_id, {inserted})

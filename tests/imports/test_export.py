@@ -52,9 +52,7 @@ def test_export_selects_what_the_task_list_selects(import_tenant: ImportTenant) 
     project = project_id(import_tenant)
     member = import_tenant.fixture.user_ids["member"]
     create_task(import_tenant, project, title="Alpha one", status="done", priority=4)
-    create_task(
-        import_tenant, project, title="alpha_two", assignee_id=member, due_at="2030-01-05"
-    )
+    create_task(import_tenant, project, title="alpha_two", assignee_id=member, due_at="2030-01-05")
     create_task(import_tenant, project, title="Beta", status="in_progress", due_at="2030-03-01")
     create_task(import_tenant, project, title="Gamma 100%", assignee_id=member)
     every = [
@@ -94,7 +92,9 @@ def test_an_export_imports_back_changing_nothing(
     email = f"member-{import_tenant.fixture.tenant.slug}@example.com"
     member = import_tenant.fixture.user_ids["member"]
     create_task(import_tenant, project, title="No external id", description=" spaced ")
-    create_task(import_tenant, project, title="Assigned", assignee_id=member, due_at="2030-01-02T09:30:00Z")
+    create_task(
+        import_tenant, project, title="Assigned", assignee_id=member, due_at="2030-01-02T09:30:00Z"
+    )
     import_tenant.import_and_wait(
         csv_bytes([("EXT-1", "P1", "External", "", "done", 1, email, "")])
     )
@@ -175,7 +175,7 @@ def test_after_the_switch_imports_take_either_due_column_and_exports_name_the_cl
         "/api/v1/tasks/export", {"due_after": "2030-01-02"}, HTTP_TASKFLOW_VERSION="2026-12-01"
     )
     assert response.status_code == 200, response.content
-    old = {r["external_id"]: r for r in rows_of(b"".join(response.streaming_content))}
+    old = {r["external_id"]: r for r in rows_of(b"".join(response.streaming_content))}  # type: ignore[attr-defined]
     assert {k: r["due_date"] for k, r in old.items()} == {"T-2": "2030-01-03", "D-1": "2030-01-04"}
     assert all("due_at" not in r for r in old.values())
     # The newest export imports back unchanged, times included.

@@ -53,26 +53,26 @@ class Client:
     """A client at one API version."""
 
     def __init__(self, api: Api, version: str | None = None) -> None:
-        self.api, self.headers = api, ({"HTTP_TASKFLOW_VERSION": version} if version else {})
+        self.api, self.headers = api, ({"TaskFlow-Version": version} if version else {})
 
     def get(self, path: str, **params: Any) -> Any:
-        response = self.api.client.get(path, params, **self.headers)
+        response = self.api.client.get(path, params, headers=self.headers)
         assert response.status_code == 200, response.content
         return response.json()
 
     def get_url(self, url: str) -> Any:
-        return self.api.client.get(url, **self.headers)
+        return self.api.client.get(url, headers=self.headers)
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         response = self.api.client.post(
-            path, body, content_type="application/json", **self.headers
+            path, body, content_type="application/json", headers=self.headers
         )
         assert response.status_code == 201, response.content
         return response.json()
 
     def patch(self, path: str, body: dict[str, Any]) -> Any:
         response = self.api.client.patch(
-            path, body, content_type="application/json", **self.headers
+            path, body, content_type="application/json", headers=self.headers
         )
         assert response.status_code == 200, response.content
         return response.json()
@@ -120,7 +120,8 @@ def test_before_the_switch_due_at_is_a_whole_day_kept_in_due_date(
     new, old = Client(tenant_a.api("member")), Client(tenant_a.api("member"), OLD)
     project = project_of(new)
     task = new.post(
-        "/api/v1/tasks", {"project_id": project, "title": "t", "due_at": "2030-01-02T15:30:00+02:00"}
+        "/api/v1/tasks",
+        {"project_id": project, "title": "t", "due_at": "2030-01-02T15:30:00+02:00"},
     )
     assert task["due_at"] == "2030-01-02T00:00:00Z"  # read from due_date: its UTC day
     assert "due_date" not in task
@@ -129,7 +130,8 @@ def test_before_the_switch_due_at_is_a_whole_day_kept_in_due_date(
         "due_at": "2030-01-02T00:00:00+00:00",  # the expand's trigger
     }
     seen = old.get(f"/api/v1/tasks/{task['id']}")
-    assert seen["due_date"] == "2030-01-02" and "due_at" not in seen
+    assert seen["due_date"] == "2030-01-02"
+    assert "due_at" not in seen
     assert list(seen)[list(task).index("due_at")] == "due_date"  # in the field's place
     changed = old.patch(f"/api/v1/tasks/{task['id']}", {"due_date": "2030-02-03", "version": 1})
     assert changed["due_date"] == "2030-02-03"
@@ -142,7 +144,8 @@ def test_after_the_switch_due_at_keeps_its_time_and_old_clients_see_its_day(
     new, old = Client(tenant_a.api("member")), Client(tenant_a.api("member"), OLD)
     project = project_of(new)
     task = new.post(
-        "/api/v1/tasks", {"project_id": project, "title": "t", "due_at": "2030-01-02T23:30:00-02:00"}
+        "/api/v1/tasks",
+        {"project_id": project, "title": "t", "due_at": "2030-01-02T23:30:00-02:00"},
     )
     assert task["due_at"] == "2030-01-03T01:30:00Z"
     assert stored(tenant_a, task["id"]) == {
@@ -281,7 +284,9 @@ def test_after_the_contract_every_version_still_reads_and_writes_due(
         "/api/v1/tasks", {"project_id": project, "title": "a", "due_at": "2030-01-02T10:00:00Z"}
     )
     assert stored(contracted, task["id"]) == {"due_at": "2030-01-02T10:00:00+00:00"}
-    other = old.post("/api/v1/tasks", {"project_id": project, "title": "b", "due_date": "2030-01-01"})
+    other = old.post(
+        "/api/v1/tasks", {"project_id": project, "title": "b", "due_date": "2030-01-01"}
+    )
     assert other["due_date"] == "2030-01-01"
     old.patch(f"/api/v1/tasks/{other['id']}", {"due_date": "2030-01-03", "version": 1})
     assert _titles(new.get("/api/v1/tasks", sort="due_at", project=project)) == ["a", "b"]

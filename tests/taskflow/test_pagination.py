@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
+from taskflow import due
 from taskflow.errors import InvalidCursor, InvalidInput
 from taskflow.filters import TaskFilters
 from taskflow.models import Project, Task
 from taskflow.openapi import sort_pattern
 from taskflow.pagination import _page_statement, parse_sort
-from taskflow import due
 from taskflow.selectors import TASK_SORTS, ListQuery, task_list
 from tenants.binding import binding_for, engine
 from tenants.placement import PLACEHOLDER_SCHEMA
