@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any
 
@@ -261,4 +261,88 @@ UNPROCESSABLE = ApiVersion(
     ),
 )
 
-CATALOG = Catalog(versions=(INITIAL, UNPROCESSABLE))
+
+def _due_day(value: Any) -> Any:
+    """A due time as the date an older version shows: its UTC day (None stays None)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).date()
+    if isinstance(value, str):  # as history recorded it (to_jsonb of a timestamptz)
+        return datetime.fromisoformat(value).astimezone(UTC).date().isoformat()
+    return value
+
+
+def _task_due_date(item: Item) -> Item:
+    """A task's `due_at` as `due_date` (its UTC day), in the field's place."""
+    if "due_at" not in item:
+        return item
+    return {
+        ("due_date" if key == "due_at" else key): _due_day(value) if key == "due_at" else value
+        for key, value in item.items()
+    }
+
+
+def _task_due_at(item: Item) -> Item:
+    """An older client's `due_date` (a date) is written as `due_at`: that whole day (00:00 UTC,
+    or the time the task already has on that day; taskflow.serializers.MomentField)."""
+    if "due_date" in item:
+        item["due_at"] = item.pop("due_date")
+    return item
+
+
+def _history_due_date(entry: Item) -> Item:
+    changes = entry.get("changes")
+    if isinstance(changes, dict) and "due_at" in changes:
+        entry["changes"] = _task_due_date(
+            {key: [_due_day(v) for v in pair] if key == "due_at" else pair
+             for key, pair in changes.items()}
+        )  # fmt: skip
+    return entry
+
+
+def _due_sort(before: str, after: str) -> Callable[[Query], Query]:
+    def rename(query: Query) -> Query:
+        if "sort" not in query:
+            return query
+        # A new dict: the edge compares it with what it gave to see whether anything changed.
+        return {**query, "sort": [_rename_sort_keys(v, before, after) for v in query["sort"]]}
+
+    return rename
+
+
+DUE_AT = ApiVersion(
+    name="2026-12-06",
+    summary=(
+        "Tasks are due at a time, not on a day: `due_at` (an RFC 3339 date-time, UTC) replaces "
+        "`due_date`. Older versions keep `due_date`, the UTC day of `due_at`; a date they write "
+        "means 00:00 UTC of that day (a task already due at a time of that day keeps it)."
+    ),
+    changes=(
+        Change(
+            description=(
+                "Tasks: `due_date` (date) is replaced by `due_at` (date-time, UTC), in "
+                "representations, `POST /tasks`, `PATCH /tasks/{task_id}`, the sort key "
+                "(`sort=due_at`, `-priority,due_at`), task history (`changes.due_at`) and the "
+                "CSV export's column; `due_at` also takes a date (that day, 00:00 UTC). The "
+                "filters `due_before` and `due_after` take a date-time too (a date still means "
+                "the whole UTC day). Imports take either column."
+            ),
+            resources=frozenset({"task"}),
+            upgrade_request=_task_due_at,
+            upgrade_query=_due_sort("due_date", "due_at"),
+            downgrade_item=_task_due_date,
+            downgrade_query=_due_sort("due_at", "due_date"),
+        ),
+        Change(
+            description="Task history shows a task's due time as `due_at` (was `due_date`).",
+            resources=frozenset({"history"}),
+            downgrade_item=_history_due_date,
+        ),
+    ),
+)
+
+CATALOG = Catalog(versions=(INITIAL, UNPROCESSABLE, DUE_AT))
+
+
+def task_due_field(version: ApiVersion) -> str:
+    """The name a client at `version` knows a task's due time by (a CSV export's column too)."""
+    return "due_at" if version.name >= DUE_AT.name else "due_date"

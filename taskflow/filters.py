@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from taskflow import due
 from taskflow.errors import InvalidInput
 from taskflow.models import MAX_ID, TaskStatus
+
+# A due bound: a date (before that day begins / after it ends, in UTC) or an exact time.
+Moment = date | datetime
 
 
 @dataclass(frozen=True)
@@ -19,8 +23,8 @@ class TaskFilters:
     status: tuple[str, ...] = ()
     project_id: int | None = None
     assignee_id: int | None = None
-    due_before: date | None = None
-    due_after: date | None = None
+    due_before: Moment | None = None
+    due_after: Moment | None = None
     q: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -28,6 +32,39 @@ class TaskFilters:
             "status": list(self.status), "project": self.project_id, "assignee": self.assignee_id,
             "due_before": self.due_before, "due_after": self.due_after, "q": self.q,
         }  # fmt: skip
+
+    def due_bounds(self, column: due.Column) -> tuple[Moment | None, Moment | None]:
+        """`due_before` and `due_after` as values of `column`, compared with `<` and `>`.
+
+        A date bound means whole UTC days (before D: due on a day before D; after D: on a day
+        after D), a time bound is exact; on `due_date` a time bound becomes the days it
+        admits, which is exact because a `due_date` task is due at 00:00 UTC."""
+        before, after = self.due_before, self.due_after
+        if column == due.DUE_AT:
+            return (
+                None if before is None else _as_moment(before, due.start_of),
+                None if after is None else _as_moment(after, due.after_day),
+            )
+        return (
+            None if before is None else _first_day_not_before(before),
+            None if after is None else _day(after),
+        )
+
+
+def _as_moment(value: Moment, of_day: Any) -> datetime:
+    return value if isinstance(value, datetime) else of_day(value)
+
+
+def _day(value: Moment) -> date:
+    return due.day_of(value) if isinstance(value, datetime) else value
+
+
+def _first_day_not_before(value: Moment) -> date:
+    """The first day whose 00:00 UTC is not before `value`: `due_date < it` is `due_at < value`."""
+    if not isinstance(value, datetime):
+        return value
+    day = due.day_of(value)
+    return day if due.start_of(day) == value else day + timedelta(days=1)
 
 
 def contains_pattern(text: str) -> str:
@@ -46,8 +83,8 @@ def task_filters(params: Mapping[str, str]) -> TaskFilters:
         status=_statuses(params.get("status") or ""),
         project_id=_positive_int(params, "project"),
         assignee_id=_positive_int(params, "assignee"),
-        due_before=_date(params, "due_before"),
-        due_after=_date(params, "due_after"),
+        due_before=_moment(params, "due_before"),
+        due_after=_moment(params, "due_after"),
         q=_text(params, "q", max_length=200),
     )
 
@@ -75,14 +112,30 @@ def _positive_int(params: Mapping[str, str], name: str) -> int | None:
     return int(value)
 
 
-def _date(params: Mapping[str, str], name: str) -> date | None:
+def _moment(params: Mapping[str, str], name: str) -> Moment | None:
+    """A date (YYYY-MM-DD) or an RFC 3339 date-time with its offset."""
     value = params.get(name) or ""
     if not value:
         return None
+    return parse_moment(value, name)
+
+
+def parse_moment(value: str, name: str) -> Moment:
+    """`value` as a date (YYYY-MM-DD) or an RFC 3339 date-time with its offset, else a 400."""
+    invalid = InvalidInput(
+        name, f"{name} must be a date such as 2026-11-30 or a time such as 2026-11-30T09:00:00Z."
+    )
     try:
-        return date.fromisoformat(value)
+        if len(value) == 10:
+            return date.fromisoformat(value)
+        moment = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError as exc:
-        raise InvalidInput(name, f"{name} must be a date such as 2026-11-30.") from exc
+        raise invalid from exc
+    if value[10:11] not in ("T", "t"):
+        raise invalid
+    if moment.tzinfo is None:
+        raise InvalidInput(name, f"{name} must name its offset from UTC, such as Z or +01:00.")
+    return moment
 
 
 def _text(params: Mapping[str, str], name: str, *, max_length: int) -> str | None:

@@ -74,9 +74,9 @@ REFERENCE = {"min": 1, "max": MAX_ID}  # the id of another row: a bigint
 
 
 # Columns an evolution under way has added to a table and to its history triggers before the
-# application maps them (control_plane.evolution): the expand of `tasks_due_at` (revision 0007)
-# adds `due_at`, kept in step with `due_date` by a trigger, read once the switch is on.
-EVOLVING_AUDITED: dict[str, tuple[str, ...]] = {"tasks": ("due_at",)}
+# application maps them (control_plane.evolution). Empty now: the `tasks_due_at` evolution's
+# `due_at` is mapped (taskflow.due says which of it and `due_date` a process reads).
+EVOLVING_AUDITED: dict[str, tuple[str, ...]] = {}
 
 
 def columns_with(entity: Any, flag: str) -> tuple[str, ...]:
@@ -155,6 +155,9 @@ class Project(TimestampedVersioned, Base):
 DUE_DATE_SORT: ColumnElement[date] = func.coalesce(
     literal_column("due_date"), literal_column("'infinity'::date")
 )
+DUE_AT_SORT: ColumnElement[datetime] = func.coalesce(
+    literal_column("due_at"), literal_column("'infinity'::timestamptz")
+)
 
 
 class Task(TimestampedVersioned, Base):
@@ -177,7 +180,17 @@ class Task(TimestampedVersioned, Base):
         info=FIELD | {"min": PRIORITY_MIN, "max": PRIORITY_MAX},
     )
     assignee_id: Mapped[int | None] = mapped_column(BigInteger, info=FIELD | REFERENCE)
-    due_date: Mapped[date | None] = mapped_column(Date, info=FIELD)
+    # The `tasks_due_at` evolution (taskflow.due): both columns exist from its expand until its
+    # contract drops `due_date`; a process reads and writes only the one the `tasks.due` switch
+    # names, so neither is loaded unless asked for (taskflow.selectors.task_get). The API shows
+    # and takes `due_at`; history records both while both exist.
+    # `evaluates_none`: an INSERT names only the one set, never the other as an implicit NULL.
+    due_date: Mapped[date | None] = mapped_column(
+        Date().evaluates_none(), deferred=True, info={AUDITED: True}
+    )
+    due_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True).evaluates_none(), deferred=True, info=FIELD
+    )
 
     __mapper_args__: Any = {"version_id_col": TimestampedVersioned.version}
     __table_args__ = (
@@ -200,6 +213,7 @@ class Task(TimestampedVersioned, Base):
         Index("tasks_created_live", "tenant_id", "created_at", "id", postgresql_where=LIVE),
         Index("tasks_updated_live", "tenant_id", "updated_at", "id", postgresql_where=LIVE),
         Index("tasks_due_live", "tenant_id", DUE_DATE_SORT, "id", postgresql_where=LIVE),
+        Index("tasks_due_at_live", "tenant_id", DUE_AT_SORT, "id", postgresql_where=LIVE),
         Index("tasks_priority_live", "tenant_id", "priority", "id", postgresql_where=LIVE),
         # The mixed-direction sort -priority,due_date (and its reverse): migration 0002.
         Index(
@@ -207,6 +221,14 @@ class Task(TimestampedVersioned, Base):
             "tenant_id",
             literal_column("priority").desc(),
             DUE_DATE_SORT,
+            "id",
+            postgresql_where=LIVE,
+        ),
+        Index(
+            "tasks_priority_due_at_live",
+            "tenant_id",
+            literal_column("priority").desc(),
+            DUE_AT_SORT,
             "id",
             postgresql_where=LIVE,
         ),

@@ -62,6 +62,8 @@ class QueryParam:
     pattern: str | None = None
     # Older spellings the server still accepts for an enum, left out of the description.
     aliases: tuple[str, ...] = ()
+    # Set: `pattern` is enforced here, a value it refuses a 400 with this message.
+    pattern_message: str | None = None
 
     def schema(self) -> dict[str, Any]:
         if self.items is not None:
@@ -97,6 +99,17 @@ class QueryParam:
 
 
 Query = tuple[QueryParam, ...]
+
+# A due bound (taskflow.filters): a date, or a date-time with its offset; or nothing.
+_DAY = r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+DUE_BOUND_PATTERN = (
+    rf"^{_DAY}(?:[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{{1,6}})?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))?$"
+)
+DUE_BOUND_MESSAGE = (
+    "{name} must be a date such as 2026-11-30 or a time with its offset such as "
+    "2026-11-30T09:00:00Z."
+)
 
 # A text that may be anything but NUL, which no query string may carry (a 400 on every path).
 NO_NUL_TEXT = r"^[^\x00]*$"
@@ -169,8 +182,20 @@ TASK_FILTER_QUERY: Query = (
         minimum=1,
         maximum=MAX_ID,
     ),
-    QueryParam("due_before", "Only tasks due on or before this day.", type="string", format="date"),
-    QueryParam("due_after", "Only tasks due on or after this day.", type="string", format="date"),
+    QueryParam(
+        "due_before",
+        "Only tasks due before this time (`due_at` <), an RFC 3339 date-time with its offset; "
+        "a date (YYYY-MM-DD) means before that UTC day begins.",
+        pattern=DUE_BOUND_PATTERN,
+        pattern_message=DUE_BOUND_MESSAGE,
+    ),
+    QueryParam(
+        "due_after",
+        "Only tasks due after this time (`due_at` >), an RFC 3339 date-time with its offset; "
+        "a date (YYYY-MM-DD) means after that UTC day ends.",
+        pattern=DUE_BOUND_PATTERN,
+        pattern_message=DUE_BOUND_MESSAGE,
+    ),
     QueryParam(
         "q", "Only tasks whose title contains this text.", max_length=200, pattern=NO_NUL_TEXT
     ),
@@ -237,6 +262,8 @@ def check_value(param: QueryParam, value: str) -> None:
         raise InvalidInput(name, f"{name} must be a date such as 2026-11-30.")
     if param.max_length is not None and len(value) > param.max_length:
         raise InvalidInput(name, f"{name} is at most {param.max_length} characters.")
+    if param.pattern_message and param.pattern and not re.match(param.pattern, value):
+        raise InvalidInput(name, param.pattern_message.format(name=name))
 
 
 def _is_full_date(value: str) -> bool:

@@ -39,12 +39,22 @@ MAX_LIMIT = 200
 
 @dataclass(frozen=True)
 class SortField:
-    """A sortable field: the SQL expression it orders by and how its value goes in a cursor."""
+    """A sortable field: the SQL expression it orders by and how its value goes in a cursor.
+
+    A field an evolution moves to another column (taskflow.due) names, in cursors, the column
+    it is read from. `older` is the name cursors made before the move used, and `from_older`
+    turns such a cursor's value into this field's, so those cursors still page; `newer` is the
+    name of the field that replaces this one, so a cursor made after the move is refused with
+    a problem that says to start again, never served a wrong page.
+    """
 
     name: str
     expression: Callable[[Any], ColumnElement[Any]]
     sql_type: sa.types.TypeEngine[Any]
     value_of: Callable[[Any], Any]
+    older: str | None = None
+    from_older: Callable[[Any], Any] | None = None
+    newer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,8 +70,33 @@ class Sort:
 
     @property
     def text(self) -> str:
-        parts = [("-" if k.descending else "") + k.field.name for k in self.keys]
+        return self._text(lambda field: field.name)
+
+    @property
+    def older_text(self) -> str | None:
+        """The sort as cursors made before a field's move name it (None: no field moved)."""
+        if not any(k.field.older for k in self.keys):
+            return None
+        return self._text(lambda field: field.older or field.name)
+
+    @property
+    def newer_text(self) -> str | None:
+        """The sort as cursors made after a field's move name it (None: none moves)."""
+        if not any(k.field.newer for k in self.keys):
+            return None
+        return self._text(lambda field: field.newer or field.name)
+
+    def _text(self, name: Callable[[SortField], str]) -> str:
+        parts = [("-" if k.descending else "") + name(k.field) for k in self.keys]
         return ",".join([*parts, "-id" if self.id_descending else "id"])
+
+    def from_older(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        """A cursor's values made under `older_text`, as this sort's."""
+        moved = [k.field.from_older for k in self.keys]
+        return tuple(
+            move(value) if move is not None else value
+            for move, value in zip([*moved, None], values, strict=True)
+        )
 
 
 def parse_sort(value: str | None, fields: dict[str, SortField], default: str) -> Sort:
@@ -156,7 +191,12 @@ def encode_cursor(cursor: Cursor, scope: CursorScope) -> str:
     return f"{_b64(payload)}.{_b64(signature)}"
 
 
-def decode_cursor(token: str, scope: CursorScope) -> Cursor:
+def decode_cursor(token: str, scope: CursorScope, sort: Sort | None = None) -> Cursor:
+    """The cursor's boundary, if it was signed for `scope`.
+
+    With `sort`, a cursor made under its fields' older columns is taken, its values moved to
+    the new ones; one made under their newer columns is refused with a problem that says to
+    start again (taskflow.due)."""
     try:
         payload_text, signature_text = token.split(".")
         payload, signature = _unb64(payload_text), _unb64(signature_text)
@@ -170,11 +210,21 @@ def decode_cursor(token: str, scope: CursorScope) -> Cursor:
         raise InvalidCursor("The cursor belongs to another tenant.")
     if data.get("r") != scope.resource:
         raise InvalidCursor("The cursor was made for another list.")
+    values = tuple(data["v"])
     if data["s"] != scope.sort:
-        raise InvalidCursor("The cursor was made for another sort.")
+        if sort is not None and data["s"] == sort.newer_text:
+            raise InvalidCursor(
+                "The cursor was made while this list was ordered by a newer column than this "
+                "server reads now; request the first page again (without a cursor)."
+            )
+        if sort is None or data["s"] != sort.older_text:
+            raise InvalidCursor("The cursor was made for another sort.")
+        if len(values) != len(sort.keys) + 1:
+            raise InvalidCursor("The cursor does not fit this sort.")
+        values = sort.from_older(values)
     if data["f"] != scope.filters:
         raise InvalidCursor("The cursor was made for other filters.")
-    return Cursor(tuple(data["v"]), bool(data["b"]))
+    return Cursor(values, bool(data["b"]))
 
 
 def filters_fingerprint(filters: dict[str, Any]) -> str:
@@ -289,7 +339,7 @@ def paginate(
     the sort's fields and id.
     """
     descending = [key.descending for key in sort.keys] + [sort.id_descending]
-    cursor = decode_cursor(cursor_token, scope) if cursor_token else None
+    cursor = decode_cursor(cursor_token, scope, sort) if cursor_token else None
     backwards = bool(cursor and cursor.backwards)
     # Going backwards, walk the order reversed from the boundary, then turn the page around.
     walk = tuple(d != backwards for d in descending)

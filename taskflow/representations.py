@@ -13,8 +13,12 @@ attributes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime
 from typing import Any
 
+import sqlalchemy as sa
+
+from taskflow import due
 from taskflow.models import (
     EVOLVING_AUDITED,
     SHOWN,
@@ -41,7 +45,20 @@ def project_repr(project: Project) -> dict[str, Any]:
 
 
 def task_repr(task: Task) -> dict[str, Any]:
-    return _fields(task, TASK_FIELDS)
+    """The task's fields; `due_at` from whichever due column was read (taskflow.due)."""
+    return {
+        name: due_at_of_task(task) if name == "due_at" else getattr(task, name)
+        for name in TASK_FIELDS
+    }
+
+
+def due_at_of_task(task: Task) -> datetime | None:
+    """The task's due time from the due column its process read (the one the `tasks.due`
+    switch names is loaded now if neither was): `due_date` is 00:00 UTC of its day."""
+    unloaded = sa.inspect(task).unloaded
+    if "due_at" in unloaded and ("due_date" not in unloaded or due.served() == due.DUE_DATE):
+        return None if task.due_date is None else due.start_of(task.due_date)
+    return task.due_at
 
 
 def comment_repr(comment: Comment) -> dict[str, Any]:
@@ -74,16 +91,35 @@ UNSHOWN_HISTORY_COLUMNS = frozenset(c for cs in EVOLVING_AUDITED.values() for c 
 
 def history_changes(changes: dict[str, Any], changes_format: int) -> dict[str, Any]:
     """`changes` in the documented shape {"col": [old, new]}, whichever way the row stored it,
-    without the columns the API does not show yet."""
+    without the columns the API does not show yet, a task's due time as `due_at`."""
     if changes_format == CHANGES_AS_PAIRS:
-        return {c: v for c, v in changes.items() if c not in UNSHOWN_HISTORY_COLUMNS}
-    if changes_format == CHANGES_AS_NEW_VALUES:
-        return {
+        shown = {c: v for c, v in changes.items() if c not in UNSHOWN_HISTORY_COLUMNS}
+    elif changes_format == CHANGES_AS_NEW_VALUES:
+        shown = {
             column: [None, value]
             for column, value in changes.items()
             if value is not None and column not in UNSHOWN_HISTORY_COLUMNS
         }
-    raise ValueError(f"unknown history changes_format {changes_format!r}")
+    else:
+        raise ValueError(f"unknown history changes_format {changes_format!r}")
+    return due_at_in_history(shown)
+
+
+def due_at_in_history(changes: dict[str, Any]) -> dict[str, Any]:
+    """A task's history entry shows its due time as `due_at`, however it was recorded: entries
+    written before the `tasks_due_at` expand recorded only `due_date` (00:00 UTC of that day),
+    those written between expand and contract both (the same time, by the sync trigger)."""
+    if "due_date" not in changes:
+        return changes
+    recorded = changes.pop("due_date")
+    if "due_at" not in changes:
+        changes["due_at"] = [None if d is None else _start_of_day_text(d) for d in recorded]
+    return changes
+
+
+def _start_of_day_text(day: str) -> str:
+    """00:00 UTC of a recorded date, as PostgreSQL's to_jsonb writes a timestamptz."""
+    return f"{date.fromisoformat(day).isoformat()}T00:00:00+00:00"
 
 
 def history_repr(entry: Any) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from taskflow.models import WRITABLE, Project, Task, columns_with, length_of
@@ -23,6 +25,44 @@ class TextField(serializers.CharField):
             self.fail("invalid")
         refuse_longer_than_described(self, data)
         return super().to_internal_value(data)
+
+
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}],
+        "description": "An RFC 3339 date-time with its offset (answered in UTC), or a date: "
+        "00:00 UTC of that day (a task already due at a time of that day keeps it).",
+    }
+)
+class MomentField(serializers.DateTimeField):
+    """An RFC 3339 date-time with its offset (kept in UTC), or a date (YYYY-MM-DD): a whole day.
+
+    A date is what a client of an API version before 2026-12-06 writes as `due_date`
+    (taskflow.api_versions): 00:00 UTC of that day, where a task already due at some time of
+    that day keeps its time (taskflow.services)."""
+
+    default_error_messages = {
+        "invalid": "A date-time with its offset, such as 2026-11-30T09:00:00Z, or a date.",
+        "naive": "A date-time must name its offset from UTC, such as Z or +01:00.",
+    }
+
+    def to_internal_value(self, value: Any) -> datetime | date:  # type: ignore[override]
+        if not isinstance(value, str):
+            self.fail("invalid")
+        if len(value) == 10:
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                self.fail("invalid")
+        if "T" not in value.upper():
+            self.fail("invalid")
+        try:
+            moment = datetime.fromisoformat(value.replace("z", "Z"))
+        except ValueError:
+            self.fail("invalid")
+        if moment.tzinfo is None:
+            self.fail("naive")
+        return moment.astimezone(UTC)
 
 
 def refuse_longer_than_described(field: serializers.CharField, data: str) -> None:
@@ -93,6 +133,8 @@ def _input_field(column: sa.Column[Any], *, partial: bool) -> serializers.Field[
         if "max" in info:
             bounds["max_value"] = info["max"]
         return serializers.IntegerField(**bounds, **options)
+    if isinstance(kind, sa.DateTime):
+        return MomentField(**options)
     if isinstance(kind, sa.Date):
         return serializers.DateField(**options)
     if isinstance(kind, sa.String):

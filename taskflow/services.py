@@ -9,7 +9,7 @@ concurrent write committed in between. Either way the error carries the current 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from taskflow import due
 from taskflow.errors import (
     Conflict,
     InvalidInput,
@@ -202,9 +203,30 @@ def _require_live_project(session: Session, tenant_id: int, project_id: int) -> 
         raise Unprocessable("project_id", f"No live project {project_id}.")
 
 
+def _due_columns(task: Task | None, changes: dict[str, Any]) -> dict[str, Any]:
+    """`changes` with `due_at` (a time, a date or None) written to the column this process
+    reads (taskflow.due); the expand's trigger sets the other while both exist.
+
+    A date is 00:00 UTC of that day, except that a task already due on that day keeps its time
+    (an old client's PATCH of the day it was shown). Read from `due_date`, a time is its UTC day.
+    """
+    if "due_at" not in changes:
+        return changes
+    changes = dict(changes)
+    value: datetime | date | None = changes.pop("due_at")
+    if due.served() == due.DUE_DATE:
+        changes["due_date"] = due.day_of(value) if isinstance(value, datetime) else value
+        return changes
+    if isinstance(value, datetime) or value is None:
+        changes["due_at"] = value
+    elif task is None or task.due_at is None or due.day_of(task.due_at) != value:
+        changes["due_at"] = due.start_of(value)
+    return changes
+
+
 def task_create(*, session: Session, tenant_id: int, data: dict[str, Any]) -> Task:
     _require_live_project(session, tenant_id, data["project_id"])
-    task = Task(tenant_id=tenant_id, **data)
+    task = Task(tenant_id=tenant_id, **_due_columns(None, data))
     session.add(task)
     _flush(session, task, "task")
     return task
@@ -222,7 +244,7 @@ def task_update(
     precondition.check(task)
     if "project_id" in changes and changes["project_id"] != task.project_id:
         _require_live_project(session, tenant_id, changes["project_id"])
-    _apply(task, changes, TASK_WRITABLE)
+    _apply(task, _due_columns(task, changes), TASK_WRITABLE | {"due_date"})
     _flush(session, task, "task", precondition)
     return task
 

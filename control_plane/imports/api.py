@@ -32,6 +32,7 @@ from control_plane.http.openapi import (
 from control_plane.imports import services
 from control_plane.imports.models import ImportJob, ImportMode
 from control_plane.imports.uploads import CsvBodyParser, MultipartCsvParser, uploaded
+from taskflow.api_versions import CATALOG, task_due_field
 from taskflow.errors import InvalidInput
 from taskflow.filters import task_filters
 from taskflow.imports.entry import ERRORS_HEADER, export_tasks
@@ -283,6 +284,8 @@ class TaskExport(ImportView):
         list's filters select the same tasks here."""
         filters = task_filters(request.query_params)
         binding = request_binding(request)
+        # The due column the client's API version names (due_date before 2026-12-06).
+        due_column = task_due_field(getattr(request, "api_version", None) or CATALOG.latest)
 
         def chunks() -> Iterator[bytes]:
             with tenant_session(binding) as session:
@@ -292,6 +295,7 @@ class TaskExport(ImportView):
                     tenant_id=binding.tenant_id,
                     members=services.members_of(binding.tenant_id),
                     filters=filters,
+                    due_column=due_column,
                 )
 
         response = StreamingHttpResponse(chunks(), content_type="text/csv; charset=utf-8")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from taskflow import due
 from taskflow.models import MAX_ID, PRIORITY_MAX, PRIORITY_MIN, Task, TaskStatus, length_of
 from tenants.problems import Problem
 
@@ -37,6 +38,22 @@ CASE WHEN n.{name} !~ '^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]$' THEN false
             ELSE 31 END
 END
 """
+
+
+# A due time: a date, or a date-time with its offset (a date's check on its first ten
+# characters, then the time's shape, so the cast to timestamptz cannot fail).
+VALID_MOMENT = (
+    VALID_DATE.replace("n.{name}", "left(n.{name}, 10)")
+    + " AND n.{name} ~ '^.{{10}}([Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]{{1,6}})?"
+    "([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))?$'"
+)
+_MOMENT = "'must be a date-time with its offset, such as 2030-01-02T09:00:00Z, or a date'"
+_START_OF_DAY = "({day}::timestamp AT TIME ZONE 'UTC')"
+DUE_AT_VALUE = (
+    "CASE WHEN length(n.{name}) = 10 THEN "
+    + _START_OF_DAY.format(day="n.{name}::date")
+    + " ELSE n.{name}::timestamptz END"
+)
 
 
 @dataclass(frozen=True)
@@ -141,14 +158,38 @@ FILE_COLUMNS: tuple[FileColumn, ...] = (
         exported="m.email",
         meaning="the email of a member of the tenant (any case)",
     ),
+    # When a task is due: either column (the `tasks_due_at` evolution, taskflow.due). The write
+    # (taskflow.imports.writing) sets the tasks column the `tasks.due` switch names from them.
     FileColumn(
         "due_date",
         "due_date",
         fault="CASE WHEN NOT (" + VALID_DATE + ") THEN 'must be a date as YYYY-MM-DD' END",
         written="n.{name}::date",
-        meaning="a date as YYYY-MM-DD",
+        meaning="a date as YYYY-MM-DD (00:00 UTC of that day); or the column due_at",
+    ),
+    FileColumn(
+        "due_at",
+        "due_at",
+        fault="CASE WHEN NOT (" + VALID_MOMENT + ") THEN " + _MOMENT + " END",
+        written=DUE_AT_VALUE,
+        meaning="a date-time with its offset, such as 2030-01-02T09:00:00Z, or a date (00:00 UTC)",
     ),
 )
+
+# The file columns that say when a task is due, and the one value they write, as the tasks
+# column the process reads (taskflow.due): due_at wins where a row has both.
+DUE_FILE_COLUMNS = ("due_date", "due_at")
+
+
+def due_value(served: due.Column) -> str:
+    """The SQL value a staged row (`n`) writes to the tasks column `served`."""
+    if served == due.DUE_AT:
+        return f"coalesce({DUE_AT_VALUE.format(name='due_at')}, {_START_OF_DAY.format(day='n.due_date::date')})"
+    return (
+        "coalesce(CASE WHEN length(n.due_at) = 10 THEN n.due_at::date"
+        " ELSE (n.due_at::timestamptz AT TIME ZONE 'UTC')::date END, n.due_date::date)"
+    )
+
 
 COLUMNS: tuple[str, ...] = tuple(c.name for c in FILE_COLUMNS)
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(c.name for c in FILE_COLUMNS if c.required)

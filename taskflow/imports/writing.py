@@ -11,12 +11,14 @@ export's included, is harmless.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
-from taskflow.imports.columns import FILE_COLUMNS, FileColumn
+from taskflow import due
+from taskflow.imports.columns import DUE_FILE_COLUMNS, FILE_COLUMNS, FileColumn, due_value
 from taskflow.imports.validation import LIVE_PROJECTS, NORMALISED
 from taskflow.models import Task, default_of
 
@@ -25,9 +27,8 @@ CONFLICT_KEY = "external_id"
 # A task's id: matched on by the update, never inserted nor set.
 ID_KEY = "id"
 ID_COLUMN = next(c for c in FILE_COLUMNS if c.name == ID_KEY)
-WRITTEN = tuple(c for c in FILE_COLUMNS if c.name != ID_KEY)
-# Column of the file -> column of tasks it sets on update.
-TARGETS: dict[str, str] = {c.name: c.target for c in WRITTEN if c.name != CONFLICT_KEY}
+# The columns written as declared; the due columns are written as one value (Plan).
+WRITTEN = tuple(c for c in FILE_COLUMNS if c.name != ID_KEY and c.name not in DUE_FILE_COLUMNS)
 
 
 def _written(column: FileColumn) -> str:
@@ -40,10 +41,31 @@ def _written(column: FileColumn) -> str:
     return f"coalesce({value}, {literal})"
 
 
-INSERTED = ", ".join(c.target for c in WRITTEN)
-VALUES = ", ".join(_written(c) for c in WRITTEN)
-# The same values, named as the columns they set (the update's source rows).
-NAMED_VALUES = ", ".join(f"{_written(c)} AS {c.target}" for c in WRITTEN)
+@dataclass(frozen=True)
+class Plan:
+    """The write's columns and values for a process that reads the tasks column `served`
+    (taskflow.due): the file's due columns set that column only, so the write works before the
+    expand (no due_at) and after the contract (no due_date); the expand's trigger sets the
+    other while both exist."""
+
+    inserted: str
+    values: str
+    named_values: str  # the same values, named as the columns they set (the update's rows)
+    targets: dict[str, str]  # column of the file -> column of tasks it sets on update
+
+
+@functools.cache
+def plan(served: due.Column) -> Plan:
+    values = [(c.target, _written(c)) for c in WRITTEN] + [(served, due_value(served))]
+    targets = {c.name: c.target for c in WRITTEN if c.name != CONFLICT_KEY}
+    targets.update((name, served) for name in DUE_FILE_COLUMNS)
+    return Plan(
+        inserted=", ".join(target for target, _ in values),
+        values=", ".join(value for _, value in values),
+        named_values=", ".join(f"{value} AS {target}" for target, value in values),
+        targets=targets,
+    )
+
 
 UPSERT = """
 WITH written AS (
@@ -88,18 +110,20 @@ class Written:
     updated: int
 
 
-def _targets(columns: tuple[str, ...]) -> list[sql.Identifier]:
-    """The task columns an update sets: those the file has (never its keys)."""
-    return [sql.Identifier(TARGETS[c]) for c in columns if c in TARGETS]
+def _targets(written: Plan, columns: tuple[str, ...]) -> list[sql.Identifier]:
+    """The task columns an update sets: those the file has (never its keys), each once."""
+    targets = dict.fromkeys(written.targets[c] for c in columns if c in written.targets)
+    return [sql.Identifier(target) for target in targets]
 
 
 def _update_by_id(schema: str, columns: tuple[str, ...], skip_rejected: bool) -> sql.Composed:
-    targets = _targets(columns)
+    written = plan(due.served())
+    targets = _targets(written, columns)
     name = sql.Identifier(schema)
     return sql.SQL(UPDATE_BY_ID).format(
         schema=name,
         task_id=sql.SQL(ID_COLUMN.sql(ID_COLUMN.written)),
-        named_values=sql.SQL(NAMED_VALUES),
+        named_values=sql.SQL(written.named_values),
         normalised=sql.SQL(NORMALISED),
         live_projects=sql.SQL(LIVE_PROJECTS).format(schema=name),
         skip_rejected=sql.SQL(SKIP_REJECTED if skip_rejected else ""),
@@ -110,12 +134,13 @@ def _update_by_id(schema: str, columns: tuple[str, ...], skip_rejected: bool) ->
 
 
 def _statement(schema: str, columns: tuple[str, ...], skip_rejected: bool) -> sql.Composed:
-    targets = _targets(columns)
+    written = plan(due.served())
+    targets = _targets(written, columns)
     name = sql.Identifier(schema)
     return sql.SQL(UPSERT).format(
         schema=name,
-        inserted=sql.SQL(INSERTED),
-        values=sql.SQL(VALUES),
+        inserted=sql.SQL(written.inserted),
+        values=sql.SQL(written.values),
         normalised=sql.SQL(NORMALISED),
         live_projects=sql.SQL(LIVE_PROJECTS).format(schema=name),
         skip_rejected=sql.SQL(SKIP_REJECTED if skip_rejected else ""),

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.imports.conftest import ImportTenant, csv_bytes
+from tests.taskflow.conftest import due_read as due_read
 
 pytestmark = pytest.mark.worker
 
@@ -51,10 +52,8 @@ def test_export_selects_what_the_task_list_selects(import_tenant: ImportTenant) 
     project = project_id(import_tenant)
     member = import_tenant.fixture.user_ids["member"]
     create_task(import_tenant, project, title="Alpha one", status="done", priority=4)
-    create_task(
-        import_tenant, project, title="alpha_two", assignee_id=member, due_date="2030-01-05"
-    )
-    create_task(import_tenant, project, title="Beta", status="in_progress", due_date="2030-03-01")
+    create_task(import_tenant, project, title="alpha_two", assignee_id=member, due_at="2030-01-05")
+    create_task(import_tenant, project, title="Beta", status="in_progress", due_at="2030-03-01")
     create_task(import_tenant, project, title="Gamma 100%", assignee_id=member)
     every = [
         {},
@@ -93,7 +92,9 @@ def test_an_export_imports_back_changing_nothing(
     email = f"member-{import_tenant.fixture.tenant.slug}@example.com"
     member = import_tenant.fixture.user_ids["member"]
     create_task(import_tenant, project, title="No external id", description=" spaced ")
-    create_task(import_tenant, project, title="Assigned", assignee_id=member, due_date="2030-01-02")
+    create_task(
+        import_tenant, project, title="Assigned", assignee_id=member, due_at="2030-01-02T09:30:00Z"
+    )
     import_tenant.import_and_wait(
         csv_bytes([("EXT-1", "P1", "External", "", "done", 1, email, "")])
     )
@@ -148,3 +149,39 @@ def test_ids_that_name_no_live_task_of_the_tenant_are_rejected(
         ("8", "is the id of a task with another external_id"),
     }
     assert {t.title for t in import_tenant.tasks()} == {"Live", "Gone", "With ext"}
+
+
+def test_after_the_switch_imports_take_either_due_column_and_exports_name_the_clients(
+    import_tenant: ImportTenant, worker: object, due_read: str
+) -> None:
+    """While `tasks_due_at` evolves a file may say `due_date` or `due_at`; an export writes the
+    column the client's API version names, read from the column the switch names."""
+    header = ("external_id", "project", "title", "due_at")
+    by_time = csv_bytes([("T-1", "P1", "Timed", "2030-01-02T09:30:00+01:00"),
+                         ("T-2", "P1", "Day", "2030-01-03"), ("T-3", "P1", "None", "")],
+                        header=header)  # fmt: skip
+    job = import_tenant.import_and_wait(by_time)
+    assert (job["status"], job["inserted"]) == ("succeeded", 3), job
+    by_day = csv_bytes([("D-1", "P1", "Old", "2030-01-04")], header=("external_id", "project",
+                                                                     "title", "due_date"))  # fmt: skip
+    assert import_tenant.import_and_wait(by_day)["inserted"] == 1
+    timed = "2030-01-02T08:30:00Z" if due_read == "due_at" else "2030-01-02T00:00:00Z"
+    new = {r["external_id"]: r for r in rows_of(export(import_tenant))}
+    assert {k: r["due_at"] for k, r in new.items()} == {
+        "T-1": timed, "T-2": "2030-01-03T00:00:00Z", "T-3": "", "D-1": "2030-01-04T00:00:00Z"
+    }  # fmt: skip
+    assert all("due_date" not in r for r in new.values())
+    response = import_tenant.client("member").get(
+        "/api/v1/tasks/export", {"due_after": "2030-01-02"}, HTTP_TASKFLOW_VERSION="2026-12-01"
+    )
+    assert response.status_code == 200, response.content
+    old = {r["external_id"]: r for r in rows_of(b"".join(response.streaming_content))}  # type: ignore[attr-defined]
+    assert {k: r["due_date"] for k, r in old.items()} == {"T-2": "2030-01-03", "D-1": "2030-01-04"}
+    assert all("due_at" not in r for r in old.values())
+    # The newest export imports back unchanged, times included.
+    body = export(import_tenant)
+    again = import_tenant.import_and_wait(body)
+    assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, 4), again
+    bad = csv_bytes([("B-1", "P1", "Bad", "2030-01-02T09:30:00")], header=header)
+    refused = import_tenant.import_and_wait(bad)
+    assert refused["status"] == "failed", refused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -113,3 +114,29 @@ def discard(fixture: TenantFixture) -> None:
 
 def new_key() -> str:
     return "K" + uuid.uuid4().hex[:10].upper()
+
+
+def set_due_switch(value: str | None) -> None:
+    """Set the `tasks.due` read switch (None: never set, as before the evolution's switch)."""
+    from taskflow import due
+    from tenants import switches
+    from tenants.models import ReadSwitch
+
+    if value is None:
+        ReadSwitch.objects.filter(name=due.DUE_SWITCH).delete()
+    else:
+        switches.set_value(due.DUE_SWITCH, value)
+    switches._cache.clear()
+
+
+@pytest.fixture(params=["due_date", "due_at"], ids=["before-switch", "after-switch"])
+def due_read(request: Any, committed: None) -> Iterator[str]:
+    """The test runs before and after the `tasks.due` switch: the column TaskFlow reads. Other
+    processes (a worker) see a flip within tenants.switches.CACHE_S: the fixture waits that long."""
+    from tenants import switches
+
+    set_due_switch(None if request.param == "due_date" else request.param)
+    time.sleep(switches.CACHE_S)
+    yield request.param
+    set_due_switch(None)
+    time.sleep(switches.CACHE_S)

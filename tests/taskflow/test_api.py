@@ -55,9 +55,9 @@ def test_project_create_get_patch(tenant_a: TenantFixture) -> None:
 def test_task_create_list_get_patch(tenant_a: TenantFixture) -> None:
     api = tenant_a.api("member")
     project = make_project(api)
-    task = make_task(api, project["id"], priority=4, due_date="2030-01-02", status="in_progress")
+    task = make_task(api, project["id"], priority=4, due_at="2030-01-02", status="in_progress")
     assert task["priority"] == 4
-    assert task["due_date"] == "2030-01-02"
+    assert task["due_at"] == "2030-01-02T00:00:00Z"
     listed = api.get("/api/v1/tasks", project=project["id"]).json()
     assert [t["id"] for t in listed["results"]] == [task["id"]]
     assert listed["next"] is None
@@ -71,8 +71,8 @@ def test_list_filters_over_http(tenant_a: TenantFixture) -> None:
     api = tenant_a.api("member")
     project = make_project(api)
     assignee = tenant_a.user_ids["member"]
-    early = make_task(api, project["id"], title="Early bird", due_date="2030-01-01", status="done")
-    late = make_task(api, project["id"], title="Late", due_date="2030-06-01", assignee_id=assignee)
+    early = make_task(api, project["id"], title="Early bird", due_at="2030-01-01", status="done")
+    late = make_task(api, project["id"], title="Late", due_at="2030-06-01", assignee_id=assignee)
     undated = make_task(api, project["id"], title="Someday", status="cancelled")
 
     def ids(**params: object) -> set[int]:
@@ -114,7 +114,7 @@ def test_a_list_item_is_the_rows_representation(tenant_a: TenantFixture) -> None
     in RFC 3339 UTC with "Z", dates as YYYY-MM-DD."""
     api = tenant_a.api("admin")
     project = make_project(api, description="described")
-    task = make_task(api, project["id"], due_date="2030-01-02", external_id="ext-1")
+    task = make_task(api, project["id"], due_at="2030-01-02", external_id="ext-1")
     comment = api.post(f"/api/v1/tasks/{task['id']}/comments", {"body": "hi"}).json()
     api.delete(f"/api/v1/tasks/{task['id']}", {"version": 1})
     deleted = api.get(f"/api/v1/tasks/{task['id']}", include_deleted="true").json()
@@ -128,7 +128,7 @@ def test_a_list_item_is_the_rows_representation(tenant_a: TenantFixture) -> None
     listed_comments = api.get(f"/api/v1/tasks/{task['id']}/comments").json()["results"]
     assert listed_comments == [comment]
 
-    assert deleted["due_date"] == "2030-01-02"
+    assert deleted["due_at"] == "2030-01-02T00:00:00Z"
     for stamp in (deleted["created_at"], deleted["deleted_at"], comment["created_at"]):
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", stamp), stamp
     entry = api.get(f"/api/v1/tasks/{task['id']}/history").json()["results"][0]
@@ -204,7 +204,9 @@ def test_malformed_json_is_400_problem(tenant_a: TenantFixture) -> None:
         ({"project_id": 1}, "title"),
         ({"project_id": 1, "title": "x", "priority": 5}, "priority"),
         ({"project_id": 1, "title": "x", "status": "maybe"}, "status"),
-        ({"project_id": 1, "title": "x", "due_date": "tomorrow"}, "due_date"),
+        ({"project_id": 1, "title": "x", "due_at": "tomorrow"}, "due_at"),
+        ({"project_id": 1, "title": "x", "due_at": "2030-01-02T09:00:00"}, "due_at"),  # no offset
+        ({"project_id": 1, "title": "x", "due_date": "2030-01-02"}, "due_date"),
         ({"project_id": 1, "title": "x", "colour": "red"}, "colour"),
         ({"project_id": "one", "title": "x"}, "project_id"),
         ({"project_id": 1, "title": "x" * 501}, "title"),

@@ -236,7 +236,7 @@ def test_a_project_id_of_no_live_project_is_422_now_and_400_at_2026_11_01(
     now = api.post("/api/v1/tasks", body)
     assert now.status_code == 422, now.content
     assert now.json()["status"] == 422
-    assert now["TaskFlow-Version"] == "2026-12-01"
+    assert now["TaskFlow-Version"] == api_versions.CATALOG.latest.name
     before = api.post("/api/v1/tasks", body, **{"TaskFlow-Version": "2026-11-01"})
     assert before.status_code == 400, before.content
     assert before["Content-Type"] == "application/problem+json"

@@ -87,7 +87,7 @@ def test_representations_list_id_first_and_the_bookkeeping_last() -> None:
     )  # fmt: skip
     assert TASK_FIELDS == (
         "id", "project_id", "external_id", "title", "description", "status", "priority",
-        "assignee_id", "due_date", "created_at", "updated_at", "deleted_at", "version",
+        "assignee_id", "due_at", "created_at", "updated_at", "deleted_at", "version",
     )  # fmt: skip
     assert COMMENT_FIELDS == (
         "id", "task_id", "author_id", "body", "created_at", "updated_at", "version",
@@ -105,5 +105,6 @@ def test_every_writable_task_field_is_an_import_column() -> None:
     """And the task's id, which names the task a row updates (never written)."""
     targets = [c.target for c in FILE_COLUMNS]
     assert len(targets) == len(set(targets))
-    assert set(targets) == TASK_WRITABLE | {ID_KEY}
+    # A file may say when a task is due either way while `tasks_due_at` evolves (taskflow.due).
+    assert set(targets) == TASK_WRITABLE | {ID_KEY, "due_date"}
     assert CONFLICT_KEY in {c.name for c in FILE_COLUMNS}

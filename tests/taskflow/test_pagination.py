@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
+from taskflow import due
 from taskflow.errors import InvalidCursor, InvalidInput
 from taskflow.filters import TaskFilters
 from taskflow.models import Project, Task
@@ -29,7 +30,7 @@ from tests.taskflow.conftest import TenantFixture
 
 # The default run tries a few dozen cases; HYPOTHESIS_EXAMPLES=2000 for a long run.
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "30"))
-SORT_FIELDS = ["created_at", "updated_at", "due_date", "priority", "title"]
+SORT_FIELDS = ["created_at", "updated_at", "due_at", "priority", "title"]
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -50,6 +51,19 @@ def rolled_back_session(fixture: TenantFixture) -> Iterator[Session]:
             transaction.rollback()
 
 
+DUE_DAYS = [None, None, date(2030, 1, 1), date(2030, 1, 2), date(2031, 6, 1)]
+
+
+def _due(rng: random.Random) -> dict[str, Any]:
+    """A due date as the release reading `due_date` writes it, or, after the switch, a time."""
+    day = rng.choice(DUE_DAYS)
+    if due.served() == due.DUE_DATE:
+        return {"due_date": day}
+    if day is None:
+        return {"due_at": None}
+    return {"due_at": due.start_of(day) + timedelta(hours=rng.choice([0, 0, 9, 23]))}
+
+
 def add_tasks(
     session: Session, tenant_id: int, project_id: int, rng: random.Random, count: int
 ) -> list[int]:
@@ -59,7 +73,7 @@ def add_tasks(
             project_id=project_id,
             title=rng.choice(["alpha", "beta", "gamma", "Beta", "delta"]),
             priority=rng.randint(0, 4),
-            due_date=rng.choice([None, None, date(2030, 1, 1), date(2030, 1, 2), date(2031, 6, 1)]),
+            **_due(rng),
             created_at=BASE + timedelta(minutes=rng.randint(0, 5)),
             updated_at=BASE + timedelta(minutes=rng.randint(0, 5)),
         )
@@ -115,7 +129,13 @@ sorts = st.lists(st.sampled_from(SORT_FIELDS), min_size=1, max_size=3, unique=Tr
     churn=st.booleans(),
 )
 def test_rows_present_throughout_are_seen_exactly_once_in_order(
-    fresh_tenant: TenantFixture, sort: str, limit: int, initial: int, seed: int, churn: bool
+    fresh_tenant: TenantFixture,
+    due_read: str,
+    sort: str,
+    limit: int,
+    initial: int,
+    seed: int,
+    churn: bool,
 ) -> None:
     rng = random.Random(seed)
     tenant_id = fresh_tenant.tenant.pk
@@ -177,9 +197,9 @@ def sorted_ids(session: Session, tenant_id: int, sort: str) -> list[int]:
 
 
 def order_query(tenant_id: int, sort: str) -> sa.Select:
-    from taskflow.models import DUE_DATE_SORT
+    from taskflow.models import DUE_AT_SORT, DUE_DATE_SORT
 
-    exprs = {"due_date": DUE_DATE_SORT}
+    exprs = {"due_at": DUE_AT_SORT if due.served() == due.DUE_AT else DUE_DATE_SORT}
     order = []
     for key in sort.split(","):
         field = key.lstrip("-")
@@ -252,38 +272,38 @@ def test_cursor_errors_are_400_problems_over_http(tenant_a: TenantFixture) -> No
     assert response.json()["title"] == "Invalid cursor"
 
 
-def test_api_pages_nulls_and_links(fresh_tenant: TenantFixture) -> None:
+def test_api_pages_nulls_and_links(fresh_tenant: TenantFixture, due_read: str) -> None:
     api = fresh_tenant.api()
     project = api.post("/api/v1/projects", {"key": "N", "name": "N"}).json()
-    due = ["2030-01-01", None, "2029-05-05", None, "2030-01-01", None, "2031-01-01"]
-    for i, d in enumerate(due):
-        api.post("/api/v1/tasks", {"project_id": project["id"], "title": f"t{i}", "due_date": d})
-    pages, url = [], "/api/v1/tasks?sort=due_date&limit=2"
+    days = ["2030-01-01", None, "2029-05-05", None, "2030-01-01", None, "2031-01-01"]
+    for i, d in enumerate(days):
+        api.post("/api/v1/tasks", {"project_id": project["id"], "title": f"t{i}", "due_at": d})
+    pages, url = [], "/api/v1/tasks?sort=due_at&limit=2"
     while url:
         body = api.client.get(url).json()
         pages.append(body)
         url = body["next"]
-    seen = [t["due_date"] for page in pages for t in page["results"]]
+    seen = [(t["due_at"] or "")[:10] or None for page in pages for t in page["results"]]
     assert seen == ["2029-05-05", "2030-01-01", "2030-01-01", "2031-01-01", None, None, None]
     assert pages[0]["previous"] is None
     assert pages[-1]["next"] is None
     assert "limit=2" in pages[1]["next"]
-    assert "sort=due_date" in pages[1]["next"]
+    assert "sort=due_at" in pages[1]["next"]
     back = api.client.get(pages[-1]["previous"]).json()
     assert back["results"] == pages[-2]["results"]
-    descending = api.get("/api/v1/tasks", sort="-due_date", limit=10).json()["results"]
-    assert [t["due_date"] for t in descending][:3] == [None, None, None]
+    descending = api.get("/api/v1/tasks", sort="-due_at", limit=10).json()["results"]
+    assert [t["due_at"] for t in descending][:3] == [None, None, None]
 
 
 @pytest.mark.parametrize(
     "sort",
     [
-        "due_date", "-due_date", "priority", "-created_at", "title", "updated_at",
-        "-priority,due_date", "priority,-due_date",
+        "due_at", "-due_at", "priority", "-created_at", "title", "updated_at",
+        "-priority,due_at", "priority,-due_at",
     ],
 )  # fmt: skip
 def test_an_index_serves_each_sort_on_first_and_later_pages(
-    fresh_tenant: TenantFixture, sort: str
+    fresh_tenant: TenantFixture, due_read: str, sort: str
 ) -> None:
     """The selector's own SQL, captured as executed, reads the table only by ordered index scans
     that a LIMIT stops early: no Sort over the table, whatever the page's depth. (A mixed-direction

@@ -96,7 +96,7 @@ def test_lists_declare_sort_cursor_and_limit(documents: dict[str, Any]) -> None:
     }  # fmt: skip
     # The sort's grammar, as pagination.parse_sort applies it: each field once, id only last.
     sort = re.compile(parameters["sort"]["schema"]["pattern"])
-    for accepted in ("", "-priority,due_date", "title,-id", "-id"):
+    for accepted in ("", "-priority,due_at", "title,-id", "-id"):
         assert sort.search(accepted), accepted
     for refused in ("id,title", "title,-title", "title,,id", " title", "x", "-priority,-priority"):
         assert not sort.search(refused), refused
