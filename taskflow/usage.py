@@ -51,8 +51,7 @@ def tenant_usage(session: Session) -> TenantUsage:
         )
     ).subquery()
     result: list[tuple[str, int, int]] = [
-        (str(row[0]), int(row[1]), int(row[2]))
-        for row in session.execute(sa.union_all(*counts))
+        (str(row[0]), int(row[1]), int(row[2])) for row in session.execute(sa.union_all(*counts))
     ]
     requests = session.execute(
         sa.select(sa.func.count(sa.distinct(writes.c.request_id)))
