@@ -79,7 +79,8 @@ def _wait_until_serving(process: subprocess.Popen[bytes], port: int, log: Path) 
 
 @pytest.fixture(scope="session")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """gunicorn with DEBUG off, as deployments run it, on this session's database and Redis."""
+    """gunicorn with DEBUG off and its configuration file, as deployments run it, on this
+    session's database and Redis."""
     log = tmp_path_factory.mktemp("contract") / "gunicorn.log"
     port = free_port()
     env = os.environ | {"DEBUG": "false", "PYTHONUNBUFFERED": "1"}
@@ -87,6 +88,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]
         process = subprocess.Popen(
             [
                 sys.executable, "-m", "gunicorn", "control_plane.wsgi:application",
+                "-c", "platform/gunicorn.conf.py",
                 "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4",
                 "--timeout", "120",
             ],
