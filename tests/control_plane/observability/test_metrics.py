@@ -19,20 +19,9 @@ from control_plane.celery import app as celery_app
 from control_plane.observability import metrics
 from control_plane.observability.metrics import OTHER, TopTenants
 from tests.conftest import ROOT, WorkerProcess
-from tests.control_plane.observability.conftest import METRICS_TOKEN
+from tests.control_plane.observability.conftest import METRICS_TOKEN, samples
 from tests.processes import free_port, start_redis, stop_process
 from tests.taskflow.conftest import TenantFixture
-
-
-def samples(text: str, name: str) -> dict[str, float]:
-    """`name{labels}` -> value, from an exposition."""
-    found = {}
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            key, value = line.rsplit(" ", 1)
-            found[key] = float(value)
-    return found
-
 
 # --- Tenant labels ------------------------------------------------------------------------------
 
