@@ -51,7 +51,7 @@ from tests.benchmarks.bench_onboarding import create_database, drop_database, ur
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
-BENCH_DB = "taskflow_bench_fairq"
+BENCH_DB = os.environ.get("BENCH_DB_NAME", "taskflow_bench_fairq")  # another name: beside a colleague's run
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 TARGET_RATIO = 2.0
 
