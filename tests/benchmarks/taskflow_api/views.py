@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
@@ -92,6 +93,23 @@ class DrfTaskList(ListAPIView[BenchTask]):
     serializer_class = TaskSerializer
     pagination_class = TaskCursorPagination
     permission_classes = (IsAuthenticated, TenantRole)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Django's connection stays on the public schema for tenant requests (the platform's
+        backend, tenants.postgresql_backend): the baseline selects its tenant's schema itself,
+        for one transaction, as django-tenants' one `SET search_path` per request would, and
+        names its tenant to the tenant schema's row policies as the platform's sessions do."""
+        with transaction.atomic():
+            connection.set_tenant(request._request.tenant)  # type: ignore[attr-defined]
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config('app.tenant_id', %s, true)",
+                    [str(principal_of(request).tenant_id)],
+                )
+            try:
+                return super().list(request, *args, **kwargs)
+            finally:
+                connection.set_schema_to_public()  # type: ignore[attr-defined]
 
     def get_queryset(self) -> QuerySet[BenchTask]:
         tenant_id = principal_of(self.request).tenant_id
