@@ -328,6 +328,10 @@ IMPORTS_PER_TENANT = env.int("IMPORTS_PER_TENANT", default=1)
 ONBOARDINGS_PER_REQUESTER = env.int("ONBOARDINGS_PER_REQUESTER", default=1)
 # How long a job waiting for its tenant's slot waits before asking again.
 FAIR_QUEUE_RETRY_SECONDS = env.float("FAIR_QUEUE_RETRY_SECONDS", default=1.0)
+# A job sent back again and again waits twice as long each time, up to this.
+FAIR_QUEUE_MAX_RETRY_SECONDS = env.float("FAIR_QUEUE_MAX_RETRY_SECONDS", default=8.0)
+# A bounce asks the database whether the owner's slot holders still run at most this often.
+FAIR_QUEUE_HOLDER_CHECK_SECONDS = env.float("FAIR_QUEUE_HOLDER_CHECK_SECONDS", default=5.0)
 # How long /readyz and the admin trust one reading of which queues have a worker.
 QUEUE_CONSUMERS_CACHE_SECONDS = env.int("QUEUE_CONSUMERS_CACHE_SECONDS", default=15)
 # /readyz's warnings: what an operator should know that does not make web unready (tenants.health).

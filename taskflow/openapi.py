@@ -538,6 +538,28 @@ RATE_LIMIT_POLICY = OpenApiParameter(
     "window of w seconds).",
 )
 
+# Every response on every host carries its request id (control_plane.observability): the
+# caller's X-Request-ID when well-formed, else a new one. A malformed one is replaced, not
+# refused, so the request header is any string.
+REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # tenants.binding.REQUEST_ID
+REQUEST_ID = OpenApiParameter(
+    REQUEST_ID_HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="An id for this request, echoed on the response and carried into the jobs it "
+    "starts and their log lines: 1-64 letters, digits, `.`, `_` or `-`; anything else is "
+    "replaced by a new id.",
+)
+REQUEST_ID_RESPONSE = OpenApiParameter(
+    REQUEST_ID_HEADER,
+    {"type": "string", "pattern": REQUEST_ID_PATTERN},
+    OpenApiParameter.HEADER,
+    response=True,
+    required=True,
+    description="This request's id: the one the request sent when well-formed, else a new one.",
+)
+
 
 def query_parameters_of(view: Any, method: str) -> list[OpenApiParameter]:
     """The declared query parameters of a view's method, as OpenAPI parameters."""
@@ -593,7 +615,13 @@ def shared_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     declared once under components/headers and referenced."""
     shared = {
         param.name: param
-        for param in (*VERSION_RESPONSE_HEADERS, RETRY_AFTER, RATE_LIMIT, RATE_LIMIT_POLICY)
+        for param in (
+            *VERSION_RESPONSE_HEADERS,
+            RETRY_AFTER,
+            RATE_LIMIT,
+            RATE_LIMIT_POLICY,
+            REQUEST_ID_RESPONSE,
+        )
     }
     components: dict[str, Any] = {}
     for methods in result.get("paths", {}).values():

@@ -30,6 +30,7 @@ from control_plane.fanout.models import (
 )
 from control_plane.fanout.outcomes import step_status
 from control_plane.fanout.steppers import stepper_for
+from control_plane.observability import metrics
 from migrations_sqla import scripts
 from migrations_sqla.migrator import Target, owner_engine, platform_schemas
 from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
@@ -163,6 +164,7 @@ def migrate_platform_schemas(run: MigrationRun) -> bool:
 # --- Tenant steps ------------------------------------------------------------------------------
 
 CREATE_STEPS = """
+WITH created AS (
 INSERT INTO {steps} (run_id, tenant_id, schema_name, canary, status, attempts, revisions_before,
                      revisions_after, error, finished_at, progress)
 SELECT %(run)s, t.id, t.schema_name, false, s.status, 0, t.revisions,
@@ -175,12 +177,16 @@ WHERE t.isolation = %(isolation)s AND t.status = ANY(%(statuses)s) AND t.schema_
   AND (%(slugs)s::text[] IS NULL OR t.slug = ANY(%(slugs)s::text[]))
 ORDER BY t.id
 ON CONFLICT (run_id, schema_name) DO NOTHING
+RETURNING status
+)
+SELECT count(*), count(*) FILTER (WHERE status = 'skipped') FROM created
 """
 
 
 def create_tenant_steps(run: MigrationRun) -> int:
     """One row per eligible tenant not yet in the run, skipped at once when its recorded
-    revisions are the target (one INSERT ... SELECT, no schema opened)."""
+    revisions are the target (one INSERT ... SELECT, no schema opened; the skips are counted in
+    the fan-out's metric like the schemas a batch finishes)."""
     query = CREATE_STEPS.format(steps=TenantMigration._meta.db_table, tenants=Tenant._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -194,7 +200,9 @@ def create_tenant_steps(run: MigrationRun) -> int:
                 "slugs": run.tenant_slugs,
             },
         )
-        return cursor.rowcount
+        created, skipped = cursor.fetchone()
+    metrics.fanout_steps_recorded([StepStatus.SKIPPED.value] * skipped)
+    return int(created)
 
 
 def mark_canaries(run: MigrationRun) -> None:

@@ -1,7 +1,7 @@
 """How drf-spectacular describes both APIs: the bearer scheme, path ids, declared query
-parameters, the version headers of /api/v1, the problem responses every operation can give,
-and the shapes of the control plane's own resources (import jobs, tenants, migration runs,
-moves).
+parameters, the request id header, the version headers of /api/v1, the problem responses every
+operation can give, and the shapes of the control plane's own resources (import jobs, tenants,
+migration runs, moves).
 
 Views say what is particular to them with `extend_schema`; what holds for every operation is
 added here once. Nothing here runs on a request that is not a schema request.
@@ -27,6 +27,8 @@ from taskflow.openapi import (
     NO_NUL_TEXT,
     RATE_LIMIT,
     RATE_LIMIT_POLICY,
+    REQUEST_ID,
+    REQUEST_ID_RESPONSE,
     RETRY_AFTER,
     VERSION_REQUEST_HEADER,
     VERSION_RESPONSE_HEADERS,
@@ -85,7 +87,7 @@ class ContractSchema(AutoSchema):
             for name in PATH_VARIABLE.findall(self.path)
             if name.endswith("_id") or name == "slug"
         ]
-        shared: list[Any] = [RETRY_AFTER]
+        shared: list[Any] = [RETRY_AFTER, REQUEST_ID, REQUEST_ID_RESPONSE]
         if self._tenant_api:
             shared += [
                 VERSION_REQUEST_HEADER,

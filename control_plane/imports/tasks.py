@@ -25,16 +25,22 @@ def run_import(self: Task, job_id: int) -> dict[str, object]:
     Under the job's lease (control_plane.worker.recovery): a delivery while a live worker runs
     the job does nothing, and a dead worker's job is sent again by beat within seconds. At most
     IMPORTS_PER_TENANT jobs of one tenant run at once (control_plane.worker.fairness): a job
-    whose tenant has its slots taken is queued again and the process serves someone else. The
-    lease comes first, so a duplicate delivery never touches the slot its running twin holds.
+    whose tenant has its slots taken is queued again and the process serves someone else: first
+    by a read-only look at the slots (no lease, no slot), else under the lease, which comes
+    before the slot, so a duplicate delivery never touches the slot its running twin holds.
     """
+    found = ImportJob.objects.filter(pk=job_id).values_list("tenant_id", "status").first()
+    tenant_id, status = found if found is not None else (None, None)
+    cap = settings.IMPORTS_PER_TENANT if tenant_id is not None else 0
+    if status in ACTIVE_STATUSES and fairness.must_wait(QUEUE, tenant_id, str(job_id), cap):
+        # The cheap bounce: the tenant's slots are others', nothing taken, nothing held.
+        recovery.expect_message(JOBS, job_id, within=fairness.send_again(self))
+        return {"job": job_id, "status": "waiting for the tenant's slot"}
     with recovery.running(JOBS, job_id) as mine:
         if not mine:
             if ImportJob.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES).exists():
                 recovery.look_again_later(self, JOBS, job_id)
             return {"job": job_id, "status": "held elsewhere"}
-        tenant_id = ImportJob.objects.filter(pk=job_id).values_list("tenant_id", flat=True).first()
-        cap = settings.IMPORTS_PER_TENANT if tenant_id is not None else 0
         with fairness.slot(QUEUE, tenant_id, str(job_id), cap, _active_jobs) as taken:
             if not taken:
                 recovery.expect_message(JOBS, job_id, within=fairness.send_again(self))

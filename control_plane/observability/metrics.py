@@ -93,6 +93,13 @@ IMPORT_REJECTS = Counter(
 IMPORT_JOBS = Counter(
     "import_jobs", "Import attempts finished, by status.", ["status"], namespace=NAMESPACE
 )
+RATE_LIMIT_FAIL_OPEN = Counter(
+    "rate_limit_fail_open",
+    "Rate-limit checks that let a request in unchecked, by reason: Redis did not answer "
+    "(unreachable) or its circuit breaker was open after it had not (breaker_open).",
+    ["reason"],
+    namespace=NAMESPACE,
+)
 IMPORT_PHASE = Gauge(
     "import_jobs_in_phase",
     "Imports running now, by pipeline phase.",
@@ -214,3 +221,9 @@ def fanout_steps_recorded(statuses: list[str]) -> None:
     if enabled():
         for status in statuses:
             FANOUT_SCHEMAS.labels(status).inc()
+
+
+def rate_limit_failed_open(reason: str) -> None:
+    """One rate-limit check let a request in unchecked (control_plane.ratelimits.limiter)."""
+    if enabled():
+        RATE_LIMIT_FAIL_OPEN.labels(reason).inc()

@@ -17,22 +17,25 @@ and it checks one limit per round trip; two limits charged atomically is the poi
 Redis holds no durable state for this, so it must never take a request down: the script runs on
 the cache's pooled client with its short socket timeouts and shares its circuit breaker
 (control_plane.http.redis_cache). Unreachable or hung, a check fails open — the request goes on,
-unlimited — and `FAIL_OPEN` counts how often, for metrics and logs.
+unlimited — and the metric `taskflow_rate_limit_fail_open_total` counts how often, by reason.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
 
 from control_plane.http.redis_cache import UNREACHABLE
+from control_plane.observability import metrics
 
 logger = logging.getLogger(__name__)
+# Why a check let a request in unchecked (the metric's `reason` label).
+UNREACHABLE_REASON = "unreachable"
+BREAKER_OPEN = "breaker_open"
 
 # KEYS: one per limit. ARGV: cost, commit (1 to charge), then per key: interval_us, tolerance_us.
 # Returns {allowed, retry_after_us, then per key: remaining, reset_us}.
@@ -102,19 +105,6 @@ class Decision:
         return min(self.states, key=lambda s: (s.remaining, -s.reset), default=None)
 
 
-class FailOpenCounter:
-    """How many checks let a request in unchecked because Redis was unreachable (this process)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
-
-    def increment(self) -> None:
-        with self._lock:
-            self.value += 1
-
-
-FAIL_OPEN = FailOpenCounter()
 _scripts: dict[int, Any] = {}
 
 
@@ -134,7 +124,7 @@ def check(limits: list[Limit], *, cost: int = 1, commit: bool = True) -> Decisio
         return Decision(True, 0.0, ())
     breaker = getattr(cache, "breaker", None)
     if breaker is not None and breaker.tripped and not breaker.may_probe():
-        return _fail_open(limits, None)
+        return _fail_open(limits, None, BREAKER_OPEN)
     args: list[int] = [cost, 1 if commit else 0]
     for limit in limits:
         interval = limit.window * 1_000_000 // max(limit.quota, 1)
@@ -145,7 +135,7 @@ def check(limits: list[Limit], *, cost: int = 1, commit: bool = True) -> Decisio
     except UNREACHABLE as exc:
         if breaker is not None:
             breaker.trip(exc)
-        return _fail_open(limits, exc)
+        return _fail_open(limits, exc, UNREACHABLE_REASON)
     if breaker is not None and breaker.tripped:
         breaker.recover()
     allowed, retry_us, *rest = (int(v) for v in reply)
@@ -156,8 +146,8 @@ def check(limits: list[Limit], *, cost: int = 1, commit: bool = True) -> Decisio
     return Decision(bool(allowed), retry_us / 1_000_000, states)
 
 
-def _fail_open(limits: list[Limit], exc: BaseException | None) -> Decision:
-    FAIL_OPEN.increment()
+def _fail_open(limits: list[Limit], exc: BaseException | None, reason: str) -> Decision:
+    metrics.rate_limit_failed_open(reason)
     if exc is not None:
         logger.warning("rate limits not enforced: Redis unreachable (%s)", exc)
     states = tuple(LimitState(limit, limit.quota, 0.0) for limit in limits)

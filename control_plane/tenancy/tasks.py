@@ -50,12 +50,16 @@ def provision_tenant(self: Any, onboarding_id: int) -> dict[str, object]:
     processes to everyone else's jobs on the default queue. The lease comes first, so a
     duplicate delivery never touches the slot its running twin holds.
     """
+    requester = requester_of(onboarding_id)
+    cap = settings.ONBOARDINGS_PER_REQUESTER if requester is not None else 0
+    member = str(onboarding_id)
+    if fairness.must_wait(ONBOARDING_QUEUE, requester, member, cap):  # the cheap bounce
+        countdown = fairness.send_again(self)
+        recovery.expect_message(PROVISIONING, onboarding_id, within=countdown)
+        return {"onboarding": onboarding_id, "status": "waiting for the requester's slot"}
     with recovery.running(PROVISIONING, onboarding_id) as mine:
         if not mine:
             return {"onboarding": onboarding_id, "held elsewhere": True}
-        requester = requester_of(onboarding_id)
-        cap = settings.ONBOARDINGS_PER_REQUESTER if requester is not None else 0
-        member = str(onboarding_id)
         with fairness.slot(ONBOARDING_QUEUE, requester, member, cap, _unfinished) as taken:
             if not taken:
                 countdown = fairness.send_again(self)

@@ -19,6 +19,14 @@ own member still there and takes its slot back; a member whose job is no longer 
 `still_active` callback asks the database) is dropped when it blocks someone, so a lost release
 never starves an owner until its lease runs out. If Redis cannot be asked, the job runs (the
 broker is that Redis: it is back if this message arrived).
+
+A bounce must be cheap: a process bouncing a flooding owner's jobs is a process another owner's
+job waits behind. So a task asks `must_wait` first, before its lease or anything else: one
+read-only Lua call, answering "full" only while the owner's slots are held by other members and
+no check of the holders against the database is due (at most one per owner per
+FAIR_QUEUE_HOLDER_CHECK_SECONDS); then the job is sent again at once. And a job sent back again
+and again waits longer each time (doubling from FAIR_QUEUE_RETRY_SECONDS up to
+FAIR_QUEUE_MAX_RETRY_SECONDS), so a backlog of twenty costs a few bounces a second, not twenty.
 """
 
 from __future__ import annotations
@@ -53,12 +61,40 @@ return 0
 """
 
 
+# KEYS[1]: the owner's set, KEYS[2]: its holder-check mark. ARGV: member, cap, check seconds.
+# 1: wait (the slots are others' and no holder check is due), 0: go on to take a slot.
+MUST_WAIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+if redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') < tonumber(ARGV[2]) then return 0 end
+if redis.call('SET', KEYS[2], 1, 'NX', 'EX', tonumber(ARGV[3])) then return 0 end
+return 1
+"""
+BOUNCES_HEADER = "fair_bounces"  # how many times this job was sent back (a message header)
+
+
 def _client() -> Any:
     return cache._cache.get_client(write=True)  # type: ignore[attr-defined]
 
 
 def _key(queue: str, owner: object) -> str:
     return f"{settings.RATE_LIMIT_KEY_PREFIX}:fair:{queue}:{owner}"
+
+
+def must_wait(queue: str, owner: object, member: str, cap: int) -> bool:
+    """True when `member` would find `owner`'s slots taken by others: send it again without
+    taking its lease or a slot. False when it might run (or a holder check is due, which `take`
+    does): go on as usual. Redis unreachable: False (take decides)."""
+    if cap <= 0 or owner is None:
+        return False
+    key = _key(queue, owner)
+    check_seconds = max(1, round(settings.FAIR_QUEUE_HOLDER_CHECK_SECONDS))
+    try:
+        waits = _client().eval(MUST_WAIT, 2, key, f"{key}:checked", member, cap, check_seconds)
+        return bool(waits)
+    except UNREACHABLE:
+        return False
 
 
 def take(
@@ -126,7 +162,26 @@ def slot(
 def send_again(task: Any) -> float:
     """Queue the running task's message again after a jittered countdown (a fresh message, so
     its retries for real failures are untouched); the current message is then acknowledged.
+    The countdown doubles with each bounce of the same job, up to FAIR_QUEUE_MAX_RETRY_SECONDS.
     Returns the countdown, for the recovery mark that vouches for the new message."""
-    countdown = settings.FAIR_QUEUE_RETRY_SECONDS * (1 + random.random() / 2)  # noqa: S311
-    task.apply_async(args=task.request.args, kwargs=task.request.kwargs, countdown=countdown)
+    bounces = bounces_of(task)
+    base = min(
+        settings.FAIR_QUEUE_RETRY_SECONDS * 2 ** min(bounces, 16),
+        max(settings.FAIR_QUEUE_MAX_RETRY_SECONDS, settings.FAIR_QUEUE_RETRY_SECONDS),
+    )
+    countdown = base * (1 + random.random() / 2)  # noqa: S311
+    task.apply_async(
+        args=task.request.args,
+        kwargs=task.request.kwargs,
+        countdown=countdown,
+        headers={BOUNCES_HEADER: bounces + 1},
+    )
     return countdown
+
+
+def bounces_of(task: Any) -> int:
+    """How many times the running task's job was sent back before this delivery."""
+    value = getattr(task.request, BOUNCES_HEADER, None)
+    if value is None:
+        value = (getattr(task.request, "headers", None) or {}).get(BOUNCES_HEADER)
+    return value if isinstance(value, int) else 0

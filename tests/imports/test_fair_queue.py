@@ -93,3 +93,26 @@ def test_a_slot_held_by_a_finished_job_is_dropped_when_it_blocks_another(
         assert not fairness.take("imports", tenant.pk, "next", 1)  # blocked without the check
         assert fairness.take("imports", tenant.pk, "next", 1, _active_jobs)
         assert fairness.holders("imports", tenant.pk) == ["next"]
+
+
+def test_the_cheap_bounce_waits_only_behind_other_holders_and_lets_a_holder_check_through(
+    unique: str,
+) -> None:
+    """must_wait: the read-only look a task takes before its lease. It answers "wait" only while
+    the owner's slots are others' and no check of the holders is due (one per owner per
+    FAIR_QUEUE_HOLDER_CHECK_SECONDS goes on to `take`, which asks the database)."""
+    owner = f"owner-{unique}"
+    with override_settings(
+        RATE_LIMIT_KEY_PREFIX=f"rl-{unique}", FAIR_QUEUE_HOLDER_CHECK_SECONDS=60
+    ):
+        assert not fairness.must_wait("imports", owner, "2", 1)  # no holder: go on
+        assert fairness.take("imports", owner, "1", 1)
+        assert not fairness.must_wait("imports", owner, "2", 1)  # the holder check is due once
+        assert fairness.must_wait("imports", owner, "2", 1)  # then: wait, nothing taken
+        assert fairness.must_wait("imports", owner, "3", 1)
+        assert not fairness.must_wait("imports", owner, "1", 1)  # the holder's own redelivery
+        assert not fairness.must_wait("imports", owner, "2", 2)  # a free slot under a cap of 2
+        assert not fairness.must_wait("imports", owner, "2", 0)  # no cap
+        assert fairness.holders("imports", owner) == ["1"]
+        fairness.release("imports", owner, "1")
+        assert not fairness.must_wait("imports", owner, "2", 1)

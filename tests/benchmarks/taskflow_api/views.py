@@ -24,6 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from taskflow.errors import InvalidInput
+from taskflow.openapi import LIMIT, QueryParam, sort_param
 from taskflow.pagination import Sort, parse_limit, parse_sort
 from taskflow.permissions import TenantRole
 from taskflow.representations import TASK_FIELDS, task_row_repr
@@ -49,6 +50,14 @@ def offset_statement(tenant_id: int, sort: Sort, offset: int, limit: int) -> sa.
 
 
 class OffsetTaskList(TaskflowView):
+    query_parameters = {
+        "get": (
+            sort_param(TASK_SORTS, "created_at"),
+            LIMIT,
+            QueryParam("offset", "Rows to skip.", type="integer", minimum=0),
+        )
+    }
+
     def get(self, request: Request) -> Response:
         params = request.query_params
         sort = parse_sort(params.get("sort"), TASK_SORTS, "created_at")

@@ -88,6 +88,25 @@ def test_tenant_operations_name_the_version_header(documents: dict[str, Any]) ->
         assert name in tenant["components"]["headers"]
 
 
+def test_every_operation_takes_and_answers_a_request_id(documents: dict[str, Any]) -> None:
+    """X-Request-ID: accepted on every operation of both APIs, on every response of each."""
+    for name, document in documents.items():
+        for method, path, operation in operations(document):
+            header = [p for p in operation["parameters"] if p["name"] == "X-Request-ID"]
+            assert [p["in"] for p in header] == ["header"], (name, method, path)
+            assert "pattern" not in header[0]["schema"]  # a malformed id is replaced, not refused
+            for status, response in operation["responses"].items():
+                assert response["headers"]["X-Request-ID"] == {
+                    "$ref": "#/components/headers/X-Request-ID"
+                }, (name, method, path, status)
+        declared = document["components"]["headers"]["X-Request-ID"]
+        assert declared["required"] is True
+        pattern = re.compile(declared["schema"]["pattern"])
+        assert pattern.match("0f3c9a7e5b2d4c1e8a6f9b0d2e4c6a8b")
+        assert not pattern.match("a" * 65)
+        assert not pattern.match("bad id")
+
+
 def test_lists_declare_sort_cursor_and_limit(documents: dict[str, Any]) -> None:
     tasks = documents["tenant"]["paths"]["/api/v1/tasks"]["get"]
     parameters = {p["name"]: p for p in tasks["parameters"] if p["in"] == "query"}

@@ -4,13 +4,16 @@ processes, one metrics folder), its stdout and stderr kept apart (spans, log lin
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.processes import Gunicorn, start_gunicorn, stop_process
+from tests.conftest import WorkerProcess
+from tests.processes import Gunicorn, free_port, start_gunicorn, stop_process
 from tests.taskflow.conftest import TenantFixture, discard, provisioned_tenant
 
 METRICS_TOKEN = "metrics-test-token-7f3a"
@@ -26,6 +29,54 @@ def json_lines(text: str) -> list[dict[str, Any]]:
             except ValueError:
                 continue
     return found
+
+
+def samples(text: str, name: str) -> dict[str, float]:
+    """`name{labels}` -> value, from an exposition."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, value = line.rsplit(" ", 1)
+            found[key] = float(value)
+    return found
+
+
+@dataclass
+class MeteredWorker:
+    """A real worker whose pool processes' metrics its main process serves on `port`."""
+
+    worker: WorkerProcess
+    port: int
+
+    def scrape(self) -> str:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/metrics",
+            headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local
+            return str(response.read().decode())
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample `name{labels}` (labels in the exposition's order), 0 when absent."""
+        inner = ",".join(f'{key}="{value}"' for key, value in labels.items())
+        return samples(self.scrape(), name).get(f"{name}{{{inner}}}" if inner else name, 0.0)
+
+
+def start_metered_worker(folder: Path, queues: str, concurrency: int = 2) -> MeteredWorker:
+    """A worker on `queues` with a metrics folder of its own and its exporter on a free port."""
+    folder.mkdir()
+    port = free_port()
+    worker = WorkerProcess(
+        "metered",
+        queues=queues,
+        concurrency=concurrency,
+        env={
+            "PROMETHEUS_MULTIPROC_DIR": str(folder),
+            "METRICS_TOKEN": METRICS_TOKEN,
+            "WORKER_METRICS_PORT": str(port),
+        },
+    ).start()
+    return MeteredWorker(worker, port)
 
 
 @pytest.fixture

@@ -19,20 +19,9 @@ from control_plane.celery import app as celery_app
 from control_plane.observability import metrics
 from control_plane.observability.metrics import OTHER, TopTenants
 from tests.conftest import ROOT, WorkerProcess
-from tests.control_plane.observability.conftest import METRICS_TOKEN
-from tests.processes import free_port
+from tests.control_plane.observability.conftest import METRICS_TOKEN, samples
+from tests.processes import free_port, start_redis, stop_process
 from tests.taskflow.conftest import TenantFixture
-
-
-def samples(text: str, name: str) -> dict[str, float]:
-    """`name{labels}` -> value, from an exposition."""
-    found = {}
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            key, value = line.rsplit(" ", 1)
-            found[key] = float(value)
-    return found
-
 
 # --- Tenant labels ------------------------------------------------------------------------------
 
@@ -157,6 +146,50 @@ def test_one_scrape_adds_up_every_gunicorn_worker(
     assert samples(text, "taskflow_principal_cache_lookups_total")
     assert "taskflow_db_pool_connections_in_use" in text
     assert re.search(r'taskflow_celery_queue_length\{queue="imports"\} \d', text)
+
+
+def test_rate_limits_failing_open_are_counted_when_redis_stops(
+    gunicorn: Any, live_tenant: TenantFixture, committed: None, tmp_path: Any
+) -> None:
+    """A real server whose Redis (a private one) is stopped: every request still answers, and
+    /metrics says how many limit checks let one in unchecked, and why."""
+    redis, url = start_redis(tmp_path)
+    try:
+        server = gunicorn(
+            workers=1,  # one process, one circuit breaker: the reasons are exact
+            METRICS_TOKEN=METRICS_TOKEN,
+            REDIS_URL=url,
+            CELERY_BROKER_URL=url,
+            CELERY_RESULT_BACKEND=url,
+            CACHE_BREAKER_COOLDOWN_SECONDS="600",  # never probes Redis again during the test
+        )
+        auth = {"Authorization": f"Bearer {live_tenant.tokens['viewer']}"}
+        for _ in range(3):
+            assert (
+                server.request("GET", "/api/v1/projects", host=live_tenant.host, **auth)[0] == 200
+            )
+        before = samples(scrape(server), "taskflow_rate_limit_fail_open_total")
+        assert sum(before.values()) == 0  # Redis answered every check
+        stop_process(redis)
+        for _ in range(10):
+            status, _, body = server.request(
+                "GET", "/api/v1/projects", host=live_tenant.host, **auth
+            )
+            assert status == 200, body
+    finally:
+        stop_process(redis)
+    counted = samples(scrape(server), "taskflow_rate_limit_fail_open_total")
+    # The first Redis call that fails (a cache read: tenant or principal) trips the breaker, so
+    # no limit check waits on Redis: each is counted `breaker_open`. A request makes two: its
+    # address's failure budget (the principal cache is unreachable, so the token is looked up in
+    # the database, and that lookup is guarded) and its tenant's and token's limits.
+    assert counted == {'taskflow_rate_limit_fail_open_total{reason="breaker_open"}': 20.0}, counted
+
+
+def scrape(server: Any) -> str:
+    status, _, body = server.request("GET", "/metrics", Authorization=f"Bearer {METRICS_TOKEN}")
+    assert status == 200, body
+    return str(body.decode())
 
 
 @pytest.mark.worker
