@@ -11,9 +11,17 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import psycopg
 import sqlalchemy as sa
+from django.db import transaction
 
-from control_plane.fanout.models import MigrationRun, Operation, TenantMigration
+from control_plane.fanout.models import (
+    LANE_STEPS,
+    MigrationRun,
+    Operation,
+    StepStatus,
+    TenantMigration,
+)
 from migrations_sqla import backfill
 from migrations_sqla.migrator import Outcome, SchemaMigrator, Target
 from tenants.cloning import TEMPLATE_SCHEMA
@@ -64,6 +72,48 @@ def backfiller_for(run: MigrationRun, conn: sa.Connection) -> backfill.SchemaBac
         progress=lambda schema, state: record_progress(run.pk, schema, state),
         resume_from=lambda schema: recorded_progress(run.pk, schema),
     )
+
+
+def plan_shared_lanes(run: MigrationRun, conn: sa.Connection) -> int:
+    """A backfill run's lanes of the shared schema, planned once: how many steps it has (0:
+    too few rows to split, the platform stage fills the schema itself).
+
+    Up to `options["lanes"]` (default: the run's concurrency) lanes of at least 2 x batch_rows
+    pending rows each, recorded as pending steps (tenant null, `shared/<n>`) whose progress
+    holds their bounds; a redelivered platform stage finds them and plans nothing again.
+    """
+    existing = run.steps.filter(LANE_STEPS).count()
+    if existing:
+        return existing
+    options = run.options
+    declared = backfill.declared_backfill(run.script_location, str(options["revision"]))
+    batch_rows = int(options.get("batch_rows") or backfill.DEFAULT_BATCH_ROWS)
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    lanes = backfill.plan_lanes(
+        raw,
+        SHARED_SCHEMA,
+        declared,
+        tenant_ids_in(SHARED_SCHEMA),
+        lanes=int(options.get("lanes") or run.concurrency),
+        min_rows=2 * batch_rows,
+    )
+    if len(lanes) < 2:
+        return 0
+    with transaction.atomic():
+        TenantMigration.objects.bulk_create(
+            [
+                TenantMigration(
+                    run=run,
+                    schema_name=backfill.lane_name(SHARED_SCHEMA, number),
+                    status=StepStatus.PENDING,
+                    progress={"rows": 0, "lane": lane},
+                )
+                for number, lane in enumerate(lanes, start=1)
+            ],
+            ignore_conflicts=True,
+        )
+    return len(lanes)
 
 
 def tenant_ids_in(schema: str) -> list[int]:
