@@ -174,12 +174,15 @@ class SchemaBackfiller:
         recorded: dict[str, str] | None = None,
     ) -> Outcome:
         """Fill `schema`'s pending rows in batches; MIGRATED when rows were written, else SKIPPED."""
-        del attempted_before, recorded  # idempotent from anywhere: the predicate decides
+        del recorded  # idempotent from anywhere: the predicate decides
         outcome = Outcome()
         started = time.perf_counter()
         try:
+            lane = split_lane(schema)[1]
             check_schema_name(split_lane(schema)[0])
-            state = dict(self.resume_from(schema)) if self.resume_from else {}
+            # A schema's first try has nothing recorded; a lane's bounds are in its progress.
+            fresh = not attempted_before and lane is None
+            state = dict(self.resume_from(schema)) if self.resume_from and not fresh else {}
             rows = self._fill(schema, state, outcome)
             outcome.result = Result.MIGRATED if rows else Result.SKIPPED
         except ConnectionLost:
@@ -214,9 +217,9 @@ class SchemaBackfiller:
             before = int(end[1]) if end and tenant_id == end[0] else ID_MAX
             while last_id < before - 1:
                 high, written = self._batch(statement, tenant_id, last_id, before, outcome)
+                rows += written
                 if high is None:
                     break
-                rows += written
                 last_id = high
                 cursor = [tenant_id, last_id]
                 if self.progress and time.monotonic() - last_report >= REPORT_S:
@@ -241,7 +244,8 @@ class SchemaBackfiller:
             " AND id > %(after)s AND id < %(before)s ORDER BY tenant_id, id LIMIT %(limit)s),"
             " written AS (UPDATE {table} SET {assign} FROM batch"
             " WHERE {table}.id = batch.id AND {pending} RETURNING 1)"
-            " SELECT (SELECT max(id) FROM batch) AS high, (SELECT count(*) FROM written);"
+            " SELECT (SELECT max(id) FROM batch) AS high, (SELECT count(*) FROM written),"
+            " (SELECT count(*) FROM batch);"
             "COMMIT"
         ).format(
             lock=sql.Literal(self.options.lock_timeout),
@@ -275,7 +279,10 @@ class SchemaBackfiller:
                     if not cur.nextset():
                         break
                 assert row is not None
-                return (int(row[0]) if row[0] is not None else None), int(row[1])
+                if row[0] is None:
+                    return None, 0
+                # A short batch was the tenant's last: no round trip to find nothing more.
+                return (int(row[0]) if row[2] == self.options.batch_rows else None), int(row[1])
             except errors.LockNotAvailable:
                 self._rollback()
                 if attempt + 1 == MAX_ATTEMPTS:

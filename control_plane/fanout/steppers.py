@@ -9,6 +9,7 @@ from there. This module only builds steppers; it never decides what a run covers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import psycopg
@@ -62,7 +63,7 @@ def backfiller_for(run: MigrationRun, conn: sa.Connection) -> backfill.SchemaBac
     return backfill.SchemaBackfiller(
         conn,
         declared,
-        tenant_ids=tenant_ids_in,
+        tenant_ids=tenant_ids_lookup(),
         options=backfill.Options(
             batch_rows=int(options.get("batch_rows") or backfill.DEFAULT_BATCH_ROWS),
             throttle_ms=int(options.get("throttle_ms") or 0),
@@ -114,6 +115,27 @@ def plan_shared_lanes(run: MigrationRun, conn: sa.Connection) -> int:
             ignore_conflicts=True,
         )
     return len(lanes)
+
+
+def tenant_ids_lookup() -> Callable[[str], list[int]]:
+    """tenant_ids_in, with every schema tenant's id read in one query on first use (a batch
+    fills many schemas: one query each would cost as much as a small schema's fill)."""
+    by_schema: dict[str, list[int]] | None = None
+
+    def lookup(schema: str) -> list[int]:
+        nonlocal by_schema
+        if schema in (TEMPLATE_SCHEMA, SHARED_SCHEMA):
+            return tenant_ids_in(schema)
+        if by_schema is None:
+            by_schema = {}
+            for name, pk in Tenant.objects.filter(isolation=Isolation.SCHEMA).values_list(
+                "schema_name", "pk"
+            ):
+                by_schema.setdefault(name, []).append(pk)
+        found = by_schema.get(schema)
+        return found if found is not None else tenant_ids_in(schema)  # onboarded since
+
+    return lookup
 
 
 def tenant_ids_in(schema: str) -> list[int]:
