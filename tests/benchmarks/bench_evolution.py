@@ -65,6 +65,7 @@ def fill(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
     from psycopg import sql
 
     from tenants.database_roles import owner_connection
+    from tenants.ids import ensure_id_sequence
     from tenants.models import Isolation, Tenant, TenantStatus, schema_name_for
     from tests.migrations_sqla.support import make_tenants, set_template
 
@@ -88,6 +89,9 @@ def fill(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
         " FROM p, generate_series(1, %(n)s) g"
     )
     with owner_connection() as conn:
+        for tenant in [*schema_tenants, *rls]:  # 0006: ids come from the tenant's sequence
+            ensure_id_sequence(conn, tenant.pk)
+        conn.commit()
         conn.execute("ALTER TABLE shared.tasks DISABLE TRIGGER USER")  # no history for the fill
         for tenant, schema, count in [
             *((t, t.schema_name, args.tasks) for t in schema_tenants),
