@@ -7,9 +7,11 @@ one schema in batches of at most `batch_rows` rows, each its own short transacti
 `app.tenant_id` and the owner-only history stand-down set transaction-locally, so the rows'
 history does not grow by a backfill that changes no value a client wrote), walking each tenant's
 rows by `(tenant_id, id)` keyset order, sleeping `throttle_ms` between batches. In the shared
-schema it walks every rls tenant's rows in turn. Its `migrate()` has the migrator's shape (one
-schema in, an Outcome out, never raising for the schema), so the fan-out's batches run it as they
-run SchemaMigrator. Progress (rows written, and the keyset position) is reported through a
+schema the rows of every rls tenant are split into lanes (`plan_lanes`: contiguous ranges of the
+pending rows in `(tenant_id, id)` order, about as many rows each), one step each, named
+`shared/<n>` (`lane_name`), which the fan-out's workers run side by side; a lane's bounds travel
+in its progress. Its `migrate()` has the migrator's shape (one schema or lane in, an Outcome out,
+never raising for the schema), so the fan-out's batches run it as they run SchemaMigrator. Progress (rows written, and the keyset position) is reported through a
 callback; given back as `resume_from`, a redelivered schema (its worker was SIGKILLed, the
 database restarted) carries on from there, and is correct from anywhere because the predicate
 skips rows already filled. Never changes a table's shape.
@@ -39,6 +41,10 @@ from migrations_sqla.migrator import (
 
 DEFAULT_BATCH_ROWS = 1000
 REPORT_S = 0.5
+LANE_SEP = "/"
+ID_MAX = 2**63 - 1
+# Position of a row in (tenant_id, id) order; a lane is [from, to), None meaning unbounded.
+Position = list[int]
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,71 @@ class Options:
     statement_timeout: str = "1min"
 
 
-# progress(schema, {"rows": n, "cursor": [tenant_id, last_id]})
+def lane_name(schema: str, number: int) -> str:
+    """The step name of lane `number` (from 1) of `schema`'s backfill."""
+    return f"{schema}{LANE_SEP}{number}"
+
+
+def split_lane(name: str) -> tuple[str, int | None]:
+    """(schema, lane number) of a step name; (schema, None) for a whole schema."""
+    schema, sep, number = name.partition(LANE_SEP)
+    return (schema, int(number)) if sep else (schema, None)
+
+
+def plan_lanes(
+    raw: psycopg.Connection,
+    schema: str,
+    backfill: Backfill,
+    tenant_ids: list[int],
+    *,
+    lanes: int,
+    min_rows: int,
+) -> list[dict[str, Position | None]]:
+    """At most `lanes` lanes of about equal pending rows (at least `min_rows` each) over the
+    rls tenants' rows of `schema`: [{"from": position or None, "to": position or None}].
+
+    Counted per tenant (row-level security is forced on the owner too: each count is in its
+    own tenant's transaction); a lane boundary inside a tenant is the id of its k-th pending row.
+    The first lane starts at the beginning and the last one ends at the end, so rows a count
+    missed are still some lane's.
+    """
+    table = sql.Identifier(check_schema_name(schema), backfill.table)
+    counts: list[tuple[int, int]] = []
+    count = sql.SQL(
+        "SELECT count(*) FROM {table} WHERE tenant_id = %(t)s::bigint AND {pending}"
+    ).format(table=table, pending=sql.SQL(backfill.pending))
+    nth = sql.SQL(
+        "SELECT id FROM {table} WHERE tenant_id = %(t)s::bigint AND {pending}"
+        " ORDER BY id OFFSET %(k)s LIMIT 1"
+    ).format(table=table, pending=sql.SQL(backfill.pending))
+    with raw.transaction():
+        for tenant in sorted(tenant_ids):
+            raw.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant),))
+            found = raw.execute(count, {"t": tenant}).fetchone()
+            if found and found[0]:
+                counts.append((tenant, int(found[0])))
+    total = sum(n for _t, n in counts)
+    wanted = max(1, min(lanes, total // max(1, min_rows)))
+    if wanted == 1:
+        return [{"from": None, "to": None}]
+    share = total / wanted
+    cuts: list[Position] = []
+    seen = 0
+    with raw.transaction():
+        for tenant, n in counts:
+            while len(cuts) < wanted - 1 and seen + n > share * (len(cuts) + 1):
+                offset = int(share * (len(cuts) + 1)) - seen
+                raw.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant),))
+                row = raw.execute(nth, {"t": tenant, "k": offset}).fetchone()
+                if row is None:
+                    break
+                cuts.append([tenant, int(row[0])])
+            seen += n
+    bounds: list[Position | None] = [None, *cuts, None]
+    return [{"from": bounds[i], "to": bounds[i + 1]} for i in range(len(bounds) - 1)]
+
+
+# progress(schema, {"rows": n, "cursor": [tenant_id, last_id], "lane": bounds})
 Progress = Callable[[str, dict[str, Any]], None]
 
 
@@ -104,12 +174,15 @@ class SchemaBackfiller:
         recorded: dict[str, str] | None = None,
     ) -> Outcome:
         """Fill `schema`'s pending rows in batches; MIGRATED when rows were written, else SKIPPED."""
-        del attempted_before, recorded  # idempotent from anywhere: the predicate decides
+        del recorded  # idempotent from anywhere: the predicate decides
         outcome = Outcome()
         started = time.perf_counter()
         try:
-            check_schema_name(schema)
-            state = dict(self.resume_from(schema)) if self.resume_from else {}
+            lane = split_lane(schema)[1]
+            check_schema_name(split_lane(schema)[0])
+            # A schema's first try has nothing recorded; a lane's bounds are in its progress.
+            fresh = not attempted_before and lane is None
+            state = dict(self.resume_from(schema)) if self.resume_from and not fresh else {}
             rows = self._fill(schema, state, outcome)
             outcome.result = Result.MIGRATED if rows else Result.SKIPPED
         except ConnectionLost:
@@ -124,30 +197,39 @@ class SchemaBackfiller:
         outcome.duration_ms = round((time.perf_counter() - started) * 1000, 2)
         return outcome
 
-    def _fill(self, schema: str, state: dict[str, Any], outcome: Outcome) -> int:
+    def _fill(self, name: str, state: dict[str, Any], outcome: Outcome) -> int:
+        """Fill the schema (or the lane) `name` from where `state` says an earlier try stopped."""
+        schema, _lane = split_lane(name)
         rows = int(state.get("rows", 0))
         cursor = state.get("cursor") or [None, 0]
+        lane = state.get("lane") or {"from": None, "to": None}
+        start, end = lane.get("from"), lane.get("to")
         statement = self._statement(schema)
         last_report = time.monotonic()
         for tenant_id in sorted(self.tenant_ids(schema)):
             if cursor[0] is not None and tenant_id < cursor[0]:
                 continue  # finished before the interruption
+            if (start and tenant_id < start[0]) or (end and tenant_id > end[0]):
+                continue  # another lane's
             last_id = int(cursor[1]) if cursor[0] == tenant_id else 0
-            while True:
-                high, written = self._batch(statement, tenant_id, last_id, outcome)
+            if start and tenant_id == start[0]:
+                last_id = max(last_id, int(start[1]) - 1)
+            before = int(end[1]) if end and tenant_id == end[0] else ID_MAX
+            while last_id < before - 1:
+                high, written = self._batch(statement, tenant_id, last_id, before, outcome)
+                rows += written
                 if high is None:
                     break
-                rows += written
                 last_id = high
                 cursor = [tenant_id, last_id]
                 if self.progress and time.monotonic() - last_report >= REPORT_S:
-                    self.progress(schema, {"rows": rows, "cursor": cursor})
+                    self.progress(name, {"rows": rows, "cursor": cursor, "lane": lane})
                     last_report = time.monotonic()
                 if self.options.throttle_ms:
                     self.sleep(self.options.throttle_ms / 1000)
-            cursor = [tenant_id, 2**63 - 1]
+            cursor = [tenant_id, ID_MAX]
         if self.progress:
-            self.progress(schema, {"rows": rows, "cursor": cursor, "done": True})
+            self.progress(name, {"rows": rows, "cursor": cursor, "lane": lane, "done": True})
         return rows
 
     def _statement(self, schema: str) -> str:
@@ -159,10 +241,11 @@ class SchemaBackfiller:
             " set_config('app.tenant_id', %(tenant)s, true),"
             " set_config('app.copying_tenant', 'on', true);"
             "WITH batch AS (SELECT id FROM {table} WHERE tenant_id = %(tenant)s::bigint"
-            " AND id > %(after)s ORDER BY tenant_id, id LIMIT %(limit)s),"
+            " AND id > %(after)s AND id < %(before)s ORDER BY tenant_id, id LIMIT %(limit)s),"
             " written AS (UPDATE {table} SET {assign} FROM batch"
             " WHERE {table}.id = batch.id AND {pending} RETURNING 1)"
-            " SELECT (SELECT max(id) FROM batch) AS high, (SELECT count(*) FROM written);"
+            " SELECT (SELECT max(id) FROM batch) AS high, (SELECT count(*) FROM written),"
+            " (SELECT count(*) FROM batch);"
             "COMMIT"
         ).format(
             lock=sql.Literal(self.options.lock_timeout),
@@ -174,10 +257,15 @@ class SchemaBackfiller:
         return query.as_string(self.raw)
 
     def _batch(
-        self, statement: str, tenant_id: int, after: int, outcome: Outcome
+        self, statement: str, tenant_id: int, after: int, before: int, outcome: Outcome
     ) -> tuple[int | None, int]:
         """One batch in its own transaction, retried on lock timeouts; (highest id seen, written)."""
-        params = {"tenant": str(tenant_id), "after": after, "limit": self.options.batch_rows}
+        params = {
+            "tenant": str(tenant_id),
+            "after": after,
+            "before": before,
+            "limit": self.options.batch_rows,
+        }
         for attempt in range(MAX_ATTEMPTS):
             outcome.attempts = max(outcome.attempts, attempt + 1)
             try:
@@ -191,7 +279,10 @@ class SchemaBackfiller:
                     if not cur.nextset():
                         break
                 assert row is not None
-                return (int(row[0]) if row[0] is not None else None), int(row[1])
+                if row[0] is None:
+                    return None, 0
+                # A short batch was the tenant's last: no round trip to find nothing more.
+                return (int(row[0]) if row[2] == self.options.batch_rows else None), int(row[1])
             except errors.LockNotAvailable:
                 self._rollback()
                 if attempt + 1 == MAX_ATTEMPTS:

@@ -79,24 +79,31 @@ def head_revision(location: str = "") -> str:
 
 
 def released_head(location: str = "") -> str | None:
-    """The script directory's head, below any trailing contract steps (`contract_step = True`).
+    """The newest revision below the oldest pending contract step (`contract_step = True`).
 
     A contract step drops what old code still reads, so no ordinary run, setup_platform or
     onboarding ever reaches it by asking for "head": the evolution's contract phase names it
-    (control_plane.evolution), once its gate holds. A contract step that later releases say
-    `contract_released = True` (the contract is done everywhere) counts as head again.
+    (control_plane.evolution), once its gate holds. Revisions a later release stacks on a
+    pending contract step stay out of "head" with it: "head" never applies a contract on the
+    way. A release marks the contract done everywhere with `contract_released = True` in each
+    of its steps; from then on they are ordinary revisions of "head" (a schema the contract
+    phase missed, a restored one, gets them from any run).
     """
     script = script_directory(location)
     head = script.get_current_head()
-    found: Script | None = script.get_revision(head) if head else None
-    while found is not None and _pending_contract(found):
-        parent = found.down_revision
-        found = script.get_revision(parent) if isinstance(parent, str) else None
-    return found.revision if found is not None else None
+    if head is None:
+        return None
+    released: str | None = head
+    for revision in script.iterate_revisions(head, "base"):  # newest first
+        if _pending_contract(revision):
+            parent = revision.down_revision
+            released = parent if isinstance(parent, str) else None
+    return released
 
 
 def pending_contract_steps(location: str = "") -> list[Script]:
-    """The contract steps above the released head, oldest first (not applied by "head")."""
+    """The revisions above the released head, oldest first (not applied by "head"): the
+    pending contract steps, and whatever a later release stacked on them."""
     script = script_directory(location)
     released = released_head(location)
     head = script.get_current_head()

@@ -7,7 +7,8 @@ schema, so it has the fan-out's leases, reaper, retries, budget, cancel and resu
 - expand: a run to the expand revision (column, sync trigger, history column list, indexes
   built CONCURRENTLY);
 - backfill: a backfill run of the expand revision's BACKFILL (bounded batches, throttle,
-  progress per schema, resumable from its recorded keyset position);
+  progress per schema, resumable from its recorded keyset position); the shared schema's rows
+  are split into lanes (`lanes`, default the concurrency) that the workers fill side by side;
 - switch: a last backfill run (a sweep that finds nothing to write when the trigger did its
   job, and proves every schema, including tenants created since, is filled), then the read
   switch flips to the new shape; processes see it within a second (tenants.switches);
@@ -43,6 +44,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "batch_size": 50,
     "batch_rows": 1000,
     "throttle_ms": 0,
+    "lanes": 0,  # of the shared schema's backfill; 0: as many as the concurrency
     "lock_timeout": "2s",
     "statement_timeout": "1min",
     "max_failures": "0",
@@ -231,6 +233,7 @@ def _start(
             options={
                 "batch_rows": int(options["batch_rows"]),
                 "throttle_ms": int(options["throttle_ms"]),
+                "lanes": int(options.get("lanes") or 0),
             },
             **common,
         )

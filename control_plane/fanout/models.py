@@ -11,11 +11,18 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 from tenants.models import Tenant
 
 # The largest count a PositiveIntegerField holds in PostgreSQL (an integer column).
 COUNT_MAX = 2**31 - 1
+
+
+# A backfill's lanes of the shared schema (tenant null, named `shared/<n>`) are dispatched,
+# counted and budgeted like tenants; the template and shared steps themselves are not.
+LANE_STEPS = Q(tenant__isnull=True, schema_name__contains="/")
+WORK_STEPS = Q(tenant__isnull=False) | LANE_STEPS
 
 
 class RunStatus(models.TextChoices):

@@ -22,19 +22,23 @@ from django.utils import timezone
 
 from control_plane.fanout import liveness, runs
 from control_plane.fanout.models import (
+    LANE_STEPS,
+    WORK_STEPS,
     MigrationRun,
+    Operation,
     RunStatus,
     Stage,
     StepStatus,
     TenantMigration,
 )
 from control_plane.fanout.outcomes import step_status
-from control_plane.fanout.steppers import stepper_for
+from control_plane.fanout.steppers import plan_shared_lanes, stepper_for
 from control_plane.observability import metrics
 from migrations_sqla import scripts
 from migrations_sqla.migrator import Target, owner_engine, platform_schemas
 from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
 from tenants.models import Isolation, Tenant, TenantStatus
+from tenants.placement import SHARED_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +132,12 @@ def migrate_platform_schemas(run: MigrationRun) -> bool:
     with owner_engine().connect() as conn:
         migrator = stepper_for(run, conn, target)
         for schema in platform_schemas(conn):
+            if (
+                run.operation == Operation.BACKFILL
+                and schema == SHARED_SCHEMA
+                and plan_shared_lanes(run, conn)
+            ):
+                continue  # its lanes are steps the batches fill side by side
             step, new_step = TenantMigration.objects.update_or_create(
                 run=run,
                 schema_name=schema,
@@ -234,7 +244,8 @@ def _dispatch(run: MigrationRun, *, canary: bool, lane: int | None) -> tuple[boo
     """Hand out batches of unassigned pending tenants up to the free slots.
 
     The first goes to `lane` (the calling task carries on with it), the others to new batch
-    tasks. Returns (the lane got tenants, tenants are waiting or were handed out).
+    tasks. Returns (the lane got tenants, tenants are waiting or were handed out). After the
+    canaries, the shared schema's backfill lanes go first, one per batch.
     """
     waiting = run.steps.filter(tenant__isnull=False, status=StepStatus.PENDING, batch__isnull=True)
     if canary:
@@ -242,6 +253,19 @@ def _dispatch(run: MigrationRun, *, canary: bool, lane: int | None) -> tuple[boo
     slots = run.concurrency - _in_flight(run)
     keep = False
     sent: list[int] = []
+    lanes = run.steps.filter(LANE_STEPS, status=StepStatus.PENDING, batch__isnull=True)
+    lane_ids = (
+        [] if canary or slots <= 0 else list(lanes.order_by("id").values_list("id", flat=True))
+    )
+    for step_id in lane_ids[:slots]:
+        if lane is not None and not keep:
+            number, keep = lane, True
+        else:
+            run.batches_dispatched += 1
+            number = run.batches_dispatched
+            sent.append(number)
+        TenantMigration.objects.filter(id=step_id).update(batch=number)
+        slots -= 1
     # Near the end, split what is left evenly, so no batch finishes long after the others.
     size = min(run.batch_size, -(-waiting.count() // run.concurrency)) if slots > 0 else 0
     while slots > 0:
@@ -259,7 +283,7 @@ def _dispatch(run: MigrationRun, *, canary: bool, lane: int | None) -> tuple[boo
     if sent:
         run.save(update_fields=["batches_dispatched"])
         transaction.on_commit(functools.partial(_send_batches, run.pk, sent))
-    return keep, keep or bool(sent) or waiting.exists()
+    return keep, keep or bool(sent) or waiting.exists() or (not canary and lanes.exists())
 
 
 def _send_batches(run_id: int, batches: list[int]) -> None:
@@ -277,14 +301,17 @@ def check_budget(run_id: int) -> None:
 
 def halt_if_budget_spent(run: MigrationRun) -> bool:
     """Fail the run (stop dispatching) once failures exceed the budget; canaries have none."""
-    failed = run.steps.filter(tenant__isnull=False, status=StepStatus.FAILED)
+    failed = run.steps.filter(WORK_STEPS, status=StepStatus.FAILED)
     failed_count = failed.count()
     if not failed_count:
         return False
     if failed.filter(canary=True).exists():
         _finish(run, RunStatus.FAILED, f"A canary tenant failed ({failed_count} failed).")
         return True
-    total = run.steps.filter(tenant__isnull=False).count()
+    if failed.filter(LANE_STEPS).exists():
+        _finish(run, RunStatus.FAILED, f"A lane of the {SHARED_SCHEMA} schema failed.")
+        return True
+    total = run.steps.filter(WORK_STEPS).count()
     budget = run.failure_budget(total)
     if failed_count > budget:
         _finish(
@@ -336,7 +363,7 @@ def settle_finished(run: MigrationRun, *, force: bool = False) -> None:
     """
     if not force and run.status != RunStatus.FAILED:
         return
-    steps = run.steps.filter(tenant__isnull=False)
+    steps = run.steps.filter(WORK_STEPS)
     unfinished = steps.filter(status__in=(StepStatus.PENDING, StepStatus.RUNNING)).count()
     failed = steps.filter(status=StepStatus.FAILED).count()
     if not unfinished and not failed:

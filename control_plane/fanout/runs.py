@@ -18,6 +18,7 @@ from django.utils import timezone
 from control_plane.celery import app as celery_app
 from control_plane.fanout.models import (
     COUNT_MAX,
+    WORK_STEPS,
     MigrationRun,
     Operation,
     RunStatus,
@@ -285,11 +286,10 @@ def retry_tenant(run: MigrationRun, slug: str) -> TenantMigration:
 
 
 def run_counts(run: MigrationRun) -> dict[str, int]:
-    """Tenants of the run by status, in one GROUP BY (platform schemas are not counted)."""
+    """Tenants (and shared backfill lanes) of the run by status, in one GROUP BY (the template
+    and shared steps are not counted)."""
     rows = (
-        TenantMigration.objects.filter(run=run, tenant__isnull=False)
-        .values("status")
-        .annotate(n=Count("id"))
+        TenantMigration.objects.filter(WORK_STEPS, run=run).values("status").annotate(n=Count("id"))
     )
     counts = {status: 0 for status in StepStatus.values}
     for row in rows:

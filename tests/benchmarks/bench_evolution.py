@@ -4,7 +4,7 @@ Run from the repository root (PostgreSQL at 127.0.0.1:5432 with superuser `postg
 
     .venv/bin/python -m tests.benchmarks.bench_evolution [--tenants 1000] [--tasks 20]
         [--rls-tenants 100] [--shared-rows 1000000] [--concurrency 2] [--batch-rows 1000]
-        [--redis-url redis://127.0.0.1:6379/9] [--keep]
+        [--redis-url redis://127.0.0.1:6379/9] [--db taskflow_bench_evolution] [--keep]
 
 `--tenants` schemas cloned from the template at the expand's parent revision, each with `--tasks`
 tasks, and a shared schema of `--shared-rows` tasks over `--rls-tenants` rls tenants. For each
@@ -21,15 +21,21 @@ phase, in one run, side by side:
 - contract: the bare loop (DROP INDEX CONCURRENTLY, then the column), undone, against the
   evolution's contract (its two fan-outs).
 
-Throughout, a writer thread updates random tasks as old code does (`due_date`) at a fixed rate;
-per phase it reports p50/p99 of those writes against an idle window and the errors. Prints
+Throughout, a writer thread updates random tasks as old code does (`due_date`) at a fixed rate,
+and an API client drives the TaskFlow API through gunicorn (2 gthread workers, the platform's
+gunicorn.conf.py): every WRITE_EVERY_S, in turn, a page of tasks and a PATCH of a task's
+`due_date`, of a schema tenant and of an rls tenant. Per phase both report p50/p99 against an
+idle window measured in the same run, and their errors (any 5xx or 4xx). The API of this release
+reads `due_date`, so the client (old code) stops before the contract, and the contract starts
+past the gate (the API's processes served `due_date` within the report TTL), confirmed. Prints
 schemas/s and rows/s; targets: the evolution >= 0.5x the bare loop's rate in each phase, 0
-errors. Makes and drops its own database (`taskflow_bench_evolution`).
+errors. Makes and drops its own database (`--db`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -49,7 +55,7 @@ from tests.benchmarks.bench_onboarding import ROOT, bench_env, create_database, 
 BENCH_DB = "taskflow_bench_evolution"
 TARGET = 0.5
 WRITE_EVERY_S = 0.02
-PARENT, EXPAND, INDEXES_GONE, CONTRACT = "0005", "0007", "0007d", "0007c"
+PARENT, EXPAND, INDEXES_GONE, CONTRACT = "0006", "0007", "0007d", "0007c"  # 0007 follows 0006
 
 
 # --- Data --------------------------------------------------------------------------------------
@@ -59,6 +65,7 @@ def fill(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
     from psycopg import sql
 
     from tenants.database_roles import owner_connection
+    from tenants.ids import ensure_id_sequence
     from tenants.models import Isolation, Tenant, TenantStatus, schema_name_for
     from tests.migrations_sqla.support import make_tenants, set_template
 
@@ -82,6 +89,9 @@ def fill(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
         " FROM p, generate_series(1, %(n)s) g"
     )
     with owner_connection() as conn:
+        for tenant in [*schema_tenants, *rls]:  # 0006: ids come from the tenant's sequence
+            ensure_id_sequence(conn, tenant.pk)
+        conn.commit()
         conn.execute("ALTER TABLE shared.tasks DISABLE TRIGGER USER")  # no history for the fill
         for tenant, schema, count in [
             *((t, t.schema_name, args.tasks) for t in schema_tenants),
@@ -258,18 +268,157 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+# --- Load: an API client through gunicorn ------------------------------------------------------
+
+
+API_TASKS = 200
+
+
+def api_tenants() -> list[tuple[str, str]]:
+    """A schema tenant and an rls tenant with API_TASKS tasks each: [(host, member token)]."""
+    from psycopg import sql
+
+    from tenants.database_roles import owner_connection
+    from tenants.models import Isolation, Tenant
+    from tenants.placement import SHARED_SCHEMA
+    from tenants.provisioning import provision_storage
+    from tests.factories import make_member, make_tenant
+
+    out = []
+    for slug, isolation in (("evoapis", Isolation.SCHEMA), ("evoapir", Isolation.RLS)):
+        tenant = make_tenant(slug, isolation=isolation)
+        Tenant.objects.filter(pk=tenant.pk).update(revisions=provision_storage(tenant))
+        schema = tenant.schema_name if isolation == Isolation.SCHEMA else SHARED_SCHEMA
+        with owner_connection() as conn:
+            conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant.pk),))
+            conn.execute(
+                sql.SQL(
+                    "WITH p AS (INSERT INTO {s}.projects (tenant_id, key, name) VALUES (%(t)s,"
+                    " 'P', 'p') RETURNING id) INSERT INTO {s}.tasks (tenant_id, project_id,"
+                    " title, due_date) SELECT %(t)s, p.id, 't' || g, date '2026-12-01' + g"
+                    " FROM p, generate_series(1, %(n)s) g"
+                ).format(s=sql.Identifier(schema)),
+                {"t": tenant.pk, "n": API_TASKS},
+            )
+            conn.commit()
+        _, token = make_member(tenant, f"{slug}@example.com", role="member")
+        out.append((f"{slug}.localhost", token))
+    return out
+
+
+class Gunicorn:
+    """The API under gunicorn with the platform's configuration, on a free port."""
+
+    def __init__(self, env: dict[str, str], log: Path, workers: int = 2) -> None:
+        from tests.benchmarks.bench_taskflow_api import GUNICORN, HOST, Http
+        from tests.processes import free_port
+
+        self.port = free_port()
+        self.log = log.open("wb")
+        self.proc = subprocess.Popen(
+            [GUNICORN, "control_plane.wsgi:application", "-c", "platform/gunicorn.conf.py",
+             "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
+             "--workers", str(workers), "--threads", "4", "--keep-alive", "30"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log,
+        )  # fmt: skip
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if Http(self.port, HOST, "").get("/healthz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit(f"gunicorn did not start; see {log}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        from tests.processes import stop_process
+
+        stop_process(self.proc, timeout=20)
+        self.log.close()
+
+
+class ApiClient(threading.Thread):
+    """Every WRITE_EVERY_S, in turn over the tenants: GET a page of tasks, then PATCH the
+    due_date of a task of that page (its version from the page); latencies by mark."""
+
+    def __init__(self, port: int, tenants: list[tuple[str, str]]) -> None:
+        super().__init__(daemon=True)
+        self.port, self.tenants = port, tenants
+        self.mark = "idle"
+        self.samples: dict[str, list[float]] = {}
+        self.errors: dict[str, list[str]] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import http.client
+
+        conns = [
+            http.client.HTTPConnection("127.0.0.1", self.port, timeout=60) for _ in self.tenants
+        ]
+        pages: list[list[dict[str, Any]]] = [[] for _ in self.tenants]
+        turn = 0
+        while not self.stop.is_set():
+            index = (turn // 2) % len(self.tenants)
+            host, token = self.tenants[index]
+            headers = {"Host": host, "Authorization": f"Bearer {token}"}
+            if turn % 2 == 0 or not pages[index]:
+                method, path, body = "GET", "/api/v1/tasks?limit=20", None
+            else:
+                task = random.choice(pages[index])
+                method, path = "PATCH", f"/api/v1/tasks/{task['id']}"
+                day = f"2027-{random.randint(1, 12):02d}-{random.randint(1, 28):02d}"
+                body = json.dumps({"due_date": day, "version": task["version"]})
+                headers["Content-Type"] = "application/json"
+            mark = self.mark
+            started = time.perf_counter()
+            try:
+                conns[index].request(method, path, body=body, headers=headers)
+                response = conns[index].getresponse()
+                payload = response.read()
+                elapsed = time.perf_counter() - started
+                if response.status >= 400:
+                    self.errors.setdefault(mark, []).append(
+                        f"{method} {path} -> {response.status} {payload[:200]!r}"
+                    )
+                else:
+                    self.samples.setdefault(mark, []).append(elapsed)
+                    data = json.loads(payload)
+                    if method == "GET":
+                        pages[index] = data["results"]
+                    else:
+                        pages[index] = [data if t["id"] == data["id"] else t for t in pages[index]]
+            except (OSError, http.client.HTTPException) as exc:
+                self.errors.setdefault(mark, []).append(f"{method} {path}: {exc}")
+                conns[index] = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            turn += 1
+            time.sleep(WRITE_EVERY_S)
+        for conn in conns:
+            conn.close()
+
+
 # --- Platform ----------------------------------------------------------------------------------
 
 
 def platform_phase(evolution: Any, phase: str, **kwargs: Any) -> tuple[float, int]:
     from control_plane.evolution import phases
+    from control_plane.evolution.models import EvolutionRun
+    from control_plane.fanout.models import MigrationRun
 
     started = time.perf_counter()
     phases.start_phase(evolution, phase, **kwargs)
     while True:
-        state = phases.evolution_state(evolution)
-        if state["finished"]:
-            break
+        # As a watcher that settles each run once it ends (the contract's second run starts
+        # then), but polling only the run's status: the page's full state is not the work.
+        newest = EvolutionRun.objects.filter(evolution=evolution).order_by("-id").first()
+        assert newest is not None
+        status = MigrationRun.objects.filter(pk=newest.run_id).values_list("status", flat=True)
+        if status.get() in ("succeeded", "failed", "cancelled"):
+            state = phases.evolution_state(evolution)
+            if state["finished"]:
+                break
         time.sleep(0.05)
     seconds = time.perf_counter() - started
     if state["status"] != "idle" or state["completed"] != phase:
@@ -293,16 +442,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--db", default=BENCH_DB, help="The database it makes and drops.")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     os.chdir(ROOT)
     load = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench_evolution_"))
-    print(f"creating database {BENCH_DB} ...", file=sys.stderr)
-    create_database(BENCH_DB)
-    env = bench_env(BENCH_DB, "control_plane.settings")
+    print(f"creating database {args.db} ...", file=sys.stderr)
+    create_database(args.db)
+    env = bench_env(args.db, "control_plane.settings")
     env.update(REDIS_URL=args.redis_url, CACHE_KEY_PREFIX="tfbenchev")
-    worker = None
+    worker = server = None
     try:
         subprocess.run(
             [sys.executable, "manage.py", "setup_platform"], cwd=ROOT, env=env, check=True,
@@ -318,6 +468,7 @@ def main() -> None:
         from control_plane.evolution import phases
 
         schema_tenants, rls = fill(args)
+        api = api_tenants()
         owner_url = settings.MIGRATION_DATABASE_URL.replace("postgres://", "postgresql://", 1)
         schemas = ["template", "shared", *(t.schema_name for t in schema_tenants)]
         pairs = [(t.schema_name, t.pk) for t in schema_tenants] + [("shared", t.pk) for t in rls]
@@ -336,15 +487,18 @@ def main() -> None:
             {"concurrency": args.concurrency, "batch_size": args.batch_size,
              "batch_rows": args.batch_rows, "lock_timeout": "5s"},
         )  # fmt: skip
+        server = Gunicorn(env, ROOT / ".data" / "gunicorn-bench-evolution.log")
+        client = ApiClient(server.port, api)
+        client.start()
         writer = Writer(owner_url, random.sample(pairs, min(len(pairs), 200)))
         writer.start()
-        time.sleep(3)  # the idle window
+        time.sleep(10)  # the idle window
         results: dict[str, dict[str, Any]] = {}
 
         def measure(name: str, fn: Callable[[], tuple[float, int]]) -> tuple[float, int]:
-            writer.mark = name
+            writer.mark = client.mark = name
             out = fn()
-            writer.mark = "between"
+            writer.mark = client.mark = "between"
             return out
 
         print("expand: bare loop, undo, evolution ...", file=sys.stderr)
@@ -379,17 +533,25 @@ def main() -> None:
         b = measure("bare contract", bare_contract)
         bare(owner_url, schemas, args.concurrency, schema_step(CONTRACT, EXPAND))
         writer.stop.set()  # old code is gone before the contract: the gate asks for that
+        client.stop.set()
         writer.join()
-        p = platform_phase(evolution, "contract")
+        client.join()
+        server.stop()
+        server = None
+        p = platform_phase(evolution, "contract", override=True, confirm=True)
         results["contract"] = {"bare": b, "platform": p, "unit": "schemas", "n": len(schemas)}
         print(report(args, results, writer, load))
+        print(report_http(client, os.getloadavg()[0]))
+        print(breakdown(evolution))
     finally:
+        if server is not None:
+            server.stop()
         if worker is not None:
             worker.terminate()
             worker.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
-            drop_database(BENCH_DB)
+            drop_database(args.db)
 
 
 def report(
@@ -447,6 +609,54 @@ def report(
         lines.append(f"first error: {all_errors[0]}")
     if idle:
         lines.append(f"idle median {statistics.median(idle) * 1000:.2f} ms")
+    return "\n".join(lines)
+
+
+def breakdown(evolution: Any) -> str:
+    """Where each phase run's time went: waiting for a worker, the template and shared schemas,
+    the tenants (first started to last finished), and the tail to the run's end."""
+    from django.db.models import Max, Min
+
+    from control_plane.evolution.models import EvolutionRun
+
+    lines = ["", "run breakdown, s: queued, platform schemas, tenants+lanes, tail"]
+    for record in EvolutionRun.objects.filter(evolution=evolution).select_related("run"):
+        run = record.run
+        work = run.steps.exclude(tenant__isnull=True, schema_name__in=("template", "shared"))
+        span = work.aggregate(first=Min("started_at"), last=Max("finished_at"))
+        if not (run.started_at and run.finished_at and span["first"] and span["last"]):
+            continue
+        lines.append(
+            f"{record.phase}.{record.step} run {run.pk}:"
+            f" {(run.started_at - run.created_at).total_seconds():.2f},"
+            f" {(span['first'] - run.started_at).total_seconds():.2f},"
+            f" {(span['last'] - span['first']).total_seconds():.2f},"
+            f" {(run.finished_at - span['last']).total_seconds():.2f}"
+        )
+    return "\n".join(lines)
+
+
+def report_http(client: ApiClient, load: float) -> str:
+    idle = client.samples.get("idle", [])
+    idle99 = pct(idle, 0.99)
+    lines = [
+        "",
+        f"API client through gunicorn (GET a page / PATCH due_date, one every"
+        f" {WRITE_EVERY_S * 1000:.0f} ms, a schema and an rls tenant): p50/p99 ms, errors"
+        f" (load avg at the end {load:.1f})",
+        f"{'window':<15} {'n':>6} {'p50':>8} {'p99':>8} {'p99/idle':>9} {'errors':>7}",
+    ]
+    for mark in ["idle", "bare expand", "expand", "bare backfill", "backfill", "switch",
+                 "bare contract"]:  # fmt: skip
+        samples = client.samples.get(mark, [])
+        errors = client.errors.get(mark, [])
+        lines.append(
+            f"{mark:<15} {len(samples):6d} {pct(samples, 0.5):8.2f} {pct(samples, 0.99):8.2f}"
+            f" {pct(samples, 0.99) / idle99 if idle else float('nan'):9.2f} {len(errors):7d}"
+        )
+    all_errors = [e for errs in client.errors.values() for e in errs]
+    if all_errors:
+        lines.append(f"first error: {all_errors[0]}")
     return "\n".join(lines)
 
 

@@ -78,7 +78,12 @@ def test_a_backfill_run_has_the_expand_revisions_backfill_and_never_skips() -> N
     record = phases.start_phase(evolution, Phase.BACKFILL)
     assert record is not None
     assert record.run.operation == Operation.BACKFILL
-    assert record.run.options == {"batch_rows": 1000, "throttle_ms": 0, "revision": "0007"}
+    assert record.run.options == {
+        "batch_rows": 1000,
+        "throttle_ms": 0,
+        "lanes": 0,
+        "revision": "0007",
+    }
     assert record.run.verify is True
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from control_plane.evolution import phases
 from control_plane.evolution.models import Phase
+from control_plane.fanout import runs
 from control_plane.fanout.models import RunStatus, StepStatus
 from tenants import switches
 from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
@@ -27,6 +28,8 @@ from tests.evolution.support import (
     set_template,
     wait_for,
 )
+from tests.evolution.test_release import CONTRACT_FILES, copy_versions
+from tests.fanout.support import wait_for_run
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("evolution_worker", "committed")]
 
@@ -53,7 +56,7 @@ def platform(unique: str):
     restore_platform(prefix)
 
 
-def test_expand_backfill_switch_contract_with_rollbacks(platform) -> None:
+def test_expand_backfill_switch_contract_with_rollbacks(platform, tmp_path) -> None:
     evolution, schema_tenants, rls_tenants = platform
     everyone = [*schema_tenants, *rls_tenants]
     schemas = [TEMPLATE_SCHEMA, SHARED_SCHEMA, *(t.schema_name for t in schema_tenants)]
@@ -115,7 +118,9 @@ def test_expand_backfill_switch_contract_with_rollbacks(platform) -> None:
         for _id, due_date, due_at in rows(t):
             assert due_at == midnight(due_date)
     steps = {s.schema_name: s for s in record.run.steps.all()}
-    assert steps[SHARED_SCHEMA].progress["rows"] >= sum(
+    shared = [s for name, s in steps.items() if name.split("/")[0] == SHARED_SCHEMA]
+    assert len(shared) == 2  # its lanes (as many as the concurrency), filled side by side
+    assert sum(int(s.progress["rows"]) for s in shared) >= sum(
         sum(1 for r in rows(t) if r[1] is not None) for t in rls_tenants
     )
     written = sum(int(s.progress.get("rows", 0)) for s in steps.values())
@@ -177,6 +182,16 @@ def test_expand_backfill_switch_contract_with_rollbacks(platform) -> None:
         (first,),
     )[0][0]
     assert set(last) == {"due_at"}
+
+    # Until a release marks the contract released, "head" stays below it: a run to "head" is
+    # refused as a downgrade. Marked released, "head" is the contract and finds nothing to do.
+    with pytest.raises(runs.DowngradeNotConfirmed):
+        runs.start_run(to="head")
+    released = copy_versions(tmp_path, released=CONTRACT_FILES)
+    run = wait_for_run(runs.start_run(to="head", script_location=released).pk, timeout=120)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.target["alembic"] == "0007c"
+    assert runs.run_counts(run)["failed"] == 0
 
 
 def test_a_cancelled_backfill_resumes_where_it_stopped(platform) -> None:

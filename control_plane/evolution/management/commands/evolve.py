@@ -90,6 +90,9 @@ class Command(BaseCommand):
                 )
         except Problem as exc:
             raise CommandError(exc.detail) from exc
+        except (db.OperationalError, db.InterfaceError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CommandError(f"database unavailable, nothing started: {first}") from exc
         if options["wait"] and record is not None:
             self.watch(evolution, timeout=options["timeout"])
 
