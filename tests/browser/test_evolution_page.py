@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from control_plane.evolution import phases
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, Credentials, WebServer
-from tests.browser.test_fanout_run_page import sign_in
+from tests.browser.test_operator_console import sign_in
 from tests.conftest import WorkerProcess
 from tests.evolution.support import (
     add_tasks,

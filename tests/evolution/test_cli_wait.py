@@ -14,6 +14,7 @@ from psycopg import sql
 from control_plane.celery import app as celery_app
 from control_plane.evolution import phases
 from tenants.database_roles import owner_connection
+from tests.conftest import nobody_else_consumes
 from tests.evolution.support import (
     add_tasks,
     make_rls_tenants,
@@ -22,7 +23,6 @@ from tests.evolution.support import (
     set_template,
     wait_for,
 )
-from tests.fanout.test_reaper import nobody_consuming
 from tests.migrations_sqla.support import ROOT
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("evolution_worker", "committed")]
@@ -96,7 +96,7 @@ def test_wait_exits_non_zero_in_one_line_when_the_phase_fails_and_0_once_resumed
 
 
 def test_wait_gives_up_after_its_timeout_in_one_line_and_the_phase_goes_on(tenants) -> None:
-    with nobody_consuming("migrations"):
+    with nobody_else_consumes("migrations"):
         gave_up = evolve("expand", "--wait", "--timeout", "2")
     assert gave_up.returncode == 2, gave_up.stdout
     assert "gave up watching after 2s; it goes on" in one_line(gave_up.stderr)
