@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from taskflow import due
-from taskflow.errors import InvalidInput
+from taskflow.errors import InvalidInput, Unprocessable
 from taskflow.models import MAX_ID, TaskStatus
 
 # A due bound: a date (before that day begins / after it ends, in UTC) or an exact time.
@@ -130,6 +130,8 @@ def parse_moment(value: str, name: str) -> Moment:
             return date.fromisoformat(value)
         moment = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError as exc:
+        if value[4:10] == "-02-29":  # well-formed, but that year has no February 29th
+            raise Unprocessable(name, f"{value[:10]} is not a day of the calendar.") from exc
         raise invalid from exc
     if value[10:11] not in ("T", "t"):
         raise invalid

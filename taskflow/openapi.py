@@ -100,8 +100,16 @@ class QueryParam:
 
 Query = tuple[QueryParam, ...]
 
-# A due bound (taskflow.filters): a date, or a date-time with its offset; or nothing.
-_DAY = r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+# A due bound (taskflow.filters): a date, or a date-time with its offset; or nothing. Years
+# 0001-9999 and each month's own days; February 29th of a common year is the one calendar rule
+# left to the server (a 422, taskflow.filters.parse_moment).
+_YEAR = r"(?:[0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"
+_MONTH_DAY = (
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-9]))"
+)
+_DAY = rf"{_YEAR}-{_MONTH_DAY}"
 DUE_BOUND_PATTERN = (
     rf"^{_DAY}(?:[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{{1,6}})?"
     r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))?$"
