@@ -88,6 +88,7 @@ WORDS = (
     "follow-up", "quarterly", "budget", "contract", "design", "tests", "schema", "backlog",
     "sprint", "roadmap", "feedback", "support", "integration", "webhook", "permissions", "audit",
 )  # fmt: skip
+ASSIGNEES = tuple(f"Member{k}@Bench.example" for k in range(20))
 INVALID_EVERY = 1000  # 0.1% invalid rows
 INVALID_AT = 500
 REPEAT_AT = 700  # and 0.1% of rows repeat the previous row's external id
@@ -286,11 +287,14 @@ class Tenant:
 
     @property
     def emails(self) -> tuple[str, ...]:
-        return tuple(sorted(self.members))
+        return ASSIGNEES
 
 
 def new_tenant() -> Tenant:
     """A schema-mode tenant with the file's projects, autovacuum off on its tasks and history."""
+    from django.contrib.auth.models import User
+
+    from control_plane.identity.models import Membership
     from control_plane.imports.services import members_of
     from taskflow.models import Project
     from tenants.binding import binding_for, tenant_session
@@ -312,6 +316,9 @@ def new_tenant() -> Tenant:
                 f'ALTER TABLE "{binding.schema}".{table} SET (autovacuum_enabled = false,'
                 " toast.autovacuum_enabled = false)"
             )
+    for email in ASSIGNEES:  # the same people in every tenant: one file fits them all
+        user = User.objects.get_or_create(username=email, defaults={"email": email})[0]
+        Membership.objects.create(user=user, tenant=fixture.tenant, role="member")
     members = {email.lower(): user_id for email, user_id in members_of(fixture.tenant.pk)}
     return Tenant(
         fixture.tenant.slug, fixture.tenant.pk, binding.schema, ids, members,
@@ -394,6 +401,8 @@ def time_copy(tenant: Tenant, table_csv: Path) -> float:
     psql(
         "-d",
         BENCH_DB,
+        "-c",  # the tenant's id sequence (the ids' default) is named from it
+        f"SELECT set_config('app.tenant_id', '{tenant.tenant_id}', false)",
         "-c",
         f"\\copy \"{tenant.schema}\".tasks ({TABLE_COLUMNS}) FROM '{table_csv}' WITH (FORMAT csv)",
     )
@@ -419,11 +428,12 @@ def upload(port: int, tenant: Tenant, path: Path) -> int:
     return int(json.loads(payload)["id"])
 
 
-def wait_job(job_id: int, worker: Service, peak: list[float]) -> Any:
+def wait_job(tenant: Tenant, number: int, worker: Service, peak: list[float]) -> Any:
+    """The job the tenant's API numbers `number` (numbers are per tenant), once it ended."""
     from control_plane.imports.models import ImportJob
 
     while True:
-        job = ImportJob.objects.get(pk=job_id)
+        job = ImportJob.objects.get(tenant_id=tenant.tenant_id, number=number)
         child = pool_child(worker)
         if child is not None:
             peak.append(memory_mb(child, "VmHWM"))
@@ -445,7 +455,7 @@ def time_import(
     checkpoint()
     started = time.perf_counter()
     job_id = upload(port, tenant, path)
-    job = wait_job(job_id, worker, peak)
+    job = wait_job(tenant, job_id, worker, peak)
     elapsed = time.perf_counter() - started
     duration = job.duration.total_seconds() if job.duration else float("nan")
     return Imported(elapsed, duration, job)
@@ -511,99 +521,21 @@ def load() -> str:
     return f"{one:.2f} (5-min {five:.2f})"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=2, help="runs of each path (at least 2)")
-    parser.add_argument("--rss-rows", type=int, default=10_000_000, help="0: skip")
-    parser.add_argument("--executemany-sample", type=int, default=0)
-    parser.add_argument("--orm-sample", type=int, default=0)
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the database and the generated files afterwards"
-    )
-    args = parser.parse_args()
-
-    os.chdir(ROOT)
-    work = Path(tempfile.mkdtemp(prefix="bench-imports-"))
-    env = bench_env(work / "uploads")
-    services: list[Service] = []
-    runs: list[Run] = []
-    loads: list[str] = []
-    many = orm = rss_baseline = 0.0
-    rss_peak: list[float] = []
-    rss: Imported | None = None
-    try:
-        print(f"creating database {BENCH_DB} ...", file=sys.stderr)
-        create_bench_database(env)
-        os.environ.update(env)
-        import django
-
-        django.setup()
-        from control_plane.celery import app
-
-        app.control.purge()
-        web, port = start_web(env)
-        services.append(web)
-        worker = start_worker(env)
-        services.append(worker)
-
-        first = new_tenant()  # every tenant has the same members' emails
-        print(f"generating {args.rows:,} rows ...", file=sys.stderr)
-        import_csv, update_csv = work / "tasks.csv", work / "tasks_update.csv"
-        write_import_csv(import_csv, args.rows, first.emails)
-        write_import_csv(update_csv, args.rows, first.emails, version="Renamed")
-        table_csv = work / "tasks_table.csv"
-
-        baseline_rss = memory_mb(pool_child(worker) or 0, "VmRSS")
-        peak: list[float] = []
-        written = 0
-        loads.append(load())
-        for number in range(1, max(args.runs, 2) + 1):
-            copy_tenant = first if number == 1 else new_tenant()
-            import_tenant = new_tenant()
-            written = write_table_csv(table_csv, args.rows, copy_tenant)
-            print(f"run {number}: psql \\copy (reference) ...", file=sys.stderr)
-            copy_s = time_copy(copy_tenant, table_csv)
-            print(f"run {number}: import, new rows ...", file=sys.stderr)
-            new = time_import(port, import_tenant, import_csv, worker, peak)
-            print(f"run {number}: import, every row an update ...", file=sys.stderr)
-            update = time_import(port, import_tenant, update_csv, worker, peak)
-            runs.append(Run(copy_s, new, update))
-            loads.append(load())
-        tasks, history = count_tasks(import_tenant)
-        shape = table_shape(import_tenant)
-        if args.executemany_sample:
-            many = time_executemany(new_tenant(), args.executemany_sample)
-        if args.orm_sample:
-            orm = time_orm(new_tenant(), args.orm_sample)
-
-        if args.rss_rows:
-            print(
-                f"worker peak RSS: {args.rss_rows:,}-row file on a fresh worker ...",
-                file=sys.stderr,
-            )
-            worker.stop()
-            services.remove(worker)
-            rss_worker = start_worker(env)
-            services.append(rss_worker)
-            import_csv.unlink()
-            update_csv.unlink()
-            table_csv.unlink(missing_ok=True)
-            rss_csv = work / "tasks_rss.csv"
-            write_import_csv(rss_csv, args.rss_rows, first.emails)
-            rss_size = rss_csv.stat().st_size
-            rss_baseline = memory_mb(pool_child(rss_worker) or 0, "VmRSS")
-            rss = time_import(port, new_tenant(), rss_csv, rss_worker, rss_peak)
-            loads.append(load())
-        from django.db import connection
-
-        server = connection.cursor().connection.info.server_version
-    finally:
-        for service in services:
-            service.stop()
-        if not args.keep:
-            drop_database(BENCH_DB)
-
+def main_table(
+    args: argparse.Namespace,
+    runs: list[Run],
+    written: int,
+    server: int,
+    loads: list[str],
+    shape: str,
+    counts: tuple[int, int],
+    samples: tuple[float, float],
+    memory: tuple[float, list[float]],
+) -> list[str]:
+    """The table of the --rows runs (printed before the RSS run, which takes far longer)."""
+    tasks, history = counts
+    many, orm = samples
+    baseline_rss, peak = memory
     rows = args.rows
     copy_rate = statistics.mean(written / r.copy for r in runs)
     width = 66
@@ -699,6 +631,112 @@ def main() -> None:
         f"  idle child before the imports: {baseline_rss:.0f} MB RSS; peak during the {rows:,}-row"
         f" imports: {max(peak, default=0):.0f} MB",
     ]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=2, help="runs of each path (at least 2)")
+    parser.add_argument("--rss-rows", type=int, default=10_000_000, help="0: skip")
+    parser.add_argument("--executemany-sample", type=int, default=0)
+    parser.add_argument("--orm-sample", type=int, default=0)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the database and the generated files afterwards"
+    )
+    args = parser.parse_args()
+
+    os.chdir(ROOT)
+    work = Path(tempfile.mkdtemp(prefix="bench-imports-"))
+    env = bench_env(work / "uploads")
+    services: list[Service] = []
+    runs: list[Run] = []
+    loads: list[str] = []
+    many = orm = rss_baseline = 0.0
+    rss_peak: list[float] = []
+    rss: Imported | None = None
+    try:
+        print(f"creating database {BENCH_DB} ...", file=sys.stderr)
+        create_bench_database(env)
+        os.environ.update(env)
+        import django
+
+        django.setup()
+        from control_plane.celery import app
+
+        app.control.purge()
+        web, port = start_web(env)
+        services.append(web)
+        worker = start_worker(env)
+        services.append(worker)
+
+        first = new_tenant()  # every tenant has the same members' emails
+        print(f"generating {args.rows:,} rows ...", file=sys.stderr)
+        import_csv, update_csv = work / "tasks.csv", work / "tasks_update.csv"
+        write_import_csv(import_csv, args.rows, first.emails)
+        write_import_csv(update_csv, args.rows, first.emails, version="Renamed")
+        table_csv = work / "tasks_table.csv"
+
+        baseline_rss = memory_mb(pool_child(worker) or 0, "VmRSS")
+        peak: list[float] = []
+        written = 0
+        loads.append(load())
+        for number in range(1, max(args.runs, 2) + 1):
+            copy_tenant = first if number == 1 else new_tenant()
+            import_tenant = new_tenant()
+            written = write_table_csv(table_csv, args.rows, copy_tenant)
+            print(f"run {number}: psql \\copy (reference) ...", file=sys.stderr)
+            copy_s = time_copy(copy_tenant, table_csv)
+            print(f"run {number}: import, new rows ...", file=sys.stderr)
+            new = time_import(port, import_tenant, import_csv, worker, peak)
+            print(f"run {number}: import, every row an update ...", file=sys.stderr)
+            update = time_import(port, import_tenant, update_csv, worker, peak)
+            runs.append(Run(copy_s, new, update))
+            loads.append(load())
+        tasks, history = count_tasks(import_tenant)
+        shape = table_shape(import_tenant)
+        if args.executemany_sample:
+            many = time_executemany(new_tenant(), args.executemany_sample)
+        if args.orm_sample:
+            orm = time_orm(new_tenant(), args.orm_sample)
+
+        from django.db import connection
+
+        server = connection.cursor().connection.info.server_version
+        print(
+            "\n".join(
+                main_table(
+                    args, runs, written, server, loads, shape, (tasks, history), (many, orm),
+                    (baseline_rss, peak),
+                )
+            ),
+            flush=True,
+        )  # fmt: skip
+        if args.rss_rows:
+            print(
+                f"worker peak RSS: {args.rss_rows:,}-row file on a fresh worker ...",
+                file=sys.stderr,
+            )
+            worker.stop()
+            services.remove(worker)
+            rss_worker = start_worker(env)
+            services.append(rss_worker)
+            import_csv.unlink()
+            update_csv.unlink()
+            table_csv.unlink(missing_ok=True)
+            rss_csv = work / "tasks_rss.csv"
+            write_import_csv(rss_csv, args.rss_rows, first.emails)
+            rss_size = rss_csv.stat().st_size
+            rss_baseline = memory_mb(pool_child(rss_worker) or 0, "VmRSS")
+            rss = time_import(port, new_tenant(), rss_csv, rss_worker, rss_peak)
+            loads.append(load())
+    finally:
+        for service in services:
+            service.stop()
+        if not args.keep:
+            drop_database(BENCH_DB)
+
+    out = []
     if rss is not None:
         ok = max(rss_peak, default=1e9) <= TARGET_RSS_MB and rss.job.status == "succeeded"
         out += [
@@ -707,9 +745,9 @@ def main() -> None:
             f" {TARGET_RSS_MB:.0f} MB, written  {verdict(ok)}",
             f"  that run: job {rss.job.status} after {rss.job_seconds:.0f} s ({rss.seconds:.0f} s"
             f" with the upload), {rss.job.rows_read:,} rows read, {rss.job.inserted:,} inserted,"
-            f" {rss.job.rejected:,} rejected",
+            f" {rss.job.rejected:,} rejected; 1-min load average after it: {loads[-1]}",
         ]
-    print("\n".join(out))
+        print("\n".join(out))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)  # the generated files: gigabytes at 10M rows
 
