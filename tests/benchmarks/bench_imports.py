@@ -231,7 +231,9 @@ def generated_row(i: int, emails: tuple[str, ...], version: str) -> tuple[list[s
     return row, position != REPEAT_AT - 1
 
 
-def write_import_csv(path: Path, rows: int, emails: tuple[str, ...], version: str = "Task") -> None:
+def write_import_csv(
+    path: Path, rows: int, emails: tuple[str, ...] = ASSIGNEES, version: str = "Task"
+) -> None:
     with path.open("w", newline="") as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(IMPORT_HEADER)
@@ -298,6 +300,7 @@ def new_tenant() -> Tenant:
     from control_plane.imports.services import members_of
     from taskflow.models import Project
     from tenants.binding import binding_for, tenant_session
+    from tenants.database_roles import owner_connection
     from tests.taskflow.conftest import provisioned_tenant
 
     fixture = provisioned_tenant()
@@ -310,7 +313,7 @@ def new_tenant() -> Tenant:
         session.add_all(projects)
         session.flush()
         ids = {p.key: p.id for p in projects}
-    with owner_conn() as conn:
+    with owner_connection() as conn:  # the database of this process's settings
         for table in ("tasks", "tasks_history"):
             conn.execute(
                 f'ALTER TABLE "{binding.schema}".{table} SET (autovacuum_enabled = false,'
