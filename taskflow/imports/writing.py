@@ -6,9 +6,10 @@ Set-based statements over one batch of staged lines at a time (a range of `line`
 moves while the rows are written, and the statement-level history triggers write the history of
 a batch's inserted and updated rows in a few INSERTs from transition tables of a batch's size
 (a whole file's would spill to disk). INSERT ... SELECT from the staging table, never COPY into
-the tenant's table: Citus refuses COPY into tables under row-level security. Rows with an id update that task (the
-validation made sure it is a live task of the tenant); rows without one upsert by external_id,
-and rows with neither are inserted. An update touches only the columns the file has, and skips a
+the tenant's table: Citus refuses COPY into tables under row-level security.
+
+Rows with an id update that task (the validation made sure it is a live task of the tenant);
+rows without one upsert by external_id, and rows with neither are inserted. An update touches only the columns the file has, and skips a
 row whose values would not change (no version bump, no history row), so re-importing a file, an
 export's included, is harmless.
 """
