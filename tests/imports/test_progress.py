@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from django.contrib.auth.models import User
 from django.test import Client
 
+from taskflow.imports.staging import MAX_LINE, Staged
 from tenants.binding import binding_for, tenant_session
 from tests.conftest import WorkerProcess
 from tests.imports.conftest import ImportTenant, csv_bytes, generated_rows
@@ -103,3 +104,18 @@ def test_progress_moves_batch_by_batch_while_rows_are_written(
     )[0]
     assert (title, version) == (rows[HELD][2], 2)
     assert schema_tenant.sql("SELECT count(*) FROM tenant.tasks")[0][0] == ROWS
+
+
+@pytest.mark.parametrize(
+    ("rows", "ends", "expected"),
+    [
+        (0, [], [(0, MAX_LINE, 0)]),
+        (5, [], [(0, MAX_LINE, 5)]),
+        (20, [11, 23], [(0, 11, 10), (11, 23, 20)]),
+        (25, [11, 23], [(0, 11, 10), (11, 23, 20), (23, MAX_LINE, 25)]),
+    ],
+)
+def test_batches_cover_every_staged_line_once(
+    rows: int, ends: list[int], expected: list[tuple[int, int, int]]
+) -> None:
+    assert Staged(rows=rows, batch_rows=10, batch_ends=ends).batches() == expected
