@@ -148,6 +148,7 @@ def run_import(
     rejected = validation.find_duplicates(pg)
     if rejected:
         _stop_if_all_or_nothing(pg, mode, rows, rejected, errors_path, columns)
+        staging.analyze_rejects(pg)
     if cancelled():
         raise ImportCancelled
 
