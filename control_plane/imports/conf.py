@@ -14,6 +14,7 @@ from django.conf import settings
 DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3  # 2 GiB: about 20 million rows of a typical file
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_PROGRESS_EVERY = 50_000
+DEFAULT_WRITE_BATCH_ROWS = 50_000
 DEFAULT_FILE_RETENTION_DAYS = 7
 
 
@@ -42,6 +43,11 @@ def max_attempts() -> int:
 def progress_every() -> int:
     """Rows between two progress updates (and cancel checks) while the file is read."""
     return int(_setting("IMPORT_PROGRESS_EVERY") or DEFAULT_PROGRESS_EVERY)
+
+
+def write_batch_rows() -> int:
+    """Staged rows written per statement: the write's progress moves once per batch."""
+    return int(_setting("IMPORT_WRITE_BATCH_ROWS") or DEFAULT_WRITE_BATCH_ROWS)
 
 
 def file_retention_days() -> int:

@@ -123,6 +123,7 @@ def _attempt(job: ImportJob) -> None:
             progress=recorder,
             cancelled=recorder.cancelled,
             progress_every=conf.progress_every(),
+            batch_rows=conf.write_batch_rows(),
         )
         finished = session.execute(
             sa.update(JOB_TABLE)
@@ -236,8 +237,9 @@ def _record(
 
 
 class ProgressRecorder:
-    """Writes the pipeline's progress to the job row (at most every PROGRESS_INTERVAL) and
-    answers its cancel checks from the same row."""
+    """Writes the pipeline's progress to the job row (when the phase changes, when the bar moved
+    a whole point, else at most every PROGRESS_INTERVAL: at most about a hundred writes beyond
+    the interval's per job) and answers its cancel checks from the same row."""
 
     def __init__(self, job_id: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.job_id = job_id
@@ -246,15 +248,21 @@ class ProgressRecorder:
         self.last_write = float("-inf")
         self.last_check = float("-inf")
         self.last_phase = ""
+        self.last_point = -1
         self.is_cancelled = False
 
     def __call__(self, progress: pipeline.ImportProgress) -> None:
         now = self.clock()
-        if progress.phase == self.last_phase and now - self.last_write < PROGRESS_INTERVAL:
+        point = int(progress.percent)
+        if (
+            progress.phase == self.last_phase
+            and point <= self.last_point
+            and now - self.last_write < PROGRESS_INTERVAL
+        ):
             return
         if progress.phase != self.last_phase:
             metrics.import_phase_changed(self.last_phase, progress.phase)
-        self.last_write, self.last_phase = now, progress.phase
+        self.last_write, self.last_phase, self.last_point = now, progress.phase, point
         elapsed = max(now - self.started, 1e-3)
         ImportJob.objects.filter(pk=self.job_id, status=ImportStatus.RUNNING).update(
             phase=progress.phase,

@@ -1,10 +1,12 @@
-"""The import pipeline: file -> COPY into staging -> set-based validation -> one upsert.
+"""The import pipeline: file -> COPY into staging -> set-based validation -> upsert by batches.
 
 Runs inside the caller's transaction on a session bound to one tenant; `schema` is the real
 schema name taken from that binding (raw SQL does not go through the schema translate map).
 Nothing is committed here. A file that cannot be imported raises ImportRejected after writing
 its error report; the caller rolls back, so nothing is written. Memory stays bounded whatever
-the file's size: records stream from disk into COPY one at a time.
+the file's size: records stream from disk into COPY one at a time. The write goes in batches of
+staged lines, each reported as progress (and a chance to cancel), so the bar moves while rows are
+written.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from sqlalchemy.orm import Session
 
 from taskflow.imports import errors_report, staging, validation
 from taskflow.imports.reading import CsvRecords
-from taskflow.imports.writing import Written, upsert_tasks
+from taskflow.imports.writing import Written, has_external_ids, write_batch
 
-# Share of the progress bar each phase ends at; writing is one statement, reported when done.
+# Share of the progress bar each phase ends at; the rest (to 100) is the caller's commit.
 LOADED_AT = 40.0
 VALIDATED_AT = 50.0
+WRITTEN_AT = 98.0
+WRITE_BATCH_ROWS = 50_000
 # Transaction-local: the hash joins and the duplicate check over the whole file stay in memory.
 SET_WORK_MEM = "SET LOCAL work_mem = '64MB'"
 
@@ -99,6 +103,7 @@ def run_import(
     progress: Callable[[ImportProgress], None] = _ignore,
     cancelled: Callable[[], bool] = _never,
     progress_every: int = 50_000,
+    batch_rows: int = WRITE_BATCH_ROWS,
 ) -> ImportOutcome:
     """Import `source` into the tenant's tasks within the session's transaction.
 
@@ -121,7 +126,9 @@ def run_import(
 
         tick(0)
         try:
-            rows = staging.copy_records(pg, columns, records, tick=tick, every=progress_every)
+            staged = staging.copy_records(
+                pg, columns, records, tick=tick, every=progress_every, batch_rows=batch_rows
+            )
         except staging.MalformedFile as exc:
             if errors_path is not None:
                 errors_report.write_malformed(exc.faults, errors_path)
@@ -130,25 +137,32 @@ def run_import(
                 ImportOutcome(rows_read=exc.rows_read, malformed=True, first_faults=faults)
             ) from exc
 
+    rows = staged.rows
     progress(ImportProgress(Phase.VALIDATING, rows, LOADED_AT))
-    staging.analyze_staging(pg)
+    staging.analyze_staging(pg, staged)
     staging.load_members(pg, members if "assignee" in columns else ())
-    rejected = validation.find_rejects(pg, schema=schema, tenant_id=tenant_id)
+    validation.find_rejects(pg, schema=schema, tenant_id=tenant_id)
     if "id" in columns:
-        rejected = validation.find_id_faults(pg, schema=schema, tenant_id=tenant_id)
+        validation.find_id_faults(pg, schema=schema, tenant_id=tenant_id)
+    # Up front, not left to the write: batches cannot see a repeat across two of them.
+    rejected = validation.find_duplicates(pg)
     if rejected:
-        rejected = validation.find_duplicates(pg)
         _stop_if_all_or_nothing(pg, mode, rows, rejected, errors_path, columns)
+        staging.analyze_rejects(pg)
     if cancelled():
         raise ImportCancelled
 
     progress(ImportProgress(Phase.WRITING, rows, VALIDATED_AT))
-    written = _write(pg, schema, tenant_id, columns, skip_rejected=rejected > 0)
-    if written is None:  # an external id repeated in the file: find them, then decide
-        rejected = validation.find_duplicates(pg)
-        _stop_if_all_or_nothing(pg, mode, rows, rejected, errors_path, columns)
-        written = _write(pg, schema, tenant_id, columns, skip_rejected=True)
-        assert written is not None
+    written = _write(
+        pg,
+        schema,
+        tenant_id,
+        columns,
+        staged,
+        skip_rejected=rejected > 0,
+        progress=progress,
+        cancelled=cancelled,
+    )
     unwritten = rows - rejected - written.inserted - written.updated
     # Unwritten rows are unchanged ones, or ones whose external id is a deleted task's.
     if unwritten and validation.find_deleted(pg, schema=schema, tenant_id=tenant_id):
@@ -171,21 +185,49 @@ def _write(
     schema: str,
     tenant_id: int,
     columns: tuple[str, ...],
+    staged: staging.Staged,
     *,
     skip_rejected: bool,
-) -> Written | None:
-    """The upsert, or None when the file repeats an external id (the upsert is then undone).
+    progress: Callable[[ImportProgress], None],
+    cancelled: Callable[[], bool],
+) -> Written:
+    """Write the staged rows batch by batch, reporting progress after each.
 
-    A savepoint rather than a duplicate check up front: the check is a pass over the whole file
-    that a clean file never needs.
+    While the tenant has no task with an external id, batches are plain INSERTs (no conflict
+    to look for); a concurrent writer that adds one makes the batch fail in its savepoint, and it
+    and the rest go again as upserts.
     """
-    try:
-        with pg.transaction():
-            return upsert_tasks(
-                pg, schema=schema, tenant_id=tenant_id, columns=columns, skip_rejected=skip_rejected
-            )
-    except psycopg.errors.CardinalityViolation:
-        return None
+    upsert = has_external_ids(pg, schema=schema, tenant_id=tenant_id)
+    inserted = updated = 0
+    share = (WRITTEN_AT - VALIDATED_AT) / max(staged.rows, 1)
+
+    def write(lines: tuple[int, int], *, upsert: bool) -> Written:
+        return write_batch(
+            pg,
+            schema=schema,
+            tenant_id=tenant_id,
+            columns=columns,
+            lines=lines,
+            skip_rejected=skip_rejected,
+            upsert=upsert,
+        )
+
+    for after, upto, done in staged.batches():
+        if upsert:
+            written = write((after, upto), upsert=True)
+        else:
+            try:
+                with pg.transaction():
+                    written = write((after, upto), upsert=False)
+            except psycopg.errors.UniqueViolation:
+                upsert = True
+                written = write((after, upto), upsert=True)
+        inserted += written.inserted
+        updated += written.updated
+        if cancelled():
+            raise ImportCancelled
+        progress(ImportProgress(Phase.WRITING, staged.rows, VALIDATED_AT + share * done))
+    return Written(inserted=inserted, updated=updated)
 
 
 def _stop_if_all_or_nothing(

@@ -9,6 +9,7 @@ transaction and its tenant settings.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
@@ -28,7 +29,8 @@ CREATE_STAGING = (
 CREATE_REJECTS = """
 CREATE TEMP TABLE import_rejects (
   line bigint NOT NULL, ord smallint NOT NULL, "column" text NOT NULL, reason text NOT NULL
-) ON COMMIT DROP
+) ON COMMIT DROP;
+CREATE INDEX import_rejects_line ON import_rejects (line);
 """
 CREATE_MEMBERS = "CREATE TEMP TABLE import_members_raw (email text, user_id bigint) ON COMMIT DROP"
 
@@ -72,6 +74,31 @@ class _Stop(Exception):
     pass
 
 
+# Above any line a file can have: the end of the last batch.
+MAX_LINE = 2**62
+
+
+@dataclass
+class Staged:
+    """The staged rows: how many, and the last line of each full batch of `batch_rows` rows (the
+    write goes batch by batch: lines after one end, up to the next)."""
+
+    rows: int = 0
+    batch_rows: int = 1
+    batch_ends: list[int] = field(default_factory=list)
+
+    def batches(self) -> list[tuple[int, int, int]]:
+        """(after line, up to line, rows staged up to it) of each batch, in line order."""
+        bounds = [0, *self.batch_ends]
+        batches = [
+            (after, end, number * self.batch_rows)
+            for number, (after, end) in enumerate(zip(bounds, self.batch_ends, strict=False), 1)
+        ]
+        if self.rows > len(self.batch_ends) * self.batch_rows or not batches:
+            batches.append((bounds[-1], MAX_LINE, self.rows))
+        return batches
+
+
 def copy_records(
     pg: psycopg.Connection,
     columns: tuple[str, ...],
@@ -79,8 +106,9 @@ def copy_records(
     *,
     tick: Callable[[int], None],
     every: int,
-) -> int:
-    """COPY well-formed records into the staging table; the count, or MalformedFile.
+    batch_rows: int,
+) -> Staged:
+    """COPY well-formed records into the staging table; what was staged, or MalformedFile.
 
     At the first malformed record the COPY is abandoned (the transaction is then unusable: the
     caller rolls back) and the rest of the file is only scanned, for more faults to report.
@@ -90,6 +118,7 @@ def copy_records(
         sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     rows = 0
+    ends: list[int] = []
     first: Malformed | None = None
     try:
         with pg.cursor() as cursor, cursor.copy(statement) as copy:
@@ -102,10 +131,12 @@ def copy_records(
                 rows += 1
                 if rows % every == 0:
                     tick(rows)
+                if rows % batch_rows == 0:
+                    ends.append(item.line)
     except _Stop:
         pass
     if first is None:
-        return rows
+        return Staged(rows=rows, batch_rows=batch_rows, batch_ends=ends)
     faults = [first]
     for item in items:
         if isinstance(item, Malformed):
@@ -117,9 +148,18 @@ def copy_records(
     raise MalformedFile(faults, rows)
 
 
-def analyze_staging(pg: psycopg.Connection) -> None:
-    """Statistics for the planner: without them it guesses the staging table's size."""
+def analyze_staging(pg: psycopg.Connection, staged: Staged) -> None:
+    """Statistics for the planner (without them it guesses the staging table's size), and an
+    index on `line` when the write takes more than one batch (each reads a range of lines)."""
+    if len(staged.batches()) > 1:
+        pg.execute("CREATE INDEX import_staging_line ON import_staging (line)")
     pg.execute("ANALYZE import_staging")
+
+
+def analyze_rejects(pg: psycopg.Connection) -> None:
+    """Statistics of the rejects before the write, whose batches skip them by an anti join: the
+    planner then hashes them (or probes their index), never rescans them for every row."""
+    pg.execute("ANALYZE import_rejects")
 
 
 def load_members(pg: psycopg.Connection, members: Iterable[tuple[str, int]]) -> None:

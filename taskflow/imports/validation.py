@@ -1,11 +1,11 @@
 """Set-based validation of the staged rows: each statement writes its faults to import_rejects.
 
 Each fault is (line, column, reason); a row may have several. Nothing is checked row by row in
-Python and no query runs per row: projects and members are hash-joined once. Two checks cost a
-pass over the whole file or the table, so they run only when the write shows they can matter:
-an external id repeated in the file makes the upsert fail (it cannot affect a row twice), and
-one of a soft-deleted task leaves its row unwritten. Casts that could fail are guarded, so one
-bad cell never aborts the statement.
+Python and no query runs per row: projects and members are hash-joined once. External ids
+repeated in the file are found up front (one hash aggregate over the staged rows): the write
+goes in batches, and a repeat in two batches would silently update the row the first wrote.
+Rows naming a soft-deleted task are looked for only when the write left rows unwritten. Casts
+that could fail are guarded, so one bad cell never aborts the statement.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ FROM (
 WHERE f.reason IS NOT NULL
 """
 
-# Checks that need the whole file or the table, run only when the write says they may matter.
+# Checks that need the whole file (before the write) or the table (after it, only when the write
+# left rows unwritten).
 FIND_DUPLICATES = """
 INSERT INTO import_rejects (line, ord, "column", reason)
 SELECT n.line, 1, 'external_id', 'is repeated in the file (also on line '
