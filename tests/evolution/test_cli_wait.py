@@ -47,7 +47,7 @@ def one_line(text: str) -> str:
 @pytest.fixture
 def tenants(unique: str):
     prefix = f"w{unique[:8]}"
-    set_template("", "0005")
+    set_template("", "0006")
     schema_tenants = make_tenants(prefix, 2)
     rls = make_rls_tenants(prefix, 1)
     for tenant in [*schema_tenants, *rls]:

@@ -38,7 +38,7 @@ def midnight(day: dt.date | None) -> dt.datetime | None:
 def shared_heavy(unique: str):
     """One schema tenant, and rls tenants of very different sizes (one holds most rows)."""
     prefix = f"l{unique[:8]}"
-    set_template("", "0005")
+    set_template("", "0006")
     schema_tenants = make_tenants(prefix, 1)
     rls = make_rls_tenants(prefix, 4)
     for tenant, count in zip([*schema_tenants, *rls], (10, 12, 400, 5, 60), strict=True):

@@ -44,7 +44,7 @@ def midnight(day: dt.date | None) -> dt.datetime | None:
 def platform(unique: str):
     """Template and shared at the expand's parent; 3 schema and 2 rls tenants with tasks."""
     prefix = f"e{unique[:8]}"
-    set_template("", "0005")
+    set_template("", "0006")
     schema_tenants = make_tenants(prefix, 3)
     rls_tenants = make_rls_tenants(prefix, 2)
     for i, tenant in enumerate([*schema_tenants, *rls_tenants]):

@@ -17,7 +17,9 @@ from migrations_sqla.migrator import SchemaMigrator, Target, owner_engine, platf
 from migrations_sqla.scripts import head_revision, pending_contract_steps
 from tenants.cloning import clone_schema
 from tenants.database_roles import app_role_name, owner_connection
+from tenants.ids import drop_id_sequence
 from tenants.models import Isolation, Tenant, TenantStatus, schema_name_for
+from tenants.provisioning import delete_shared_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_REVISION = head_revision()
@@ -135,12 +137,19 @@ def make_tenants(prefix: str, count: int) -> list[Tenant]:
 
 
 def drop_tenants(slug_prefix: str) -> None:
+    """Every tenant of the prefix gone with its data: schemas dropped ten at a time, rls tenants'
+    rows deleted from `shared` (left there, their per-tenant ids would collide with later
+    tenants' and make the shared schema's way down past 0006 impossible), id sequences dropped."""
     tenants = list(Tenant.objects.filter(slug__startswith=slug_prefix))
-    names = [sql.Identifier(t.schema_name) for t in tenants]
+    names = [sql.Identifier(t.schema_name) for t in tenants if t.isolation == Isolation.SCHEMA]
     with owner_connection(autocommit=True) as conn:
         for start in range(0, len(names), 10):
             chunk = sql.SQL(", ").join(names[start : start + 10])
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(chunk))
+        for tenant in tenants:
+            if tenant.isolation == Isolation.RLS:
+                delete_shared_rows(conn, tenant.pk)
+            drop_id_sequence(conn, tenant.pk)
     Tenant.objects.filter(pk__in=[t.pk for t in tenants]).delete()
 
 
