@@ -384,6 +384,12 @@ if BEHIND_TLS_PROXY:
 TASKFLOW_POOL_SIZE = env.int("TASKFLOW_POOL_SIZE", default=5)
 TASKFLOW_POOL_OVERFLOW = env.int("TASKFLOW_POOL_OVERFLOW", default=10)
 DATABASE_BEHIND_PGBOUNCER = env.bool("DATABASE_BEHIND_PGBOUNCER", default=False)
+# A pooled connection that has served this many tenant schemas is replaced at its next checkout:
+# a PostgreSQL backend keeps the catalog entries of every relation it touched (relcache,
+# catcache) for its whole life, so one connection serving thousands of schemas grows without
+# bound (tests/benchmarks/bench_scale.py). 0 turns recycling off. Behind PgBouncer the server
+# connections it keeps need the same bound: set its server_lifetime (platform/pgbouncer).
+TASKFLOW_POOL_RECYCLE_SCHEMAS = env.int("TASKFLOW_POOL_RECYCLE_SCHEMAS", default=100)
 # How long a write waits for a tenant being moved between placements before it gets a 503.
 TENANT_WRITE_LOCK_TIMEOUT_MS = env.int("TENANT_WRITE_LOCK_TIMEOUT_MS", default=3000)
 # How long a move waits for in-flight writes of the tenant before giving up.
