@@ -397,6 +397,10 @@ TENANT_MOVE_LOCK_TIMEOUT_MS = env.int("TENANT_MOVE_LOCK_TIMEOUT_MS", default=100
 # Template clones kept ready for onboarding (0 turns spares off: every onboarding clones).
 SPARE_SCHEMAS = env.int("SPARE_SCHEMAS", default=3)
 OWNER_POOL_SIZE = env.int("OWNER_POOL_SIZE", default=4)
+# An owner connection is replaced after this many uses (each one creates or touches a schema):
+# a backend that has made thousands of schemas keeps their catalog entries and runs every clone
+# several times slower (tests/benchmarks/bench_scale.py). 0 keeps connections for good.
+OWNER_POOL_RECYCLE_USES = env.int("OWNER_POOL_RECYCLE_USES", default=100)
 # How long a retried onboarding (same Idempotency-Key) may show the owner's token again; it is
 # kept sealed in Redis until then, and later replays answer without it.
 ONBOARDING_TOKEN_REPLAY_SECONDS = env.int("ONBOARDING_TOKEN_REPLAY_SECONDS", default=600)

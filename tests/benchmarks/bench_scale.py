@@ -70,6 +70,7 @@ TARGET_NOOP_S = 2.0
 TARGET_VS_BARE = 0.5
 TARGET_API_RATIO = 1.2
 TARGET_MEMORY_GROWTH = 1.2
+RENEW_EVERY = 100
 WEB_APP_NAME = "bench_scale_web"
 WORKER_APP_NAME = "bench_scale_worker"
 BENCH_QUEUE = "bench_scale"
@@ -184,15 +185,11 @@ def add_tenants(
 ) -> None:
     """`count` active tenants of `mode`, as onboarding would leave them, made in bulk."""
     from django.contrib.auth import get_user_model
-    from psycopg import sql
 
     from control_plane.identity.models import ApiToken, Membership
     from control_plane.identity.tokens import new_token_secret
-    from tenants.cloning import clone_schema, read_revisions
-    from tenants.database_roles import app_role_name, owner_connection
-    from tenants.ids import ensure_id_sequence
+    from tenants.database_roles import owner_connection
     from tenants.models import Domain, Tenant, TenantStatus, schema_name_for
-    from tenants.placement import SHARED_SCHEMA
 
     user_model = get_user_model()
     kind = "l" if large else "f"
@@ -240,39 +237,58 @@ def add_tenants(
                     for t, s in zip(tenants, secrets_, strict=True)
                 ],
             )
+    provide_storage(tenants, mode, tasks, connections)
+
+
+def provide_storage(tenants: list[Any], mode: str, tasks: int, connections: int) -> None:
+    """Each tenant's id sequence, schema (a clone of the template) and rows, over `connections`
+    owner connections, each replaced every RENEW_EVERY tenants: a backend that has created
+    thousands of schemas carries their catalog entries and gets slower with every one."""
+    from psycopg import sql
+
+    from tenants.cloning import clone_schema, read_revisions
+    from tenants.database_roles import app_role_name, owner_connection
+    from tenants.ids import ensure_id_sequence
+    from tenants.models import Tenant
+    from tenants.placement import SHARED_SCHEMA
+
+    with owner_connection() as conn:
         revisions = read_revisions(conn, SHARED_SCHEMA)
     work = list(enumerate(tenants))
     lock = threading.Lock()
     failures: list[BaseException] = []
 
     def storage() -> None:
-        """Each tenant's id sequence, schema (a clone of the template) and rows."""
         nonlocal revisions
-        # Its own connection, not the pool's: the setting must not reach the timed onboardings.
-        with psycopg.connect(owner_url(), autocommit=True) as conn:
-            conn.execute("SET synchronous_commit = off")  # the bench's filler only
-            while True:
-                with lock:
-                    if not work or failures:
-                        return
-                    n, tenant = work.pop()
-                try:
-                    ensure_id_sequence(conn, tenant.pk)
-                    if mode == "schema":
-                        made = clone_schema(conn, tenant.schema_name, grant_to=app_role_name())
-                        with lock:
-                            revisions = made
-                    schema = tenant.schema_name if mode == "schema" else SHARED_SCHEMA
-                    fill = FILL.format(
-                        tid=tenant.pk, schema=sql.Identifier(schema).as_string(conn), tasks=tasks
-                    )
-                    conn.execute(fill.encode())
-                except BaseException as exc:
+        while work and not failures:
+            # Its own connection, not the pool's: the setting must not reach the timed
+            # onboardings.
+            with psycopg.connect(owner_url(), autocommit=True) as conn:
+                conn.execute("SET synchronous_commit = off")  # the bench's filler only
+                for _ in range(RENEW_EVERY):
                     with lock:
-                        failures.append(exc)
-                    raise
-                if n and n % 500 == 0:
-                    print(f"  {mode}: {start + n} tenants ...", file=sys.stderr)
+                        if not work or failures:
+                            return
+                        n, tenant = work.pop()
+                    try:
+                        ensure_id_sequence(conn, tenant.pk)
+                        if mode == "schema":
+                            made = clone_schema(conn, tenant.schema_name, grant_to=app_role_name())
+                            with lock:
+                                revisions = made
+                        schema = tenant.schema_name if mode == "schema" else SHARED_SCHEMA
+                        fill = FILL.format(
+                            tid=tenant.pk,
+                            schema=sql.Identifier(schema).as_string(conn),
+                            tasks=tasks,
+                        )
+                        conn.execute(fill.encode())
+                    except BaseException as exc:
+                        with lock:
+                            failures.append(exc)
+                        raise
+                    if n and n % 500 == 0:
+                        print(f"  {mode}: {len(work)} tenants to go ...", file=sys.stderr)
 
     threads = [threading.Thread(target=storage) for _ in range(connections)]
     for thread in threads:
@@ -284,10 +300,35 @@ def add_tenants(
     Tenant.objects.filter(pk__in=[t.pk for t in tenants]).update(revisions=revisions)
 
 
+def unfinished(mode: str) -> list[Any]:
+    """Tenants of an earlier run cut short while adding them: no schema (schema mode) or no
+    id sequence yet."""
+    from tenants.database_roles import owner_connection
+    from tenants.ids import sequence_name
+    from tenants.models import Tenant
+
+    tenants = list(Tenant.objects.filter(isolation=mode, slug__regex=r"^[fl][sr]\d{5}$"))
+    with owner_connection() as conn:
+        names = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
+        sequences = {
+            row[0]
+            for row in conn.execute(
+                "SELECT relname FROM pg_class WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace"
+            )
+        }
+    if mode == "schema":
+        return [t for t in tenants if t.schema_name not in names]
+    return [t for t in tenants if sequence_name(t.pk) not in sequences]
+
+
 def grow(step: int, args: argparse.Namespace) -> float:
     """Bring both modes to `step` tenants; seconds taken."""
     started = time.perf_counter()
     for mode in ("schema", "rls"):
+        left = unfinished(mode)
+        if left:
+            print(f"finishing {len(left)} {mode} tenants of an earlier run ...", file=sys.stderr)
+            provide_storage(left, mode, args.small_tasks, args.grow_connections)
         have = existing(mode)
         if have == 0:
             add_tenants(mode, args.large, 0, args.large_tasks, large=True, connections=1)
@@ -300,8 +341,14 @@ def grow(step: int, args: argparse.Namespace) -> float:
             )  # fmt: skip
     from tenants.database_roles import owner_connection
 
+    # The shared tables and the large tenants' (a database-wide ANALYZE takes minutes at
+    # thousands of schemas); small tenants' tables stay without statistics, as new ones are.
     with owner_connection(autocommit=True) as conn:
-        conn.execute("ANALYZE")
+        conn.execute("ANALYZE shared.projects, shared.tasks")
+        for (schema,) in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_ls%'"
+        ).fetchall():
+            conn.execute(f'ANALYZE "{schema}".projects, "{schema}".tasks')
     return time.perf_counter() - started
 
 
@@ -506,27 +553,48 @@ def api(args: argparse.Namespace, env: dict[str, str], recycle: int) -> dict[str
 
 
 def catalog(db: str) -> dict[str, Any]:
+    """Catalog size, and pg_dump --schema-only of the database and of one tenant schema.
+
+    pg_dump takes a lock on every table it dumps, in one transaction: past the server's lock
+    table (max_locks_per_transaction x (max_connections + max_prepared_transactions)) it fails
+    with "out of shared memory", and long before that it leaves other sessions of a shared
+    server none. The whole database is dumped only while its tables take at most half of it.
+    """
     from tenants.database_roles import owner_connection
 
     with owner_connection() as conn:
-        relations, catalog_bytes, db_bytes = conn.execute(
+        relations, tables, capacity, catalog_bytes, db_bytes = conn.execute(
             "SELECT (SELECT count(*) FROM pg_class),"
+            " (SELECT count(*) FROM pg_class WHERE relkind IN ('r', 'p', 'S', 'v', 'm', 'f')),"
+            " current_setting('max_locks_per_transaction')::int"
+            "  * (current_setting('max_connections')::int"
+            "     + current_setting('max_prepared_transactions')::int),"
             " (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c"
             "   JOIN pg_namespace n ON n.oid = c.relnamespace"
             "  WHERE n.nspname = 'pg_catalog' AND c.relkind = 'r'),"
             " pg_database_size(current_database())"
         ).fetchone()  # type: ignore[misc]
-    started = time.perf_counter()
-    subprocess.run(
-        ["pg_dump", "--schema-only", "-h", "127.0.0.1", "-U", PGSUPERUSER, "-d", db,
-         "-f", os.devnull],
-        check=True,
-    )  # fmt: skip
+        (one,) = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_fs%' ORDER BY nspname LIMIT 1"
+        ).fetchone()  # type: ignore[misc]
+
+    def dump(*scope: str) -> float:
+        started = time.perf_counter()
+        subprocess.run(
+            ["pg_dump", "--schema-only", "-h", "127.0.0.1", "-U", PGSUPERUSER, "-d", db,
+             "-f", os.devnull, *scope],
+            check=True,
+        )  # fmt: skip
+        return time.perf_counter() - started
+
     return {
         "relations": relations,
+        "lockable": tables,
+        "lock_capacity": capacity,
         "catalog_mb": int(catalog_bytes) / 2**20,
         "database_mb": int(db_bytes) / 2**20,
-        "dump_s": time.perf_counter() - started,
+        "dump_s": dump() if tables <= capacity / 2 else None,
+        "dump_one_s": dump("--schema", one),
     }
 
 
@@ -535,6 +603,11 @@ def catalog(db: str) -> dict[str, Any]:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
+
+
+def dump_cell(catalog: dict[str, Any]) -> str:
+    """The whole-database dump's seconds, or why it was not run (see catalog())."""
+    return "no locks" if catalog["dump_s"] is None else f"{catalog['dump_s']:.1f}"
 
 
 def peak(api_result: dict[str, Any]) -> float:
@@ -629,20 +702,27 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"<= {TARGET_MEMORY_GROWTH}x first step",
             f"{verdict(memory_ratio <= TARGET_MEMORY_GROWTH)} {memory_ratio:.2f}x",
         ),
-        line("  after each fifth of the requests (MB)",
-             ["/".join(f"{m['max_mb']:.0f}" for m in c["api"]["curve"]) for c in cols]),
         line("web backends, max anon (MB), never recycled",
-             [f"{peak(c['api_unrecycled']):.1f}" for c in cols]),
-        line("  after each fifth of the requests (MB)",
-             ["/".join(f"{m['max_mb']:.0f}" for m in c["api_unrecycled"]["curve"]) for c in cols]),
+             [f"{peak(c['api_unrecycled']):.1f}" if "api_unrecycled" in c else "-" for c in cols]),
         line("API p50 / p99, never recycled (ms)",
-             [f"{c['api_unrecycled']['p50']:.0f}/{c['api_unrecycled']['p99']:.0f}" for c in cols]),
+             [f"{c['api_unrecycled']['p50']:.0f}/{c['api_unrecycled']['p99']:.0f}"
+              if "api_unrecycled" in c else "-" for c in cols]),
+        line("  requests ok / errors, never recycled",
+             [f"{c['api_unrecycled']['requests']}/{c['api_unrecycled']['errors']}"
+              if "api_unrecycled" in c else "-" for c in cols]),
         line("web backends, sum anon (MB)", [f"{c['api']['curve'][-1]['sum_mb']:.0f}" for c in cols]),
         line("web workers RSS (MB)", [f"{c['api']['curve'][-1]['web_rss_mb']:.0f}" for c in cols]),
         line("catalog: pg_class rows", [f"{c['catalog']['relations']:,}" for c in cols]),
         line("catalog: pg_catalog tables (MB)", [f"{c['catalog']['catalog_mb']:.0f}" for c in cols]),
         line("database size (MB)", [f"{c['catalog']['database_mb']:.0f}" for c in cols]),
-        line("pg_dump --schema-only (s)", [f"{c['catalog']['dump_s']:.1f}" for c in cols]),
+        line("pg_dump --schema-only, whole database (s)",
+             [dump_cell(c["catalog"]) for c in cols]),
+        line("  tables it locks / the server's lock table",
+             [f"{c['catalog']['lockable']:,}/{c['catalog']['lock_capacity']:,}"
+              if "lockable" in c["catalog"] else "-" for c in cols]),
+        line("pg_dump --schema-only --schema of one tenant (s)",
+             [f"{c['catalog']['dump_one_s']:.1f}" if c["catalog"].get("dump_one_s") else "-"
+              for c in cols]),
     ]  # fmt: skip
     header = [
         f"Scale curve on one server: PostgreSQL {last['server']}, {os.cpu_count()} CPUs;"
@@ -656,7 +736,13 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         " ratios compare the last step with the first",
         "",
     ]
-    return "\n".join(header + rows)
+    curves = ["", "the web's largest backend (anonymous MB) after each fifth of the requests:"]
+    for step, c in zip(steps, cols, strict=True):
+        for key, label in (("api_unrecycled", "never recycled"), ("api", "recycled")):
+            if key in c:
+                fifths = " / ".join(f"{m['max_mb']:.1f}" for m in c[key]["curve"])
+                curves.append(f"  {int(step):>6,} tenants, {label:<15} {fifths}")
+    return "\n".join(header + rows + curves)
 
 
 # --- Main --------------------------------------------------------------------------------------
@@ -713,10 +799,11 @@ def main() -> None:
         if not reuse:
             print(f"creating database {args.database} ...", file=sys.stderr)
             create_database(args.database)
-        subprocess.run(
-            [PY, "manage.py", "setup_platform"], cwd=ROOT, env=env,
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+            # Not when reusing: it would migrate every tenant, and the database is set up.
+            subprocess.run(
+                [PY, "manage.py", "setup_platform"], cwd=ROOT, env=env,
+                check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
         os.environ.update(env)
         import django
 
