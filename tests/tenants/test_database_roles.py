@@ -51,7 +51,6 @@ def test_app_role_has_dml_but_not_ddl_rights_on_public_tables() -> None:
     assert owner == owner_role_name()
 
 
-
 def connections_used(times: int) -> dict[object, int]:
     """The owner connections `times` uses were given, with how often each was."""
     from tenants.database_roles import owner_connection
