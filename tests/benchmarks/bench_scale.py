@@ -26,7 +26,12 @@ step, measured then:
    after each fifth of the requests the web's backends' anonymous memory (PGAPPNAME marks them)
    and the web workers' RSS: a curve that keeps rising is memory without a bound.
 4. the catalog (pg_class rows, pg_catalog's size, the database's size) and `pg_dump
-   --schema-only` time.
+   --schema-only` time: of the whole database while the tables it locks fit in half the
+   server's lock table (past it pg_dump fails with "out of shared memory" and starves every
+   other session of the server of locks first), and of one tenant schema (`--schema`).
+The API's schema-tenant p50 over its rls-tenant p50 in the same run is printed too: rls
+tenants do not touch more relations as schemas are added, so that ratio cancels the load of
+a shared machine, which moves the absolute figures between steps far more.
 
 Each step's figures are kept in .data/bench_scale_<database>.json; the table prints every step
 held there with its load average, and the targets compare the largest step with the smallest:
@@ -695,6 +700,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         line("API p99 (ms)", [ms(c["api"]["p99"]) for c in cols]),
         line("  p50 schema tenants / rls tenants (ms)",
              [f"{c['api']['schema_p50']:.0f}/{c['api']['rls_p50']:.0f}" for c in cols]),
+        line("  schema p50 / rls p50 (same run: the machine's load cancels)",
+             [f"{c['api']['schema_p50'] / c['api']['rls_p50']:.2f}" for c in cols]),
         line("  requests ok / errors", [f"{c['api']['requests']}/{c['api']['errors']}" for c in cols]),
         line(
             f"web backends, max anon (MB), recycled every {args.recycle_schemas} schemas",
