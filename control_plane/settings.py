@@ -391,6 +391,12 @@ if BEHIND_TLS_PROXY:
 TASKFLOW_POOL_SIZE = env.int("TASKFLOW_POOL_SIZE", default=5)
 TASKFLOW_POOL_OVERFLOW = env.int("TASKFLOW_POOL_OVERFLOW", default=10)
 DATABASE_BEHIND_PGBOUNCER = env.bool("DATABASE_BEHIND_PGBOUNCER", default=False)
+# A pooled connection that has served this many tenant schemas is replaced at its next checkout:
+# a PostgreSQL backend keeps the catalog entries of every relation it touched (relcache,
+# catcache) for its whole life, so one connection serving thousands of schemas grows without
+# bound (tests/benchmarks/bench_scale.py). 0 turns recycling off. Behind PgBouncer the server
+# connections it keeps need the same bound: set its server_lifetime (platform/pgbouncer).
+TASKFLOW_POOL_RECYCLE_SCHEMAS = env.int("TASKFLOW_POOL_RECYCLE_SCHEMAS", default=100)
 # How long a write waits for a tenant being moved between placements before it gets a 503.
 TENANT_WRITE_LOCK_TIMEOUT_MS = env.int("TENANT_WRITE_LOCK_TIMEOUT_MS", default=3000)
 # How long a move waits for in-flight writes of the tenant before giving up.
@@ -402,6 +408,10 @@ SPARE_SCHEMAS = env.int("SPARE_SCHEMAS", default=3)
 # work on worker shards (README, "Citus"); `manage.py placement_check` lists what blocks it.
 CITUS_DISTRIBUTE_SCHEMAS = env.bool("CITUS_DISTRIBUTE_SCHEMAS", default=False)
 OWNER_POOL_SIZE = env.int("OWNER_POOL_SIZE", default=4)
+# An owner connection is replaced after this many uses (each one creates or touches a schema):
+# a backend that has made thousands of schemas keeps their catalog entries and runs every clone
+# several times slower (tests/benchmarks/bench_scale.py). 0 keeps connections for good.
+OWNER_POOL_RECYCLE_USES = env.int("OWNER_POOL_RECYCLE_USES", default=100)
 # How long a retried onboarding (same Idempotency-Key) may show the owner's token again; it is
 # kept sealed in Redis until then, and later replays answer without it.
 ONBOARDING_TOKEN_REPLAY_SECONDS = env.int("ONBOARDING_TOKEN_REPLAY_SECONDS", default=600)

@@ -43,6 +43,8 @@ LOCK_NOT_AVAILABLE = "55P03"
 _WRITE_LOCKED = "write_locked_in"
 # A pooled connection idle longer than this is pinged at checkout (see _refuse_dead).
 PING_AFTER_IDLE_SECONDS = 30.0
+# The pool record's info key holding the tenant schemas a connection has served.
+_SCHEMAS_SERVED = "schemas_served"
 # set_config(..., true) is SET LOCAL on one server; on Citus see _bind_transaction.
 BIND_TRANSACTION = (
     "SELECT set_config('app.tenant_id', %s, true), set_config('app.actor_id', %s, true),"
@@ -133,6 +135,12 @@ def engine() -> sa.Engine:
     return created
 
 
+def _note_schema(connection: Any, schema: str) -> None:
+    """Record on the pooled connection that it served `schema` (see _refuse_dead)."""
+    if settings.TASKFLOW_POOL_RECYCLE_SCHEMAS:
+        connection.info.setdefault(_SCHEMAS_SERVED, set()).add(schema)
+
+
 def _note_idle(dbapi_connection: Any, record: Any) -> None:
     record.info["idle_since"] = time.monotonic()
 
@@ -141,9 +149,14 @@ def _refuse_dead(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     """Instead of a ping per checkout (a round trip): a pooled connection the server has closed
     (restart, pg_terminate_backend) has a readable socket, which a poll sees without a round trip;
     only one idle longer than PING_AFTER_IDLE_SECONDS, which may sit behind a dead network, is
-    pinged. Raising DisconnectionError makes the pool drop it and connect afresh."""
+    pinged. One that has served TASKFLOW_POOL_RECYCLE_SCHEMAS schemas is replaced too: its
+    backend's catalog caches only ever grow. Raising DisconnectionError makes the pool drop it
+    and connect afresh."""
     if dbapi_connection.closed or dbapi_connection.broken:
         raise sa.exc.DisconnectionError("connection closed")
+    limit = settings.TASKFLOW_POOL_RECYCLE_SCHEMAS
+    if limit and len(record.info.get(_SCHEMAS_SERVED, ())) >= limit:
+        raise sa.exc.DisconnectionError(f"served {limit} schemas: recycled")
     poller = select.poll()
     poller.register(dbapi_connection.fileno(), select.POLLIN)
     if poller.poll(0):  # an idle connection is sent nothing but its server's goodbye
@@ -164,6 +177,7 @@ class TenantSession(Session):
 @event.listens_for(TenantSession, "after_begin")
 def _bind_transaction(session: Session, _transaction: object, conn: sa.Connection) -> None:
     binding: TenantBinding = session.info["binding"]
+    _note_schema(conn.connection, binding.schema)
     # Straight to the driver: a fixed statement needs none of SQLAlchemy's compiling and result
     # machinery, which cost more than the round trip.
     driver: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]

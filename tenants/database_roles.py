@@ -7,6 +7,7 @@ run DDL (migrations, provisioning) asks for the owner here and never hands it to
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -62,7 +63,27 @@ def owner_connection(*, autocommit: bool = False) -> Iterator[psycopg.Connection
     """
     with _owner_pool().connection() as conn:
         conn.autocommit = autocommit
-        yield conn
+        try:
+            yield conn
+        finally:
+            _count_use(conn)
+
+
+_uses: weakref.WeakKeyDictionary[psycopg.Connection, int] = weakref.WeakKeyDictionary()
+
+
+def _count_use(conn: psycopg.Connection) -> None:
+    """After OWNER_POOL_RECYCLE_USES uses the pool closes the connection as it comes back and
+    opens a new one in the background: the backend's catalog caches hold every schema it made
+    or touched, and they only grow (a clone runs several times slower on a backend that has
+    made a few hundred schemas). psycopg_pool only knows max_lifetime, a time, so the
+    connection is marked expired the way the pool marks it (pinned psycopg-pool; the test
+    tests/tenants/test_database_roles.py notices a change)."""
+    limit = settings.OWNER_POOL_RECYCLE_USES
+    uses = _uses.get(conn, 0) + 1
+    _uses[conn] = uses
+    if limit and uses >= limit:
+        conn._expire_at = 0.0
 
 
 def use_owner_role_for_django() -> None:

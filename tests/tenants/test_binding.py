@@ -46,6 +46,30 @@ def test_a_pooled_connection_the_server_closed_is_replaced_at_checkout() -> None
     assert backend_pid() == replaced
 
 
+def pid_serving(schema: str) -> int:
+    with tenant_session(TenantBinding(tenant_id=42, schema=schema)) as session:
+        return int(session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def test_a_connection_that_served_many_schemas_is_replaced_at_checkout(settings) -> None:
+    """Its backend's catalog caches hold every relation it touched; a new one starts empty."""
+    settings.TASKFLOW_POOL_RECYCLE_SCHEMAS = 3
+    engine().dispose()  # one pooled connection, reused by every session below
+    first = pid_serving("t_one")
+    assert [pid_serving("t_one"), pid_serving("t_two"), pid_serving("t_two")] == [first] * 3
+    assert pid_serving("t_three") == first  # the third schema is served, then it is done
+    replaced = pid_serving("t_one")
+    assert replaced != first
+    assert pid_serving("t_two") == replaced  # the count starts again on the new connection
+
+
+def test_recycling_by_schemas_can_be_turned_off(settings) -> None:
+    settings.TASKFLOW_POOL_RECYCLE_SCHEMAS = 0
+    engine().dispose()
+    first = pid_serving("t_one")
+    assert {pid_serving(f"t_{n}") for n in range(200)} == {first}
+
+
 def test_a_warm_read_is_begin_binding_query_commit_and_no_ping(tmp_path) -> None:
     engine().dispose()
     with tenant_session(BINDING) as session:  # the one pooled connection, traced by libpq

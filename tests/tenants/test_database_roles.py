@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db import connection
 
@@ -47,3 +49,37 @@ def test_app_role_has_dml_but_not_ddl_rights_on_public_tables() -> None:
         "SELECT tableowner FROM pg_tables WHERE schemaname='public' AND tablename='tenants_tenant'"
     )[0]
     assert owner == owner_role_name()
+
+
+def connections_used(times: int) -> dict[object, int]:
+    """The owner connections `times` uses were given, with how often each was."""
+    from tenants.database_roles import owner_connection
+
+    seen: dict[object, int] = {}
+    for _ in range(times):
+        with owner_connection() as conn:
+            conn.execute("SELECT 1")
+            seen[conn] = seen.get(conn, 0) + 1
+    return seen
+
+
+def test_an_owner_connection_is_closed_after_its_uses(settings) -> None:
+    """A backend that has made many schemas keeps their catalog entries: it is not kept for good."""
+    from tenants.database_roles import _uses
+
+    settings.OWNER_POOL_RECYCLE_USES = 3
+    seen = connections_used(9)  # at most OWNER_POOL_SIZE (4) connections: one served 3
+    assert max(seen.values()) >= 3
+    # The pool takes a connection back in its own thread (it has a reset function): wait for it.
+    deadline = time.monotonic() + 10
+    while not all(conn.closed for conn in seen if _uses[conn] >= 3):  # type: ignore[attr-defined,index]
+        assert time.monotonic() < deadline, "a connection past its uses was kept"
+        time.sleep(0.01)
+    # Uses in earlier tests count too: a connection's whole life is what is bounded.
+    assert all(conn.closed == (_uses[conn] >= 3) for conn in seen)  # type: ignore[attr-defined,index]
+
+
+def test_owner_connections_are_kept_when_recycling_is_off(settings) -> None:
+    settings.OWNER_POOL_RECYCLE_USES = 0
+    seen = connections_used(9)
+    assert not any(conn.closed for conn in seen)  # type: ignore[attr-defined]
