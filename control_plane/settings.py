@@ -404,8 +404,8 @@ TENANT_MOVE_LOCK_TIMEOUT_MS = env.int("TENANT_MOVE_LOCK_TIMEOUT_MS", default=100
 # Template clones kept ready for onboarding (0 turns spares off: every onboarding clones).
 SPARE_SCHEMAS = env.int("SPARE_SCHEMAS", default=3)
 # On a Citus coordinator: distribute each schema tenant's schema at onboarding
-# (citus_schema_distribute). Off by default: the statement-level history triggers do not yet
-# work on worker shards (README, "Citus"); `manage.py placement_check` lists what blocks it.
+# (citus_schema_distribute), its history triggers pointed at the Citus-mode history function
+# (tenants.distribution). Off by default (README, "Citus"); nothing changes on plain PostgreSQL.
 CITUS_DISTRIBUTE_SCHEMAS = env.bool("CITUS_DISTRIBUTE_SCHEMAS", default=False)
 OWNER_POOL_SIZE = env.int("OWNER_POOL_SIZE", default=4)
 # An owner connection is replaced after this many uses (each one creates or touches a schema):

@@ -35,12 +35,3 @@ def forget() -> None:
     """Ask again next time (tests that add or drop the extension)."""
     with _lock:
         _known.clear()
-
-
-def distribute_schema(conn: psycopg.Connection, schema: str) -> None:
-    """Make `schema` a distributed schema: its tables become single-shard tables placed together
-    on one node (Citus picks it; `move_tenant --to-node` moves it later). Its triggers are
-    allowed for this transaction only (citus.enable_unsafe_triggers)."""
-    with conn.transaction():
-        conn.execute("SET LOCAL citus.enable_unsafe_triggers = on")
-        conn.execute("SELECT citus_schema_distribute(%s::regnamespace)", (schema,))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 from tenants.placement import SHARED_SCHEMA
 
@@ -115,3 +116,136 @@ def distribution_blockers(
                 Blocker(schema, table, "foreign_key", name, f"without tenant_id: {definition}")
             )
     return found
+
+
+# --- History on distributed schemas ---------------------------------------------------------------
+# On a distributed schema the statement-level history triggers fire on the worker's shards:
+# TG_TABLE_NAME is `tasks_<shard id>`, the history table next to it is `tasks_history_<its own
+# shard id>`, and the shard has no id default (the per-tenant sequence lives on the coordinator).
+# This function finds the colocated history shard through pg_dist_shard (Citus syncs it to every
+# node): the history table's one shard, or for tables distributed by tenant_id the shard of the
+# same hash range. It writes the id itself: one past the largest id the row's history holds. So
+# a row's history ids grow in the order it was written (the order the history API lists, by id),
+# on whichever node the schema is and after a move, and the (tenant_id, row_id, id) key holds:
+# writes to one row wait for each other's row locks, and each later statement's snapshot sees
+# the earlier entries. Off Citus, or on a table that is not a shard, it writes
+# `<table>_history` as v3 does. Otherwise the contract of public.taskflow_history_v3() (0005).
+# Never changed in place (a new version gets a new name); created once by the first distribution.
+CITUS_HISTORY_FUNCTION_NAME = "taskflow_history_citus_v1"
+CITUS_HISTORY_FUNCTION = r"""
+CREATE FUNCTION public.taskflow_history_citus_v1() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  base text := regexp_replace(TG_TABLE_NAME, '_[0-9]+$', '');
+  history text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME || '_history');
+  history_shard bigint;
+  actor bigint := nullif(current_setting('app.actor_id', true), '')::bigint;
+  request text := nullif(current_setting('app.request_id', true), '');
+  next_id text;
+  changes text;
+BEGIN
+  IF current_setting('app.copying_tenant', true) = 'on' THEN
+    IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER') THEN
+      RETURN NULL;
+    END IF;
+  END IF;
+  IF base <> TG_TABLE_NAME AND to_regclass('pg_catalog.pg_dist_shard') IS NOT NULL THEN
+    SELECT h.shardid INTO history_shard
+    FROM pg_dist_shard s
+    JOIN pg_dist_shard h
+      ON h.logicalrelid = to_regclass(format('%I.%I', TG_TABLE_SCHEMA, base || '_history'))
+     AND h.shardminvalue IS NOT DISTINCT FROM s.shardminvalue
+    WHERE s.shardid = substring(TG_TABLE_NAME FROM '_([0-9]+)$')::bigint
+      AND s.logicalrelid = to_regclass(format('%I.%I', TG_TABLE_SCHEMA, base));
+    IF history_shard IS NOT NULL THEN
+      history := format('%I.%I', TG_TABLE_SCHEMA, base || '_history_' || history_shard);
+    END IF;
+  END IF;
+  next_id := format('coalesce((SELECT max(h.id) FROM %s h WHERE h.tenant_id = %%1$s.tenant_id'
+                    ' AND h.row_id = %%1$s.id), 0) + 1', history);
+  IF TG_OP = 'INSERT' THEN
+    SELECT string_agg(format('%L, n.%I', c, c), ', ') INTO changes FROM unnest(TG_ARGV) AS c;
+    EXECUTE format(
+      'INSERT INTO %s (id, tenant_id, row_id, operation, version, changes, changes_format, actor_id, request_id, at)
+       SELECT %s, n.tenant_id, n.id, ''insert'', n.version, jsonb_strip_nulls(jsonb_build_object(%s)), 2, $1, $2, now()
+       FROM new_rows n', history, format(next_id, 'n'), changes) USING actor, request;
+  ELSIF TG_OP = 'UPDATE' THEN
+    SELECT string_agg(format('CASE WHEN o.%I IS DISTINCT FROM n.%I THEN jsonb_build_object(%L, jsonb_build_array(o.%I, n.%I)) ELSE ''{}''::jsonb END', c, c, c, c, c), ' || ')
+      INTO changes FROM unnest(TG_ARGV) AS c;
+    EXECUTE format(
+      'INSERT INTO %s (id, tenant_id, row_id, operation, version, changes, changes_format, actor_id, request_id, at)
+       SELECT %s, n.tenant_id, n.id,
+              CASE WHEN o.deleted_at IS NULL AND n.deleted_at IS NOT NULL THEN ''soft_delete''
+                   WHEN o.deleted_at IS NOT NULL AND n.deleted_at IS NULL THEN ''restore''
+                   ELSE ''update'' END,
+              n.version, %s, 1, $1, $2, now()
+       FROM old_rows o JOIN new_rows n ON n.id = o.id', history, format(next_id, 'n'), changes)
+      USING actor, request;
+  ELSE
+    SELECT string_agg(format('%L, CASE WHEN o.%I IS NOT NULL THEN jsonb_build_array(o.%I, NULL) END', c, c, c), ', ')
+      INTO changes FROM unnest(TG_ARGV) AS c;
+    EXECUTE format(
+      'INSERT INTO %s (id, tenant_id, row_id, operation, version, changes, changes_format, actor_id, request_id, at)
+       SELECT %s, o.tenant_id, o.id, ''delete'', o.version, jsonb_strip_nulls(jsonb_build_object(%s)), 1, $1, $2, now()
+       FROM old_rows o', history, format(next_id, 'o'), changes) USING actor, request;
+  END IF;
+  RETURN NULL;
+END
+$fn$
+"""
+# Serialises creating the function across concurrent onboardings ("hist" in ASCII).
+HISTORY_FUNCTION_LOCK = 0x68697374
+
+# The schema's history triggers, with the function each calls.
+HISTORY_TRIGGERS = """
+SELECT tg.tgname, c.relname, pg_get_triggerdef(tg.oid), p.proname
+FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_proc p ON p.oid = tg.tgfoid
+JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE c.relnamespace = %(s)s::regnamespace AND NOT tg.tgisinternal AND pn.nspname = 'public'
+  AND p.proname LIKE 'taskflow\\_history%%'
+ORDER BY c.relname, tg.tgname
+"""
+
+
+def ensure_citus_history_function(conn: psycopg.Connection) -> None:
+    """Create public.taskflow_history_citus_v1() once (inside the caller's transaction)."""
+    exists = "SELECT to_regprocedure('public.taskflow_history_citus_v1()') IS NOT NULL"
+    row = conn.execute(exists).fetchone()
+    if row and row[0]:
+        return
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (HISTORY_FUNCTION_LOCK,))
+    row = conn.execute(exists).fetchone()
+    if not (row and row[0]):
+        conn.execute(CITUS_HISTORY_FUNCTION)
+
+
+def point_history_at_citus_function(conn: psycopg.Connection, schema: str) -> int:
+    """Re-create each history trigger of `schema` calling the Citus history function, keeping its
+    events, transition tables and audited columns (inside the caller's transaction, before the
+    schema is distributed). Returns how many triggers were re-pointed."""
+    moved = 0
+    for trigger, table, definition, function in conn.execute(
+        HISTORY_TRIGGERS, {"s": schema}
+    ).fetchall():
+        if function == CITUS_HISTORY_FUNCTION_NAME:
+            continue
+        conn.execute(
+            sql.SQL("DROP TRIGGER {} ON {}.{}").format(
+                sql.Identifier(trigger), sql.Identifier(schema), sql.Identifier(table)
+            )
+        )
+        conn.execute(definition.replace(f"{function}(", f"{CITUS_HISTORY_FUNCTION_NAME}(", 1))
+        moved += 1
+    return moved
+
+
+def distribute_schema(conn: psycopg.Connection, schema: str) -> None:
+    """Make `schema` a distributed schema on a Citus coordinator: its history triggers call the
+    Citus history function, then its tables become single-shard tables placed together on one
+    node (Citus picks it; `move_tenant --to-node` moves it later). Its triggers are allowed for
+    this transaction only (citus.enable_unsafe_triggers)."""
+    with conn.transaction():
+        conn.execute("SET LOCAL citus.enable_unsafe_triggers = on")
+        ensure_citus_history_function(conn)
+        point_history_at_citus_function(conn, schema)
+        conn.execute("SELECT citus_schema_distribute(%s::regnamespace)", (schema,))

@@ -11,9 +11,10 @@ from django.conf import settings
 from django.core.management import call_command
 from psycopg import sql
 
-from tenants.citus import distribute_schema, is_citus
+from tenants.citus import is_citus
 from tenants.cloning import TEMPLATE_SCHEMA, clone_schema, clone_script, read_revisions
 from tenants.database_roles import app_role_name, owner_connection, use_owner_role_for_django
+from tenants.distribution import distribute_schema
 from tenants.ids import drop_id_sequence, ensure_id_sequence
 from tenants.local_settings import bind_tenant
 from tenants.models import Isolation, Tenant

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import CommandError, call_command
+from psycopg import sql
 
+from tenants.citus import is_citus
 from tenants.cloning import TEMPLATE_SCHEMA
 from tenants.database_roles import owner_connection
-from tenants.distribution import distribution_blockers
+from tenants.distribution import (
+    CITUS_HISTORY_FUNCTION_NAME,
+    distribution_blockers,
+    ensure_citus_history_function,
+    point_history_at_citus_function,
+)
+from tenants.local_settings import set_local
+from tenants.models import Isolation
 from tenants.placement import SHARED_SCHEMA
+from tests.taskflow.conftest import discard, provisioned_tenant
 
-# Statement-level history triggers with transition tables, and the due_at sync: known blockers
-# until a Citus-mode history function exists (README, "Citus").
+# Statement-level history triggers with transition tables, and the due_at sync: listed, since
+# Citus refuses triggers unless told; a distributed schema's history triggers call the Citus-mode
+# history function (tenants.distribution, README "Citus").
 KNOWN_TRIGGERS = {
     f"{table}_history_{op}"
     for table in ("projects", "tasks", "comments")
@@ -77,3 +88,93 @@ def test_placement_check_lists_the_template_triggers_and_multi_statement_steps(c
         call_command("placement_check", "--strict")
     with pytest.raises(CommandError, match="no schema 'nowhere'"):
         call_command("placement_check", "nowhere")
+
+
+# One task's life, as the API writes it: insert, two updates (one a soft delete), a hard delete.
+LIFE = (
+    "INSERT INTO {s}.tasks (tenant_id, project_id, title) VALUES ({t}, {p}, {title})",
+    "UPDATE {s}.tasks SET title = title || '!', version = version + 1 WHERE title = {title}",
+    "UPDATE {s}.tasks SET deleted_at = '2026-12-01T00:00:00Z', version = version + 1 WHERE title = {title} || '!'",
+    "DELETE FROM {s}.tasks WHERE title = {title} || '!'",
+)
+HISTORY_OF = (
+    "SELECT h.id, h.operation, h.version, h.changes, h.changes_format, h.actor_id, h.request_id"
+    " FROM {s}.tasks_history h JOIN {s}.tasks_history f ON f.tenant_id = h.tenant_id"
+    " AND f.row_id = h.row_id AND f.operation = 'insert' AND f.changes->>'title' = {title}"
+    " ORDER BY h.id"
+)
+
+
+def live_a_task(conn, schema: str, tenant_id: int, project_id: int, title: str) -> list[tuple]:
+    values = {"s": sql.Identifier(schema), "t": sql.Literal(tenant_id)}
+    values |= {"p": sql.Literal(project_id), "title": sql.Literal(title)}
+    with conn.transaction():
+        conn.execute(set_local({"app.tenant_id": tenant_id, "app.actor_id": 7}))
+        conn.execute(set_local({"app.request_id": f"req-{title}"}))
+        for statement in LIFE:
+            conn.execute(sql.SQL(statement).format(**values))
+        return conn.execute(sql.SQL(HISTORY_OF).format(**values)).fetchall()
+
+
+def test_the_citus_history_function_records_what_v3_records_with_ids_growing_per_row(
+    committed: None,
+) -> None:
+    """Off Citus (and on a coordinator's local tables) the Citus-mode history function writes
+    `<table>_history` as v3 does; the ids it supplies itself grow with each entry of a row, so
+    the history API's order (by id) is the order of writes. On a Citus coordinator with
+    CITUS_DISTRIBUTE_SCHEMAS on, the tenant is distributed already and both rows go through it
+    on the worker holding the schema."""
+    fixture = provisioned_tenant(Isolation.SCHEMA)
+    tenant_id, schema = fixture.tenant.pk, fixture.tenant.schema_name
+    try:
+        with owner_connection(autocommit=True) as conn:
+            with conn.transaction():
+                conn.execute(set_local({"app.tenant_id": tenant_id}))
+                project = conn.execute(
+                    sql.SQL("INSERT INTO {}.projects (tenant_id, key, name)"
+                            " VALUES (%s, 'H', 'h') RETURNING id").format(sql.Identifier(schema)),
+                    (tenant_id,),
+                ).fetchone()  # fmt: skip
+                assert project is not None
+                project_id = project[0]
+            before = live_a_task(conn, schema, tenant_id, project_id, "before")
+            with conn.transaction():
+                ensure_citus_history_function(conn)
+                ensure_citus_history_function(conn)  # once only, then nothing
+                point_history_at_citus_function(conn, schema)
+                assert point_history_at_citus_function(conn, schema) == 0
+            functions = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT DISTINCT tgfoid::regproc::text FROM pg_trigger"
+                    " WHERE tgrelid = %s::regclass AND NOT tgisinternal"
+                    " AND tgname LIKE 'tasks_history_%%'",
+                    (f"{schema}.tasks",),
+                )
+            }
+            after = live_a_task(conn, schema, tenant_id, project_id, "after")
+            distributed = is_citus(conn) and bool(
+                conn.execute(
+                    "SELECT count(*) FROM citus_schemas WHERE schema_name = %s::regnamespace",
+                    (schema,),
+                ).fetchall()[0][0]
+            )
+    finally:
+        discard(fixture)
+    assert functions == {CITUS_HISTORY_FUNCTION_NAME}
+    assert [row[1] for row in after] == ["insert", "update", "soft_delete", "delete"]
+    assert [row[0] for row in after] == [1, 2, 3, 4]
+
+    # Same entries but for the id, the title and the request id the function was given.
+    def entry(row: tuple, title: str) -> tuple:
+        changes = {k: v for k, v in row[3].items() if k != "title"}
+        return (row[1], row[2], changes, row[4], row[5], row[6].replace(title, ""))
+
+    assert [entry(r, "before") for r in before] == [entry(r, "after") for r in after]
+    assert all(r[5] == 7 for r in after)
+    ids_before = [row[0] for row in before]
+    if distributed:  # the Citus function wrote both rows' history
+        assert ids_before == [1, 2, 3, 4]
+    else:  # v3 drew them from the tenant's sequence, shared with the rows themselves
+        assert ids_before == sorted(set(ids_before))
+        assert len(ids_before) == 4
