@@ -13,6 +13,7 @@ from control_plane.evolution.models import Evolution
 from control_plane.fanout import runs
 from control_plane.fanout.models import RunStatus
 from tenants.database_roles import owner_connection
+from tenants.ids import ensure_id_sequence
 from tenants.models import Isolation, Tenant, TenantStatus, schema_name_for
 from tenants.placement import SHARED_SCHEMA
 from tests.fanout.support import wait_for_run
@@ -22,7 +23,8 @@ EXPANDED = "0007"
 
 
 def make_rls_tenants(prefix: str, count: int) -> list[Tenant]:
-    return [
+    """Active rls-mode tenants, each with its id sequence (as provisioning makes it)."""
+    tenants = [
         Tenant.objects.create(
             name=f"{prefix} r{i}",
             slug=f"{prefix}r{i:03d}",
@@ -32,6 +34,10 @@ def make_rls_tenants(prefix: str, count: int) -> list[Tenant]:
         )
         for i in range(count)
     ]
+    with owner_connection(autocommit=True) as conn:
+        for tenant in tenants:
+            ensure_id_sequence(conn, tenant.pk)
+    return tenants
 
 
 def schema_of(tenant: Tenant) -> str:

@@ -17,7 +17,7 @@ from migrations_sqla.migrator import SchemaMigrator, Target, owner_engine, platf
 from migrations_sqla.scripts import head_revision, pending_contract_steps
 from tenants.cloning import clone_schema
 from tenants.database_roles import app_role_name, owner_connection
-from tenants.ids import drop_id_sequence
+from tenants.ids import drop_id_sequence, ensure_id_sequence
 from tenants.models import Isolation, Tenant, TenantStatus, schema_name_for
 from tenants.provisioning import delete_shared_rows
 
@@ -132,6 +132,7 @@ def make_tenants(prefix: str, count: int) -> list[Tenant]:
     with owner_connection(autocommit=True) as conn:
         for tenant in tenants:
             revisions = clone_schema(conn, tenant.schema_name, grant_to=app_role_name())
+            ensure_id_sequence(conn, tenant.pk)
     Tenant.objects.filter(pk__in=[t.pk for t in tenants]).update(revisions=revisions)
     return list(Tenant.objects.filter(pk__in=[t.pk for t in tenants]).order_by("slug"))
 
