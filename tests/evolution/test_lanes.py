@@ -25,7 +25,11 @@ from tests.evolution.support import (
 from tests.fanout.conftest import start_worker
 from tests.fanout.support import kill_process_tree, wait_until
 
-pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("committed")]
+pytestmark = [
+    pytest.mark.worker,
+    pytest.mark.empty_shared_schema,
+    pytest.mark.usefixtures("committed"),
+]
 
 UTC = dt.UTC
 

@@ -229,6 +229,7 @@ def test_history_written_before_the_migration_reads_the_same_after_it_and_down_a
     assert history(tenant, "DOWN-1")[0]["changes"] == inserts["DOWN-1"]
 
 
+@pytest.mark.empty_shared_schema
 def test_shared_schema_goes_down_and_up_with_every_rls_tenants_history(
     committed: None, worker: object
 ) -> None:
