@@ -44,13 +44,6 @@ settings.RATE_LIMIT_AUTH_FAILURES = 10**6
 settings.RATE_LIMIT_PLANS = json.loads(os.environ["RATE_LIMIT_PLANS"])
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `empty_shared_schema` run first, before any other test has left rls tenants'
-    rows in `shared`: the shared schema's way down past migration 0006 needs ids unique across
-    it again (each tenant's ids start at 1), and the backfill's lanes are checked row by row."""
-    items.sort(key=lambda item: item.get_closest_marker("empty_shared_schema") is None)
-
-
 @pytest.fixture(scope="session")
 def django_db_setup() -> None:
     """Use the database `platform/dev.sh test` prepared; never create or destroy one here."""
