@@ -70,7 +70,6 @@ class QueryParam:
             return {
                 "type": "array",
                 "items": {"type": "string", "enum": list(self.items)},
-                "uniqueItems": True,
             }
         schema: dict[str, Any] = {"type": self.type}
         for key, value in (

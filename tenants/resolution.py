@@ -80,8 +80,19 @@ def resolve_tenant_and_read(
     _count("miss")
     tenant: Tenant = domain.tenant
     if not found:  # neither cached nor forgotten
-        cache.add(key, {f: getattr(tenant, f) for f in _FIELDS}, CACHE_TTL_SECONDS)
+        cache.add(key, _entry(tenant), CACHE_TTL_SECONDS)
     return tenant, extra
+
+
+def _entry(tenant: Tenant) -> dict[str, Any]:
+    return {f: getattr(tenant, f) for f in _FIELDS}
+
+
+def remember_host(hostname: str, tenant: Tenant, epoch: int) -> None:
+    """Cache `tenant` at `hostname` under `epoch`, read in the same statement as the rows it was
+    committed with (onboarding's activation): its first request then resolves from Redis. Added,
+    never overwritten, and not under a tombstone's shadow: a later forget still wins."""
+    cache.add(_key(hostname, epoch), _entry(tenant), CACHE_TTL_SECONDS)
 
 
 def _count(outcome: str) -> None:

@@ -48,7 +48,7 @@ from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_
 from tenants.outages import is_connection_failure
 from tenants.problems import Problem
 from tenants.provisioning import drop_storage, provision_storage
-from tenants.resolution import forget_tenant
+from tenants.resolution import forget_tenant, remember_host
 
 SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 RESERVED_SLUGS = frozenset({"public", "shared", "template", "information_schema"})
@@ -398,12 +398,13 @@ def provision_onboarding(onboarding_id: int, *, will_retry: bool = False) -> Onb
     started = time.perf_counter()
     try:
         revisions = provision_storage(tenant)
-        activate(onboarding, revisions, started)
+        epoch = activate(onboarding, revisions, started)
     except Exception as exc:
         if not (will_retry and is_connection_failure(exc)):
             _mark_failed(onboarding, exc)
             onboarding_finished.announce(onboarding.pk, OnboardingStatus.FAILED)
         raise
+    remember_host(onboarding.domain, tenant, epoch)  # the owner's first request finds it cached
     onboarding_finished.announce(onboarding.pk, OnboardingStatus.SUCCEEDED)
     if tenant.isolation == Isolation.SCHEMA and settings.SPARE_SCHEMAS:
         celery_app.send_task(REFILL_SPARES_TASK)

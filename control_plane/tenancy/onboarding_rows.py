@@ -107,7 +107,7 @@ def _new_row(obj: models.Model, **expressions: str) -> tuple[str, str, list[Any]
     return ", ".join(columns), ", ".join(items), params
 
 
-def activate(onboarding: Onboarding, revisions: dict[str, str], started: float) -> None:
+def activate(onboarding: Onboarding, revisions: dict[str, str], started: float) -> int:
     """Write the identity rows and mark the tenant active and the onboarding succeeded.
 
     One statement: the primary domain (without DomainMixin.save, which would demote other
@@ -117,7 +117,8 @@ def activate(onboarding: Onboarding, revisions: dict[str, str], started: float) 
     tenant's status and revisions, and the onboarding's status and provisioning time (from
     `started`, a perf_counter reading). A conflict (the domain taken meanwhile) raises
     IntegrityError and leaves none of it. The in-memory `onboarding` and its tenant are
-    updated to match.
+    updated to match. Returns the cache epoch the statement saw: activating a new tenant leaves
+    it alone (tenants migration 0007), so the new host may be cached under it at once.
     """
     tenant = onboarding.tenant
     user_model = get_user_model()
@@ -158,7 +159,8 @@ def activate(onboarding: Onboarding, revisions: dict[str, str], started: float) 
         f" {_col(Onboarding, 'error')} = '', {_col(Onboarding, 'finished_at')} = %s,"
         f" {provisioning_ms} = round((%s + 1000 * extract(epoch FROM"
         f" clock_timestamp() - statement_timestamp()))::numeric, 2)::float8"
-        f" WHERE {_pk(Onboarding)} = %s RETURNING {provisioning_ms}"
+        f" WHERE {_pk(Onboarding)} = %s"
+        f" RETURNING {provisioning_ms}, (SELECT value FROM public.cache_epoch WHERE id = 1)"
     )
     params = [
         *domain[2],
@@ -185,7 +187,9 @@ def activate(onboarding: Onboarding, revisions: dict[str, str], started: float) 
         "",
         now,
     )
-    onboarding.provisioning_ms = row[0] if row else None
+    assert row is not None, "the onboarding row is gone"
+    onboarding.provisioning_ms = row[0]
+    return int(row[1])
 
 
 def record_request(tenant: Tenant, onboarding: Onboarding) -> bool:

@@ -139,3 +139,17 @@ def test_an_empty_integer_parameter_is_a_400_not_an_absent_one(
     response = tenant_a.client("admin").get(template, {name: ""})
     body = assert_problem(response, 400)
     assert body["errors"] == [{"field": name, "message": f"{name} must be an integer."}]
+
+
+def test_an_export_with_a_repeated_status_is_the_same_export(tenant_a: TenantFixture) -> None:
+    """The document allows `status=done,done` (no uniqueItems); the server must agree."""
+    api = tenant_a.api("admin")
+    project = make_project(api)
+    make_task(api, project["id"], title="Shipped", status="done")
+    client = tenant_a.client("admin")
+    once = client.get("/api/v1/tasks/export", {"status": "done", "project": project["id"]})
+    twice = client.get("/api/v1/tasks/export", {"status": "done,done", "project": project["id"]})
+    assert once.status_code == twice.status_code == 200
+    body = b"".join(once.streaming_content)  # type: ignore[attr-defined]
+    assert b"Shipped" in body
+    assert b"".join(twice.streaming_content) == body  # type: ignore[attr-defined]

@@ -148,3 +148,26 @@ def test_a_taken_domain_fails_provisioning_with_no_identity_row_written(onboarde
     assert not Membership.objects.filter(tenant_id=onboarding.tenant_id).exists()
     assert not ApiToken.objects.filter(tenant_id=onboarding.tenant_id).exists()
     assert User.objects.count() == users
+
+
+def test_the_owners_first_request_finds_the_new_host_cached(onboarded, unique, settings) -> None:
+    """Activation leaves the cache epoch alone (every tenant's entries stay warm) and caches the
+    new host under it, so the owner's first request reads no tenant or domain row."""
+    from tenants.resolution import resolve_tenant
+
+    settings.SPARE_SCHEMAS = 0
+    settings.CACHE_EPOCH_CHECK_SECONDS = 0  # every read of the epoch goes to the database
+    onboarding = requested(f"warm_{unique}", onboarded)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT value FROM public.cache_epoch WHERE id = 1")
+        before = cursor.fetchone()[0]
+    provision_onboarding(onboarding.pk)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT value FROM public.cache_epoch WHERE id = 1")
+        assert cursor.fetchone()[0] == before
+    with CaptureQueriesContext(connection) as captured:
+        tenant = resolve_tenant(onboarding.domain)
+    assert tenant is not None
+    assert tenant.pk == onboarding.tenant_id
+    assert tenant.status == TenantStatus.ACTIVE
+    assert [q["sql"] for q in captured.captured_queries if "tenants_" in q["sql"]] == []
