@@ -23,11 +23,11 @@ from control_plane.imports.models import ImportMode, ImportStatus
 from control_plane.tenancy.models import MoveStatus
 from control_plane.tenancy.serializers import TenantSerializer
 from taskflow.openapi import (
+    EVERY_VERSION_HEADERS,
     MAX_ID,
     NO_NUL_TEXT,
     RATE_LIMIT,
     RATE_LIMIT_POLICY,
-    EVERY_VERSION_HEADERS,
     REQUEST_ID,
     RETRY_AFTER,
     VERSION_REQUEST_HEADER,
