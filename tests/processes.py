@@ -105,10 +105,16 @@ def cpu_by_pid(pids: Sequence[int]) -> dict[int, float]:
 class LoggedProcess:
     """A child process (gunicorn, celery) with its output in a temporary file that outlives it."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], prefix: str = "bench-") -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        prefix: str = "bench-",
+        cwd: Path = ROOT,
+    ) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix=prefix, suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
-            list(args), cwd=ROOT, env=dict(env), stdout=self.log, stderr=subprocess.STDOUT
+            list(args), cwd=cwd, env=dict(env), stdout=self.log, stderr=subprocess.STDOUT
         )
 
     def log_text(self) -> str:
@@ -127,7 +133,7 @@ class GunicornServer(LoggedProcess):
     log in a file; it returns once /healthz answers on `host` and every worker is up.
 
     `config`: a gunicorn config file (platform/gunicorn.conf.py: the metrics folder of
-    production); `extra`: more gunicorn arguments."""
+    production); `extra`: more gunicorn arguments; `cwd`: the source tree it serves."""
 
     def __init__(
         self,
@@ -141,6 +147,7 @@ class GunicornServer(LoggedProcess):
         extra: Sequence[str] = ("--log-level", "warning"),
         prefix: str = "bench-gunicorn-",
         timeout: float = 60,
+        cwd: Path = ROOT,
     ) -> None:
         self.port = free_port()
         self.workers = workers
@@ -152,7 +159,7 @@ class GunicornServer(LoggedProcess):
             "--backlog", "2048", "--worker-tmp-dir", "/dev/shm",  # noqa: S108 - heartbeat files
             *extra,
         ]  # fmt: skip
-        super().__init__(self.command, env, prefix)
+        super().__init__(self.command, env, prefix, cwd)
         deadline = time.monotonic() + timeout
         while True:
             if self._healthy(host) and len(self.worker_pids()) == workers:
