@@ -247,21 +247,19 @@ def alternating_blocks(
 
 def in_process(token: str, blocks: int, per_block: int) -> dict[str, list[float]]:
     """CPU seconds per served request in this process, limits (never reached), metrics and the
-    access log on vs off."""
-    run_prefix = f"rl-bench-obs-{secrets.token_hex(4)}"
+    access log on vs off, and each part alone."""
+    limits = {
+        "RATE_LIMITS_ENABLED": True,
+        "RATE_LIMIT_PLANS": UNREACHABLE_PLANS,
+        "RATE_LIMIT_KEY_PREFIX": f"rl-bench-obs-{secrets.token_hex(4)}",
+    }
+    observed = {"METRICS_ENABLED": True, "ACCESS_LOG": True}
+    off = {"METRICS_ENABLED": False, "ACCESS_LOG": False, "RATE_LIMITS_ENABLED": False}
     variants = {
-        "on": Variant(
-            {
-                "METRICS_ENABLED": True,
-                "ACCESS_LOG": True,
-                "RATE_LIMITS_ENABLED": True,
-                "RATE_LIMIT_PLANS": UNREACHABLE_PLANS,
-                "RATE_LIMIT_KEY_PREFIX": run_prefix,
-            }
-        ),
-        "off": Variant(
-            {"METRICS_ENABLED": False, "ACCESS_LOG": False, "RATE_LIMITS_ENABLED": False}
-        ),
+        "on": Variant({**observed, **limits}),
+        "off": Variant(off),
+        "limits only": Variant({**off, **limits}),
+        "metrics + log only": Variant({**off, **observed}),
     }
     return alternating_blocks(token, variants, 200, blocks, per_block)
 
@@ -360,10 +358,10 @@ def report_in_process(
             f"{ratio:.3f}x {baseline}"
         )
     if target is not None:
-        others = [name for name in figures if name != baseline]
-        ratio = medians[others[0]] / medians[baseline]
+        first = next(name for name in figures if name != baseline)
+        ratio = medians[first] / medians[baseline]
         verdict = "meets" if ratio <= target else "MISSES"
-        print(f"  {others[0]} / {baseline}: {ratio:.3f} ({verdict} the target <= {target})")
+        print(f"  {first} / {baseline}: {ratio:.3f} ({verdict} the target <= {target})")
 
 
 @contextmanager
