@@ -199,6 +199,15 @@ def measured(server: Server, token: str, connections: int, seconds: float) -> Ro
     )
 
 
+def without_early_layer() -> list[str]:
+    """MIDDLEWARE without control_plane.ratelimits.early: the limits as the DRF throttle alone
+    checked them before it (after authentication)."""
+    from django.conf import settings
+
+    early = "control_plane.ratelimits.early.EarlyRateLimitMiddleware"
+    return [m for m in settings.MIDDLEWARE if m != early]
+
+
 @dataclass
 class Variant:
     """One way of serving a request in this process: its settings, and what runs before each
@@ -259,6 +268,7 @@ def in_process(token: str, blocks: int, per_block: int) -> dict[str, list[float]
         "on": Variant({**observed, **limits}),
         "off": Variant(off),
         "limits only": Variant({**off, **limits}),
+        "limits only, throttle": Variant({**off, **limits, "MIDDLEWARE": without_early_layer()}),
         "metrics + log only": Variant({**off, **observed}),
     }
     return alternating_blocks(token, variants, 200, blocks, per_block)
@@ -267,11 +277,8 @@ def in_process(token: str, blocks: int, per_block: int) -> dict[str, list[float]
 def refusals(token: str, blocks: int, per_block: int) -> dict[str, list[float]]:
     """CPU seconds per 429 in this process: the early layer with its memo, without it, and the
     DRF throttle alone (MIDDLEWARE without the early layer)."""
-    from django.conf import settings
-
     from control_plane.ratelimits.memo import REFUSALS
 
-    early = "control_plane.ratelimits.early.EarlyRateLimitMiddleware"
     spent = {
         "METRICS_ENABLED": True,
         "ACCESS_LOG": True,
@@ -286,9 +293,7 @@ def refusals(token: str, blocks: int, per_block: int) -> dict[str, list[float]]:
     variants = {
         "early + memo": Variant(spent),
         "early, no memo": Variant(spent, REFUSALS.clear),
-        "throttle": Variant(
-            {**spent, "MIDDLEWARE": [m for m in settings.MIDDLEWARE if m != early]}
-        ),
+        "throttle": Variant({**spent, "MIDDLEWARE": without_early_layer()}),
     }
     return alternating_blocks(token, variants, 429, blocks, per_block)
 
