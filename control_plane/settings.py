@@ -135,6 +135,9 @@ MIDDLEWARE = [
     "tenants.middleware.PublicHostMiddleware",
     "taskflow.versioning.ApiVersionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, yet before URL dispatch and all of DRF: a warm token's plan limits (a 429 here costs
+    # no authentication, view or renderer; the version and frame headers still apply).
+    "control_plane.ratelimits.early.EarlyRateLimitMiddleware",
 ]
 # Cache keys tenant resolution reads in its own round trip for the request (the bearer token's
 # principal entry), so authentication sends no Redis GET of its own.

@@ -566,6 +566,11 @@ REQUEST_ID_RESPONSE = OpenApiParameter(
     required=True,
     description="This request's id: the one the request sent when well-formed, else a new one.",
 )
+# Response headers every response of every API version carries, whoever answers it (the
+# observation layer sets them before a version is negotiated, a 429 or a 404 included). Declared
+# once: the generator adds them to every operation, and control_plane.http.contract adds them to
+# every kept version's document, written before they were declared.
+EVERY_VERSION_HEADERS: tuple[OpenApiParameter, ...] = (REQUEST_ID_RESPONSE,)
 
 
 def query_parameters_of(view: Any, method: str) -> list[OpenApiParameter]:
@@ -627,7 +632,7 @@ def shared_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
             RETRY_AFTER,
             RATE_LIMIT,
             RATE_LIMIT_POLICY,
-            REQUEST_ID_RESPONSE,
+            *EVERY_VERSION_HEADERS,
         )
     }
     components: dict[str, Any] = {}

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +20,9 @@ from django.conf import settings
 
 from control_plane.celery import app as celery_app
 from tenants.models import RATE_LIMIT_CLASSES, Plan
-from tests.processes import stop_process
+
+# WorkerProcess lives with the other process helpers; tests import it from here too.
+from tests.processes import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,50 +52,6 @@ def django_db_setup() -> None:
 def unique() -> str:
     """A short unique token for names that must not collide across tests and runs."""
     return uuid.uuid4().hex[:10]
-
-
-class WorkerProcess:
-    """A real `celery worker` process, started and stopped by the test session."""
-
-    def __init__(
-        self,
-        name: str,
-        queues: str = "default,migrations,imports",
-        concurrency: int = 2,
-        env: dict[str, str] | None = None,
-    ):
-        self.name = f"{name}@{uuid.uuid4().hex[:6]}"
-        self.env = os.environ | (env or {})
-        self.queues = queues
-        self.concurrency = concurrency
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = ROOT / ".data" / f"worker-{self.name.replace('@', '-')}.log"
-
-    def start(self, timeout: float = 30) -> WorkerProcess:
-        self.log_path.parent.mkdir(exist_ok=True)
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "control_plane", "worker",
-                "-Q", self.queues, "-c", str(self.concurrency), "-n", self.name,
-                "--without-gossip", "--without-mingle", "-l", "info",
-            ],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited early; see {self.log_path}")
-            if celery_app.control.ping(destination=[self.name], timeout=0.5):
-                return self
-        self.stop()
-        raise RuntimeError(
-            f"worker {self.name} did not answer within {timeout}s; see {self.log_path}"
-        )
-
-    def stop(self) -> None:
-        if self.process:
-            stop_process(self.process, timeout=20)
 
 
 @contextmanager

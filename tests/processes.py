@@ -1,4 +1,9 @@
-"""Helpers for the child processes tests and benchmarks start: servers, workers, PgBouncer."""
+"""The one home of the child processes tests and benchmarks start: web servers (gunicorn),
+Celery workers, Redis, and what reads their CPU from /proc. PgBouncer's is tests/pgbouncer.py.
+
+Nothing here imports Django or the platform at import time: benchmarks import it before they
+set up Django for their own database.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,12 +67,7 @@ def start_redis(
 
 def kill_process_tree(pid: int) -> None:
     """SIGKILL a worker and its pool children at once, as a lost machine would."""
-    children = [
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and _parent_of(int(entry.name)) == pid
-    ]
-    for victim in [*children, pid]:
+    for victim in [*children(pid), pid]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
 
@@ -76,6 +78,184 @@ def _parent_of(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (a gunicorn master's workers, a worker's pool)."""
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _parent_of(int(entry.name)) == pid
+    ]
+
+
+def cpu_by_pid(pids: Sequence[int]) -> dict[int, float]:
+    """CPU seconds (user + system) each live process of `pids` has used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
+class LoggedProcess:
+    """A child process (gunicorn, celery) with its output in a temporary file that outlives it."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        prefix: str = "bench-",
+        cwd: Path = ROOT,
+    ) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix=prefix, suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            list(args), cwd=cwd, env=dict(env), stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def log_text(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> None:
+        stop_process(self.proc, timeout=timeout)
+        self.log.close()
+
+
+GUNICORN_WORKER_CLASS = "control_plane.http.gunicorn_worker.ProblemThreadWorker"
+
+
+class GunicornServer(LoggedProcess):
+    """A benchmark's gunicorn (gthread-like, keep-alive, large backlog) on a free port, with its
+    log in a file; it returns once /healthz answers on `host` and every worker is up.
+
+    `config`: a gunicorn config file (platform/gunicorn.conf.py: the metrics folder of
+    production); `extra`: more gunicorn arguments; `cwd`: the source tree it serves."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        workers: int,
+        threads: int,
+        host: str = "localhost",
+        worker_class: str = GUNICORN_WORKER_CLASS,
+        config: str | None = None,
+        extra: Sequence[str] = ("--log-level", "warning"),
+        prefix: str = "bench-gunicorn-",
+        timeout: float = 60,
+        cwd: Path = ROOT,
+    ) -> None:
+        self.port = free_port()
+        self.workers = workers
+        self.command = [
+            str(Path(sys.executable).parent / "gunicorn"), "control_plane.wsgi:application",
+            *(["-c", config] if config else []),
+            "--bind", f"127.0.0.1:{self.port}", "--worker-class", worker_class,
+            "--workers", str(workers), "--threads", str(threads), "--keep-alive", "30",
+            "--backlog", "2048", "--worker-tmp-dir", "/dev/shm",  # noqa: S108 - heartbeat files
+            *extra,
+        ]  # fmt: skip
+        super().__init__(self.command, env, prefix, cwd)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._healthy(host) and len(self.worker_pids()) == workers:
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit(f"gunicorn did not start:\n{self.log_text()}")
+            time.sleep(0.2)
+
+    def _healthy(self, host: str) -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", "/healthz", headers={"Host": host})
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def worker_pids(self) -> list[int]:
+        return children(self.proc.pid)
+
+
+def start_celery_worker(
+    env: Mapping[str, str],
+    *,
+    queues: str,
+    concurrency: int,
+    name: str = "bench",
+    until_pool_is_up: bool = False,
+    timeout: float = 60,
+) -> LoggedProcess:
+    """A benchmark's `celery worker` on `queues`, returned once it answers a ping (and, with
+    `until_pool_is_up`, once its pool has a process)."""
+    from control_plane.celery import app
+
+    node = f"{name}-{time.monotonic_ns()}@%h"
+    worker = LoggedProcess(
+        [sys.executable, "-m", "celery", "-A", "control_plane", "worker", "-Q", queues,
+         "-c", str(concurrency), "-n", node, "--without-gossip", "--without-mingle",
+         "-l", "warning"],
+        env,
+        prefix=f"{name}-worker-",
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if app.control.ping(timeout=0.5) and (not until_pool_is_up or children(worker.proc.pid)):
+            return worker
+    worker.stop()
+    raise SystemExit(f"worker did not start; see {worker.log.name}")
+
+
+class WorkerProcess:
+    """A real `celery worker` process, started and stopped by a test."""
+
+    def __init__(
+        self,
+        name: str,
+        queues: str = "default,migrations,imports",
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+    ):
+        self.name = f"{name}@{uuid.uuid4().hex[:6]}"
+        self.env = os.environ | (env or {})
+        self.queues = queues
+        self.concurrency = concurrency
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = ROOT / ".data" / f"worker-{self.name.replace('@', '-')}.log"
+
+    def start(self, timeout: float = 30) -> WorkerProcess:
+        from control_plane.celery import app as celery_app
+
+        self.log_path.parent.mkdir(exist_ok=True)
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "control_plane", "worker",
+                "-Q", self.queues, "-c", str(self.concurrency), "-n", self.name,
+                "--without-gossip", "--without-mingle", "-l", "info",
+            ],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early; see {self.log_path}")
+            if celery_app.control.ping(destination=[self.name], timeout=0.5):
+                return self
+        self.stop()
+        raise RuntimeError(
+            f"worker {self.name} did not answer within {timeout}s; see {self.log_path}"
+        )
+
+    def stop(self) -> None:
+        if self.process:
+            stop_process(self.process, timeout=20)
 
 
 @dataclass

@@ -7,6 +7,11 @@ platform/dev.sh). A breaking change ships only as a new API version: when the ne
 taskflow.api_versions is not the one a committed document was made at, `write` keeps that
 document as openapi/<name>-<its version>.yaml and the new one is compared against nothing.
 
+A kept document is frozen but for the headers every version's responses carry whoever answers
+them (taskflow.openapi.EVERY_VERSION_HEADERS, the request id): the platform sends them at every
+version, so `write` adds them to every kept document (as the newest document declares them) and
+`check` fails on a kept document without them.
+
 It reads and writes files and runs the diff tool; it never changes what the API serves.
 """
 
@@ -29,7 +34,7 @@ from drf_spectacular.settings import patched_settings
 
 from control_plane.http import ops_changes
 from taskflow.api_versions import CATALOG
-from taskflow.openapi import SCHEMA_SETTINGS
+from taskflow.openapi import EVERY_VERSION_HEADERS, SCHEMA_SETTINGS
 
 CONTRACT_DIR = Path(settings.BASE_DIR) / "openapi"
 OPENAPI_DIFF = (
@@ -50,6 +55,12 @@ class Document:
     def file_name(self) -> str:
         return f"{self.name}-v1.yaml"
 
+    def kept(self, directory: Path) -> list[Path]:
+        """The documents of its earlier versions (`<name>-<version>.yaml`), oldest first."""
+        return sorted(
+            path for path in directory.glob(f"{self.name}-*.yaml") if path.name != self.file_name
+        )
+
 
 OPS_SCHEMA_SETTINGS = {
     "TITLE": "TaskFlow operator API",
@@ -68,6 +79,45 @@ def generate(document: Document) -> str:
     with patched_settings(dict(document.settings)):
         schema = SchemaGenerator(urlconf=document.urlconf).get_schema(request=None, public=True)
         rendered: bytes = OpenApiYamlRenderer().render(schema, renderer_context={})
+    return rendered.decode()
+
+
+def with_every_version_headers(text: str, newest: str) -> str:
+    """`text` (a document) with EVERY_VERSION_HEADERS on every response of every operation,
+    declared under components/headers as `newest` (the current document) declares them.
+
+    A response that already names one keeps its own; nothing else changes, so a document that
+    has them all comes back byte for byte (drf-spectacular's renderer wrote it).
+    """
+    names = [header.name for header in EVERY_VERSION_HEADERS]
+    declared = (yaml.safe_load(newest) or {}).get("components", {}).get("headers", {})
+    document = yaml.safe_load(text) or {}
+    added = False
+    for methods in document.get("paths", {}).values():
+        for operation in methods.values():
+            if not isinstance(operation, dict):
+                continue
+            for response in operation.get("responses", {}).values():
+                headers = response.get("headers", {})
+                missing = [name for name in names if name not in headers]
+                if not missing:
+                    continue
+                refs = {name: {"$ref": f"#/components/headers/{name}"} for name in missing}
+                # First, where the generator puts them (before content and description).
+                rest = {key: value for key, value in response.items() if key != "headers"}
+                response.clear()
+                response.update(headers=refs | headers, **rest)
+                added = True
+    components = document.setdefault("components", {})
+    headers = components.get("headers", {})
+    if added or any(name not in headers for name in names):
+        for name in names:
+            headers.setdefault(name, declared[name])
+        components["headers"] = dict(sorted(headers.items()))
+        added = True
+    if not added:
+        return text
+    rendered: bytes = OpenApiYamlRenderer().render(document, renderer_context={})
     return rendered.decode()
 
 
@@ -204,23 +254,29 @@ def _files(*texts: str) -> Iterator[list[Path]]:
 
 
 def write(directory: Path = CONTRACT_DIR) -> list[str]:
-    """Regenerate every document and the changelog; returns what changed."""
+    """Regenerate every document and the changelog, and give every kept document the headers
+    every version sends; returns what changed."""
     directory.mkdir(exist_ok=True)
     changed = []
     for document in DOCUMENTS:
         path = directory / document.file_name
         new = generate(document)
-        if path.exists():
-            old = path.read_text()
+        old = path.read_text() if path.exists() else None
+        if old is not None:
             old_version = version_of(old)
             if old_version and old_version != version_of(new):
                 kept = directory / f"{document.name}-{old_version}.yaml"
                 kept.write_text(old)
                 changed.append(f"kept {kept.name} (the document of version {old_version})")
-            if old == new:
-                continue
-        path.write_text(new)
-        changed.append(f"wrote {path.name}")
+        if old != new:
+            path.write_text(new)
+            changed.append(f"wrote {path.name}")
+        for kept in document.kept(directory):
+            text = kept.read_text()
+            completed = with_every_version_headers(text, new)
+            if completed != text:
+                kept.write_text(completed)
+                changed.append(f"added {_every_version_header_names()} to {kept.name}")
     log = directory / CHANGELOG
     if not log.exists() or log.read_text() != changelog():
         log.write_text(changelog())
@@ -228,28 +284,44 @@ def write(directory: Path = CONTRACT_DIR) -> list[str]:
     return changed
 
 
+def _every_version_header_names() -> str:
+    return ", ".join(header.name for header in EVERY_VERSION_HEADERS)
+
+
 def check(directory: Path = CONTRACT_DIR, *, tool: Path = OPENAPI_DIFF) -> list[str]:
     """Every reason the committed contract is not the one the code serves (empty: it is)."""
     problems = []
     for document in DOCUMENTS:
-        path = directory / document.file_name
         new = generate(document)
-        if not path.exists():
-            problems.append(f"{path.name} is missing: run `manage.py api_contract --write`.")
-            continue
-        old = path.read_text()
-        if old == new:
-            continue
-        if version_of(old) == version_of(new):
-            broken = breaking_changes(old, new, label=path.name, tool=tool)
-            if broken is not None:
+        problems += _newest_problems(directory / document.file_name, new, tool)
+        for kept in document.kept(directory):
+            text = kept.read_text()
+            if with_every_version_headers(text, new) != text:
                 problems.append(
-                    f"{path.name}: breaking change within API version {version_of(new)}; ship "
-                    f"it as a new version (taskflow.api_versions) or make it additive.\n"
-                    f"{broken.report}"
+                    f"{kept.name} lacks a header every version sends "
+                    f"({_every_version_header_names()}): run `manage.py api_contract --write`."
                 )
-        problems.append(f"{path.name} is stale: run `manage.py api_contract --write`.")
     log = directory / CHANGELOG
     if not log.exists() or log.read_text() != changelog():
         problems.append(f"{CHANGELOG} is stale: run `manage.py api_contract --write`.")
+    return problems
+
+
+def _newest_problems(path: Path, new: str, tool: Path) -> list[str]:
+    """Why the committed newest document at `path` is not `new` (empty: it is)."""
+    if not path.exists():
+        return [f"{path.name} is missing: run `manage.py api_contract --write`."]
+    old = path.read_text()
+    if old == new:
+        return []
+    problems = []
+    if version_of(old) == version_of(new):
+        broken = breaking_changes(old, new, label=path.name, tool=tool)
+        if broken is not None:
+            problems.append(
+                f"{path.name}: breaking change within API version {version_of(new)}; ship "
+                f"it as a new version (taskflow.api_versions) or make it additive.\n"
+                f"{broken.report}"
+            )
+    problems.append(f"{path.name} is stale: run `manage.py api_contract --write`.")
     return problems

@@ -23,12 +23,12 @@ from control_plane.imports.models import ImportMode, ImportStatus
 from control_plane.tenancy.models import MoveStatus
 from control_plane.tenancy.serializers import TenantSerializer
 from taskflow.openapi import (
+    EVERY_VERSION_HEADERS,
     MAX_ID,
     NO_NUL_TEXT,
     RATE_LIMIT,
     RATE_LIMIT_POLICY,
     REQUEST_ID,
-    REQUEST_ID_RESPONSE,
     RETRY_AFTER,
     VERSION_REQUEST_HEADER,
     VERSION_RESPONSE_HEADERS,
@@ -87,7 +87,7 @@ class ContractSchema(AutoSchema):
             for name in PATH_VARIABLE.findall(self.path)
             if name.endswith("_id") or name == "slug"
         ]
-        shared: list[Any] = [RETRY_AFTER, REQUEST_ID, REQUEST_ID_RESPONSE]
+        shared: list[Any] = [RETRY_AFTER, REQUEST_ID, *EVERY_VERSION_HEADERS]
         if self._tenant_api:
             shared += [
                 VERSION_REQUEST_HEADER,

@@ -16,6 +16,9 @@ from django.http.response import HttpResponseBase
 from control_plane.ratelimits.limiter import Decision
 
 REQUEST_ATTRIBUTE = "rate_limit_decision"
+# Set when the request's plan limits were checked (control_plane.ratelimits.early): the throttle
+# does not charge it again.
+CHECKED_ATTRIBUTE = "rate_limit_checked"
 
 
 def remember(request: HttpRequest, decision: Decision) -> None:

@@ -1,6 +1,10 @@
 """The per-tenant and per-token limits of the tenant API, as a DRF throttle (settings
 REST_FRAMEWORK DEFAULT_THROTTLE_CLASSES): DRF runs it after authentication, so the token is known.
 
+Most requests are checked before this, by control_plane.ratelimits.early (a warm token, known
+from the principal cache without authenticating); this throttle checks the rest (a token not
+cached yet) and nothing twice.
+
 A view names its class with `rate_limit_class = "imports"` (or "exports"); other requests are
 reads or writes by method. The public host's operator API is not limited by plan.
 """
@@ -14,14 +18,14 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from control_plane.ratelimits import limiter, policies
-from control_plane.ratelimits.headers import remember
-from control_plane.ratelimits.problems import RateLimited
+from control_plane.ratelimits.headers import CHECKED_ATTRIBUTE, remember
+from control_plane.ratelimits.problems import refused_by
 from tenants.identity import Principal
 
 
 class TenantPlanThrottle(BaseThrottle):
     def allow_request(self, request: Request, view: Any) -> bool:
-        if not settings.RATE_LIMITS_ENABLED:
+        if not settings.RATE_LIMITS_ENABLED or getattr(request._request, CHECKED_ATTRIBUTE, False):
             return True
         tenant = getattr(request._request, "tenant", None)
         if tenant is None or tenant.is_public:
@@ -39,14 +43,7 @@ class TenantPlanThrottle(BaseThrottle):
         )
         remember(request._request, decision)
         if not decision.allowed:
-            refused = min(decision.states, key=lambda s: s.remaining).limit
-            seconds = limiter.retry_after_seconds(decision)
-            raise RateLimited(
-                f"The {refused.name} limit ({refused.quota} per {refused.window}s) is spent; "
-                f"retry in {seconds}s.",
-                retry_after=seconds,
-                limit=refused.name,
-            )
+            raise refused_by(decision)
         return True
 
     def wait(self) -> float | None:  # refusals raise RateLimited, which carries its own

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.benchmarks.bench_imports import (
-    Service,
     Tenant,
     new_tenant,
     start_web,
@@ -48,6 +47,7 @@ from tests.benchmarks.bench_imports import (
     write_import_csv,
 )
 from tests.benchmarks.bench_onboarding import create_database, drop_database, urls
+from tests.processes import LoggedProcess, start_celery_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -75,21 +75,8 @@ def bench_env(upload_dir: Path, cap: int) -> dict[str, str]:
     return env
 
 
-def start_worker(env: dict[str, str], concurrency: int) -> Service:
-    from control_plane.celery import app
-
-    name = f"bench-fair-{time.monotonic_ns()}@%h"
-    worker = Service(
-        [PY, "-m", "celery", "-A", "control_plane", "worker", "-Q", "imports",
-         "-c", str(concurrency), "-n", name, "--without-gossip", "--without-mingle",
-         "-l", "warning"],
-        env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if app.control.ping(timeout=0.5):
-            return worker
-    raise SystemExit(f"worker did not start; see {worker.log.name}")
+def start_worker(env: dict[str, str], concurrency: int) -> LoggedProcess:
+    return start_celery_worker(env, queues="imports", concurrency=concurrency, name="bench-fair")
 
 
 def wait_finished(job_ids: list[int], timeout: float) -> bool:
@@ -200,7 +187,7 @@ def main() -> None:
     os.chdir(ROOT)
     work = Path(tempfile.mkdtemp(prefix="bench-fairq-"))
     env = bench_env(work / "uploads", 1)
-    web: Service | None = None
+    web: LoggedProcess | None = None
     try:
         print(f"creating database {BENCH_DB} ...", file=sys.stderr)
         create_database(BENCH_DB)

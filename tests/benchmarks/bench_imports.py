@@ -48,7 +48,6 @@ import http.client
 import os
 import platform as stdlib_platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.benchmarks.bench_onboarding import create_database, drop_database, psql, urls
-from tests.processes import free_port, stop_process
+from tests.processes import GunicornServer, LoggedProcess, start_celery_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -121,54 +120,21 @@ def create_bench_database(env: dict[str, str]) -> None:
     )  # fmt: skip
 
 
-class Service:
-    """A subprocess (gunicorn, celery) with its log in a temporary file."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-imports-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
-        )
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=30)
-        self.log.close()
-
-
-def start_web(env: dict[str, str]) -> tuple[Service, int]:
-    port = free_port()
-    web = Service(
-        [str(BIN / "gunicorn"), "control_plane.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1",
-         "--timeout", "900"],
-        env,
+def start_web(env: dict[str, str]) -> tuple[LoggedProcess, int]:
+    web = GunicornServer(
+        env, workers=1, threads=1, worker_class="sync", extra=("--timeout", "900"),
+        prefix="bench-imports-",
     )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return web, port
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"gunicorn did not start; see {web.log.name}")
+    return web, web.port
 
 
-def start_worker(env: dict[str, str]) -> Service:
-    from control_plane.celery import app
-
-    name = f"bench-imports-{time.monotonic_ns()}@%h"
-    worker = Service(
-        [PY, "-m", "celery", "-A", "control_plane", "worker", "-Q", "imports", "-c", "1",
-         "-n", name, "--without-gossip", "--without-mingle", "-l", "warning"],
-        env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if app.control.ping(timeout=0.5) and pool_child(worker) is not None:
-            return worker
-    raise SystemExit(f"worker did not start; see {worker.log.name}")
+def start_worker(env: dict[str, str]) -> LoggedProcess:
+    return start_celery_worker(
+        env, queues="imports", concurrency=1, name="bench-imports", until_pool_is_up=True
+    )
 
 
-def pool_child(worker: Service) -> int | None:
+def pool_child(worker: LoggedProcess) -> int | None:
     pid = worker.proc.pid
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -431,7 +397,7 @@ def upload(port: int, tenant: Tenant, path: Path) -> int:
     return int(json.loads(payload)["id"])
 
 
-def wait_job(tenant: Tenant, number: int, worker: Service, peak: list[float]) -> Any:
+def wait_job(tenant: Tenant, number: int, worker: LoggedProcess, peak: list[float]) -> Any:
     """The job the tenant's API numbers `number` (numbers are per tenant), once it ended."""
     from control_plane.imports.models import ImportJob
 
@@ -453,7 +419,7 @@ class Imported:
 
 
 def time_import(
-    port: int, tenant: Tenant, path: Path, worker: Service, peak: list[float]
+    port: int, tenant: Tenant, path: Path, worker: LoggedProcess, peak: list[float]
 ) -> Imported:
     checkpoint()
     started = time.perf_counter()
@@ -652,7 +618,7 @@ def main() -> None:
     os.chdir(ROOT)
     work = Path(tempfile.mkdtemp(prefix="bench-imports-"))
     env = bench_env(work / "uploads")
-    services: list[Service] = []
+    services: list[LoggedProcess] = []
     runs: list[Run] = []
     loads: list[str] = []
     many = orm = rss_baseline = 0.0

@@ -12,12 +12,14 @@ What it does:
 1. Creates the throw-away database `taskflow_bench_obs` (BENCH_DB_NAME) with `setup_platform`,
    one schema-mode tenant with a member's token and --tasks tasks, as bench_taskflow_api does
    (its helpers); Redis BENCH_REDIS_URL (default db 4).
-2. Starts two gunicorn servers side by side, each with platform/gunicorn.conf.py (the metrics
-   folder of production), --workers x --threads, DEBUG off, stderr (the log lines) to a file:
-   `on`: METRICS_ENABLED, LOG_FORMAT=json with the access line, RATE_LIMITS_ENABLED (a no-op
-   where the rate limiter has not landed), METRICS_TOKEN set, and a Prometheus-like scrape of
-   /metrics once per round; `off`: METRICS_ENABLED=false, ACCESS_LOG=false, LOG_LEVEL=WARNING,
-   RATE_LIMITS_ENABLED=false.
+2. Starts two gunicorn servers side by side (tests.processes.GunicornServer), each with
+   platform/gunicorn.conf.py (the metrics folder of production), --workers x --threads, DEBUG
+   off, stderr (the log lines) to a file: `on`: METRICS_ENABLED, LOG_FORMAT=json with the access
+   line, RATE_LIMITS_ENABLED with quotas no run reaches (RATE_LIMIT_PLANS: every request is
+   checked and charged, none refused: served requests are what is measured), METRICS_TOKEN set,
+   and a Prometheus-like scrape of /metrics once per round; `off`: METRICS_ENABLED=false,
+   ACCESS_LOG=false, LOG_LEVEL=WARNING, RATE_LIMITS_ENABLED=false. A round in which any
+   response was not a 200 stops the benchmark: it would be measuring something else.
 3. Rounds alternate on, off, on, off... (after a warm-up of each): wrk with --connections
    keep-alive clients, GET /api/v1/tasks?limit=50 for --duration seconds. The CPU each server's
    worker processes used (user + system, /proc) over the round is divided by the requests it
@@ -28,9 +30,16 @@ What it does:
    through Django's test client per mode, modes alternating block by block, each block's
    process CPU time divided by its requests. Other processes' load changes this figure less
    than the servers' (no scheduling between processes, no client), so it is the steadier one
-   on a busy machine; the test client's own work is in both modes.
-5. Prints the table: per mode the requests, req/s, p50/p99, CPU per request (median of rounds),
-   and on/off; then the in-process figure. Target: on/off <= 1.05.
+   on a busy machine; the test client's own work is in both modes. Every response must be 200.
+5. In this process, what a refusal (429) costs, blocks alternating as in 4, on a tenant whose
+   quota (1 per hour, keys of this run) is spent: `early + memo` (the platform:
+   control_plane.ratelimits.early, a refused client refused again from the refusal memo),
+   `early, no memo` (the memo emptied before each request: every refusal asks Redis), and
+   `throttle` (MIDDLEWARE without the early layer: authentication, DRF and its throttle, as
+   before the early layer). Every response must be 429.
+6. Prints the table: per mode the requests, req/s, p50/p99, CPU per request (median of rounds),
+   and on/off; then the in-process figures, each with the load average around it.
+   Target: on/off <= 1.05.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench
 os.environ.setdefault("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
 
 import argparse
+import json
 import re
 import secrets
 import shutil
@@ -51,31 +61,36 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from tests.benchmarks.bench_onboarding import create_database, drop_database
 from tests.benchmarks.bench_taskflow_api import (
     BENCH_DB,
-    GUNICORN,
     HOST,
     PY,
     ROOT,
     Http,
     bench_env,
-    children,
-    cpu_by_pid,
     load_tasks,
     make_bench_tenant,
 )
-from tests.processes import free_port, stop_process
+from tests.processes import GunicornServer, cpu_by_pid
 
 PATH = "/api/v1/tasks?limit=50"
 METRICS_TOKEN = "bench-metrics-" + secrets.token_urlsafe(16)
 TARGET_RATIO = 1.05
 
+# Quotas no run reaches: with limits on, every request is checked and charged, none refused.
+UNREACHABLE_PLANS = {
+    plan: dict.fromkeys(("reads", "writes", "imports", "exports"), 10**9)
+    for plan in ("free", "standard", "enterprise")
+}
 MODES = {
     "on": {
+        "RATE_LIMIT_PLANS": json.dumps(UNREACHABLE_PLANS),
         "METRICS_ENABLED": "true",
         "METRICS_TOKEN": METRICS_TOKEN,
         "LOG_FORMAT": "json",
@@ -94,46 +109,17 @@ MODES = {
 }
 
 
-class Server:
+class Server(GunicornServer):
     """gunicorn with the platform's hooks, in one mode; its log lines go to a file."""
 
     def __init__(self, mode: str, env: dict[str, str], workers: int, threads: int) -> None:
         self.mode = mode
-        self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-obs-{mode}-", suffix=".log")  # noqa: SIM115
         self.metrics_dir = tempfile.mkdtemp(prefix=f"bench-obs-{mode}-metrics-")
-        self.proc = subprocess.Popen(
-            [
-                GUNICORN, "control_plane.wsgi:application", "-c", "platform/gunicorn.conf.py",
-                "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
-                "--workers", str(workers), "--threads", str(threads), "--keep-alive", "30",
-                "--backlog", "2048", "--worker-tmp-dir", "/dev/shm",  # noqa: S108 - heartbeats
-            ],
-            cwd=ROOT,
-            env={**env, **MODES[mode], "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir},
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
+        super().__init__(
+            {**env, **MODES[mode], "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir},
+            workers=workers, threads=threads, host=HOST, worker_class="gthread",
+            config="platform/gunicorn.conf.py", extra=(), prefix=f"bench-obs-{mode}-",
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if (
-                    Http(self.port, HOST, "").get("/healthz")[0] == 200
-                    and len(self.worker_pids()) == workers
-                ):
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"gunicorn ({mode}) did not start:\n{self.log_text()}")
-            time.sleep(0.2)
-
-    def log_text(self) -> str:
-        return Path(self.log.name).read_text()
-
-    def worker_pids(self) -> list[int]:
-        return children(self.proc.pid)
 
     def scrape(self) -> int:
         """GET /metrics as Prometheus would; the exposition's size."""
@@ -142,9 +128,8 @@ class Server:
         status, body, _ = conn.get("/metrics")
         return len(body) if status == 200 else 0
 
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=30)
-        self.log.close()
+    def stop(self, timeout: float = 30) -> None:
+        super().stop(timeout)
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
@@ -198,6 +183,11 @@ def measured(server: Server, token: str, connections: int, seconds: float) -> Ro
         server.scrape()
     stats = wrk(server, token, connections, seconds)
     cpu = sum(now - before.get(pid, 0.0) for pid, now in cpu_by_pid(pids).items())
+    if stats["errors"]:
+        raise SystemExit(
+            f"{server.mode}: {stats['errors']:.0f} of {stats['requests']:.0f} responses were "
+            "not 200 (refused?): the round would not measure served requests"
+        )
     return Round(
         server.mode,
         int(stats["requests"]),
@@ -209,48 +199,118 @@ def measured(server: Server, token: str, connections: int, seconds: float) -> Ro
     )
 
 
-def in_process(token: str, blocks: int, per_block: int) -> dict[str, list[float]]:
-    """CPU seconds per request in this process, by mode, one figure per block."""
+def without_early_layer() -> list[str]:
+    """MIDDLEWARE without control_plane.ratelimits.early: the limits as the DRF throttle alone
+    checked them before it (after authentication)."""
+    from django.conf import settings
+
+    early = "control_plane.ratelimits.early.EarlyRateLimitMiddleware"
+    return [m for m in settings.MIDDLEWARE if m != early]
+
+
+@dataclass
+class Variant:
+    """One way of serving a request in this process: its settings, and what runs before each
+    request (outside the measured time it is not: it is part of the variant's cost)."""
+
+    settings: dict[str, Any]
+    before_each: Callable[[], None] | None = None
+
+
+def alternating_blocks(
+    token: str, variants: dict[str, Variant], status: int, blocks: int, per_block: int
+) -> dict[str, list[float]]:
+    """CPU seconds per request in this process, by variant, one figure per block; the variants
+    take turns block by block (order reversed every other block). Every response must have
+    `status`."""
     from django.test import Client, override_settings
 
-    from control_plane.observability.logging import configure_structlog
-
-    def settings_of(mode: str) -> dict[str, object]:
-        on = mode == "on"
-        return {"METRICS_ENABLED": on, "ACCESS_LOG": on, "RATE_LIMITS_ENABLED": on}
-
-    log = tempfile.NamedTemporaryFile("w", prefix="bench-obs-inproc-", suffix=".log")  # noqa: SIM115
-    real_stderr, sys.stderr = sys.stderr, log
-    configure_structlog(log_format="json", level="INFO")
     headers = {"Authorization": f"Bearer {token}"}
     clients: dict[str, Client] = {}
-    figures: dict[str, list[float]] = {mode: [] for mode in MODES}
-    try:
-        for mode in MODES:  # each client's handler loads its middleware under its mode
-            with override_settings(**settings_of(mode)):
-                clients[mode] = Client(HTTP_HOST=HOST, headers=headers)
-                for _ in range(50):
-                    assert clients[mode].get(PATH).status_code == 200
-        for block in range(blocks):
-            for mode in MODES if block % 2 == 0 else reversed(list(MODES)):
-                with override_settings(**settings_of(mode)):
-                    started = time.process_time()
-                    for _ in range(per_block):
-                        clients[mode].get(PATH)
-                    figures[mode].append((time.process_time() - started) / per_block)
-    finally:
-        sys.stderr = real_stderr
-        log.close()
+    figures: dict[str, list[float]] = {name: [] for name in variants}
+
+    def run(name: str, count: int) -> None:
+        client, before = clients[name], variants[name].before_each
+        for _ in range(count):
+            if before is not None:
+                before()
+            answered = client.get(PATH).status_code
+            if answered != status:
+                raise SystemExit(f"in process, {name}: {answered}, not {status}")
+
+    for name, variant in variants.items():  # each handler loads its middleware under its settings
+        with override_settings(**variant.settings):
+            clients[name] = Client(HTTP_HOST=HOST, headers=headers)
+            if status != 200:  # spend the quota, and warm the principal cache
+                clients[name].get(PATH)
+            run(name, 50)
+    names = list(variants)
+    for block in range(blocks):
+        for name in names if block % 2 == 0 else reversed(names):
+            with override_settings(**variants[name].settings):
+                started = time.process_time()
+                run(name, per_block)
+                figures[name].append((time.process_time() - started) / per_block)
     return figures
 
 
-def report(rounds: list[Round], args: argparse.Namespace, tasks: int, exposition: int) -> None:
+def in_process(token: str, blocks: int, per_block: int) -> dict[str, list[float]]:
+    """CPU seconds per served request in this process, limits (never reached), metrics and the
+    access log on vs off, and each part alone."""
+    limits = {
+        "RATE_LIMITS_ENABLED": True,
+        "RATE_LIMIT_PLANS": UNREACHABLE_PLANS,
+        "RATE_LIMIT_KEY_PREFIX": f"rl-bench-obs-{secrets.token_hex(4)}",
+    }
+    observed = {"METRICS_ENABLED": True, "ACCESS_LOG": True}
+    off = {"METRICS_ENABLED": False, "ACCESS_LOG": False, "RATE_LIMITS_ENABLED": False}
+    variants = {
+        "on": Variant({**observed, **limits}),
+        "off": Variant(off),
+        "limits only": Variant({**off, **limits}),
+        "limits only, throttle": Variant({**off, **limits, "MIDDLEWARE": without_early_layer()}),
+        "metrics + log only": Variant({**off, **observed}),
+    }
+    return alternating_blocks(token, variants, 200, blocks, per_block)
+
+
+def refusals(token: str, blocks: int, per_block: int) -> dict[str, list[float]]:
+    """CPU seconds per 429 in this process: the early layer with its memo, without it, and the
+    DRF throttle alone (MIDDLEWARE without the early layer)."""
+    from control_plane.ratelimits.memo import REFUSALS
+
+    spent = {
+        "METRICS_ENABLED": True,
+        "ACCESS_LOG": True,
+        "RATE_LIMITS_ENABLED": True,
+        "RATE_LIMIT_PLANS": {
+            plan: dict.fromkeys(("reads", "writes", "imports", "exports"), 1)
+            for plan in ("free", "standard", "enterprise")
+        },
+        "RATE_LIMIT_WINDOW_SECONDS": 3600,
+        "RATE_LIMIT_KEY_PREFIX": f"rl-bench-obs-429-{secrets.token_hex(4)}",
+    }
+    variants = {
+        "early + memo": Variant(spent),
+        "early, no memo": Variant(spent, REFUSALS.clear),
+        "throttle": Variant({**spent, "MIDDLEWARE": without_early_layer()}),
+    }
+    return alternating_blocks(token, variants, 429, blocks, per_block)
+
+
+def report(
+    rounds: list[Round],
+    args: argparse.Namespace,
+    tasks: int,
+    exposition: int,
+    load: tuple[float, float],
+) -> None:
     print()
     print(
         f"Observability overhead: GET {PATH} on {tasks:,} tasks, gunicorn {args.workers} x "
         f"{args.threads} threads, wrk {args.connections} clients, {args.rounds} rounds of "
         f"{args.duration:.0f} s per mode, alternating; {os.cpu_count()} cores shared with "
-        f"PostgreSQL and wrk"
+        f"PostgreSQL and wrk; load average {load[0]:.1f} -> {load[1]:.1f}"
     )
     print()
     header = f"{'mode':<5} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>11}  per round"
@@ -273,24 +333,55 @@ def report(rounds: list[Round], args: argparse.Namespace, tasks: int, exposition
     print()
     print(f"CPU per request, on / off: {ratio:.3f} ({verdict} the target <= {TARGET_RATIO})")
     print(f"/metrics exposition after the run: {exposition:,} bytes")
-    print("on = METRICS_ENABLED + JSON access log + RATE_LIMITS_ENABLED (if the limiter exists)")
+    print(
+        "on = METRICS_ENABLED + JSON access log + RATE_LIMITS_ENABLED (quotas never reached: "
+        "every request checked and charged, none refused)"
+    )
 
 
-def report_in_process(figures: dict[str, list[float]], per_block: int) -> None:
+def report_in_process(
+    title: str,
+    figures: dict[str, list[float]],
+    per_block: int,
+    load: tuple[float, float],
+    baseline: str,
+    target: float | None,
+) -> None:
+    """Median CPU per request of each variant, and each one's ratio to `baseline`."""
     print()
     print(
-        f"In process (Django test client, {len(figures['on'])} alternating blocks of "
-        f"{per_block} requests per mode):"
+        f"{title} (Django test client, {len(figures[baseline])} alternating blocks of "
+        f"{per_block} requests per variant; load average {load[0]:.1f} -> {load[1]:.1f}):"
     )
-    medians = {mode: statistics.median(values) * 1e6 for mode, values in figures.items()}
-    for mode, values in figures.items():
+    medians = {name: statistics.median(values) * 1e6 for name, values in figures.items()}
+    width = max(len(name) for name in figures)
+    for name, values in figures.items():
+        ratio = medians[name] / medians[baseline]
         print(
-            f"  {mode:<4} CPU us/req median {medians[mode]:.0f}  "
-            f"(min {min(values) * 1e6:.0f}, max {max(values) * 1e6:.0f})"
+            f"  {name:<{width}}  CPU us/req median {medians[name]:>6.0f}  "
+            f"(min {min(values) * 1e6:.0f}, max {max(values) * 1e6:.0f})  "
+            f"{ratio:.3f}x {baseline}"
         )
-    ratio = medians["on"] / medians["off"]
-    verdict = "meets" if ratio <= TARGET_RATIO else "MISSES"
-    print(f"  on / off: {ratio:.3f} ({verdict} the target <= {TARGET_RATIO})")
+    if target is not None:
+        first = next(name for name in figures if name != baseline)
+        ratio = medians[first] / medians[baseline]
+        verdict = "meets" if ratio <= target else "MISSES"
+        print(f"  {first} / {baseline}: {ratio:.3f} ({verdict} the target <= {target})")
+
+
+@contextmanager
+def log_lines_to_a_file() -> Iterator[None]:
+    """JSON log lines, as production writes them, to a file instead of this terminal."""
+    from control_plane.observability.logging import configure_structlog
+
+    log = tempfile.NamedTemporaryFile("w", prefix="bench-obs-inproc-", suffix=".log")  # noqa: SIM115
+    real_stderr, sys.stderr = sys.stderr, log
+    configure_structlog(log_format="json", level="INFO")
+    try:
+        yield
+    finally:
+        sys.stderr = real_stderr
+        log.close()
 
 
 def main() -> None:
@@ -332,6 +423,7 @@ def main() -> None:
             load_tasks(tenant.schema_name, tenant.pk, args.tasks)
         connection.close()
         servers = {mode: Server(mode, env, args.workers, args.threads) for mode in MODES}
+        load_servers = os.getloadavg()[0]
         try:
             for server in servers.values():
                 wrk(server, token, args.connections, args.warmup)
@@ -345,6 +437,7 @@ def main() -> None:
                         f"{result.cpu_us:.0f} us CPU each",
                         file=sys.stderr,
                     )
+            load_served_by_servers = (load_servers, os.getloadavg()[0])
             exposition = servers["on"].scrape()
             logged = servers["on"].log_text().count('"event":"request"')
             print(f"access lines written by `on`: {logged:,}", file=sys.stderr)
@@ -352,9 +445,21 @@ def main() -> None:
             for server in servers.values():
                 server.stop()
         print("in process ...", file=sys.stderr)
-        figures = in_process(token, args.blocks, args.block_requests)
-        report(rounds, args, args.tasks, exposition)
-        report_in_process(figures, args.block_requests)
+        with log_lines_to_a_file():
+            load_before = os.getloadavg()[0]
+            served = in_process(token, args.blocks, args.block_requests)
+            load_served = (load_before, os.getloadavg()[0])
+            refused = refusals(token, args.blocks, args.block_requests)
+            load_refused = (load_served[1], os.getloadavg()[0])
+        report(rounds, args, args.tasks, exposition, load_served_by_servers)
+        report_in_process(
+            "In process, served requests (200)", served, args.block_requests, load_served,
+            "off", TARGET_RATIO,
+        )  # fmt: skip
+        report_in_process(
+            "In process, refused requests (429; the quota spent, metrics and access log on)",
+            refused, args.block_requests, load_refused, "throttle", None,
+        )  # fmt: skip
     finally:
         if not (args.keep or args.reuse):
             drop_database(BENCH_DB)

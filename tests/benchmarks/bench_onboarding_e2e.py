@@ -45,7 +45,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,11 +52,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.benchmarks.bench_onboarding import create_database, drop_database, urls
-from tests.processes import free_port, stop_process
+from tests.processes import GunicornServer, LoggedProcess, start_celery_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
-GUNICORN = str(Path(PY).parent / "gunicorn")
 BENCH_DB = os.environ.get("BENCH_DB_NAME", "taskflow_bench_onboard_e2e")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 PUBLIC_HOST = "localhost"
@@ -89,48 +87,13 @@ def bench_env(burst: int, spares: int) -> dict[str, str]:
     return env
 
 
-class Process:
-    """A subprocess with its output in a temporary file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.name = name
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-e2e-{name}-", suffix=".log")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            args, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT
-        )
-
-    def text(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=30)
-        self.log.close()
-
-
-def start_web(name: str, env: dict[str, str], tree: Path) -> tuple[Process, int]:
-    port = free_port()
-    web = Process(
-        name,
-        [GUNICORN, "control_plane.wsgi:application", "-c", "platform/gunicorn.conf.py",
-         "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread", "--workers", "2",
-         "--threads", "4", "--keep-alive", "30", "--backlog", "2048",
-         "--worker-tmp-dir", "/dev/shm"],  # noqa: S108 - heartbeats
-        {**env, "PYTHONPATH": str(tree)},
-        tree,
+def start_web(name: str, env: dict[str, str], tree: Path) -> tuple[GunicornServer, int]:
+    web = GunicornServer(
+        {**env, "PYTHONPATH": str(tree)}, workers=2, threads=4, host=PUBLIC_HOST,
+        worker_class="gthread", config="platform/gunicorn.conf.py", extra=(),
+        prefix=f"bench-e2e-{name}-", cwd=tree,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/healthz", headers={"Host": PUBLIC_HOST})
-            if conn.getresponse().status == 200:
-                return web, port
-        except OSError:
-            pass
-        if web.proc.poll() is not None or time.monotonic() > deadline:
-            web.stop()
-            raise SystemExit(f"gunicorn ({name}) did not start:\n{web.text()}")
-        time.sleep(0.2)
+    return web, web.port
 
 
 def cpu_ms(pid: int) -> float:
@@ -149,22 +112,8 @@ def cpu_ms(pid: int) -> float:
     return total
 
 
-def start_worker(env: dict[str, str], concurrency: int) -> Process:
-    from control_plane.celery import app
-
-    worker = Process(
-        "worker",
-        [PY, "-m", "celery", "-A", "control_plane", "worker", "-Q", "default",
-         "-c", str(concurrency), "-n", f"bench-e2e-{time.monotonic_ns()}@%h",
-         "--without-gossip", "--without-mingle", "-l", "warning"],
-        env,
-        ROOT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if app.control.ping(timeout=0.5):
-            return worker
-    raise SystemExit(f"worker did not start:\n{worker.text()}")
+def start_worker(env: dict[str, str], concurrency: int) -> LoggedProcess:
+    return start_celery_worker(env, queues="default", concurrency=concurrency, name="bench-e2e")
 
 
 @dataclass
@@ -449,7 +398,7 @@ def main() -> None:
 
     os.chdir(ROOT)
     env = bench_env(args.burst_size, args.spares)
-    processes: list[Process] = []
+    processes: list[LoggedProcess] = []
     try:
         print(f"creating database {BENCH_DB} ...", file=sys.stderr)
         create_database(BENCH_DB)

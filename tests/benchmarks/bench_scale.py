@@ -423,9 +423,8 @@ def fanout(args: argparse.Namespace, env: dict[str, str], scripts: str) -> dict[
     from tenants.database_roles import owner_connection
     from tenants.models import Isolation, Tenant
     from tests.benchmarks.bench_fanout import BARE_DOWN, BARE_UP, bare_loop, timed_run
-    from tests.benchmarks.bench_taskflow_api import children
     from tests.migrations_sqla.support import BASE_REVISION, TEST_REVISION
-    from tests.processes import stop_process
+    from tests.processes import children, stop_process
 
     schemas = list(
         Tenant.objects.filter(isolation=Isolation.SCHEMA)

@@ -90,7 +90,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from tests.benchmarks.bench_onboarding import create_database, drop_database, urls
-from tests.processes import free_port, stop_process
+from tests.processes import GunicornServer, cpu_by_pid
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -384,67 +384,13 @@ def drf_cursor(row: Any) -> str:
 # --- Server ------------------------------------------------------------------------------------
 
 
-class Server:
-    """gunicorn serving the benchmark settings, in its own process group."""
+class Server(GunicornServer):
+    """gunicorn serving the benchmark settings (tests.processes.GunicornServer)."""
 
     def __init__(self, env: dict[str, str], workers: int, threads: int) -> None:
-        self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log")  # noqa: SIM115
-        self.command = [
-            GUNICORN, "control_plane.wsgi:application",
-            "--bind", f"127.0.0.1:{self.port}",
-            "--worker-class", WORKER_CLASS, "--workers", str(workers), "--threads", str(threads),
-            "--keep-alive", "30", "--backlog", "2048", "--worker-tmp-dir", "/dev/shm",  # noqa: S108 - heartbeat files
-            "--log-level", "warning", "--error-logfile", self.log.name,
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            self.command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        super().__init__(
+            env, workers=workers, threads=threads, host=HOST, worker_class=WORKER_CLASS
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                status, _, _ = Http(self.port, HOST, "").get("/healthz")
-                if status == 200 and len(self.worker_pids()) == workers:
-                    break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"gunicorn did not start:\n{Path(self.log.name).read_text()}")
-            time.sleep(0.2)
-
-    def worker_pids(self) -> list[int]:
-        return children(self.proc.pid)
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=30)
-        self.log.close()
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def cpu_by_pid(pids: list[int]) -> dict[int, float]:
-    """CPU seconds (user + system) each live process of `pids` has used so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    used = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        used[pid] = (int(fields[11]) + int(fields[12])) / ticks
-    return used
 
 
 def cpu_since(before: dict[int, float], pids: list[int]) -> float:

@@ -11,7 +11,15 @@ import pytest
 import yaml
 
 from control_plane.http import contract
-from control_plane.http.contract import OPENAPI_DIFF, breaking_changes, check, generate, write
+from control_plane.http.contract import (
+    CONTRACT_DIR,
+    OPENAPI_DIFF,
+    breaking_changes,
+    check,
+    generate,
+    write,
+)
+from taskflow.openapi import EVERY_VERSION_HEADERS, REQUEST_ID_PATTERN
 
 OPS = next(document for document in contract.DOCUMENTS if document.name == "ops")
 
@@ -138,6 +146,66 @@ def test_a_new_api_version_keeps_the_previous_document(
     assert "kept ops-2026-01-01.yaml (the document of version 2026-01-01)" in write(tmp_path)
     assert yaml.safe_load((tmp_path / "ops-2026-01-01.yaml").read_text()) == previous
     assert check(tmp_path) == []
+
+
+def responses_of(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(`METHOD path status`, response) for every response of every operation."""
+    return [
+        (f"{method.upper()} {path} {status}", response)
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+        if isinstance(operation, dict) and "responses" in operation
+        for status, response in operation["responses"].items()
+    ]
+
+
+def without_every_version_headers(document: dict[str, Any]) -> dict[str, Any]:
+    """The document as a version kept before the headers were declared would be."""
+    old = copy.deepcopy(document)
+    names = {header.name for header in EVERY_VERSION_HEADERS}
+    for _, response in responses_of(old):
+        headers = {k: v for k, v in response.get("headers", {}).items() if k not in names}
+        response.pop("headers", None)
+        if headers:
+            response["headers"] = headers
+    for name in names:
+        del old["components"]["headers"][name]
+    return old
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in CONTRACT_DIR.glob("*.yaml")), ids=str)
+def test_every_committed_document_declares_the_request_id_on_every_response(name: str) -> None:
+    """Every version's responses carry X-Request-ID (the observation layer sets it whatever the
+    version): the kept documents of earlier versions say so too."""
+    document = yaml.safe_load((CONTRACT_DIR / name).read_text())
+    responses = responses_of(document)
+    assert len(responses) > 50
+    without = [where for where, r in responses if "X-Request-ID" not in r.get("headers", {})]
+    assert without == []
+    assert {r["headers"]["X-Request-ID"]["$ref"] for _, r in responses} == {
+        "#/components/headers/X-Request-ID"
+    }
+    declared = document["components"]["headers"]["X-Request-ID"]
+    assert declared["schema"] == {"type": "string", "pattern": REQUEST_ID_PATTERN}
+    assert declared["required"] is True
+
+
+def test_a_kept_document_without_the_request_id_fails_check_until_write_adds_it(
+    tmp_path: Path, ops_document: dict[str, Any]
+) -> None:
+    write(tmp_path)
+    kept = without_every_version_headers(ops_document)
+    kept["info"]["version"] = "2026-01-01"
+    (tmp_path / "ops-2026-01-01.yaml").write_text(dump(kept))
+    assert check(tmp_path) == [
+        "ops-2026-01-01.yaml lacks a header every version sends (X-Request-ID): run "
+        "`manage.py api_contract --write`."
+    ]
+    assert write(tmp_path) == ["added X-Request-ID to ops-2026-01-01.yaml"]
+    completed = yaml.safe_load((tmp_path / "ops-2026-01-01.yaml").read_text())
+    assert completed == {**ops_document, "info": kept["info"]}
+    assert check(tmp_path) == []
+    assert write(tmp_path) == []
 
 
 def test_the_diff_tool_is_installed_at_its_pinned_version() -> None:
