@@ -78,7 +78,9 @@ def test_a_date_on_the_day_a_task_is_due_keeps_its_time(
         "By id": "2030-01-02", "By external id": "2030-01-03"
     }  # fmt: skip
     again = import_tenant.import_and_wait(body)
-    assert (again["status"], again["updated"], again["unchanged"]) == ("succeeded", 0, 2), again["error"]
+    assert (again["status"], again["updated"], again["unchanged"]) == ("succeeded", 0, 2), again[
+        "error"
+    ]
     assert due_times(import_tenant) == timed
 
     # The same days as dates in `due_at`, by id and by external id: the times stay.

@@ -142,7 +142,7 @@ def columns_added(schema: str) -> set[str]:
             " (to_regclass(%s), to_regclass(%s)) AND attname LIKE 'lock_order_%%'",
             (f'"{schema}".tasks', f'"{schema}".projects'),
         ).fetchall()
-    return {name for (name,) in rows}
+    return {str(name) for (name,) in rows}
 
 
 def test_a_plan_over_two_tables_locks_them_first_in_sorted_order(two_table_location) -> None:
