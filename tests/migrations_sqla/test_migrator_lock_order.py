@@ -23,7 +23,7 @@ import pytest
 from django.conf import settings
 from psycopg import sql
 
-from migrations_sqla import scripts
+from migrations_sqla import scripts, table_locks
 from migrations_sqla.migrator import Outcome, Result, SchemaMigrator, Target, owner_engine
 from tests.migrations_sqla.support import BASE_REVISION, TEST_REVISION, make_script_dir
 from tests.superuser import superuser_connection
@@ -151,6 +151,34 @@ def test_a_plan_over_two_tables_locks_them_first_in_sorted_order(two_table_locat
     assert plan.sql.startswith('LOCK TABLE "projects", "tasks" IN ACCESS EXCLUSIVE MODE;')
     # The expand of tasks.due_at changes one table: nothing to order.
     assert scripts.plan("", "0006", "0007").locked_tables == ()
+
+
+def test_the_lock_names_tables_that_exist_before_the_plan_in_a_mode_covering_its_locks() -> None:
+    plan_sql = """
+        CREATE TABLE fresh (id integer);
+        ALTER TABLE fresh ADD COLUMN x integer;
+        CREATE INDEX tasks_title ON tasks (title);
+        CREATE TRIGGER audit AFTER INSERT ON comments
+          FOR EACH STATEMENT EXECUTE FUNCTION public.audit();
+        UPDATE projects SET name = 'x; ALTER TABLE quoted ADD COLUMN q integer';
+        INSERT INTO alembic_version (version_num) VALUES ('x');
+        ALTER TABLE public.elsewhere ADD COLUMN y integer;
+        DO $do$ BEGIN EXECUTE 'ALTER TABLE hidden ADD COLUMN z integer'; END $do$;
+        -- ALTER TABLE commented ADD COLUMN c integer
+    """
+    assert table_locks.tables_and_mode(plan_sql) == (
+        ("comments", "projects", "tasks"),
+        table_locks.SHARE_ROW_EXCLUSIVE,
+    )
+    dml = "UPDATE tasks SET title = title; DELETE FROM comments WHERE false;"
+    assert table_locks.lock_statement(dml) == (
+        'LOCK TABLE "comments", "tasks" IN ROW EXCLUSIVE MODE;\n'
+    )
+    assert table_locks.lock_statement("ALTER TABLE tasks ADD COLUMN a integer;") == ""
+    # 0006 changes every TaskFlow table: all six locked first.
+    assert scripts.plan("", "0005", "0006").locked_tables == (
+        "comments", "comments_history", "projects", "projects_history", "tasks", "tasks_history",
+    )  # fmt: skip
 
 
 def test_traffic_in_the_fixed_order_never_deadlocks_with_the_step(
