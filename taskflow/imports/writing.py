@@ -139,12 +139,13 @@ WITHOUT_ID = "AND n.id IS NULL"
 SKIP_REJECTED = "AND NOT EXISTS (SELECT 1 FROM import_rejects r WHERE r.line = n.line)"
 # One batch: staged lines after %(after)s, up to %(upto)s.
 LINES = "AND n.line > %(after)s AND n.line <= %(upto)s"
-# Any task of the tenant with an external id (a probe of the unique index): none, and the file's
-# rows (its repeats already rejected) cannot conflict with anything but a concurrent writer's.
-# The task a row's external id names, whose due time a date keeps (Plan.keeps_due_time).
+# The task a row's external id names, whose due time a date keeps (Plan.keeps_due_time): a join
+# on the unique key, not a subquery per row.
 CURRENT_TASK = (
     "LEFT JOIN {schema}.tasks cur ON cur.tenant_id = %(tenant)s AND cur.external_id = n.external_id"
 )
+# Any task of the tenant with an external id (a probe of the unique index): none, and the file's
+# rows (its repeats already rejected) cannot conflict with anything but a concurrent writer's.
 HAS_EXTERNAL_IDS = (
     "SELECT EXISTS (SELECT 1 FROM {schema}.tasks"
     " WHERE tenant_id = %(tenant)s AND external_id IS NOT NULL)"
