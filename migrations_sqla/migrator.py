@@ -14,8 +14,9 @@ when that guard refuses, the careful path reads the revisions under the lock fir
 trip), then runs the plan, the Django bookkeeping rows the schema lacks, a guard and COMMIT (a
 second). Statements a revision declares non-transactional (CREATE INDEX CONCURRENTLY) run after
 the commit. An error anywhere rolls the whole schema back: a schema is never left
-half-migrated. Lock timeouts (also waiting for another migrator's advisory lock) retry with
-exponential backoff and jitter.
+half-migrated. Lock timeouts (also waiting for another migrator's advisory lock) and deadlocks
+retry with exponential backoff and jitter; a plan that locks two or more tables locks them all
+first, in a fixed order (migrations_sqla.table_locks), so that deadlocks are rare.
 
 It never touches `public` (the control plane's schema: TaskFlow tables never go there) and never
 writes the public schema's bookkeeping: callers record the Outcome.
@@ -119,6 +120,11 @@ class Outcome:
 
 class LockTimeout(Exception):
     """The schema's advisory lock or a table lock was not granted within lock_timeout."""
+
+
+class Deadlock(Exception):
+    """PostgreSQL's deadlock detector cancelled the step: traffic (or another writer) held a
+    table it needed while waiting for one it held. Nothing was committed; retried with backoff."""
 
 
 class InvalidIndex(Exception):
@@ -251,15 +257,22 @@ class SchemaMigrator:
                 outcome.error = f"lock timeout ({self.target.lock_timeout}): {exc}"
                 attempted_before, first = True, 1
                 self.sleep(backoff(0))
+            except Deadlock as exc:  # rolled back: the careful path tries again, after a pause
+                outcome.error = f"deadlock: {exc}"
+                first = 1
+                self.sleep(backoff(0))
         for attempt in range(first, MAX_ATTEMPTS):
             outcome.attempts = attempt + 1
             try:
                 self._attempt(schema, outcome, attempted_before=attempted_before or attempt > 0)
                 break
-            except LockTimeout as exc:
+            except (LockTimeout, Deadlock) as exc:
                 # Also a CREATE INDEX CONCURRENTLY that waited too long for older transactions:
                 # the next attempt drops the invalid index it left and builds it again.
-                outcome.error = f"lock timeout ({self.target.lock_timeout}): {exc}"
+                if isinstance(exc, Deadlock):
+                    outcome.error = f"deadlock: {exc}"
+                else:
+                    outcome.error = f"lock timeout ({self.target.lock_timeout}): {exc}"
                 if attempt + 1 == MAX_ATTEMPTS:
                     outcome.result = Result.FAILED
                     outcome.error += f" (gave up after {MAX_ATTEMPTS} attempts)"
@@ -334,6 +347,9 @@ class SchemaMigrator:
         message = self._optimistic_message(source, plan.sql).replace(PLACEHOLDER, schema.encode())
         try:
             self.raw.execute(message)
+        except errors.DeadlockDetected as exc:
+            self._rollback()
+            raise Deadlock(str(exc).strip()) from exc
         except psycopg.Error as exc:
             if self._connection_lost(exc):
                 raise ConnectionLost(f"{type(exc).__name__}: {exc}".strip()) from exc
@@ -431,6 +447,11 @@ class SchemaMigrator:
         except errors.LockNotAvailable as exc:
             self._rollback()
             raise LockTimeout(str(exc).strip()) from exc
+        except Exception as exc:
+            if not _deadlocked(exc):
+                raise
+            self._rollback()
+            raise Deadlock(str(exc).strip().splitlines()[0]) from exc
         statements = (*plan.non_transactional, *self._rebuild_statements(invalid))
         self._run_non_transactional(schema, _unique(statements), always=bool(invalid))
         outcome.result = Result.MIGRATED
@@ -744,6 +765,14 @@ def invalid_indexes(raw: psycopg.Connection[Any], schema: str) -> list[str]:
     query = sql.SQL("SELECT " + INVALID_INDEXES).format(sql.Literal(schema))
     row = raw.execute(query, prepare=False).fetchone()
     return list(row[0]) if row else []
+
+
+def _deadlocked(exc: BaseException) -> bool:
+    """Whether `exc` is PostgreSQL's deadlock error, as psycopg raises it or SQLAlchemy wraps it
+    (a plan run online)."""
+    return isinstance(exc, errors.DeadlockDetected) or isinstance(
+        getattr(exc, "orig", None), errors.DeadlockDetected
+    )
 
 
 def _unique(statements: Sequence[str]) -> tuple[str, ...]:

@@ -31,6 +31,8 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util.exc import CommandError
 from django.conf import settings
 
+from migrations_sqla import table_locks
+
 HERE = Path(__file__).resolve().parent
 BASE = "base"
 
@@ -44,6 +46,9 @@ class Plan:
     sql: str  # transactional steps, including the version table update; "" when nothing to do
     non_transactional: tuple[str, ...]  # `{schema}` placeholders, run after the commit
     online: bool  # True: run through Alembic online (a migration asked for it, or compiling failed)
+    locked_tables: tuple[
+        str, ...
+    ] = ()  # locked up front, in this order (migrations_sqla.table_locks)
 
     @property
     def is_noop(self) -> bool:
@@ -166,7 +171,10 @@ def _build_plan(location: str, source: str | None, target: str | None) -> Plan:
         sql = compile_sql(location, source, target, downgrade)
     except Exception:
         return Plan(source, target, "", statements, online=True)
-    return Plan(source, target, sql, statements, online=False)
+    # Two or more tables: all locked first, in one statement and a fixed order (table_locks).
+    lock = table_locks.lock_statement(sql)
+    locked = table_locks.tables_and_mode(sql)[0] if lock else ()
+    return Plan(source, target, lock + sql, statements, online=False, locked_tables=locked)
 
 
 def compile_sql(location: str, source: str | None, target: str | None, downgrade: bool) -> str:

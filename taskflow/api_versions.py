@@ -13,6 +13,7 @@ declarations, so a change cannot ship without its entry.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -49,7 +50,8 @@ class Change:
     query parameters (sort keys and filters), `downgrade_item` one item of a response back into the
     old shape; each may change its argument in place and returns it. `downgrade_query` maps the
     query of a next/previous link back into the old client's names. `downgrade_status` maps the
-    status of an error response (a problem) to the one the old version answered with.
+    status of an error response (a problem) to the one the old version answered with, and
+    `downgrade_problem` the problem itself (the fields it names) into the old client's names.
     """
 
     description: str
@@ -59,6 +61,7 @@ class Change:
     downgrade_item: Callable[[Item], Item] | None = None
     downgrade_query: Callable[[Query], Query] | None = None
     downgrade_status: Callable[[int], int] | None = None
+    downgrade_problem: Callable[[Item], Item] | None = None
 
 
 def renamed_field(resource: str, old: str, new: str, description: str) -> Change:
@@ -225,6 +228,13 @@ def downgrade_status(changes: Sequence[Change], resource: str, status: int) -> i
     return status
 
 
+def downgrade_problem(changes: Sequence[Change], resource: str, problem: Item) -> Item:
+    for change in reversed(changes):
+        if change.downgrade_problem is not None and resource in change.resources:
+            problem = change.downgrade_problem(problem)
+    return problem
+
+
 def downgrade_query(changes: Sequence[Change], resource: str, query: Query) -> Query:
     for change in reversed(changes):
         if change.downgrade_query is not None and resource in change.resources:
@@ -299,6 +309,32 @@ def _history_due_date(entry: Item) -> Item:
     return entry
 
 
+NEW_DUE_NAME = re.compile(r"\bdue_at\b")
+
+
+def _task_due_problem(problem: Item) -> Item:
+    """A refusal in an older client's names: the field it sent as `due_date` (the edge renamed it
+    `due_at`) is `due_date` again, in each error and in sort keys a message lists, and the detail
+    names the refused fields, so the client sees what to fix in the request it wrote. A problem
+    about unknown query parameters names the client's own parameters: left alone."""
+    errors = problem.get("errors")
+    if not isinstance(errors, list) or "allowed_query_parameters" in problem:
+        return problem
+    renamed = False
+    for error in errors:
+        if not isinstance(error, dict):
+            continue
+        if error.get("field") == "due_at":
+            error["field"], renamed = "due_date", True
+        message = error.get("message")
+        if isinstance(message, str) and NEW_DUE_NAME.search(message):
+            error["message"], renamed = NEW_DUE_NAME.sub("due_date", message), True
+    if renamed:
+        fields = dict.fromkeys(str(e.get("field")) for e in errors if isinstance(e, dict))
+        problem["detail"] = f"The request has invalid fields: {', '.join(fields)}."
+    return problem
+
+
 def _due_sort(before: str, after: str) -> Callable[[Query], Query]:
     def rename(query: Query) -> Query:
         if "sort" not in query:
@@ -331,6 +367,7 @@ DUE_AT = ApiVersion(
             upgrade_query=_due_sort("due_date", "due_at"),
             downgrade_item=_task_due_date,
             downgrade_query=_due_sort("due_at", "due_date"),
+            downgrade_problem=_task_due_problem,
         ),
         Change(
             description="Task history shows a task's due time as `due_at` (was `due_date`).",

@@ -125,6 +125,7 @@ def _downgrade(
     elif status >= 400:
         if isinstance(data.get("current"), dict):  # a 409/412 carries the current representation
             data["current"] = api_versions.downgrade_item(changes, resource, data["current"])
+        data = api_versions.downgrade_problem(changes, resource, data)
     else:
         data = api_versions.downgrade_item(changes, resource, data)
     return data

@@ -165,20 +165,38 @@ FILE_COLUMNS: tuple[FileColumn, ...] = (
         "due_date",
         fault="CASE WHEN NOT (" + VALID_DATE + ") THEN 'must be a date as YYYY-MM-DD' END",
         written="n.{name}::date",
-        meaning="a date as YYYY-MM-DD (00:00 UTC of that day); or the column due_at",
+        meaning="a date as YYYY-MM-DD (00:00 UTC of that day, or the time the task already has on"
+        " that day); or the column due_at",
     ),
     FileColumn(
         "due_at",
         "due_at",
         fault="CASE WHEN NOT (" + VALID_MOMENT + ") THEN " + _MOMENT + " END",
         written=DUE_AT_VALUE,
-        meaning="a date-time with its offset, such as 2030-01-02T09:00:00Z, or a date (00:00 UTC)",
+        meaning="a date-time with its offset, such as 2030-01-02T09:00:00Z, or a date (as due_date)",
     ),
 )
 
 # The file columns that say when a task is due, and the one value they write, as the tasks
 # column the process reads (taskflow.due): due_at wins where a row has both.
 DUE_FILE_COLUMNS = ("due_date", "due_at")
+
+
+# Whether a staged row's due value is a whole day: a date, in `due_at` (which wins) or else in
+# `due_date`.
+DUE_IS_DAY = "(n.due_at IS NULL OR length(n.due_at) = 10)"
+
+
+def kept_due_at(*, current: str, incoming: str, is_day: str) -> str:
+    """The `due_at` an update writes: the task's own (`current`) where the row gives that time's
+    UTC day as a date, else the row's (`incoming`). A date means 00:00 UTC only on another day,
+    as an old client's `due_date` does through the API (taskflow.services): an old client's
+    export (days only) imports back changing nothing. Plain comparisons of columns a join or
+    the updated row gives: no subquery per row (a distributed table's would not plan on Citus)."""
+    return (
+        f"CASE WHEN {is_day} AND ({current} AT TIME ZONE 'UTC')::date"
+        f" = ({incoming} AT TIME ZONE 'UTC')::date THEN {current} ELSE {incoming} END"
+    )
 
 
 def due_value(served: due.Column) -> str:

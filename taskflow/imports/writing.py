@@ -23,7 +23,14 @@ import psycopg
 from psycopg import sql
 
 from taskflow import due
-from taskflow.imports.columns import DUE_FILE_COLUMNS, FILE_COLUMNS, FileColumn, due_value
+from taskflow.imports.columns import (
+    DUE_FILE_COLUMNS,
+    DUE_IS_DAY,
+    FILE_COLUMNS,
+    FileColumn,
+    due_value,
+    kept_due_at,
+)
 from taskflow.imports.validation import LIVE_PROJECTS, NORMALISED
 from taskflow.models import Task, default_of
 
@@ -51,12 +58,16 @@ class Plan:
     """The write's columns and values for a process that reads the tasks column `served`
     (taskflow.due): the file's due columns set that column only, so the write works before the
     expand (no due_at) and after the contract (no due_date); the expand's trigger sets the
-    other while both exist."""
+    other while both exist. Written to `due_at`, a date keeps the time a task already has on
+    that day (columns.kept_due_at); `due_date` needs nothing: the expand's trigger leaves
+    `due_at` alone when `due_date` does not change."""
 
     inserted: str
     values: str
     named_values: str  # the same values, named as the columns they set (the update's rows)
     targets: dict[str, str]  # column of the file -> column of tasks it sets on update
+    keeps_due_time: bool  # the due value is `due_at`: a date keeps a task's time of that day
+    values_keeping_due_time: str  # `values`, the due value kept from the task `cur`
 
 
 @functools.cache
@@ -64,12 +75,25 @@ def plan(served: due.Column) -> Plan:
     values = [(c.target, _written(c)) for c in WRITTEN] + [(served, due_value(served))]
     targets = {c.name: c.target for c in WRITTEN if c.name != CONFLICT_KEY}
     targets.update((name, served) for name in DUE_FILE_COLUMNS)
+    keeps = served == due.DUE_AT
+    kept = kept_due_at(current="cur.due_at", incoming=due_value(served), is_day=DUE_IS_DAY)
+    named = [f"{value} AS {target}" for target, value in values]
     return Plan(
         inserted=", ".join(target for target, _ in values),
         values=", ".join(value for _, value in values),
-        named_values=", ".join(f"{value} AS {target}" for target, value in values),
+        named_values=", ".join(named + ([f"{DUE_IS_DAY} AS due_is_day"] if keeps else [])),
         targets=targets,
+        keeps_due_time=keeps,
+        values_keeping_due_time=", ".join(v for _, v in values[:-1]) + f", {kept}",
     )
+
+
+def _incoming(written: Plan, target: sql.Identifier) -> sql.Composable:
+    """What the update by id sets `target` to from its row `i`: a date keeps the time of day the
+    task `t` is already due at."""
+    if written.keeps_due_time and target == sql.Identifier(due.DUE_AT):
+        return sql.SQL(kept_due_at(current="t.due_at", incoming="i.due_at", is_day="i.due_is_day"))
+    return sql.SQL("i.{}").format(target)
 
 
 UPSERT = """
@@ -78,7 +102,7 @@ WITH written AS (
   SELECT %(tenant)s, {values}
   FROM ({normalised}) n
   JOIN ({live_projects}) lp ON lp.key = n.project
-  LEFT JOIN import_members m ON m.email = n.assignee
+  LEFT JOIN import_members m ON m.email = n.assignee {current_task}
   WHERE true {without_id} {lines} {skip_rejected}
   {on_conflict}
   RETURNING xmax = 0 AS inserted
@@ -115,6 +139,11 @@ WITHOUT_ID = "AND n.id IS NULL"
 SKIP_REJECTED = "AND NOT EXISTS (SELECT 1 FROM import_rejects r WHERE r.line = n.line)"
 # One batch: staged lines after %(after)s, up to %(upto)s.
 LINES = "AND n.line > %(after)s AND n.line <= %(upto)s"
+# The task a row's external id names, whose due time a date keeps (Plan.keeps_due_time): a join
+# on the unique key, not a subquery per row.
+CURRENT_TASK = (
+    "LEFT JOIN {schema}.tasks cur ON cur.tenant_id = %(tenant)s AND cur.external_id = n.external_id"
+)
 # Any task of the tenant with an external id (a probe of the unique index): none, and the file's
 # rows (its repeats already rejected) cannot conflict with anything but a concurrent writer's.
 HAS_EXTERNAL_IDS = (
@@ -148,9 +177,11 @@ def _update_by_id(schema: str, columns: tuple[str, ...], skip_rejected: bool) ->
         live_projects=sql.SQL(LIVE_PROJECTS).format(schema=name),
         lines=sql.SQL(LINES),
         skip_rejected=sql.SQL(SKIP_REJECTED if skip_rejected else ""),
-        assignments=sql.SQL(", ").join(sql.SQL("{0} = i.{0}").format(c) for c in targets),
+        assignments=sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(c, _incoming(written, c)) for c in targets
+        ),
         current=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in targets),
-        incoming=sql.SQL(", ").join(sql.SQL("i.{}").format(c) for c in targets),
+        incoming=sql.SQL(", ").join(_incoming(written, c) for c in targets),
     )
 
 
@@ -161,6 +192,8 @@ def _statement(
     written = plan(due.served())
     targets = _targets(written, columns)
     name = sql.Identifier(schema)
+    # Only an upsert of a file with a due column can write a date over a task's time.
+    keep = upsert and written.keeps_due_time and any(c in DUE_FILE_COLUMNS for c in columns)
     on_conflict = sql.SQL(ON_CONFLICT).format(
         assignments=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(c) for c in targets),
         current=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in targets),
@@ -169,9 +202,10 @@ def _statement(
     return sql.SQL(UPSERT).format(
         schema=name,
         inserted=sql.SQL(written.inserted),
-        values=sql.SQL(written.values),
+        values=sql.SQL(written.values_keeping_due_time if keep else written.values),
         normalised=sql.SQL(NORMALISED),
         live_projects=sql.SQL(LIVE_PROJECTS).format(schema=name),
+        current_task=sql.SQL(CURRENT_TASK).format(schema=name) if keep else sql.SQL(""),
         without_id=sql.SQL(WITHOUT_ID if ID_KEY in columns else ""),
         lines=sql.SQL(LINES),
         skip_rejected=sql.SQL(SKIP_REJECTED if skip_rejected else ""),

@@ -23,13 +23,16 @@ phase, in one run, side by side:
 
 Throughout, a writer thread updates random tasks as old code does (`due_date`) at a fixed rate,
 and an API client drives the TaskFlow API through gunicorn (2 gthread workers, the platform's
-gunicorn.conf.py): every WRITE_EVERY_S, in turn, a page of tasks and a PATCH of a task's
-`due_date`, of a schema tenant and of an rls tenant. Per phase both report p50/p99 against an
-idle window measured in the same run, and their errors (any 5xx or 4xx). The API of this release
-reads `due_date`, so the client (old code) stops before the contract, and the contract starts
-past the gate (the API's processes served `due_date` within the report TTL), confirmed. Prints
-schemas/s and rows/s; targets: the evolution >= 0.5x the bare loop's rate in each phase, 0
-errors. Makes and drops its own database (`--db`).
+gunicorn.conf.py): every WRITE_EVERY_S, in turn, a page of tasks and a PATCH of a task's due
+time, of a schema tenant and of an rls tenant, as an old client (API version 2026-12-01,
+`due_date`) and a new one (2026-12-06, `due_at`) in turn, each naming its version. Per phase
+both report p50/p99 against an idle window measured in the same run, and their errors (any 5xx
+or 4xx). The writer (old code) stops before the contracts, which drop the column it writes; the
+API serves `due_at` from the switch on (old clients by transformation), so its client runs
+through both contracts. The contract starts past the gate (the API's processes served
+`due_date` before the switch, within the report TTL), confirmed. Prints schemas/s and rows/s;
+targets: the evolution >= 0.5x the bare loop's rate in each phase, 0 errors. Makes and drops its
+own database (`--db`).
 """
 
 from __future__ import annotations
@@ -340,9 +343,18 @@ class Gunicorn:
         self.log.close()
 
 
+# The clients of a rolling deploy: old code at the newest version that shows `due_date`, new code
+# at the version that shows `due_at`. Each request names its version: without the header a
+# request is served at the tenant's pin (the newest version), where `due_date` is an unknown
+# field, and every old client's PATCH was a 400.
+API_CLIENTS = (("2026-12-01", "due_date"), ("2026-12-06", "due_at"))
+
+
 class ApiClient(threading.Thread):
-    """Every WRITE_EVERY_S, in turn over the tenants: GET a page of tasks, then PATCH the
-    due_date of a task of that page (its version from the page); latencies by mark."""
+    """Every WRITE_EVERY_S, in turn over the tenants: GET a page of tasks, then PATCH the due
+    time of a task of that page (its version from the page), alternately as an old client
+    (`due_date`, a day) and a new one (`due_at`, a time), each naming its API version;
+    latencies by mark."""
 
     def __init__(self, port: int, tenants: list[tuple[str, str]]) -> None:
         super().__init__(daemon=True)
@@ -363,14 +375,17 @@ class ApiClient(threading.Thread):
         while not self.stop.is_set():
             index = (turn // 2) % len(self.tenants)
             host, token = self.tenants[index]
-            headers = {"Host": host, "Authorization": f"Bearer {token}"}
+            version, field = API_CLIENTS[(turn // (2 * len(self.tenants))) % len(API_CLIENTS)]
+            headers = {"Host": host, "Authorization": f"Bearer {token}",
+                       "TaskFlow-Version": version}  # fmt: skip
             if turn % 2 == 0 or not pages[index]:
                 method, path, body = "GET", "/api/v1/tasks?limit=20", None
             else:
                 task = random.choice(pages[index])
                 method, path = "PATCH", f"/api/v1/tasks/{task['id']}"
                 day = f"2027-{random.randint(1, 12):02d}-{random.randint(1, 28):02d}"
-                body = json.dumps({"due_date": day, "version": task["version"]})
+                due = day if field == "due_date" else f"{day}T{random.randint(0, 23):02d}:30:00Z"
+                body = json.dumps({field: due, "version": task["version"]})
                 headers["Content-Type"] = "application/json"
             mark = self.mark
             started = time.perf_counter()
@@ -524,6 +539,11 @@ def main() -> None:
         results["switch"] = {"bare": None, "platform": p, "unit": "schemas", "n": len(schemas)}
 
         print("contract: bare loop, undo, evolution ...", file=sys.stderr)
+        # Old code is gone before a contract (the gate asks for that): the writer stops before
+        # either contract, which would drop the column it writes. The API serves `due_at` since
+        # the switch (old clients by transformation), so the client goes on through both.
+        writer.stop.set()
+        writer.join()
 
         def bare_contract() -> tuple[float, int]:
             first = bare(owner_url, schemas, args.concurrency, schema_step(EXPAND, INDEXES_GONE))
@@ -532,13 +552,13 @@ def main() -> None:
 
         b = measure("bare contract", bare_contract)
         bare(owner_url, schemas, args.concurrency, schema_step(CONTRACT, EXPAND))
-        writer.stop.set()  # old code is gone before the contract: the gate asks for that
+        p = measure(
+            "contract", lambda: platform_phase(evolution, "contract", override=True, confirm=True)
+        )
         client.stop.set()
-        writer.join()
         client.join()
         server.stop()
         server = None
-        p = platform_phase(evolution, "contract", override=True, confirm=True)
         results["contract"] = {"bare": b, "platform": p, "unit": "schemas", "n": len(schemas)}
         print(report(args, results, writer, load))
         print(report_http(client, os.getloadavg()[0]))
@@ -596,7 +616,6 @@ def report(
         "bare backfill",
         "backfill",
         "switch",
-        "bare contract",
     ]:
         samples = writer.samples.get(mark, [])
         errors = writer.errors.get(mark, [])
@@ -641,13 +660,13 @@ def report_http(client: ApiClient, load: float) -> str:
     idle99 = pct(idle, 0.99)
     lines = [
         "",
-        f"API client through gunicorn (GET a page / PATCH due_date, one every"
-        f" {WRITE_EVERY_S * 1000:.0f} ms, a schema and an rls tenant): p50/p99 ms, errors"
+        "API client through gunicorn (GET a page / PATCH due_date at 2026-12-01, due_at at"
+        f" 2026-12-06, one every {WRITE_EVERY_S * 1000:.0f} ms, a schema and an rls tenant): p50/p99 ms, errors"
         f" (load avg at the end {load:.1f})",
         f"{'window':<15} {'n':>6} {'p50':>8} {'p99':>8} {'p99/idle':>9} {'errors':>7}",
     ]
     for mark in ["idle", "bare expand", "expand", "bare backfill", "backfill", "switch",
-                 "bare contract"]:  # fmt: skip
+                 "bare contract", "contract"]:  # fmt: skip
         samples = client.samples.get(mark, [])
         errors = client.errors.get(mark, [])
         lines.append(

@@ -258,3 +258,58 @@ def test_other_statuses_are_the_same_at_2026_11_01(tenant_a: TenantFixture) -> N
     assert client.get("/api/v1/tasks/999999999", headers=old).status_code == 404
     api = tenant_a.api("member")
     assert api.post("/api/v1/tasks", {"title": "x"}, **old).status_code == 400
+
+
+# --- 2026-12-06: due_at; older versions refused in their own names -------------------------------
+
+DUE_DATE_VERSION = "2026-12-01"  # the newest version whose tasks have `due_date`
+
+
+def test_an_old_client_refused_for_its_due_date_gets_a_problem_naming_due_date(
+    tenant_a: TenantFixture,
+) -> None:
+    """The edge renames an old client's `due_date` to `due_at` before the view checks it; the
+    refusal names `due_date` again, in its errors and its detail, and never `due_at`, a field
+    that client does not know."""
+    api = tenant_a.api("member")
+    old = {"TaskFlow-Version": DUE_DATE_VERSION}
+    project = make_project(api)
+    created = api.post(
+        "/api/v1/tasks",
+        {"project_id": project["id"], "title": "x", "due_date": "31/01/2030"},
+        **old,
+    )
+    body = assert_problem(created, 400)
+    assert [e["field"] for e in body["errors"]] == ["due_date"]
+    assert "due_date" in body["detail"]
+    assert "due_at" not in created.content.decode()
+
+    task = make_task(api, project["id"])
+    patched = api.patch(
+        f"/api/v1/tasks/{task['id']}", {"due_date": "tomorrow", "version": task["version"]}, **old
+    )
+    body = assert_problem(patched, 400)
+    assert [e["field"] for e in body["errors"]] == ["due_date"]
+    assert "due_date" in body["detail"]
+    assert "due_at" not in patched.content.decode()
+
+    # The newest version is refused in its own name, as before.
+    newest = api.post(
+        "/api/v1/tasks", {"project_id": project["id"], "title": "x", "due_at": "31/01/2030"}
+    )
+    assert [e["field"] for e in assert_problem(newest, 400)["errors"]] == ["due_at"]
+
+
+def test_an_old_client_refused_a_sort_is_offered_due_date_and_its_own_parameters_kept(
+    tenant_a: TenantFixture,
+) -> None:
+    client = tenant_a.client("member")
+    old = {"TaskFlow-Version": DUE_DATE_VERSION}
+    sort = assert_problem(client.get("/api/v1/tasks", {"sort": "due"}, headers=old), 400)
+    assert sort["errors"][0]["field"] == "sort"
+    assert "due_date" in sort["errors"][0]["message"]
+    assert "due_at" not in sort["errors"][0]["message"]
+    assert "sort" in sort["detail"]
+    # A parameter the client sent itself is named as it sent it, even `due_at`.
+    unknown = assert_problem(client.get("/api/v1/tasks", {"due_at": "x"}, headers=old), 400)
+    assert [e["field"] for e in unknown["errors"]] == ["due_at"]
