@@ -429,6 +429,10 @@ FANOUT_SCRIPT_LOCATION = env.str("FANOUT_SCRIPT_LOCATION", default="")
 # An unfinished run with no activity for this long (and at least twice its statement_timeout)
 # has lost its messages (a broker restart, say): the beat's reaper sends them again.
 FANOUT_STUCK_AFTER_S = env.int("FANOUT_STUCK_AFTER_S", default=600)
+# A batch lane replaces its owner connection after migrating this many schemas: one backend
+# keeps the catalog entries of every schema it touched, so a lane spread over thousands of
+# schemas grows without bound (as TASKFLOW_POOL_RECYCLE_SCHEMAS for the web). 0 turns it off.
+FANOUT_RECYCLE_SCHEMAS = env.int("FANOUT_RECYCLE_SCHEMAS", default=100)
 
 # --- Recovery of stranded jobs (control_plane.worker.recovery) ---------------------------------
 # Beat's sweep for jobs whose message was lost or whose worker died (read by control_plane.celery

@@ -135,10 +135,18 @@ def engine() -> sa.Engine:
     return created
 
 
-def _note_schema(connection: Any, schema: str) -> None:
-    """Record on the pooled connection that it served `schema` (see _refuse_dead)."""
-    if settings.TASKFLOW_POOL_RECYCLE_SCHEMAS:
-        connection.info.setdefault(_SCHEMAS_SERVED, set()).add(schema)
+def note_schema(connection: Any, schema: str, *, limit: int | None = None) -> bool:
+    """Record on a pooled connection (anything with SQLAlchemy's `.info`) that it served
+    `schema`; True once it has served `limit` schemas (default TASKFLOW_POOL_RECYCLE_SCHEMAS,
+    0: never), when its holder should replace it: a backend's catalog caches keep every relation
+    it touched and only grow. The engine here replaces such a connection at checkout
+    (_refuse_dead); one held for long (a fan-out lane's) is replaced by its holder."""
+    limit = settings.TASKFLOW_POOL_RECYCLE_SCHEMAS if limit is None else limit
+    if not limit:
+        return False
+    served: set[str] = connection.info.setdefault(_SCHEMAS_SERVED, set())
+    served.add(schema)
+    return len(served) >= limit
 
 
 def _note_idle(dbapi_connection: Any, record: Any) -> None:
@@ -177,7 +185,7 @@ class TenantSession(Session):
 @event.listens_for(TenantSession, "after_begin")
 def _bind_transaction(session: Session, _transaction: object, conn: sa.Connection) -> None:
     binding: TenantBinding = session.info["binding"]
-    _note_schema(conn.connection, binding.schema)
+    note_schema(conn.connection, binding.schema)
     # Straight to the driver: a fixed statement needs none of SQLAlchemy's compiling and result
     # machinery, which cost more than the round trip.
     driver: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]

@@ -9,6 +9,10 @@ looks at its run: once the run is cancelled or failed, no further tenant starts 
 started go back to pending, unassigned, for a resume). A redelivered batch (its worker was
 killed) finds every tenant the lane had claimed, finished ones recorded or, if the kill came
 before the flush, at the target under their lock: none is migrated twice.
+Between chunks the common case is one round trip (control_plane.fanout.claims.claim_next:
+outcomes written and next tenants claimed in one statement); the careful way is
+orchestrator.advance. A lane replaces its owner connection every FANOUT_RECYCLE_SCHEMAS
+schemas (tenants.binding.note_schema), so no backend keeps the catalog of thousands of schemas.
 """
 
 from __future__ import annotations
@@ -16,17 +20,21 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
+import sqlalchemy as sa
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from control_plane.fanout import liveness, orchestrator
+from control_plane.fanout import claims, liveness, orchestrator
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus, TenantMigration
 from control_plane.fanout.outcomes import step_status
 from control_plane.fanout.steppers import Stepper, stepper_for
 from control_plane.observability import metrics
 from migrations_sqla.migrator import Outcome, owner_engine
+from tenants.binding import note_schema
 from tenants.models import Tenant
 
 FLUSH_S = 1.0
@@ -75,12 +83,14 @@ def _run_lane(run_id: int, batch: int, *, force: bool) -> int:
         orchestrator.advance(run_id)
         return 0
     done = 0
-    with owner_engine().connect() as conn:
-        migrator = stepper_for(run, conn)
+    with Lane(run) as lane:
+        steps = [Step(*row) for row in _unfinished(run_id, batch)]
+        claimed = False  # the steps were claimed running by claim_next
         while True:
-            steps = [Step(*row) for row in _unfinished(run_id, batch)]
             recorder = Recorder()
-            attempted, stopped = _migrate_steps(run, migrator, steps, recorder, force=force)
+            attempted, stopped = _migrate_steps(
+                run, lane, steps, recorder, force=force, claimed=claimed
+            )
             done += attempted
             if stopped:
                 recorder.flush()
@@ -88,9 +98,18 @@ def _run_lane(run_id: int, batch: int, *, force: bool) -> int:
                 orchestrator.advance(run_id)
                 break
             # The last outcomes are written under the run's lock, with the next claim: no
-            # other batch ever sees this one finished yet still holding its connection.
+            # other batch ever sees this one finished yet still holding its connection. A
+            # failure among them is for advance to weigh against the budget.
+            if not recorder.failed():
+                rows = claims.claim_next(run_id, batch, recorder.rows)
+                if rows:
+                    recorder.written()
+                    steps, claimed = [Step(*row) for row in rows], True
+                    continue
             if not orchestrator.advance(run_id, lane=batch, first=recorder.flush):
                 break
+            steps = [Step(*row) for row in _unfinished(run_id, batch)]
+            claimed = False
     return done
 
 
@@ -112,16 +131,19 @@ def _migrate_steps(
     recorder: Recorder,
     *,
     force: bool,
+    claimed: bool = False,
 ) -> tuple[int, bool]:
     """Migrate `steps` in order, flushing as it goes; the caller writes the last outcomes.
 
+    `claimed`: the steps are marked running already (claims.claim_next did it).
     Returns (how many were attempted, whether the run said stop).
     """
     if not steps:
         return 0, False
-    TenantMigration.objects.filter(id__in=[s.id for s in steps], status=StepStatus.PENDING).update(
-        status=StepStatus.RUNNING, started_at=timezone.now()
-    )
+    if not claimed:
+        TenantMigration.objects.filter(
+            id__in=[s.id for s in steps], status=StepStatus.PENDING
+        ).update(status=StepStatus.RUNNING, started_at=timezone.now())
     done = 0
     stopped = False
     for step in steps:
@@ -172,9 +194,12 @@ class Recorder:
         status = step_status(outcome.result)
         if status == StepStatus.SKIPPED and step.status == StepStatus.RUNNING:
             status = StepStatus.SUCCEEDED  # an earlier delivery of this batch migrated it
+        revise = status != StepStatus.FAILED and bool(outcome.after)
         self.rows.append(
             {
                 "id": step.id,
+                "tenant_id": step.tenant_id,
+                "revise": revise,
                 "status": status,
                 "attempts": outcome.attempts,
                 "started_at": outcome.started_at.isoformat(),
@@ -185,14 +210,16 @@ class Recorder:
                 "error": outcome.error,
             }
         )
-        if status != StepStatus.FAILED and outcome.after:
+        if revise:
             key = json.dumps(outcome.after, sort_keys=True)
             self.revisions.setdefault(key, []).append(step.tenant_id)
 
+    def failed(self) -> bool:
+        return any(row["status"] == StepStatus.FAILED for row in self.rows)
+
     def flush(self) -> bool:
         """Write what is buffered; True when a failure was among it."""
-        failed = any(row["status"] == StepStatus.FAILED for row in self.rows)
-        metrics.fanout_steps_recorded([str(row["status"]) for row in self.rows])
+        failed = self.failed()
         if self.rows:
             with connection.cursor() as cursor:
                 cursor.execute(
@@ -200,6 +227,60 @@ class Recorder:
                 )
         for key, tenant_ids in self.revisions.items():
             Tenant.objects.filter(pk__in=tenant_ids).update(revisions=json.loads(key))
+        self.written()
+        return failed
+
+    def written(self) -> None:
+        """The buffered outcomes were written (here or by claims.claim_next): count them and
+        start afresh."""
+        metrics.fanout_steps_recorded([str(row["status"]) for row in self.rows])
         self.rows, self.revisions = [], {}
         self.last = time.monotonic()
-        return failed
+
+
+class Lane:
+    """A batch lane's owner connection and stepper, replaced after FANOUT_RECYCLE_SCHEMAS
+    schemas: its backend's catalog caches keep every schema it migrated and only grow.
+
+    The replaced connection is invalidated, not returned to the pool, so its backend exits. A
+    Stepper itself, opened at the first schema.
+    """
+
+    def __init__(self, run: MigrationRun) -> None:
+        self.run = run
+        self.conn: sa.Connection | None = None
+        self.stepper: Stepper | None = None
+
+    def connection(self) -> sa.Connection:
+        """The lane's connection now, opened (with its stepper) when there is none."""
+        if self.conn is None or self.stepper is None:
+            self.conn = owner_engine().connect()
+            self.stepper = stepper_for(self.run, self.conn)
+        return self.conn
+
+    def migrate(
+        self, schema: str, *, attempted_before: bool = False, recorded: dict[str, str] | None = None
+    ) -> Outcome:
+        conn = self.connection()
+        assert self.stepper is not None
+        outcome = self.stepper.migrate(schema, attempted_before=attempted_before, recorded=recorded)
+        if note_schema(conn.connection, schema, limit=settings.FANOUT_RECYCLE_SCHEMAS):
+            conn.invalidate()
+            self.close()
+        return outcome
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn, self.stepper = None, None
+
+    def __enter__(self) -> Lane:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -26,6 +26,7 @@ Makes and drops its own databases (`taskflow_bench_fanout`, `taskflow_bench_fano
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -245,6 +246,35 @@ def start_worker(env: dict[str, str], concurrency: int, log: Path) -> subprocess
         )  # fmt: skip
 
 
+def chunk_gaps(run: Any) -> list[float]:
+    """Milliseconds each lane stood idle between two chunks of its tenants: from the last
+    outcome of a chunk to the claim of the next (a chunk's tenants share their started_at, the
+    moment they were claimed), over every batch of the run."""
+    gaps: list[float] = []
+    by_batch: dict[int, dict[Any, Any]] = {}
+    for batch, started, finished in run.steps.filter(
+        tenant__isnull=False, batch__isnull=False, started_at__isnull=False
+    ).values_list("batch", "started_at", "finished_at"):
+        chunks = by_batch.setdefault(batch, {})
+        last = chunks.get(started)
+        chunks[started] = finished if last is None or (finished and finished > last) else last
+    for chunks in by_batch.values():
+        ordered = sorted(chunks.items())
+        for (_start, end), (start, _end) in itertools.pairwise(ordered):
+            if end is not None:
+                gaps.append((start - end).total_seconds() * 1000)
+    return sorted(gaps)
+
+
+def gap_summary(gaps: list[float]) -> str:
+    if not gaps:
+        return "no chunk boundaries"
+    return (
+        f"{len(gaps)} chunk boundaries, idle median {gaps[len(gaps) // 2]:.1f} ms,"
+        f" max {gaps[-1]:.1f} ms"
+    )
+
+
 def timed_run(**options: Any) -> tuple[float, Any]:
     from control_plane.fanout import runs
     from tests.fanout.support import wait_for_run
@@ -320,6 +350,7 @@ def platform_half(args: argparse.Namespace, env: dict[str, str], work: Path) -> 
                 raise SystemExit(f"fan-out run failed: {run.error}")
             assert set(schema_state(schemas).values()) == {(TEST_REVISION, True)}
             fanout_times.append(seconds)
+            gaps = chunk_gaps(run)
             counts = runs.run_counts(run)
             template_ms = run.steps.get(schema_name="template").duration_ms
             noop_s, noop = timed_run(to=TEST_REVISION, **strategy)
@@ -348,6 +379,7 @@ def platform_half(args: argparse.Namespace, env: dict[str, str], work: Path) -> 
         "fanout_times": fanout_times,
         "server": _server_version(owner_url),
         "rows": rows,
+        "gaps": gap_summary(gaps),
     }
 
 
@@ -423,6 +455,7 @@ def report(args: argparse.Namespace, result: dict[str, Any], djt_s: float, load:
         + " s; fan-out "
         + ", ".join(f"{t:.2f}" for t in result["fanout_times"])
         + " s (worker warmed up by a no-op run first)",
+        f"lanes between chunks (last round's upgrade): {result['gaps']}",
         "",
     ]
     return "\n".join(header + rows)

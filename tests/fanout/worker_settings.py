@@ -10,3 +10,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": 1,
     "unacked_restore_throttle": 1,
 }
+
+# Lanes replace their connection every few schemas, so every worker test crosses a replacement
+# (the default, 100, is more than most of these runs migrate).
+FANOUT_RECYCLE_SCHEMAS = 7
