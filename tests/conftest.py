@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from django.conf import settings
@@ -56,7 +56,19 @@ def unique() -> str:
 
 
 class WorkerProcess:
-    """A real `celery worker` process, started and stopped by the test session."""
+    """A real `celery worker` process, started and stopped by the test session.
+
+    Every one started is known to the class (`running_names`), so a broadcast to the session's
+    workers can name them and return once each has answered instead of waiting out its timeout.
+    """
+
+    # Strong references: a worker whose object a test dropped without stopping it still counts.
+    started: ClassVar[set[WorkerProcess]] = set()
+
+    @classmethod
+    def running_names(cls) -> list[str]:
+        """The node names of this session's workers whose main process is still alive."""
+        return sorted(w.name for w in cls.started if w.process and w.process.poll() is None)
 
     def __init__(
         self,
@@ -88,6 +100,7 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited early; see {self.log_path}")
             if celery_app.control.ping(destination=[self.name], timeout=0.5):
+                WorkerProcess.started.add(self)
                 return self
         self.stop()
         raise RuntimeError(
@@ -99,17 +112,36 @@ class WorkerProcess:
             stop_process(self.process, timeout=20)
 
 
+# A broadcast to named workers returns as soon as each has answered; this only bounds a slow one.
+BROADCAST_TIMEOUT_S = 20.0
+
+
 @contextmanager
 def nobody_else_consumes(queue: str) -> Iterator[None]:
     """For the block, the workers already running (an earlier test's, the session's) stop
-    consuming `queue`, so a test's own worker gets its messages or the queue can be counted."""
-    replies = celery_app.control.cancel_consumer(queue, reply=True, timeout=2) or []
+    consuming `queue`, so a test's own worker gets its messages or the queue can be counted.
+
+    The broadcast names this session's live workers (WorkerProcess.running_names): it returns
+    once each has answered, instead of waiting a fixed time for replies from workers unknown.
+    """
+    running = WorkerProcess.running_names()
+    replies = (
+        celery_app.control.cancel_consumer(
+            queue, destination=running, reply=True, timeout=BROADCAST_TIMEOUT_S
+        )
+        if running
+        else []
+    ) or []
     others = [name for reply in replies for name in reply]
+    missing = set(running) - set(others)
+    assert not missing, f"workers that did not stop consuming {queue}: {sorted(missing)}"
     try:
         yield
     finally:
         if others:
-            celery_app.control.add_consumer(queue, destination=others, reply=True, timeout=2)
+            celery_app.control.add_consumer(
+                queue, destination=others, reply=True, timeout=BROADCAST_TIMEOUT_S
+            )
 
 
 @pytest.fixture(scope="session")
