@@ -156,7 +156,19 @@ def owner_url() -> str:
 
 @functools.cache
 def owner_engine() -> sa.Engine:
-    return sa.create_engine(owner_url(), pool_size=2, max_overflow=8, pool_pre_ping=True)
+    """The owner role's engine, for DDL.
+
+    No server-side prepared statements (psycopg's prepare_threshold): these connections change
+    tables, and a plan prepared before a change fails after it ("cached plan must not change
+    result type") or costs a DEALLOCATE ALL round trip once psycopg sees the DDL.
+    """
+    return sa.create_engine(
+        owner_url(),
+        pool_size=2,
+        max_overflow=8,
+        pool_pre_ping=True,
+        connect_args={"prepare_threshold": None},
+    )
 
 
 def check_schema_name(schema: str) -> str:

@@ -54,17 +54,36 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
+# A broadcast to named workers returns as soon as each has answered; this only bounds a slow one.
+BROADCAST_TIMEOUT_S = 20.0
+
+
 @contextmanager
 def nobody_else_consumes(queue: str) -> Iterator[None]:
     """For the block, the workers already running (an earlier test's, the session's) stop
-    consuming `queue`, so a test's own worker gets its messages or the queue can be counted."""
-    replies = celery_app.control.cancel_consumer(queue, reply=True, timeout=2) or []
+    consuming `queue`, so a test's own worker gets its messages or the queue can be counted.
+
+    The broadcast names this session's live workers (WorkerProcess.running_names): it returns
+    once each has answered, instead of waiting a fixed time for replies from workers unknown.
+    """
+    running = WorkerProcess.running_names()
+    replies = (
+        celery_app.control.cancel_consumer(
+            queue, destination=running, reply=True, timeout=BROADCAST_TIMEOUT_S
+        )
+        if running
+        else []
+    ) or []
     others = [name for reply in replies for name in reply]
+    missing = set(running) - set(others)
+    assert not missing, f"workers that did not stop consuming {queue}: {sorted(missing)}"
     try:
         yield
     finally:
         if others:
-            celery_app.control.add_consumer(queue, destination=others, reply=True, timeout=2)
+            celery_app.control.add_consumer(
+                queue, destination=others, reply=True, timeout=BROADCAST_TIMEOUT_S
+            )
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -213,7 +214,19 @@ def start_celery_worker(
 
 
 class WorkerProcess:
-    """A real `celery worker` process, started and stopped by a test."""
+    """A real `celery worker` process, started and stopped by a test.
+
+    Every one started is known to the class (`running_names`), so a broadcast to the session's
+    workers can name them and return once each has answered instead of waiting out its timeout.
+    """
+
+    # Strong references: a worker whose object a test dropped without stopping it still counts.
+    started: ClassVar[set[WorkerProcess]] = set()
+
+    @classmethod
+    def running_names(cls) -> list[str]:
+        """The node names of this session's workers whose main process is still alive."""
+        return sorted(w.name for w in cls.started if w.process and w.process.poll() is None)
 
     def __init__(
         self,
@@ -247,6 +260,7 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited early; see {self.log_path}")
             if celery_app.control.ping(destination=[self.name], timeout=0.5):
+                WorkerProcess.started.add(self)
                 return self
         self.stop()
         raise RuntimeError(

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from playwright.sync_api import expect
 
 from tests.conftest import ROOT
 from tests.processes import free_port, stop_process
@@ -33,6 +34,17 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = ROOT / ".data" / "screenshots"
+
+# How long a browser test waits for the page to show what it expects (Playwright's default is
+# 5 s): the server and Chromium share a loaded 2-core machine with the rest of the suite, and
+# a wait ends as soon as its condition holds, so a generous deadline costs nothing when it passes.
+EXPECT_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def generous_expect_timeout() -> None:
+    """Every `expect(...)` of the browser tests waits up to EXPECT_TIMEOUT_MS unless it says."""
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
 
 @dataclass

@@ -245,7 +245,7 @@ def test_an_onboarding_without_a_worker_says_so_and_how_long_it_waited(
         page.click("input[name=_save]")
         expect(page.locator("#tenant-status")).to_have_text("provisioning")
         expect(page.locator("#tenant-waiting")).to_contain_text(
-            "no worker consumes the default queue", timeout=15_000
+            "no worker consumes the default queue", timeout=30_000
         )
         expect(page.locator("#tenant-waiting")).to_have_text(re.compile(r"^[1-9]\d*s; "))
         page.screenshot(path=str(SCREENSHOTS / "console-onboarding-no-worker.png"), full_page=True)

@@ -13,7 +13,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, WebServer
+from tests.browser.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    EXPECT_TIMEOUT_MS,
+    SCREENSHOTS,
+    WebServer,
+)
 from tests.taskflow.conftest import TenantFixture, discard, new_key, provisioned_tenant
 
 pytestmark = pytest.mark.browser
@@ -38,14 +44,22 @@ def operation(page: Page, tag: str, operation_id: str) -> Locator:
 
 
 def execute(block: Locator, status: int) -> dict[str, Any]:
-    """Press Execute; the live response's status and its JSON body."""
+    """Press Execute; the live response's status and its JSON body.
+
+    The previous response of the operation is cleared first: left on the page, one with the
+    same status would pass for the new one before the browser had the answer.
+    """
+    clear = block.locator("button.btn-clear")
+    if clear.count():
+        clear.click()
+    responses = block.locator(".live-responses-table")
+    expect(responses).to_have_count(0, timeout=EXPECT_TIMEOUT_MS)
     block.locator("button.execute").click()
-    live = block.locator(".live-responses-table tbody .response-col_status").first
-    expect(live).to_have_text(str(status), timeout=15_000)
-    text = block.locator(
-        ".live-responses-table tbody .response-col_description .highlight-code pre"
-    ).first.inner_text()
-    body: dict[str, Any] = json.loads(text)
+    live = responses.locator("tbody .response-col_status").first
+    expect(live).to_have_text(str(status), timeout=EXPECT_TIMEOUT_MS)
+    code = responses.locator("tbody .response-col_description .highlight-code pre").first
+    expect(code).to_be_visible(timeout=EXPECT_TIMEOUT_MS)
+    body: dict[str, Any] = json.loads(code.inner_text())
     return body
 
 
@@ -67,8 +81,11 @@ def test_authorize_then_create_list_by_cursor_and_patch_with_if_match(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(EXPECT_TIMEOUT_MS)  # clicks and fills wait as long
         page.goto(f"{base}/api/v1/docs")
-        expect(page.locator(".swagger-ui .info .title")).to_contain_text("TaskFlow API")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text(
+            "TaskFlow API", timeout=EXPECT_TIMEOUT_MS
+        )
 
         page.locator(".auth-wrapper button.authorize").click()
         page.locator(".modal-ux input[type=text], .modal-ux input[type=password]").first.fill(
@@ -76,7 +93,9 @@ def test_authorize_then_create_list_by_cursor_and_patch_with_if_match(
         )
         page.locator(".modal-ux .auth-btn-wrapper button.authorize").click()
         page.locator(".modal-ux button.btn-done").click()
-        expect(page.locator(".auth-wrapper button.authorize.locked")).to_be_visible()
+        expect(page.locator(".auth-wrapper button.authorize.locked")).to_be_visible(
+            timeout=EXPECT_TIMEOUT_MS
+        )
 
         create = operation(page, "projects", "createProject")
         body_of(create, {"key": new_key(), "name": "From Swagger"})
@@ -110,7 +129,7 @@ def test_authorize_then_create_list_by_cursor_and_patch_with_if_match(
         assert patched["version"] == 2
         expect(
             update.locator(".live-responses-table tbody .response-col_description")
-        ).to_contain_text(re.compile(r'etag: "2"', re.IGNORECASE))
+        ).to_contain_text(re.compile(r'etag: "2"', re.IGNORECASE), timeout=EXPECT_TIMEOUT_MS)
         update.locator(".live-responses-table tbody").scroll_into_view_if_needed()
         page.screenshot(
             path=str(SCREENSHOTS / "swagger-ui-patch-with-if-match.png"), full_page=False

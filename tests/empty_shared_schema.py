@@ -1,0 +1,127 @@
+"""The empty_shared_schema profile, run from the default test command in a child pytest.
+
+Those tests need a shared schema no other tenant has written to, so the default run deselects
+them (pyproject's addopts) and tests/test_empty_shared_schema.py runs them here instead: a child
+`pytest -m empty_shared_schema` against a database of its own on the same server (created with
+platform/postgres/init.sql, set up by `manage.py setup_platform`, dropped afterwards) and a
+private Redis (its Celery queues are no other worker's). Nothing here touches the session's own
+test database, its Redis db or its workers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+
+from tests.processes import ROOT, start_redis, stop_process
+from tests.superuser import superuser_connection
+
+MARK = "empty_shared_schema"
+SUMMARY_WORDS = {"PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS"}
+# The child runs a few worker tests (one SIGKILLs a worker mid-lane): minutes at most even on a
+# loaded machine; the deadline only stops a hung child from hanging the whole run.
+CHILD_TIMEOUT_S = 1800
+SETUP_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class ProfileRun:
+    """The child's exit status, its whole output, and each of its tests' outcome by node id
+    (the words of pytest's short summary: PASSED, FAILED, ERROR...)."""
+
+    returncode: int
+    output: str
+    outcomes: dict[str, str]
+
+    def of_file(self, path: str) -> dict[str, str]:
+        return {node: result for node, result in self.outcomes.items() if node.startswith(path)}
+
+
+def database_name() -> str:
+    """The session's test database name with a suffix: one lane's profile never meets another's."""
+    return f"{settings.DATABASES['default']['NAME']}_ess"
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _drop_database(name: str) -> None:
+    with superuser_connection() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _create_database(name: str) -> None:
+    """Roles and database as `platform/dev.sh` makes them (init.sql, as the superuser)."""
+    _drop_database(name)
+    database = settings.DATABASES["default"]
+    owner, app = urlsplit(settings.MIGRATION_DATABASE_URL), urlsplit(settings.DATABASE_URL)
+    subprocess.run(
+        [
+            "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", database["HOST"] or "127.0.0.1",
+            "-p", str(database["PORT"] or 5432), "-U", os.environ.get("PGSUPERUSER", "postgres"),
+            "-d", "postgres", "-v", f"owner_role={owner.username}",
+            "-v", f"owner_password={owner.password}", "-v", f"app_role={app.username}",
+            "-v", f"app_password={app.password}", "-v", f"db_name={name}",
+            "-f", str(ROOT / "platform/postgres/init.sql"),
+        ],
+        check=True, capture_output=True, text=True, timeout=120,
+        env=os.environ | {"PGOPTIONS": "-c client_min_messages=warning"},
+    )  # fmt: skip
+
+
+def _outcomes(output: str) -> dict[str, str]:
+    """Node id -> PASSED / FAILED / ERROR / SKIPPED..., from the child's `-rA` summary lines."""
+    outcomes = {}
+    for line in output.splitlines():
+        word, _, rest = line.partition(" ")
+        if word in SUMMARY_WORDS and rest.startswith("tests/"):
+            outcomes[rest.split(" - ", 1)[0].strip()] = word
+    return outcomes
+
+
+def run_profile(*paths: str) -> ProfileRun:
+    """`pytest -m empty_shared_schema paths...` in a child on a fresh database and Redis."""
+    name = database_name()
+    folder = Path(tempfile.mkdtemp(prefix="empty-shared-schema-"))
+    _create_database(name)
+    redis, redis_url = start_redis(folder)
+    env = os.environ | {
+        "DATABASE_URL": _with_database(settings.DATABASE_URL, name),
+        "MIGRATION_DATABASE_URL": _with_database(settings.MIGRATION_DATABASE_URL, name),
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    try:
+        setup = subprocess.run(
+            [sys.executable, "manage.py", "setup_platform"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=SETUP_TIMEOUT_S,
+        )  # fmt: skip
+        if setup.returncode:
+            return ProfileRun(
+                setup.returncode, f"setup_platform:\n{setup.stdout}{setup.stderr}", {}
+            )
+        child = subprocess.run(
+            [
+                sys.executable, "-m", "pytest", "-m", MARK, "-p", "no:cacheprovider", "-q",
+                "-rA", *paths,
+            ],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            timeout=CHILD_TIMEOUT_S,
+        )  # fmt: skip
+        return ProfileRun(child.returncode, child.stdout, _outcomes(child.stdout))
+    finally:
+        stop_process(redis)
+        _drop_database(name)
+        shutil.rmtree(folder, ignore_errors=True)
