@@ -415,8 +415,19 @@ def drf_cursor(row: Any) -> str:
 class Server:
     """gunicorn serving the benchmark settings, in its own process group."""
 
-    def __init__(self, env: dict[str, str], workers: int, threads: int) -> None:
+    def __init__(
+        self, env: dict[str, str], workers: int, threads: int, tree: Path = ROOT, name: str = ""
+    ) -> None:
+        """Serve `tree`'s code (another checkout: its modules come first on PYTHONPATH, this
+        venv's packages after them) with a cache key prefix of this server's own, so no entry
+        or tombstone of another server or of the benchmark process is read."""
         self.port = free_port()
+        self.tree = tree
+        env = {
+            **env,
+            "CACHE_KEY_PREFIX": f"tfbench-{name or 'server'}-{secrets.token_hex(4)}",
+            **({"PYTHONPATH": str(tree)} if tree != ROOT else {}),
+        }
         self.log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log")  # noqa: SIM115
         self.command = [
             GUNICORN, "control_plane.wsgi:application",
@@ -426,7 +437,7 @@ class Server:
             "--log-level", "warning", "--error-logfile", self.log.name,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
-            self.command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            self.command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 60
         while True:
@@ -823,7 +834,7 @@ def throughput(
             for api in ("taskflow", "drf", "mixed")
         ]
         # Open loop at half the measured capacity: the p99 a paced arrival rate sees.
-        for api in ("taskflow", "mixed"):
+        for api in ("taskflow", "mixed") if few else ():
             mine = [r for r in results if r.api == api and r.clients == connections]
             rate = sum(r.rps for r in mine) / len(mine) / 2
             drain(server)
@@ -1023,7 +1034,8 @@ def throughput_table(args: argparse.Namespace, rounds: list[Round]) -> list[str]
     lines = [
         f"2. Throughput: wrk -t2 -c{args.connections} (keep-alive, closed loop), {args.duration:g} s"
         f" rounds after a {args.warmup:g} s warm-up of each API, then short rounds of"
-        f" {sorted({1, *args.few_clients})} clients (service time with little queueing);"
+        f" {sorted({1, *args.few_clients}) if not args.skip_latency else 'no'} clients (service"
+        " time with little queueing);"
         f" limit={LOAD_LIMIT}; 1 request in 4 a first page, the rest cursor pages at {LOAD_DEPTHS} random depths (the same rows from both APIs)",
         "   wrk, gunicorn and PostgreSQL share the machine's CPUs. cpu columns: CPU-seconds per"
         " second of wall time (2.00 = both cores); other = everything else running on the machine.",
@@ -1058,7 +1070,8 @@ def throughput_table(args: argparse.Namespace, rounds: list[Round]) -> list[str]
 
     def total(api: str) -> dict[str, float]:
         mine = [r for r in rounds if r.api == api and r.clients == args.connections]
-        single = next(r for r in rounds if r.api == api and r.clients == 1)
+        single = next((r for r in rounds if r.api == api and r.clients == 1), None)
+        nan = float("nan")
         requests = sum(r.stats["requests"] for r in mine)
         used = sum(r.cpu["gunicorn"] + r.cpu["postgres"] + r.cpu["wrk"] for r in mine)
         return {
@@ -1068,8 +1081,8 @@ def throughput_table(args: argparse.Namespace, rounds: list[Round]) -> list[str]
             "app_ms": sum(r.cpu["gunicorn"] for r in mine) / requests * 1000,
             "pg_ms": sum(r.cpu["postgres"] for r in mine) / requests * 1000,
             "wrk_ms": sum(r.cpu["wrk"] for r in mine) / requests * 1000,
-            "single_p50": single.stats["p50"] / 1000,
-            "single_p99": single.stats["p99"] / 1000,
+            "single_p50": single.stats["p50"] / 1000 if single else nan,
+            "single_p99": single.stats["p99"] / 1000 if single else nan,
         }
 
     tf, drf, mixed = total("taskflow"), total("drf"), total("mixed")
@@ -1168,7 +1181,20 @@ def main() -> None:
         default=[1, 4, 8],
         help="client counts of the short rounds after the main ones (1 is always run)",
     )
-    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--skip-latency",
+        action="store_true",
+        help="CPU only: no page-latency section, no few-client or open-loop rounds",
+    )
+    parser.add_argument(
+        "--tree", type=Path, default=ROOT, help="the checkout to serve (default: this one)"
+    )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="another checkout (git worktree add /tmp/base main) served side by side on the same"
+        " database; replaces section 2 with interleaved rounds of both trees",
+    )
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="reuse a kept database")
@@ -1212,23 +1238,32 @@ def main() -> None:
             pg_version = cursor.fetchone()[0]
         connection.close()
 
-        server = Server(env, args.workers, args.threads)
-        try:
-            latency: dict[str, dict[str, list[float]]] = {}
-            rounds: list[Round] = []
-            if not args.skip_latency:
-                print("page latency ...", file=sys.stderr)
-                latency = page_latency(
-                    Http(server.port, HOST, token), bench, args.requests, args.budget
-                )
-            if not args.skip_load:
-                print("throughput ...", file=sys.stderr)
-                rounds = throughput(
-                    server, bench, args.connections, args.duration, args.rounds, args.warmup,
-                    sorted({1, *args.few_clients}),
-                )  # fmt: skip
-        finally:
-            server.stop()
+        latency: dict[str, dict[str, list[float]]] = {}
+        rounds: list[Round] = []
+        side_by_side: list[str] = []
+        if not args.skip_latency or (not args.skip_load and not args.baseline_tree):
+            server = Server(env, args.workers, args.threads, tree=args.tree.resolve())
+            try:
+                if not args.skip_latency:
+                    print("page latency ...", file=sys.stderr)
+                    latency = page_latency(
+                        Http(server.port, HOST, token), bench, args.requests, args.budget
+                    )
+                if not args.skip_load and not args.baseline_tree:
+                    print("throughput ...", file=sys.stderr)
+                    rounds = throughput(
+                        server, bench, args.connections, args.duration, args.rounds,
+                        args.warmup, [] if args.skip_latency else sorted({1, *args.few_clients}),
+                    )  # fmt: skip
+            finally:
+                server.stop()
+        if args.baseline_tree and not args.skip_load:
+            from tests.benchmarks.taskflow_api import side_by_side as trees
+
+            print("side by side ...", file=sys.stderr)
+            paths = {"taskflow": load_paths(bench)["taskflow"], "mixed": mixed_paths(bench)}
+            results, checkouts = trees.run(env, args, token, paths)
+            side_by_side = trees.table(results, checkouts, args.connections, args.duration)
         plans: dict[str, list[str]] = {}
         if bench.tasks >= DEEP_PAGE * DEEP_LIMIT:  # page 10,000 exists
             print("EXPLAIN ...", file=sys.stderr)
@@ -1245,6 +1280,8 @@ def main() -> None:
             "load": load_before,
         }
         print(report(bench, args, info, latency, rounds, plans, steps))
+        if side_by_side:
+            print("", *side_by_side, sep="\n")
     finally:
         if not keep:
             drop_database(BENCH_DB)
