@@ -5,7 +5,8 @@ Run from the repository root (PostgreSQL at 127.0.0.1:5432 with superuser `postg
 
     .venv/bin/python -m tests.benchmarks.bench_taskflow_api [--tasks 1000000] [--requests 200]
         [--budget 60] [--workers 2] [--threads 4] [--connections 32] [--duration 20]
-        [--rounds 2] [--few-clients 1,4,8] [--breakdown-requests 300] [--keep] [--reuse]
+        [--rounds 2] [--few-clients 1,4,8] [--breakdown-requests 300] [--skip-latency]
+        [--baseline-tree DIR [--tree DIR]] [--keep] [--reuse]
 
 What it does, in one run:
 
@@ -53,6 +54,14 @@ What it does, in one run:
    (taskflow.pagination).
 7. Where a list request's time goes (section 4): each step of the request path timed alone,
    in-process (tests.benchmarks.taskflow_api.breakdown).
+With --baseline-tree DIR (another checkout: `git worktree add /tmp/base main`), section 2 is
+   replaced by the two trees side by side (tests.benchmarks.taskflow_api.side_by_side): a
+   gunicorn of each on the same database, --rounds interleaved wrk rounds of the default sort's
+   and the mixed sort's paths per tree, and each tree's CPU per request (its workers' CPU time,
+   and with its PostgreSQL backends', over the requests served) and latency percentiles with
+   the ratio candidate/baseline. --tree DIR serves another checkout as the candidate: the same
+   tree twice is an A/A run, whose ratios show the noise. --skip-latency: CPU only (no section 1,
+   no few-client or open-loop rounds).
 8. Prints the table, then drops the database (unless --keep; --reuse skips steps 1-2 on a kept
    database, with a fresh token). BENCH_DB_NAME names another database (default
    taskflow_bench_api), BENCH_REDIS_URL another Redis database, to run beside someone else's run.
