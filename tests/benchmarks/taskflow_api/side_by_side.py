@@ -155,12 +155,12 @@ def table(
             for b in results
             if b.load == load and b.tree == "baseline" and b.number == c.number
         ]
-        per_round = sorted(c.app_us / b.app_us for c, b in pairs)
-        per_round_all = sorted(c.all_us / b.all_us for c, b in pairs)
+        per_round = [c.app_us / b.app_us for c, b in pairs]  # in round order
+        per_round_all = [c.all_us / b.all_us for c, b in pairs]
         cand, base = pooled["candidate"], pooled["baseline"]
         summary.append(
             f"{LABELS[load]}: CPU/request candidate/baseline = {cand['app_us'] / base['app_us']:.3f}"
-            f" gunicorn (rounds {', '.join(f'{x:.3f}' for x in per_round)}),"
+            f" gunicorn (rounds in order {', '.join(f'{x:.3f}' for x in per_round)}),"
             f" {cand['all_us'] / base['all_us']:.3f} with PostgreSQL"
             f" (rounds {', '.join(f'{x:.3f}' for x in per_round_all)});"
             f" p50 {cand['p50'] / base['p50']:.2f}x, p99 {cand['p99'] / base['p99']:.2f}x"
