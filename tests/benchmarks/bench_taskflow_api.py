@@ -432,9 +432,10 @@ class Server:
         or tombstone of another server or of the benchmark process is read."""
         self.port = free_port()
         self.tree = tree
+        self.cache_prefix = f"tfbench-{name or 'server'}-{secrets.token_hex(4)}"
         env = {
             **env,
-            "CACHE_KEY_PREFIX": f"tfbench-{name or 'server'}-{secrets.token_hex(4)}",
+            "CACHE_KEY_PREFIX": self.cache_prefix,
             **({"PYTHONPATH": str(tree)} if tree != ROOT else {}),
         }
         self.log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log")  # noqa: SIM115
@@ -1199,6 +1200,12 @@ def main() -> None:
         "--tree", type=Path, default=ROOT, help="the checkout to serve (default: this one)"
     )
     parser.add_argument(
+        "--tenant-save",
+        action="store_true",
+        help="with --baseline-tree: save the tenant (a rename) before every round, its cache"
+        " forgets written where that round's server reads them",
+    )
+    parser.add_argument(
         "--baseline-tree",
         type=Path,
         help="another checkout (git worktree add /tmp/base main) served side by side on the same"
@@ -1271,8 +1278,10 @@ def main() -> None:
 
             print("side by side ...", file=sys.stderr)
             paths = {"taskflow": load_paths(bench)["taskflow"], "mixed": mixed_paths(bench)}
-            results, checkouts = trees.run(env, args, token, paths)
-            side_by_side = trees.table(results, checkouts, args.connections, args.duration)
+            results, checkouts = trees.run(env, args, token, paths, tenant)
+            side_by_side = trees.table(
+                results, checkouts, args.connections, args.duration, args.tenant_save
+            )
         plans: dict[str, list[str]] = {}
         if bench.tasks >= DEEP_PAGE * DEEP_LIMIT:  # page 10,000 exists
             print("EXPLAIN ...", file=sys.stderr)

@@ -7,7 +7,9 @@ over the same paths: the default sort's pages and the mixed-direction sort with 
 While one is measured the other is idle. Per round: the server's worker processes' CPU time and
 its PostgreSQL backends' (every backend of the benchmark database: the idle server's cost
 nothing) over the requests served, wrk's latency percentiles, and the machine's load average.
-The figure to read is the ratio of CPU per request: CPU time, unlike wall time, does not grow
+With --tenant-save, the tenant is saved (renamed) before every round, its cache forgets written
+under that round's server's key prefix, as a save in the admin would: what every request costs
+in the minutes after a tenant changes. The figure to read is the ratio of CPU per request: CPU time, unlike wall time, does not grow
 with the queue other sessions' work makes on a shared machine. An A/A run (the same tree twice)
 shows what spread of that ratio is noise.
 """
@@ -48,6 +50,21 @@ class TreeRound:
         return (self.app_cpu + self.pg_cpu) / self.requests * 1e6
 
 
+def save_tenant(tenant: Any, server: bench.Server, number: int) -> None:
+    """Rename the tenant, its forgets (hosts and tokens, tenants.signals and the principal
+    signals) written where `server` reads its cache."""
+    from django.core.cache import caches
+
+    cache = caches["default"]
+    prefix = cache.key_prefix
+    cache.key_prefix = server.cache_prefix
+    try:
+        tenant.name = f"API benchmark {server.cache_prefix} {number}"
+        tenant.save()  # autocommit: committed, so its tombstones settle at once where they can
+    finally:
+        cache.key_prefix = prefix
+
+
 def measure(
     servers: dict[str, bench.Server],
     token: str,
@@ -56,6 +73,7 @@ def measure(
     duration: float,
     rounds: int,
     warmup: float,
+    tenant: Any = None,
 ) -> list[TreeRound]:
     """`rounds` interleaved rounds of each load on each server, after a warm-up of each."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-trees-"))
@@ -77,6 +95,8 @@ def measure(
                 for name in order:
                     server = servers[name]
                     bench.drain(server)
+                    if tenant is not None:
+                        save_tenant(tenant, server, number)
                     workers = server.worker_pids()
                     before_app = bench.cpu_by_pid(workers)
                     before_pg = bench.cpu_by_pid(bench.postgres_backends())
@@ -119,7 +139,11 @@ def _pooled(rounds: list[TreeRound]) -> dict[str, float]:
 
 
 def table(
-    results: list[TreeRound], trees: dict[str, Path], connections: int, duration: float
+    results: list[TreeRound],
+    trees: dict[str, Path],
+    connections: int,
+    duration: float,
+    tenant_saved: bool = False,
 ) -> list[str]:
     """Per load: each tree's pooled CPU per request and median percentiles, the ratio
     candidate/baseline pooled and per round pair (its spread is the run's noise)."""
@@ -127,7 +151,8 @@ def table(
     lines = [
         f"Side by side: candidate {trees['candidate']} vs baseline {trees['baseline']}, one"
         f" database, wrk -c{connections}, {rounds} interleaved rounds of {duration:g} s per load"
-        " and tree (order flipped each round)",
+        " and tree (order flipped each round)"
+        + ("; the tenant saved before every round" if tenant_saved else ""),
         "   CPU/request = CPU time of the server's gunicorn workers (and + its PostgreSQL"
         " backends) / requests; latency = median over rounds of wrk's per-round percentiles, ms;"
         f" load average {min(r.loadavg for r in results):.2f}-{max(r.loadavg for r in results):.2f}"
@@ -170,7 +195,7 @@ def table(
 
 
 def run(
-    env: dict[str, str], args: Any, token: str, paths: dict[str, list[str]]
+    env: dict[str, str], args: Any, token: str, paths: dict[str, list[str]], tenant: Any
 ) -> tuple[list[TreeRound], dict[str, Path]]:
     """Start both servers, check both answer every path alike, measure, stop them."""
     trees = {"candidate": args.tree.resolve(), "baseline": args.baseline_tree.resolve()}
@@ -186,8 +211,9 @@ def run(
                 ]
                 assert answers[0] == answers[1], ("trees answer differently", path)
         results = measure(
-            servers, token, paths, args.connections, args.duration, args.rounds, args.warmup
-        )
+            servers, token, paths, args.connections, args.duration, args.rounds, args.warmup,
+            tenant if args.tenant_save else None,
+        )  # fmt: skip
         return results, trees
     finally:
         for server in servers.values():
