@@ -262,6 +262,7 @@ REST_FRAMEWORK: dict[str, object] = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["control_plane.http.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["control_plane.http.renderers.FastJSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "control_plane.http.negotiation.FastContentNegotiation",
     "EXCEPTION_HANDLER": "control_plane.http.problems.problem_exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["control_plane.ratelimits.throttles.TenantPlanThrottle"],
     "UNAUTHENTICATED_USER": None,

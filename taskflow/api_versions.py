@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 VERSION_HEADER = "TaskFlow-Version"
@@ -215,10 +215,32 @@ def upgrade_request(changes: Iterable[Change], resource: str, body: Item) -> Ite
 
 
 def downgrade_item(changes: Sequence[Change], resource: str, item: Item) -> Item:
-    for change in reversed(changes):
-        if change.downgrade_item is not None and resource in change.resources:
-            item = change.downgrade_item(item)
-    return item
+    downgrade = item_downgrader(tuple(changes), resource)
+    return item if downgrade is None else downgrade(item)
+
+
+@lru_cache(maxsize=256)
+def item_downgrader(changes: tuple[Change, ...], resource: str) -> Callable[[Item], Item] | None:
+    """One item of `resource` downgraded through `changes`, newest first (None: nothing to do).
+
+    Chosen once per (version, resource), so a page applies it to each item without asking every
+    change about the resource again."""
+    steps = [
+        change.downgrade_item
+        for change in reversed(changes)
+        if change.downgrade_item is not None and resource in change.resources
+    ]
+    if not steps:
+        return None
+    if len(steps) == 1:
+        return steps[0]
+
+    def downgrade(item: Item) -> Item:
+        for step in steps:
+            item = step(item)
+        return item
+
+    return downgrade
 
 
 def downgrade_status(changes: Sequence[Change], resource: str, status: int) -> int:

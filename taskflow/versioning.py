@@ -116,9 +116,9 @@ def _downgrade(
     changes: tuple[Change, ...], resource: str, data: dict[str, Any], status: int
 ) -> dict[str, Any]:
     if isinstance(data.get("results"), list):
-        data["results"] = [
-            api_versions.downgrade_item(changes, resource, item) for item in data["results"]
-        ]
+        downgrade = api_versions.item_downgrader(changes, resource)  # once per page
+        if downgrade is not None:
+            data["results"] = [downgrade(item) for item in data["results"]]
         for link in ("next", "previous"):
             if isinstance(data.get(link), str):
                 data[link] = _downgraded_link(changes, resource, data[link])

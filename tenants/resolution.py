@@ -1,12 +1,14 @@
 """Tenant resolution by host name, cached in Redis and forgotten whenever a tenant or domain changes.
 
 With a warm cache a request resolves its tenant without touching the tenant or domain tables.
-Entries are keyed by the cache epoch (tenants.cache_epoch), which any change to a tenant or
-domain moves, however it is made. Forgetting a host (saves, deletes, lifecycle code) writes a
-tombstone of its own, whatever epoch other processes are at, read in the same round trip as the
-entry; it outlives any entry written before it, and no entry is added while it stands: a request
-that read the database before a suspend or a move cannot put the old state back after it. When Redis is unreachable the cache reads as
-empty (control_plane.http.redis_cache) and every request resolves from the database.
+Entries are keyed by the cache epoch (tenants.cache_epoch), which changes to a tenant or domain
+that decide how a host resolves move, however they are made. Forgetting a host (saves, deletes,
+lifecycle code) writes a tombstone of its own, whatever epoch other processes are at, read in
+the same round trip as the entry (tenants.tombstones): until the change commits no entry is
+added, so a request that read the database before a suspend or a move cannot put the old state
+back after it; once it has committed, the next request refills the entry, stamped with the
+tombstone, and later requests hit again. When Redis is unreachable the cache reads as empty
+(control_plane.http.redis_cache) and every request resolves from the database.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from django.conf import settings
 from django.core.cache import cache
 from prometheus_client import Counter
 
+from tenants import tombstones
 from tenants.cache_epoch import current_epoch
 from tenants.models import Domain, Tenant
 
 CACHE_TTL_SECONDS = 300
-# As long as an entry lives, so a tombstone outlives every entry written before it.
-TOMBSTONE_TTL_SECONDS = CACHE_TTL_SECONDS
-_TOMBSTONE = "forgotten"
+# Outlives every unstamped entry written before it (tenants.tombstones).
+TOMBSTONE_TTL_SECONDS = tombstones.tombstone_ttl(CACHE_TTL_SECONDS)
 # Declared here, where resolution happens (tenants never imports control_plane); exposed with
 # the platform's other metrics (control_plane.observability).
 RESOLUTIONS = Counter(
@@ -48,7 +50,8 @@ _FIELDS = (
 
 
 def _key(hostname: str, epoch: int) -> str:
-    return f"tenant-host:{epoch}:{hostname}"
+    # ":2:", the entry's shape (stamp, fields): the release before cached the fields alone.
+    return f"tenant-host:2:{epoch}:{hostname}"
 
 
 def _forgotten(hostname: str) -> str:
@@ -69,18 +72,19 @@ def resolve_tenant_and_read(
     key, forgotten = _key(hostname, current_epoch()), _forgotten(hostname)
     found: dict[str, Any] = cache.get_many([key, forgotten, *also])
     extra = {k: found.pop(k) for k in also if k in found}
-    cached = found.get(key)
-    if isinstance(cached, dict) and forgotten not in found:
+    cached, tombstone = found.get(key), found.get(forgotten)
+    if isinstance(cached, tuple) and tombstones.is_current(cached[0], tombstone):
         _count("hit")
-        return Tenant(**cached), extra
+        return Tenant(**cached[1]), extra
     domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
     if domain is None:
         _count("unknown")
         return None, extra
     _count("miss")
     tenant: Tenant = domain.tenant
-    if not found:  # neither cached nor forgotten
-        cache.add(key, _entry(tenant), CACHE_TTL_SECONDS)
+    cacheable, stamp = tombstones.fill_stamp(tombstone)
+    if cacheable:
+        cache.set(key, (stamp, _entry(tenant)), CACHE_TTL_SECONDS)
     return tenant, extra
 
 
@@ -91,8 +95,9 @@ def _entry(tenant: Tenant) -> dict[str, Any]:
 def remember_host(hostname: str, tenant: Tenant, epoch: int) -> None:
     """Cache `tenant` at `hostname` under `epoch`, read in the same statement as the rows it was
     committed with (onboarding's activation): its first request then resolves from Redis. Added,
-    never overwritten, and not under a tombstone's shadow: a later forget still wins."""
-    cache.add(_key(hostname, epoch), _entry(tenant), CACHE_TTL_SECONDS)
+    never overwritten, and unstamped: read only while no tombstone stands, so any forget, earlier
+    or later, wins (tenants.tombstones)."""
+    cache.add(_key(hostname, epoch), (None, _entry(tenant)), CACHE_TTL_SECONDS)
 
 
 def _count(outcome: str) -> None:
@@ -101,10 +106,9 @@ def _count(outcome: str) -> None:
 
 
 def forget_hosts(*hostnames: str) -> None:
-    """Tombstone these hosts, whichever epoch their entries were cached under."""
-    keys = [_forgotten(h) for h in hostnames if h]
-    if keys:
-        cache.set_many(dict.fromkeys(keys, _TOMBSTONE), TOMBSTONE_TTL_SECONDS)
+    """Tombstone these hosts, whichever epoch their entries were cached under, now and again
+    (settled) once the transaction commits: the next request after the commit refills them."""
+    tombstones.forget([_forgotten(h) for h in hostnames if h], CACHE_TTL_SECONDS)
 
 
 def forget_tenant(tenant: Tenant) -> None:

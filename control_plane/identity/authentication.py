@@ -18,7 +18,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.request import Request
 
 from control_plane.identity.models import ApiToken, Membership
-from control_plane.identity.principals import CachedPrincipal, cached_principal, remember_principal
+from control_plane.identity.principals import CachedPrincipal, read_principal, remember_principal
 from control_plane.identity.tokens import digests_match, parse_prefix, token_digest
 from control_plane.observability.metrics import count_principal_lookup
 from control_plane.ratelimits import auth_failures
@@ -68,7 +68,7 @@ def authenticate_token(
     digest = token_digest(value)
     now = timezone.now()
     epoch = current_epoch()
-    cached = cached_principal(digest, epoch, getattr(request, "cache_read_ahead", None))
+    cached, seen = read_principal(digest, epoch, getattr(request, "cache_read_ahead", None))
     count_principal_lookup(hit=cached is not None)
     if cached is not None:
         if cached.principal.tenant_id != tenant_id or not cached.usable(now):
@@ -81,7 +81,7 @@ def authenticate_token(
     except exceptions.AuthenticationFailed:
         auth_failures.record_failure(request)
         raise
-    remember_principal(digest, entry, now, epoch)
+    remember_principal(digest, entry, now, epoch, seen)
     return user, entry.principal
 
 

@@ -6,12 +6,13 @@ most ENTRY_TTL, the granularity of last_used_at: the miss that rebuilds an entry
 last_used_at, so no request writes it more than once a minute.
 
 Anything that changes whether or how a token authenticates (the token, its user, the user's
-membership, the tenant) forgets the entries of the tokens concerned, at once and again after its
-transaction commits (control_plane.identity.principal_signals), like the tenant-resolution cache. Forgetting
-writes a tombstone per token rather than deleting, whatever epoch other processes are at; it is
-read with the entry, outlives any entry written before it, and no entry is added while it
-stands: a request that read the database before the change cannot put the old answer back.
-Redis, not process memory: a revoke must stop the token in every process at once.
+membership, the tenant) forgets the entries of the tokens concerned (control_plane.identity.principal_signals),
+like the tenant-resolution cache. Forgetting writes a tombstone per token rather than deleting,
+whatever epoch other processes are at, read with the entry (tenants.tombstones): until the
+change commits no entry is added, so a request that read the database before the change cannot
+put the old answer back; once it has committed, the next request caches the new answer,
+stamped with the tombstone. Redis, not process memory: a revoke must stop the token in every
+process at once.
 
 Entries are keyed by the cache epoch (tenants.cache_epoch), which triggers move on any change to
 these rows, however it is made: a revoke by QuerySet.update() or plain SQL, which sends no signal,
@@ -28,17 +29,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.cache import cache
-from django.db import transaction
 from django.http import HttpRequest
 
 from control_plane.identity.tokens import token_digest
+from tenants import tombstones
 from tenants.cache_epoch import current_epoch
 from tenants.identity import Principal, Role
 
 ENTRY_TTL = timedelta(minutes=1)
-# As long as an entry lives, so a tombstone outlives every entry written before it.
-TOMBSTONE_TTL_SECONDS = int(ENTRY_TTL.total_seconds())
-_TOMBSTONE = "forgotten"
+# Outlives every unstamped entry written before it (tenants.tombstones).
+TOMBSTONE_TTL_SECONDS = tombstones.tombstone_ttl(int(ENTRY_TTL.total_seconds()))
+# remember_principal's caller did not say what tombstone it saw before its query.
+_UNREAD = object()
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class CachedPrincipal:
 
 
 def _key(digest: str, epoch: int) -> str:
-    return f"principal:{epoch}:{digest}"
+    # ":2:", the entry's shape (stamp first): the release before cached six fields.
+    return f"principal:2:{epoch}:{digest}"
 
 
 def _forgotten(digest: str) -> str:
@@ -64,7 +67,15 @@ def _forgotten(digest: str) -> str:
 def cached_principal(
     digest: str, epoch: int, read_ahead: Mapping[str, Any] | None = None
 ) -> CachedPrincipal | None:
-    """The cached entry of the token with `digest`, or None (never cached, expired, forgotten).
+    """The cached entry of the token with `digest`, or None (never cached, expired, forgotten)."""
+    return read_principal(digest, epoch, read_ahead)[0]
+
+
+def read_principal(
+    digest: str, epoch: int, read_ahead: Mapping[str, Any] | None = None
+) -> tuple[CachedPrincipal | None, Any]:
+    """The cached entry of the token with `digest` (or None), and the token's tombstone as read
+    with it (None: none stands), which remember_principal needs to stamp what is read next.
 
     `epoch` is current_epoch() read before the database is: the same value goes to
     remember_principal, so an entry is never filed under an epoch newer than what it saw.
@@ -77,14 +88,14 @@ def cached_principal(
         found = {k: read_ahead["found"][k] for k in (key, forgotten) if k in read_ahead["found"]}
     else:
         found = cache.get_many([key, forgotten])
-    entry = found.get(key)
-    if not isinstance(entry, tuple) or forgotten in found:
-        return None
-    user_id, tenant_id, role, token_id, is_staff, expires_at = entry
+    entry, tombstone = found.get(key), found.get(forgotten)
+    if not isinstance(entry, tuple) or not tombstones.is_current(entry[0], tombstone):
+        return None, tombstone
+    _, user_id, tenant_id, role, token_id, is_staff, expires_at = entry
     principal = Principal(
         user_id=user_id, tenant_id=tenant_id, role=Role(role), token_id=token_id, is_staff=is_staff
     )
-    return CachedPrincipal(principal, expires_at)
+    return CachedPrincipal(principal, expires_at), tombstone
 
 
 def keys_to_read_ahead(request: HttpRequest) -> list[str]:
@@ -97,27 +108,27 @@ def keys_to_read_ahead(request: HttpRequest) -> list[str]:
     return [_key(digest, current_epoch()), _forgotten(digest)]
 
 
-def remember_principal(digest: str, entry: CachedPrincipal, now: datetime, epoch: int) -> None:
-    """Cache `entry` until ENTRY_TTL or the token's expiry, unless it was forgotten meanwhile."""
+def remember_principal(
+    digest: str, entry: CachedPrincipal, now: datetime, epoch: int, seen: Any = _UNREAD
+) -> None:
+    """Cache `entry` until ENTRY_TTL or the token's expiry, stamped with the tombstone `seen`
+    before the database was read (read_principal); without it, only if none stands now."""
     ttl = ENTRY_TTL if entry.expires_at is None else min(ENTRY_TTL, entry.expires_at - now)
     if ttl.total_seconds() < 1:
         return
-    if cache.get(_forgotten(digest)) is not None:
+    if seen is _UNREAD:
+        # A tombstone read after the query says nothing of what the query saw: no stamp.
+        if cache.get(_forgotten(digest)) is not None:
+            return
+        seen = None
+    cacheable, stamp = tombstones.fill_stamp(seen)
+    if not cacheable:
         return
     p = entry.principal
-    value = (p.user_id, p.tenant_id, p.role.value, p.token_id, p.is_staff, entry.expires_at)
-    cache.add(_key(digest, epoch), value, int(ttl.total_seconds()))
+    value = (stamp, p.user_id, p.tenant_id, p.role.value, p.token_id, p.is_staff, entry.expires_at)
+    cache.set(_key(digest, epoch), value, int(ttl.total_seconds()))
 
 
 def forget_principals(digests: Iterable[str]) -> None:
-    """Forget the entries of these token digests now and again once the transaction commits."""
-    keys = [_forgotten(d) for d in digests]
-    if not keys:
-        return
-
-    def tombstone() -> None:
-        cache.set_many(dict.fromkeys(keys, _TOMBSTONE), TOMBSTONE_TTL_SECONDS)
-
-    tombstone()
-    # A reader may cache the old rows before this transaction commits: forget again after it.
-    transaction.on_commit(tombstone)
+    """Forget the entries of these token digests now; settled once the transaction commits."""
+    tombstones.forget([_forgotten(d) for d in digests], int(ENTRY_TTL.total_seconds()))

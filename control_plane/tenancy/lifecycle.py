@@ -53,8 +53,7 @@ def set_tenant_status(tenant: Tenant, status: str, *, reason: str = "") -> Tenan
         raise LifecycleConflict(
             f"Tenant {tenant.slug!r} is {tenant.status}; it cannot become {status}."
         )
-    forget_tenant(tenant)
-    transaction.on_commit(lambda: forget_tenant(tenant))
+    forget_tenant(tenant)  # now, and settled once the transaction commits
     return tenant
 
 
@@ -74,8 +73,7 @@ def pin_api_version(tenant: Tenant, version: str) -> Tenant:
         )
     Tenant.objects.filter(pk=tenant.pk).update(api_version=version, updated_at=timezone.now())
     tenant.refresh_from_db()
-    forget_tenant(tenant)
-    transaction.on_commit(lambda: forget_tenant(tenant))
+    forget_tenant(tenant)  # now, and settled once the transaction commits
     return tenant
 
 
@@ -106,8 +104,7 @@ def set_rate_limits(
     if changes:
         Tenant.objects.filter(pk=tenant.pk).update(**changes, updated_at=timezone.now())
         tenant.refresh_from_db()
-        forget_tenant(tenant)
-        transaction.on_commit(lambda: forget_tenant(tenant))
+        forget_tenant(tenant)  # now, and settled once the transaction commits
     return tenant
 
 

@@ -5,7 +5,8 @@ Run from the repository root (PostgreSQL at 127.0.0.1:5432 with superuser `postg
 
     .venv/bin/python -m tests.benchmarks.bench_taskflow_api [--tasks 1000000] [--requests 200]
         [--budget 60] [--workers 2] [--threads 4] [--connections 32] [--duration 20]
-        [--rounds 2] [--few-clients 1,4,8] [--breakdown-requests 300] [--keep] [--reuse]
+        [--rounds 2] [--few-clients 1,4,8] [--breakdown-requests 300] [--skip-latency]
+        [--baseline-tree DIR [--tree DIR]] [--keep] [--reuse]
 
 What it does, in one run:
 
@@ -53,6 +54,14 @@ What it does, in one run:
    (taskflow.pagination).
 7. Where a list request's time goes (section 4): each step of the request path timed alone,
    in-process (tests.benchmarks.taskflow_api.breakdown).
+With --baseline-tree DIR (another checkout: `git worktree add /tmp/base main`), section 2 is
+   replaced by the two trees side by side (tests.benchmarks.taskflow_api.side_by_side): a
+   gunicorn of each on the same database, --rounds interleaved wrk rounds of the default sort's
+   and the mixed sort's paths per tree, and each tree's CPU per request (its workers' CPU time,
+   and with its PostgreSQL backends', over the requests served) and latency percentiles with
+   the ratio candidate/baseline. --tree DIR serves another checkout as the candidate: the same
+   tree twice is an A/A run, whose ratios show the noise. --skip-latency: CPU only (no section 1,
+   no few-client or open-loop rounds).
 8. Prints the table, then drops the database (unless --keep; --reuse skips steps 1-2 on a kept
    database, with a fresh token). BENCH_DB_NAME names another database (default
    taskflow_bench_api), BENCH_REDIS_URL another Redis database, to run beside someone else's run.
@@ -193,7 +202,7 @@ def make_bench_tenant(reuse: bool) -> tuple[Any, str]:
 
 LOAD_SQL = """
 INSERT INTO {s}.tasks (tenant_id, project_id, title, description, status, priority,
-                       assignee_id, due_date, created_at, updated_at)
+                       assignee_id, due_date, due_at, created_at, updated_at)
 SELECT %(tenant)s,
        %(first_project)s + (g %% {projects}),
        'Task ' || g || ' ' || left(md5(g::text), 16),
@@ -201,12 +210,15 @@ SELECT %(tenant)s,
        (ARRAY['todo', 'in_progress', 'done', 'cancelled'])[1 + floor(random() * 4)::int],
        floor(random() * 5)::smallint,
        CASE WHEN random() < 0.1 THEN NULL ELSE 1 + floor(random() * 50)::bigint END,
-       CASE WHEN random() < 0.2 THEN NULL ELSE date '2025-01-01' + floor(random() * 730)::int END,
+       d.day,
+       d.day::timestamp AT TIME ZONE 'UTC',
        ts,
        ts + random() * interval '30 days'
 FROM generate_series(1, %(total)s) AS g,
      LATERAL (SELECT timestamptz '2024-01-01 00:00:00+00' + g * interval '30 seconds'
-                     + floor(random() * 29000000)::int * interval '1 microsecond' AS ts) AS t
+                     + floor(random() * 29000000)::int * interval '1 microsecond' AS ts) AS t,
+     LATERAL (SELECT CASE WHEN random() < 0.2 THEN NULL
+                          ELSE date '2025-01-01' + floor(random() * 730)::int END AS day) AS d
 """
 
 
@@ -228,7 +240,8 @@ ORDER BY c.contype = 'f', c.confrelid = t.tasks, c.conname
 def load_tasks(schema: str, tenant_id: int, total: int) -> dict[str, float]:
     """Bulk-load `total` live tasks as the owner in one transaction, then VACUUM (ANALYZE).
 
-    History triggers are off during the load (DISABLE TRIGGER USER). The tasks table's secondary
+    History triggers are off during the load (DISABLE TRIGGER USER), the `due_at` sync trigger
+    with them, so the load writes `due_date` and `due_at` in step itself. The tasks table's secondary
     indexes, unique constraints and foreign keys (from it and to it) are dropped first and made
     again after the INSERT, from their own catalog definitions: one sort per index and one join
     per foreign key instead of a million index insertions and foreign-key checks each. The
@@ -313,12 +326,38 @@ def count_tasks(schema: str, tenant_id: int) -> int:
 # --- Cursors -----------------------------------------------------------------------------------
 
 
-def order_sql(sort_text: str) -> str:
+def server_sort(sort_text: str | None) -> Any:
+    """`sort_text` as the server parses it for a client at API_VERSION: the version's query
+    upgraded to the newest names (`due_date` -> `due_at`), then parsed with the sort keys of
+    the due column this database serves (taskflow.due: `due_date` until the switch)."""
+    from taskflow import due
     from taskflow.pagination import parse_sort
-    from taskflow.selectors import TASK_SORTS
+    from taskflow.selectors import task_sorts
 
-    sort = parse_sort(sort_text, TASK_SORTS, "created_at")
-    column = {"due_date": "coalesce(due_date, 'infinity'::date)"}
+    return parse_sort(api_sort_text(sort_text), task_sorts(due.served()), "created_at")
+
+
+def api_sort_text(sort_text: str | None) -> str | None:
+    """A sort of API_VERSION's clients in the newest version's names (what views parse)."""
+    from taskflow import api_versions
+
+    if sort_text is None:
+        return None
+    catalog = api_versions.CATALOG
+    version = catalog.get(API_VERSION)
+    assert version is not None, API_VERSION
+    query = api_versions.upgrade_query(
+        catalog.changes_after(version), "task", {"sort": [sort_text]}
+    )
+    return query["sort"][0]
+
+
+def order_sql(sort_text: str) -> str:
+    sort = server_sort(sort_text)
+    column = {
+        "due_date": "coalesce(due_date, 'infinity'::date)",
+        "due_at": "coalesce(due_at, 'infinity'::timestamptz)",
+    }
     parts = [
         f"{column.get(k.field.name, k.field.name)} {'DESC' if k.descending else 'ASC'}"
         for k in sort.keys
@@ -332,15 +371,15 @@ def boundary_rows(schema: str, tenant_id: int, sort_text: str, offsets: list[int
     with owner_connection() as conn:
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", [str(tenant_id)])
         rows = conn.execute(
-            "SELECT rn, id, created_at, priority, due_date FROM ("
-            " SELECT id, created_at, priority, due_date,"
+            "SELECT rn, id, created_at, priority, due_at FROM ("
+            " SELECT id, created_at, priority, due_at,"
             f" row_number() OVER (ORDER BY {order_sql(sort_text)}) - 1 AS rn"
             f" FROM {schema}.tasks WHERE tenant_id = %s AND deleted_at IS NULL) AS ordered"
             " WHERE rn = ANY(%s)",
             [tenant_id, offsets],
         ).fetchall()
     found = {
-        r[0]: SimpleNamespace(id=r[1], created_at=r[2], priority=r[3], due_date=r[4]) for r in rows
+        r[0]: SimpleNamespace(id=r[1], created_at=r[2], priority=r[3], due_at=r[4]) for r in rows
     }
     missing = set(offsets) - set(found)
     assert not missing, f"no rows at offsets {sorted(missing)[:5]}"
@@ -360,11 +399,9 @@ def taskflow_cursor(tenant_id: int, sort_text: str | None, row: Any) -> str:
         _json_value,
         encode_cursor,
         filters_fingerprint,
-        parse_sort,
     )
-    from taskflow.selectors import TASK_SORTS
 
-    sort = parse_sort(sort_text, TASK_SORTS, "created_at")
+    sort = server_sort(sort_text)
     scope = CursorScope(
         tenant_id,
         sort.text,
@@ -387,9 +424,21 @@ def drf_cursor(row: Any) -> str:
 class Server(GunicornServer):
     """gunicorn serving the benchmark settings (tests.processes.GunicornServer)."""
 
-    def __init__(self, env: dict[str, str], workers: int, threads: int) -> None:
+    def __init__(
+        self, env: dict[str, str], workers: int, threads: int, tree: Path = ROOT, name: str = ""
+    ) -> None:
+        """Serve `tree`'s code (another checkout: its modules come first on PYTHONPATH, this
+        venv's packages after them) with a cache key prefix of this server's own, so no entry
+        or tombstone of another server or of the benchmark process is read."""
+        self.tree = tree
+        self.cache_prefix = f"tfbench-{name or 'server'}-{secrets.token_hex(4)}"
+        env = {
+            **env,
+            "CACHE_KEY_PREFIX": self.cache_prefix,
+            **({"PYTHONPATH": str(tree)} if tree != ROOT else {}),
+        }
         super().__init__(
-            env, workers=workers, threads=threads, host=HOST, worker_class=WORKER_CLASS
+            env, workers=workers, threads=threads, host=HOST, worker_class=WORKER_CLASS, cwd=tree
         )
 
 
@@ -443,7 +492,9 @@ def deep_paths(bench: Bench, sort_text: str) -> dict[str, str]:
     return {
         "page 1": f"/api/v1/tasks?{urlencode(base)}",
         f"page {DEEP_PAGE:,} keyset": f"/api/v1/tasks?{urlencode({**base, 'cursor': cursor})}",
-        f"page {DEEP_PAGE:,} OFFSET": f"/bench/offset-tasks?{urlencode({**base, 'offset': depth})}",
+        # Not under /api/: no version edge, so the sort goes in the newest version's names.
+        f"page {DEEP_PAGE:,} OFFSET": "/bench/offset-tasks?"
+        + urlencode({**base, "sort": api_sort_text(sort_text) or "", "offset": depth}),
     }
 
 
@@ -739,7 +790,7 @@ def throughput(
             for api in ("taskflow", "drf", "mixed")
         ]
         # Open loop at half the measured capacity: the p99 a paced arrival rate sees.
-        for api in ("taskflow", "mixed"):
+        for api in ("taskflow", "mixed") if few else ():
             mine = [r for r in results if r.api == api and r.clients == connections]
             rate = sum(r.rps for r in mine) / len(mine) / 2
             drain(server)
@@ -791,8 +842,6 @@ PLAN_LINE = re.compile(
 def explain(tenant: Any, bench: Bench) -> dict[str, list[str]]:
     from taskflow import selectors
     from taskflow.filters import TaskFilters
-    from taskflow.pagination import parse_sort
-    from taskflow.selectors import TASK_SORTS
     from tenants.binding import binding_for, tenant_session
     from tests.benchmarks.taskflow_api.views import offset_statement
 
@@ -802,8 +851,8 @@ def explain(tenant: Any, bench: Bench) -> dict[str, list[str]]:
     for sort_text in SORTS:
         (row,) = boundary_rows(bench.schema, bench.tenant_id, sort_text, [depth - 1])
         cursor = taskflow_cursor(bench.tenant_id, sort_text, row)
-        query = selectors.ListQuery(sort=sort_text, cursor=cursor, limit=DEEP_LIMIT)
-        sort = parse_sort(sort_text, TASK_SORTS, "created_at")
+        query = selectors.ListQuery(sort=api_sort_text(sort_text), cursor=cursor, limit=DEEP_LIMIT)
+        sort = server_sort(sort_text)
 
         def keyset(query: selectors.ListQuery = query) -> None:
             with tenant_session(binding) as session:
@@ -941,7 +990,8 @@ def throughput_table(args: argparse.Namespace, rounds: list[Round]) -> list[str]
     lines = [
         f"2. Throughput: wrk -t2 -c{args.connections} (keep-alive, closed loop), {args.duration:g} s"
         f" rounds after a {args.warmup:g} s warm-up of each API, then short rounds of"
-        f" {sorted({1, *args.few_clients})} clients (service time with little queueing);"
+        f" {sorted({1, *args.few_clients}) if not args.skip_latency else 'no'} clients (service"
+        " time with little queueing);"
         f" limit={LOAD_LIMIT}; 1 request in 4 a first page, the rest cursor pages at {LOAD_DEPTHS} random depths (the same rows from both APIs)",
         "   wrk, gunicorn and PostgreSQL share the machine's CPUs. cpu columns: CPU-seconds per"
         " second of wall time (2.00 = both cores); other = everything else running on the machine.",
@@ -976,7 +1026,8 @@ def throughput_table(args: argparse.Namespace, rounds: list[Round]) -> list[str]
 
     def total(api: str) -> dict[str, float]:
         mine = [r for r in rounds if r.api == api and r.clients == args.connections]
-        single = next(r for r in rounds if r.api == api and r.clients == 1)
+        single = next((r for r in rounds if r.api == api and r.clients == 1), None)
+        nan = float("nan")
         requests = sum(r.stats["requests"] for r in mine)
         used = sum(r.cpu["gunicorn"] + r.cpu["postgres"] + r.cpu["wrk"] for r in mine)
         return {
@@ -986,8 +1037,8 @@ def throughput_table(args: argparse.Namespace, rounds: list[Round]) -> list[str]
             "app_ms": sum(r.cpu["gunicorn"] for r in mine) / requests * 1000,
             "pg_ms": sum(r.cpu["postgres"] for r in mine) / requests * 1000,
             "wrk_ms": sum(r.cpu["wrk"] for r in mine) / requests * 1000,
-            "single_p50": single.stats["p50"] / 1000,
-            "single_p99": single.stats["p99"] / 1000,
+            "single_p50": single.stats["p50"] / 1000 if single else nan,
+            "single_p99": single.stats["p99"] / 1000 if single else nan,
         }
 
     tf, drf, mixed = total("taskflow"), total("drf"), total("mixed")
@@ -1086,7 +1137,26 @@ def main() -> None:
         default=[1, 4, 8],
         help="client counts of the short rounds after the main ones (1 is always run)",
     )
-    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--skip-latency",
+        action="store_true",
+        help="CPU only: no page-latency section, no few-client or open-loop rounds",
+    )
+    parser.add_argument(
+        "--tree", type=Path, default=ROOT, help="the checkout to serve (default: this one)"
+    )
+    parser.add_argument(
+        "--tenant-save",
+        action="store_true",
+        help="with --baseline-tree: save the tenant (a rename) before every round, its cache"
+        " forgets written where that round's server reads them",
+    )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="another checkout (git worktree add /tmp/base main) served side by side on the same"
+        " database; replaces section 2 with interleaved rounds of both trees",
+    )
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="reuse a kept database")
@@ -1130,23 +1200,34 @@ def main() -> None:
             pg_version = cursor.fetchone()[0]
         connection.close()
 
-        server = Server(env, args.workers, args.threads)
-        try:
-            latency: dict[str, dict[str, list[float]]] = {}
-            rounds: list[Round] = []
-            if not args.skip_latency:
-                print("page latency ...", file=sys.stderr)
-                latency = page_latency(
-                    Http(server.port, HOST, token), bench, args.requests, args.budget
-                )
-            if not args.skip_load:
-                print("throughput ...", file=sys.stderr)
-                rounds = throughput(
-                    server, bench, args.connections, args.duration, args.rounds, args.warmup,
-                    sorted({1, *args.few_clients}),
-                )  # fmt: skip
-        finally:
-            server.stop()
+        latency: dict[str, dict[str, list[float]]] = {}
+        rounds: list[Round] = []
+        side_by_side: list[str] = []
+        if not args.skip_latency or (not args.skip_load and not args.baseline_tree):
+            server = Server(env, args.workers, args.threads, tree=args.tree.resolve())
+            try:
+                if not args.skip_latency:
+                    print("page latency ...", file=sys.stderr)
+                    latency = page_latency(
+                        Http(server.port, HOST, token), bench, args.requests, args.budget
+                    )
+                if not args.skip_load and not args.baseline_tree:
+                    print("throughput ...", file=sys.stderr)
+                    rounds = throughput(
+                        server, bench, args.connections, args.duration, args.rounds,
+                        args.warmup, [] if args.skip_latency else sorted({1, *args.few_clients}),
+                    )  # fmt: skip
+            finally:
+                server.stop()
+        if args.baseline_tree and not args.skip_load:
+            from tests.benchmarks.taskflow_api import side_by_side as trees
+
+            print("side by side ...", file=sys.stderr)
+            paths = {"taskflow": load_paths(bench)["taskflow"], "mixed": mixed_paths(bench)}
+            results, checkouts = trees.run(env, args, token, paths, tenant)
+            side_by_side = trees.table(
+                results, checkouts, args.connections, args.duration, args.tenant_save
+            )
         plans: dict[str, list[str]] = {}
         if bench.tasks >= DEEP_PAGE * DEEP_LIMIT:  # page 10,000 exists
             print("EXPLAIN ...", file=sys.stderr)
@@ -1163,6 +1244,8 @@ def main() -> None:
             "load": load_before,
         }
         print(report(bench, args, info, latency, rounds, plans, steps))
+        if side_by_side:
+            print("", *side_by_side, sep="\n")
     finally:
         if not keep:
             drop_database(BENCH_DB)

@@ -99,6 +99,20 @@ def test_a_renamed_field_renames_sort_keys_and_filters_both_ways() -> None:
     assert change.downgrade_query(upgraded) == query
 
 
+def test_an_item_is_downgraded_through_its_resources_changes_newest_first() -> None:
+    """A page applies one downgrader to each item, chosen once for its version and resource."""
+    first = renamed_field("task", "a", "b", "a became b")
+    second = renamed_field("task", "b", "c", "b became c")
+    other = renamed_field("project", "x", "y", "projects only")
+    changes = (first, other, second)  # oldest first, as the catalog lists them
+    downgrade = api_versions.item_downgrader(changes, "task")
+    assert downgrade is not None
+    assert downgrade({"c": 1, "x": 2}) == {"a": 1, "x": 2}
+    assert api_versions.downgrade_item(changes, "task", {"c": 1}) == {"a": 1}
+    assert api_versions.item_downgrader(changes, "comment") is None
+    assert api_versions.item_downgrader((other,), "project") is other.downgrade_item
+
+
 # --- Through the API -----------------------------------------------------------------------------
 
 

@@ -79,3 +79,45 @@ def test_a_fanout_revisions_update_leaves_the_epoch_alone(unique, settings) -> N
     before = current_epoch()
     Tenant.objects.filter(slug=f"v{unique}").update(revisions={"taskflow": "x"})
     assert current_epoch() == before
+
+
+def test_the_cache_refills_after_a_tenant_save(
+    client, unique, settings, django_capture_on_commit_callbacks
+) -> None:
+    """A save tombstones the tenant's hosts; once it has committed, the first request reads the
+    database and caches what it read, and the next one is a hit again (not one per request for
+    the tombstone's whole life). The epoch check is 0: the save's new epoch is seen at once."""
+    settings.CACHE_EPOCH_CHECK_SECONDS = 0
+    tenant = make_tenant(f"r{unique}")
+    host = f"r{unique}.localhost"
+    assert tenant_table_queries(client, host) != []
+    assert tenant_table_queries(client, host) == []
+    with django_capture_on_commit_callbacks(execute=True):  # the save commits
+        tenant.name = "Renamed"
+        tenant.save()
+    assert tenant_table_queries(client, host) != []  # forgotten: read again
+    assert tenant_table_queries(client, host) == []  # and cached again
+
+
+def test_an_entry_a_slow_reader_writes_after_a_change_is_not_read(
+    client, unique, django_capture_on_commit_callbacks
+) -> None:
+    """A request that read the tenant before a suspend and writes its entry after the suspend
+    committed (stamped with what it saw then: no tombstone) leaves nothing that is served."""
+    from django.core.cache import cache
+
+    from tenants.cache_epoch import current_epoch
+    from tenants.resolution import _key
+
+    tenant = make_tenant(f"w{unique}")
+    host = f"w{unique}.localhost"
+    assert client.get("/", HTTP_HOST=host).status_code == 200
+    key = _key(host, current_epoch())
+    before = cache.get(key)
+    assert before is not None
+    with django_capture_on_commit_callbacks(execute=True):
+        tenant.status = TenantStatus.SUSPENDED
+        tenant.save()
+    cache.set(key, before, 300)  # the slow reader's late write, under the epoch it read
+    assert client.get("/", HTTP_HOST=host).status_code == 403
+    assert client.get("/", HTTP_HOST=host).status_code == 403

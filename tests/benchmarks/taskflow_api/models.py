@@ -21,6 +21,7 @@ class BenchTask(models.Model):
     priority = models.SmallIntegerField()
     assignee_id = models.BigIntegerField(null=True)
     due_date = models.DateField(null=True)
+    due_at = models.DateTimeField(null=True)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     deleted_at = models.DateTimeField(null=True)

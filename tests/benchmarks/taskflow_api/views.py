@@ -23,12 +23,13 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from taskflow import due
 from taskflow.errors import InvalidInput
 from taskflow.openapi import LIMIT, QueryParam, sort_param
 from taskflow.pagination import Sort, parse_limit, parse_sort
 from taskflow.permissions import TenantRole
 from taskflow.representations import TASK_FIELDS, task_row_repr
-from taskflow.selectors import TASK_SORTS, TASKS
+from taskflow.selectors import TASK_SORTS, TASKS, task_sorts
 from taskflow.views import TaskflowView
 from tenants.binding import bound_session
 from tenants.identity import principal_of
@@ -60,7 +61,7 @@ class OffsetTaskList(TaskflowView):
 
     def get(self, request: Request) -> Response:
         params = request.query_params
-        sort = parse_sort(params.get("sort"), TASK_SORTS, "created_at")
+        sort = parse_sort(params.get("sort"), task_sorts(due.served()), "created_at")
         limit = parse_limit(params.get("limit"))
         try:
             offset = int(params.get("offset") or 0)

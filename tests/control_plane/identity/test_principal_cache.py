@@ -243,3 +243,24 @@ def test_a_warm_request_reads_its_tenant_and_principal_in_one_round_trip(
     assert me(Client(), host, token)[0] == 200
     assert len(reads) == 1, reads
     assert any(key.startswith("principal:") for key in reads[0])
+
+
+def test_the_principal_cache_refills_after_a_tenant_save(
+    member, settings, django_capture_on_commit_callbacks
+) -> None:
+    """A tenant save forgets its tokens; once it has committed, the first request authenticates
+    from the database and caches the principal, and the next one runs no auth query."""
+    settings.CACHE_EPOCH_CHECK_SECONDS = 0  # the save's new epoch is seen at once
+    host, user, token = member
+    tenant = user.memberships.get().tenant
+    with django_capture_on_commit_callbacks(execute=True):  # the save commits
+        tenant.name = "Renamed"
+        tenant.save()
+
+    def auth_queries() -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            assert me(Client(), host, token)[0] == 200
+        return [q["sql"] for q in queries.captured_queries if "apitoken" in q["sql"]]
+
+    assert auth_queries() != []  # forgotten: read again
+    assert auth_queries() == []  # and cached again
