@@ -96,19 +96,39 @@ def member(unique: str) -> Iterator[tuple[Tenant, str, str]]:
     Tenant.objects.filter(pk=tenant.pk).delete()
 
 
-def test_a_hung_redis_costs_one_short_timeout_then_none(redis: PrivateRedis, member) -> None:
+def test_a_hung_redis_costs_one_short_timeout_then_none(
+    redis: PrivateRedis, member, monkeypatch
+) -> None:
+    """The first request's Redis read times out and opens the breaker; while it is open no
+    request reaches Redis at all (counted at the client, not timed: the machine may be loaded)."""
+    from control_plane.http.redis_cache import Breaker, PooledClientRedisCacheClient
+
     _, host, token = member
     client = Client()
     assert timed_get(client, host, token)[0] == 200  # warm: resolution and principal cached
+    reached, trips = [], []
+    get_client, trip = PooledClientRedisCacheClient.get_client, Breaker.trip
+
+    def counting_get_client(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reached.append(1)
+        return get_client(self, *args, **kwargs)
+
+    def counting_trip(self: Breaker, exc: BaseException) -> None:
+        trips.append(type(exc).__name__)
+        trip(self, exc)
+
+    monkeypatch.setattr(PooledClientRedisCacheClient, "get_client", counting_get_client)
+    monkeypatch.setattr(Breaker, "trip", counting_trip)
     redis.pause()
-    with override_settings(CACHE_BREAKER_COOLDOWN_SECONDS=10):
+    with override_settings(CACHE_BREAKER_COOLDOWN_SECONDS=60):
         first = timed_get(client, host, token)
+        reached_by_first = len(reached)
         after = [timed_get(client, host, token) for _ in range(20)]
     assert first[0] == 200
     assert {status for status, _ in after} == {200}
-    # One socket timeout (0.25 s) opens the breaker; the others never wait on Redis.
-    assert first[1] < 1.0
-    assert max(seconds for _, seconds in after) < 0.2
+    assert trips == ["TimeoutError"]  # one timeout opened the breaker
+    assert reached_by_first >= 1
+    assert len(reached) == reached_by_first  # the 20 after it never touched Redis
 
 
 def test_redis_shut_down_serves_every_request_from_the_database(
