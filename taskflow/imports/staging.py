@@ -31,11 +31,11 @@ CREATE_STAGING = (
     + ", ".join(f"{c.name} text" for c in FILE_COLUMNS)
     + ") ON COMMIT DROP"
 )
-# After the record staged on `line`, each following one starts `shift` lines further down the
+# After the record staged on `after_line`, each following one starts `shift` lines further down the
 # file than its staged line says (the line breaks inside quoted fields up to it); empty when
 # every record is one line, and always for the strict reader, whose lines are physical.
 CREATE_LINE_SHIFTS = (
-    "CREATE TEMP TABLE import_line_shifts (line bigint PRIMARY KEY, shift bigint NOT NULL)"
+    "CREATE TEMP TABLE import_line_shifts (after_line bigint PRIMARY KEY, shift bigint NOT NULL)"
     " ON COMMIT DROP"
 )
 CREATE_REJECTS = """
@@ -166,8 +166,8 @@ CHUNK_BYTES = 1024 * 1024
 def physical_line(line: str) -> str:
     """SQL for the file's line on which the record staged on `line` (an SQL expression) starts."""
     return (
-        f"({line} + coalesce((SELECT x.shift FROM import_line_shifts x WHERE x.line < {line}"
-        " ORDER BY x.line DESC LIMIT 1), 0))"
+        f"({line} + coalesce((SELECT x.shift FROM import_line_shifts x WHERE x.after_line < {line}"
+        " ORDER BY x.after_line DESC LIMIT 1), 0))"
     )
 
 
@@ -256,7 +256,7 @@ def _shift_lines(pg: psycopg.Connection, columns: tuple[str, ...]) -> None:
     )
     pg.execute(
         sql.SQL(
-            "INSERT INTO import_line_shifts (line, shift)"
+            "INSERT INTO import_line_shifts (after_line, shift)"
             " SELECT line, sum(breaks) OVER (ORDER BY line)"
             " FROM (SELECT line, {} AS breaks FROM import_staging WHERE {}) b"
         ).format(breaks, spanning)
