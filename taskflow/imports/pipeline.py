@@ -4,7 +4,8 @@ Runs inside the caller's transaction on a session bound to one tenant; `schema` 
 schema name taken from that binding (raw SQL does not go through the schema translate map).
 Nothing is committed here. A file that cannot be imported raises ImportRejected after writing
 its error report; the caller rolls back, so nothing is written. Memory stays bounded whatever
-the file's size: records stream from disk into COPY one at a time. The write goes in batches of
+the file's size: the file streams from disk into COPY a chunk at a time (its bytes, PostgreSQL
+splitting the records, or record by record from the strict reader). The write goes in batches of
 staged lines, each reported as progress (and a chance to cancel), so the bar moves while rows are
 written.
 """

@@ -1,4 +1,5 @@
-"""The import's temporary tables, and COPY of the file's records into them.
+"""The import's temporary tables, and COPY of the file into them: its bytes, PostgreSQL
+splitting the records (copy_file), or the strict reader's records (copy_records).
 
 Every table here is TEMP ... ON COMMIT DROP: it lives in the import's own transaction and session,
 never in a tenant schema, and vanishes with a commit or a rollback (safe on a pooled connection).
