@@ -66,6 +66,7 @@ class Checked:
         self.grammar = grammar(width)
         self.pending = b""
         self.lines = 0  # physical lines of the records handed on
+        self.longest_line = 0  # in bytes: no field is longer unless its record spans lines
 
     def feed(self, chunk: bytes) -> bytes:
         """The whole records now complete; the rest waits for the next chunk."""
@@ -81,7 +82,12 @@ class Checked:
         self.pending = rest
         done = data[:end] if end < len(data) else data
         self.lines += done.count(b"\n")
+        self._measure(done)
         return done
+
+    def _measure(self, records: bytes) -> None:
+        if records:
+            self.longest_line = max(self.longest_line, *map(len, records.split(b"\n")))
 
     def finish(self) -> bytes:
         """The file's last record (it may lack its line break), once the file has ended."""
@@ -93,4 +99,5 @@ class Checked:
         if not self.grammar.record.fullmatch(last):
             raise NotSameDialect
         self.lines += last.count(b"\n") + 1
+        self._measure(last)
         return last

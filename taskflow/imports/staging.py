@@ -217,66 +217,69 @@ def copy_file(
                             tick(checked.lines, done)
                     copy.write(checked.finish())
                 rows = cursor.rowcount
-            if _has_long_field(pg, columns):
+            # A field longer than a line is either on a line longer than the limit, or in a
+            # record that spans lines: without either, there is nothing to look for.
+            spanning = rows != checked.lines
+            if (spanning or checked.longest_line > csv.field_size_limit()) and _check_staged(
+                pg, columns, spanning=spanning
+            ):
                 raise dialect.NotSameDialect
     except (dialect.NotSameDialect, psycopg.errors.DataError):
         return None
-    if rows != checked.lines:
-        _shift_lines(pg, columns)
     ends = [header_lines + number * batch_rows for number in range(1, rows // batch_rows + 1)]
     return Staged(rows=rows, batch_rows=batch_rows, batch_ends=ends)
 
 
-def _has_long_field(pg: psycopg.Connection, columns: tuple[str, ...]) -> bool:
-    """Whether a staged field may be longer than the strict reader allows (it calls the record
-    malformed; PostgreSQL has no such limit). Bytes, not characters: octet_length reads the
-    stored size and never the text (a field of long characters goes to the strict reader)."""
+def _check_staged(pg: psycopg.Connection, columns: tuple[str, ...], *, spanning: bool) -> bool:
+    """One pass over the staged fields: whether one may be longer than the strict reader allows
+    (it calls the record malformed; PostgreSQL has no such limit), and, when records span lines
+    (line breaks in quoted fields), how many lines further down the file the records after each
+    such one start than their staged line says (import_line_shifts).
+
+    Bytes, not characters: octet_length reads the stored size, never the text (a field long in
+    bytes but not in characters goes to the strict reader too)."""
+    limit = sql.Literal(csv.field_size_limit())
     longer = sql.SQL(" OR ").join(
-        sql.SQL("octet_length({}) > {}").format(
-            sql.Identifier(c), sql.Literal(csv.field_size_limit())
-        )
-        for c in columns
+        sql.SQL("octet_length({}) > {}").format(sql.Identifier(c), limit) for c in columns
     )
-    row = pg.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM import_staging WHERE {})").format(longer)
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def _shift_lines(pg: psycopg.Connection, columns: tuple[str, ...]) -> None:
-    """Where records span lines (line breaks in quoted fields): after each such record, how
-    many lines further down the file the next ones start than their staged line says."""
+    if not spanning:
+        row = pg.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM import_staging WHERE {})").format(longer)
+        ).fetchone()
+        return bool(row and row[0])
     breaks = sql.SQL(" + ").join(
         sql.SQL("(octet_length({0}) - octet_length(replace({0}, E'\\n', '')))").format(
             sql.Identifier(c)
         )
         for c in columns
     )
-    spanning = sql.SQL(" OR ").join(
+    broken = sql.SQL(" OR ").join(
         sql.SQL("strpos({}, E'\\n') > 0").format(sql.Identifier(c)) for c in columns
     )
-    pg.execute(
+    row = pg.execute(
         sql.SQL(
-            "INSERT INTO import_line_shifts (after_line, shift)"
-            " SELECT line, sum(breaks) OVER (ORDER BY line)"
-            " FROM (SELECT line, {} AS breaks FROM import_staging WHERE {}) b"
-        ).format(breaks, spanning)
-    )
+            "WITH marked AS MATERIALIZED ("
+            "  SELECT line, {breaks} AS breaks, {longer} AS longer FROM import_staging"
+            "  WHERE {broken} OR {longer}"
+            "), shifts AS ("
+            "  INSERT INTO import_line_shifts (after_line, shift)"
+            "  SELECT line, sum(breaks) OVER (ORDER BY line) FROM marked WHERE breaks > 0"
+            ") SELECT coalesce(bool_or(longer), false) FROM marked"
+        ).format(breaks=breaks, longer=longer, broken=broken)
+    ).fetchone()
     pg.execute("ANALYZE import_line_shifts")
-
-
-# The staged columns the plans join, group or range on; the others (titles, descriptions: the
-# wide ones) only ride along, and sampling them would cost more than the rest of ANALYZE.
-ANALYZED = ("line", "id", "external_id", "project", "assignee")
+    return bool(row and row[0])
 
 
 def analyze_staging(pg: psycopg.Connection, staged: Staged) -> None:
     """Statistics for the planner (without them it guesses the staging table's size), and an
     index on `line` when the write takes more than one batch (each reads a range of lines).
-    Only the staging table: the tenant's tables are autovacuum's, their size barely moves."""
+    Only the staging table: the tenant's tables are autovacuum's, their size barely moves. All
+    its columns: without the wide ones' widths the planner sizes hashes of staged rows far too
+    small (a column list was measured slower on new rows)."""
     if len(staged.batches()) > 1:
         pg.execute("CREATE INDEX import_staging_line ON import_staging (line)")
-    pg.execute(sql.SQL("ANALYZE import_staging ({})").format(_columns(ANALYZED)))
+    pg.execute("ANALYZE import_staging")
 
 
 def analyze_rejects(pg: psycopg.Connection) -> None:

@@ -721,6 +721,86 @@ def main_table(
 
 BRANCH, BASELINE = "branch", "baseline"
 
+# Staging alone, in a process of the tree's code: the file into the staging table as that tree's
+# pipeline stages it (COPY of its bytes where the tree has it, else the strict reader's records),
+# timed by the process's own CPU, its PostgreSQL backend's and the wall clock, then rolled back.
+STAGING_ONLY = """
+import json, os, sys, time
+import django
+django.setup()
+from taskflow.imports import staging
+from taskflow.imports.reading import CsvRecords
+from tenants.database_roles import owner_connection
+path, = sys.argv[1:]
+def backend_cpu(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+with owner_connection() as pg, open(path, "rb") as file:
+    staging.create_tables(pg)
+    backend = pg.info.backend_pid
+    cpu, wall, pg_cpu = time.process_time(), time.perf_counter(), backend_cpu(backend)
+    records = CsvRecords(file)
+    columns = records.read_header()
+    staged = None
+    if hasattr(staging, "copy_file"):
+        staged = staging.copy_file(pg, columns, file, header_lines=records.lines.number,
+                                   tick=lambda *_: None, every=10**9, batch_rows=50_000)
+    if staged is None:
+        file.seek(0)
+        records = CsvRecords(file)
+        records.read_header()
+        staged = staging.copy_records(pg, columns, records, tick=lambda *_: None, every=10**9,
+                                      batch_rows=50_000)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    pg_cpu = backend_cpu(backend) - pg_cpu
+    pg.rollback()
+print(json.dumps({"cpu": cpu, "wall": wall, "pg_cpu": pg_cpu, "rows": staged.rows}))
+"""
+
+
+def staging_only(tree: Path, env: dict[str, str], path: Path) -> dict[str, float]:
+    """CPU and wall seconds of staging `path` with the code of `tree` (a process of its own)."""
+    import json
+
+    done = subprocess.run(
+        [PY, "-c", STAGING_ONLY, str(path)], cwd=tree, env={**env, "PYTHONPATH": str(tree)},
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def staging_table(
+    trees: dict[str, Path], env: dict[str, str], path: Path, rows: int, rounds: int = 2
+) -> list[str]:
+    """Staging alone, the trees taking turns: the worker-side CPU that COPY of the bytes saves."""
+    seen: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    for number in range(rounds):
+        for name in list(trees) if number % 2 == 0 else list(reversed(trees)):
+            seen[name].append(staging_only(trees[name], env, path))
+    out = [
+        "",
+        f"staging alone ({rows:,}-row file; {rounds} rounds, the trees taking turns; {load()}):",
+    ]
+    for name, samples in seen.items():
+        cpus = ", ".join(f"{x['cpu']:.2f}" for x in samples)
+        walls = ", ".join(f"{x['wall']:.2f}" for x in samples)
+        backends = ", ".join(f"{x['pg_cpu']:.2f}" for x in samples)
+        out.append(
+            f"  {name:<9} worker CPU {cpus} s; its PostgreSQL backend's CPU {backends} s;"
+            f" wall {walls} s"
+        )
+    if BASELINE in seen:
+        cpu = statistics.mean(x["cpu"] for x in seen[BRANCH]) / statistics.mean(
+            x["cpu"] for x in seen[BASELINE]
+        )
+        both = statistics.mean(x["cpu"] + x["pg_cpu"] for x in seen[BRANCH]) / statistics.mean(
+            x["cpu"] + x["pg_cpu"] for x in seen[BASELINE]
+        )
+        out.append(
+            f"  staging CPU, branch / baseline: worker {cpu:.2f}x, worker + backend {both:.2f}x"
+        )
+    return out
+
 
 def side_table(
     args: argparse.Namespace,
@@ -879,6 +959,7 @@ def main() -> None:
         )  # fmt: skip
         if args.baseline_tree:
             print("\n".join(side_table(args, side, peaks, trees, written)), flush=True)
+            print("\n".join(staging_table(trees, env, import_csv, args.rows)), flush=True)
         if args.rss_rows:
             print(
                 f"worker peak RSS: {args.rss_rows:,}-row file on a fresh worker ...",

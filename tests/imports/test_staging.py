@@ -158,6 +158,10 @@ DECLINED = [
         file_of(f"A-1,P1,t,{'x' * (csv.field_size_limit() + 1)}"), id="field past the limit"
     ),
     pytest.param(file_of(f"A-1,P1,t,{'é' * csv.field_size_limit()}"), id="long in bytes only"),
+    pytest.param(
+        file_of("A-1,P1,t,d", f'A-2,P1,t,"{("x" * 99 + chr(10)) * 1400}"'),
+        id="field past the limit on short lines",
+    ),
 ]
 
 
