@@ -274,9 +274,8 @@ def _check_staged(pg: psycopg.Connection, columns: tuple[str, ...], *, spanning:
 def analyze_staging(pg: psycopg.Connection, staged: Staged) -> None:
     """Statistics for the planner (without them it guesses the staging table's size), and an
     index on `line` when the write takes more than one batch (each reads a range of lines).
-    Only the staging table: the tenant's tables are autovacuum's, their size barely moves. All
-    its columns: without the wide ones' widths the planner sizes hashes of staged rows far too
-    small (a column list was measured slower on new rows)."""
+    Only the staging table: the tenant's tables are autovacuum's. All its columns: without the
+    wide ones' widths the planner would size hashes of staged rows far too small."""
     if len(staged.batches()) > 1:
         pg.execute("CREATE INDEX import_staging_line ON import_staging (line)")
     pg.execute("ANALYZE import_staging")
