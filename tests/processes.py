@@ -192,9 +192,11 @@ def start_celery_worker(
     name: str = "bench",
     until_pool_is_up: bool = False,
     timeout: float = 60,
+    cwd: Path = ROOT,
 ) -> LoggedProcess:
     """A benchmark's `celery worker` on `queues`, returned once it answers a ping (and, with
-    `until_pool_is_up`, once its pool has a process)."""
+    `until_pool_is_up`, once its pool has a process); `cwd`: the source tree it runs (another
+    checkout's modules come first on PYTHONPATH)."""
     from control_plane.celery import app
 
     node = f"{name}-{time.monotonic_ns()}@%h"
@@ -202,8 +204,9 @@ def start_celery_worker(
         [sys.executable, "-m", "celery", "-A", "control_plane", "worker", "-Q", queues,
          "-c", str(concurrency), "-n", node, "--without-gossip", "--without-mingle",
          "-l", "warning"],
-        env,
+        {**env, "PYTHONPATH": str(cwd)} if cwd != ROOT else env,
         prefix=f"{name}-worker-",
+        cwd=cwd,
     )  # fmt: skip
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -17,6 +17,7 @@ from psycopg import sql
 
 from taskflow.imports.columns import COLUMNS
 from taskflow.imports.reading import Malformed
+from taskflow.imports.staging import physical_line
 
 HEADER = ("line", "column", "reason")
 
@@ -27,10 +28,10 @@ def rejects_csv(columns: Sequence[str]) -> sql.Composed:
         sql.SQL(", s.{}").format(sql.Identifier(c)) for c in columns if c in COLUMNS
     )
     return sql.SQL(
-        'COPY (SELECT r.line, r."column", r.reason{} FROM import_rejects r'
+        'COPY (SELECT {} AS line, r."column", r.reason{} FROM import_rejects r'
         " LEFT JOIN import_staging s ON s.line = r.line ORDER BY r.line, r.ord)"
         " TO STDOUT (FORMAT csv, HEADER true)"
-    ).format(values)
+    ).format(sql.SQL(physical_line("r.line")), values)
 
 
 def write_rejects(pg: psycopg.Connection, path: Path, columns: Sequence[str]) -> None:

@@ -4,7 +4,8 @@ Runs inside the caller's transaction on a session bound to one tenant; `schema` 
 schema name taken from that binding (raw SQL does not go through the schema translate map).
 Nothing is committed here. A file that cannot be imported raises ImportRejected after writing
 its error report; the caller rolls back, so nothing is written. Memory stays bounded whatever
-the file's size: records stream from disk into COPY one at a time. The write goes in batches of
+the file's size: the file streams from disk into COPY a chunk at a time (its bytes, PostgreSQL
+splitting the records, or record by record from the strict reader). The write goes in batches of
 staged lines, each reported as progress (and a chance to cancel), so the bar moves while rows are
 written.
 """
@@ -15,6 +16,7 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import psycopg
 from sqlalchemy.orm import Session
@@ -119,23 +121,28 @@ def run_import(
         records = CsvRecords(file)
         columns = records.read_header()
 
-        def tick(rows: int) -> None:
+        def tick(rows: int, bytes_read: int) -> None:
             if cancelled():
                 raise ImportCancelled
-            progress(ImportProgress(Phase.LOADING, rows, LOADED_AT * records.bytes_read / size))
+            progress(ImportProgress(Phase.LOADING, rows, LOADED_AT * bytes_read / size))
 
-        tick(0)
-        try:
-            staged = staging.copy_records(
-                pg, columns, records, tick=tick, every=progress_every, batch_rows=batch_rows
+        tick(0, records.bytes_read)
+        # PostgreSQL splits the records unless the file may read differently than under the
+        # strict reader (taskflow.imports.dialect); that one then reads it, and reports faults.
+        staged = staging.copy_file(
+            pg,
+            columns,
+            file,
+            header_lines=records.lines.number,
+            tick=tick,
+            every=progress_every,
+            batch_rows=batch_rows,
+        )
+        if staged is None:
+            file.seek(0)
+            staged = _copy_records(
+                file, pg, errors_path, tick=tick, every=progress_every, batch_rows=batch_rows
             )
-        except staging.MalformedFile as exc:
-            if errors_path is not None:
-                errors_report.write_malformed(exc.faults, errors_path)
-            faults = tuple(f"Line {f.line}: {f.reason}." for f in exc.faults[:3])
-            raise ImportRejected(
-                ImportOutcome(rows_read=exc.rows_read, malformed=True, first_faults=faults)
-            ) from exc
 
     rows = staged.rows
     progress(ImportProgress(Phase.VALIDATING, rows, LOADED_AT))
@@ -178,6 +185,37 @@ def run_import(
         rejected=rejected,
         first_faults=_first_faults(pg) if rejected else (),
     )
+
+
+def _copy_records(
+    file: BinaryIO,
+    pg: psycopg.Connection,
+    errors_path: Path | None,
+    *,
+    tick: Callable[[int, int], None],
+    every: int,
+    batch_rows: int,
+) -> staging.Staged:
+    """Stage the file record by record, as the strict reader splits them (ImportRejected, its
+    report written, when it is not well-formed CSV)."""
+    records = CsvRecords(file)
+    columns = records.read_header()
+    try:
+        return staging.copy_records(
+            pg,
+            columns,
+            records,
+            tick=lambda rows: tick(rows, records.bytes_read),
+            every=every,
+            batch_rows=batch_rows,
+        )
+    except staging.MalformedFile as exc:
+        if errors_path is not None:
+            errors_report.write_malformed(exc.faults, errors_path)
+        faults = tuple(f"Line {f.line}: {f.reason}." for f in exc.faults[:3])
+        raise ImportRejected(
+            ImportOutcome(rows_read=exc.rows_read, malformed=True, first_faults=faults)
+        ) from exc
 
 
 def _write(
@@ -250,6 +288,8 @@ def _stop_if_all_or_nothing(
 def _first_faults(pg: psycopg.Connection, limit: int = 3) -> tuple[str, ...]:
     """The first few faults, for a one-line summary (the report has them all)."""
     rows = pg.execute(
-        'SELECT line, "column", reason FROM import_rejects ORDER BY line, ord LIMIT %s', [limit]
+        f'SELECT {staging.physical_line("line")}, "column", reason FROM import_rejects'
+        " ORDER BY line, ord LIMIT %s",
+        [limit],
     ).fetchall()
     return tuple(f"Line {line}, {column}: {reason}." for line, column, reason in rows)

@@ -1,7 +1,9 @@
 """Reading an import file: UTF-8 CSV, one record at a time, with the line each record starts on.
 
-Python's csv module (strict) is the only CSV parser: records reach PostgreSQL already split into
-fields, so PostgreSQL's own CSV dialect never disagrees with what was validated here. Memory stays
+Python's csv module (strict) is the reference reading of a file: PostgreSQL splits a file's
+records itself (taskflow.imports.staging.copy_file) only where taskflow.imports.dialect finds
+that it reads them exactly as this reader does; every other file is read here, and only this
+reader reports a malformed file's faults. Memory stays
 bounded by one line and one record (csv.field_size_limit caps a field, so an unterminated quote
 cannot swallow the file). Structural faults come out as `Malformed` with their line; blank
 lines are skipped.

@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from taskflow.imports.columns import FILE_COLUMNS, ID_VALUE
+from taskflow.imports.staging import physical_line
 
 # The staged text, normalised as each file column declares (empty cells become NULL).
 NORMALISED = (
@@ -61,10 +62,14 @@ FROM (
     WHEN k.deleted_at IS NOT NULL THEN 'belongs to a deleted task; restore it first'
     WHEN n.external_id IS NOT NULL AND n.external_id IS DISTINCT FROM k.external_id
       THEN 'is the id of a task with another external_id'
-    WHEN count(*) OVER (PARTITION BY k.id) > 1 THEN 'is repeated in the file'
+    WHEN d.id IS NOT NULL THEN 'is repeated in the file'
   END AS reason
   FROM ({normalised}) n
   LEFT JOIN {schema}.tasks k ON k.tenant_id = %(tenant)s AND k.id = {id_value}
+  LEFT JOIN (
+    SELECT {id_value} AS id FROM ({normalised}) n WHERE n.id IS NOT NULL
+    GROUP BY 1 HAVING count(*) > 1
+  ) d ON d.id = k.id
   WHERE n.id IS NOT NULL
 ) f
 WHERE f.reason IS NOT NULL
@@ -75,7 +80,7 @@ WHERE f.reason IS NOT NULL
 FIND_DUPLICATES = """
 INSERT INTO import_rejects (line, ord, "column", reason)
 SELECT n.line, 1, 'external_id', 'is repeated in the file (also on line '
-       || CASE WHEN n.line = d.first THEN d.last ELSE d.first END || ')'
+       || {other_line} || ')'
 FROM ({normalised}) n
 JOIN (
   SELECT nullif(btrim(external_id), '') AS external_id, min(line) AS first, max(line) AS last
@@ -105,6 +110,9 @@ def _compose(template: str, schema: str) -> sql.Composed:
         fault_rows=sql.SQL(FAULT_ROWS),
         fault_columns=sql.SQL(FAULT_COLUMNS),
         id_value=sql.SQL(ID_VALUE),
+        other_line=sql.SQL(
+            physical_line("CASE WHEN n.line = d.first THEN d.last ELSE d.first END")
+        ),
     )
 
 

@@ -4,7 +4,8 @@ Run from the repository root (PostgreSQL at 127.0.0.1:5432 with superuser `postg
 REDIS_URL; roles from platform/postgres/init.sql):
 
     .venv/bin/python -m tests.benchmarks.bench_imports [--rows 1000000] [--runs 2]
-        [--rss-rows 10000000] [--executemany-sample 0] [--orm-sample 0] [--keep]
+        [--rss-rows 10000000] [--executemany-sample 0] [--orm-sample 0] [--baseline-tree DIR]
+        [--keep]
 
 What it does, in one run:
 
@@ -32,7 +33,15 @@ What it does, in one run:
    for a --rss-rows file of the same shape that is imported for real (written, history
    included); --rss-rows 0 skips it.
 5. Prints one table with rows/s, ratios to the mean `\\copy` and the targets, then drops the
-   database. --executemany-sample / --orm-sample add psycopg executemany and SQLAlchemy ORM
+   database. With --baseline-tree (another checkout, e.g. `git worktree add /tmp/base main`),
+   every run also imports the same two files with a worker started from that tree (one worker at
+   a time, the order of the trees swapped from run to run) and a second table sets the trees side
+   by side: wall and job time, the worker's CPU (the pool child's user + system), the CPU of the
+   database's client backends (PostgreSQL's share: COPY's parsing moves there) and the worker's
+   peak RSS, with branch / baseline ratios.
+
+The uploads' size limit is raised to what the --rss-rows file needs (IMPORT_MAX_UPLOAD_BYTES,
+8 GiB unless set; the platform's default of 2 GiB refuses a 10,000,000-row file). --executemany-sample / --orm-sample add psycopg executemany and SQLAlchemy ORM
    samples (history off, extrapolated) when non-zero.
 
 Targets: new rows >= 0.65x and an all-update re-import >= 0.50x of `\\copy`, history included
@@ -57,7 +66,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks.bench_onboarding import create_database, drop_database, psql, urls
+from tests.benchmarks.bench_onboarding import (
+    DB_HOST,
+    DB_PORT,
+    PGSUPERUSER,
+    create_database,
+    drop_database,
+    psql,
+    urls,
+)
 from tests.processes import GunicornServer, LoggedProcess, start_celery_worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +108,8 @@ ASSIGNEES = tuple(f"Member{k}@Bench.example" for k in range(20))
 INVALID_EVERY = 1000  # 0.1% invalid rows
 INVALID_AT = 500
 REPEAT_AT = 700  # and 0.1% of rows repeat the previous row's external id
+# The uploads' limit for this bench: a 10,000,000-row file is ~5.6 GB (the default 2 GiB refuses it).
+MAX_UPLOAD_BYTES = 8 * 1024**3
 
 
 # --- Environment ----------------------------------------------------------------------------------
@@ -108,6 +127,7 @@ def bench_env(upload_dir: Path) -> dict[str, str]:
         DEBUG="false",
         LOG_LEVEL="WARNING",
         IMPORT_UPLOAD_DIR=str(upload_dir),
+        IMPORT_MAX_UPLOAD_BYTES=os.environ.get("IMPORT_MAX_UPLOAD_BYTES", str(MAX_UPLOAD_BYTES)),
     )
     return env
 
@@ -128,10 +148,12 @@ def start_web(env: dict[str, str]) -> tuple[LoggedProcess, int]:
     return web, web.port
 
 
-def start_worker(env: dict[str, str]) -> LoggedProcess:
+def start_worker(env: dict[str, str], tree: Path = ROOT) -> LoggedProcess:
+    """One worker (prefork, one child) on the imports queue, running the code of `tree`."""
     return start_celery_worker(
-        env, queues="imports", concurrency=1, name="bench-imports", until_pool_is_up=True
-    )
+        env, queues="imports", concurrency=1, name="bench-imports", until_pool_is_up=True,
+        cwd=tree,
+    )  # fmt: skip
 
 
 def pool_child(worker: LoggedProcess) -> int | None:
@@ -141,6 +163,52 @@ def pool_child(worker: LoggedProcess) -> int | None:
     except OSError:
         return None
     return int(children[0]) if children else None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class BackendCpu:
+    """CPU of the bench database's client backends (the worker's and the web's), sampled while
+    a job runs: the last figure seen of each backend counts, so one that ends is not lost."""
+
+    def __init__(self, exclude: set[int]) -> None:
+        self.exclude = exclude
+        self.start: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+
+    def pids(self) -> list[int]:
+        import psycopg
+
+        # As the superuser: other roles' backend_type is hidden from the owner.
+        with psycopg.connect(
+            host=DB_HOST, port=DB_PORT, user=PGSUPERUSER, dbname="postgres", autocommit=True
+        ) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                (BENCH_DB,),
+            ).fetchall()
+        return [int(r[0]) for r in rows if int(r[0]) not in self.exclude]
+
+    def begin(self) -> None:
+        self.start = {pid: cpu_seconds(pid) for pid in self.pids()}
+        self.last = dict(self.start)
+
+    def sample(self) -> None:
+        for pid in self.pids():
+            seconds = cpu_seconds(pid)
+            if seconds:
+                self.last[pid] = seconds
+
+    def used(self) -> float:
+        return sum(seconds - self.start.get(pid, 0.0) for pid, seconds in self.last.items())
 
 
 def memory_mb(pid: int, field: str) -> float:
@@ -397,7 +465,9 @@ def upload(port: int, tenant: Tenant, path: Path) -> int:
     return int(json.loads(payload)["id"])
 
 
-def wait_job(tenant: Tenant, number: int, worker: LoggedProcess, peak: list[float]) -> Any:
+def wait_job(
+    tenant: Tenant, number: int, worker: LoggedProcess, peak: list[float], backends: BackendCpu
+) -> Any:
     """The job the tenant's API numbers `number` (numbers are per tenant), once it ended."""
     from control_plane.imports.models import ImportJob
 
@@ -406,6 +476,7 @@ def wait_job(tenant: Tenant, number: int, worker: LoggedProcess, peak: list[floa
         child = pool_child(worker)
         if child is not None:
             peak.append(memory_mb(child, "VmHWM"))
+        backends.sample()
         if job.is_finished:
             return job
         time.sleep(0.5)
@@ -416,18 +487,29 @@ class Imported:
     seconds: float
     job_seconds: float
     job: Any
+    worker_cpu: float = float("nan")  # the pool child's user + system seconds
+    backend_cpu: float = float("nan")  # the database's client backends' seconds
 
 
 def time_import(
     port: int, tenant: Tenant, path: Path, worker: LoggedProcess, peak: list[float]
 ) -> Imported:
+    from django.db import connection
+
     checkpoint()
+    connection.ensure_connection()
+    own = connection.connection.info.backend_pid  # the bench's own polling
+    backends = BackendCpu(exclude={own})
+    backends.begin()
+    child = pool_child(worker) or 0
+    cpu_before = cpu_seconds(child)
     started = time.perf_counter()
     job_id = upload(port, tenant, path)
-    job = wait_job(tenant, job_id, worker, peak)
+    job = wait_job(tenant, job_id, worker, peak, backends)
     elapsed = time.perf_counter() - started
+    worker_cpu = cpu_seconds(child) - cpu_before
     duration = job.duration.total_seconds() if job.duration else float("nan")
-    return Imported(elapsed, duration, job)
+    return Imported(elapsed, duration, job, worker_cpu, backends.used())
 
 
 def time_executemany(tenant: Tenant, sample: int) -> float:
@@ -603,6 +685,143 @@ def main_table(
     return out
 
 
+BRANCH, BASELINE = "branch", "baseline"
+
+# Staging alone, in a process of the tree's code: the file into the staging table as that tree's
+# pipeline stages it (COPY of its bytes where the tree has it, else the strict reader's records),
+# timed by the process's own CPU, its PostgreSQL backend's and the wall clock, then rolled back.
+STAGING_ONLY = """
+import json, os, sys, time
+import django
+django.setup()
+from taskflow.imports import staging
+from taskflow.imports.reading import CsvRecords
+from tenants.database_roles import owner_connection
+path, = sys.argv[1:]
+def backend_cpu(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+with owner_connection() as pg, open(path, "rb") as file:
+    staging.create_tables(pg)
+    backend = pg.info.backend_pid
+    cpu, wall, pg_cpu = time.process_time(), time.perf_counter(), backend_cpu(backend)
+    records = CsvRecords(file)
+    columns = records.read_header()
+    staged = None
+    if hasattr(staging, "copy_file"):
+        staged = staging.copy_file(pg, columns, file, header_lines=records.lines.number,
+                                   tick=lambda *_: None, every=10**9, batch_rows=50_000)
+    if staged is None:
+        file.seek(0)
+        records = CsvRecords(file)
+        records.read_header()
+        staged = staging.copy_records(pg, columns, records, tick=lambda *_: None, every=10**9,
+                                      batch_rows=50_000)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    pg_cpu = backend_cpu(backend) - pg_cpu
+    pg.rollback()
+print(json.dumps({"cpu": cpu, "wall": wall, "pg_cpu": pg_cpu, "rows": staged.rows}))
+"""
+
+
+def staging_only(tree: Path, env: dict[str, str], path: Path) -> dict[str, float]:
+    """CPU and wall seconds of staging `path` with the code of `tree` (a process of its own)."""
+    import json
+
+    done = subprocess.run(
+        [PY, "-c", STAGING_ONLY, str(path)], cwd=tree, env={**env, "PYTHONPATH": str(tree)},
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def staging_table(
+    trees: dict[str, Path], env: dict[str, str], path: Path, rows: int, rounds: int = 2
+) -> list[str]:
+    """Staging alone, the trees taking turns: the worker-side CPU that COPY of the bytes saves."""
+    seen: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    for number in range(rounds):
+        for name in list(trees) if number % 2 == 0 else list(reversed(trees)):
+            seen[name].append(staging_only(trees[name], env, path))
+    out = [
+        "",
+        f"staging alone ({rows:,}-row file; {rounds} rounds, the trees taking turns; {load()}):",
+    ]
+    for name, samples in seen.items():
+        cpus = ", ".join(f"{x['cpu']:.2f}" for x in samples)
+        walls = ", ".join(f"{x['wall']:.2f}" for x in samples)
+        backends = ", ".join(f"{x['pg_cpu']:.2f}" for x in samples)
+        out.append(
+            f"  {name:<9} worker CPU {cpus} s; its PostgreSQL backend's CPU {backends} s;"
+            f" wall {walls} s"
+        )
+    if BASELINE in seen:
+        cpu = statistics.mean(x["cpu"] for x in seen[BRANCH]) / statistics.mean(
+            x["cpu"] for x in seen[BASELINE]
+        )
+        both = statistics.mean(x["cpu"] + x["pg_cpu"] for x in seen[BRANCH]) / statistics.mean(
+            x["cpu"] + x["pg_cpu"] for x in seen[BASELINE]
+        )
+        out.append(
+            f"  staging CPU, branch / baseline: worker {cpu:.2f}x, worker + backend {both:.2f}x"
+        )
+    return out
+
+
+def side_table(
+    args: argparse.Namespace,
+    side: dict[str, list[Run]],
+    peaks: dict[str, list[float]],
+    trees: dict[str, Path],
+    written: int,
+) -> list[str]:
+    """This tree beside the baseline tree: the same files in the same runs, each tree's worker."""
+    width = 40
+    out = [
+        "",
+        f"side by side, {args.rows:,} rows: this tree ({trees[BRANCH]}) vs the baseline tree"
+        f" ({trees[BASELINE]}), one worker at a time, the trees' order swapped each run",
+        f"{'path':<{width}} {'tree':<9} {'wall s':>8} {'job s':>8} {'worker CPU s':>13}"
+        f" {'PG backends CPU s':>18} {'vs copy':>8}",
+        "-" * (width + 70),
+    ]
+    for kind in ("new", "update"):
+        label = "new rows" if kind == "new" else "every row updated"
+        for number in range(len(side[BRANCH])):
+            for name in (BRANCH, BASELINE):
+                run = side[name][number]
+                done: Imported = getattr(run, kind)
+                out.append(
+                    f"{label + f' (run {number + 1})':<{width}} {name:<9} {done.seconds:>8.1f}"
+                    f" {done.job_seconds:>8.1f} {done.worker_cpu:>13.2f} {done.backend_cpu:>18.2f}"
+                    f" {args.rows / done.seconds / (written / run.copy):>7.2f}x"
+                )
+    out.append("-" * (width + 70))
+
+    def ratio(branch: float, baseline: float) -> float:
+        return branch / baseline if baseline else float("nan")
+
+    def mean(name: str, kind: str, field: str) -> float:
+        return statistics.mean(getattr(getattr(r, kind), field) for r in side[name])
+
+    for kind, label in (("new", "new rows"), ("update", "every row updated")):
+        ratios = ", ".join(
+            f"{title} {ratio(mean(BRANCH, kind, field), mean(BASELINE, kind, field)):.2f}x"
+            for title, field in (
+                ("wall", "seconds"),
+                ("job", "job_seconds"),
+                ("worker CPU", "worker_cpu"),
+                ("PG backends CPU", "backend_cpu"),
+            )
+        )
+        out.append(f"{label}, branch / baseline (mean of the runs; < 1 is better): {ratios}")
+    out.append(
+        "worker peak RSS (VmHWM of the pool child over the runs): "
+        + ", ".join(f"{name} {max(peaks[name], default=0):.0f} MB" for name in (BRANCH, BASELINE))
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -610,6 +829,11 @@ def main() -> None:
     parser.add_argument("--rss-rows", type=int, default=10_000_000, help="0: skip")
     parser.add_argument("--executemany-sample", type=int, default=0)
     parser.add_argument("--orm-sample", type=int, default=0)
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="another checkout (e.g. main's): its worker imports the same files, side by side",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the database and the generated files afterwards"
     )
@@ -647,21 +871,39 @@ def main() -> None:
         table_csv = work / "tasks_table.csv"
 
         baseline_rss = memory_mb(pool_child(worker) or 0, "VmRSS")
-        peak: list[float] = []
+        trees = {BRANCH: ROOT}
+        if args.baseline_tree:
+            trees[BASELINE] = args.baseline_tree.resolve()
+        side: dict[str, list[Run]] = {name: [] for name in trees}
+        peaks: dict[str, list[float]] = {name: [] for name in trees}
+        running = BRANCH
         written = 0
         loads.append(load())
         for number in range(1, max(args.runs, 2) + 1):
             copy_tenant = first if number == 1 else new_tenant()
-            import_tenant = new_tenant()
             written = write_table_csv(table_csv, args.rows, copy_tenant)
             print(f"run {number}: psql \\copy (reference) ...", file=sys.stderr)
             copy_s = time_copy(copy_tenant, table_csv)
-            print(f"run {number}: import, new rows ...", file=sys.stderr)
-            new = time_import(port, import_tenant, import_csv, worker, peak)
-            print(f"run {number}: import, every row an update ...", file=sys.stderr)
-            update = time_import(port, import_tenant, update_csv, worker, peak)
-            runs.append(Run(copy_s, new, update))
+            order = list(trees) if number % 2 else list(reversed(trees))
+            for name in order:  # the trees take turns going first
+                if name != running:
+                    worker.stop()
+                    services.remove(worker)
+                    worker = start_worker(env, trees[name])
+                    services.append(worker)
+                    running = name
+                import_tenant = new_tenant()
+                print(f"run {number}: {name}: import, new rows ...", file=sys.stderr)
+                new = time_import(port, import_tenant, import_csv, worker, peaks[name])
+                print(f"run {number}: {name}: import, every row an update ...", file=sys.stderr)
+                update = time_import(port, import_tenant, update_csv, worker, peaks[name])
+                side[name].append(Run(copy_s, new, update))
+                if name == BRANCH:
+                    tasks_tenant = import_tenant
+            runs = side[BRANCH]
             loads.append(load())
+        import_tenant = tasks_tenant
+        peak = peaks[BRANCH]
         tasks, history = count_tasks(import_tenant)
         shape = table_shape(import_tenant)
         if args.executemany_sample:
@@ -681,6 +923,9 @@ def main() -> None:
             ),
             flush=True,
         )  # fmt: skip
+        if args.baseline_tree:
+            print("\n".join(side_table(args, side, peaks, trees, written)), flush=True)
+            print("\n".join(staging_table(trees, env, import_csv, args.rows)), flush=True)
         if args.rss_rows:
             print(
                 f"worker peak RSS: {args.rss_rows:,}-row file on a fresh worker ...",
@@ -688,7 +933,7 @@ def main() -> None:
             )
             worker.stop()
             services.remove(worker)
-            rss_worker = start_worker(env)
+            rss_worker = start_worker(env)  # this tree's
             services.append(rss_worker)
             import_csv.unlink()
             update_csv.unlink()

@@ -83,3 +83,52 @@ def test_utf8_bom_and_any_column_order_are_accepted(
     job = import_tenant.import_and_wait(body)
     assert job["status"] == "succeeded", job
     assert [(t.external_id, t.title) for t in import_tenant.tasks()] == [("U-1", "Überprüfung ✓")]
+
+
+def test_faults_after_quoted_newlines_name_physical_lines_in_report_and_summary(
+    import_tenant: ImportTenant, worker: object
+) -> None:
+    """A file PostgreSQL splits itself (no blank line, nothing it could read otherwise): the
+    records spanning lines move every later line number, the repeat's "also on line" too."""
+    body = (
+        b"external_id,project,title,description\n"
+        b'Q-1,P1,multi,"first\nsecond, ""quoted""\nthird"\n'  # lines 2-4
+        b"Q-2,NOPE,bad project,x\n"  # line 5
+        b'Q-3,P1,"two\nlines",y\n'  # lines 6-7
+        b"Q-1,P1,repeat,z\n"  # line 8
+    )
+    job = import_tenant.import_and_wait(body, mode="skip_invalid")
+    assert job["status"] == "succeeded", job
+    assert (job["rows_read"], job["inserted"], job["rejected"]) == (4, 1, 3)
+    assert "Line 2, external_id: is repeated in the file (also on line 8)." in job["error"]
+    assert import_tenant.errors(job["id"])[1:] == [
+        ["2", "external_id", "is repeated in the file (also on line 8)", "Q-1", "P1", "multi",
+         'first\nsecond, "quoted"\nthird'],
+        ["5", "project", "no live project has this key", "Q-2", "NOPE", "bad project", "x"],
+        ["8", "external_id", "is repeated in the file (also on line 2)", "Q-1", "P1", "repeat",
+         "z"],
+    ]  # fmt: skip
+    assert [(t.external_id, t.title) for t in import_tenant.tasks()] == [("Q-3", "two\nlines")]
+
+
+def test_a_file_postgresql_would_read_otherwise_is_read_by_the_strict_reader(
+    import_tenant: ImportTenant, worker: object
+) -> None:
+    """A quote inside an unquoted field is a character to the strict reader; PostgreSQL would
+    open a quoted section there and glue the next field on. The file is read as the strict
+    reader reads it, with its physical lines."""
+    body = (
+        b"external_id,project,title,description\n"
+        b'S-1,P1,"multi\nline",x\n'  # lines 2-3
+        b'S-2,P1,5" screen,say "hi"\n'  # line 4
+        b"S-3,NOPE,bad,y\n"  # line 5
+    )
+    job = import_tenant.import_and_wait(body, mode="skip_invalid")
+    assert job["status"] == "succeeded", job
+    assert import_tenant.errors(job["id"])[1:] == [
+        ["5", "project", "no live project has this key", "S-3", "NOPE", "bad", "y"]
+    ]
+    assert [(t.title, t.description) for t in import_tenant.tasks()] == [
+        ("multi\nline", "x"),
+        ('5" screen', 'say "hi"'),
+    ]
