@@ -18,12 +18,14 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 
+from tenants.binding import binding_for
 from tests.conftest import WorkerProcess
 from tests.imports.conftest import ImportTenant, write_generated_csv
 from tests.superuser import superuser_connection
@@ -124,31 +126,53 @@ def test_whole_worker_killed_mid_load_is_redelivered_to_a_new_worker(
     assert_exactly_the_files_rows(schema_tenant, job)
 
 
-def terminate_import_backend(timeout: float = 30) -> int:
-    """pg_terminate_backend of the connection running an import, as a superuser."""
+def terminate_import_backend(timeout: float = 60) -> None:
+    """pg_terminate_backend of the connection running an import, as a superuser; returns once
+    that backend is gone, so a later call can only find the next attempt's."""
     database = settings.DATABASES["default"]["NAME"]
     deadline = time.monotonic() + timeout
     with superuser_connection() as conn:
-        while time.monotonic() < deadline:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid() AND state = 'active'"
-                " AND query LIKE '%%import_staging%%'",
-                [database],
-            ).fetchall()
-            if rows:
-                return len(rows)
+        while True:
+            assert time.monotonic() < deadline, "no import backend to terminate"
+            pids = [
+                pid
+                for (pid,) in conn.execute(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid() AND state = 'active'"
+                    " AND query LIKE '%%import_staging%%'",
+                    [database],
+                ).fetchall()
+            ]
+            if pids:
+                break
             time.sleep(0.05)
-    raise AssertionError("no import backend to terminate")
+        conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, f"backends {pids} did not exit"
+            time.sleep(0.05)
+
+
+@contextmanager
+def writes_held(tenant: ImportTenant) -> Iterator[None]:
+    """Hold SHARE on the tenant's tasks table: reads go on, an import's write waits (its
+    backend active, on a statement reading import_staging) until the block ends. However fast
+    the import, an attempt cannot finish before the test has ended it."""
+    schema = binding_for(tenant.fixture.tenant).schema
+    database = settings.DATABASES["default"]["NAME"]
+    with superuser_connection(database) as conn, conn.transaction():
+        conn.execute(f'LOCK TABLE "{schema}".tasks IN SHARE MODE')
+        yield
 
 
 def test_database_connection_lost_mid_write_is_retried_to_exactly_the_files_rows(
     schema_tenant: ImportTenant, own_workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
     start_worker(own_workers)
-    created = big_import(schema_tenant, tmp_path)
-    wait_for_phase(schema_tenant, created["id"], "writing")
-    terminate_import_backend()
+    with writes_held(schema_tenant):
+        created = big_import(schema_tenant, tmp_path)
+        terminate_import_backend()
 
     job = schema_tenant.wait(created["id"], until={"queued", "succeeded", "failed"}, timeout=120)
     if job["status"] == "queued":  # between the attempts: the reason is on the job
@@ -164,11 +188,10 @@ def test_database_connection_lost_on_every_attempt_fails_with_the_reason(
     schema_tenant: ImportTenant, own_workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
     start_worker(own_workers)
-    created = big_import(schema_tenant, tmp_path)
-    for _attempt in range(2):  # IMPORT_MAX_ATTEMPTS of these workers
-        wait_for_phase(schema_tenant, created["id"], "loading", timeout=120)
-        terminate_import_backend()
-        time.sleep(0.5)
+    with writes_held(schema_tenant):
+        created = big_import(schema_tenant, tmp_path)
+        for _attempt in range(2):  # IMPORT_MAX_ATTEMPTS of these workers
+            terminate_import_backend()
 
     job = schema_tenant.wait(created["id"], timeout=120)
     assert job["status"] == "failed", job
