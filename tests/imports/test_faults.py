@@ -97,10 +97,10 @@ def test_pool_child_killed_mid_write_is_retried_to_exactly_the_files_rows(
     schema_tenant: ImportTenant, own_workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
     start_worker(own_workers)
-    created = big_import(schema_tenant, tmp_path)
-    wait_for_phase(schema_tenant, created["id"], "writing")
-    time.sleep(0.3)
-    os.kill(executing_pid(schema_tenant, created["id"]), signal.SIGKILL)
+    with writes_held(schema_tenant):  # the write cannot end before the kill
+        created = big_import(schema_tenant, tmp_path)
+        wait_for_phase(schema_tenant, created["id"], "writing")
+        os.kill(executing_pid(schema_tenant, created["id"]), signal.SIGKILL)
 
     job = schema_tenant.wait(created["id"], timeout=300)
     assert job["attempts"] == 2
@@ -111,13 +111,14 @@ def test_whole_worker_killed_mid_load_is_redelivered_to_a_new_worker(
     schema_tenant: ImportTenant, own_workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
     first = start_worker(own_workers)
-    created = big_import(schema_tenant, tmp_path)
-    wait_for_phase(schema_tenant, created["id"], "loading")
-    assert first.process is not None
-    main = first.process.pid
-    for pid in [*children_of(main), main]:
-        os.kill(pid, signal.SIGKILL)
-    first.process.wait()
+    with writes_held(schema_tenant):  # the job cannot end before the kill
+        created = big_import(schema_tenant, tmp_path)
+        wait_for_phase(schema_tenant, created["id"], "writing")
+        assert first.process is not None
+        main = first.process.pid
+        for pid in [*children_of(main), main]:
+            os.kill(pid, signal.SIGKILL)
+        first.process.wait()
     assert schema_tenant.job(created["id"])["status"] == "running"  # nobody is running it
 
     start_worker(own_workers)  # restores the message once it is 5 s old, then runs it
