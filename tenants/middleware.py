@@ -79,6 +79,10 @@ class TenantMiddleware(TenantMainMiddleware):
         self.reads_also: Callable[[HttpRequest], list[str]] | None = (
             import_string(path) if path else None
         )
+        path = getattr(settings, "TENANT_RESOLUTION_READER", "")
+        self.reader: Callable[[HttpRequest, list[str]], dict[str, Any]] | None = (
+            import_string(path) if path else None
+        )
 
     def get_tenant(self, domain_model: type[Domain], hostname: str) -> Tenant:
         tenant = resolve_tenant(hostname)
@@ -89,11 +93,15 @@ class TenantMiddleware(TenantMainMiddleware):
     def _resolve_for(self, request: HttpRequest, hostname: str) -> Tenant | None:
         """resolve_tenant, reading the cache keys settings.TENANT_RESOLUTION_READS_ALSO names
         for this request in the same round trip; what was asked and found goes on the request
-        as `cache_read_ahead` ({"asked": keys, "found": entries})."""
+        as `cache_read_ahead` ({"asked": keys, "found": entries}). settings
+        TENANT_RESOLUTION_READER, when set, makes that round trip (given the request and the
+        keys) and may do more in it (control_plane.ratelimits.prepaid)."""
         also = self.reads_also(request) if self.reads_also is not None else []
         if not also:
             return resolve_tenant(hostname)
-        tenant, found = resolve_tenant_and_read(hostname, also)
+        reader = self.reader
+        read = None if reader is None else (lambda keys: reader(request, keys))
+        tenant, found = resolve_tenant_and_read(hostname, also, read)
         request.cache_read_ahead = {"asked": frozenset(also), "found": found}  # type: ignore[attr-defined]
         return tenant
 

@@ -13,7 +13,9 @@ tombstone, and later requests hit again. When Redis is unreachable the cache rea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -49,13 +51,43 @@ _FIELDS = (
 )
 
 
+# A host name as it may stand in a cache key: short, and only characters no cache backend
+# rejects. Any other (a fuzzed or hostile Host header) is keyed by its digest instead.
+_KEY_SAFE_HOST = re.compile(r"[a-z0-9.:\[\]_-]{1,200}")
+# What reads the cache for resolve_tenant_and_read: the cache's get_many, or a reader that does
+# more in the same round trip (TenantMiddleware, settings.TENANT_RESOLUTION_READER).
+Reader = Callable[[list[str]], dict[str, Any]]
+
+
+def key_part(hostname: str) -> str:
+    """`hostname` as a cache key part: itself when short and plain, else a digest of it, so a
+    key never passes the length or characters caches accept (a Host header is the client's)."""
+    if _KEY_SAFE_HOST.fullmatch(hostname):
+        return hostname
+    return "sha256-" + hashlib.sha256(hostname.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _key(hostname: str, epoch: int) -> str:
     # ":2:", the entry's shape (stamp, fields): the release before cached the fields alone.
-    return f"tenant-host:2:{epoch}:{hostname}"
+    return f"tenant-host:2:{epoch}:{key_part(hostname)}"
 
 
 def _forgotten(hostname: str) -> str:
-    return f"tenant-host-forgotten:{hostname}"
+    return f"tenant-host-forgotten:{key_part(hostname)}"
+
+
+def host_keys(hostname: str) -> tuple[str, str]:
+    """The cache keys resolution reads first for `hostname`: its entry and its tombstone."""
+    return _key(hostname, current_epoch()), _forgotten(hostname)
+
+
+def current_fields(entry: Any, tombstone: Any) -> dict[str, Any] | None:
+    """The tenant fields of a host's cache entry read beside `tombstone`, or None when the entry
+    is absent or not current (tenants.tombstones)."""
+    if isinstance(entry, tuple) and tombstones.is_current(entry[0], tombstone):
+        fields: dict[str, Any] = entry[1]
+        return fields
+    return None
 
 
 def resolve_tenant(hostname: str) -> Tenant | None:
@@ -64,18 +96,22 @@ def resolve_tenant(hostname: str) -> Tenant | None:
 
 
 def resolve_tenant_and_read(
-    hostname: str, also: Sequence[str]
+    hostname: str, also: Sequence[str], read: Reader | None = None
 ) -> tuple[Tenant | None, dict[str, Any]]:
     """The tenant served at `hostname`, and the cache entries of the keys `also` (those found),
     read in the same round trip: a request's other cache reads need not wait for one of their own
-    (the bearer token's principal, control_plane.identity.principals)."""
-    key, forgotten = _key(hostname, current_epoch()), _forgotten(hostname)
-    found: dict[str, Any] = cache.get_many([key, forgotten, *also])
+    (the bearer token's principal, control_plane.identity.principals).
+
+    `read` is given [entry, tombstone, *also] and returns what it found, as cache.get_many does
+    (its default)."""
+    key, forgotten = host_keys(hostname)
+    found: dict[str, Any] = (read or cache.get_many)([key, forgotten, *also])
     extra = {k: found.pop(k) for k in also if k in found}
-    cached, tombstone = found.get(key), found.get(forgotten)
-    if isinstance(cached, tuple) and tombstones.is_current(cached[0], tombstone):
+    tombstone = found.get(forgotten)
+    fields = current_fields(found.get(key), tombstone)
+    if fields is not None:
         _count("hit")
-        return Tenant(**cached[1]), extra
+        return Tenant(**fields), extra
     domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
     if domain is None:
         _count("unknown")

@@ -1,7 +1,10 @@
-"""Count the round trips a psycopg connection makes, from libpq's own protocol trace.
+"""Count the round trips a psycopg connection makes, from libpq's own protocol trace, and those
+this process's redis-py connections make.
 
 Each request/response cycle ends with the server's ReadyForQuery, so counting those counts
-round trips, BEGIN and COMMIT included (which a query log does not show).
+round trips, BEGIN and COMMIT included (which a query log does not show). A redis-py connection
+sends each command, or each pipeline's commands together, in one packed send and then reads the
+replies, so counting its packed sends counts its round trips.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
+import redis.connection
 from psycopg import pq
 
 MESSAGE = re.compile(r"^([FB])\t\d+\t(\w+)\t?(.*)")
@@ -40,3 +45,36 @@ def round_trips(conn: psycopg.Connection) -> Iterator[list[str]]:
                 elif direction == "B" and message == "ReadyForQuery":
                     sent.append(request)
                     request = ""
+
+
+@dataclass(frozen=True)
+class RedisRoundTrip:
+    """One packed send: the commands it carried (their names) and its bytes."""
+
+    commands: tuple[str, ...]
+    sent: bytes
+
+
+_RESP_COMMAND = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n")
+
+
+@contextmanager
+def redis_round_trips() -> Iterator[list[RedisRoundTrip]]:
+    """The round trips this process's redis-py connections make inside the block, filled as they
+    happen (any thread, any client: the cache's, Celery's, a test's own)."""
+    made: list[RedisRoundTrip] = []
+    connection_class = redis.connection.AbstractConnection
+    real = connection_class.send_packed_command
+
+    def counted(self: object, command: object, check_health: bool = True) -> None:
+        chunks = [command] if isinstance(command, (bytes, str)) else list(command)  # type: ignore[call-overload]
+        sent = b"".join(c.encode() if isinstance(c, str) else bytes(c) for c in chunks)
+        names = tuple(m.group(1).decode().upper() for m in _RESP_COMMAND.finditer(sent))
+        made.append(RedisRoundTrip(names, sent))
+        real(self, chunks, check_health)  # type: ignore[arg-type]
+
+    connection_class.send_packed_command = counted  # type: ignore[method-assign]
+    try:
+        yield made
+    finally:
+        connection_class.send_packed_command = real  # type: ignore[method-assign]

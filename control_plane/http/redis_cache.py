@@ -93,6 +93,21 @@ class PooledClientRedisCache(RedisCache):
     def recoveries(self) -> int:
         return self.breaker.recoveries
 
+    def client(self) -> Any:
+        """The pooled redis-py client, for what the cache API cannot say in one round trip
+        (control_plane.ratelimits.prepaid); its keys go through make_key, its values through
+        `loads`."""
+        return self._cache.get_client(write=True)  # type: ignore[attr-defined]
+
+    def loads(self, raw: bytes) -> Any:
+        """A value as the cache stored it, decoded as get() would."""
+        return self._cache._serializer.loads(raw)  # type: ignore[attr-defined]
+
+    def guarded(self, fallback: Any, operation: Any, *args: Any, **kwargs: Any) -> Any:
+        """`operation` (which talks to this cache's Redis) under the cache's breaker: while it
+        is open, or when Redis cannot be reached, `fallback` (a miss), as every cache read."""
+        return self._guarded(fallback, operation, *args, **kwargs)
+
     def _guarded(self, fallback: Any, operation: Any, *args: Any, **kwargs: Any) -> Any:
         breaker = self.breaker
         try:

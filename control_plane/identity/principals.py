@@ -88,14 +88,20 @@ def read_principal(
         found = {k: read_ahead["found"][k] for k in (key, forgotten) if k in read_ahead["found"]}
     else:
         found = cache.get_many([key, forgotten])
-    entry, tombstone = found.get(key), found.get(forgotten)
+    tombstone = found.get(forgotten)
+    return principal_from(found.get(key), tombstone), tombstone
+
+
+def principal_from(entry: Any, tombstone: Any) -> CachedPrincipal | None:
+    """A principal cache entry as read beside its token's `tombstone` (None: none stood), or
+    None when it is absent or not current."""
     if not isinstance(entry, tuple) or not tombstones.is_current(entry[0], tombstone):
-        return None, tombstone
+        return None
     _, user_id, tenant_id, role, token_id, is_staff, expires_at = entry
     principal = Principal(
         user_id=user_id, tenant_id=tenant_id, role=Role(role), token_id=token_id, is_staff=is_staff
     )
-    return CachedPrincipal(principal, expires_at), tombstone
+    return CachedPrincipal(principal, expires_at)
 
 
 def keys_to_read_ahead(request: HttpRequest) -> list[str]:

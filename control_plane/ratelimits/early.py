@@ -10,6 +10,11 @@ one, another view) goes on to DRF, whose throttle checks it after authentication
 request checked here is never charged twice. A token this layer finds unusable is left to
 authentication's 401.
 
+A warm request is usually charged before it gets here, in tenant resolution's own round trip
+(control_plane.ratelimits.prepaid): this layer then takes that decision and sends nothing.
+Which requests are limited, and by which limits, is control_plane.ratelimits.warm's: a method
+the route does not serve (DRF's 405) is not charged.
+
 A refusal is remembered (control_plane.ratelimits.memo): the same client is refused again by
 this process without a Redis round trip until the limiter would let it in.
 
@@ -21,30 +26,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
-from django.urls import Resolver404, ResolverMatch, get_resolver
-from django.utils import timezone
+from django.urls import ResolverMatch
 
-from control_plane.identity.authentication import BearerTokenAuthentication
-from control_plane.identity.principals import cached_principal
-from control_plane.identity.tokens import token_digest
-from control_plane.ratelimits import limiter, policies
+from control_plane.ratelimits import limiter
 from control_plane.ratelimits.headers import CHECKED_ATTRIBUTE, remember
 from control_plane.ratelimits.memo import REFUSALS
+from control_plane.ratelimits.prepaid import PREPAID_ATTRIBUTE, Prepaid
 from control_plane.ratelimits.problems import refused_by
-from control_plane.ratelimits.throttles import TenantPlanThrottle
-from tenants.cache_epoch import current_epoch
+from control_plane.ratelimits.warm import (
+    API_PREFIX,
+    limited_route,
+    limits_of,
+    serves,
+    warm_principal,
+)
 from tenants.identity import Principal
 from tenants.problems import PROBLEM_CONTENT_TYPE
-
-API_PREFIX = "/api/"
-# Paths carry ids, so the routes seen are many but bounded here; a miss costs one resolve.
-ROUTES_CACHED = 4096
 
 
 class EarlyRateLimitMiddleware:
@@ -57,23 +59,10 @@ class EarlyRateLimitMiddleware:
         tenant = getattr(request, "tenant", None)
         if tenant is None or tenant.is_public or not request.path_info.startswith(API_PREFIX):
             return self.get_response(request)
-        principal = warm_principal(request, tenant.pk)
-        if principal is None:
+        checked = prepaid_check(request, tenant.pk) or check(request, tenant)
+        if checked is None:
             return self.get_response(request)
-        match = limited_route(getattr(request, "urlconf", None), request.path_info)
-        if match is None:
-            return self.get_response(request)
-        declared = getattr(match.func.cls, "rate_limit_class", None)  # type: ignore[attr-defined]
-        limits = policies.limits_for(
-            tenant=tenant,
-            token_id=principal.token_id,
-            klass=policies.request_class(request.method or "GET", declared),
-        )
-        decision = REFUSALS.refusal(limits)
-        if decision is None:
-            asked_at = time.monotonic()  # before Redis reads its clock (see memo.py)
-            decision = limiter.check(limits)
-            REFUSALS.remember(limits, decision, asked_at)
+        principal, match, decision = checked
         remember(request, decision)
         setattr(request, CHECKED_ATTRIBUTE, True)
         if decision.allowed:
@@ -83,40 +72,35 @@ class EarlyRateLimitMiddleware:
         return refusal_response(decision)
 
 
-def warm_principal(request: HttpRequest, tenant_id: int) -> Principal | None:
-    """The bearer token's principal on this tenant from what tenant resolution read ahead, or
-    None (no bearer token, not cached, another tenant's, expired: authentication decides)."""
-    read_ahead = getattr(request, "cache_read_ahead", None)
-    if read_ahead is None:
-        return None
-    parts = request.META.get("HTTP_AUTHORIZATION", "").split()
-    if len(parts) != 2 or parts[0].lower() != "bearer":
-        return None
-    cached = cached_principal(token_digest(parts[1]), current_epoch(), read_ahead)
-    if cached is None or cached.principal.tenant_id != tenant_id:
-        return None
-    if not cached.usable(timezone.now()):
-        return None
-    return cached.principal
+Checked = tuple[Principal, ResolverMatch, limiter.Decision]
 
 
-@lru_cache(maxsize=ROUTES_CACHED)
-def limited_route(urlconf: str | None, path: str) -> ResolverMatch | None:
-    """The route of `path` when its view is one TenantPlanThrottle limits by bearer token."""
-    try:
-        match = get_resolver(urlconf).resolve(path)
-    except Resolver404:
+def prepaid_check(request: HttpRequest, tenant_id: int) -> Checked | None:
+    """The decision of the charge made in tenant resolution's round trip, from the values the
+    request resolved from (control_plane.ratelimits.prepaid), or None when none was made."""
+    prepaid: Prepaid | None = getattr(request, PREPAID_ATTRIBUTE, None)
+    if prepaid is None or prepaid.tenant_id != tenant_id:
         return None
-    view: Any = getattr(match.func, "cls", None)  # DRF's as_view() sets it
-    if view is None:
+    REFUSALS.remember(prepaid.limits, prepaid.decision, prepaid.asked_at)
+    return prepaid.principal, prepaid.match, prepaid.decision
+
+
+def check(request: HttpRequest, tenant: Any) -> Checked | None:
+    """Check (and charge) a warm token's plan limits here, or None when the request is not one
+    this layer limits (DRF's throttle decides)."""
+    principal = warm_principal(request, tenant.pk, getattr(request, "cache_read_ahead", None))
+    if principal is None:
         return None
-    throttles = getattr(view, "throttle_classes", ())
-    authenticators = getattr(view, "authentication_classes", ())
-    if not any(issubclass(t, TenantPlanThrottle) for t in throttles):
+    match = limited_route(getattr(request, "urlconf", None), request.path_info)
+    if match is None or not serves(match, request.method or "GET"):
         return None
-    if not any(issubclass(a, BearerTokenAuthentication) for a in authenticators):
-        return None
-    return match
+    limits = limits_of(request, tenant, principal, match)
+    decision = REFUSALS.refusal(limits)
+    if decision is None:
+        asked_at = time.monotonic()  # before Redis reads its clock (see memo.py)
+        decision = limiter.check(limits)
+        REFUSALS.remember(limits, decision, asked_at)
+    return principal, match, decision
 
 
 def refusal_response(decision: limiter.Decision) -> JsonResponse:

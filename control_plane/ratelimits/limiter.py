@@ -11,6 +11,10 @@ One Lua script checks every limit a request falls under (its tenant's, its token
 all of them only if all let it in: a request refused by its token's limit takes nothing from its
 tenant's. The clock is Redis's (TIME), so web processes on several hosts agree on it.
 
+The same script can first read cache keys, and charge only if the first of them still hold the
+values the caller expects: a warm request's tenant and principal are read, and its limits
+charged, in one round trip (control_plane.ratelimits.prepaid, read_and_check).
+
 Why not the `limits` library: it has no GCRA, its moving window stores a timestamp per request,
 and it checks one limit per round trip; two limits charged atomically is the point here.
 
@@ -37,40 +41,61 @@ logger = logging.getLogger(__name__)
 UNREACHABLE_REASON = "unreachable"
 BREAKER_OPEN = "breaker_open"
 
-# KEYS: one per limit. ARGV: cost, commit (1 to charge), then per key: interval_us, tolerance_us.
-# Returns {allowed, retry_after_us, then per key: remaining, reset_us}.
+# KEYS: ARGV[1] cache keys to read, then one key per limit.
+# ARGV: reads, expected, then the values the first `expected` reads are expected to hold ('' for
+# none), then cost, commit (1 to charge), then per limit: interval_us, tolerance_us.
+# The limits are checked (and charged) only when every expected value holds: a caller that
+# chose its limits from values it read earlier charges only if they are still what Redis holds.
+# Returns {checked, allowed, retry_after_us, per limit (when checked): remaining, reset_us,
+# then the values read (nil: none)}.
 GCRA_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local cost = tonumber(ARGV[1])
-local commit = tonumber(ARGV[2])
-local allowed = 1
-local retry = 0
-local tats = {}
-local out = {}
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[1 + 2 * i])
-  local tolerance = tonumber(ARGV[2 + 2 * i])
-  local tat = tonumber(redis.call('GET', key) or 0)
-  if tat < now then tat = now end
-  local new_tat = tat + interval * cost
-  local allow_at = new_tat - tolerance
-  if allow_at > now then
-    allowed = 0
-    if allow_at - now > retry then retry = allow_at - now end
-    new_tat = tat
-  end
-  tats[i] = new_tat
-  out[2 * i - 1] = math.max(0, math.floor((tolerance - (new_tat - now)) / interval))
-  out[2 * i] = new_tat - now
+local reads = tonumber(ARGV[1])
+local expected = tonumber(ARGV[2])
+local values = {}
+local checked = 1
+for i = 1, reads do
+  local v = redis.call('GET', KEYS[i])
+  values[i] = v
+  if i <= expected and (v or '') ~= ARGV[2 + i] then checked = 0 end
 end
-if allowed == 1 and commit == 1 then
-  for i, key in ipairs(KEYS) do
-    redis.call('SET', key, tats[i], 'PX', math.max(1, math.ceil((tats[i] - now) / 1000)))
+local base = 2 + expected
+local result = {checked, 1, 0}
+if checked == 1 and #KEYS > reads then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local cost = tonumber(ARGV[base + 1])
+  local commit = tonumber(ARGV[base + 2])
+  local allowed = 1
+  local retry = 0
+  local tats = {}
+  local out = {}
+  for i = reads + 1, #KEYS do
+    local j = i - reads
+    local interval = tonumber(ARGV[base + 1 + 2 * j])
+    local tolerance = tonumber(ARGV[base + 2 + 2 * j])
+    local tat = tonumber(redis.call('GET', KEYS[i]) or 0)
+    if tat < now then tat = now end
+    local new_tat = tat + interval * cost
+    local allow_at = new_tat - tolerance
+    if allow_at > now then
+      allowed = 0
+      if allow_at - now > retry then retry = allow_at - now end
+      new_tat = tat
+    end
+    tats[j] = new_tat
+    out[2 * j - 1] = math.max(0, math.floor((tolerance - (new_tat - now)) / interval))
+    out[2 * j] = new_tat - now
   end
+  if allowed == 1 and commit == 1 then
+    for j, tat in ipairs(tats) do
+      redis.call('SET', KEYS[reads + j], tat, 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+    end
+  end
+  result[2] = allowed
+  result[3] = retry
+  for _, v in ipairs(out) do result[#result + 1] = v end
 end
-local result = {allowed, retry}
-for _, v in ipairs(out) do table.insert(result, v) end
+for i = 1, reads do result[#result + 1] = values[i] end
 return result
 """
 
@@ -125,25 +150,46 @@ def check(limits: list[Limit], *, cost: int = 1, commit: bool = True) -> Decisio
     breaker = getattr(cache, "breaker", None)
     if breaker is not None and breaker.tripped and not breaker.may_probe():
         return _fail_open(limits, None, BREAKER_OPEN)
-    args: list[int] = [cost, 1 if commit else 0]
-    for limit in limits:
-        interval = limit.window * 1_000_000 // max(limit.quota, 1)
-        args += [interval, interval * limit.quota]
     try:
         client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
-        reply = _script(client)(keys=[limit.key for limit in limits], args=args)
+        _, decision = read_and_check(client, [], [], limits, cost=cost, commit=commit)
     except UNREACHABLE as exc:
         if breaker is not None:
             breaker.trip(exc)
         return _fail_open(limits, exc, UNREACHABLE_REASON)
     if breaker is not None and breaker.tripped:
         breaker.recover()
-    allowed, retry_us, *rest = (int(v) for v in reply)
+    assert decision is not None  # nothing was expected, so the limits were checked
+    return decision
+
+
+def read_and_check(
+    client: Any,
+    reads: list[str],
+    expected: list[bytes],
+    limits: list[Limit],
+    *,
+    cost: int = 1,
+    commit: bool = True,
+) -> tuple[list[bytes | None], Decision | None]:
+    """Read the Redis keys `reads` and check (and charge) `limits` in one round trip: the values
+    read (None: absent), and the decision, or None when the first reads did not hold `expected`
+    (b"": absent), and nothing was checked or charged. Raises what the client raises (the
+    caller decides how to fail open)."""
+    args: list[Any] = [len(reads), len(expected), *expected, cost, 1 if commit else 0]
+    for limit in limits:
+        interval = limit.window * 1_000_000 // max(limit.quota, 1)
+        args += [interval, interval * limit.quota]
+    reply = _script(client)(keys=[*reads, *(limit.key for limit in limits)], args=args)
+    values: list[bytes | None] = reply[len(reply) - len(reads) :] if reads else []
+    if not reply[0]:
+        return values, None
+    allowed, retry_us = int(reply[1]), int(reply[2])
     states = tuple(
-        LimitState(limit, rest[2 * i], rest[2 * i + 1] / 1_000_000)
+        LimitState(limit, int(reply[3 + 2 * i]), int(reply[4 + 2 * i]) / 1_000_000)
         for i, limit in enumerate(limits)
     )
-    return Decision(bool(allowed), retry_us / 1_000_000, states)
+    return values, Decision(bool(allowed), retry_us / 1_000_000, states)
 
 
 def _fail_open(limits: list[Limit], exc: BaseException | None, reason: str) -> Decision:

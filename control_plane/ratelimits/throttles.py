@@ -30,6 +30,9 @@ class TenantPlanThrottle(BaseThrottle):
         tenant = getattr(request._request, "tenant", None)
         if tenant is None or tenant.is_public:
             return True
+        method = (request.method or "GET").lower()
+        if method not in view.http_method_names or not hasattr(view, method):
+            return True  # DRF answers 405 next: a method the view does not serve is not charged
         principal = request.auth if isinstance(request.auth, Principal) else None
         klass = policies.request_class(
             request.method or "GET", getattr(view, "rate_limit_class", None)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
+from django.core.cache import CacheKeyWarning
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from tenants.models import Domain, TenantStatus
-from tenants.resolution import resolve_tenant
+from tenants.resolution import key_part, resolve_tenant
 from tests.factories import make_tenant
 
 pytestmark = pytest.mark.django_db
@@ -121,3 +124,50 @@ def test_an_entry_a_slow_reader_writes_after_a_change_is_not_read(
     cache.set(key, before, 300)  # the slow reader's late write, under the epoch it read
     assert client.get("/", HTTP_HOST=host).status_code == 403
     assert client.get("/", HTTP_HOST=host).status_code == 403
+
+
+def long_host(unique: str, length: int) -> str:
+    """A valid host name under .localhost of `length` characters (labels of at most 63)."""
+    labels = [unique]
+    while sum(len(label) + 1 for label in labels) + len("localhost") < length:
+        labels.append(
+            "a" * min(63, length - sum(len(x) + 1 for x in labels) - len("localhost") - 1)
+        )
+    host = ".".join([*labels, "localhost"])
+    assert len(host) == length
+    return host
+
+
+def test_a_host_is_its_own_key_part_unless_long_or_unsafe() -> None:
+    assert key_part("acme.localhost") == "acme.localhost"
+    assert key_part("[::1]:8000") == "[::1]:8000"
+    hashed = key_part("a" * 201)
+    assert hashed.startswith("sha256-")
+    assert len(hashed) == 71
+    assert key_part("a b") != key_part("a_b")
+    assert key_part("a b").startswith("sha256-")
+    assert key_part("é.localhost").startswith("sha256-")
+
+
+def test_a_long_host_header_makes_no_cache_key_over_the_limit(client, unique) -> None:
+    """A Host header is the client's: a fuzzed or hostile one of any length that ALLOWED_HOSTS
+    lets through must not build a cache key caches refuse (CacheKeyWarning, over 250)."""
+    host = long_host(unique, 250)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert client.get("/", HTTP_HOST=host).status_code == 404  # unknown host
+    assert [w for w in caught if issubclass(w.category, CacheKeyWarning)] == []
+
+
+def test_a_tenant_with_a_long_domain_is_cached_and_forgotten(client, unique, settings) -> None:
+    settings.CACHE_EPOCH_CHECK_SECONDS = 60  # the epoch's once-a-second read is not resolution's
+    host = long_host(unique, 240)
+    tenant = make_tenant(f"l{unique}", domain=host)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert tenant_table_queries(client, host) != []  # cold
+        assert tenant_table_queries(client, host) == []  # warm: cached under its digest
+        tenant.status = TenantStatus.SUSPENDED
+        tenant.save()  # forgets the host under the same key
+        assert client.get("/", HTTP_HOST=host).status_code == 403
+    assert [w for w in caught if issubclass(w.category, CacheKeyWarning)] == []

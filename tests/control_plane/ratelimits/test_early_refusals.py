@@ -53,10 +53,13 @@ def tenant(unique: str) -> Iterator[Tenant]:
 
 @pytest.fixture
 def redis_checks(monkeypatch: pytest.MonkeyPatch) -> list[Decision]:
-    """Every plan-limit decision asked of Redis, by either layer (the real limiter, counted;
-    a cold token's failed-authentication check is not a plan limit)."""
+    """Every plan-limit decision asked of Redis, by any layer: the early check or the throttle
+    (limiter.check), or tenant resolution's round trip (limiter.read_and_check with reads, the
+    prepaid charge). The real limiter, counted; a cold token's failed-authentication check is
+    not a plan limit."""
     asked: list[Decision] = []
     real: Callable[..., Decision] = limiter.check
+    real_read: Callable[..., tuple[Any, Decision | None]] = limiter.read_and_check
 
     def counted(limits: list[Limit], **kwargs: Any) -> Decision:
         decision = real(limits, **kwargs)
@@ -64,7 +67,14 @@ def redis_checks(monkeypatch: pytest.MonkeyPatch) -> list[Decision]:
             asked.append(decision)
         return decision
 
+    def counted_read(client: Any, reads: list[str], *args: Any, **kwargs: Any) -> Any:
+        values, decision = real_read(client, reads, *args, **kwargs)
+        if reads and decision is not None:
+            asked.append(decision)
+        return values, decision
+
     monkeypatch.setattr(early.limiter, "check", counted)
+    monkeypatch.setattr(early.limiter, "read_and_check", counted_read)
     return asked
 
 
