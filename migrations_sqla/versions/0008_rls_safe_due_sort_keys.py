@@ -26,6 +26,8 @@ the evolution's expand phase runs to "head" when "head" follows the expand revis
 (control_plane.evolution.catalog). 0007d drops the `due_date` ones by their new names.
 """
 
+from alembic import op
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
@@ -59,18 +61,6 @@ non_transactional_upgrade = (
         "tasks_priority_due_at_live",
     ),
 )
-non_transactional_downgrade = (
-    _build("tasks_due_live", COALESCED_DUE_DATE, by_priority=False),
-    _build("tasks_due_at_live", COALESCED_DUE_AT, by_priority=False),
-    _build("tasks_priority_due_live", COALESCED_DUE_DATE, by_priority=True),
-    _build("tasks_priority_due_at_live", COALESCED_DUE_AT, by_priority=True),
-    *_drop(
-        "tasks_due_sort_live",
-        "tasks_due_at_sort_live",
-        "tasks_priority_due_sort_live",
-        "tasks_priority_due_at_sort_live",
-    ),
-)
 
 
 def upgrade() -> None:
@@ -78,4 +68,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    pass
+    # In the transaction, not concurrently (an emergency path, as 0007d's): a downgrade further
+    # down drops what 0001/0002 built, in the same transaction, before any non-transactional
+    # step would have rebuilt it.
+    for name, key, by_priority in (
+        ("tasks_due_live", COALESCED_DUE_DATE, False),
+        ("tasks_due_at_live", COALESCED_DUE_AT, False),
+        ("tasks_priority_due_live", COALESCED_DUE_DATE, True),
+        ("tasks_priority_due_at_live", COALESCED_DUE_AT, True),
+    ):
+        op.execute(_build(name, key, by_priority=by_priority).replace(" CONCURRENTLY", "")
+                   .replace("{schema}.", ""))  # fmt: skip
+    op.execute(
+        "DROP INDEX IF EXISTS tasks_due_sort_live, tasks_due_at_sort_live,"
+        " tasks_priority_due_sort_live, tasks_priority_due_at_sort_live"
+    )
