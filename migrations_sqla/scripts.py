@@ -319,11 +319,39 @@ def declared_non_transactional(steps: Sequence[Script], *, downgrade: bool) -> t
     upgrades oldest revision first, downgrades newest first."""
     attribute = "non_transactional_downgrade" if downgrade else "non_transactional_upgrade"
     ordered = steps if downgrade else list(reversed(steps))
-    return tuple(statement for step in ordered for statement in getattr(step.module, attribute, ()))
+    declared = [statement for step in ordered for statement in getattr(step.module, attribute, ())]
+    return tuple(_without_indexes_dropped_later(declared))
+
+
+def _without_indexes_dropped_later(statements: Sequence[str]) -> list[str]:
+    """`statements` less each CREATE INDEX CONCURRENTLY whose index a later statement drops.
+
+    A plan over several revisions runs its transaction (every revision's) before these, so an
+    index one revision builds and a later one replaces may name a column the transaction has
+    already dropped (0008's due_date sort key, on a run through the contract 0007c): an index
+    built only to be dropped is neither built nor dropped, whatever it names."""
+    dropped_after: dict[int, set[str]] = {}
+    later: set[str] = set()
+    for i in range(len(statements) - 1, -1, -1):
+        dropped_after[i] = set(later)
+        match = DROP_INDEX.match(statements[i])
+        if match:
+            later.add(match.group(1))
+    kept = []
+    for i, statement in enumerate(statements):
+        built = CREATE_INDEX.match(statement)
+        if built and built.group(1) in dropped_after[i]:
+            continue
+        kept.append(statement)
+    return kept
 
 
 CREATE_INDEX = re.compile(
     r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?",
+    re.IGNORECASE,
+)
+DROP_INDEX = re.compile(
+    r"^\s*DROP\s+INDEX\s+CONCURRENTLY\s+(?:IF\s+EXISTS\s+)?(?:\{schema\}\.)?\"?(\w+)\"?",
     re.IGNORECASE,
 )
 

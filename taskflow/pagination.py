@@ -2,8 +2,9 @@
 
 A sort is a list of keys (created_at, updated_at, due_date, priority, title), each ascending or
 descending, always ended by id. Nullable keys sort by an expression with a place for NULL
-(due_date -> coalesce(due_date, 'infinity')) that the partial indexes also use, so NULL rows
-are paged like any other. A cursor holds the boundary row's key values, its direction, and the
+(due_at -> CASE WHEN due_at IS NULL THEN 'infinity' ELSE due_at END; a CASE, which row-level
+security lets into an index scan, taskflow.models) that the partial indexes also use, so NULL
+rows are paged like any other. A cursor holds the boundary row's key values, its direction, and the
 sort, filters, list and tenant it was made for, signed with an HMAC derived from the secret key: a
 tampered cursor, or one used under another sort, filter, list or tenant, is refused.
 

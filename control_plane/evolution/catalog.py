@@ -24,6 +24,16 @@ class Definition:
     old_value: str
     new_value: str
 
+    def expand_target(self, location: str = "") -> str:
+        """Where the expand phase runs: "head" when it follows the expand revision (a later
+        release's revisions stacked below the contract, e.g. 0008's sort keys, come along, and a
+        schema onboarded at "head" is not taken back down), else the expand revision."""
+        head = scripts.released_head(location)
+        if head is None or head == self.expand:
+            return self.expand
+        below = scripts.script_directory(location).iterate_revisions(head, "base")
+        return head if self.expand in {r.revision for r in below} else self.expand
+
     def before(self, location: str = "") -> str:
         """The revision an expand rollback returns to: the expand revision's parent."""
         found = scripts.script_directory(location).get_revision(self.expand)

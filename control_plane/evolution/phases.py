@@ -4,8 +4,8 @@ The one service the admin, the operator API and the CLI call. Every phase is a f
 (control_plane.fanout.runs.start_run) over the template, the shared schema and every tenant
 schema, so it has the fan-out's leases, reaper, retries, budget, cancel and resume:
 
-- expand: a run to the expand revision (column, sync trigger, history column list, indexes
-  built CONCURRENTLY);
+- expand: a run to the expand revision, or to "head" when that follows it (column, sync
+  trigger, history column list, indexes built CONCURRENTLY);
 - backfill: a backfill run of the expand revision's BACKFILL (bounded batches, throttle,
   progress per schema, resumable from its recorded keyset position); the shared schema's rows
   are split into lanes (`lanes`, default the concurrency) that the workers fill side by side;
@@ -225,7 +225,7 @@ def _start(
     if action == Action.ROLLBACK:
         run = runs.start_run(to=definition_.before(), allow_downgrade=True, **common)
     elif phase == Phase.EXPAND:
-        run = runs.start_run(to=definition_.expand, **common)
+        run = runs.start_run(to=definition_.expand_target(), **common)
     elif phase in (Phase.BACKFILL, Phase.SWITCH):
         run = runs.start_run(
             to=definition_.expand,

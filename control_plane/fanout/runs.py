@@ -198,7 +198,11 @@ def downgrades(location: str, target: str | None, sources: set[str | None]) -> l
 
 
 def run_downgrades(run: MigrationRun) -> list[str]:
-    """What resuming `run` would take down: its target below the template or unfinished tenants."""
+    """What resuming `run` would take down: its target below the template or unfinished tenants.
+    Nothing for a backfill run: it writes rows and changes no revision (its target names the
+    revision whose BACKFILL it fills, which schemas at a later "head" are above)."""
+    if run.operation == Operation.BACKFILL:
+        return []
     try:
         target = scripts.resolve_revision(run.script_location, run.requested_revision)
     except LookupError:

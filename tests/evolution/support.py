@@ -19,7 +19,10 @@ from tenants.placement import SHARED_SCHEMA
 from tests.fanout.support import wait_for_run
 from tests.migrations_sqla.support import drop_tenants, make_tenants, set_template
 
-EXPANDED = "0007"
+EXPANDED = "0007"  # the expand revision
+# Where the expand phase takes every schema: "head", which 0008 (the CASE sort keys) puts above
+# the expand revision and below the contract.
+EXPAND_TARGET = "0008"
 
 
 def make_rls_tenants(prefix: str, count: int) -> list[Tenant]:
@@ -133,10 +136,10 @@ def restore_platform(prefix: str) -> None:
     ReadSwitch.objects.filter(name="tasks.due").delete()
     drop_tenants(prefix)
     Tenant.objects.filter(slug__startswith=prefix).delete()
-    run = runs.start_run(to=EXPANDED, allow_downgrade=True, concurrency=2, batch_size=50)
+    run = runs.start_run(to=EXPAND_TARGET, allow_downgrade=True, concurrency=2, batch_size=50)
     run = wait_for_run(run.pk, timeout=180)
     assert run.status == RunStatus.SUCCEEDED, run.error
-    set_template("", EXPANDED)
+    set_template("", EXPAND_TARGET)
 
 
 __all__ = ["make_tenants", "set_template"]

@@ -62,7 +62,7 @@ def test_starting_the_expand_records_a_fan_out_and_is_idempotent(ops) -> None:
     assert state["status"] == "running"
     assert state["current"]["phase"] == "expand"
     run = MigrationRun.objects.get(pk=state["current"]["run"])
-    assert (run.requested_revision, run.operation) == ("0007", Operation.MIGRATE)
+    assert (run.requested_revision, run.operation) == ("0008", Operation.MIGRATE)
     again = ops.post(f"{URL}/phases/expand", {}, content_type="application/json").json()
     assert again["current"]["run"] == run.pk
     conflict = ops.post(f"{URL}/phases/expand/rollback", {"confirm": True},

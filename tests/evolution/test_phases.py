@@ -16,7 +16,7 @@ from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
 from tenants.database_roles import owner_connection
 from tenants.placement import SHARED_SCHEMA
 from tests.evolution.support import (
-    EXPANDED,
+    EXPAND_TARGET,
     add_tasks,
     columns_of,
     execute,
@@ -68,10 +68,10 @@ def test_expand_backfill_switch_contract_with_rollbacks(platform, tmp_path) -> N
     for schema in schemas:
         assert "due_at" in columns_of(schema)
         found = indexes_of(schema)
-        assert found.get("tasks_due_at_live"), schema
-        assert found.get("tasks_priority_due_at_live"), schema
+        assert found.get("tasks_due_at_sort_live"), schema
+        assert found.get("tasks_priority_due_at_sort_live"), schema
     with owner_connection() as conn:
-        assert read_revisions(conn, TEMPLATE_SCHEMA)["alembic"] == EXPANDED
+        assert read_revisions(conn, TEMPLATE_SCHEMA)["alembic"] == EXPAND_TARGET
     old_rows = rows(schema_tenants[0])
     assert any(r[1] is not None and r[2] is None for r in old_rows)  # not backfilled yet
 
@@ -166,8 +166,8 @@ def test_expand_backfill_switch_contract_with_rollbacks(platform, tmp_path) -> N
         assert "due_date" not in columns_of(schema)
         assert "due_at" in columns_of(schema)
         found = indexes_of(schema)
-        assert "tasks_due_live" not in found
-        assert "tasks_priority_due_live" not in found
+        assert "tasks_due_sort_live" not in found
+        assert "tasks_priority_due_sort_live" not in found
         assert all(found.values()), schema
     # History written before stays readable, with the old column's values in it.
     history = execute(

@@ -15,7 +15,7 @@ VERSIONS = Path(scripts.__file__).parent / "versions"
 CONTRACT_FILES = ("0007_due_at_contract_indexes.py", "0007_due_at_contract.py")
 LATER = '''"""A later release's revision."""
 
-revision = "0008"
+revision = "0009"
 down_revision = "0007c"
 branch_labels = None
 depends_on = None
@@ -44,7 +44,7 @@ def copy_versions(tmp_path: Path, *, released: tuple[str, ...] = (), later: bool
             )
         )
     if later:
-        (location / "versions" / "0008_later.py").write_text(LATER)
+        (location / "versions" / "0009_later.py").write_text(LATER)
     return str(location)
 
 
@@ -54,8 +54,8 @@ def pending(location: str) -> list[str]:
 
 def test_head_stays_below_a_pending_contract(tmp_path: Path) -> None:
     location = copy_versions(tmp_path)
-    assert scripts.released_head(location) == "0007"
-    assert scripts.resolve_revision(location, "head") == "0007"
+    assert scripts.released_head(location) == "0008"
+    assert scripts.resolve_revision(location, "head") == "0008"
     assert pending(location) == ["0007d", "0007c"]
 
 
@@ -63,15 +63,15 @@ def test_a_later_revision_on_a_pending_contract_does_not_pull_the_contract_into_
     tmp_path: Path,
 ) -> None:
     location = copy_versions(tmp_path, later=True)
-    assert scripts.released_head(location) == "0007"
-    assert pending(location) == ["0007d", "0007c", "0008"]
+    assert scripts.released_head(location) == "0008"
+    assert pending(location) == ["0007d", "0007c", "0009"]
 
 
 @pytest.mark.parametrize("marked", [CONTRACT_FILES[:1], CONTRACT_FILES[1:]])
 def test_a_contract_released_in_part_is_still_pending(tmp_path: Path, marked) -> None:
     location = copy_versions(tmp_path, released=marked, later=True)
     assert scripts.released_head(location) == (
-        "0007" if "0007_due_at_contract_indexes.py" not in marked else "0007d"
+        "0008" if "0007_due_at_contract_indexes.py" not in marked else "0007d"
     )
 
 
@@ -80,6 +80,6 @@ def test_a_released_contract_is_part_of_head_with_what_follows(tmp_path: Path) -
     assert scripts.released_head(location) == "0007c"
     assert pending(location) == []
     later = copy_versions(tmp_path / "later", released=CONTRACT_FILES, later=True)
-    assert scripts.released_head(later) == "0008"
-    assert scripts.resolve_revision(later, "head") == "0008"
+    assert scripts.released_head(later) == "0009"
+    assert scripts.resolve_revision(later, "head") == "0009"
     assert pending(later) == []

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from migrations_sqla.migrator import LOCK_NAMESPACE, Result, migrate_schema
-from migrations_sqla.scripts import head_revision
+from migrations_sqla.scripts import head_revision, script_directory
 from tenants.database_roles import owner_connection
 from tenants.ids import ensure_id_sequence
 from tests.migrations_sqla.support import (
@@ -60,8 +60,10 @@ def test_command_line_upgrades_and_downgrades_a_named_schema(scratch: str) -> No
     up = alembic("-x", f"schema={scratch}", "upgrade", "head")
     assert up.returncode == 0, up.stderr
     assert {"projects", "tasks", "comments", "tasks_history", "alembic_version"} <= tables(scratch)
+    # Alembic's own "head", through the pending contract (the platform's "head" stops below it,
+    # migrations_sqla.scripts.released_head): the command line does what it is told.
     current = alembic("-x", f"schema={scratch}", "current")
-    assert head_revision() in current.stdout
+    assert f"{script_directory('').get_current_head()} (head)" in current.stdout
     down = alembic("-x", f"schema={scratch}", "downgrade", "base")
     assert down.returncode == 0, down.stderr
     assert tables(scratch) == {"alembic_version"}

@@ -300,3 +300,20 @@ def test_an_index_left_invalid_is_rebuilt_by_the_next_attempt_never_skipped(
         assert again.result == Result.MIGRATED, again.error
         assert effort_index(tenant.schema_name) is True
         assert SchemaMigrator(conn, target).migrate(tenant.schema_name).result == Result.SKIPPED
+
+
+def test_a_plan_never_builds_an_index_that_a_later_revision_of_it_drops() -> None:
+    """A plan runs every revision's transaction before the non-transactional steps: through the
+    contract, 0008's due_date sort keys would be built on a column 0007c has dropped. An index
+    built and dropped in the same plan is left out; what the plan ends with is built."""
+
+    def built(source: str, target: str) -> set[str]:
+        statements = scripts.plan("", source, target).non_transactional
+        return {m.group(1) for s in statements if (m := scripts.CREATE_INDEX.match(s))}
+
+    assert built("0006", "0007c") == {"tasks_due_at_sort_live", "tasks_priority_due_at_sort_live"}
+    assert built("0007c", "0006") == set()  # downgrades rebuild in their transaction
+    assert built("0007", "0008") == {
+        "tasks_due_sort_live", "tasks_due_at_sort_live",
+        "tasks_priority_due_sort_live", "tasks_priority_due_at_sort_live",
+    }  # fmt: skip
