@@ -507,10 +507,9 @@ def main() -> None:
         from control_plane.celery import app as celery_app
         from control_plane.evolution import phases
         from control_plane.evolution.models import Evolution
-        from tenants.models import Tenant
+        from tenants.models import Isolation, Tenant
 
         schema_tenants, rls = fill(args)
-        tenant_ids = [t.pk for t in schema_tenants]
         api = api_tenants()
         owner_url = settings.MIGRATION_DATABASE_URL.replace("postgres://", "postgresql://", 1)
         schemas = ["template", "shared", *(t.schema_name for t in schema_tenants)]
@@ -586,11 +585,15 @@ def main() -> None:
             then = bare(owner_url, schemas, args.concurrency, schema_step(INDEXES_GONE, CONTRACT))
             return first[0] + then[0], 0
 
-        expanded = {t.pk: t.revisions for t in Tenant.objects.filter(pk__in=tenant_ids)}
+        # Every schema tenant (the API client's too), as the switch left them: the next round's
+        # contract starts from there, recorded and in the schema.
+        everyone = Tenant.objects.filter(isolation=Isolation.SCHEMA).exclude(schema_name="public")
+        expanded = {t.pk: t.revisions for t in everyone}
+        every_schema = ["template", "shared", *(t.schema_name for t in everyone)]
         bare_rounds, evolution_rounds = [], []
         for round_ in range(args.rounds):
             if round_:  # the contract undone behind the evolution's back, for the next round
-                bare(owner_url, schemas, args.concurrency, schema_step(CONTRACT, EXPAND))
+                bare(owner_url, every_schema, args.concurrency, schema_step(CONTRACT, EXPAND))
                 for pk, revisions in expanded.items():
                     Tenant.objects.filter(pk=pk).update(revisions=revisions)
                 Evolution.objects.filter(pk=evolution.pk).update(completed="switch")
