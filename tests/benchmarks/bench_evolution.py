@@ -417,13 +417,34 @@ class ApiClient(threading.Thread):
 # --- Platform ----------------------------------------------------------------------------------
 
 
-def platform_phase(evolution: Any, phase: str, **kwargs: Any) -> tuple[float, int]:
+def rounds_result(
+    bare_rounds: list[tuple[float, int]],
+    evolution_rounds: list[tuple[float, int]],
+    unit: str,
+    n: int,
+) -> dict[str, Any]:
+    """Interleaved rounds of one phase: the medians compared, every round's seconds shown."""
+    return {
+        "bare": (statistics.median(b[0] for b in bare_rounds), 0),
+        "platform": (statistics.median(p[0] for p in evolution_rounds), 0),
+        "rounds": [(b[0], p[0]) for b, p in zip(bare_rounds, evolution_rounds, strict=True)],
+        "unit": unit,
+        "n": n,
+    }
+
+
+def platform_phase(
+    evolution: Any, phase: str, *, rollback: bool = False, **kwargs: Any
+) -> tuple[float, int]:
     from control_plane.evolution import phases
     from control_plane.evolution.models import EvolutionRun
     from control_plane.fanout.models import MigrationRun
 
     started = time.perf_counter()
-    phases.start_phase(evolution, phase, **kwargs)
+    if rollback:
+        phases.rollback(evolution, phase, confirm=True)
+    else:
+        phases.start_phase(evolution, phase, **kwargs)
     while True:
         # As a watcher that settles each run once it ends (the contract's second run starts
         # then), but polling only the run's status: the page's full state is not the work.
@@ -436,7 +457,7 @@ def platform_phase(evolution: Any, phase: str, **kwargs: Any) -> tuple[float, in
                 break
         time.sleep(0.05)
     seconds = time.perf_counter() - started
-    if state["status"] != "idle" or state["completed"] != phase:
+    if state["status"] != "idle" or state["completed"] != ("" if rollback else phase):
         raise SystemExit(f"{phase} did not complete: {state}")
     from control_plane.evolution.models import EvolutionRun
     from control_plane.fanout.runs import rows_written
@@ -459,6 +480,10 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--db", default=BENCH_DB, help="The database it makes and drops.")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="expand and contract: interleaved rounds of (bare loop, evolution), medians compared",
+    )  # fmt: skip
     args = parser.parse_args()
     os.chdir(ROOT)
     load = os.getloadavg()[0]
@@ -481,6 +506,8 @@ def main() -> None:
 
         from control_plane.celery import app as celery_app
         from control_plane.evolution import phases
+        from control_plane.evolution.models import Evolution
+        from tenants.models import Isolation, Tenant
 
         schema_tenants, rls = fill(args)
         api = api_tenants()
@@ -516,14 +543,22 @@ def main() -> None:
             writer.mark = client.mark = "between"
             return out
 
-        print("expand: bare loop, undo, evolution ...", file=sys.stderr)
-        b = measure(
-            "bare expand",
-            lambda: bare(owner_url, schemas, args.concurrency, schema_step(PARENT, EXPAND)),
+        print(
+            "expand: bare loop, undo, evolution (rolled back between rounds) ...", file=sys.stderr
         )
-        bare(owner_url, schemas, args.concurrency, schema_step(EXPAND, PARENT))
-        p = measure("expand", lambda: platform_phase(evolution, "expand"))
-        results["expand"] = {"bare": b, "platform": p, "unit": "schemas", "n": len(schemas)}
+        bare_rounds, evolution_rounds = [], []
+        for round_ in range(args.rounds):
+            if round_:
+                platform_phase(evolution, "expand", rollback=True)
+            bare_rounds.append(
+                measure(
+                    "bare expand",
+                    lambda: bare(owner_url, schemas, args.concurrency, schema_step(PARENT, EXPAND)),
+                )
+            )
+            bare(owner_url, schemas, args.concurrency, schema_step(EXPAND, PARENT))
+            evolution_rounds.append(measure("expand", lambda: platform_phase(evolution, "expand")))
+        results["expand"] = rounds_result(bare_rounds, evolution_rounds, "schemas", len(schemas))
 
         print("backfill: bare loop, empty again, evolution ...", file=sys.stderr)
         b = measure(
@@ -550,16 +585,31 @@ def main() -> None:
             then = bare(owner_url, schemas, args.concurrency, schema_step(INDEXES_GONE, CONTRACT))
             return first[0] + then[0], 0
 
-        b = measure("bare contract", bare_contract)
-        bare(owner_url, schemas, args.concurrency, schema_step(CONTRACT, EXPAND))
-        p = measure(
-            "contract", lambda: platform_phase(evolution, "contract", override=True, confirm=True)
-        )
+        # Every schema tenant (the API client's too), as the switch left them: the next round's
+        # contract starts from there, recorded and in the schema.
+        everyone = Tenant.objects.filter(isolation=Isolation.SCHEMA).exclude(schema_name="public")
+        expanded = {t.pk: t.revisions for t in everyone}
+        every_schema = ["template", "shared", *(t.schema_name for t in everyone)]
+        bare_rounds, evolution_rounds = [], []
+        for round_ in range(args.rounds):
+            if round_:  # the contract undone behind the evolution's back, for the next round
+                bare(owner_url, every_schema, args.concurrency, schema_step(CONTRACT, EXPAND))
+                for pk, revisions in expanded.items():
+                    Tenant.objects.filter(pk=pk).update(revisions=revisions)
+                Evolution.objects.filter(pk=evolution.pk).update(completed="switch")
+            bare_rounds.append(measure("bare contract", bare_contract))
+            bare(owner_url, schemas, args.concurrency, schema_step(CONTRACT, EXPAND))
+            evolution_rounds.append(
+                measure(
+                    "contract",
+                    lambda: platform_phase(evolution, "contract", override=True, confirm=True),
+                )
+            )
         client.stop.set()
         client.join()
         server.stop()
         server = None
-        results["contract"] = {"bare": b, "platform": p, "unit": "schemas", "n": len(schemas)}
+        results["contract"] = rounds_result(bare_rounds, evolution_rounds, "schemas", len(schemas))
         print(report(args, results, writer, load))
         print(report_http(client, os.getloadavg()[0]))
         print(breakdown(evolution))
@@ -599,6 +649,11 @@ def report(
                 f"{phase:<10} {bare_s:8.2f} {seconds:12.2f} {bare_rate:10.0f}/s {rate:10.0f}/s"
                 f" {ratio:6.2f} {verdict:>7}  ({r['unit']})"
             )
+            if len(r.get("rounds", ())) > 1:
+                lines.append(
+                    f"{'':<10} rounds (bare s, evolution s): "
+                    + ", ".join(f"{b:.2f}/{p:.2f}" for b, p in r["rounds"])
+                )
         else:
             lines.append(
                 f"{phase:<10} {'-':>8} {seconds:12.2f} {'-':>12} {rate:10.0f}/s  ({r['unit']})"
@@ -634,15 +689,27 @@ def report(
 def breakdown(evolution: Any) -> str:
     """Where each phase run's time went: waiting for a worker, the template and shared schemas,
     the tenants (first started to last finished), and the tail to the run's end."""
-    from django.db.models import Max, Min
+    from django.db.models import Avg, Count, Max, Min, Sum
 
     from control_plane.evolution.models import EvolutionRun
 
-    lines = ["", "run breakdown, s: queued, platform schemas, tenants+lanes, tail"]
+    lines = [
+        "",
+        "run breakdown, s: queued, platform schemas, tenants+lanes, tail;"
+        " then per tenant step, ms: the migrator's own time (mean), the span over the steps"
+        " x concurrency (what one step costs a lane, bookkeeping included)",
+    ]
     for record in EvolutionRun.objects.filter(evolution=evolution).select_related("run"):
         run = record.run
         work = run.steps.exclude(tenant__isnull=True, schema_name__in=("template", "shared"))
-        span = work.aggregate(first=Min("started_at"), last=Max("finished_at"))
+        span = work.aggregate(
+            first=Min("started_at"),
+            last=Max("finished_at"),
+            own=Avg("duration_ms"),
+            n=Count("id"),
+            attempts=Sum("attempts"),
+        )
+        durations = sorted(d for d in work.values_list("duration_ms", flat=True) if d is not None)
         if not (run.started_at and run.finished_at and span["first"] and span["last"]):
             continue
         lines.append(
@@ -650,7 +717,11 @@ def breakdown(evolution: Any) -> str:
             f" {(run.started_at - run.created_at).total_seconds():.2f},"
             f" {(span['first'] - run.started_at).total_seconds():.2f},"
             f" {(span['last'] - span['first']).total_seconds():.2f},"
-            f" {(run.finished_at - span['last']).total_seconds():.2f}"
+            f" {(run.finished_at - span['last']).total_seconds():.2f};"
+            f" {span['own'] or 0:.1f},"
+            f" {(span['last'] - span['first']).total_seconds() * 1000 * run.concurrency / max(1, span['n']):.1f}"
+            f" (median {durations[len(durations) // 2] if durations else 0:.1f},"
+            f" {span['attempts'] or 0} attempts for {span['n']} steps)"
         )
     return "\n".join(lines)
 

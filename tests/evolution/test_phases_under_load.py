@@ -34,7 +34,7 @@ from tenants import switches
 from tenants.cloning import TEMPLATE_SCHEMA
 from tenants.models import Isolation, Tenant
 from tenants.placement import SHARED_SCHEMA
-from tests.evolution.load import Load, LockWaitSampler, Target, Web, percentile
+from tests.evolution.load import Ack, Load, LockWaitSampler, Target, Web, percentile
 from tests.evolution.support import (
     add_tasks,
     make_rls_tenants,
@@ -59,7 +59,8 @@ LOCK_TIMEOUT = "2s"
 # A waiter is cancelled by its own lock_timeout timer; on a loaded machine the backend may run
 # that a little late, and the sampler reads the clock a little after the wait ended.
 LOCK_TIMEOUT_SLACK_S = 0.5
-MIN_SAMPLES_FOR_P99 = 200
+MIN_SAMPLES_FOR_P99 = 200  # a phase with fewer is judged within EVERY_PHASE only
+EVERY_PHASE = "every phase"
 
 
 @dataclass
@@ -104,11 +105,13 @@ def deploy(unique: str) -> Iterator[Deploy]:
         phases.set_options(
             evolution,
             {
-                "batch_rows": 25,
+                "batch_rows": 100 if LONG else 25,
                 "concurrency": 2,
                 "batch_size": 10,
                 "lock_timeout": LOCK_TIMEOUT,
-                "throttle_ms": 20 if LONG else 0,
+                # The backfill's throttle is what keeps its lanes from taking both cores of a
+                # small machine from the API: a pause of 4 batches' time between batches.
+                "throttle_ms": 100 if LONG else 0,
             },
         )
         servers["old"] = start_web("old", "tests.taskflow.old_release_settings")
@@ -135,7 +138,9 @@ def make_targets(deploy: Deploy) -> list[Target]:
         )  # fmt: skip
         assert status == 201, project
         targets.append(
-            Target(fixture.tenant.isolation, fixture.host, fixture.tokens["member"], project["id"])
+            Target(
+                str(fixture.tenant.isolation), fixture.host, fixture.tokens["member"], project["id"]
+            )
         )
     return targets
 
@@ -174,49 +179,71 @@ def disagreeing_rows(schemas: list[str], *, filled: bool) -> dict[str, int]:
     return out
 
 
-def missing_writes(deploy: Deploy, load: Load) -> tuple[list[Any], list[Any]]:
-    """Acknowledged writes not in the database as acknowledged: (wrong or missing rows, missing
-    history rows). A task's newest acknowledged version must hold its day; every acknowledged
-    version must have its history row."""
+def newest_acks(load: Load) -> dict[tuple[str, int], Ack]:
+    """Each task's newest acknowledged write so far."""
     with load.record.lock:
         acks = list(load.record.acks)
-    newest: dict[tuple[str, int], Any] = {}
+    newest: dict[tuple[str, int], Ack] = {}
     for ack in acks:
         key = (ack.target, ack.task)
         if key not in newest or newest[key].version < ack.version:
             newest[key] = ack
+    return newest
+
+
+def missing_writes(deploy: Deploy, load: Load) -> tuple[list[Any], list[Any]]:
+    """Acknowledged writes not in the database as acknowledged: (wrong or missing rows, missing
+    history rows). A task's newest acknowledged version must hold its day (or a later one,
+    acknowledged while this read, must); every acknowledged version has its history row.
+
+    The clients go on writing while this reads: acknowledgements are read before the rows
+    (every one of them must be there) and again after (a row newer than the first reading
+    was written by a request in flight; the second reading has its day, unless its response
+    is still on the way)."""
+    with load.record.lock:
+        acks = list(load.record.acks)
+    before = newest_acks(load)
     wrong, unrecorded = [], []
+    stored: dict[str, dict[int, tuple[int, str | None]]] = {}
+    history: dict[str, set[tuple[int, int]]] = {}
     with database() as conn:
         for fixture in deploy.load_tenants:
-            tenant, name = fixture.tenant, fixture.tenant.isolation
+            tenant, name = fixture.tenant, str(fixture.tenant.isolation)
             ident = sql.Identifier(schema_of(tenant))
             due = (
                 "coalesce((due_at AT TIME ZONE 'UTC')::date, due_date)"
                 if "due_date" in columns(conn, schema_of(tenant))
                 else "(due_at AT TIME ZONE 'UTC')::date"
             )
-            stored = {
+            stored[name] = {
                 row[0]: (row[1], None if row[2] is None else row[2].isoformat())
                 for row in conn.execute(
                     sql.SQL("SELECT id, version, " + due + " FROM {}.tasks WHERE tenant_id = %s")
                     .format(ident), (tenant.pk,),
                 )
             }  # fmt: skip
-            history = set(
+            history[name] = set(
                 conn.execute(
                     sql.SQL("SELECT row_id, version FROM {}.tasks_history WHERE tenant_id = %s")
                     .format(ident), (tenant.pk,),
                 ).fetchall()
             )  # fmt: skip
-            for ack in acks:
-                if ack.target != name:
-                    continue
-                if (ack.task, ack.version) not in history:
-                    unrecorded.append(ack)
-                if newest[(name, ack.task)] is ack:
-                    row = stored.get(ack.task)
-                    if row is None or row[0] < ack.version or row[1] != ack.day:
-                        wrong.append((ack, row))
+    after = {(ack.target, ack.task, ack.version): ack for ack in newest_acks(load).values()}
+    for ack in acks:
+        if (ack.task, ack.version) not in history[ack.target]:
+            unrecorded.append(ack)
+    for (target, task), ack in before.items():
+        row = stored[target].get(task)
+        if row is None or row[0] < ack.version:
+            wrong.append((ack, row))
+            continue
+        if row[0] > ack.version:  # written since the first reading
+            later = after.get((target, task, row[0]))
+            if later is None:
+                continue  # its response is on the way: the next check sees it
+            ack = later
+        if row[1] != ack.day:
+            wrong.append((ack, row))
     return wrong, unrecorded
 
 
@@ -265,6 +292,7 @@ def latency_table(load: Load) -> dict[str, tuple[int, float, float]]:
     table = {}
     with load.record.lock:
         latencies = {phase: list(values) for phase, values in load.record.latencies.items()}
+    latencies[EVERY_PHASE] = [v for phase in map(str, Phase) for v in latencies.get(phase, [])]
     for phase, values in latencies.items():
         table[phase] = (len(values), percentile(values, 0.5), percentile(values, 0.99))
     return table
@@ -311,7 +339,7 @@ def test_every_phase_under_load_fails_no_request_waits_no_lock_and_loses_no_writ
     )
     assert load.record.by_process.get("old", 0) > 0
     if LONG:
-        for name in map(str, Phase):
+        for name in (EVERY_PHASE, *map(str, Phase)):
             count, _, p99 = table[name]
             if count >= MIN_SAMPLES_FOR_P99:
                 assert p99 <= 2 * idle_p99, (name, table)
