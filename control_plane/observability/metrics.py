@@ -19,6 +19,7 @@ import heapq
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from prometheus_client import Counter, Gauge, Histogram
@@ -169,12 +170,26 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
+# The series of each label set, as .labels() returned it: asking again costs a lock, string
+# conversions and a lookup per metric on every request. Bounded as the label values are.
+_request_series: dict[tuple[str, ...], Any] = {}
+_latency_series: dict[tuple[str, ...], Any] = {}
+
+
 def observe_request(
     *, route: str, method: str, status: int, isolation: str, tenant: str, seconds: float
 ) -> None:
     """One answered request."""
-    HTTP_REQUESTS.labels(route, method, status_class(status), isolation, tenant_label(tenant)).inc()
-    HTTP_LATENCY.labels(route, method, isolation).observe(seconds)
+    labels = (route, method, status_class(status), isolation, tenant_label(tenant))
+    requests = _request_series.get(labels)
+    if requests is None:
+        requests = _request_series[labels] = HTTP_REQUESTS.labels(*labels)
+    requests.inc()
+    timed = (route, method, isolation)
+    latency = _latency_series.get(timed)
+    if latency is None:
+        latency = _latency_series[timed] = HTTP_LATENCY.labels(*timed)
+    latency.observe(seconds)
 
 
 def count_principal_lookup(hit: bool) -> None:

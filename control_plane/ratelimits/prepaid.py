@@ -31,11 +31,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.http import HttpRequest
 from django.urls import ResolverMatch
 from django_tenants.utils import get_public_schema_name
 
+from control_plane.http.redis_cache import PooledClientRedisCache
 from control_plane.identity.principals import principal_from
 from control_plane.ratelimits import limiter
 from control_plane.ratelimits.limiter import Decision, Limit
@@ -111,17 +112,19 @@ RAW = RawValues()
 def read(request: HttpRequest, keys: list[str]) -> dict[str, Any]:
     """What cache.get_many(keys) returns, read in one round trip that also charges the
     request's plan limits when they can be expected (see the module docstring)."""
-    if not hasattr(cache, "guarded"):  # another cache backend: no scripts
-        found: dict[str, Any] = cache.get_many(keys)
+    backend: Any = caches[DEFAULT_CACHE_ALIAS]  # once: each use of the `cache` proxy looks it up
+    if not isinstance(backend, PooledClientRedisCache):  # another cache backend: no scripts
+        found: dict[str, Any] = backend.get_many(keys)
         return found
-    guarded: dict[str, Any] = cache.guarded({}, _read, request, keys)
+    guarded: dict[str, Any] = backend.guarded({}, _read, backend, request, keys)
     return guarded
 
 
-def _read(request: HttpRequest, keys: list[str]) -> dict[str, Any]:
+def _read(backend: PooledClientRedisCache, request: HttpRequest, keys: list[str]) -> dict[str, Any]:
     expected = _expect(request, keys) if settings.RATE_LIMITS_ENABLED else None
-    client = cache.client()  # type: ignore[attr-defined]
-    stored = [cache.make_key(key) for key in keys]
+    client = backend.client()
+    make_key = backend.make_key
+    stored = [make_key(key) for key in keys]
     decision: Decision | None = None
     asked_at = time.monotonic()  # before Redis reads its clock (see memo.py)
     if expected is None:
@@ -129,7 +132,7 @@ def _read(request: HttpRequest, keys: list[str]) -> dict[str, Any]:
     else:
         raws, decision = limiter.read_and_check(client, stored, expected.raw, expected.limits)
     found: dict[str, Any] = {}
-    loads = cache.loads  # type: ignore[attr-defined]
+    loads = backend.loads
     for index, (key, raw) in enumerate(zip(keys, raws, strict=True)):
         if raw is not None:
             found[key] = loads(raw)

@@ -27,7 +27,9 @@ What it does:
    changes latency.
 4. In this process (django.setup() on the same database, the same settings, a metrics folder
    of its own, the access log to a file): --blocks blocks of --block-requests GET requests
-   through Django's test client per mode, modes alternating block by block, each block's
+   through Django's test client per mode (on, off, limits alone: as the platform charges them in
+   tenant resolution's round trip, in a round trip of their own, and through DRF's throttle
+   alone; metrics and the access log alone), modes alternating block by block, each block's
    process CPU time divided by its requests. Other processes' load changes this figure less
    than the servers' (no scheduling between processes, no client), so it is the steadier one
    on a busy machine; the test client's own work is in both modes. Every response must be 200.
@@ -208,6 +210,16 @@ def without_early_layer() -> list[str]:
     return [m for m in settings.MIDDLEWARE if m != early]
 
 
+# The limits charged in a round trip of their own, after tenant resolution's (as before
+# control_plane.ratelimits.prepaid charged them in resolution's).
+OWN_ROUND_TRIP = {"TENANT_RESOLUTION_READER": ""}
+
+
+def throttle_only() -> dict[str, Any]:
+    """The limits as DRF's throttle alone checked them (no early layer, no prepaid charge)."""
+    return {"MIDDLEWARE": without_early_layer(), **OWN_ROUND_TRIP}
+
+
 @dataclass
 class Variant:
     """One way of serving a request in this process: its settings, and what runs before each
@@ -268,7 +280,8 @@ def in_process(token: str, blocks: int, per_block: int) -> dict[str, list[float]
         "on": Variant({**observed, **limits}),
         "off": Variant(off),
         "limits only": Variant({**off, **limits}),
-        "limits only, throttle": Variant({**off, **limits, "MIDDLEWARE": without_early_layer()}),
+        "limits only, own round trip": Variant({**off, **limits, **OWN_ROUND_TRIP}),
+        "limits only, throttle": Variant({**off, **limits, **throttle_only()}),
         "metrics + log only": Variant({**off, **observed}),
     }
     return alternating_blocks(token, variants, 200, blocks, per_block)
@@ -293,7 +306,7 @@ def refusals(token: str, blocks: int, per_block: int) -> dict[str, list[float]]:
     variants = {
         "early + memo": Variant(spent),
         "early, no memo": Variant(spent, REFUSALS.clear),
-        "throttle": Variant({**spent, "MIDDLEWARE": without_early_layer()}),
+        "throttle": Variant({**spent, **throttle_only()}),
     }
     return alternating_blocks(token, variants, 429, blocks, per_block)
 
