@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from taskflow.errors import InvalidCursor, InvalidInput
+from tenants.driver_reads import read_rows
 
 T = TypeVar("T")
 
@@ -325,7 +326,7 @@ def _page_statement(
 
 
 def paginate(
-    session: Session,
+    session: Session | sa.Connection,
     listing: Listing,
     *,
     table: sa.Table,
@@ -337,8 +338,11 @@ def paginate(
     """One page of the listing's rows in `sort` order after (or before) the cursor's boundary row.
 
     The sort fields' expressions are taken from `table`'s columns; the listing selects at least
-    the sort's fields and id.
+    the sort's fields and id. `session` is a bound session or a bound connection
+    (tenants.binding.tenant_reads); either way the page's statements go to the driver as
+    compiled text (tenants.driver_reads).
     """
+    connection = session.connection() if isinstance(session, Session) else session
     descending = [key.descending for key in sort.keys] + [sort.id_descending]
     cursor = decode_cursor(cursor_token, scope, sort) if cursor_token else None
     backwards = bool(cursor and cursor.backwards)
@@ -357,7 +361,7 @@ def paginate(
     for branch in branches:
         query = _page_statement(listing.build, listing.shape, table, sort, walk, branch)
         params["page_limit"] = limit + 1 - len(rows)
-        rows += session.execute(query, params).all()
+        rows += read_rows(connection, query, params)
         if len(rows) > limit:
             break
     more = len(rows) > limit

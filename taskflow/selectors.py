@@ -156,7 +156,9 @@ def _projects(include_deleted: bool) -> sa.Select[Any]:
     return _rows_of(PROJECTS, PROJECT_FIELDS, include_deleted)
 
 
-def project_list(*, session: Session, tenant_id: int, query: ListQuery) -> Page[sa.Row[Any]]:
+def project_list(
+    *, session: Session | sa.Connection, tenant_id: int, query: ListQuery
+) -> Page[Any]:
     """A page of the tenant's projects, as rows of PROJECT_FIELDS."""
     sort = parse_sort(query.sort, PROJECT_SORTS, "created_at")
     scope = CursorScope(
@@ -197,8 +199,8 @@ def _tasks(shape: tuple[Any, ...]) -> sa.Select[Any]:
 
 
 def task_list(
-    *, session: Session, tenant_id: int, filters: TaskFilters, query: ListQuery
-) -> Page[sa.Row[Any]]:
+    *, session: Session | sa.Connection, tenant_id: int, filters: TaskFilters, query: ListQuery
+) -> Page[Any]:
     """A page of the tenant's tasks, as rows of TASK_FIELDS, due times read from the column the
     `tasks.due` switch names (taskflow.due)."""
     column = due.served()
@@ -237,9 +239,7 @@ def _task_history(_shape: None) -> sa.Select[Any]:
     )
 
 
-def task_history(
-    *, session: Session, tenant_id: int, task_id: int, query: ListQuery
-) -> Page[sa.Row[Any]]:
+def task_history(*, session: Session, tenant_id: int, task_id: int, query: ListQuery) -> Page[Any]:
     """History of a task, deleted or not, oldest first, as rows of HISTORY_FIELDS."""
     task_get(session=session, tenant_id=tenant_id, task_id=task_id, include_deleted=True)
     sort = parse_sort("id", HISTORY_SORTS, "id")
@@ -263,9 +263,7 @@ def _comments(_shape: None) -> sa.Select[Any]:
     )
 
 
-def comment_list(
-    *, session: Session, tenant_id: int, task_id: int, query: ListQuery
-) -> Page[sa.Row[Any]]:
+def comment_list(*, session: Session, tenant_id: int, task_id: int, query: ListQuery) -> Page[Any]:
     """A page of a live task's comments, as rows of COMMENT_FIELDS."""
     task_get(session=session, tenant_id=tenant_id, task_id=task_id)
     sort = parse_sort(query.sort, COMMENT_SORTS, "created_at")

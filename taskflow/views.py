@@ -43,7 +43,7 @@ from taskflow.serializers import (
     TaskPatch,
     VersionOnly,
 )
-from tenants.binding import bound_session
+from tenants.binding import bound_reads, bound_session
 from tenants.identity import Role, principal_of
 
 ETAG = re.compile(r'^(?:W/)?"?([0-9]{1,18})"?$')  # a version: an integer column
@@ -126,9 +126,9 @@ class ProjectCollection(TaskflowView):
     query_parameters = {"get": openapi.PROJECT_LIST_QUERY}
 
     def get(self, request: Request) -> Response:
-        with bound_session(request) as session:
+        with bound_reads(request) as connection:
             page = selectors.project_list(
-                session=session, tenant_id=self.tenant_id, query=self.list_query()
+                session=connection, tenant_id=self.tenant_id, query=self.list_query()
             )
             return self.page_response(page, project_row_repr)
 
@@ -241,9 +241,12 @@ class TaskCollection(TaskflowView):
 
     def get(self, request: Request) -> Response:
         filters = task_filters(request.query_params)
-        with bound_session(request) as session:
+        with bound_reads(request) as connection:
             page = selectors.task_list(
-                session=session, tenant_id=self.tenant_id, filters=filters, query=self.list_query()
+                session=connection,
+                tenant_id=self.tenant_id,
+                filters=filters,
+                query=self.list_query(),
             )
             return self.page_response(page, task_row_repr)
 

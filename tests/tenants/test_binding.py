@@ -13,7 +13,14 @@ from django.conf import settings
 from django.test import RequestFactory
 from psycopg import pq
 
-from tenants.binding import TenantBinding, engine, request_id_of, tenant_of, tenant_session
+from tenants.binding import (
+    TenantBinding,
+    engine,
+    request_id_of,
+    tenant_of,
+    tenant_reads,
+    tenant_session,
+)
 from tests.superuser import superuser_connection
 
 BINDING = TenantBinding(tenant_id=42, schema="public", actor_id=7, request_id="req-1")
@@ -92,6 +99,45 @@ def test_a_warm_read_is_begin_binding_query_commit_and_no_ping(tmp_path) -> None
         "SELECT pg_backend_pid",
         "COMMIT",
     ], sent
+
+
+def test_a_read_without_a_session_is_begin_binding_query_commit(tmp_path) -> None:
+    engine().dispose()
+    with tenant_reads(BINDING) as connection:  # the one pooled connection, traced by libpq
+        driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    trace = tmp_path / "trace"
+    with trace.open("w") as out:
+        driver.pgconn.trace(out.fileno())
+        driver.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            with tenant_reads(BINDING) as connection:
+                settings_seen = connection.execute(
+                    sa.text(
+                        "SELECT current_setting('app.tenant_id'), current_setting('app.actor_id'),"
+                        " current_setting('app.request_id')"
+                    )
+                ).one()
+        finally:
+            driver.pgconn.untrace()
+    assert tuple(settings_seen) == ("42", "7", "req-1")
+    sent = re.findall(
+        r'^F\s+\d+\s+(?:Query|Parse)\s+(?:"[^"]*"\s+)?"(.*?)"', trace.read_text(), re.M
+    )
+    assert [s.split("(")[0] for s in sent] == [
+        "BEGIN",
+        "SELECT set_config",
+        "SELECT current_setting",
+        "COMMIT",
+    ], sent
+    with tenant_reads(BINDING) as connection:  # the binding ended with the transaction
+        left = connection.execute(sa.text("SELECT current_setting('app.tenant_id', true)"))
+        assert left.scalar_one() == "42"
+    with engine().connect() as plain:
+        assert plain.execute(sa.text("SELECT current_setting('app.tenant_id', true)")).scalar() in (
+            None,
+            "",
+        )
 
 
 def test_every_transaction_carries_the_binding() -> None:

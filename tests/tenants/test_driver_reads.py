@@ -1,0 +1,104 @@
+"""Read statements sent straight to the driver: the same rows as SQLAlchemy reads, compiled once
+per statement and schema, and SQLAlchemy's own path for what needs it (real PostgreSQL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from tenants.binding import TenantBinding, engine, tenant_reads
+from tenants.driver_reads import driver_statement, read_rows
+from tenants.placement import PLACEHOLDER_SCHEMA
+from tests.tenants.test_binding import terminate
+
+# A catalog table under the placeholder schema: the translate map names pg_catalog for it.
+NAMESPACES = sa.Table(
+    "pg_namespace",
+    sa.MetaData(),
+    sa.Column("oid", sa.BigInteger),
+    sa.Column("nspname", sa.String),
+    schema=PLACEHOLDER_SCHEMA,
+)
+CATALOG = TenantBinding(tenant_id=42, schema="pg_catalog", actor_id=7, request_id="req-1")
+
+
+def by_name() -> sa.Select[Any]:
+    """A new statement object each call (the compiled cache is keyed by the object)."""
+    return (
+        sa.select(NAMESPACES.c.nspname, NAMESPACES.c.oid, sa.literal("fixed").label("tag"))
+        .where(NAMESPACES.c.nspname == sa.bindparam("name"))
+        .order_by(NAMESPACES.c.nspname)
+    )
+
+
+def test_rows_are_what_sqlalchemy_reads_with_names_as_attributes() -> None:
+    statement = by_name()
+    with tenant_reads(CATALOG) as connection:
+        expected = connection.execute(statement, {"name": "pg_catalog"}).all()
+        rows = read_rows(connection, statement, {"name": "pg_catalog"})
+    assert [tuple(r) for r in rows] == [tuple(r) for r in expected]
+    assert len(rows) == 1
+    assert (rows[0].nspname, rows[0].tag) == ("pg_catalog", "fixed")
+
+
+def test_a_statement_is_compiled_once_per_schema_with_its_names_rendered() -> None:
+    statement = by_name()
+    with tenant_reads(CATALOG) as connection:
+        for name in ("pg_catalog", "public", "information_schema"):
+            assert read_rows(connection, statement, {"name": name})[0].nspname == name
+    schemas = ((PLACEHOLDER_SCHEMA, "pg_catalog"),)
+    before = driver_statement.cache_info()
+    compiled = driver_statement(statement, schemas, engine().dialect)
+    assert driver_statement.cache_info().hits == before.hits + 1  # compiled by the reads above
+    assert compiled is not None
+    assert "pg_catalog.pg_namespace" in compiled.sql
+    assert PLACEHOLDER_SCHEMA not in compiled.sql.replace("pg_namespace", "")
+    assert dict(compiled.fixed) == {"param_1": "fixed"}
+
+
+def test_an_expanding_parameter_goes_through_sqlalchemy() -> None:
+    statement = sa.select(NAMESPACES.c.nspname).where(
+        NAMESPACES.c.nspname.in_(sa.bindparam("names", expanding=True))
+    )
+    schemas = ((PLACEHOLDER_SCHEMA, "pg_catalog"),)
+    assert driver_statement(statement, schemas, engine().dialect) is None
+    with tenant_reads(CATALOG) as connection:
+        rows = read_rows(connection, statement, {"names": ["public", "pg_catalog"]})
+    assert sorted(r.nspname for r in rows) == ["pg_catalog", "public"]
+
+
+def test_a_statement_listener_sees_every_read() -> None:
+    """Tests and the benchmark capture the SQL a page sends with before_cursor_execute."""
+    seen: list[str] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(engine(), "before_cursor_execute", capture)
+    try:
+        with tenant_reads(CATALOG) as connection:
+            rows = read_rows(connection, by_name(), {"name": "public"})
+    finally:
+        sa.event.remove(engine(), "before_cursor_execute", capture)
+    assert [r.nspname for r in rows] == ["public"]
+    assert [s for s in seen if "pg_namespace" in s], seen
+
+
+def test_a_connection_the_server_dropped_during_a_read_leaves_the_pool() -> None:
+    """SQLAlchemy never saw the driver's error, so the read itself invalidates the connection."""
+    engine().dispose()
+    pid_of = sa.select(sa.func.pg_backend_pid().label("pid"))
+    with tenant_reads(CATALOG) as connection:
+        pid = read_rows(connection, pid_of, {})[0].pid
+    with tenant_reads(CATALOG) as connection:  # the same pooled connection, then its backend exits
+        terminate(pid)
+        with pytest.raises(psycopg.OperationalError):
+            read_rows(connection, by_name(), {"name": "public"})
+        assert connection.invalidated
+        connection.rollback()
+    with tenant_reads(CATALOG) as connection:
+        again = read_rows(connection, pid_of, {})
+    assert again[0].pid != pid
