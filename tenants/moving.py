@@ -314,12 +314,16 @@ def schema_node(conn: psycopg.Connection, schema: str) -> tuple[int, str, int] |
     return (int(row[0]), str(row[1]), int(row[2])) if row else None
 
 
-def _fingerprints(conn: psycopg.Connection, tenant: Tenant) -> dict[str, tuple[int, int]]:
+def _fingerprints(
+    conn: psycopg.Connection, tenant: Tenant, *, bound: bool = True
+) -> dict[str, tuple[int, int]]:
     """(rows, checksum) of each of the tenant's tables in its schema, read in one transaction
-    with the tenant bound (row-level security is forced on the owner too)."""
+    with the tenant bound (row-level security is forced on the owner too), or unbound: what
+    the owner sees with forcing off, which is what citus_schema_move's copy sees."""
     schema = tenant.schema_name
     with conn.transaction():
-        conn.execute(bind_tenant(tenant.pk))
+        if bound:
+            conn.execute(bind_tenant(tenant.pk))
         return {
             table: _fingerprint(conn, tenant.pk, schema, table, _columns(conn, schema, table))
             for table in ordered_tables(conn, schema)
@@ -375,7 +379,7 @@ def move_tenant_to_node(tenant: Tenant, host: str, port: int) -> NodeMoveReport:
             before = _fingerprints(mover, tenant)
             _force_row_security(mover, tenant.schema_name, force=False)
             try:
-                unbound = _owner_view(mover, tenant)
+                unbound = _fingerprints(mover, tenant, bound=False)
                 if unbound != before:
                     raise MoveRefused(
                         f"{tenant.schema_name}: the copy would see {unbound}, the tenant has"
@@ -402,13 +406,3 @@ def move_tenant_to_node(tenant: Tenant, host: str, port: int) -> NodeMoveReport:
         round(time.perf_counter() - started, 3),
         rows={table: count for table, (count, _checksum) in before.items()},
     )
-
-
-def _owner_view(conn: psycopg.Connection, tenant: Tenant) -> dict[str, tuple[int, int]]:
-    """What the owner sees of the tenant's tables with no tenant bound: the copy's view."""
-    schema = tenant.schema_name
-    with conn.transaction():
-        return {
-            table: _fingerprint(conn, tenant.pk, schema, table, _columns(conn, schema, table))
-            for table in ordered_tables(conn, schema)
-        }

@@ -480,3 +480,34 @@ def test_moving_a_distributed_schema_with_rows_to_another_node_keeps_every_row(
         assert move.rows["node"] == {"from": f"{source[0]}:{source[1]}", "to": f"{host}:{port}"}
     finally:
         discard(mover)
+
+
+@pytest.mark.citus
+def test_a_node_move_that_fails_forces_row_security_again_and_the_tenant_keeps_its_rows(
+    committed,
+) -> None:
+    """citus_schema_move refuses a node that is not in the cluster after forcing was turned
+    off for the copy: forcing comes back, the failure is recorded, and the API serves the same
+    rows from where they were."""
+    from django.core.management import CommandError, call_command
+
+    mover = provisioned_tenant(Isolation.SCHEMA)
+    try:
+        api = mover.api("admin")
+        ids = [t["id"] for t in seed(api)["tasks"]]
+        before = snapshot(api, ids)
+        _host, _port, source = other_node(mover.tenant)
+        forced_before = forced_tables(mover.tenant.schema_name)
+        with pytest.raises(CommandError, match="failed"):
+            call_command("move_tenant", mover.tenant.slug, "--to-node", "127.0.0.1:1")
+        assert forced_tables(mover.tenant.schema_name) == forced_before
+        assert {"tasks", "comments"} <= forced_before
+        with owner_connection() as conn:
+            where = schema_node(conn, mover.tenant.schema_name)
+        assert where is not None
+        assert where[1:] == source
+        assert snapshot(api, ids) == before
+        (move,) = TenantMove.objects.filter(tenant=mover.tenant)
+        assert move.status == MoveStatus.FAILED
+    finally:
+        discard(mover)
