@@ -414,6 +414,9 @@ SPARE_SCHEMAS = env.int("SPARE_SCHEMAS", default=3)
 # (citus_schema_distribute), its history triggers pointed at the Citus-mode history function
 # (tenants.distribution). Off by default (README, "Citus"); nothing changes on plain PostgreSQL.
 CITUS_DISTRIBUTE_SCHEMAS = env.bool("CITUS_DISTRIBUTE_SCHEMAS", default=False)
+# On a Citus coordinator: setup_platform distributes the shared schema's tables by tenant_id,
+# colocated (tenants.distribution.distribute_shared_tables). Off by default (README, "Citus").
+CITUS_DISTRIBUTE_SHARED = env.bool("CITUS_DISTRIBUTE_SHARED", default=False)
 OWNER_POOL_SIZE = env.int("OWNER_POOL_SIZE", default=4)
 # An owner connection is replaced after this many uses (each one creates or touches a schema):
 # a backend that has made thousands of schemas keeps their catalog entries and runs every clone

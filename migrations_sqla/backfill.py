@@ -38,6 +38,8 @@ from migrations_sqla.migrator import (
     backoff,
     check_schema_name,
 )
+from tenants.citus import is_citus
+from tenants.local_settings import bind_tenant
 
 DEFAULT_BATCH_ROWS = 1000
 REPORT_S = 0.5
@@ -112,7 +114,7 @@ def plan_lanes(
     ).format(table=table, pending=sql.SQL(backfill.pending))
     with raw.transaction():
         for tenant in sorted(tenant_ids):
-            raw.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant),))
+            raw.execute(bind_tenant(tenant))
             found = raw.execute(count, {"t": tenant}).fetchone()
             if found and found[0]:
                 counts.append((tenant, int(found[0])))
@@ -127,7 +129,7 @@ def plan_lanes(
         for tenant, n in counts:
             while len(cuts) < wanted - 1 and seen + n > share * (len(cuts) + 1):
                 offset = int(share * (len(cuts) + 1)) - seen
-                raw.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant),))
+                raw.execute(bind_tenant(tenant))
                 row = raw.execute(nth, {"t": tenant, "k": offset}).fetchone()
                 if row is None:
                     break
@@ -165,6 +167,7 @@ class SchemaBackfiller:
         self.progress = progress
         self.resume_from = resume_from
         self.sleep = sleep
+        self.citus = is_citus(raw)
 
     def migrate(
         self,
@@ -232,32 +235,37 @@ class SchemaBackfiller:
             self.progress(name, {"rows": rows, "cursor": cursor, "lane": lane, "done": True})
         return rows
 
-    def _statement(self, schema: str) -> str:
+    def _statement(self, schema: str) -> tuple[str, str]:
+        """The batch's transaction, before and after its tenant's binding (`_batch` puts it in)."""
         table = sql.Identifier(check_schema_name(schema), self.backfill.table)
-        query = sql.SQL(
+        begin = sql.SQL(
             "BEGIN;"
             "SELECT set_config('lock_timeout', {lock}, true),"
-            " set_config('statement_timeout', {stmt}, true),"
-            " set_config('app.tenant_id', %(tenant)s, true),"
-            " set_config('app.copying_tenant', 'on', true);"
+            " set_config('statement_timeout', {stmt}, true);"
+        ).format(
+            lock=sql.Literal(self.options.lock_timeout),
+            stmt=sql.Literal(self.options.statement_timeout),
+        )
+        body = sql.SQL(
+            # tenant_id in the UPDATE too: on a table distributed by it, Citus routes the
+            # statement to the one shard holding the tenant.
             "WITH batch AS (SELECT id FROM {table} WHERE tenant_id = %(tenant)s::bigint"
             " AND id > %(after)s AND id < %(before)s ORDER BY tenant_id, id LIMIT %(limit)s),"
             " written AS (UPDATE {table} SET {assign} FROM batch"
-            " WHERE {table}.id = batch.id AND {pending} RETURNING 1)"
+            " WHERE {table}.tenant_id = %(tenant)s::bigint AND {table}.id = batch.id"
+            " AND {pending} RETURNING 1)"
             " SELECT (SELECT max(id) FROM batch) AS high, (SELECT count(*) FROM written),"
             " (SELECT count(*) FROM batch);"
             "COMMIT"
         ).format(
-            lock=sql.Literal(self.options.lock_timeout),
-            stmt=sql.Literal(self.options.statement_timeout),
             table=table,
             assign=sql.SQL(self.backfill.assign),
             pending=sql.SQL(self.backfill.pending),
         )
-        return query.as_string(self.raw)
+        return begin.as_string(self.raw), body.as_string(self.raw)
 
     def _batch(
-        self, statement: str, tenant_id: int, after: int, before: int, outcome: Outcome
+        self, statement: tuple[str, str], tenant_id: int, after: int, before: int, outcome: Outcome
     ) -> tuple[int | None, int]:
         """One batch in its own transaction, retried on lock timeouts; (highest id seen, written)."""
         params = {
@@ -266,12 +274,23 @@ class SchemaBackfiller:
             "before": before,
             "limit": self.options.batch_rows,
         }
+        begin, body = statement
+        # SET LOCAL, not set_config: on Citus only SET commands reach the workers that hold the
+        # rows, and the owner-only history stand-down must reach them too (tenants.local_settings).
+        binding = bind_tenant(tenant_id, copying=True).as_string(self.raw) + ";"
         for attempt in range(MAX_ATTEMPTS):
             outcome.attempts = max(outcome.attempts, attempt + 1)
             try:
-                # Client-side binding: the whole transaction is one round trip.
                 cur = psycopg.ClientCursor(self.raw)
-                cur.execute(statement, params)
+                if self.citus:
+                    # Citus sends a SET's whole query string on to the workers: the SETs go in
+                    # a query of their own (three round trips).
+                    self.raw.execute(begin.encode())
+                    self.raw.execute(binding.encode())
+                    cur.execute(body, params)
+                else:
+                    # Client-side binding: the whole transaction is one round trip.
+                    cur.execute(begin + binding + body, params)
                 row = None
                 while True:  # the SELECT's result set is the last one but COMMIT's
                     if cur.description is not None and cur.description[0].name == "high":

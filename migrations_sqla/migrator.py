@@ -549,9 +549,10 @@ class SchemaMigrator:
         parts.append(self._guard(schema, self.target.alembic))
         parts.append("COMMIT;")
         if is_citus(self.raw):
-            # A Citus coordinator refuses a multi-statement DDL string on a distributed schema.
+            # A Citus coordinator refuses a multi-statement DDL string on a distributed schema,
+            # and passes SET commands on to the workers, not set_config calls.
             for statement in scripts.split_statements("\n".join(parts)):
-                self.raw.execute(statement.encode())
+                self.raw.execute(scripts.as_set_local(statement).encode())
             return
         self.raw.execute("\n".join(parts).encode())
 

@@ -32,6 +32,7 @@ from alembic.util.exc import CommandError
 from django.conf import settings
 
 from migrations_sqla import table_locks
+from tenants.local_settings import SETTINGS
 
 HERE = Path(__file__).resolve().parent
 BASE = "base"
@@ -189,6 +190,24 @@ def split_statements(text: str) -> list[str]:
     import sqlparse  # Django's own dependency; only Citus-mode paths and checks need it
 
     return [s for s in sqlparse.split(text) if s.strip(" ;\n")]
+
+
+# A revision's `SELECT set_config('app.<name>', '<value>', true)`, alone in its statement.
+APP_SET_CONFIG = re.compile(
+    r"^\s*SELECT\s+set_config\(\s*'(app\.[a-z_]+)'\s*,\s*'([^']*)'\s*,\s*true\s*\)\s*;?\s*$",
+    re.IGNORECASE,
+)
+
+
+def as_set_local(statement: str) -> str:
+    """A revision's transaction-local `set_config` of an `app.*` setting as `SET LOCAL`, which
+    Citus sends on to the workers (a set_config call it does not: there history would not
+    stand down, policies would see no tenant); any other statement as it is."""
+    match = APP_SET_CONFIG.match(statement)
+    if match is None or match.group(1) not in SETTINGS:
+        return statement
+    # The value holds no quote (the pattern's): it stands as the literal it was.
+    return f"SET LOCAL {match.group(1)} = '{match.group(2)}'"
 
 
 class _Executions(io.StringIO):

@@ -348,14 +348,20 @@ fresh_citus_database() {
 
 # The TaskFlow API suite, the isolation state machine, purge, moves, the placement check, a fan-out.
 CITUS_SUITE=(tests/taskflow/test_api.py tests/taskflow/test_isolation.py tests/taskflow/test_purge.py
-  tests/tenants/test_moving.py tests/tenants/test_distribution.py tests/fanout/test_runs.py)
+  tests/tenants/test_moving.py tests/tenants/test_distribution.py tests/fanout/test_runs.py
+  tests/migrations_sqla/test_backfill.py tests/migrations_sqla/test_migrator_lock_order.py)
 
 cmd_citus() {
   DB_PORT=$CITUS_PORT
+  # Distributed as the platform runs on Citus: tenant schemas at onboarding, the shared tables
+  # by tenant_id at set-up (either can be turned off with =false for a run of local tables).
+  export CITUS_DISTRIBUTE_SCHEMAS=${CITUS_DISTRIBUTE_SCHEMAS:-true}
+  export CITUS_DISTRIBUTE_SHARED=${CITUS_DISTRIBUTE_SHARED:-true}
   ensure_citus_cluster
   use_test_environment
   fresh_citus_database
   log "pytest against Citus (coordinator 127.0.0.1:$CITUS_PORT)"
+  export CITUS_TESTS=1  # the tests marked `citus` run here only (tests/citus.py)
   # Test paths given replace the suite; options alone (-q, -x, -k ...) apply to it.
   local arg named=0
   for arg in "$@"; do [ -e "${arg%%::*}" ] && named=1; done

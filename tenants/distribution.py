@@ -249,3 +249,81 @@ def distribute_schema(conn: psycopg.Connection, schema: str) -> None:
         ensure_citus_history_function(conn)
         point_history_at_citus_function(conn, schema)
         conn.execute("SELECT citus_schema_distribute(%s::regnamespace)", (schema,))
+
+
+# --- The shared schema, distributed by tenant_id ---------------------------------------------------
+# Its tables with tenant_id, referenced tables before the tables referring to them (Citus needs a
+# foreign key's target distributed first), then by name.
+SHARED_TABLES = """
+WITH RECURSIVE tables AS (
+  SELECT c.oid, c.relname FROM pg_class c
+  WHERE c.relnamespace = %(s)s::regnamespace AND c.relkind IN ('r', 'p') AND EXISTS (
+    SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = %(column)s
+      AND NOT a.attisdropped)
+), depth (oid, level) AS (
+  SELECT oid, 0 FROM tables
+  UNION ALL
+  SELECT con.conrelid, d.level + 1 FROM pg_constraint con JOIN depth d ON con.confrelid = d.oid
+  WHERE con.contype = 'f' AND con.conrelid <> con.confrelid AND d.level < 32
+)
+SELECT t.relname FROM tables t JOIN depth d ON d.oid = t.oid
+GROUP BY t.relname ORDER BY max(d.level), t.relname
+"""
+
+DISTRIBUTED = """
+SELECT c.relname FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid
+WHERE c.relnamespace = %s::regnamespace
+"""
+
+
+def distribute_shared_tables(
+    conn: psycopg.Connection, *, shard_count: int | None = None
+) -> list[str]:
+    """Distribute the shared schema's tables by tenant_id on a Citus coordinator, all colocated
+    with the first (so a tenant's rows of every table, and their history, share a node and joins
+    and foreign keys stay on it). Its history triggers call the Citus history function first.
+    Tables without tenant_id (alembic_version) stay local to the coordinator. Idempotent: tables
+    already distributed are left as they are. Returns the tables distributed now."""
+    distributed: list[str] = []
+    with conn.transaction():
+        conn.execute("SET LOCAL citus.enable_unsafe_triggers = on")
+        # Creating colocated shards and their foreign keys in one transaction: one connection
+        # per node, or Citus refuses the foreign keys between shards made on others.
+        conn.execute("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
+        ensure_citus_history_function(conn)
+        point_history_at_citus_function(conn, SHARED_SCHEMA)
+        done = {str(row[0]) for row in conn.execute(DISTRIBUTED, (SHARED_SCHEMA,))}
+        tables = [
+            str(row[0])
+            for row in conn.execute(
+                SHARED_TABLES, {"s": SHARED_SCHEMA, "column": DISTRIBUTION_COLUMN}
+            )
+        ]
+        anchor = next((t for t in tables if t in done), None)
+        for table in tables:
+            if table in done:
+                continue
+            name = f"{SHARED_SCHEMA}.{table}"
+            colocate = f"{SHARED_SCHEMA}.{anchor}" if anchor else "none"
+            if shard_count is not None and anchor is None:
+                conn.execute(
+                    "SELECT create_distributed_table(%s, %s, colocate_with => %s,"
+                    " shard_count => %s)",
+                    (name, DISTRIBUTION_COLUMN, colocate, shard_count),
+                )
+            else:
+                conn.execute(
+                    "SELECT create_distributed_table(%s, %s, colocate_with => %s)",
+                    (name, DISTRIBUTION_COLUMN, colocate),
+                )
+            anchor = anchor or table
+            distributed.append(table)
+    return distributed
+
+
+def shared_tables_distributed(conn: psycopg.Connection) -> list[str]:
+    """The shared schema's tables that are distributed (none off Citus)."""
+    row = conn.execute("SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        return []
+    return sorted(str(r[0]) for r in conn.execute(DISTRIBUTED, (SHARED_SCHEMA,)))

@@ -8,7 +8,10 @@ the policies would see no tenant (reads return nothing, a purge deletes nothing,
 nothing). On plain PostgreSQL the two are the same thing.
 
 SET takes no bind parameters: values go in as quoted literals (psycopg.sql.Literal), names only
-from the fixed list below. Importable anywhere (Alembic revisions too): no Django, no engine.
+from the fixed list below. On Citus a query holding these SETs must hold nothing else: Citus
+sends a SET's whole query string on to the workers, so other statements in the same string
+would run there too (on the shards' shell tables: "cannot execute a distributed query from a
+query on a shard"); what `set_local` builds is SETs only. Importable anywhere (Alembic revisions too): no Django, no engine.
 This module must never build a session-level SET.
 """
 

@@ -205,9 +205,11 @@ def _copy_table(
             for block in out:
                 into.write(block)
     # INSERT ... SELECT, not COPY, into the target: Citus refuses COPY into a table with
-    # row-level security, and the staging table is local to this session either way.
+    # row-level security, and the staging table is local to this session either way. ON
+    # CONFLICT makes Citus insert from intermediate results on each shard where it would
+    # otherwise COPY into them (and a row that conflicted is one not written: counted below).
     inserted = dst.execute(
-        sql.SQL("INSERT INTO {}.{} ({}) SELECT {} FROM {}").format(
+        sql.SQL("INSERT INTO {}.{} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
             sql.Identifier(target), sql.Identifier(table), column_list, column_list, stage
         )
     ).rowcount
@@ -300,6 +302,7 @@ class NodeMoveReport:
     source: str  # host:port
     target: str
     seconds: float = 0.0
+    rows: dict[str, int] = field(default_factory=dict)
 
 
 def schema_node(conn: psycopg.Connection, schema: str) -> tuple[int, str, int] | None:
@@ -311,39 +314,59 @@ def schema_node(conn: psycopg.Connection, schema: str) -> tuple[int, str, int] |
     return (int(row[0]), str(row[1]), int(row[2])) if row else None
 
 
-def _rows_in_schema(conn: psycopg.Connection, tenant: Tenant) -> int:
-    """How many rows the tenant has in its schema's tables (read with the tenant bound, as row
-    level security requires of the owner too)."""
-    tables = [
-        str(row[0])
-        for row in conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p')"
-            " AND c.relname <> 'alembic_version'",
-            (tenant.schema_name,),
-        )
-    ]
-    if not tables:
-        return 0
-    conn.execute(bind_tenant(tenant.pk))
-    counts = sql.SQL(" + ").join(
-        sql.SQL("(SELECT count(*) FROM {})").format(sql.Identifier(tenant.schema_name, table))
-        for table in tables
-    )
-    row = conn.execute(sql.SQL("SELECT {}").format(counts)).fetchone()
-    return int(row[0]) if row else 0
+def _fingerprints(
+    conn: psycopg.Connection, tenant: Tenant, *, bound: bool = True
+) -> dict[str, tuple[int, int]]:
+    """(rows, checksum) of each of the tenant's tables in its schema, read in one transaction
+    with the tenant bound (row-level security is forced on the owner too), or unbound: what
+    the owner sees with forcing off, which is what citus_schema_move's copy sees."""
+    schema = tenant.schema_name
+    with conn.transaction():
+        if bound:
+            conn.execute(bind_tenant(tenant.pk))
+        return {
+            table: _fingerprint(conn, tenant.pk, schema, table, _columns(conn, schema, table))
+            for table in ordered_tables(conn, schema)
+        }
+
+
+def _force_row_security(conn: psycopg.Connection, schema: str, *, force: bool) -> None:
+    """FORCE (or NO FORCE) row-level security on each table of `schema`, one statement per
+    query (Citus), committed. ENABLE stays: the app role, which owns nothing, is filtered by the
+    policies either way; only the owner's view changes."""
+    mode = sql.SQL("FORCE" if force else "NO FORCE")
+    with conn.transaction():
+        for table in ordered_tables(conn, schema):
+            conn.execute(
+                sql.SQL("ALTER TABLE {} {} ROW LEVEL SECURITY").format(
+                    sql.Identifier(schema, table), mode
+                )
+            )
 
 
 def move_tenant_to_node(tenant: Tenant, host: str, port: int) -> NodeMoveReport:
     """Move a schema tenant's distributed schema to another node with `citus_schema_move`,
-    holding the tenant's write lock exclusively: writes wait (then 503), reads go on."""
+    holding the tenant's write lock exclusively: writes wait (then 503), reads go on.
+
+    citus_schema_move copies the shards as the tables' owner, whom the forced row-level
+    security shows no row: the target would arrive empty and the source be dropped. So for the
+    copy, and only while the write lock keeps every writer out, the schema's tables do not force
+    row-level security on their owner (the app role is filtered as always); forcing comes back
+    whatever happens. The rows and checksums of every table, read with the tenant bound before
+    the move, must be what the owner sees unbound (the copy's view) and what the target holds
+    after it, or the move is reported failed.
+    """
     if tenant.isolation != Isolation.SCHEMA:
         raise MoveRefused(
             f"Tenant {tenant.slug!r} is in {tenant.isolation} mode; only schemas move."
         )
     started = time.perf_counter()
-    with owner_connection(autocommit=True) as conn:
-        where = schema_node(conn, tenant.schema_name)
+    # Two connections: `locker` holds the write lock (an advisory lock on the coordinator, no
+    # table locks) in a transaction that spans the move; `mover` commits each step, since the
+    # shard copy runs on connections of its own, which must see forcing turned off and must not
+    # wait for a lock this process holds.
+    with owner_connection() as locker, owner_connection(autocommit=True) as mover:
+        where = schema_node(mover, tenant.schema_name)
         if where is None:
             raise MoveRefused(
                 f"{tenant.schema_name} is not a distributed schema on a Citus cluster."
@@ -351,27 +374,35 @@ def move_tenant_to_node(tenant: Tenant, host: str, port: int) -> NodeMoveReport:
         _node_id, source_host, source_port = where
         if (source_host, source_port) == (host, port):
             raise MoveRefused(f"{tenant.schema_name} is already on {host}:{port}.")
-        with conn.transaction():
-            _lock_writers_out(conn, tenant.pk)
-            rows = _rows_in_schema(conn, tenant)
-            if rows:
-                # citus_schema_move copies the shards as the owner role, to which the forced
-                # row-level security shows no row: the target would get empty tables and the
-                # source would be dropped. Refused until the copy can see the rows.
-                raise MoveRefused(
-                    f"{tenant.schema_name} holds {rows} rows, which citus_schema_move cannot"
-                    " copy under forced row-level security; moving a tenant with data between"
-                    " nodes is not supported yet."
+        with locker.transaction():
+            _lock_writers_out(locker, tenant.pk)
+            before = _fingerprints(mover, tenant)
+            _force_row_security(mover, tenant.schema_name, force=False)
+            try:
+                unbound = _fingerprints(mover, tenant, bound=False)
+                if unbound != before:
+                    raise MoveRefused(
+                        f"{tenant.schema_name}: the copy would see {unbound}, the tenant has"
+                        f" {before}; nothing was moved."
+                    )
+                mover.execute(
+                    "SELECT citus_schema_move(%s::regnamespace, %s, %s, 'block_writes')",
+                    (tenant.schema_name, host, port),
                 )
-            # block_writes: the copy runs inside this transaction, under the lock above.
-            conn.execute(
-                "SELECT citus_schema_move(%s::regnamespace, %s, %s, 'block_writes')",
-                (tenant.schema_name, host, port),
-            )
+            finally:
+                _force_row_security(mover, tenant.schema_name, force=True)
+            after = _fingerprints(mover, tenant)
+            moved_to = schema_node(mover, tenant.schema_name)
+            if after != before or moved_to is None or moved_to[1:] != (host, port):
+                raise MoveRefused(
+                    f"{tenant.schema_name}: {before} before the move, {after} on"
+                    f" {moved_to[1:] if moved_to else None} after it."
+                )
     return NodeMoveReport(
         tenant.slug,
         tenant.schema_name,
         f"{source_host}:{source_port}",
         f"{host}:{port}",
         round(time.perf_counter() - started, 3),
+        rows={table: count for table, (count, _checksum) in before.items()},
     )

@@ -27,7 +27,7 @@ from tests.processes import WorkerProcess
 ROOT = Path(__file__).resolve().parent.parent
 
 # Test script directories and throw-away tenants, for the migrator's and the fan-out's tests.
-pytest_plugins = ["tests.migrations_sqla.fixtures"]
+pytest_plugins = ["tests.migrations_sqla.fixtures", "tests.citus"]
 
 # Rate limits (control_plane.ratelimits) run on every request of the session, with keys of this
 # session only (a fresh test database reuses tenant and token ids) and quotas no other test's

@@ -25,6 +25,9 @@ from psycopg import sql
 
 from migrations_sqla import scripts, table_locks
 from migrations_sqla.migrator import Outcome, Result, SchemaMigrator, Target, owner_engine
+from tenants.database_roles import owner_connection
+from tenants.distribution import distribute_schema
+from tenants.moving import schema_node
 from tests.migrations_sqla.support import BASE_REVISION, TEST_REVISION, make_script_dir
 from tests.superuser import superuser_connection
 
@@ -214,3 +217,31 @@ def test_a_step_that_loses_a_deadlock_is_retried_and_migrates(
     assert outcome.attempts == 2
     assert len(waits) == 1
     assert columns_added(tenant.schema_name) == {"lock_order_a", "lock_order_b"}
+
+
+@pytest.mark.citus
+def test_on_citus_the_upfront_lock_holds_a_distributed_schemas_tables_and_the_step_migrates(
+    tenants_at_base: Callable[[int], list], two_table_location: str
+) -> None:
+    """On a distributed tenant schema (its tables single-shard tables on a worker) the plan's
+    `LOCK TABLE "projects", "tasks"` is taken on the coordinator's tables, which traffic reading
+    them holds too: the step waits for the traffic holding nothing, then runs its DDL one
+    statement per query, and both columns reach the worker's shards."""
+    (tenant,) = tenants_at_base(1)
+    with owner_connection(autocommit=True) as conn:
+        distribute_schema(conn, tenant.schema_name)
+        assert schema_node(conn, tenant.schema_name) is not None
+    outcome, waits, traffic_errors = migrate_against(
+        tenant, two_table_location, "projects", "tasks"
+    )
+    assert traffic_errors == []
+    assert outcome.result == Result.MIGRATED, outcome.error
+    assert (outcome.attempts, waits) == (1, [])
+    assert columns_added(tenant.schema_name) == {"lock_order_a", "lock_order_b"}
+    with owner_connection() as conn:
+        on_shards = conn.execute(
+            "SELECT result FROM run_command_on_placements(%s, $$SELECT count(*) FROM"
+            " pg_attribute WHERE attrelid = '%%s'::regclass AND attname LIKE 'lock_order_%%%%'$$)",
+            (f"{tenant.schema_name}.tasks",),
+        ).fetchall()
+    assert on_shards == [("1",)]

@@ -11,9 +11,11 @@ from tenants.cloning import TEMPLATE_SCHEMA
 from tenants.database_roles import owner_connection
 from tenants.distribution import (
     CITUS_HISTORY_FUNCTION_NAME,
+    distribute_shared_tables,
     distribution_blockers,
     ensure_citus_history_function,
     point_history_at_citus_function,
+    shared_tables_distributed,
 )
 from tenants.local_settings import set_local
 from tenants.models import Isolation
@@ -178,3 +180,66 @@ def test_the_citus_history_function_records_what_v3_records_with_ids_growing_per
     else:  # v3 drew them from the tenant's sequence, shared with the rows themselves
         assert ids_before == sorted(set(ids_before))
         assert len(ids_before) == 4
+
+
+SHARED_DISTRIBUTION = """
+SELECT c.relname, column_to_column_name(p.logicalrelid, p.partkey), p.colocationid
+FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid
+WHERE c.relnamespace = %s::regnamespace ORDER BY c.relname
+"""
+
+
+@pytest.mark.citus
+def test_on_citus_the_shared_tables_are_distributed_by_tenant_id_and_colocated() -> None:
+    """setup_platform (CITUS_DISTRIBUTE_SHARED, as `platform/dev.sh citus` runs it) distributes
+    every shared table with tenant_id by it, all in one colocation group, history tables too;
+    alembic_version stays on the coordinator, and a second call finds nothing to do."""
+    with owner_connection(autocommit=True) as conn:
+        found = conn.execute(SHARED_DISTRIBUTION, (SHARED_SCHEMA,)).fetchall()
+        with_tenant_id = {
+            row[0]
+            for row in conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
+                " WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'r'"
+                " AND a.attname = 'tenant_id' AND NOT a.attisdropped",
+                (SHARED_SCHEMA,),
+            )
+        }
+        again = distribute_shared_tables(conn)
+    assert {row[0] for row in found} == with_tenant_id
+    assert {"tasks", "tasks_history", "projects", "comments"} <= with_tenant_id
+    assert {row[1] for row in found} == {"tenant_id"}
+    assert len({row[2] for row in found}) == 1
+    assert again == []
+
+
+@pytest.mark.citus
+def test_on_citus_history_of_a_distributed_shared_table_is_written_on_its_shard(
+    committed: None,
+) -> None:
+    """An rls tenant's task lives on a worker's shard of shared.tasks: its history triggers fire
+    there and the Citus history function writes the colocated shard of shared.tasks_history,
+    with the actor and request id the SET LOCALs carried to the worker, ids growing per row."""
+    fixture = provisioned_tenant(Isolation.RLS)
+    tenant_id = fixture.tenant.pk
+    try:
+        with owner_connection(autocommit=True) as conn:
+            with conn.transaction():
+                conn.execute(set_local({"app.tenant_id": tenant_id}))
+                project = conn.execute(
+                    sql.SQL("INSERT INTO {}.projects (tenant_id, key, name)"
+                            " VALUES (%s, 'H', 'h') RETURNING id").format(
+                        sql.Identifier(SHARED_SCHEMA)
+                    ),
+                    (tenant_id,),
+                ).fetchone()  # fmt: skip
+                assert project is not None
+            life = live_a_task(conn, SHARED_SCHEMA, tenant_id, project[0], "shared")
+            distributed = shared_tables_distributed(conn)
+    finally:
+        discard(fixture)
+    assert "tasks" in distributed
+    assert "tasks_history" in distributed
+    assert [row[1] for row in life] == ["insert", "update", "soft_delete", "delete"]
+    assert [row[0] for row in life] == [1, 2, 3, 4]
+    assert {(row[5], row[6]) for row in life} == {(7, "req-shared")}

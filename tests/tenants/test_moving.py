@@ -10,9 +10,12 @@ import pytest
 
 from control_plane.tenancy.models import MoveStatus, TenantMove
 from tenants.binding import WRITE_LOCK_SPACE
+from tenants.citus import is_citus
 from tenants.database_roles import owner_connection
+from tenants.distribution import CITUS_HISTORY_FUNCTION_NAME
+from tenants.local_settings import bind_tenant
 from tenants.models import Isolation, Tenant
-from tenants.moving import MoveRefused, move_tenant
+from tenants.moving import MoveRefused, move_tenant, placement, schema_node
 from tests.factories import schema_exists
 from tests.taskflow.conftest import Api, TenantFixture, discard, new_key, provisioned_tenant
 
@@ -47,7 +50,7 @@ def snapshot(api: Api, task_ids: list[int]) -> dict:
 
 def shared_rows(tenant_id: int) -> int:
     with owner_connection() as conn, conn.transaction():
-        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        conn.execute(bind_tenant(tenant_id))  # SET LOCAL: it reaches Citus workers too
         row = conn.execute(
             "SELECT count(*) FROM shared.tasks WHERE tenant_id = %s", (tenant_id,)
         ).fetchone()
@@ -83,6 +86,19 @@ def test_move_keeps_every_row_id_and_history_and_serves_from_the_target(
     assert [h["operation"] for h in history] == ["insert", "update"]
 
 
+def history_draws_ids(schema: str) -> bool:
+    """Whether a task's history entry in `schema` takes an id from the tenant's sequence (not
+    when its trigger calls the Citus history function: tenants.distribution)."""
+    with owner_connection() as conn:
+        row = conn.execute(
+            "SELECT tgfoid::regproc::text FROM pg_trigger WHERE tgname = 'tasks_history_insert'"
+            " AND tgrelid = format('%%I.tasks', %s::text)::regclass",
+            (schema,),
+        ).fetchone()
+    assert row is not None
+    return str(row[0]).rpartition(".")[2] != CITUS_HISTORY_FUNCTION_NAME
+
+
 def test_a_move_keeps_ids_and_later_creates_continue_without_collision(
     mover: TenantFixture, committed
 ) -> None:
@@ -104,6 +120,7 @@ def test_a_move_keeps_ids_and_later_creates_continue_without_collision(
         last = max(h["id"] for h in snapshot(api, task_ids)["history"][task_ids[2]])
         source_mode = mover.tenant.isolation
         previous = None
+        drew = True
 
         for target_mode in (other_mode(source_mode), source_mode):  # there and back again
             move_tenant(mover.tenant, target_mode)
@@ -113,9 +130,12 @@ def test_a_move_keeps_ids_and_later_creates_continue_without_collision(
             )
             assert created.status_code == 201, created.content
             assert created.json()["id"] > last  # continues, never reuses
-            if previous is not None:  # and advances only with the tenant's own writes
-                assert created.json()["id"] == previous + 2
+            if previous is not None:  # and advances only with the tenant's own writes: the
+                # create, and its history entry where history draws ids from the tenant's
+                # sequence (on Citus the history function numbers a row's entries itself)
+                assert created.json()["id"] == previous + (2 if drew else 1)
             previous = created.json()["id"]
+            drew = history_draws_ids(placement(mover.tenant))
             assert [t["id"] for t in seeded["tasks"]] == task_ids
             assert api.get(f"/api/v1/tasks/{task_ids[0]}").json()["title"] == "renamed"
 
@@ -163,6 +183,14 @@ def test_a_move_that_fails_while_copying_leaves_the_tenant_on_its_source(committ
     discard(mover)
 
 
+def allow_triggers_on_citus(conn) -> None:
+    """On Citus shared.comments is distributed: triggers are refused unless allowed, and a
+    function's DDL after the trigger's must go over one connection per node."""
+    if is_citus(conn):
+        conn.execute("SET LOCAL citus.enable_unsafe_triggers = on")
+        conn.execute("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
+
+
 def test_a_move_whose_target_loses_a_row_is_refused_and_leaves_the_tenant_on_its_source(
     committed,
 ) -> None:
@@ -173,6 +201,7 @@ def test_a_move_whose_target_loses_a_row_is_refused_and_leaves_the_tenant_on_its
     task_ids = [t["id"] for t in seed(api)["tasks"]]
     before = snapshot(api, task_ids)
     with owner_connection() as conn:
+        allow_triggers_on_citus(conn)
         conn.execute(
             "CREATE FUNCTION public.test_drop_row() RETURNS trigger LANGUAGE plpgsql"
             " AS 'BEGIN RETURN NULL; END'"
@@ -182,10 +211,13 @@ def test_a_move_whose_target_loses_a_row_is_refused_and_leaves_the_tenant_on_its
             " WHEN (NEW.body = 'hello') EXECUTE FUNCTION public.test_drop_row()"
         )
     try:
-        with pytest.raises(MoveRefused, match=r"comments: rows .*nothing was switched"):
+        # Refused by the copy's own counts, or (on Citus, whose INSERT into the shards reports
+        # the rows it sent) by the target's count and checksum.
+        with pytest.raises(MoveRefused, match=r"comments: .*rows.* nothing was switched"):
             move_tenant(mover.tenant, Isolation.RLS)
     finally:
         with owner_connection() as conn:
+            allow_triggers_on_citus(conn)
             conn.execute("DROP TRIGGER drop_hello ON shared.comments")
             conn.execute("DROP FUNCTION public.test_drop_row()")
     assert_still_on_source(mover, Isolation.SCHEMA, before, task_ids)
@@ -368,6 +400,7 @@ def test_move_tenant_command_reports_and_refuses_clearly(mover: TenantFixture) -
     assert f"already in {target} mode" in refused.error
 
 
+@pytest.mark.postgresql_only
 def test_moving_to_a_node_off_citus_is_refused_clearly_and_recorded(committed) -> None:
     """`--to-node` wraps citus_schema_move; on plain PostgreSQL (no distributed schema) it is
     refused in one line, the tenant untouched, and the refusal recorded."""
@@ -383,5 +416,98 @@ def test_moving_to_a_node_off_citus_is_refused_clearly_and_recorded(committed) -
         assert (move.status, move.requested_via, move.source) == ("failed", "cli", "node")
         assert "not a distributed schema" in move.error
         assert schema_exists(mover.tenant.schema_name)
+    finally:
+        discard(mover)
+
+
+def other_node(tenant: Tenant) -> tuple[str, int, tuple[str, int]]:
+    """(host, port) of a worker that does not hold the tenant's schema, and where it is now."""
+    with owner_connection() as conn:
+        where = schema_node(conn, tenant.schema_name)
+        assert where is not None, "the schema is not distributed (CITUS_DISTRIBUTE_SCHEMAS)"
+        nodes = conn.execute(
+            "SELECT nodename, nodeport FROM pg_dist_node WHERE shouldhaveshards AND isactive"
+            " AND noderole = 'primary' ORDER BY nodeport"
+        ).fetchall()
+    (host, port), *_ = [(h, p) for h, p in nodes if (h, p) != where[1:]]
+    return str(host), int(port), (where[1], where[2])
+
+
+def forced_tables(schema: str) -> set[str]:
+    """The tables of `schema` that force row-level security on their owner."""
+    with owner_connection() as conn:
+        rows = conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace"
+            " AND relkind = 'r' AND relforcerowsecurity",
+            (schema,),
+        ).fetchall()
+    return {str(row[0]) for row in rows}
+
+
+@pytest.mark.citus
+def test_moving_a_distributed_schema_with_rows_to_another_node_keeps_every_row(
+    committed,
+) -> None:
+    """citus_schema_move copies as the tables' owner, whom forced row-level security shows no
+    row: `--to-node` lets the copy see the rows under the write lock, checks counts and
+    checksums of every table before and after, forces row-level security again, and the API
+    serves the same tasks, history and comments from the other node."""
+    from django.core.management import call_command
+
+    mover = provisioned_tenant(Isolation.SCHEMA)
+    try:
+        api = mover.api("admin")
+        seeded = seed(api)
+        ids = [t["id"] for t in seeded["tasks"]]
+        before = snapshot(api, ids)
+        host, port, source = other_node(mover.tenant)
+        forced_before = forced_tables(mover.tenant.schema_name)
+        call_command("move_tenant", mover.tenant.slug, "--to-node", f"{host}:{port}")
+        with owner_connection() as conn:
+            where = schema_node(conn, mover.tenant.schema_name)
+        assert where is not None
+        assert where[1:] == (host, port) != source
+        assert {"tasks", "tasks_history", "comments"} <= forced_before
+        assert forced_tables(mover.tenant.schema_name) == forced_before
+        assert snapshot(api, ids) == before
+        created = api.post(
+            "/api/v1/tasks", {"project_id": seeded["project"]["id"], "title": "after"}
+        )
+        assert created.status_code == 201, created.content
+        (move,) = TenantMove.objects.filter(tenant=mover.tenant)
+        assert move.status == MoveStatus.DONE
+        assert (move.rows["tasks"], move.rows["comments"]) == (5, 1)
+        assert move.rows["node"] == {"from": f"{source[0]}:{source[1]}", "to": f"{host}:{port}"}
+    finally:
+        discard(mover)
+
+
+@pytest.mark.citus
+def test_a_node_move_that_fails_forces_row_security_again_and_the_tenant_keeps_its_rows(
+    committed,
+) -> None:
+    """citus_schema_move refuses a node that is not in the cluster after forcing was turned
+    off for the copy: forcing comes back, the failure is recorded, and the API serves the same
+    rows from where they were."""
+    from django.core.management import CommandError, call_command
+
+    mover = provisioned_tenant(Isolation.SCHEMA)
+    try:
+        api = mover.api("admin")
+        ids = [t["id"] for t in seed(api)["tasks"]]
+        before = snapshot(api, ids)
+        _host, _port, source = other_node(mover.tenant)
+        forced_before = forced_tables(mover.tenant.schema_name)
+        with pytest.raises(CommandError, match="failed"):
+            call_command("move_tenant", mover.tenant.slug, "--to-node", "127.0.0.1:1")
+        assert forced_tables(mover.tenant.schema_name) == forced_before
+        assert {"tasks", "comments"} <= forced_before
+        with owner_connection() as conn:
+            where = schema_node(conn, mover.tenant.schema_name)
+        assert where is not None
+        assert where[1:] == source
+        assert snapshot(api, ids) == before
+        (move,) = TenantMove.objects.filter(tenant=mover.tenant)
+        assert move.status == MoveStatus.FAILED
     finally:
         discard(mover)

@@ -78,7 +78,7 @@ class Command(BaseCommand):
             raise CommandError(f"move {move.pk} failed: {detail}") from exc
         TenantMove.objects.filter(pk=move.pk).update(
             status=MoveStatus.DONE,
-            rows={"node": {"from": report.source, "to": report.target}},
+            rows={"node": {"from": report.source, "to": report.target}, **report.rows},
             seconds=report.seconds,
             finished_at=timezone.now(),
         )

@@ -24,8 +24,10 @@ from control_plane.tenancy.onboarding import (
 from migrations_sqla import scripts
 from migrations_sqla.migrator import SchemaMigrator, Target, owner_engine, platform_schemas
 from migrations_sqla.public_schema import remove_taskflow_tables_from_public
+from tenants.citus import is_citus
 from tenants.cloning import TEMPLATE_SCHEMA, read_revisions
 from tenants.database_roles import app_role_name, owner_connection, use_owner_role_for_django
+from tenants.distribution import distribute_shared_tables
 from tenants.models import Domain, Isolation, Tenant, TenantStatus
 from tenants.placement import SHARED_SCHEMA
 from tenants.provisioning import ensure_shared_schema, grant_schema_to_app_role
@@ -64,6 +66,8 @@ class Command(BaseCommand):
                 removed = remove_taskflow_tables_from_public(conn)
             if removed:
                 self.stdout.write(f"TaskFlow tables removed from public: {', '.join(removed)}")
+            if settings.CITUS_DISTRIBUTE_SHARED:
+                self.distribute_shared_tables()
             revisions = schema_revisions(TEMPLATE_SCHEMA)
             upgraded = self.upgrade_tenant_schemas(connection, revisions)
         self.stdout.write(f"public, template and shared schemas migrated (template at {revisions})")
@@ -84,6 +88,15 @@ class Command(BaseCommand):
             outcome = migrator.migrate(schema, attempted_before=True)
             if not outcome.ok:
                 raise CommandError(f"the {schema} schema failed to migrate: {outcome.error}")
+
+    def distribute_shared_tables(self) -> None:
+        """On a Citus coordinator, the shared schema's tables distributed by tenant_id (once)."""
+        with owner_connection(autocommit=True) as conn:
+            if not is_citus(conn):
+                return
+            distributed = distribute_shared_tables(conn)
+        if distributed:
+            self.stdout.write(f"shared tables distributed by tenant_id: {', '.join(distributed)}")
 
     def upgrade_tenant_schemas(
         self, connection: Any, revisions: dict[str, str], tenants: QuerySet[Tenant] | None = None
