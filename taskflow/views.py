@@ -68,20 +68,23 @@ class TaskflowView(DeclaredQuery, APIView):
         )
 
     def page_response(self, page: Page[Any], render: Callable[[Any], dict[str, Any]]) -> Response:
+        links = self._links_to() if page.next_cursor or page.previous_cursor else ""
         return Response(
             {
                 "results": [render(row) for row in page.items],
-                "next": self._link(page.next_cursor),
-                "previous": self._link(page.previous_cursor),
+                "next": None if page.next_cursor is None else links + page.next_cursor,
+                "previous": None if page.previous_cursor is None else links + page.previous_cursor,
             }
         )
 
-    def _link(self, cursor: str | None) -> str | None:
-        if cursor is None:
-            return None
-        params = [(k, v) for k, v in self.request.query_params.items() if k != "cursor"]
-        params.append(("cursor", cursor))
-        return self.request.build_absolute_uri(f"{self.request.path}?{urlencode(params)}")
+    def _links_to(self) -> str:
+        """A page link up to its cursor: this request's URL, its other parameters kept, and
+        `cursor=` last. A cursor is URL-safe base64 and a dot (taskflow.pagination), which
+        neither urlencode nor build_absolute_uri would change: it is appended as it is, so the
+        URL is built once per page rather than once per link."""
+        params = urlencode([(k, v) for k, v in self.request.query_params.items() if k != "cursor"])
+        query = f"{params}&cursor=" if params else "cursor="
+        return self.request.build_absolute_uri(f"{self.request.path}?{query}")
 
     def precondition(self, body: dict[str, Any] | None = None) -> services.Precondition:
         header = self.request.headers.get("If-Match")

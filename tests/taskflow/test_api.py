@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from django.test import Client
@@ -503,3 +504,24 @@ def test_list_filters_are_documented_as_accepting_repeated_values() -> None:
         status = next(p for p in parameters if p["name"] == "status")
         assert status["schema"]["type"] == "array"
         assert "uniqueItems" not in status["schema"]
+
+
+def test_page_links_keep_every_parameter_encoded_and_the_cursor_last(
+    tenant_a: TenantFixture,
+) -> None:
+    """Links are built once per page and the cursor appended as it is (taskflow.views): the
+    other parameters still come encoded, in their order, and the link pages on."""
+    api = tenant_a.api()
+    project = make_project(api)["id"]
+    marker = f"lïnk & 100% {new_key()}"
+    made = [make_task(api, project, title=f"{marker} {n}")["id"] for n in range(3)]
+    first = api.get("/api/v1/tasks", q=marker, limit=1, sort="-created_at").json()
+    query = urlencode({"q": marker, "limit": 1, "sort": "-created_at"})
+    assert first["next"].startswith(f"http://{tenant_a.host}/api/v1/tasks?{query}&cursor=")
+    assert first["previous"] is None
+    second = api.client.get(first["next"]).json()
+    assert second["previous"].startswith(f"http://{tenant_a.host}/api/v1/tasks?{query}&cursor=")
+    third = api.client.get(second["next"]).json()
+    ids = [page["results"][0]["id"] for page in (first, second, third)]
+    assert ids == made[::-1]
+    assert third["next"] is None
