@@ -265,6 +265,13 @@ def generated_row(i: int, emails: tuple[str, ...], version: str) -> tuple[list[s
     return row, position != REPEAT_AT - 1
 
 
+def valid_rows(rows: int) -> int:
+    """How many of a generated file's first `rows` rows the import writes (as generated_row)."""
+    rejected = {INVALID_AT, REPEAT_AT - 1, REPEAT_AT}
+    whole, rest = divmod(rows, INVALID_EVERY)
+    return rows - whole * len(rejected) - sum(1 for position in rejected if position < rest)
+
+
 def write_import_csv(
     path: Path, rows: int, emails: tuple[str, ...] = ASSIGNEES, version: str = "Task"
 ) -> None:
@@ -848,6 +855,8 @@ def main() -> None:
     many = orm = rss_baseline = 0.0
     rss_peak: list[float] = []
     rss: Imported | None = None
+    rss_expected = 0
+    rss_counts = (0, 0)
     try:
         print(f"creating database {BENCH_DB} ...", file=sys.stderr)
         create_bench_database(env)
@@ -942,8 +951,11 @@ def main() -> None:
             write_import_csv(rss_csv, args.rss_rows, first.emails)
             rss_size = rss_csv.stat().st_size
             rss_baseline = memory_mb(pool_child(rss_worker) or 0, "VmRSS")
-            rss = time_import(port, new_tenant(), rss_csv, rss_worker, rss_peak)
+            rss_tenant = new_tenant()
+            rss = time_import(port, rss_tenant, rss_csv, rss_worker, rss_peak)
             loads.append(load())
+            rss_expected = valid_rows(args.rss_rows)
+            rss_counts = count_tasks(rss_tenant)
     finally:
         for service in services:
             service.stop()
@@ -952,7 +964,14 @@ def main() -> None:
 
     out = []
     if rss is not None:
-        ok = max(rss_peak, default=1e9) <= TARGET_RSS_MB and rss.job.status == "succeeded"
+        # Written, not rejected: the tenant's table holds every valid row of the file, each
+        # with its history row.
+        written_all = rss_counts == (rss_expected, rss_expected)
+        ok = (
+            max(rss_peak, default=1e9) <= TARGET_RSS_MB
+            and rss.job.status == "succeeded"
+            and written_all
+        )
         out += [
             f"  {args.rss_rows:,}-row file ({rss_size / 1e6:,.0f} MB) on a fresh worker (idle child"
             f" {rss_baseline:.0f} MB): peak {max(rss_peak, default=0):.0f} MB   target <="
@@ -960,6 +979,8 @@ def main() -> None:
             f"  that run: job {rss.job.status} after {rss.job_seconds:.0f} s ({rss.seconds:.0f} s"
             f" with the upload), {rss.job.rows_read:,} rows read, {rss.job.inserted:,} inserted,"
             f" {rss.job.rejected:,} rejected; 1-min load average after it: {loads[-1]}",
+            f"  the tenant's table after it: {rss_counts[0]:,} tasks and {rss_counts[1]:,} history"
+            f" rows, of {rss_expected:,} valid rows in the file  {verdict(written_all)}",
         ]
         print("\n".join(out))
     if not args.keep:
