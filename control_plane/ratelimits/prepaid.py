@@ -15,6 +15,11 @@ takes the decision from the request (PREPAID_ATTRIBUTE) and sends nothing. When 
 (a token's first request, a change, a new cache epoch) nothing is charged here, and the early
 check or DRF's throttle charges the request in a round trip of its own, as before.
 
+A request charged here that a layer between resolution and the early check answers itself (an
+unknown TaskFlow-Version's 400) stays charged, and its response says so in its RateLimit
+headers: it was still a request to a served route, and telling it apart would mean reading the
+version catalogue here.
+
 It must never charge what the early check would not: it expects only an active, non-public
 tenant, a usable token of that tenant, and a route the throttle limits that serves the method.
 It never lets a request in: a standing refusal (control_plane.ratelimits.memo) is not sent, and
@@ -39,6 +44,7 @@ from django_tenants.utils import get_public_schema_name
 from control_plane.http.redis_cache import PooledClientRedisCache
 from control_plane.identity.principals import principal_from
 from control_plane.ratelimits import limiter
+from control_plane.ratelimits.headers import remember
 from control_plane.ratelimits.limiter import Decision, Limit
 from control_plane.ratelimits.memo import REFUSALS
 from control_plane.ratelimits.warm import API_PREFIX, limited_route, limits_of, serves, usable_on
@@ -149,6 +155,7 @@ def _read(backend: PooledClientRedisCache, request: HttpRequest, keys: list[str]
             asked_at,
         )
         setattr(request, PREPAID_ATTRIBUTE, prepaid)
+        remember(request, decision)  # its headers, whichever layer answers the request
     return found
 
 

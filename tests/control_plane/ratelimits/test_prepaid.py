@@ -13,6 +13,7 @@ from django.test import Client, override_settings
 
 from control_plane.ratelimits.memo import REFUSALS
 from control_plane.ratelimits.prepaid import RAW
+from tenants.cache_epoch import forget_view
 from tenants.models import Isolation, Tenant
 from tests.factories import make_member, make_tenant
 from tests.round_trips import redis_round_trips
@@ -66,10 +67,12 @@ def test_a_warm_request_makes_one_redis_round_trip_that_reads_and_charges(
 ) -> None:
     _, token = make_member(tenant, f"a-{unique}@example.com")
     client = Client()
-    # Cold (authenticated from the database), then its principal read for the first time.
-    assert [send(client, tenant, token).status_code for _ in range(3)] == [200] * 3
-    with redis_round_trips() as trips:
-        response = send(client, tenant, token)
+    forget_view()  # the epoch the member's rows moved, read once: no key changes mid-test
+    with override_settings(CACHE_EPOCH_CHECK_SECONDS=3600):
+        # Cold (authenticated from the database), then its principal read for the first time.
+        assert [send(client, tenant, token).status_code for _ in range(3)] == [200] * 3
+        with redis_round_trips() as trips:
+            response = send(client, tenant, token)
     assert response.status_code == 200
     assert len(trips) == 1, [t.commands for t in trips]
     (trip,) = trips
@@ -156,3 +159,22 @@ def test_a_write_the_role_may_not_make_is_charged(tenant: Tenant, unique: str) -
     forbidden = [send(client, tenant, token, "POST", "/api/v1/projects") for _ in range(2)]
     assert [r.status_code for r in forbidden] == [403, 403]
     assert [remaining(r, "token-writes") for r in forbidden] == [19, 18]
+
+
+def test_an_unknown_api_version_is_charged_once_a_token_is_warm(
+    tenant: Tenant, unique: str
+) -> None:
+    """The documented edge (control_plane.ratelimits.prepaid): charged in resolution's round
+    trip, the 400 of a version the API does not know stays charged, and says so."""
+    _, token = make_member(tenant, f"g-{unique}@example.com")
+    client = Client()
+    assert [remaining(send(client, tenant, token)) for _ in range(3)] == [49, 48, 47]
+    unknown = client.get(
+        "/api/v1/tasks",
+        HTTP_HOST=f"{tenant.slug}.localhost",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+        HTTP_TASKFLOW_VERSION="1999-01-01",
+    )
+    assert unknown.status_code == 400
+    assert remaining(unknown) == 46
+    assert remaining(send(client, tenant, token)) == 45
