@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -349,3 +350,22 @@ def start_gunicorn(
             time.sleep(0.2)
     stop_process(process)
     raise RuntimeError(f"gunicorn did not answer within {timeout:.0f} s:\n{stderr.read_text()}")
+
+
+def request_json(
+    port: int, method: str, path: str, host: str, body: Any = None, headers: Mapping[str, str] = {}
+) -> tuple[int, Any]:
+    """(status, decoded JSON body or None) of one request to 127.0.0.1:`port` on a new connection,
+    with the tenant's Host header and `body` sent as JSON."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        sent = {"Host": host, **headers}
+        payload = None if body is None else json.dumps(body).encode()
+        if payload is not None:
+            sent["Content-Type"] = "application/json"
+        conn.request(method, path, body=payload, headers=sent)
+        response = conn.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+    finally:
+        conn.close()

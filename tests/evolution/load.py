@@ -9,8 +9,6 @@ acknowledged is kept (task, version, UTC day) so the test can look for it in the
 
 from __future__ import annotations
 
-import http.client
-import json
 import math
 import random
 import threading
@@ -20,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+
+from tests.processes import request_json
 
 OLD_VERSION = "2026-12-01"  # names due_date
 NEW_VERSION = "2026-12-06"  # names due_at
@@ -36,18 +36,7 @@ class Web:
     def request(
         self, method: str, path: str, host: str, body: Any, headers: dict[str, str]
     ) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            sent = {"Host": host, **headers}
-            payload = None if body is None else json.dumps(body).encode()
-            if payload is not None:
-                sent["Content-Type"] = "application/json"
-            conn.request(method, path, body=payload, headers=sent)
-            response = conn.getresponse()
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-        finally:
-            conn.close()
+        return request_json(self.port, method, path, host, body, headers)
 
 
 @dataclass(frozen=True)

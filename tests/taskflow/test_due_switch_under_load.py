@@ -12,7 +12,6 @@ afterwards with the due day it was written with.
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import random
 import subprocess
@@ -32,7 +31,7 @@ from taskflow import due
 from tenants.database_roles import owner_connection
 from tenants.models import Isolation
 from tests.conftest import ROOT
-from tests.processes import free_port, stop_process
+from tests.processes import free_port, request_json, stop_process
 from tests.taskflow.conftest import TenantFixture, discard, provisioned_tenant, set_due_switch
 
 OLD_VERSION = "2026-12-01"
@@ -49,18 +48,7 @@ class Web:
     def request(
         self, method: str, path: str, host: str, body: Any = None, **headers: str
     ) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            payload = None if body is None else json.dumps(body).encode()
-            sent = {"Host": host, **headers}
-            if payload is not None:
-                sent["Content-Type"] = "application/json"
-            conn.request(method, path, body=payload, headers=sent)
-            response = conn.getresponse()
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-        finally:
-            conn.close()
+        return request_json(self.port, method, path, host, body, headers)
 
 
 def start_web(name: str, tmp: Path, settings_module: str) -> Web:

@@ -20,6 +20,7 @@ from control_plane.ratelimits.limiter import Decision, Limit, LimitState
 from control_plane.ratelimits.memo import REFUSALS, RefusalMemo
 from tenants.cache_epoch import forget_view
 from tenants.models import Tenant
+from tests.control_plane.ratelimits.support import limits_of_this_test
 from tests.factories import make_member, make_tenant
 
 pytestmark = pytest.mark.usefixtures("committed")
@@ -33,16 +34,8 @@ PLANS = {
 @pytest.fixture(autouse=True)
 def small_plans(unique: str) -> Iterator[None]:
     """Small quotas, keys of this test only, and an empty memo before and after."""
-    REFUSALS.clear()
-    with override_settings(
-        RATE_LIMIT_PLANS=PLANS,
-        RATE_LIMITS_ENABLED=True,
-        RATE_LIMIT_TOKEN_SHARE=0.5,
-        RATE_LIMIT_KEY_PREFIX=f"rl-{unique}",
-        RATE_LIMIT_WINDOW_SECONDS=60,
-    ):
+    with limits_of_this_test(unique, PLANS):
         yield
-    REFUSALS.clear()
 
 
 @pytest.fixture

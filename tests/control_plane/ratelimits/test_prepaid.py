@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from django.test import Client, override_settings
 
-from control_plane.ratelimits.memo import REFUSALS
 from control_plane.ratelimits.prepaid import RAW
 from tenants.cache_epoch import forget_view
 from tenants.models import Isolation, Tenant
+from tests.control_plane.ratelimits.support import limits_of_this_test
 from tests.factories import make_member, make_tenant
 from tests.round_trips import redis_round_trips
 
@@ -29,16 +29,8 @@ PLANS = {
 @pytest.fixture(autouse=True)
 def plans(unique: str) -> Iterator[None]:
     """Quotas no test reaches (token share 50 reads, 20 writes), keys of this test only."""
-    REFUSALS.clear()
-    with override_settings(
-        RATE_LIMIT_PLANS=PLANS,
-        RATE_LIMITS_ENABLED=True,
-        RATE_LIMIT_TOKEN_SHARE=0.5,
-        RATE_LIMIT_KEY_PREFIX=f"rl-{unique}",
-        RATE_LIMIT_WINDOW_SECONDS=3600,  # nothing comes back during a test
-    ):
+    with limits_of_this_test(unique, PLANS, window=3600):  # nothing comes back during a test
         yield
-    REFUSALS.clear()
 
 
 @pytest.fixture

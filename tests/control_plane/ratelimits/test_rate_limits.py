@@ -12,6 +12,7 @@ from django.test import Client, override_settings
 from control_plane.ratelimits import limiter
 from control_plane.ratelimits.limiter import Limit
 from tenants.models import Tenant
+from tests.control_plane.ratelimits.support import limits_of_this_test
 from tests.factories import make_member, make_tenant, make_token, make_user, public_tenant
 
 pytestmark = pytest.mark.usefixtures("committed")
@@ -26,14 +27,7 @@ PLANS = {
 @pytest.fixture(autouse=True)
 def small_plans(unique: str) -> Iterator[None]:
     """Small quotas, and keys of this test only (a fresh test database reuses tenant ids)."""
-    with override_settings(
-        RATE_LIMIT_PLANS=PLANS,
-        RATE_LIMITS_ENABLED=True,
-        RATE_LIMIT_TOKEN_SHARE=0.5,
-        RATE_LIMIT_KEY_PREFIX=f"rl-{unique}",
-        RATE_LIMIT_AUTH_FAILURES=30,
-        RATE_LIMIT_WINDOW_SECONDS=60,
-    ):
+    with limits_of_this_test(unique, PLANS, RATE_LIMIT_AUTH_FAILURES=30):
         yield
 
 
