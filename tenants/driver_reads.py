@@ -1,12 +1,13 @@
-"""Read statements sent straight to the driver, compiled once per statement and schema.
+"""Read statements sent straight to the driver, compiled once per statement.
 
 A list page's statement is built once per shape (taskflow.pagination), yet running it through
 SQLAlchemy's Connection.execute still costs, on every request, the compiled-cache lookup, an
 execution context, a cursor wrapper and a result object with its row processors: under load
 (py-spy --gil on gunicorn's workers) more of a list request's CPU than PostgreSQL spent on
-the query. Here a statement is compiled once per (statement, schema), its schema names
-rendered, and every later execution is psycopg's own cursor.execute of that text, rows as
-named tuples (attribute access and iteration, as a SQLAlchemy Row).
+the query. Here a statement is compiled once, with SQLAlchemy's schema tokens; each schema's
+rendering of that text is cached apart (a miss costs a substitution, never a compile, however
+many schema-mode tenants there are), and every execution is psycopg's own cursor.execute of
+the rendered text, rows as named tuples (attribute access and iteration, as a SQLAlchemy Row).
 
 Only what needs no SQLAlchemy processing takes this path: no expanding (IN) or post-compile
 parameters, no bind or result processor of the dialect for any parameter or column.
@@ -18,7 +19,7 @@ unchanged.
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,29 +39,34 @@ EXECUTION_EVENTS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # cached by identity (rendered's key)
 class DriverStatement:
-    """A statement as the driver takes it: the SQL text and the parameters fixed in it."""
+    """A statement as the driver takes it: the SQL text (schema names as SQLAlchemy's tokens
+    when it was compiled for a translate map), the parameters fixed in it, and the compiler's
+    identifier preparer, which renders the tokens."""
 
     sql: str
     fixed: Mapping[str, Any]
+    preparer: Any
 
 
 def read_rows(
     connection: sa.Connection, statement: sa.Select[Any], params: Mapping[str, Any]
 ) -> list[Any]:
     """All rows of `statement` with `params` on `connection` (in its schema translation)."""
-    translate = connection.get_execution_options().get("schema_translate_map")
-    schemas: Hashable = tuple(sorted(translate.items())) if translate else ()
+    translate = connection.get_execution_options().get("schema_translate_map") or {}
     compiled = (
-        None if _watched(connection) else driver_statement(statement, schemas, connection.dialect)
+        None
+        if _watched(connection)
+        else driver_statement(statement, tuple(sorted(translate)), connection.dialect)
     )
     if compiled is None:
         return list(connection.execute(statement, dict(params)).all())
+    sql = rendered(compiled, tuple(sorted(translate.items()))) if translate else compiled.sql
     driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
     try:
         with driver.cursor(row_factory=namedtuple_row) as cursor:
-            cursor.execute(compiled.sql, {**compiled.fixed, **params})
+            cursor.execute(sql, {**compiled.fixed, **params})
             return cursor.fetchall()
     except psycopg.Error:
         if driver.closed or driver.broken:
@@ -76,16 +82,17 @@ def _watched(connection: sa.Connection) -> bool:
 
 @functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)
 def driver_statement(
-    statement: sa.Select[Any], schemas: Hashable, dialect: sa.Dialect
+    statement: sa.Select[Any], placeholders: tuple[Any, ...], dialect: sa.Dialect
 ) -> DriverStatement | None:
-    """`statement` compiled for `dialect` with the schema names `schemas` ((placeholder, name)
-    pairs) rendered in; None when it needs SQLAlchemy at execution time."""
+    """`statement` compiled for `dialect`, with SQLAlchemy's tokens where a schema translate map
+    with the keys `placeholders` puts schema names (rendered per schema by `rendered`); None
+    when it needs SQLAlchemy at execution time. Compiled once per statement, whatever the
+    schema: a schema-mode tenant's first page costs no compile, however many tenants there are."""
     compiled = statement.compile(
         dialect=dialect,
-        schema_translate_map=dict(schemas) if schemas else None,  # type: ignore[call-overload]
-        render_schema_translate=True,
+        schema_translate_map=dict.fromkeys(placeholders) if placeholders else None,
     )
-    if compiled.positional or "__[" in compiled.string:  # post-compile or unrendered parts
+    if compiled.positional or "__[POSTCOMPILE" in compiled.string:
         return None
     binds = compiled.bind_names  # each parameter -> its name in the SQL
     if any(b.expanding or b.literal_execute for b in binds):
@@ -96,4 +103,11 @@ def driver_statement(
     if any(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns):
         return None
     fixed = {name: b.effective_value for b, name in binds.items() if not b.required}
-    return DriverStatement(compiled.string, fixed)
+    return DriverStatement(compiled.string, fixed, compiled.preparer)
+
+
+@functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)
+def rendered(compiled: DriverStatement, schemas: tuple[tuple[Any, str], ...]) -> str:
+    """The statement's SQL with the schema names of `schemas` ((placeholder, name) pairs), as
+    SQLAlchemy renders them at execution: a cache miss costs a substitution, not a compile."""
+    return str(compiled.preparer._render_schema_translates(compiled.sql, dict(schemas)))

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tenants.binding import TenantBinding, engine, tenant_reads
-from tenants.driver_reads import driver_statement, read_rows
+from tenants.driver_reads import driver_statement, read_rows, rendered
 from tenants.placement import PLACEHOLDER_SCHEMA
 from tests.tenants.test_binding import terminate
 
@@ -44,27 +44,34 @@ def test_rows_are_what_sqlalchemy_reads_with_names_as_attributes() -> None:
     assert (rows[0].nspname, rows[0].tag) == ("pg_catalog", "fixed")
 
 
-def test_a_statement_is_compiled_once_per_schema_with_its_names_rendered() -> None:
+def test_a_statement_is_compiled_once_whatever_the_schema_and_rendered_per_schema() -> None:
     statement = by_name()
-    with tenant_reads(CATALOG) as connection:
-        for name in ("pg_catalog", "public", "information_schema"):
-            assert read_rows(connection, statement, {"name": name})[0].nspname == name
-    schemas = ((PLACEHOLDER_SCHEMA, "pg_catalog"),)
     before = driver_statement.cache_info()
-    compiled = driver_statement(statement, schemas, engine().dialect)
-    assert driver_statement.cache_info().hits == before.hits + 1  # compiled by the reads above
+    for _ in range(2):
+        with tenant_reads(CATALOG) as connection:
+            assert read_rows(connection, statement, {"name": "public"})[0].nspname == "public"
+    other = TenantBinding(tenant_id=42, schema="information_schema")
+    with (
+        pytest.raises(psycopg.errors.UndefinedTable, match=r"information_schema\.pg_namespace"),
+        tenant_reads(other) as connection,
+    ):
+        read_rows(connection, statement, {"name": "public"})  # sent, in the other schema
+    assert driver_statement.cache_info().misses == before.misses + 1  # one compile, 3 reads
+    compiled = driver_statement(statement, (PLACEHOLDER_SCHEMA,), engine().dialect)
     assert compiled is not None
-    assert "pg_catalog.pg_namespace" in compiled.sql
-    assert PLACEHOLDER_SCHEMA not in compiled.sql.replace("pg_namespace", "")
+    assert "pg_namespace" in compiled.sql
     assert dict(compiled.fixed) == {"param_1": "fixed"}
+    for schema in ("pg_catalog", "information_schema"):
+        sql = rendered(compiled, ((PLACEHOLDER_SCHEMA, schema),))
+        assert f"FROM {schema}.pg_namespace" in sql
+        assert PLACEHOLDER_SCHEMA not in sql.replace("pg_namespace", "")
 
 
 def test_an_expanding_parameter_goes_through_sqlalchemy() -> None:
     statement = sa.select(NAMESPACES.c.nspname).where(
         NAMESPACES.c.nspname.in_(sa.bindparam("names", expanding=True))
     )
-    schemas = ((PLACEHOLDER_SCHEMA, "pg_catalog"),)
-    assert driver_statement(statement, schemas, engine().dialect) is None
+    assert driver_statement(statement, (PLACEHOLDER_SCHEMA,), engine().dialect) is None
     with tenant_reads(CATALOG) as connection:
         rows = read_rows(connection, statement, {"names": ["public", "pg_catalog"]})
     assert sorted(r.nspname for r in rows) == ["pg_catalog", "public"]
