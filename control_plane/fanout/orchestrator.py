@@ -58,6 +58,30 @@ def advance(
     True is returned: the task carries on over its connection, without a new message.
     `first` runs once the run is locked (a batch writes its last outcomes there).
     """
+    return _advance(run_id, lane=lane, first=first) is not None
+
+
+def advance_adopting(run_id: int) -> int | None:
+    """advance, for a task that is no lane yet (advance_run): the first batch it would send
+    gets a new batch number and is not sent; that number is returned for the caller to run
+    as a lane itself (batches.run_batch), None when there is none.
+
+    The task that migrated the template then migrates the canaries in the same process, with
+    the plan it compiled and the owner connection it used, instead of one more message and
+    another process compiling the plan again. A lane run this way is a lane like any other:
+    its lease, the reaper's re-send when its worker dies, redelivery.
+    """
+    return _advance(run_id, adopt=True)
+
+
+def _advance(
+    run_id: int,
+    *,
+    lane: int | None = None,
+    first: Callable[[], object] | None = None,
+    adopt: bool = False,
+) -> int | None:
+    """advance's body: the batch number the caller carries on with, or None."""
     MigrationRun.objects.filter(pk=run_id, status=RunStatus.PENDING).update(
         status=RunStatus.RUNNING, started_at=timezone.now(), stage=Stage.SCHEMAS
     )
@@ -82,31 +106,31 @@ def advance(
         if not migrated:
             if first is not None:
                 first()
-            return False
+            return None
     with transaction.atomic():
         run = MigrationRun.objects.select_for_update().get(pk=run_id)
         if first is not None:
             first()
         if run.status != RunStatus.RUNNING:
             settle_finished(run)
-            return False
+            return None
         if halt_if_budget_spent(run):
-            return False
+            return None
         if run.stage == Stage.CANARY:
-            keep, busy = _dispatch(run, canary=True, lane=lane)
-            if keep or busy or _in_flight(run):
-                return keep
+            kept, busy = _dispatch(run, canary=True, lane=lane, adopt=adopt)
+            if kept is not None or busy or _in_flight(run):
+                return kept
             run.stage = Stage.ROLLOUT
             run.save(update_fields=["stage"])
         if run.stage == Stage.ROLLOUT:
-            keep, busy = _dispatch(run, canary=False, lane=lane)
-            if keep or busy or _in_flight(run):
-                return keep
+            kept, busy = _dispatch(run, canary=False, lane=lane, adopt=adopt)
+            if kept is not None or busy or _in_flight(run):
+                return kept
             run.stage = Stage.SWEEP
             run.save(update_fields=["stage"])
         if run.stage == Stage.SWEEP:
-            return _sweep(run, lane)
-    return False
+            return _sweep(run, lane, adopt=adopt)
+    return None
 
 
 # --- Platform schemas --------------------------------------------------------------------------
@@ -240,12 +264,15 @@ def _in_flight(run: MigrationRun) -> int:
     )
 
 
-def _dispatch(run: MigrationRun, *, canary: bool, lane: int | None) -> tuple[bool, bool]:
+def _dispatch(
+    run: MigrationRun, *, canary: bool, lane: int | None, adopt: bool = False
+) -> tuple[int | None, bool]:
     """Hand out batches of unassigned pending tenants up to the free slots.
 
-    The first goes to `lane` (the calling task carries on with it), the others to new batch
-    tasks. Returns (the lane got tenants, tenants are waiting or were handed out). After the
-    canaries, the shared schema's backfill lanes go first, one per batch.
+    The first goes to `lane` (the calling task carries on with it) or, with `adopt` and no
+    lane, to a new batch number the calling task runs itself; the others to new batch tasks.
+    Returns (the batch number the caller carries on with or None, tenants are waiting or were
+    handed out). After the canaries, the shared schema's backfill lanes go first, one per batch.
     """
     waiting = run.steps.filter(tenant__isnull=False, status=StepStatus.PENDING, batch__isnull=True)
     if canary:
@@ -258,12 +285,7 @@ def _dispatch(run: MigrationRun, *, canary: bool, lane: int | None) -> tuple[boo
         [] if canary or slots <= 0 else list(lanes.order_by("id").values_list("id", flat=True))
     )
     for step_id in lane_ids[:slots]:
-        if lane is not None and not keep:
-            number, keep = lane, True
-        else:
-            run.batches_dispatched += 1
-            number = run.batches_dispatched
-            sent.append(number)
+        number, keep = _batch_number(run, lane, adopt, keep, sent)
         TenantMigration.objects.filter(id=step_id).update(batch=number)
         slots -= 1
     # Near the end, split what is left evenly, so no batch finishes long after the others.
@@ -272,18 +294,32 @@ def _dispatch(run: MigrationRun, *, canary: bool, lane: int | None) -> tuple[boo
         ids = list(waiting.order_by("id").values_list("id", flat=True)[:size])
         if not ids:
             break
-        if lane is not None and not keep:
-            number, keep = lane, True
-        else:
-            run.batches_dispatched += 1
-            number = run.batches_dispatched
-            sent.append(number)
+        number, keep = _batch_number(run, lane, adopt, keep, sent)
         TenantMigration.objects.filter(id__in=ids).update(batch=number)
         slots -= 1
-    if sent:
+    kept = None
+    if keep:
+        kept = lane if lane is not None else run.batches_dispatched - len(sent)
+    if sent or (keep and lane is None):
         run.save(update_fields=["batches_dispatched"])
+    if sent:
         transaction.on_commit(functools.partial(_send_batches, run.pk, sent))
-    return keep, keep or bool(sent) or waiting.exists() or (not canary and lanes.exists())
+    busy = keep or bool(sent) or waiting.exists() or (not canary and lanes.exists())
+    return kept, busy
+
+
+def _batch_number(
+    run: MigrationRun, lane: int | None, adopt: bool, keep: bool, sent: list[int]
+) -> tuple[int, bool]:
+    """The batch number of the next chunk and whether the caller now carries one on: the
+    caller's lane first (or, adopting, the first new number, not sent); then new numbers, sent."""
+    if not keep and lane is not None:
+        return lane, True
+    run.batches_dispatched += 1
+    if not keep and adopt:
+        return run.batches_dispatched, True
+    sent.append(run.batches_dispatched)
+    return run.batches_dispatched, keep
 
 
 def _send_batches(run_id: int, batches: list[int]) -> None:
@@ -327,8 +363,9 @@ def halt_if_budget_spent(run: MigrationRun) -> bool:
 # --- End of a run ------------------------------------------------------------------------------
 
 
-def _sweep(run: MigrationRun, lane: int | None) -> bool:
-    """Catch tenants that appeared since the run started, then finish; True as in advance.
+def _sweep(run: MigrationRun, lane: int | None, *, adopt: bool = False) -> int | None:
+    """Catch tenants that appeared since the run started, then finish; the batch number the
+    caller carries on with, as in _advance.
 
     Tenants still provisioning are waited for first: one may have cloned the template before
     the run migrated it. A tenant that turns active after this check cloned the migrated one.
@@ -338,14 +375,14 @@ def _sweep(run: MigrationRun, lane: int | None) -> bool:
         transaction.on_commit(
             functools.partial(runs.enqueue_advance, run.pk, countdown=SWEEP_POLL_S)
         )
-        return False
+        return None
     if everyone and create_tenant_steps(run):
-        keep, busy = _dispatch(run, canary=False, lane=lane)
-        if keep or busy:
-            return keep
+        kept, busy = _dispatch(run, canary=False, lane=lane, adopt=adopt)
+        if kept is not None or busy:
+            return kept
     if not _in_flight(run):
         settle_finished(run, force=True)
-    return False
+    return None
 
 
 def _still_provisioning() -> bool:

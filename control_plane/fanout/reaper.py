@@ -23,7 +23,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from control_plane.fanout import liveness, runs
-from control_plane.fanout.models import MigrationRun, RunStatus, Stage, StepStatus
+from control_plane.fanout.models import MigrationRun, RunStatus, Stage, StepStatus, TenantMigration
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,28 @@ def reap_dead_lanes() -> list[tuple[int, int]]:
         sent.append((run_id, batch))
     sent += _reap_platform_stage()
     return sent
+
+
+def orphan_lane(run_id: int) -> int | None:
+    """A lane of the running run with running tenants and no live lease, claimed as the
+    reaper claims a re-send, for the caller to run itself: a redelivered advance_run whose
+    worker died in the lane it had adopted. None when every such lane has a live holder."""
+    lanes = (
+        TenantMigration.objects.filter(
+            run_id=run_id,
+            run__status=RunStatus.RUNNING,
+            status=StepStatus.RUNNING,
+            batch__isnull=False,
+        )
+        .values_list("batch", flat=True)
+        .distinct()
+    )
+    for batch in sorted(b for b in lanes if b is not None):
+        if liveness.is_held(run_id, batch) or not liveness.claim_resend(run_id, batch):
+            continue
+        log.warning("migration run %s: batch %s has no live worker; running it here", run_id, batch)
+        return batch
+    return None
 
 
 def _reap_platform_stage() -> list[tuple[int, int]]:

@@ -178,8 +178,12 @@ def enqueue_advance(run_id: int, *, countdown: float | None = None) -> None:
     celery_app.send_task(ADVANCE_TASK, args=[run_id], countdown=countdown)
 
 
-def enqueue_batch(run_id: int, batch: int, *, force: bool = False) -> None:
-    celery_app.send_task(BATCH_TASK, args=[run_id, batch], kwargs={"force": force})
+def enqueue_batch(
+    run_id: int, batch: int, *, force: bool = False, countdown: float | None = None
+) -> None:
+    celery_app.send_task(
+        BATCH_TASK, args=[run_id, batch], kwargs={"force": force}, countdown=countdown
+    )
 
 
 def downgrades(location: str, target: str | None, sources: set[str | None]) -> list[str]:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from celery import Task, shared_task
 from django import db
 
-from control_plane.fanout import batches, orchestrator, reaper
+from control_plane.fanout import batches, orchestrator, reaper, runs
 from migrations_sqla.migrator import ConnectionLost
 
 DATABASE_GONE = (
@@ -40,11 +40,27 @@ def retry_when_database_gone(task: Task, exc: Exception) -> Any:
 
 @shared_task(name="control_plane.fanout.advance_run", bind=True)
 def advance_run(self: Task, run_id: int) -> None:
-    """Move the run on: platform schemas, dispatch of batches, sweep, final status."""
+    """Move the run on: platform schemas, dispatch of batches, sweep, final status; the first
+    batch it hands out it migrates itself, as that batch's lane (orchestrator.advance_adopting).
+
+    A lost database during that lane sends the lane as its own migrate_batch message, which
+    retries as any batch does; the advance itself is not repeated for it. A redelivered
+    advance (its worker died in the lane) finds no new work and runs that lane, once its
+    lease has lapsed, as the reaper would re-send it.
+    """
     try:
-        orchestrator.advance(run_id)
+        lane = orchestrator.advance_adopting(run_id)
+        if lane is None:  # this message may be a redelivery whose worker died in its lane
+            lane = reaper.orphan_lane(run_id)
     except DATABASE_GONE as exc:
         raise retry_when_database_gone(self, exc) from exc
+    if lane is None:
+        return
+    try:
+        batches.run_batch(run_id, lane)
+    except DATABASE_GONE:
+        db.connections.close_all()
+        runs.enqueue_batch(run_id, lane, countdown=random.uniform(0.2, RETRY_CAP_S))  # noqa: S311
 
 
 @shared_task(name="control_plane.fanout.migrate_batch", bind=True)

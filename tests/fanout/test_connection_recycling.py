@@ -11,11 +11,20 @@ import pytest
 
 from control_plane.fanout.batches import Lane
 from control_plane.fanout.models import MigrationRun
+from migrations_sqla.migrator import owner_engine
 from tests.fanout.support import wait_until
 from tests.migrations_sqla.support import TEST_REVISION, schema_state
 from tests.superuser import superuser_connection
 
-pytestmark = pytest.mark.usefixtures("committed")
+pytestmark = pytest.mark.usefixtures("committed", "fresh_owner_pool")
+
+
+@pytest.fixture
+def fresh_owner_pool() -> None:
+    """The count of schemas a connection served lives on its pool record: a lane run in this
+    process by an earlier test would leave some on a pooled connection, and the groups below
+    start from fresh connections."""
+    owner_engine().dispose()
 
 
 def migrate_one_by_one(lane: Lane, schemas: list[str]) -> list[int]:
