@@ -88,8 +88,13 @@ TENANT_MULTIPROCESSING_MAX_PROCESSES = {processes}
 # --- Bare loop ---------------------------------------------------------------------------------
 
 
-def bare_loop(owner_url: str, schemas: list[str], concurrency: int, statement: str) -> float:
-    """Apply `statement` to every schema over `concurrency` connections; seconds taken."""
+def bare_loop(
+    owner_url: str, schemas: list[str], concurrency: int, statement: str, *, split: bool = False
+) -> float:
+    """Apply `statement` to every schema over `concurrency` connections; seconds taken.
+
+    `split` sends its statements one per query (a Citus coordinator refuses a multi-statement
+    string on a distributed schema; the platform's fan-out sends one per query there too)."""
     import psycopg
 
     work = list(schemas)
@@ -102,7 +107,9 @@ def bare_loop(owner_url: str, schemas: list[str], concurrency: int, statement: s
                     if not work:
                         return
                     schema = work.pop()
-                conn.execute(statement.replace("%(path)s", f"'\"{schema}\", public'").encode())
+                script = statement.replace("%(path)s", f"'\"{schema}\", public'")
+                for part in [p for p in script.split(";") if p.strip()] if split else [script]:
+                    conn.execute(part.encode())
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     started = time.perf_counter()

@@ -5,7 +5,7 @@ Run from the repository root (PostgreSQL at 127.0.0.1:5432 with superuser `postg
     .venv/bin/python -m tests.benchmarks.bench_scale [--steps 100,1000,10000] [--large 3]
         [--large-tasks 20000] [--small-tasks 5] [--onboard 20] [--requests 2000] [--clients 4]
         [--workers 2] [--threads 4] [--concurrency 2] [--batch-size 50] [--database NAME]
-        [--keep] [--reuse]
+        [--keep] [--reuse] [--citus [--citus-port 9700]]
 
 One throw-away database (`<DB_NAME>_bench_scale`, or --database) grows step by step: at each
 step it holds that many schema-mode tenants and as many rls-mode tenants, all small (a project
@@ -40,6 +40,16 @@ the web's backend memory bounded (its largest backend <= 1.2x the first step's; 
 twice, connections never recycled, then recycled per TASKFLOW_POOL_RECYCLE_SCHEMAS). `--reuse` keeps an existing
 database and its results (grow 100 -> 1,000 -> 10,000 in separate runs), `--keep` keeps it
 afterwards. Not collected by pytest.
+
+`--citus` runs the same steps against the Citus cluster of `platform/dev.sh citus-start` (a
+coordinator on --citus-port, 9700, and two workers on the next two ports): the database is made
+on every node with the roles and the extension, the workers are added to the coordinator, and
+the platform runs with CITUS_DISTRIBUTE_SCHEMAS and CITUS_DISTRIBUTE_SHARED on (as `platform/dev.sh
+citus` does): the shared tables distributed by tenant_id at set-up, every schema tenant, the bulk
+ones too, distributed as onboarding distributes it. Two workers on this host share its cores:
+compare the curve's shape with the plain run's, not its absolute figures. Backend memory is the
+coordinator's backends' (the workers' connections are Citus's own); the catalog and pg_dump are
+the coordinator's.
 """
 
 from __future__ import annotations
@@ -60,6 +70,11 @@ from typing import Any
 import psycopg
 
 from tests.benchmarks.bench_onboarding import (
+    APP_PASSWORD,
+    APP_ROLE,
+    DB_PORT,
+    OWNER_PASSWORD,
+    OWNER_ROLE,
     PGSUPERUSER,
     PY,
     ROOT,
@@ -101,25 +116,43 @@ FILL = (
 )
 
 
-def default_database() -> str:
-    return f"{os.environ.get('DB_NAME', 'taskflow')}_bench_scale"
+CITUS_NODES = 3  # the coordinator, then two workers (platform/dev.sh)
+CITUS_FILL = (
+    "WITH p AS (INSERT INTO {schema}.projects (tenant_id, key, name)"
+    " VALUES ({tid}, 'P1', 'Bench') RETURNING id) SELECT id FROM p",
+    "INSERT INTO {schema}.tasks (tenant_id, project_id, title, priority, status, due_date,"
+    " created_at, updated_at)"
+    " SELECT {tid}, {project}, 'task ' || g, g % 5, (ARRAY['todo','in_progress','done'])[1 + g % 3],"
+    " CASE WHEN g % 4 = 0 THEN NULL ELSE date '2030-01-01' + (g % 365) END,"
+    " now() - make_interval(secs => g), now() - make_interval(secs => g)"
+    " FROM generate_series(1, {tasks}) g ON CONFLICT DO NOTHING",
+)
+
+
+def default_database(citus: bool = False) -> str:
+    return f"{os.environ.get('DB_NAME', 'taskflow')}_bench_scale" + ("_citus" if citus else "")
 
 
 def results_file(db: str) -> Path:
     return ROOT / ".data" / f"bench_scale_{db}.json"
 
 
-def database_exists(db: str) -> bool:
+def database_exists(db: str, port: str) -> bool:
     out = subprocess.run(
-        ["psql", "-X", "-At", "-h", "127.0.0.1", "-U", PGSUPERUSER, "-d", "postgres", "-c",
+        ["psql", "-X", "-At", "-h", "127.0.0.1", "-p", port, "-U", PGSUPERUSER, "-d", "postgres", "-c",
          f"SELECT 1 FROM pg_database WHERE datname = '{db}'"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return out.stdout.strip() == "1"
 
 
-def scale_env(db: str, redis_url: str) -> dict[str, str]:
+def scale_env(db: str, redis_url: str, port: str, citus: bool) -> dict[str, str]:
     env = bench_env(db, "control_plane.settings")
+    for key in ("DATABASE_URL", "MIGRATION_DATABASE_URL"):
+        env[key] = env[key].replace(f":{DB_PORT}/", f":{port}/", 1)
+    env["DB_PORT"] = port
+    if citus:  # as platform/dev.sh citus runs the platform
+        env.update(CITUS_DISTRIBUTE_SCHEMAS="true", CITUS_DISTRIBUTE_SHARED="true")
     env.update(
         REDIS_URL=redis_url,
         CELERY_BROKER_URL=redis_url,
@@ -130,6 +163,42 @@ def scale_env(db: str, redis_url: str) -> dict[str, str]:
         SPARE_SCHEMAS="0",  # onboarding() asks for a spare when it times that path
     )
     return env
+
+
+# --- The Citus cluster --------------------------------------------------------------------------
+
+
+def psql_at(port: int, *args: str) -> None:
+    """psql as the superuser on one node of the cluster."""
+    subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
+         "-U", PGSUPERUSER, *args],
+        check=True, env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"},
+        stdout=subprocess.DEVNULL, cwd=ROOT,
+    )  # fmt: skip
+
+
+def drop_citus_database(db: str, port: int) -> None:
+    for node in range(CITUS_NODES):
+        psql_at(port + node, "-d", "postgres", "-c", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def create_citus_database(db: str, port: int) -> None:
+    """As platform/dev.sh fresh_citus_database: the roles and the database on every node (a
+    role made on the coordinator's `postgres` database never reaches the workers), the
+    extension in each, the coordinator's host set and the workers added."""
+    drop_citus_database(db, port)
+    for node in range(CITUS_NODES):
+        psql_at(
+            port + node, "-d", "postgres",
+            "-v", f"owner_role={OWNER_ROLE}", "-v", f"owner_password={OWNER_PASSWORD}",
+            "-v", f"app_role={APP_ROLE}", "-v", f"app_password={APP_PASSWORD}",
+            "-v", f"db_name={db}", "-f", "platform/postgres/init.sql",
+        )  # fmt: skip
+        psql_at(port + node, "-d", db, "-c", "CREATE EXTENSION IF NOT EXISTS citus")
+    psql_at(port, "-d", db, "-c", f"SELECT citus_set_coordinator_host('127.0.0.1', {port})")
+    for node in range(1, CITUS_NODES):
+        psql_at(port, "-d", db, "-c", f"SELECT citus_add_node('127.0.0.1', {port + node})")
 
 
 # --- Memory ------------------------------------------------------------------------------------
@@ -249,16 +318,20 @@ def provide_storage(tenants: list[Any], mode: str, tasks: int, connections: int)
     """Each tenant's id sequence, schema (a clone of the template) and rows, over `connections`
     owner connections, each replaced every RENEW_EVERY tenants: a backend that has created
     thousands of schemas carries their catalog entries and gets slower with every one."""
+    from django.conf import settings
     from psycopg import sql
 
+    from tenants.citus import is_citus
     from tenants.cloning import clone_schema, read_revisions
     from tenants.database_roles import app_role_name, owner_connection
+    from tenants.distribution import distribute_schema
     from tenants.ids import ensure_id_sequence
     from tenants.models import Tenant
     from tenants.placement import SHARED_SCHEMA
 
     with owner_connection() as conn:
         revisions = read_revisions(conn, SHARED_SCHEMA)
+        citus = settings.CITUS_DISTRIBUTE_SCHEMAS and is_citus(conn)
     work = list(enumerate(tenants))
     lock = threading.Lock()
     failures: list[BaseException] = []
@@ -279,15 +352,20 @@ def provide_storage(tenants: list[Any], mode: str, tasks: int, connections: int)
                         ensure_id_sequence(conn, tenant.pk)
                         if mode == "schema":
                             made = clone_schema(conn, tenant.schema_name, grant_to=app_role_name())
+                            if citus:  # as provisioning does on Citus
+                                distribute_schema(conn, tenant.schema_name)
                             with lock:
                                 revisions = made
                         schema = tenant.schema_name if mode == "schema" else SHARED_SCHEMA
-                        fill = FILL.format(
-                            tid=tenant.pk,
-                            schema=sql.Identifier(schema).as_string(conn),
-                            tasks=tasks,
-                        )
-                        conn.execute(fill.encode())
+                        if citus:
+                            fill_on_citus(conn, tenant.pk, schema, tasks)
+                        else:
+                            fill = FILL.format(
+                                tid=tenant.pk,
+                                schema=sql.Identifier(schema).as_string(conn),
+                                tasks=tasks,
+                            )
+                            conn.execute(fill.encode())
                     except BaseException as exc:
                         with lock:
                             failures.append(exc)
@@ -303,6 +381,24 @@ def provide_storage(tenants: list[Any], mode: str, tasks: int, connections: int)
     if failures:
         raise SystemExit(f"adding tenants failed: {failures[0]}")
     Tenant.objects.filter(pk__in=[t.pk for t in tenants]).update(revisions=revisions)
+
+
+def fill_on_citus(conn: Any, tenant_id: int, schema: str, tasks: int) -> None:
+    """FILL on a Citus coordinator: the tenant bound with SET LOCAL in a query of its own (a
+    set_config never reaches the workers; tenants.local_settings), then one statement per
+    query, the tasks inserted with ON CONFLICT (else Citus COPYs the INSERT ... SELECT into the
+    shards, which it refuses under row-level security)."""
+    from psycopg import sql
+
+    from tenants.local_settings import bind_tenant
+
+    name = sql.Identifier(schema).as_string(conn)
+    with conn.transaction():
+        conn.execute(bind_tenant(tenant_id, copying=True))
+        (project,) = conn.execute(CITUS_FILL[0].format(schema=name, tid=tenant_id)).fetchone()
+        conn.execute(
+            CITUS_FILL[1].format(schema=name, tid=tenant_id, project=project, tasks=tasks).encode()
+        )
 
 
 def unfinished(mode: str) -> list[Any]:
@@ -447,10 +543,10 @@ def fanout(args: argparse.Namespace, env: dict[str, str], scripts: str) -> dict[
         }
         timed_run(to=BASE_REVISION, **strategy)  # warm the worker up, as a long-lived one is
         print(f"  bare loop over {len(schemas)} schemas ...", file=sys.stderr)
-        bare_s = bare_loop(
-            owner_url, schemas, args.concurrency, BARE_UP.replace("{up}", TEST_REVISION)
-        )
-        bare_loop(owner_url, schemas, args.concurrency, BARE_DOWN.replace("{down}", BASE_REVISION))
+        bare_up = BARE_UP.replace("{up}", TEST_REVISION)
+        bare_down = BARE_DOWN.replace("{down}", BASE_REVISION)
+        bare_s = bare_loop(owner_url, schemas, args.concurrency, bare_up, split=args.citus)
+        bare_loop(owner_url, schemas, args.concurrency, bare_down, split=args.citus)
         print("  fan-out up ...", file=sys.stderr)
         up_s, up = timed_run(to=TEST_REVISION, **strategy)
         if up.status != "succeeded":
@@ -556,7 +652,7 @@ def api(args: argparse.Namespace, env: dict[str, str], recycle: int) -> dict[str
 # --- 4. Catalog --------------------------------------------------------------------------------
 
 
-def catalog(db: str) -> dict[str, Any]:
+def catalog(db: str, port: str) -> dict[str, Any]:
     """Catalog size, and pg_dump --schema-only of the database and of one tenant schema.
 
     pg_dump takes a lock on every table it dumps, in one transaction: past the server's lock
@@ -585,7 +681,7 @@ def catalog(db: str) -> dict[str, Any]:
     def dump(*scope: str) -> float:
         started = time.perf_counter()
         subprocess.run(
-            ["pg_dump", "--schema-only", "-h", "127.0.0.1", "-U", PGSUPERUSER, "-d", db,
+            ["pg_dump", "--schema-only", "-h", "127.0.0.1", "-p", port, "-U", PGSUPERUSER, "-d", db,
              "-f", os.devnull, *scope],
             check=True,
         )  # fmt: skip
@@ -732,8 +828,13 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
              [f"{c['catalog']['dump_one_s']:.1f}" if c["catalog"].get("dump_one_s") else "-"
               for c in cols]),
     ]  # fmt: skip
+    where = (
+        f"Citus cluster (coordinator + 2 workers on this host, port {args.citus_port})"
+        if args.citus
+        else "one server"
+    )
     header = [
-        f"Scale curve on one server: PostgreSQL {last['server']}, {os.cpu_count()} CPUs;"
+        f"Scale curve on {where}: PostgreSQL {last['server']}, {os.cpu_count()} CPUs;"
         f" {args.large} large tenants per mode ({args.large_tasks:,} tasks), the rest small"
         f" ({args.small_tasks} tasks)",
         f"onboarding: {args.onboard} per path per step; API: {args.requests} x GET {PATH} over"
@@ -760,7 +861,11 @@ def server_version() -> str:
     from tenants.database_roles import owner_connection
 
     with owner_connection() as conn:
-        return str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        citus = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'citus'"
+        ).fetchone()
+    return f"{version}, Citus {citus[0]}" if citus else version
 
 
 def main() -> None:
@@ -786,7 +891,13 @@ def main() -> None:
         default=100,
         help="TASKFLOW_POOL_RECYCLE_SCHEMAS of the web (the API is also run with 0: no recycling)",
     )
-    parser.add_argument("--database", default=default_database())
+    parser.add_argument(
+        "--citus",
+        action="store_true",
+        help="run against the Citus cluster of platform/dev.sh citus-start, distributed",
+    )
+    parser.add_argument("--citus-port", type=int, default=int(os.environ.get("CITUS_PORT", 9700)))
+    parser.add_argument("--database", help="default <DB_NAME>_bench_scale (_citus with --citus)")
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/9")
     )
@@ -796,17 +907,22 @@ def main() -> None:
     )
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
+    args.database = args.database or default_database(args.citus)
+    port = str(args.citus_port) if args.citus else DB_PORT
 
     os.chdir(ROOT)
     (ROOT / ".data").mkdir(exist_ok=True)
     store = results_file(args.database)
-    env = scale_env(args.database, args.redis_url)
-    reuse = args.reuse and database_exists(args.database)
+    env = scale_env(args.database, args.redis_url, port, args.citus)
+    reuse = args.reuse and database_exists(args.database, port)
     results: dict[str, Any] = json.loads(store.read_text()) if reuse and store.exists() else {}
     try:
         if not reuse:
             print(f"creating database {args.database} ...", file=sys.stderr)
-            create_database(args.database)
+            if args.citus:
+                create_citus_database(args.database, args.citus_port)
+            else:
+                create_database(args.database)
             # Not when reusing: it would migrate every tenant, and the database is set up.
             subprocess.run(
                 [PY, "manage.py", "setup_platform"], cwd=ROOT, env=env,
@@ -830,7 +946,7 @@ def main() -> None:
                 # Side by side: connections kept whatever they served, then recycled.
                 ("api_unrecycled", lambda: api(args, env, 0)),
                 ("api", lambda: api(args, env, args.recycle_schemas)),
-                ("catalog", lambda: catalog(args.database)),
+                ("catalog", lambda: catalog(args.database, port)),
                 ("fanout", lambda: fanout(args, env, scripts)),
             ]
             for name, measure in phases:
@@ -845,7 +961,10 @@ def main() -> None:
             print(report(results, args), flush=True)
     finally:
         if not args.keep and not args.reuse:
-            drop_database(args.database)
+            if args.citus:
+                drop_citus_database(args.database, args.citus_port)
+            else:
+                drop_database(args.database)
 
 
 def tempfile_dir() -> str:
