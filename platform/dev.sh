@@ -48,8 +48,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_install() {
   command -v apt-get >/dev/null || die "$* missing and no apt-get to install it"
   log "installing $* (Debian packages)"
-  as_root apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+  # Another checkout's dev.sh (or apt itself) may hold dpkg's lock: wait for it, not fail.
+  as_root apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
 }
 
 # --- Python environment ------------------------------------------------------------------------

@@ -47,6 +47,19 @@ def round_trips(conn: psycopg.Connection) -> Iterator[list[str]]:
                     request = ""
 
 
+_LEADING_SQL = re.compile(r'^(?:"[^"]*"\s+)?"([^"(]*)')
+
+
+def statement_heads(sent: list[str]) -> list[str]:
+    """Each round trip's statement up to its first parenthesis ("SELECT set_config"), whether it
+    went as a simple Query ("BEGIN") or an extended Parse (which names a statement first)."""
+    heads = []
+    for request in sent:
+        found = _LEADING_SQL.match(request)
+        heads.append(found.group(1).strip() if found else request)
+    return heads
+
+
 @dataclass(frozen=True)
 class RedisRoundTrip:
     """One packed send: the commands it carried (their names) and its bytes."""

@@ -4,6 +4,10 @@
 -- gets DML rights only (granted by `manage.py setup_platform` and by provisioning), never owns a
 -- table and never bypasses row-level security.
 \set ON_ERROR_STOP on
+-- Two checkouts initialising at once on one server would race on the roles' catalog rows
+-- ("tuple concurrently updated"): one of them waits here until the other is done. The lock is
+-- the session's, so it ends with each connection (the \connect below takes it again).
+SELECT pg_advisory_lock(hashtext('taskflow platform/postgres/init.sql')) \gset
 
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'owner_role', :'owner_password')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'owner_role') \gexec
@@ -17,6 +21,7 @@ SELECT format('CREATE DATABASE %I OWNER %I', :'db_name', :'owner_role')
 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db_name') \gexec
 
 \connect :db_name
+SELECT pg_advisory_lock(hashtext('taskflow platform/postgres/init.sql')) \gset
 SELECT format('ALTER SCHEMA public OWNER TO %I', :'owner_role') \gexec
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'app_role') \gexec

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from django.conf import settings
 from django.test import RequestFactory
-from psycopg import pq
+from sqlalchemy.orm import Session
 
 from tenants.binding import (
     TenantBinding,
@@ -21,9 +21,21 @@ from tenants.binding import (
     tenant_reads,
     tenant_session,
 )
+from tests.round_trips import round_trips, statement_heads
 from tests.superuser import superuser_connection
 
 BINDING = TenantBinding(tenant_id=42, schema="public", actor_id=7, request_id="req-1")
+
+
+def binding_seen(connection: sa.Connection | Session) -> tuple[str, str, str]:
+    """The tenant, actor and request id the transaction on `connection` is bound to."""
+    row = connection.execute(
+        sa.text(
+            "SELECT current_setting('app.tenant_id'), current_setting('app.actor_id'),"
+            " current_setting('app.request_id')"
+        )
+    ).one()
+    return (row[0], row[1], row[2])
 
 
 def backend_pid() -> int:
@@ -77,23 +89,14 @@ def test_recycling_by_schemas_can_be_turned_off(settings) -> None:
     assert {pid_serving(f"t_{n}") for n in range(200)} == {first}
 
 
-def test_a_warm_read_is_begin_binding_query_commit_and_no_ping(tmp_path) -> None:
+def test_a_warm_read_is_begin_binding_query_commit_and_no_ping() -> None:
     engine().dispose()
     with tenant_session(BINDING) as session:  # the one pooled connection, traced by libpq
         driver = session.connection().connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
-    trace = tmp_path / "trace"
-    with trace.open("w") as out:
-        driver.pgconn.trace(out.fileno())
-        driver.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-        try:
-            backend_pid()
-        finally:
-            driver.pgconn.untrace()
-    sent = re.findall(
-        r'^F\s+\d+\s+(?:Query|Parse)\s+(?:"[^"]*"\s+)?"(.*?)"', trace.read_text(), re.M
-    )
-    assert [s.split("(")[0] for s in sent] == [
+    with round_trips(driver) as sent:
+        backend_pid()
+    assert statement_heads(sent) == [
         "BEGIN",
         "SELECT set_config",
         "SELECT pg_backend_pid",
@@ -101,30 +104,15 @@ def test_a_warm_read_is_begin_binding_query_commit_and_no_ping(tmp_path) -> None
     ], sent
 
 
-def test_a_read_without_a_session_is_begin_binding_query_commit(tmp_path) -> None:
+def test_a_read_without_a_session_is_begin_binding_query_commit() -> None:
     engine().dispose()
     with tenant_reads(BINDING) as connection:  # the one pooled connection, traced by libpq
         driver = connection.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
-    trace = tmp_path / "trace"
-    with trace.open("w") as out:
-        driver.pgconn.trace(out.fileno())
-        driver.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-        try:
-            with tenant_reads(BINDING) as connection:
-                settings_seen = connection.execute(
-                    sa.text(
-                        "SELECT current_setting('app.tenant_id'), current_setting('app.actor_id'),"
-                        " current_setting('app.request_id')"
-                    )
-                ).one()
-        finally:
-            driver.pgconn.untrace()
-    assert tuple(settings_seen) == ("42", "7", "req-1")
-    sent = re.findall(
-        r'^F\s+\d+\s+(?:Query|Parse)\s+(?:"[^"]*"\s+)?"(.*?)"', trace.read_text(), re.M
-    )
-    assert [s.split("(")[0] for s in sent] == [
+    with round_trips(driver) as sent, tenant_reads(BINDING) as connection:
+        settings_seen = binding_seen(connection)
+    assert settings_seen == ("42", "7", "req-1")
+    assert statement_heads(sent) == [
         "BEGIN",
         "SELECT set_config",
         "SELECT current_setting",
@@ -142,17 +130,12 @@ def test_a_read_without_a_session_is_begin_binding_query_commit(tmp_path) -> Non
 
 def test_every_transaction_carries_the_binding() -> None:
     with tenant_session(BINDING) as session:
-        first = session.execute(
-            sa.text(
-                "SELECT current_setting('app.tenant_id'), current_setting('app.actor_id'),"
-                " current_setting('app.request_id')"
-            )
-        ).one()
+        first = binding_seen(session)
         session.commit()
         second: str = session.execute(
             sa.text("SELECT current_setting('app.tenant_id')")
         ).scalar_one()
-    assert tuple(first) == ("42", "7", "req-1")
+    assert first == ("42", "7", "req-1")
     assert second == "42"
 
 
@@ -202,13 +185,8 @@ def test_on_a_citus_coordinator_the_binding_is_three_set_locals(monkeypatch) -> 
     monkeypatch.setattr(tenants.binding, "is_citus", lambda _conn: True)
     engine().dispose()
     with tenant_session(BINDING) as session:
-        seen = session.execute(
-            sa.text(
-                "SELECT current_setting('app.tenant_id'), current_setting('app.actor_id'),"
-                " current_setting('app.request_id')"
-            )
-        ).one()
-    assert tuple(seen) == ("42", "7", "req-1")
+        seen = binding_seen(session)
+    assert seen == ("42", "7", "req-1")
     with tenant_session(
         TenantBinding(tenant_id=42, schema="public", actor_id=None, request_id="it's; odd")
     ) as session:
