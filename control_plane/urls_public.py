@@ -3,12 +3,13 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework.authentication import SessionAuthentication
 
 from control_plane.http.contract import DOCUMENTS
 from control_plane.identity.authentication import BearerTokenAuthentication
 from control_plane.identity.permissions import IsStaff
+from tenants.openapi_view import DescriptionView
 
 # The operator API's description is for staff: a staff token, or a staff user signed in to the
 # admin (so Swagger UI can load it in the browser).
@@ -23,7 +24,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path(
         "ops/v1/schema",
-        SpectacularAPIView.as_view(
+        DescriptionView.as_view(
             urlconf=OPS.urlconf, custom_settings=dict(OPS.settings), **STAFF_ONLY
         ),
         name="ops-schema",

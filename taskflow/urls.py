@@ -1,14 +1,15 @@
 """TaskFlow's API routes, mounted under /api/v1/ on tenant hosts."""
 
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from taskflow import openapi, versioning, views
+from tenants.openapi_view import DescriptionView
 
 urlpatterns = [
     path(
         "schema",
-        SpectacularAPIView.as_view(
+        DescriptionView.as_view(
             authentication_classes=[],
             permission_classes=[],
             custom_settings=openapi.SCHEMA_SETTINGS,

@@ -20,11 +20,13 @@ from django.conf import settings
 
 from control_plane.celery import app as celery_app
 from tenants.models import RATE_LIMIT_CLASSES, Plan
+from tests.empty_shared_schema import CHILD_ENV, PROFILE_KEY, BackgroundProfile
 
 # WorkerProcess lives with the other process helpers; tests import it from here too.
 from tests.processes import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+PROFILE_TESTS = "tests/test_empty_shared_schema.py"
 
 # Test script directories and throw-away tenants, for the migrator's and the fan-out's tests.
 pytest_plugins = ["tests.migrations_sqla.fixtures", "tests.citus"]
@@ -41,6 +43,20 @@ os.environ["RATE_LIMIT_AUTH_FAILURES"] = str(10**6)  # many tests send bad token
 settings.RATE_LIMIT_KEY_PREFIX = os.environ["RATE_LIMIT_KEY_PREFIX"]
 settings.RATE_LIMIT_AUTH_FAILURES = 10**6
 settings.RATE_LIMIT_PLANS = json.loads(os.environ["RATE_LIMIT_PLANS"])
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the empty_shared_schema child now if a test of this session will read its outcome:
+    it runs beside the session's other tests (tests/empty_shared_schema.py)."""
+    wanted = any(item.nodeid.startswith(PROFILE_TESTS) for item in session.items)
+    if wanted and not session.config.option.collectonly and not os.environ.get(CHILD_ENV):
+        session.config.stash[PROFILE_KEY] = BackgroundProfile("tests")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    started = session.config.stash.get(PROFILE_KEY, None)
+    if started is not None:
+        started.stop()
 
 
 @pytest.fixture(scope="session")

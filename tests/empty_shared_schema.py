@@ -15,16 +15,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
 from django.conf import settings
 
 from tests.processes import ROOT, start_redis, stop_process
 from tests.superuser import superuser_connection
 
 MARK = "empty_shared_schema"
+# Set in the child's environment: a child never starts a child of its own.
+CHILD_ENV = "TASKFLOW_EMPTY_SHARED_SCHEMA_CHILD"
 SUMMARY_WORDS = {"PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS"}
 # The child runs a few worker tests (one SIGKILLs a worker mid-lane): minutes at most even on a
 # loaded machine; the deadline only stops a hung child from hanging the whole run.
@@ -89,8 +93,51 @@ def _outcomes(output: str) -> dict[str, str]:
     return outcomes
 
 
-def run_profile(*paths: str) -> ProfileRun:
-    """`pytest -m empty_shared_schema paths...` in a child on a fresh database and Redis."""
+class BackgroundProfile:
+    """`run_profile` on a thread of its own, started as soon as the session knows it will need
+    it (tests/conftest.py, at the end of collection): the child's minute of set-up and tests
+    overlaps the session's other tests instead of adding to them. Nothing is shared but the
+    server, so the two runs cannot see each other's rows or messages."""
+
+    def __init__(self, *paths: str) -> None:
+        self._outcome: ProfileRun | None = None
+        self._error: BaseException | None = None
+        self._children: list[subprocess.Popen[str]] = []
+        self._thread = threading.Thread(
+            target=self._run, args=paths, name="empty-shared-schema", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, *paths: str) -> None:
+        try:
+            self._outcome = run_profile(*paths, started=self._children)
+        except BaseException as error:  # handed to whoever waits for the outcome
+            self._error = error
+
+    def result(self) -> ProfileRun:
+        """The child's outcome, waiting for it (never longer than its own deadlines)."""
+        self._thread.join(CHILD_TIMEOUT_S + SETUP_TIMEOUT_S + 60)
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None, "the empty_shared_schema child did not finish"
+        return self._outcome
+
+    def stop(self) -> None:
+        """At the session's end: a child nobody waited for (the session stopped early) is
+        killed, and its database and Redis go as they would after a full run."""
+        for child in self._children:
+            if child.poll() is None:
+                child.kill()
+        self._thread.join(60)
+
+
+# Where the session keeps the child it started in the background (tests/conftest.py).
+PROFILE_KEY = pytest.StashKey[BackgroundProfile]()
+
+
+def run_profile(*paths: str, started: list[subprocess.Popen[str]] | None = None) -> ProfileRun:
+    """`pytest -m empty_shared_schema paths...` in a child on a fresh database and Redis; the
+    child process is appended to `started`, for whoever may have to stop it early."""
     name = database_name()
     folder = Path(tempfile.mkdtemp(prefix="empty-shared-schema-"))
     _create_database(name)
@@ -112,15 +159,22 @@ def run_profile(*paths: str) -> ProfileRun:
             return ProfileRun(
                 setup.returncode, f"setup_platform:\n{setup.stdout}{setup.stderr}", {}
             )
-        child = subprocess.run(
+        with subprocess.Popen(
             [
                 sys.executable, "-m", "pytest", "-m", MARK, "-p", "no:cacheprovider", "-q",
                 "-rA", *paths,
             ],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            timeout=CHILD_TIMEOUT_S,
-        )  # fmt: skip
-        return ProfileRun(child.returncode, child.stdout, _outcomes(child.stdout))
+            cwd=ROOT, env=env | {CHILD_ENV: "1"}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        ) as child:  # fmt: skip
+            if started is not None:
+                started.append(child)
+            try:
+                output, _ = child.communicate(timeout=CHILD_TIMEOUT_S)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+        return ProfileRun(child.returncode, output, _outcomes(output))
     finally:
         stop_process(redis)
         _drop_database(name)

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.empty_shared_schema import MARK, ProfileRun, run_profile
+from tests.empty_shared_schema import (
+    MARK,
+    PROFILE_KEY,
+    BackgroundProfile,
+    ProfileRun,
+    run_profile,
+)
 
 # The child starts Celery workers of its own.
 pytestmark = pytest.mark.worker
@@ -18,9 +24,11 @@ GROUPS = {
 
 
 @pytest.fixture(scope="module")
-def profile() -> ProfileRun:
-    """One child run for the module: one fresh database and setup_platform for every group."""
-    return run_profile("tests")
+def profile(request: pytest.FixtureRequest) -> ProfileRun:
+    """One child run for the module: one fresh database and setup_platform for every group,
+    started in the background when collection ended (tests/conftest.py), else now."""
+    started: BackgroundProfile | None = request.config.stash.get(PROFILE_KEY, None)
+    return started.result() if started is not None else run_profile("tests")
 
 
 @pytest.mark.parametrize("group", GROUPS)

@@ -17,6 +17,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +90,11 @@ def run_schemathesis(
         check=False,
     )
     (reports / "stdout.txt").write_text(result.stdout + result.stderr)
-    print(result.stdout, result.stderr)  # pytest shows it when the test fails
-    return {"exit_code": result.returncode, "summary": summarise(reports)}
+    return {
+        "exit_code": result.returncode,
+        "summary": summarise(reports),
+        "output": result.stdout + result.stderr,  # the test prints it: shown when it fails
+    }
 
 
 def summarise(reports: Path) -> dict[str, Any]:
@@ -110,25 +115,40 @@ def summarise(reports: Path) -> dict[str, Any]:
     return {"cases": cases, "failures": failures}
 
 
-@pytest.mark.parametrize("mode", ["schema", "rls"])
-def test_tenant_api_conforms_to_its_description(
+@pytest.fixture(scope="module")
+def tenant_api_runs(
     api_server: Gunicorn,
     contract_tenants: dict[str, TenantFixture],
-    mode: str,
-    tmp_path: Path,
-) -> None:
-    """The served document describes the newest API version, so every request names it: an
-    older version answers as its own document (openapi/tenant-<version>.yaml) says, which
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Future[dict[str, Any]]]]:
+    """Both modes' runs at once: each is one client process against a server of 2 workers, and
+    their tenants share nothing, so the second needs no wait for the first (the operator API's
+    run, which may suspend or move any tenant it finds, runs alone after them).
+
+    The served document describes the newest API version, so every request names it: an older
+    version answers as its own document (openapi/tenant-<version>.yaml) says, which
     tests/taskflow/test_api_versions.py checks change by change."""
-    tenant = contract_tenants[mode]
-    outcome = run_schemathesis(
-        api_server,
-        "/api/v1/schema",
-        tenant.host,
-        tenant.tokens["admin"],
-        tmp_path,
-        headers=(f"{VERSION_HEADER}: {CATALOG.latest.name}",),
-    )
+    with ThreadPoolExecutor(max_workers=len(contract_tenants)) as pool:
+        yield {
+            mode: pool.submit(
+                run_schemathesis,
+                api_server,
+                "/api/v1/schema",
+                tenant.host,
+                tenant.tokens["admin"],
+                tmp_path_factory.mktemp(f"schemathesis-{mode}"),
+                (f"{VERSION_HEADER}: {CATALOG.latest.name}",),
+            )
+            for mode, tenant in contract_tenants.items()
+        }
+
+
+@pytest.mark.parametrize("mode", ["schema", "rls"])
+def test_tenant_api_conforms_to_its_description(
+    tenant_api_runs: dict[str, Future[dict[str, Any]]], mode: str
+) -> None:
+    outcome = tenant_api_runs[mode].result()
+    print(outcome["output"])
     print(f"tenant API, {mode} mode: {outcome['summary']}")
     assert outcome["exit_code"] == 0, outcome["summary"]
 
@@ -137,5 +157,6 @@ def test_operator_api_conforms_to_its_description(
     api_server: Gunicorn, staff_token: str, tmp_path: Path
 ) -> None:
     outcome = run_schemathesis(api_server, "/ops/v1/schema", PUBLIC_HOST, staff_token, tmp_path)
+    print(outcome["output"])
     print(f"operator API: {outcome['summary']}")
     assert outcome["exit_code"] == 0, outcome["summary"]
