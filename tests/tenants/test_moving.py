@@ -604,7 +604,7 @@ def test_a_node_move_killed_while_forcing_is_off_is_repaired_and_the_next_move_w
         started.refresh_from_db()
         assert started.status == MoveStatus.FAILED
         assert "Interrupted" in started.error
-        (done,) = TenantMove.objects.filter(tenant=mover.tenant).exclude(pk=started.pk)
-        assert done.status == MoveStatus.DONE
+        (finished,) = TenantMove.objects.filter(tenant=mover.tenant).exclude(pk=started.pk)
+        assert finished.status == MoveStatus.DONE
     finally:
         discard(mover)
