@@ -25,6 +25,11 @@ app.conf.task_routes = {
 }
 app.conf.beat_schedule = {
     "refill-spare-schemas": {"task": "tenants.tasks.refill_spares", "schedule": 60.0},
+    "restore-forced-row-security": {
+        "task": "tenants.tasks.restore_forced_row_security",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     "reap-stuck-migration-runs": {
         "task": "control_plane.fanout.reap_stuck_runs",
         "schedule": 60.0,

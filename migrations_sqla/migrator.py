@@ -51,6 +51,8 @@ from tenants.cloning import TEMPLATE_SCHEMA, django_digest_sql
 from tenants.placement import SHARED_SCHEMA
 
 PLACEHOLDER = b"fanout_schema_placeholder"
+# Transaction-local: trigger DDL on a Citus distributed table is refused without it.
+CITUS_ALLOW_TRIGGERS = "SET LOCAL citus.enable_unsafe_triggers = on"
 LOCK_NAMESPACE = 0x66616E  # "fan": the advisory-lock class of per-schema migration locks
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DEFAULT_LOCK_TIMEOUT = "5s"
@@ -550,7 +552,11 @@ class SchemaMigrator:
         parts.append("COMMIT;")
         if is_citus(self.raw):
             # A Citus coordinator refuses a multi-statement DDL string on a distributed schema,
-            # and passes SET commands on to the workers, not set_config calls.
+            # and passes SET commands on to the workers, not set_config calls. It refuses trigger
+            # DDL on distributed tables unless allowed: the revisions' triggers are the
+            # platform's own, and history triggers keep the Citus function they call
+            # (migrations_sqla.history_triggers).
+            self.raw.execute(CITUS_ALLOW_TRIGGERS)
             for statement in scripts.split_statements("\n".join(parts)):
                 self.raw.execute(scripts.as_set_local(statement).encode())
             return

@@ -33,6 +33,7 @@ from tenants.placement import SHARED_SCHEMA
 from tenants.problems import Problem
 from tenants.provisioning import delete_shared_rows, drop_schema
 from tenants.resolution import forget_tenant
+from tenants.row_security import node_move_lock, restore_forced_row_security, unforced_for_copy
 
 
 class MoveRefused(Problem):
@@ -314,34 +315,29 @@ def schema_node(conn: psycopg.Connection, schema: str) -> tuple[int, str, int] |
     return (int(row[0]), str(row[1]), int(row[2])) if row else None
 
 
-def _fingerprints(
-    conn: psycopg.Connection, tenant: Tenant, *, bound: bool = True
-) -> dict[str, tuple[int, int]]:
+def _fingerprints(conn: psycopg.Connection, tenant: Tenant) -> dict[str, tuple[int, int]]:
     """(rows, checksum) of each of the tenant's tables in its schema, read in one transaction
-    with the tenant bound (row-level security is forced on the owner too), or unbound: what
-    the owner sees with forcing off, which is what citus_schema_move's copy sees."""
+    with the tenant bound (row-level security is forced on the owner too)."""
     schema = tenant.schema_name
     with conn.transaction():
-        if bound:
-            conn.execute(bind_tenant(tenant.pk))
+        conn.execute(bind_tenant(tenant.pk))
         return {
             table: _fingerprint(conn, tenant.pk, schema, table, _columns(conn, schema, table))
             for table in ordered_tables(conn, schema)
         }
 
 
-def _force_row_security(conn: psycopg.Connection, schema: str, *, force: bool) -> None:
-    """FORCE (or NO FORCE) row-level security on each table of `schema`, one statement per
-    query (Citus), committed. ENABLE stays: the app role, which owns nothing, is filtered by the
-    policies either way; only the owner's view changes."""
-    mode = sql.SQL("FORCE" if force else "NO FORCE")
-    with conn.transaction():
-        for table in ordered_tables(conn, schema):
-            conn.execute(
-                sql.SQL("ALTER TABLE {} {} ROW LEVEL SECURITY").format(
-                    sql.Identifier(schema, table), mode
-                )
-            )
+def _row_counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[str, int]:
+    """Rows of each of `tables` as `conn` sees them, in one statement."""
+    if not tables:
+        return {}
+    counts = sql.SQL(", ").join(
+        sql.SQL("(SELECT count(*) FROM {})").format(sql.Identifier(schema, table))
+        for table in tables
+    )
+    row = conn.execute(sql.SQL("SELECT ") + counts).fetchone()
+    assert row is not None
+    return dict(zip(tables, (int(count) for count in row), strict=True))
 
 
 def move_tenant_to_node(tenant: Tenant, host: str, port: int) -> NodeMoveReport:
@@ -352,9 +348,12 @@ def move_tenant_to_node(tenant: Tenant, host: str, port: int) -> NodeMoveReport:
     security shows no row: the target would arrive empty and the source be dropped. So for the
     copy, and only while the write lock keeps every writer out, the schema's tables do not force
     row-level security on their owner (the app role is filtered as always); forcing comes back
-    whatever happens. The rows and checksums of every table, read with the tenant bound before
-    the move, must be what the owner sees unbound (the copy's view) and what the target holds
-    after it, or the move is reported failed.
+    whatever happens, and if this process dies in between, the next move (or beat) forces it
+    again (tenants.row_security). Nothing but the copy and one count runs in that window: the
+    rows and checksums of every table are read with the tenant bound before it; inside it the
+    owner's count of each table (what the copy will see, every row there is) must equal them
+    (the tenant's rows are a subset of those, so equal counts are the same rows); after it the
+    target must hold the same rows and checksums, or the move is reported failed.
     """
     if tenant.isolation != Isolation.SCHEMA:
         raise MoveRefused(
@@ -366,6 +365,8 @@ def move_tenant_to_node(tenant: Tenant, host: str, port: int) -> NodeMoveReport:
     # shard copy runs on connections of its own, which must see forcing turned off and must not
     # wait for a lock this process holds.
     with owner_connection() as locker, owner_connection(autocommit=True) as mover:
+        # A node move killed while its schema did not force row-level security left it so.
+        restore_forced_row_security(mover)
         where = schema_node(mover, tenant.schema_name)
         if where is None:
             raise MoveRefused(
@@ -374,23 +375,21 @@ def move_tenant_to_node(tenant: Tenant, host: str, port: int) -> NodeMoveReport:
         _node_id, source_host, source_port = where
         if (source_host, source_port) == (host, port):
             raise MoveRefused(f"{tenant.schema_name} is already on {host}:{port}.")
-        with locker.transaction():
+        with node_move_lock(mover, tenant.schema_name), locker.transaction():
             _lock_writers_out(locker, tenant.pk)
             before = _fingerprints(mover, tenant)
-            _force_row_security(mover, tenant.schema_name, force=False)
-            try:
-                unbound = _fingerprints(mover, tenant, bound=False)
-                if unbound != before:
+            counts = {table: count for table, (count, _checksum) in before.items()}
+            with unforced_for_copy(mover, tenant.schema_name):
+                seen = _row_counts(mover, tenant.schema_name, list(before))
+                if seen != counts:
                     raise MoveRefused(
-                        f"{tenant.schema_name}: the copy would see {unbound}, the tenant has"
-                        f" {before}; nothing was moved."
+                        f"{tenant.schema_name}: the copy would see {seen}, the tenant has"
+                        f" {counts}; nothing was moved."
                     )
                 mover.execute(
                     "SELECT citus_schema_move(%s::regnamespace, %s, %s, 'block_writes')",
                     (tenant.schema_name, host, port),
                 )
-            finally:
-                _force_row_security(mover, tenant.schema_name, force=True)
             after = _fingerprints(mover, tenant)
             moved_to = schema_node(mover, tenant.schema_name)
             if after != before or moved_to is None or moved_to[1:] != (host, port):

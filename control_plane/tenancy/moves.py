@@ -22,14 +22,17 @@ from django.utils import timezone
 from control_plane.celery import app as celery_app
 from control_plane.tenancy.models import MOVE_ACTIVE_STATUSES, MoveStatus, TenantMove
 from control_plane.worker import recovery
+from tenants.database_roles import owner_connection
 from tenants.models import Tenant
 from tenants.moving import MoveRefused, MoveReport, move_refusal, move_tenant
 from tenants.problems import Problem
+from tenants.row_security import node_move_live
 
 logger = logging.getLogger(__name__)
 
 MOVE_JOB_TASK = "control_plane.tenancy.run_move"
 MOVE_QUEUE = "default"
+NODE_MOVE = "node"  # source and target of a move between Citus nodes (move_tenant --to-node)
 
 
 class MoveInProgress(Problem):
@@ -172,3 +175,22 @@ def retry_move(move: TenantMove) -> TenantMove:
     )
     move.refresh_from_db()
     return move
+
+
+def close_interrupted_node_moves(tenant: Tenant) -> int:
+    """Record as failed the node moves of `tenant` still recorded active whose process is gone
+    (no node move holds the schema's move lock): one killed before it could record its outcome
+    would otherwise block every later move of the tenant. Returns how many were closed."""
+    active = TenantMove.objects.filter(
+        tenant=tenant, source=NODE_MOVE, status__in=MOVE_ACTIVE_STATUSES
+    )
+    if not active.exists():
+        return 0
+    with owner_connection(autocommit=True) as conn:
+        if node_move_live(conn, tenant.schema_name):
+            return 0
+    return active.update(
+        status=MoveStatus.FAILED,
+        error="Interrupted: the process running it ended before it recorded an outcome.",
+        finished_at=timezone.now(),
+    )

@@ -17,6 +17,8 @@ builds the indexes).
 
 from alembic import op
 
+from migrations_sqla.history_triggers import recreate_history_triggers
+
 revision = "0007c"
 down_revision = "0007d"
 branch_labels = None
@@ -28,27 +30,10 @@ TASKS_AUDITED = (
     "assignee_id", "deleted_at", "due_at",
 )  # fmt: skip
 
-HISTORY_TRIGGERS = """
-DROP TRIGGER tasks_history_insert ON tasks;
-DROP TRIGGER tasks_history_update ON tasks;
-DROP TRIGGER tasks_history_delete ON tasks;
-CREATE TRIGGER tasks_history_insert AFTER INSERT ON tasks
-  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.taskflow_history_v3({columns});
-CREATE TRIGGER tasks_history_update AFTER UPDATE ON tasks
-  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-  FOR EACH STATEMENT EXECUTE FUNCTION public.taskflow_history_v3({columns});
-CREATE TRIGGER tasks_history_delete AFTER DELETE ON tasks
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION public.taskflow_history_v3({columns});
-"""
-
-
-def quoted(columns: tuple[str, ...]) -> str:
-    return ", ".join(f"'{c}'" for c in columns)
-
 
 def upgrade() -> None:
     op.execute("DROP TRIGGER tasks_due_sync ON tasks")
-    op.execute(HISTORY_TRIGGERS.format(columns=quoted(TASKS_AUDITED)))
+    op.execute(recreate_history_triggers("tasks", TASKS_AUDITED))
     op.execute("ALTER TABLE tasks DROP COLUMN due_date")
 
 
@@ -68,7 +53,5 @@ def downgrade() -> None:
         " FOR EACH ROW EXECUTE FUNCTION public.taskflow_tasks_due_sync_v1()"
     )
     op.execute(
-        HISTORY_TRIGGERS.format(
-            columns=quoted((*TASKS_AUDITED[:7], "due_date", "deleted_at", "due_at"))
-        )
+        recreate_history_triggers("tasks", (*TASKS_AUDITED[:7], "due_date", "deleted_at", "due_at"))
     )

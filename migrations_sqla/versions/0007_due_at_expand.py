@@ -14,7 +14,8 @@ and new code (writing `due_at`) run side by side against it, so
   sets `due_at` to 00:00 UTC of that day (a date written by an old client means midnight UTC);
   on insert, `due_at` wins when both are given. A `due_date` written with the date `due_at`
   already has leaves the time alone, so an old client's PATCH of other fields keeps the time;
-- the tasks' history triggers record `due_at` too (their column list gains it);
+- the tasks' history triggers record `due_at` too (their column list gains it), each keeping
+  the function it calls (migrations_sqla.history_triggers: the Citus one on a distributed schema);
 - the indexes that sort by `due_date` get `due_at` twins, built CONCURRENTLY after the commit
   (declared non-transactional steps, retried on lock timeouts, rebuilt when left invalid).
 
@@ -28,6 +29,7 @@ time); downgrade removes this schema's trigger, indexes and column and leaves th
 from alembic import op
 
 from migrations_sqla.backfill import Backfill
+from migrations_sqla.history_triggers import recreate_history_triggers
 
 revision = "0007"
 down_revision = "0006"
@@ -60,24 +62,6 @@ BEGIN
 END
 $fn$;
 """
-
-HISTORY_TRIGGERS = """
-DROP TRIGGER tasks_history_insert ON tasks;
-DROP TRIGGER tasks_history_update ON tasks;
-DROP TRIGGER tasks_history_delete ON tasks;
-CREATE TRIGGER tasks_history_insert AFTER INSERT ON tasks
-  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.taskflow_history_v3({columns});
-CREATE TRIGGER tasks_history_update AFTER UPDATE ON tasks
-  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-  FOR EACH STATEMENT EXECUTE FUNCTION public.taskflow_history_v3({columns});
-CREATE TRIGGER tasks_history_delete AFTER DELETE ON tasks
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION public.taskflow_history_v3({columns});
-"""
-
-
-def quoted(columns: tuple[str, ...]) -> str:
-    return ", ".join(f"'{c}'" for c in columns)
-
 
 non_transactional_upgrade = (
     "CREATE INDEX CONCURRENTLY IF NOT EXISTS tasks_due_at_live ON {schema}.tasks"
@@ -112,11 +96,13 @@ def upgrade() -> None:
         "CREATE TRIGGER tasks_due_sync BEFORE INSERT OR UPDATE ON tasks"
         " FOR EACH ROW EXECUTE FUNCTION public.taskflow_tasks_due_sync_v1()"
     )
-    op.execute(HISTORY_TRIGGERS.format(columns=quoted((*TASKS_AUDITED, "due_at"))))
+    op.execute(recreate_history_triggers("tasks", (*TASKS_AUDITED, "due_at")))
 
 
 def downgrade() -> None:
-    op.execute(HISTORY_TRIGGERS.format(columns=quoted(TASKS_AUDITED)))
+    op.execute(recreate_history_triggers("tasks", TASKS_AUDITED))
     op.execute("DROP TRIGGER tasks_due_sync ON tasks")
-    op.execute("DROP INDEX IF EXISTS tasks_due_at_live, tasks_priority_due_at_live")
+    # One index a statement: Citus refuses to drop several distributed objects in one.
+    op.execute("DROP INDEX IF EXISTS tasks_due_at_live")
+    op.execute("DROP INDEX IF EXISTS tasks_priority_due_at_live")
     op.execute("ALTER TABLE tasks DROP COLUMN due_at")

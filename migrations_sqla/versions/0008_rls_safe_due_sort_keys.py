@@ -79,7 +79,11 @@ def downgrade() -> None:
     ):
         op.execute(_build(name, key, by_priority=by_priority).replace(" CONCURRENTLY", "")
                    .replace("{schema}.", ""))  # fmt: skip
-    op.execute(
-        "DROP INDEX IF EXISTS tasks_due_sort_live, tasks_due_at_sort_live,"
-        " tasks_priority_due_sort_live, tasks_priority_due_at_sort_live"
-    )
+    # One index a statement: Citus refuses to drop several distributed objects in one.
+    for name in (
+        "tasks_due_sort_live",
+        "tasks_due_at_sort_live",
+        "tasks_priority_due_sort_live",
+        "tasks_priority_due_at_sort_live",
+    ):
+        op.execute(f"DROP INDEX IF EXISTS {name}")

@@ -6,6 +6,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from psycopg import sql
 
+from migrations_sqla.history_triggers import recreate_history_triggers
+from migrations_sqla.migrator import CITUS_ALLOW_TRIGGERS, migrate_schema
 from tenants.citus import is_citus
 from tenants.cloning import TEMPLATE_SCHEMA
 from tenants.database_roles import owner_connection
@@ -243,3 +245,108 @@ def test_on_citus_history_of_a_distributed_shared_table_is_written_on_its_shard(
     assert [row[1] for row in life] == ["insert", "update", "soft_delete", "delete"]
     assert [row[0] for row in life] == [1, 2, 3, 4]
     assert {(row[5], row[6]) for row in life} == {(7, "req-shared")}
+
+
+TASKS_HISTORY_TRIGGERS = ("tasks_history_delete", "tasks_history_insert", "tasks_history_update")
+# What the tasks history triggers record at the released head (0007's list).
+TASKS_AUDITED_NOW = (
+    "project_id", "external_id", "title", "description", "status", "priority",
+    "assignee_id", "due_date", "deleted_at",
+)  # fmt: skip
+
+
+def history_functions(schema: str) -> dict[str, str]:
+    """Each history trigger of `schema`.tasks -> the function it calls."""
+    with owner_connection() as conn:
+        rows = conn.execute(
+            "SELECT tgname, p.proname FROM pg_trigger JOIN pg_proc p ON p.oid = tgfoid"
+            " WHERE tgrelid = %s::regclass AND tgname LIKE 'tasks\\_history\\_%%'",
+            (f"{schema}.tasks",),
+        ).fetchall()
+    return {str(name): str(function) for name, function in rows}
+
+
+@pytest.mark.citus
+def test_the_due_at_evolution_over_a_distributed_schema_keeps_the_citus_history_function(
+    committed: None,
+) -> None:
+    """The `due_at` evolution's revisions re-create the tasks history triggers (0007 and 0007c,
+    each way): run by the migrator over a distributed schema as a fan-out runs them, every
+    trigger keeps calling the Citus history function, and history written through the API
+    after the contract records `due_at` on the worker."""
+    from taskflow import due
+    from tests.taskflow.test_due_switch import set_switch
+
+    fixture = provisioned_tenant(Isolation.SCHEMA)
+    schema = fixture.tenant.schema_name
+    citus = dict.fromkeys(TASKS_HISTORY_TRIGGERS, CITUS_HISTORY_FUNCTION_NAME)
+    try:
+        with owner_connection() as conn:
+            distributed = conn.execute(
+                "SELECT count(*) FROM citus_schemas WHERE schema_name = %s::regnamespace",
+                (schema,),
+            ).fetchall()[0][0]
+        assert distributed == 1
+        assert history_functions(schema) == citus
+        # Back below the expand (0007's downgrade), the expand again, then the contract.
+        for revision in ("0006", "0008", "0007c"):
+            outcome = migrate_schema(schema, revision=revision)
+            assert outcome.ok, outcome.error
+            assert history_functions(schema) == citus, revision
+        set_switch(due.DUE_AT)
+        api = fixture.api("admin")
+        project = api.post("/api/v1/projects", {"key": "EVO", "name": "Evolution"}).json()
+        created = api.post(
+            "/api/v1/tasks",
+            {"project_id": project["id"], "title": "t", "due_at": "2030-01-02T10:00:00Z"},
+        )
+        assert created.status_code == 201, created.content
+        task = created.json()
+        changed = api.patch(
+            f"/api/v1/tasks/{task['id']}", {"due_at": "2030-01-04T08:00:00Z", "version": 1}
+        )
+        assert changed.status_code == 200, changed.content
+        history = api.get(f"/api/v1/tasks/{task['id']}/history").json()["results"]
+    finally:
+        set_switch(None)
+        discard(fixture)
+    assert [entry["operation"] for entry in history] == ["insert", "update"]
+    assert [entry["changes"].get("due_at") for entry in history] == [
+        [None, "2030-01-02T10:00:00+00:00"],
+        ["2030-01-02T10:00:00+00:00", "2030-01-04T08:00:00+00:00"],
+    ]
+    assert all("due_date" not in entry["changes"] for entry in history)
+
+
+@pytest.mark.citus
+def test_the_history_trigger_statement_keeps_the_citus_function_on_the_shared_schema() -> None:
+    """The distributed shared tables' history triggers call the Citus function: the statement
+    the evolution's revisions run (migrations_sqla.history_triggers) re-creates them, on every
+    shard, still calling it, with the column list it is given."""
+    columns = (*TASKS_AUDITED_NOW, "due_at")
+    with owner_connection() as conn:
+        assert history_functions(SHARED_SCHEMA) == dict.fromkeys(
+            TASKS_HISTORY_TRIGGERS, CITUS_HISTORY_FUNCTION_NAME
+        )
+        definitions = {
+            row[0]: row[1]
+            for row in conn.execute(
+                "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger"
+                " WHERE tgrelid = 'shared.tasks'::regclass AND tgname LIKE 'tasks\\_history\\_%%'"
+            )
+        }
+        with conn.transaction():
+            conn.execute("SELECT set_config('search_path', 'shared, public', true)")
+            conn.execute(CITUS_ALLOW_TRIGGERS)
+            conn.execute(recreate_history_triggers("tasks", columns))
+        after = {
+            row[0]: row[1]
+            for row in conn.execute(
+                "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger"
+                " WHERE tgrelid = 'shared.tasks'::regclass AND tgname LIKE 'tasks\\_history\\_%%'"
+            )
+        }
+    assert history_functions(SHARED_SCHEMA) == dict.fromkeys(
+        TASKS_HISTORY_TRIGGERS, CITUS_HISTORY_FUNCTION_NAME
+    )
+    assert after == definitions

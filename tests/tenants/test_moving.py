@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +19,9 @@ from tenants.distribution import CITUS_HISTORY_FUNCTION_NAME
 from tenants.local_settings import bind_tenant
 from tenants.models import Isolation, Tenant
 from tenants.moving import MoveRefused, move_tenant, placement, schema_node
+from tenants.row_security import restore_forced_row_security
 from tests.factories import schema_exists
+from tests.processes import ROOT
 from tests.taskflow.conftest import Api, TenantFixture, discard, new_key, provisioned_tenant
 
 
@@ -509,5 +514,97 @@ def test_a_node_move_that_fails_forces_row_security_again_and_the_tenant_keeps_i
         assert snapshot(api, ids) == before
         (move,) = TenantMove.objects.filter(tenant=mover.tenant)
         assert move.status == MoveStatus.FAILED
+    finally:
+        discard(mover)
+
+
+# `move_tenant --to-node` in a process of its own that stops inside the window where the
+# schema's tables do not force row-level security (before the count that opens the copy) and
+# says so: the test kills it there.
+PAUSED_NODE_MOVE = """
+import sys, time
+import django
+django.setup()
+from django.core.management import call_command
+from tenants import moving
+counts = moving._row_counts
+def paused(*args, **kwargs):
+    print("forcing is off", flush=True)
+    time.sleep(600)
+    return counts(*args, **kwargs)
+moving._row_counts = paused
+call_command("move_tenant", sys.argv[1], "--to-node", sys.argv[2])
+"""
+
+
+def killed_inside_the_window(slug: str, node: str) -> None:
+    """Start the paused move, wait for it to say forcing is off, SIGKILL it."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_NODE_MOVE, slug, node],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # ends when the process does
+            lines.append(line)
+            if "forcing is off" in line:
+                break
+        assert "forcing is off" in (lines or [""])[-1], "".join(lines)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+
+@pytest.mark.citus
+def test_a_node_move_killed_while_forcing_is_off_is_repaired_and_the_next_move_works(
+    committed,
+) -> None:
+    """A move process killed between turning forcing off and on leaves the schema's tables
+    not forcing row-level security, and its record copying: the repair the next move and beat
+    run forces them again once the dead process's move lock is gone, the tenant keeps every
+    row where it was, and the next move records the dead one failed and goes through."""
+    from django.core.management import call_command
+
+    mover = provisioned_tenant(Isolation.SCHEMA)
+    schema = mover.tenant.schema_name
+    try:
+        api = mover.api("admin")
+        ids = [t["id"] for t in seed(api)["tasks"]]
+        before = snapshot(api, ids)
+        host, port, source = other_node(mover.tenant)
+        forced_before = forced_tables(schema)
+        assert {"tasks", "tasks_history", "comments"} <= forced_before
+        killed_inside_the_window(mover.tenant.slug, f"{host}:{port}")
+        assert forced_tables(schema) == set()
+        (started,) = TenantMove.objects.filter(tenant=mover.tenant)
+        assert (started.status, started.source) == (MoveStatus.COPYING, "node")
+        restored: dict[str, list[str]] = {}
+        with owner_connection(autocommit=True) as conn:
+            for _ in range(100):  # until the dead process's backend has gone with its lock
+                done = restore_forced_row_security(conn)
+                restored |= done.restored
+                if schema not in done.busy:
+                    break
+                time.sleep(0.2)
+            where = schema_node(conn, schema)
+        assert set(restored[schema]) == forced_before
+        assert forced_tables(schema) == forced_before
+        assert where is not None
+        assert where[1:] == source
+        assert snapshot(api, ids) == before
+        call_command("move_tenant", mover.tenant.slug, "--to-node", f"{host}:{port}")
+        with owner_connection() as conn:
+            moved = schema_node(conn, schema)
+        assert moved is not None
+        assert moved[1:] == (host, port)
+        assert forced_tables(schema) == forced_before
+        assert snapshot(api, ids) == before
+        started.refresh_from_db()
+        assert started.status == MoveStatus.FAILED
+        assert "Interrupted" in started.error
+        (finished,) = TenantMove.objects.filter(tenant=mover.tenant).exclude(pk=started.pk)
+        assert finished.status == MoveStatus.DONE
     finally:
         discard(mover)

@@ -3,7 +3,9 @@
 distributed schema to another node (citus_schema_move under the tenant's write lock).
 
 Either move is recorded (a TenantMove, visible in the admin) and runs in this process; a refused
-move is recorded failed with its reason, and the command exits non-zero with it.
+move is recorded failed with its reason, and the command exits non-zero with it. A node move is
+recorded before anything changes; one whose process was killed is recorded failed by the next
+(tenants.row_security says whether one is live, and forces row-level security again).
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from control_plane.tenancy.models import MoveStatus, TenantMove
-from control_plane.tenancy.moves import MoveInProgress, request_move, run_move
+from control_plane.tenancy.moves import (
+    NODE_MOVE,
+    MoveInProgress,
+    close_interrupted_node_moves,
+    request_move,
+    run_move,
+)
 from tenants.models import Isolation, Tenant
 from tenants.moving import move_tenant_to_node
 from tenants.problems import Problem
@@ -59,10 +67,11 @@ class Command(BaseCommand):
         host, _, port = node.rpartition(":")
         if not host or not port.isdigit():
             raise CommandError(f"--to-node takes HOST:PORT, not {node!r}")
+        close_interrupted_node_moves(tenant)
         move = TenantMove.objects.create(
             tenant=tenant,
-            source="node",
-            target="node",
+            source=NODE_MOVE,
+            target=NODE_MOVE,
             status=MoveStatus.COPYING,
             requested_via="cli",
             started_at=timezone.now(),

@@ -3,9 +3,10 @@
 Lists, one per line, what in the catalog of each schema (default: the template, which every
 tenant schema is cloned from, and the shared schema) would stop `citus_schema_distribute` or
 `create_distributed_table(..., 'tenant_id')`: triggers, keys and foreign keys without `tenant_id`,
-foreign keys that leave the schema, tables without `tenant_id` in the shared schema; then each
-migration step that sends several statements in one string (refused on a distributed schema).
-Read-only. With --strict it exits non-zero when anything is listed.
+foreign keys that leave the schema, tables without `tenant_id` in the shared schema; tables whose
+row-level security is not forced (a node move killed before it forced it again: the next move and
+beat repair it, tenants.row_security); then each migration step that sends several statements in
+one string (refused on a distributed schema). Read-only. With --strict it exits non-zero when anything is listed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tenants.cloning import TEMPLATE_SCHEMA
 from tenants.database_roles import owner_connection
 from tenants.distribution import distribution_blockers
 from tenants.placement import SHARED_SCHEMA
+from tenants.row_security import unforced_tables
 
 
 class Command(BaseCommand):
@@ -39,6 +41,11 @@ class Command(BaseCommand):
                     raise CommandError(f"no schema {schema!r}")
                 for blocker in distribution_blockers(conn, schema):
                     self.stdout.write(blocker.line())
+                    found += 1
+                for table in unforced_tables(conn, schema).get(schema, []):
+                    self.stdout.write(
+                        f"{schema}.{table}\tno_force\t{table}\trow-level security not forced"
+                    )
                     found += 1
         for step in multi_statement_executions(default_location()):
             self.stdout.write(
