@@ -473,6 +473,13 @@ def main() -> None:
             load_before = os.getloadavg()[0]
             served = in_process(token, args.blocks, args.block_requests)
             load_served = (load_before, os.getloadavg()[0])
+            # Printed now: a refusal run that Redis fails under load must not lose them.
+            report(rounds, args, args.tasks, exposition, load_served_by_servers)
+            report_in_process(
+                "In process, served requests (200)", served, args.block_requests, load_served,
+                "off", TARGET_RATIO,
+            )  # fmt: skip
+            sys.stdout.flush()
             refused = refusals(token, args.blocks, args.block_requests)
             load_refused = (load_served[1], os.getloadavg()[0])
         counted = None
@@ -482,11 +489,6 @@ def main() -> None:
             if args.baseline_tree:
                 trees["baseline"] = args.baseline_tree.resolve()
             counted = instructions(trees, args.instruction_requests, token)
-        report(rounds, args, args.tasks, exposition, load_served_by_servers)
-        report_in_process(
-            "In process, served requests (200)", served, args.block_requests, load_served,
-            "off", TARGET_RATIO,
-        )  # fmt: skip
         report_in_process(
             "In process, refused requests (429; the quota spent, metrics and access log on)",
             refused, args.block_requests, load_refused, "throttle", None,
