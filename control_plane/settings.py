@@ -142,8 +142,9 @@ MIDDLEWARE = [
 # Cache keys tenant resolution reads in its own round trip for the request (the bearer token's
 # principal entry), so authentication sends no Redis GET of its own.
 TENANT_RESOLUTION_READS_ALSO = "control_plane.identity.principals.keys_to_read_ahead"
-# Makes that round trip, and charges a warm request's plan limits in it when the values they
-# follow from are still what this process last read (control_plane.ratelimits.prepaid).
+# Makes that round trip, and charges a warm request's plan limits in it with the limits the early
+# check worked out for the same keys, method and path, while the values they followed from are
+# still what Redis holds (control_plane.ratelimits.prepaid).
 TENANT_RESOLUTION_READER = "control_plane.ratelimits.prepaid.read"
 # Run by PublicHostMiddleware on the public host (the admin) only, in this order: tenant hosts
 # serve a bearer-token API that reads and sets no cookie.

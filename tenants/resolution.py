@@ -136,9 +136,16 @@ def remember_host(hostname: str, tenant: Tenant, epoch: int) -> None:
     cache.add(_key(hostname, epoch), (None, _entry(tenant)), CACHE_TTL_SECONDS)
 
 
+# Each outcome's series, as .labels() returned it (asking again costs a lock and a lookup).
+_resolution_series: dict[str, Any] = {}
+
+
 def _count(outcome: str) -> None:
     if settings.METRICS_ENABLED:
-        RESOLUTIONS.labels(outcome).inc()
+        series = _resolution_series.get(outcome)
+        if series is None:
+            series = _resolution_series[outcome] = RESOLUTIONS.labels(outcome)
+        series.inc()
 
 
 def forget_hosts(*hostnames: str) -> None:

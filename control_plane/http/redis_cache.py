@@ -25,6 +25,8 @@ from django.conf import settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
+from control_plane.http.redis_wire import Wire
+
 logger = logging.getLogger(__name__)
 
 # Only failures to reach the server open the breaker; anything else is a bug and raises.
@@ -71,6 +73,14 @@ class PooledClientRedisCacheClient(RedisCacheClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._clients: dict[int, Any] = {}
+        self._wires: dict[int, Wire] = {}
+
+    def get_wire(self) -> Wire:
+        pool = self._get_connection_pool(True)  # type: ignore[attr-defined]
+        wire = self._wires.get(id(pool))
+        if wire is None:
+            wire = self._wires[id(pool)] = Wire(pool)
+        return wire
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
         # _get_connection_pool and _client are Django's own, absent from its type stubs.
@@ -98,6 +108,11 @@ class PooledClientRedisCache(RedisCache):
         (control_plane.ratelimits.prepaid); its keys go through make_key, its values through
         `loads`."""
         return self._cache.get_client(write=True)  # type: ignore[attr-defined]
+
+    def wire(self) -> Wire:
+        """Packed commands on a connection of this thread (control_plane.http.redis_wire): the
+        hot path's read and the rate limiter's script; keys through make_key, as client()'s."""
+        return self._cache.get_wire()  # type: ignore[attr-defined]
 
     def loads(self, raw: bytes) -> Any:
         """A value as the cache stored it, decoded as get() would."""

@@ -15,7 +15,7 @@ import functools
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -59,12 +59,19 @@ def _json(event_dict: Any, **_: Any) -> str:
     return orjson.dumps(event_dict, default=str).decode()
 
 
+# tracing's current_trace_id, looked up on the first line (settings import this module first).
+_trace_id: Callable[[], str | None] | None = None
+
+
 def _add_trace_id(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    from control_plane.observability.tracing import current_trace_id
+    global _trace_id
+    if _trace_id is None:
+        from control_plane.observability.tracing import current_trace_id
 
-    trace_id = current_trace_id()
+        _trace_id = current_trace_id
+    trace_id = _trace_id()
     if trace_id:
         event_dict["trace_id"] = trace_id
     return event_dict

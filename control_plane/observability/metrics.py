@@ -192,9 +192,15 @@ def observe_request(
     latency.observe(seconds)
 
 
+_principal_series: dict[bool, Any] = {}
+
+
 def count_principal_lookup(hit: bool) -> None:
     if enabled():
-        PRINCIPAL_CACHE.labels("hit" if hit else "miss").inc()
+        series = _principal_series.get(hit)
+        if series is None:
+            series = _principal_series[hit] = PRINCIPAL_CACHE.labels("hit" if hit else "miss")
+        series.inc()
 
 
 def watch_pools() -> None:

@@ -11,7 +11,8 @@ request checked here is never charged twice. A token this layer finds unusable i
 authentication's 401.
 
 A warm request is usually charged before it gets here, in tenant resolution's own round trip
-(control_plane.ratelimits.prepaid): this layer then takes that decision and sends nothing.
+(control_plane.ratelimits.prepaid), with the limits this layer worked out for the same keys,
+method and path before: this layer then takes that decision and sends nothing.
 Which requests are limited, and by which limits, is control_plane.ratelimits.warm's: a method
 the route does not serve (DRF's 405) is not charged.
 
@@ -36,7 +37,7 @@ from django.urls import ResolverMatch
 from control_plane.ratelimits import limiter
 from control_plane.ratelimits.headers import CHECKED_ATTRIBUTE, remember
 from control_plane.ratelimits.memo import REFUSALS
-from control_plane.ratelimits.prepaid import PREPAID_ATTRIBUTE, Prepaid
+from control_plane.ratelimits.prepaid import PREPAID_ATTRIBUTE, Prepaid, learn
 from control_plane.ratelimits.problems import refused_by
 from control_plane.ratelimits.warm import (
     API_PREFIX,
@@ -88,9 +89,10 @@ def prepaid_check(request: HttpRequest, tenant_id: int) -> Checked | None:
 def check(request: HttpRequest, tenant: Any) -> Checked | None:
     """Check (and charge) a warm token's plan limits here, or None when the request is not one
     this layer limits (DRF's throttle decides)."""
-    principal = warm_principal(request, tenant.pk, getattr(request, "cache_read_ahead", None))
-    if principal is None:
+    cached = warm_principal(request, tenant.pk, getattr(request, "cache_read_ahead", None))
+    if cached is None:
         return None
+    principal = cached.principal
     match = limited_route(getattr(request, "urlconf", None), request.path_info)
     if match is None or not serves(match, request.method or "GET"):
         return None
@@ -100,6 +102,9 @@ def check(request: HttpRequest, tenant: Any) -> Checked | None:
         asked_at = time.monotonic()  # before Redis reads its clock (see memo.py)
         decision = limiter.check(limits)
         REFUSALS.remember(limits, decision, asked_at)
+    if decision.enforced:  # the next such request is charged in resolution's round trip
+        expires_at = None if cached.expires_at is None else cached.expires_at.timestamp()
+        learn(request, tenant, principal, expires_at, match, limits)
     return principal, match, decision
 
 

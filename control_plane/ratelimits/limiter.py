@@ -18,22 +18,26 @@ charged, in one round trip (control_plane.ratelimits.prepaid, read_and_check).
 Why not the `limits` library: it has no GCRA, its moving window stores a timestamp per request,
 and it checks one limit per round trip; two limits charged atomically is the point here.
 
-Redis holds no durable state for this, so it must never take a request down: the script runs on
-the cache's pooled client with its short socket timeouts and shares its circuit breaker
+Redis holds no durable state for this, so it must never take a request down: the script is sent
+packed, on a connection made with the cache's options and its short socket timeouts
+(control_plane.http.redis_wire), and shares its circuit breaker
 (control_plane.http.redis_cache). Unreachable or hung, a check fails open — the request goes on,
 unlimited — and the metric `taskflow_rate_limit_fail_open_total` counts how often, by reason.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
+from redis.exceptions import NoScriptError
 
 from control_plane.http.redis_cache import UNREACHABLE
+from control_plane.http.redis_wire import Wire, pack
 from control_plane.observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -130,14 +134,37 @@ class Decision:
         return min(self.states, key=lambda s: (s.remaining, -s.reset), default=None)
 
 
-_scripts: dict[int, Any] = {}
+# The name Redis knows the script by (EVALSHA).
+SCRIPT_SHA = hashlib.sha1(GCRA_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 
-def _script(client: Any) -> Any:
-    script = _scripts.get(id(client))
-    if script is None:
-        script = _scripts[id(client)] = client.register_script(GCRA_SCRIPT)
-    return script
+def script_command(
+    keys: list[str],
+    expected: list[bytes],
+    limits: list[Limit],
+    *,
+    cost: int = 1,
+    commit: bool = True,
+) -> bytes:
+    """The EVALSHA that reads the Redis keys `keys` (stored names) and checks (and charges)
+    `limits` when the first reads hold `expected` (b"": absent), packed: a caller whose command
+    does not change from one request to the next keeps the bytes
+    (control_plane.ratelimits.prepaid)."""
+    args: list[Any] = [len(keys), len(expected), *expected, cost, 1 if commit else 0]
+    for limit in limits:
+        interval = limit.window * 1_000_000 // max(limit.quota, 1)
+        args += [interval, interval * limit.quota]
+    stored = [*keys, *(limit.key for limit in limits)]
+    return pack(b"EVALSHA", SCRIPT_SHA, len(stored), *stored, *args)
+
+
+def run_script(wire: Wire, command: bytes) -> Any:
+    """The script's reply; loaded first when this Redis does not know it (a restart, a flush)."""
+    try:
+        return wire.call(command)
+    except NoScriptError:
+        wire.call(pack(b"SCRIPT", b"LOAD", GCRA_SCRIPT))
+        return wire.call(command)
 
 
 def check(limits: list[Limit], *, cost: int = 1, commit: bool = True) -> Decision:
@@ -151,8 +178,8 @@ def check(limits: list[Limit], *, cost: int = 1, commit: bool = True) -> Decisio
     if breaker is not None and breaker.tripped and not breaker.may_probe():
         return _fail_open(limits, None, BREAKER_OPEN)
     try:
-        client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
-        _, decision = read_and_check(client, [], [], limits, cost=cost, commit=commit)
+        command = script_command([], [], limits, cost=cost, commit=commit)
+        _, decision = read_and_check(cache.wire(), 0, command, limits)  # type: ignore[attr-defined]
     except UNREACHABLE as exc:
         if breaker is not None:
             breaker.trip(exc)
@@ -164,32 +191,21 @@ def check(limits: list[Limit], *, cost: int = 1, commit: bool = True) -> Decisio
 
 
 def read_and_check(
-    client: Any,
-    reads: list[str],
-    expected: list[bytes],
-    limits: list[Limit],
-    *,
-    cost: int = 1,
-    commit: bool = True,
+    wire: Wire, reads: int, command: bytes, limits: list[Limit]
 ) -> tuple[list[bytes | None], Decision | None]:
-    """Read the Redis keys `reads` and check (and charge) `limits` in one round trip: the values
-    read (None: absent), and the decision, or None when the first reads did not hold `expected`
-    (b"": absent), and nothing was checked or charged. Raises what the client raises (the
+    """Run `command` (script_command's, reading `reads` keys, for `limits`) in one round trip:
+    the values read (None: absent), and the decision, or None when the first reads did not hold
+    what was expected and nothing was checked or charged. Raises what the client raises (the
     caller decides how to fail open)."""
-    args: list[Any] = [len(reads), len(expected), *expected, cost, 1 if commit else 0]
-    for limit in limits:
-        interval = limit.window * 1_000_000 // max(limit.quota, 1)
-        args += [interval, interval * limit.quota]
-    reply = _script(client)(keys=[*reads, *(limit.key for limit in limits)], args=args)
-    values: list[bytes | None] = reply[len(reply) - len(reads) :] if reads else []
+    reply = run_script(wire, command)
+    values: list[bytes | None] = reply[len(reply) - reads :] if reads else []
     if not reply[0]:
         return values, None
-    allowed, retry_us = int(reply[1]), int(reply[2])
     states = tuple(
         LimitState(limit, int(reply[3 + 2 * i]), int(reply[4 + 2 * i]) / 1_000_000)
         for i, limit in enumerate(limits)
     )
-    return values, Decision(bool(allowed), retry_us / 1_000_000, states)
+    return values, Decision(bool(reply[1]), int(reply[2]) / 1_000_000, states)
 
 
 def _fail_open(limits: list[Limit], exc: BaseException | None, reason: str) -> Decision:

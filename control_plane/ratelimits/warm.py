@@ -2,9 +2,9 @@
 authentication: its bearer token's cached principal, its route (a view TenantPlanThrottle limits
 by bearer token, and one that serves the request's method) and the limits that follow.
 
-Shared by the early check (control_plane.ratelimits.early) and the charge made in tenant
-resolution's round trip (control_plane.ratelimits.prepaid), so both choose the same limits. It
-reads no cache and sends nothing: its callers pass what was read.
+Used by the early check (control_plane.ratelimits.early), which leaves what it worked out for
+the charge made in tenant resolution's round trip (control_plane.ratelimits.prepaid). It reads
+no cache and sends nothing: its callers pass what was read.
 
 A method the route does not serve is not limited: DRF answers it 405 without running the view,
 so charging it would spend a client's quota on a request the platform never served (and could
@@ -42,10 +42,10 @@ ROUTES_CACHED = 4096
 
 def warm_principal(
     request: HttpRequest, tenant_id: int, read_ahead: Mapping[str, Any] | None
-) -> Principal | None:
-    """The bearer token's principal on this tenant from `read_ahead` (what tenant resolution
-    read), or None (no bearer token, not cached, another tenant's, expired: authentication
-    decides)."""
+) -> CachedPrincipal | None:
+    """The bearer token's cached principal on this tenant from `read_ahead` (what tenant
+    resolution read), or None (no bearer token, not cached, another tenant's, expired:
+    authentication decides)."""
     if read_ahead is None:
         return None
     parts = request.META.get("HTTP_AUTHORIZATION", "").split()
@@ -56,13 +56,13 @@ def warm_principal(
     )
 
 
-def usable_on(cached: CachedPrincipal | None, tenant_id: int) -> Principal | None:
+def usable_on(cached: CachedPrincipal | None, tenant_id: int) -> CachedPrincipal | None:
     """The cached principal if it is this tenant's and its token has not expired, else None."""
     if cached is None or cached.principal.tenant_id != tenant_id:
         return None
     if not cached.usable(timezone.now()):
         return None
-    return cached.principal
+    return cached
 
 
 @lru_cache(maxsize=ROUTES_CACHED)

@@ -6,6 +6,7 @@ Run from the repository root (PostgreSQL at 127.0.0.1:5432 with superuser `postg
 
     .venv/bin/python -m tests.benchmarks.bench_observability [--tasks 100000] [--workers 2]
         [--threads 4] [--connections 8] [--duration 15] [--rounds 3] [--keep] [--reuse]
+        [--instructions [--instruction-requests 40] [--baseline-tree DIR]]
 
 What it does:
 
@@ -39,7 +40,11 @@ What it does:
    `early, no memo` (the memo emptied before each request: every refusal asks Redis), and
    `throttle` (MIDDLEWARE without the early layer: authentication, DRF and its throttle, as
    before the early layer). Every response must be 429.
-6. Prints the table: per mode the requests, req/s, p50/p99, CPU per request (median of rounds),
+6. With --instructions (needs valgrind): instructions per request in process, on and off, each
+   counted by callgrind in a process of its own (tests.benchmarks.observability_instructions),
+   for this checkout and, with --baseline-tree DIR, another: a figure other work on the machine
+   does not move, for the on/off ratio and a before/after one.
+7. Prints the table: per mode the requests, req/s, p50/p99, CPU per request (median of rounds),
    and on/off; then the in-process figures, each with the load average around it.
    Target: on/off <= 1.05.
 """
@@ -66,6 +71,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tests.benchmarks.bench_onboarding import create_database, drop_database
@@ -79,6 +85,8 @@ from tests.benchmarks.bench_taskflow_api import (
     load_tasks,
     make_bench_tenant,
 )
+from tests.benchmarks.observability_instructions import instructions
+from tests.benchmarks.observability_instructions import report as report_instructions
 from tests.processes import GunicornServer, cpu_by_pid
 
 PATH = "/api/v1/tasks?limit=50"
@@ -408,6 +416,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--blocks", type=int, default=20, help="in-process blocks per mode")
     parser.add_argument("--block-requests", type=int, default=100)
+    parser.add_argument("--instructions", action="store_true", help="count them (callgrind)")
+    parser.add_argument("--instruction-requests", type=int, default=40)
+    parser.add_argument("--baseline-tree", type=Path, help="another checkout, for --instructions")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="reuse a kept database")
     args = parser.parse_args()
@@ -462,17 +473,28 @@ def main() -> None:
             load_before = os.getloadavg()[0]
             served = in_process(token, args.blocks, args.block_requests)
             load_served = (load_before, os.getloadavg()[0])
+            # Printed now: a refusal run that Redis fails under load must not lose them.
+            report(rounds, args, args.tasks, exposition, load_served_by_servers)
+            report_in_process(
+                "In process, served requests (200)", served, args.block_requests, load_served,
+                "off", TARGET_RATIO,
+            )  # fmt: skip
+            sys.stdout.flush()
             refused = refusals(token, args.blocks, args.block_requests)
             load_refused = (load_served[1], os.getloadavg()[0])
-        report(rounds, args, args.tasks, exposition, load_served_by_servers)
-        report_in_process(
-            "In process, served requests (200)", served, args.block_requests, load_served,
-            "off", TARGET_RATIO,
-        )  # fmt: skip
+        counted = None
+        if args.instructions:
+            print("instructions (callgrind) ...", file=sys.stderr)
+            trees = {"this tree": Path(ROOT)}
+            if args.baseline_tree:
+                trees["baseline"] = args.baseline_tree.resolve()
+            counted = instructions(trees, args.instruction_requests, token)
         report_in_process(
             "In process, refused requests (429; the quota spent, metrics and access log on)",
             refused, args.block_requests, load_refused, "throttle", None,
         )  # fmt: skip
+        if counted is not None:
+            report_instructions(counted, args.instruction_requests)
     finally:
         if not (args.keep or args.reuse):
             drop_database(BENCH_DB)

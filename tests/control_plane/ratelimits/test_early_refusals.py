@@ -61,8 +61,8 @@ def redis_checks(monkeypatch: pytest.MonkeyPatch) -> list[Decision]:
             asked.append(decision)
         return decision
 
-    def counted_read(client: Any, reads: list[str], *args: Any, **kwargs: Any) -> Any:
-        values, decision = real_read(client, reads, *args, **kwargs)
+    def counted_read(wire: Any, reads: int, *args: Any, **kwargs: Any) -> Any:
+        values, decision = real_read(wire, reads, *args, **kwargs)
         if reads and decision is not None:
             asked.append(decision)
         return values, decision

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.test import Client, override_settings
 
-from control_plane.ratelimits.prepaid import RAW
+from control_plane.ratelimits.prepaid import LEARNED
 from tenants.cache_epoch import forget_view
 from tenants.models import Isolation, Tenant
 from tests.control_plane.ratelimits.support import limits_of_this_test
@@ -113,15 +113,15 @@ def test_an_operators_override_applies_from_the_next_request(tenant: Tenant, uni
 
 
 def test_the_first_requests_of_a_process_are_charged_once_too(tenant: Tenant, unique: str) -> None:
-    """Nothing remembered (a new process): no expectation, the early check charges."""
+    """Nothing learned (a new process): nothing charged in the read, the early check charges."""
     _, token = make_member(tenant, f"d-{unique}@example.com")
     client = Client()
     assert remaining(send(client, tenant, token)) == 49
     assert remaining(send(client, tenant, token)) == 48
-    RAW.clear()
+    LEARNED.clear()
     assert remaining(send(client, tenant, token)) == 47
     assert remaining(send(client, tenant, token)) == 46
-    assert len(RAW) > 0
+    assert len(LEARNED) > 0
 
 
 @pytest.mark.parametrize("warm", [True, False], ids=["warm token", "cold token"])
@@ -170,3 +170,36 @@ def test_an_unknown_api_version_is_charged_once_a_token_is_warm(
     assert unknown.status_code == 400
     assert remaining(unknown) == 46
     assert remaining(send(client, tenant, token)) == 45
+
+
+def test_a_changed_setting_forgets_what_was_learned(tenant: Tenant, unique: str) -> None:
+    """What is charged in resolution's round trip follows from the settings too (quotas, window,
+    key prefix): a request after they change is charged under the new ones, once."""
+    _, token = make_member(tenant, f"h-{unique}@example.com")
+    client = Client()
+    assert [remaining(send(client, tenant, token)) for _ in range(3)] == [49, 48, 47]
+    assert len(LEARNED) > 0
+    other = {plan: {**quotas, "reads": 30} for plan, quotas in PLANS.items()}
+    with override_settings(RATE_LIMIT_PLANS=other, RATE_LIMIT_KEY_PREFIX=f"rl2-{unique}"):
+        after = [send(client, tenant, token) for _ in range(3)]
+    assert {r["RateLimit-Policy"] for r in after} == {
+        '"tenant-reads";q=30;w=3600, "token-reads";q=15;w=3600'
+    }
+    assert [remaining(r) for r in after] == [14, 13, 12]  # the new keys, charged once each
+
+
+def test_a_learned_charge_is_one_packed_script_read_by_its_keys_method_and_path(
+    tenant: Tenant, unique: str
+) -> None:
+    """Learned per (keys, method, path): the same path charged in the read, another path (its
+    first request) charged by the early check, never twice."""
+    _, token = make_member(tenant, f"i-{unique}@example.com")
+    client = Client()
+    forget_view()
+    with override_settings(CACHE_EPOCH_CHECK_SECONDS=3600):
+        assert [remaining(send(client, tenant, token)) for _ in range(3)] == [49, 48, 47]
+        with redis_round_trips() as trips:
+            first = send(client, tenant, token, path="/api/v1/projects")
+            again = send(client, tenant, token, path="/api/v1/projects")
+    assert [remaining(first), remaining(again)] == [46, 45]
+    assert [t.commands for t in trips] == [("MGET",), ("EVALSHA",), ("EVALSHA",)]

@@ -75,16 +75,17 @@ def test_limits_fail_open_fast_when_redis_is_away(
 
 
 def _count_reaches(monkeypatch) -> list[int]:
-    """Every time this process asks the cache backend for a Redis client (the limiter's and
-    tenant resolution's reads all do), from now on."""
+    """Every time this process asks the cache backend for a Redis client or its packed-command
+    wire (the limiter's and tenant resolution's reads all do), from now on."""
     from control_plane.http.redis_cache import PooledClientRedisCacheClient
 
     reached: list[int] = []
-    get_client = PooledClientRedisCacheClient.get_client
+    for name in ("get_client", "get_wire"):
+        real = getattr(PooledClientRedisCacheClient, name)
 
-    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-        reached.append(1)
-        return get_client(self, *args, **kwargs)
+        def counting(self: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            reached.append(1)
+            return _real(self, *args, **kwargs)
 
-    monkeypatch.setattr(PooledClientRedisCacheClient, "get_client", counting)
+        monkeypatch.setattr(PooledClientRedisCacheClient, name, counting)
     return reached
