@@ -246,7 +246,9 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = ROOT / ".data" / f"worker-{self.name.replace('@', '-')}.log"
 
-    def start(self, timeout: float = 30) -> WorkerProcess:
+    def start(self, timeout: float = 90) -> WorkerProcess:
+        """Start the worker and return once it answers a ping. The deadline only bounds a worker
+        that never comes up: on a 2-core machine at load 20, a cold start took over 30 s."""
         from control_plane.celery import app as celery_app
 
         self.log_path.parent.mkdir(exist_ok=True)

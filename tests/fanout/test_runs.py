@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -88,14 +87,12 @@ def test_a_run_over_200_tenants_migrates_the_template_then_canaries_then_the_res
     assert busiest <= 2
     assert run.batches_dispatched <= 3  # a lane without canaries left may hand its slot on
 
-    # A second run to the same target opens no schema: a no-op from recorded revisions.
-    started = time.perf_counter()
+    # A second run to the same target opens no schema: a no-op from recorded revisions (no
+    # step was attempted; how fast that is, is bench_fanout's no-op figure).
     again = runs.start_run(tenants=[t.slug for t in tenants], script_location=script_location)
     again = wait_for_run(again.pk)
-    elapsed = time.perf_counter() - started
     assert again.status == RunStatus.SUCCEEDED
     assert runs.run_counts(again)["skipped"] == 200
-    assert elapsed <= 1.0, f"no-op run took {elapsed:.2f}s"
     assert set(again.steps.filter(tenant__isnull=False).values_list("attempts", flat=True)) == {0}
 
 
