@@ -238,10 +238,17 @@ class SchemaBackfiller:
     def _statement(self, schema: str) -> tuple[str, str]:
         """The batch's transaction, before and after its tenant's binding (`_batch` puts it in)."""
         table = sql.Identifier(check_schema_name(schema), self.backfill.table)
+        # synchronous_commit off: a batch does not wait for its WAL to reach the disk (nor
+        # make the API's commits queue behind its flushes). A batch lost in a crash is lost
+        # whole, and its rows are pending again for the predicate; the progress recorded after
+        # it is a synchronous commit of the same server, whose flush covers the batch's WAL
+        # too, so a recorded position never passes a lost batch (and the switch's sweep
+        # proves every row filled).
         begin = sql.SQL(
             "BEGIN;"
             "SELECT set_config('lock_timeout', {lock}, true),"
-            " set_config('statement_timeout', {stmt}, true);"
+            " set_config('statement_timeout', {stmt}, true),"
+            " set_config('synchronous_commit', 'off', true);"
         ).format(
             lock=sql.Literal(self.options.lock_timeout),
             stmt=sql.Literal(self.options.statement_timeout),

@@ -61,15 +61,18 @@ MAX_ATTEMPTS = 5
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 5.0
 
-# An array of the schema's invalid index names, as one value of a SELECT list ({}: a literal).
+# An array of the schema's invalid indexes among the names its revisions build or drop
+# CONCURRENTLY ({names}: a text[] literal, {schema}: a literal), as one value of a SELECT list.
 # Run before and after every schema's non-transactional steps, so it must stay cheap with
-# thousands of schemas: pg_class is read through its (relname, relnamespace) index by the
-# namespace's oid, not hashed whole against pg_namespace by name (a join that read every row of
-# pg_class for each schema: most of what a fan-out's index step cost beyond the bare DDL).
+# thousands of schemas: each name is an equality probe of pg_class's (relname, relnamespace)
+# index. A lookup by namespace alone has no index to use and reads every row of pg_class (its
+# cost grew with the catalog: most of what a fan-out's index step cost beyond the bare DDL).
 INVALID_INDEXES = (
     "ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
-    " WHERE c.relnamespace = to_regnamespace({}) AND NOT i.indisvalid ORDER BY 1)"
+    " WHERE c.relname = ANY({names}::name[]) AND c.relnamespace = to_regnamespace({schema})"
+    " AND NOT i.indisvalid ORDER BY 1)"
 )
+
 
 # Fails the transaction (a cast error carrying the reason) unless the schema was at {source}
 # under the lock, and is now at {target} with the template's Django migrations.
@@ -499,7 +502,7 @@ class SchemaMigrator:
         ident = sql.Identifier(schema)
         begin = self._begin(schema)
         digest = sql.SQL(django_digest_sql(schema))
-        invalid = sql.SQL(INVALID_INDEXES).format(sql.Literal(schema))
+        invalid = invalid_indexes_sql(schema, self._index_names())
         if tenant:
             # Tenant schemas are clones of the template: both version tables exist.
             read = sql.SQL("SELECT (SELECT version_num FROM {}.alembic_version), {}, {}").format(
@@ -701,6 +704,11 @@ class SchemaMigrator:
         declared = scripts.declared_indexes(self.target.location, self.target.alembic)
         return tuple(declared[name] for name in invalid if name in declared)
 
+    def _index_names(self) -> tuple[str, ...]:
+        """The names an invalid index of a schema can have: those its revisions build or drop
+        concurrently."""
+        return scripts.concurrent_index_names(self.target.location)
+
     def _run_non_transactional(
         self, schema: str, statements: tuple[str, ...], *, always: bool = False
     ) -> None:
@@ -709,6 +717,7 @@ class SchemaMigrator:
                 self.raw, schema, statements,
                 lock_timeout=self.target.lock_timeout,
                 statement_timeout=self.target.statement_timeout, always=always,
+                indexes=self._index_names(),
             )  # fmt: skip
         except errors.LockNotAvailable as exc:
             raise LockTimeout(str(exc).strip()) from exc
@@ -748,25 +757,32 @@ def run_non_transactional(
     *,
     lock_timeout: str,
     statement_timeout: str,
+    indexes: Sequence[str],
     always: bool = False,
 ) -> None:
     """Each statement on `raw` (autocommit, the owner role) with `{schema}` quoted in, after
     dropping the schema's indexes an interrupted CREATE INDEX CONCURRENTLY left invalid, so that
     IF NOT EXISTS cannot keep a broken one. The timeouts hold for these statements only.
-    Raises InvalidIndex when an index of the schema is still invalid afterwards. With no
-    statements it does nothing, unless `always` (invalid indexes were seen: drop them)."""
+    `indexes`: the names looked up (those the revisions build or drop concurrently).
+    Raises InvalidIndex when one of them is still invalid afterwards. With no statements it
+    does nothing, unless `always` (invalid indexes were seen: drop them).
+
+    The timeouts and the first lookup go in one round trip, the last lookup and the reset in
+    another: a schema's index step costs its statements' round trips and two more."""
     if not statements and not always:
         return
     ident = sql.Identifier(check_schema_name(schema))
-    # Never prepared: a prepared statement on this pooled connection would cost the next
-    # schema's DDL a DEALLOCATE ALL round trip (psycopg discards them after DDL).
-    raw.execute(
-        "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-        (lock_timeout, statement_timeout),
-        prepare=False,
-    )
+    lookup = sql.SQL("SELECT ") + invalid_indexes_sql(schema, indexes)
+    setup = sql.SQL(
+        "SELECT set_config('lock_timeout', {}, false), set_config('statement_timeout', {}, false);"
+    ).format(sql.Literal(lock_timeout), sql.Literal(statement_timeout))
+    reset = b"RESET lock_timeout; RESET statement_timeout"
+    # Never prepared (composed client-side, several statements a message): a prepared
+    # statement on this pooled connection would cost the next schema's DDL a DEALLOCATE ALL
+    # round trip (psycopg discards them after DDL).
     try:
-        for name in invalid_indexes(raw, schema):
+        found = _last_row(raw.execute((setup + lookup).as_string(raw).encode()))
+        for name in found[0]:
             raw.execute(
                 sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
                     ident, sql.Identifier(name)
@@ -775,18 +791,20 @@ def run_non_transactional(
         quoted = ident.as_string(raw)
         for statement in statements:
             raw.execute(statement.replace("{schema}", quoted).encode())
-        left = invalid_indexes(raw, schema)
-        if left:
-            raise InvalidIndex(f"invalid indexes in {schema} after their step: {', '.join(left)}")
-    finally:
-        raw.execute("RESET lock_timeout; RESET statement_timeout")
+        left = _first_row(raw.execute(lookup.as_string(raw).encode() + b";" + reset))[0]
+    except BaseException:
+        if not raw.closed and not raw.broken:
+            raw.execute(reset)
+        raise
+    if left:
+        raise InvalidIndex(f"invalid indexes in {schema} after their step: {', '.join(left)}")
 
 
-def invalid_indexes(raw: psycopg.Connection[Any], schema: str) -> list[str]:
-    """Names of the schema's invalid indexes (a CREATE INDEX CONCURRENTLY that did not finish)."""
-    query = sql.SQL("SELECT " + INVALID_INDEXES).format(sql.Literal(schema))
-    row = raw.execute(query, prepare=False).fetchone()
-    return list(row[0]) if row else []
+def invalid_indexes_sql(schema: str, indexes: Sequence[str]) -> sql.Composable:
+    """INVALID_INDEXES for `schema` and the index names `indexes` (an empty array: none)."""
+    return sql.SQL(INVALID_INDEXES).format(
+        names=sql.Literal(list(indexes)), schema=sql.Literal(schema)
+    )
 
 
 def _deadlocked(exc: BaseException) -> bool:
@@ -808,6 +826,15 @@ def _revisions(*, alembic: str | None, django: str | None, has_alembic: bool) ->
     if has_alembic:
         out["alembic"] = alembic or ""
     return out
+
+
+def _first_row(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The first row of the first result of a multi-statement execute (the rest are read)."""
+    row = cursor.fetchone()
+    while cursor.nextset():
+        pass
+    assert row is not None
+    return tuple(row)
 
 
 def _last_row(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:

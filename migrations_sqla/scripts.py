@@ -385,3 +385,19 @@ def declared_indexes(location: str, target: str | None) -> dict[str, str]:
         if match:
             out[match.group(1)] = statement
     return out
+
+
+@functools.cache
+def concurrent_index_names(location: str) -> tuple[str, ...]:
+    """Every index a revision of `location` builds or drops CONCURRENTLY, up or down: the only
+    indexes a migrator's non-transactional step can leave invalid (an interrupted CREATE or DROP
+    INDEX CONCURRENTLY), so the only names it looks up, each through pg_class's (relname,
+    relnamespace) index, whatever the number of schemas in the catalog."""
+    names: set[str] = set()
+    for revision in script_directory(location).walk_revisions():
+        for attribute in ("non_transactional_upgrade", "non_transactional_downgrade"):
+            for statement in getattr(revision.module, attribute, ()):
+                match = CREATE_INDEX.match(statement) or DROP_INDEX.match(statement)
+                if match:
+                    names.add(match.group(1))
+    return tuple(sorted(names))

@@ -20,7 +20,7 @@ from datetime import timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from control_plane.fanout import liveness, runs
+from control_plane.fanout import liveness, runs, signals
 from control_plane.fanout.models import (
     LANE_STEPS,
     WORK_STEPS,
@@ -415,3 +415,7 @@ def _finish(run: MigrationRun, status: str, error: str) -> None:
     run.error = error
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "stage", "error", "finished_at"])
+    if status == RunStatus.SUCCEEDED:
+        # Whoever started the run for a purpose (an evolution's next step) acts on it now, not
+        # at its watcher's next poll.
+        transaction.on_commit(functools.partial(signals.send_run_succeeded, run.pk))

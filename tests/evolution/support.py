@@ -128,6 +128,18 @@ def wait_for(evolution: Evolution, timeout: float = 120) -> dict[str, Any]:
     raise AssertionError(f"{evolution.name} still running: {phases.evolution_state(evolution)}")
 
 
+def completed_without_watching(evolution: Evolution, phase: str, timeout: float = 120) -> bool:
+    """Whether the evolution records `phase` done within `timeout` while this process only
+    reads its row (never settles it): the fan-out's worker settled each run itself."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        completed = Evolution.objects.filter(pk=evolution.pk).values_list("completed", flat=True)
+        if completed.get() == phase:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def restore_platform(prefix: str) -> None:
     """Every schema back at the released head, the switch off, the evolution forgotten."""
     Evolution.objects.filter(name="tasks_due_at").delete()

@@ -19,6 +19,7 @@ from tests.evolution.support import (
     EXPAND_TARGET,
     add_tasks,
     columns_of,
+    completed_without_watching,
     execute,
     indexes_of,
     make_rls_tenants,
@@ -158,6 +159,9 @@ def test_expand_backfill_switch_contract_with_rollbacks(platform, tmp_path) -> N
             switches._redis().delete(key)
     assert phases.contract_gate(evolution).open
     phases.start_phase(evolution, Phase.CONTRACT)
+    # Each run is settled by the worker that finished it: the column's run starts after the
+    # indexes', and the phase is recorded, with nobody here settling anything.
+    assert completed_without_watching(evolution, Phase.CONTRACT)
     state = wait_for(evolution)
     assert (state["status"], state["completed"]) == ("idle", "contract"), state
     contract_runs = [r for r in state["runs"] if r["phase"] == "contract"]

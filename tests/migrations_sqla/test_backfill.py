@@ -134,3 +134,35 @@ def test_a_compiled_plans_app_set_config_runs_as_set_local_on_citus() -> None:
         "UPDATE tasks SET title = 'SELECT set_config(''app.tenant_id'', ''1'', true)'",
     ):
         assert scripts.as_set_local(untouched) == untouched
+
+
+def test_a_batch_commits_without_waiting_for_its_wal_flush(rls_tenants: list[Tenant]) -> None:
+    """Batches run with synchronous_commit off: they hold their rows' locks (which the API's
+    writes of those rows wait for) no longer than their work, and add no WAL flush of their own
+    to the disk the API's commits wait on. What each row was written under, it records."""
+    if citus_tests_enabled():
+        pytest.skip("the setting is the coordinator's; the rows are written on the workers")
+    ids = [t.pk for t in rls_tenants]
+    recorded = Backfill(
+        table="tasks",
+        assign="description = current_setting('synchronous_commit')",
+        pending="description IS DISTINCT FROM current_setting('synchronous_commit')",
+    )
+    with owner_engine().connect() as connection:
+        backfiller = SchemaBackfiller(
+            connection, recorded, tenant_ids=lambda _schema: ids, options=Options(batch_rows=3)
+        )
+        outcome = backfiller.migrate(SHARED_SCHEMA)
+        setting = backfiller.raw.execute("SHOW synchronous_commit").fetchone()
+    assert outcome.result == Result.MIGRATED, outcome.error
+    assert setting == ("on",)  # transaction-local: the connection's own afterwards
+    for tenant in rls_tenants:
+        with owner_connection(autocommit=True) as conn, conn.transaction():
+            conn.execute(bind_tenant(tenant.pk))
+            found = conn.execute(
+                sql.SQL("SELECT DISTINCT description FROM {}.tasks WHERE tenant_id = %s").format(
+                    sql.Identifier(SHARED_SCHEMA)
+                ),
+                (tenant.pk,),
+            ).fetchall()
+        assert found == [("off",)]

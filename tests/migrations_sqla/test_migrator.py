@@ -19,6 +19,7 @@ from migrations_sqla.migrator import (
     Result,
     SchemaMigrator,
     Target,
+    invalid_indexes_sql,
     migrate_schema,
     owner_engine,
 )
@@ -317,3 +318,37 @@ def test_a_plan_never_builds_an_index_that_a_later_revision_of_it_drops() -> Non
         "tasks_due_sort_live", "tasks_due_at_sort_live",
         "tasks_priority_due_sort_live", "tasks_priority_due_at_sort_live",
     }  # fmt: skip
+
+
+def test_invalid_indexes_are_looked_up_by_their_declared_names_through_the_catalog_index() -> None:
+    """The lookup names only the indexes the revisions build or drop CONCURRENTLY (up or down),
+    and each is an index probe of pg_class by (relname, relnamespace): never a read of every
+    relation in a catalog of thousands of schemas."""
+    names = scripts.concurrent_index_names("")
+    assert {"tasks_due_at_sort_live", "tasks_due_live", "tasks_priority_due_sort_live"} <= set(
+        names
+    )
+    query = sql.SQL("EXPLAIN SELECT ") + invalid_indexes_sql("template", names)
+    with owner_connection() as conn:
+        conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(row[0] for row in conn.execute(query.as_string(conn)))
+    assert "pg_class_relname_nsp_index" in plan, plan
+    assert "Seq Scan on pg_class" not in plan, plan
+
+
+def test_an_index_step_costs_its_statements_and_two_round_trips(
+    tenants_at_base, concurrent_script_location
+) -> None:
+    """Optimistic path with one CREATE INDEX CONCURRENTLY: the transaction, the timeouts with
+    the first invalid-index lookup, the index, the last lookup with the reset."""
+    (tenant,) = tenants_at_base(1)
+    target = target_for(tenant, concurrent_script_location, TEST_REVISION_2)
+    with owner_engine().connect() as conn:
+        migrator = SchemaMigrator(conn, target)
+        with round_trips(migrator.raw) as sent:
+            outcome = migrator.migrate(tenant.schema_name, recorded=tenant.revisions)
+        settings = conn.exec_driver_sql("SELECT current_setting('lock_timeout')").scalar()
+    assert outcome.result == Result.MIGRATED, outcome.error
+    assert len(sent) == 4, sent
+    assert effort_index(tenant.schema_name) is True
+    assert settings == "0"  # the session's own again
