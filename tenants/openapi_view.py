@@ -16,7 +16,8 @@ import threading
 from typing import Any
 
 from django.utils import translation
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SCHEMA_KWARGS, SpectacularAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -27,6 +28,7 @@ _DOCUMENTS: dict[tuple[str, ...], Any] = {}
 class DescriptionView(SpectacularAPIView):
     """SpectacularAPIView whose documents are generated one at a time and then reused."""
 
+    @extend_schema(**SCHEMA_KWARGS)  # the document describes this view as drf-spectacular's
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         # The whole of drf-spectacular's request (its settings swap included) under the lock;
         # rendering the document to JSON or YAML happens after it, in parallel.
