@@ -43,6 +43,16 @@ ROUTE_RESOURCES: Mapping[str, str] = {
 
 
 @dataclass(frozen=True)
+class FieldRename:
+    """A field of an item that a version renamed: `new` from that version on, `old` before it,
+    and how a client of an older version sees its value (`old_value`; None: as it is)."""
+
+    new: str
+    old: str
+    old_value: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
 class Change:
     """One difference a version makes to the version before it, for the resources it names.
 
@@ -52,6 +62,11 @@ class Change:
     query of a next/previous link back into the old client's names. `downgrade_status` maps the
     status of an error response (a problem) to the one the old version answered with, and
     `downgrade_problem` the problem itself (the fields it names) into the old client's names.
+
+    A change whose items differ only by renamed fields declares them (`renamed_fields`) instead
+    of a `downgrade_item`: its downgrade_item is derived from them (each old name in the new
+    name's place), and a page of rows can be built in the old shape at once (`row_shape`)
+    rather than built in the newest shape and then rebuilt.
     """
 
     description: str
@@ -62,6 +77,38 @@ class Change:
     downgrade_query: Callable[[Query], Query] | None = None
     downgrade_status: Callable[[int], int] | None = None
     downgrade_problem: Callable[[Item], Item] | None = None
+    renamed_fields: tuple[FieldRename, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.renamed_fields:
+            return
+        derived = getattr(self.downgrade_item, RENAMES, None)
+        if self.downgrade_item is not None and derived != self.renamed_fields:  # replace() keeps it
+            raise ValueError("a change declares its renamed fields or a downgrade_item, not both")
+        object.__setattr__(self, "downgrade_item", _renaming(self.renamed_fields))
+
+
+RENAMES = "renamed_fields"  # on a downgrade_item derived from a change's renamed fields
+
+
+def _renaming(renames: tuple[FieldRename, ...]) -> Callable[[Item], Item]:
+    """An item's renamed fields under their old names, each in its place, values as old clients
+    see them."""
+    by_new = {rename.new: rename for rename in renames}
+
+    def old_key_and_value(key: str, value: Any) -> tuple[str, Any]:
+        rename = by_new.get(key)
+        if rename is None:
+            return key, value
+        return rename.old, value if rename.old_value is None else rename.old_value(value)
+
+    def downgrade(item: Item) -> Item:
+        if by_new.keys().isdisjoint(item):
+            return item
+        return dict(old_key_and_value(key, value) for key, value in item.items())
+
+    setattr(downgrade, RENAMES, renames)
+    return downgrade
 
 
 def renamed_field(resource: str, old: str, new: str, description: str) -> Change:
@@ -83,8 +130,8 @@ def renamed_field(resource: str, old: str, new: str, description: str) -> Change
         resources=frozenset({resource}),
         upgrade_request=lambda item: rename_key(item, old, new),
         upgrade_query=lambda query: rename_in_query(query, old, new),
-        downgrade_item=lambda item: rename_key(item, new, old),
         downgrade_query=lambda query: rename_in_query(query, new, old),
+        renamed_fields=(FieldRename(new=new, old=old),),
     )
 
 
@@ -243,6 +290,63 @@ def item_downgrader(changes: tuple[Change, ...], resource: str) -> Callable[[Ite
     return downgrade
 
 
+@dataclass(frozen=True)
+class RowShape:
+    """How a row of a resource's fields is an item at some version: the names its fields have
+    there, in order, and the fields whose values that version shows converted."""
+
+    names: tuple[str, ...]
+    conversions: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
+
+    def item(self, row: Sequence[Any]) -> Item:
+        item = dict(zip(self.names, row, strict=True))
+        for name, convert in self.conversions:
+            item[name] = convert(item[name])
+        return item
+
+
+@lru_cache(maxsize=256)
+def row_shape(
+    changes: tuple[Change, ...], resource: str, fields: tuple[str, ...]
+) -> RowShape | None:
+    """A row of `fields` (the newest shape's names, in order) as an item before `changes`, built
+    once: None when a change downgrades `resource`'s items otherwise than by declared renames
+    (the item is then built in the newest shape and downgraded by `item_downgrader`)."""
+    names = list(fields)
+    steps: list[list[Callable[[Any], Any]]] = [[] for _ in fields]
+    for change in reversed(changes):
+        if change.downgrade_item is None or resource not in change.resources:
+            continue
+        if not change.renamed_fields:
+            return None
+        renames = {rename.new: rename for rename in change.renamed_fields}
+        after = [renames[name].old if name in renames else name for name in names]
+        if len(set(after)) != len(after):
+            return (
+                None  # an old name that the item still has under another field: rare, general path
+            )
+        for index, name in enumerate(names):
+            rename = renames.get(name)
+            if rename is not None and rename.old_value is not None:
+                steps[index].append(rename.old_value)
+        names = after
+    conversions = tuple(
+        (name, convert[0] if len(convert) == 1 else _chained(tuple(convert)))
+        for name, convert in zip(names, steps, strict=True)
+        if convert
+    )
+    return RowShape(names=tuple(names), conversions=conversions)
+
+
+def _chained(steps: tuple[Callable[[Any], Any], ...]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        for step in steps:
+            value = step(value)
+        return value
+
+    return convert
+
+
 def downgrade_status(changes: Sequence[Change], resource: str, status: int) -> int:
     for change in reversed(changes):
         if change.downgrade_status is not None and resource in change.resources:
@@ -303,14 +407,9 @@ def _due_day(value: Any) -> Any:
     return value
 
 
-def _task_due_date(item: Item) -> Item:
-    """A task's `due_at` as `due_date` (its UTC day), in the field's place."""
-    if "due_at" not in item:
-        return item
-    return {
-        ("due_date" if key == "due_at" else key): _due_day(value) if key == "due_at" else value
-        for key, value in item.items()
-    }
+# A task's `due_at` as an older version shows it: `due_date`, its UTC day, in the field's place.
+TASK_DUE_DATE = FieldRename(new="due_at", old="due_date", old_value=_due_day)
+_task_due_date = _renaming((TASK_DUE_DATE,))
 
 
 def _task_due_at(item: Item) -> Item:
@@ -387,7 +486,7 @@ DUE_AT = ApiVersion(
             resources=frozenset({"task"}),
             upgrade_request=_task_due_at,
             upgrade_query=_due_sort("due_date", "due_at"),
-            downgrade_item=_task_due_date,
+            renamed_fields=(TASK_DUE_DATE,),
             downgrade_query=_due_sort("due_at", "due_date"),
             downgrade_problem=_task_due_problem,
         ),

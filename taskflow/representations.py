@@ -7,7 +7,8 @@ Python, cost more than a list page's query.
 Each resource's fields are the columns its model declares SHOWN (`*_FIELDS`). An ORM entity is represented field by
 field; a list page's rows, selected as exactly those columns in that order
 (taskflow.selectors), are zipped with the names, which is several times cheaper than reading
-attributes.
+attributes (the views zip them with the names of the request's API version at once:
+taskflow.api_versions.row_shape).
 """
 
 from __future__ import annotations
@@ -65,19 +66,9 @@ def comment_repr(comment: Comment) -> dict[str, Any]:
     return _fields(comment, COMMENT_FIELDS)
 
 
-def project_row_repr(row: Sequence[Any]) -> dict[str, Any]:
-    """A row of PROJECT_FIELDS columns, in that order."""
-    return dict(zip(PROJECT_FIELDS, row, strict=True))
-
-
 def task_row_repr(row: Sequence[Any]) -> dict[str, Any]:
     """A row of TASK_FIELDS columns, in that order."""
     return dict(zip(TASK_FIELDS, row, strict=True))
-
-
-def comment_row_repr(row: Sequence[Any]) -> dict[str, Any]:
-    """A row of COMMENT_FIELDS columns, in that order."""
-    return dict(zip(COMMENT_FIELDS, row, strict=True))
 
 
 # How a history row's `changes` is stored (its changes_format; migration 0003 of migrations_sqla).

@@ -18,7 +18,7 @@ import io
 from collections.abc import Callable
 from datetime import UTC, datetime, time
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -103,8 +103,29 @@ class ApiVersionMiddleware:
                 response.status_code = old_status
                 if data.get("status") is not None:
                     data["status"] = old_status
-        response.data = _downgrade(changes, resource, data, response.status_code)
+        shaped = getattr(response, SHAPED, False)
+        response.data = _downgrade(changes, resource, data, response.status_code, shaped)
         return response
+
+
+def row_shape(request: HttpRequest, fields: tuple[str, ...]) -> api_versions.RowShape | None:
+    """How a page's rows of `fields` are built as items at this request's version, once each
+    (None: in the newest shape, then downgraded here before rendering). A view that builds its
+    items so marks its response (`mark_shaped`), and they are not downgraded again."""
+    changes: tuple[Change, ...] = getattr(request, "api_changes", ())
+    resource = _resource(request)
+    if not changes or resource is None:
+        return api_versions.row_shape((), "", fields)
+    return api_versions.row_shape(changes, resource, fields)
+
+
+ShapedResponse = TypeVar("ShapedResponse", bound=HttpResponse)
+SHAPED = "taskflow_items_shaped"  # a page response whose items are in its version's shape
+
+
+def mark_shaped(response: ShapedResponse) -> ShapedResponse:
+    setattr(response, SHAPED, True)
+    return response
 
 
 def _resource(request: HttpRequest) -> str | None:
@@ -113,11 +134,11 @@ def _resource(request: HttpRequest) -> str | None:
 
 
 def _downgrade(
-    changes: tuple[Change, ...], resource: str, data: dict[str, Any], status: int
+    changes: tuple[Change, ...], resource: str, data: dict[str, Any], status: int, shaped: bool
 ) -> dict[str, Any]:
     if isinstance(data.get("results"), list):
-        downgrade = api_versions.item_downgrader(changes, resource)  # once per page
-        if downgrade is not None:
+        downgrade = None if shaped else api_versions.item_downgrader(changes, resource)
+        if downgrade is not None:  # chosen once per page
             data["results"] = [downgrade(item) for item in data["results"]]
         for link in ("next", "previous"):
             if isinstance(data.get(link), str):

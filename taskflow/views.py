@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from taskflow import openapi, selectors, services
+from taskflow import openapi, selectors, services, versioning
 from taskflow.errors import InvalidInput
 from taskflow.filters import task_filters
 from taskflow.openapi import (
@@ -27,13 +27,13 @@ from taskflow.openapi import (
 from taskflow.pagination import Page, parse_limit
 from taskflow.permissions import TenantRole
 from taskflow.representations import (
+    COMMENT_FIELDS,
+    PROJECT_FIELDS,
+    TASK_FIELDS,
     comment_repr,
-    comment_row_repr,
     history_repr,
     project_repr,
-    project_row_repr,
     task_repr,
-    task_row_repr,
 )
 from taskflow.serializers import (
     CommentCreate,
@@ -76,6 +76,14 @@ class TaskflowView(DeclaredQuery, APIView):
                 "previous": None if page.previous_cursor is None else links + page.previous_cursor,
             }
         )
+
+    def rows_page_response(self, page: Page[Any], fields: tuple[str, ...]) -> Response:
+        """A page of rows of `fields` columns (a representation's, in order), each item built
+        once in the shape of the request's version (taskflow.versioning.row_shape)."""
+        shape = versioning.row_shape(self.request, fields)
+        if shape is None:
+            return self.page_response(page, lambda row: dict(zip(fields, row, strict=True)))
+        return versioning.mark_shaped(self.page_response(page, shape.item))
 
     def _links_to(self) -> str:
         """A page link up to its cursor: this request's URL, its other parameters kept, and
@@ -133,7 +141,7 @@ class ProjectCollection(TaskflowView):
             page = selectors.project_list(
                 session=connection, tenant_id=self.tenant_id, query=self.list_query()
             )
-            return self.page_response(page, project_row_repr)
+            return self.rows_page_response(page, PROJECT_FIELDS)
 
     def post(self, request: Request) -> Response:
         data = parsed(ProjectCreate, request.data)
@@ -251,7 +259,7 @@ class TaskCollection(TaskflowView):
                 filters=filters,
                 query=self.list_query(),
             )
-            return self.page_response(page, task_row_repr)
+            return self.rows_page_response(page, TASK_FIELDS)
 
     def post(self, request: Request) -> Response:
         data = parsed(TaskCreate, request.data)
@@ -383,7 +391,7 @@ class TaskComments(TaskflowView):
             page = selectors.comment_list(
                 session=session, tenant_id=self.tenant_id, task_id=task_id, query=self.list_query()
             )
-            return self.page_response(page, comment_row_repr)
+            return self.rows_page_response(page, COMMENT_FIELDS)
 
     def post(self, request: Request, task_id: int) -> Response:
         data = parsed(CommentCreate, request.data)

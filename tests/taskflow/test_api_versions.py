@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from taskflow import api_versions
-from taskflow.api_versions import ApiVersion, Catalog, renamed_field
+from taskflow.api_versions import ApiVersion, Catalog, Change, renamed_field
 from tenants.models import Tenant
 from tests.taskflow.conftest import TenantFixture
 from tests.taskflow.test_api import assert_problem, make_project, make_task
@@ -113,6 +113,56 @@ def test_an_item_is_downgraded_through_its_resources_changes_newest_first() -> N
     assert api_versions.item_downgrader((other,), "project") is other.downgrade_item
 
 
+def test_a_row_is_built_in_an_older_versions_shape_as_its_downgraded_item() -> None:
+    """A page's rows are built once in an old version's shape (a declared rename): the same keys,
+    order and values as the newest item downgraded."""
+    from datetime import UTC, datetime
+
+    from taskflow.representations import TASK_FIELDS
+
+    changes = api_versions.CATALOG.changes_after(api_versions.CATALOG.pinned(DUE_DATE_VERSION))
+    due = datetime(2030, 1, 31, 23, 30, tzinfo=UTC)
+    row = tuple(due if name == "due_at" else f"v-{name}" for name in TASK_FIELDS)
+    shape = api_versions.row_shape(changes, "task", TASK_FIELDS)
+    assert shape is not None
+    built = shape.item(row)
+    downgraded = api_versions.downgrade_item(
+        changes, "task", dict(zip(TASK_FIELDS, row, strict=True))
+    )
+    assert list(built.items()) == list(downgraded.items())
+    assert built["due_date"] == due.date()
+    assert "due_at" not in built
+
+    chain = (
+        renamed_field("task", "a", "b", "a became b"),
+        renamed_field("project", "x", "y", "projects only"),
+        renamed_field("task", "b", "c", "b became c"),
+    )
+    shape = api_versions.row_shape(chain, "task", ("id", "c", "x"))
+    assert shape is not None
+    assert shape.names == ("id", "a", "x")
+    assert api_versions.row_shape((), "task", ("id", "c")) == api_versions.RowShape(("id", "c"))
+
+
+def test_a_change_that_downgrades_items_otherwise_leaves_rows_to_the_edge() -> None:
+    custom = Change(
+        description="custom",
+        resources=frozenset({"task"}),
+        downgrade_item=lambda item: {**item, "extra": 1},
+    )
+    assert api_versions.row_shape((custom,), "task", ("id", "title")) is None
+    assert api_versions.row_shape((custom,), "project", ("id",)) is not None
+    renamed = renamed_field("task", "a", "b", "a became b")
+    assert replace(renamed, description="edited").downgrade_item is not None  # derived again
+    with pytest.raises(ValueError, match="not both"):
+        Change(
+            description="both",
+            resources=frozenset({"task"}),
+            downgrade_item=lambda item: item,
+            renamed_fields=(api_versions.FieldRename(new="b", old="a"),),
+        )
+
+
 # --- Through the API -----------------------------------------------------------------------------
 
 
@@ -187,6 +237,9 @@ def test_a_page_at_an_older_version_has_old_items_and_links_in_old_names(
     assert response.status_code == 200, response.content
     page = response.json()
     assert [item["details"] for item in page["results"]] == ["d0", "d1"]
+    assert list(page["results"][0])[:6] == [
+        "id", "project_id", "external_id", "title", "details", "status"
+    ]  # fmt: skip
     assert all("description" not in item for item in page["results"])
     assert page["next"] is not None
 
@@ -277,6 +330,31 @@ def test_other_statuses_are_the_same_at_2026_11_01(tenant_a: TenantFixture) -> N
 # --- 2026-12-06: due_at; older versions refused in their own names -------------------------------
 
 DUE_DATE_VERSION = "2026-12-01"  # the newest version whose tasks have `due_date`
+
+
+def test_an_old_clients_page_is_built_in_its_shape_not_downgraded_after(
+    tenant_a: TenantFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of tasks at 2026-12-01 has `due_date` (the UTC day) in `due_at`'s place, each item
+    built once in that shape: the edge's item downgrader is never asked."""
+    from taskflow import versioning
+
+    api = tenant_a.api("member")
+    project = make_project(api)
+    make_task(api, project["id"], title="late", due_at="2030-01-31T23:30:00-05:00")
+    newest = api.get("/api/v1/tasks", project=project["id"]).json()["results"]
+
+    def refused(*_: object) -> None:
+        raise AssertionError("a page of rows was downgraded after it was built")
+
+    monkeypatch.setattr(versioning.api_versions, "item_downgrader", refused)
+    response = tenant_a.client("member").get(
+        "/api/v1/tasks", {"project": project["id"]}, headers={"TaskFlow-Version": DUE_DATE_VERSION}
+    )
+    assert response.status_code == 200, response.content
+    [item] = response.json()["results"]
+    assert item["due_date"] == "2030-02-01"
+    assert list(item) == ["due_date" if key == "due_at" else key for key in newest[0]]
 
 
 def test_an_old_client_refused_for_its_due_date_gets_a_problem_naming_due_date(
