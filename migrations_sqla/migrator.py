@@ -244,6 +244,14 @@ class SchemaMigrator:
         self.sleep = sleep
         self._template_applied: set[tuple[str, str]] | None = None
         self._messages: dict[str, bytes] = {}
+        self._citus: bool | None = None
+
+    def _on_citus(self) -> bool:
+        """is_citus, asked once per migrator: its connection never changes database, and the
+        lookup's key (host, port, database read from libpq) cost more than a schema's Python."""
+        if self._citus is None:
+            self._citus = is_citus(self.raw)
+        return self._citus
 
     # -- public --
 
@@ -361,7 +369,7 @@ class SchemaMigrator:
             plan = scripts.plan(target.location, source, target.alembic)
         except Exception:  # records name a revision this script directory lacks
             return False
-        if plan.online or plan.is_noop or is_citus(self.raw):
+        if plan.online or plan.is_noop or self._on_citus():
             # On Citus DDL goes one statement per query: the careful path does that.
             return False
         message = self._optimistic_message(source, plan.sql).replace(PLACEHOLDER, schema.encode())
@@ -553,7 +561,7 @@ class SchemaMigrator:
             parts.append(django_state.SYNC_SQL.as_string(self.raw))
         parts.append(self._guard(schema, self.target.alembic))
         parts.append("COMMIT;")
-        if is_citus(self.raw):
+        if self._on_citus():
             # A Citus coordinator refuses a multi-statement DDL string on a distributed schema,
             # and passes SET commands on to the workers, not set_config calls. It refuses trigger
             # DDL on distributed tables unless allowed: the revisions' triggers are the

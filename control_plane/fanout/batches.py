@@ -3,8 +3,8 @@
 A batch task is a lane: when its tenants are done it claims the next ones into the same batch
 number (under the run's lock, while there is work and a free slot) and carries on, so a run
 uses `concurrency` tasks and connections, not one message per chunk. Outcomes are recorded in
-bulk (one UPDATE per flush, every FLUSH_S seconds and at the end), and Tenant.revisions of the
-migrated tenants with one queryset .update() per distinct result. Between flushes the batch
+bulk: one statement per flush (every FLUSH_S seconds and at the end) writes them and
+Tenant.revisions of the migrated tenants. Between flushes the batch
 looks at its run: once the run is cancelled or failed, no further tenant starts (those not
 started go back to pending, unassigned, for a resume). A redelivered batch (its worker was
 killed) finds every tenant the lane had claimed, finished ones recorded or, if the kill came
@@ -39,15 +39,22 @@ from tenants.models import Tenant
 
 FLUSH_S = 1.0
 
+# The buffered outcomes and the migrated tenants' recorded revisions, in one statement (as
+# claims.claim_next writes them between chunks).
 RECORD = """
-UPDATE {steps} AS m SET status = v.status, attempts = m.attempts + v.attempts,
-       started_at = coalesce(m.started_at, v.started_at), finished_at = v.finished_at,
-       duration_ms = v.duration_ms, revisions_before = v.before, revisions_after = v.after,
-       error = v.error
-FROM (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS x(
-        id bigint, status text, attempts int, started_at timestamptz, finished_at timestamptz,
-        duration_ms float8, before jsonb, after jsonb, error text)) AS v
-WHERE m.id = v.id
+WITH v AS (
+    SELECT * FROM jsonb_to_recordset(%s::jsonb) AS x(
+        id bigint, tenant_id bigint, status text, attempts int, started_at timestamptz,
+        finished_at timestamptz, duration_ms float8, before jsonb, after jsonb, error text,
+        revise boolean)
+), recorded AS (
+    UPDATE {steps} AS m SET status = v.status, attempts = m.attempts + v.attempts,
+           started_at = coalesce(m.started_at, v.started_at), finished_at = v.finished_at,
+           duration_ms = v.duration_ms, revisions_before = v.before, revisions_after = v.after,
+           error = v.error
+    FROM v WHERE m.id = v.id
+)
+UPDATE {tenants} AS t SET revisions = v.after FROM v WHERE t.id = v.tenant_id AND v.revise
 """
 
 
@@ -180,11 +187,11 @@ def _release(ids: list[int]) -> None:
 
 
 class Recorder:
-    """Buffers outcomes and writes them set-based."""
+    """Buffers outcomes and writes them set-based: one statement per flush, the tenants'
+    recorded revisions with them (nothing per schema but the row)."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, object]] = []
-        self.revisions: dict[str, list[int]] = {}
         self.last = time.monotonic()
 
     def due(self) -> bool:
@@ -194,7 +201,9 @@ class Recorder:
         status = step_status(outcome.result)
         if status == StepStatus.SKIPPED and step.status == StepStatus.RUNNING:
             status = StepStatus.SUCCEEDED  # an earlier delivery of this batch migrated it
-        revise = status != StepStatus.FAILED and bool(outcome.after)
+        after = outcome.after
+        revise = status != StepStatus.FAILED and bool(after)
+        finished = outcome.finished_at
         self.rows.append(
             {
                 "id": step.id,
@@ -203,16 +212,13 @@ class Recorder:
                 "status": status,
                 "attempts": outcome.attempts,
                 "started_at": outcome.started_at.isoformat(),
-                "finished_at": outcome.finished_at.isoformat() if outcome.finished_at else None,
+                "finished_at": finished.isoformat() if finished else None,
                 "duration_ms": outcome.duration_ms,
                 "before": outcome.before,
-                "after": outcome.after,
+                "after": after,
                 "error": outcome.error,
             }
         )
-        if revise:
-            key = json.dumps(outcome.after, sort_keys=True)
-            self.revisions.setdefault(key, []).append(step.tenant_id)
 
     def failed(self) -> bool:
         return any(row["status"] == StepStatus.FAILED for row in self.rows)
@@ -222,11 +228,10 @@ class Recorder:
         failed = self.failed()
         if self.rows:
             with connection.cursor() as cursor:
-                cursor.execute(
-                    RECORD.format(steps=TenantMigration._meta.db_table), [json.dumps(self.rows)]
+                query = RECORD.format(
+                    steps=TenantMigration._meta.db_table, tenants=Tenant._meta.db_table
                 )
-        for key, tenant_ids in self.revisions.items():
-            Tenant.objects.filter(pk__in=tenant_ids).update(revisions=json.loads(key))
+                cursor.execute(query, [json.dumps(self.rows)])
         self.written()
         return failed
 
@@ -234,7 +239,7 @@ class Recorder:
         """The buffered outcomes were written (here or by claims.claim_next): count them and
         start afresh."""
         metrics.fanout_steps_recorded([str(row["status"]) for row in self.rows])
-        self.rows, self.revisions = [], {}
+        self.rows = []
         self.last = time.monotonic()
 
 
