@@ -4,14 +4,21 @@ Cloning writes the catalog rows of every table, index, trigger and policy of a s
 a ready clone writes one. Spares are made by a worker (after each onboarding and on a beat schedule) and only
 a spare of the template's current revision is ever handed out: after a migration fan-out the
 old ones are dropped and new ones cloned. Refills (and drops) are serialised by an advisory lock.
+
+One refill message waits at a time (`refill_wanted`): a burst of onboardings would otherwise
+queue one refill each, and every one of them holds a worker process while it waits for the
+lock, in front of the onboardings that come next, to find the spares already made.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import secrets
 
 import psycopg
+import redis
 from django.conf import settings
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -29,6 +36,39 @@ from tenants.models import SpareSchema
 SPARE_PREFIX = "t__spare_"  # slugs start with a letter, so no tenant schema looks like this
 # Advisory lock in the two-int form (as tenants.binding's), first key naming its purpose.
 SPARES_LOCK_SPACE = 7_410_002
+# "A refill message is queued and has not started": in the broker's Redis, beside the message
+# it vouches for (a broker that loses its messages loses the mark too). Expires after beat's
+# refill interval, the bound for a message lost any other way.
+REFILL_QUEUED_KEY = "spares:refill-queued"
+REFILL_QUEUED_SECONDS = 60
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def _broker(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def refill_wanted() -> bool:
+    """Whether the caller should send a refill message: False while one is queued and has not
+    started (it will count the spare the caller just took); True when Redis cannot say."""
+    try:
+        marked = _broker(settings.CELERY_BROKER_URL).set(
+            REFILL_QUEUED_KEY, 1, nx=True, ex=REFILL_QUEUED_SECONDS
+        )
+    except redis.RedisError:
+        logger.warning("spare refill mark not set; sending a refill anyway", exc_info=True)
+        return True
+    return bool(marked)
+
+
+def refill_starting() -> None:
+    """A refill starts: a spare taken from now on asks for another one (call before counting)."""
+    try:
+        _broker(settings.CELERY_BROKER_URL).delete(REFILL_QUEUED_KEY)
+    except redis.RedisError:
+        logger.warning("spare refill mark not removed; it expires", exc_info=True)
 
 
 def take_spare(conn: psycopg.Connection, target: str) -> dict[str, str] | None:

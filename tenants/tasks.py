@@ -6,12 +6,13 @@ from celery import shared_task
 
 from tenants import row_security
 from tenants.database_roles import owner_connection
-from tenants.spares import refill_spares
+from tenants.spares import refill_spares, refill_starting
 
 
-@shared_task(name="tenants.tasks.refill_spares")
+@shared_task(name="tenants.tasks.refill_spares", ignore_result=True)
 def refill_spare_schemas() -> int:
     """Keep SPARE_SCHEMAS template clones ready; runs after onboardings and on a schedule."""
+    refill_starting()
     return refill_spares()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
+from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
@@ -89,7 +90,17 @@ def _authenticate_from_database(
     prefix: str, value: str, tenant: object, now: datetime
 ) -> tuple[User, CachedPrincipal]:
     tenant_id = getattr(tenant, "pk", None)
-    token = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
+    assert tenant_id is not None  # authenticate_token refused a request without a tenant
+    # The token, its user and the user's role on this tenant in one statement: a cold token
+    # (a new tenant's owner on its first request, an entry past its minute) is one round trip
+    # fewer before its answer.
+    role_here = Membership.objects.filter(user_id=OuterRef("user_id"), tenant_id=tenant_id)
+    token = (
+        ApiToken.objects.select_related("user")
+        .annotate(membership_role=Subquery(role_here.values("role")[:1]))
+        .filter(prefix=prefix)
+        .first()
+    )
     if (
         token is None
         or not digests_match(value, token.digest)
@@ -104,11 +115,7 @@ def _authenticate_from_database(
             raise exceptions.AuthenticationFailed(INVALID)
         role, is_staff = Role.ADMIN, True
     else:
-        membership_role = (
-            Membership.objects.filter(user=user, tenant_id=tenant_id)
-            .values_list("role", flat=True)
-            .first()
-        )
+        membership_role = token.membership_role
         if membership_role is None:
             raise exceptions.AuthenticationFailed(INVALID)
         role, is_staff = Role(membership_role), False

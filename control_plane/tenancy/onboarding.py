@@ -49,6 +49,7 @@ from tenants.outages import is_connection_failure
 from tenants.problems import Problem
 from tenants.provisioning import drop_storage, provision_storage
 from tenants.resolution import forget_tenant, remember_host
+from tenants.spares import refill_wanted
 
 SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 RESERVED_SLUGS = frozenset({"public", "shared", "template", "information_schema"})
@@ -353,8 +354,13 @@ def wait_for_provisioning(onboarding: Onboarding, seconds: float) -> bool:
     return onboarding_finished.wait(onboarding.pk, seconds) == OnboardingStatus.SUCCEEDED
 
 
-def _send(onboarding_id: int) -> None:
-    celery_app.send_task(PROVISION_TASK, args=[onboarding_id])
+# The message's `requester` when the sender does not know it (a resend): the task looks it up.
+REQUESTER_UNKNOWN = -1
+
+
+def _send(onboarding_id: int, requester: int | None = REQUESTER_UNKNOWN) -> None:
+    kwargs = {} if requester == REQUESTER_UNKNOWN else {"requester": requester}
+    celery_app.send_task(PROVISION_TASK, args=[onboarding_id], kwargs=kwargs)
 
 
 def _unfinished() -> list[int]:
@@ -368,14 +374,16 @@ def _unfinished() -> list[int]:
 PROVISIONING = recovery.register("onboarding", unfinished=_unfinished, resend=_send)
 
 
-def enqueue_provisioning(onboarding_id: int) -> None:
-    recovery.send(PROVISIONING, onboarding_id)
+def enqueue_provisioning(onboarding_id: int, requester: int | None = REQUESTER_UNKNOWN) -> None:
+    """Queue provisioning; a known `requester` (None: nobody) travels in the message, so the
+    worker need not read it before it asks for the requester's fair slot."""
+    recovery.send(PROVISIONING, onboarding_id, requester=requester)
 
 
 def _enqueue_or_withdraw(onboarding: Onboarding) -> None:
     """Queue provisioning; an unreachable broker withdraws the request (503, nothing recorded)."""
     try:
-        enqueue_provisioning(onboarding.pk)
+        enqueue_provisioning(onboarding.pk, onboarding.requested_by_id)
     except broker_unreachable_errors() as exc:
         Onboarding.objects.filter(pk=onboarding.pk).delete()
         Tenant.objects.filter(pk=onboarding.tenant_id).delete()
@@ -406,7 +414,7 @@ def provision_onboarding(onboarding_id: int, *, will_retry: bool = False) -> Onb
         raise
     remember_host(onboarding.domain, tenant, epoch)  # the owner's first request finds it cached
     onboarding_finished.announce(onboarding.pk, OnboardingStatus.SUCCEEDED)
-    if tenant.isolation == Isolation.SCHEMA and settings.SPARE_SCHEMAS:
+    if tenant.isolation == Isolation.SCHEMA and settings.SPARE_SCHEMAS and refill_wanted():
         celery_app.send_task(REFILL_SPARES_TASK)
     return onboarding
 

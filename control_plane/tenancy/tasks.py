@@ -20,7 +20,12 @@ from django.db import close_old_connections
 
 from control_plane.tenancy.models import MoveStatus, Onboarding, OnboardingStatus
 from control_plane.tenancy.moves import MOVE_JOB_TASK, request_move, run_move
-from control_plane.tenancy.onboarding import PROVISION_TASK, PROVISIONING, provision_onboarding
+from control_plane.tenancy.onboarding import (
+    PROVISION_TASK,
+    PROVISIONING,
+    REQUESTER_UNKNOWN,
+    provision_onboarding,
+)
 from control_plane.worker import fairness, recovery
 from tenants.models import Tenant
 from tenants.outages import is_connection_failure
@@ -38,8 +43,11 @@ CONNECTION_RETRIES = 5
 CONNECTION_RETRY_SECONDS = 2
 
 
-@shared_task(name=PROVISION_TASK, bind=True, max_retries=CONNECTION_RETRIES)
-def provision_tenant(self: Any, onboarding_id: int) -> dict[str, object]:
+# No result kept: nobody reads it (the onboarding row and its finish word are the outcome).
+@shared_task(name=PROVISION_TASK, bind=True, max_retries=CONNECTION_RETRIES, ignore_result=True)
+def provision_tenant(
+    self: Any, onboarding_id: int, requester: int | None = REQUESTER_UNKNOWN
+) -> dict[str, object]:
     """Provision one onboarding request; a redelivered message makes the same tenant again.
 
     A lost database connection is retried, not recorded as the tenant's failure, until the
@@ -48,9 +56,11 @@ def provision_tenant(self: Any, onboarding_id: int) -> dict[str, object]:
     At most ONBOARDINGS_PER_REQUESTER onboardings of one requester provision at once
     (control_plane.worker.fairness): a flood from one operator leaves the other worker
     processes to everyone else's jobs on the default queue. The lease comes first, so a
-    duplicate delivery never touches the slot its running twin holds.
+    duplicate delivery never touches the slot its running twin holds. The requester comes
+    with the message when its sender knew it (one query fewer before the work starts).
     """
-    requester = requester_of(onboarding_id)
+    if requester == REQUESTER_UNKNOWN:  # a resend, or a message of an older sender
+        requester = requester_of(onboarding_id)
     cap = settings.ONBOARDINGS_PER_REQUESTER if requester is not None else 0
     member = str(onboarding_id)
     if fairness.must_wait(ONBOARDING_QUEUE, requester, member, cap):  # the cheap bounce

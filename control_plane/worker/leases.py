@@ -72,12 +72,27 @@ def claim_once(key: str, *, seconds: float | None = None, url: str | None = None
 
 
 @contextmanager
-def lease(key: str, *, url: str | None = None) -> Iterator[bool]:
+def lease(key: str, *, url: str | None = None, then_delete: str | None = None) -> Iterator[bool]:
     """Hold `key`'s lease for the block, renewed by a thread; yields False (and holds nothing)
-    when a live task already holds it."""
+    when a live task already holds it.
+
+    `then_delete`: a key deleted right after the lease is asked for, whoever gets it, in the
+    same round trip (a pipeline keeps the order: the lease is taken before the key goes).
+    """
     seconds, token, redis_client = lease_seconds(), uuid.uuid4().hex, client(url)
     ttl, heartbeat = int(seconds * 1000), seconds / 5
-    if not redis_client.set(key, token, nx=True, px=ttl):
+    if then_delete is None:
+        taken = redis_client.set(key, token, nx=True, px=ttl)
+    else:
+        pipe = redis_client.pipeline(transaction=False)
+        pipe.set(key, token, nx=True, px=ttl)
+        pipe.delete(then_delete)
+        taken, deleted = pipe.execute(raise_on_error=False)
+        if isinstance(deleted, redis.RedisError):
+            log.warning("%s not deleted (%s); it expires", then_delete, deleted)
+        if isinstance(taken, redis.RedisError):
+            raise taken
+    if not taken:
         yield False
         return
     stop = threading.Event()

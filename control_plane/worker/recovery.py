@@ -57,14 +57,14 @@ class JobKind:
 
     name: str
     unfinished: Callable[[], Iterable[int]]
-    resend: Callable[[int], None]
+    resend: Callable[..., None]  # (job id, **what the first sender added)
 
 
 KINDS: dict[str, JobKind] = {}
 
 
 def register(
-    name: str, *, unfinished: Callable[[], Iterable[int]], resend: Callable[[int], None]
+    name: str, *, unfinished: Callable[[], Iterable[int]], resend: Callable[..., None]
 ) -> JobKind:
     """Add a job kind to what beat recovers (idempotent: a module imported twice registers once)."""
     kind = JobKind(name=name, unfinished=unfinished, resend=resend)
@@ -97,21 +97,21 @@ def expect_message(kind: JobKind, job_id: int, *, within: float = 0.0) -> None:
     _broker().set(_key("sent", kind, job_id), 1, px=int((grace_seconds() + within) * 1000))
 
 
-def send(kind: JobKind, job_id: int) -> None:
-    """Send the job's message, marked first, so recovery leaves it alone while it waits."""
+def send(kind: JobKind, job_id: int, **message: Any) -> None:
+    """Send the job's message, marked first, so recovery leaves it alone while it waits;
+    `message`: what the kind's sender may add to it (a resend knows only the id)."""
     expect_message(kind, job_id)
-    kind.resend(job_id)
+    kind.resend(job_id, **message)
 
 
 @contextmanager
 def running(kind: JobKind, job_id: int) -> Iterator[bool]:
     """The job's lease for a task's body: False when a live worker already holds it (this
     delivery is a duplicate and must do nothing). Consumes the job's mark: its message is here."""
-    with leases.lease(_key("lease", kind, job_id), url=_broker_url()) as mine:
-        try:
-            _broker().delete(_key("sent", kind, job_id))
-        except redis.RedisError:
-            log.warning("%s %s: message mark not removed; it expires", kind.name, job_id)
+    # One round trip: the lease, then the mark (in this order, see _looks_stranded).
+    with leases.lease(
+        _key("lease", kind, job_id), url=_broker_url(), then_delete=_key("sent", kind, job_id)
+    ) as mine:
         yield mine
 
 

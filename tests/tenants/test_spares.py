@@ -137,3 +137,21 @@ def test_concurrent_refills_make_exactly_the_spares_wanted(targets) -> None:
         assert schemas == (3,)
     finally:
         drop_spares()
+
+
+def test_one_refill_message_waits_at_a_time_and_a_started_refill_lets_the_next_be_asked(
+    monkeypatch,
+) -> None:
+    """A burst of onboardings sends one refill, not one each: the ones after the first find it
+    queued. Once it starts (and counts), a spare taken later asks for another."""
+    from tenants import spares
+
+    monkeypatch.setattr(spares, "REFILL_QUEUED_KEY", f"spares:refill-queued:{uuid.uuid4().hex}")
+    try:
+        assert spares.refill_wanted()
+        assert not spares.refill_wanted()
+        assert not spares.refill_wanted()
+        spares.refill_starting()
+        assert spares.refill_wanted()
+    finally:
+        spares.refill_starting()

@@ -111,3 +111,33 @@ def test_a_malformed_token_is_a_401_problem(client, unique, token: str) -> None:
     )
     assert response.status_code == 401, response.content
     assert response["Content-Type"] == "application/problem+json"
+
+
+def test_a_membership_in_another_tenant_does_not_let_a_token_in(client, unique) -> None:
+    """The role is read with the token, for the request's tenant only."""
+    tenant, other = make_tenant(f"a{unique}"), make_tenant(f"b{unique}")
+    user, _ = make_member(other, f"m{unique}@example.com", role="owner")
+    token = make_token(user, tenant)
+    assert me(client, f"a{unique}.localhost", token)[0] == 401
+
+
+def test_a_cold_token_is_checked_in_one_statement_and_stamped_in_another(unique, settings) -> None:
+    """Token, user and role in one read (a new tenant's owner pays it on the first request),
+    then the first use's last_used_at."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from control_plane.identity.authentication import authenticate_token
+    from tenants.cache_epoch import current_epoch
+    from tenants.identity import Role
+
+    settings.CACHE_EPOCH_CHECK_SECONDS = 60  # the epoch's periodic read is not the token's
+    tenant = make_tenant(f"a{unique}")
+    _, token = make_member(tenant, f"m{unique}@example.com", role="viewer")
+    current_epoch()
+    with CaptureQueriesContext(connection) as queries:
+        _, principal = authenticate_token(token, tenant=tenant)
+    assert principal.role == Role.VIEWER
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert len(statements) == 2, statements
+    assert statements[1].startswith("UPDATE"), statements

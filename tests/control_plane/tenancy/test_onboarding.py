@@ -6,6 +6,7 @@ import hmac
 import threading
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import psycopg
 import pytest
@@ -333,3 +334,30 @@ def test_the_operator_api_with_prefer_wait_answers_201_once_the_tenant_is_active
         HTTP_PREFER="wait=10",
     )
     assert replay.status_code == 409  # no Idempotency-Key: a second request, the slug taken
+
+
+@pytest.mark.worker
+def test_the_requester_travels_in_the_provisioning_message_and_the_worker_provisions_it(
+    committed, celery_worker_process, unique
+) -> None:
+    """The worker needs the requester (for its fair cap) before it starts: the sender knows it,
+    so the message carries it and the worker does not read it first."""
+    from celery.signals import before_task_publish
+
+    bodies: list[tuple[list[int], dict[str, object], object]] = []
+
+    def seen(sender: object = None, body: Any = None, **_: object) -> None:
+        if sender == onboarding_service.PROVISION_TASK:
+            bodies.append(body)
+
+    operator = make_user(f"operator-{unique}@example.com", staff=True)
+    before_task_publish.connect(seen, weak=False)
+    try:
+        requested = request_onboarding(
+            data=validate_onboarding(**onboarding_fields(f"rq_{unique}")), requested_by=operator
+        )
+    finally:
+        before_task_publish.disconnect(seen)
+    args, kwargs, _ = bodies[0]  # Celery's message protocol 2: (args, kwargs, embed)
+    assert (args, kwargs) == ([requested.onboarding.pk], {"requester": operator.pk})
+    wait_for(requested.onboarding.tenant, TenantStatus.ACTIVE)

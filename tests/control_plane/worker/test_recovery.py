@@ -125,3 +125,21 @@ def test_an_explicit_retry_sends_a_stuck_job_at_once_and_refuses_a_waiting_one(k
     assert sent == [6]
     with pytest.raises(recovery.NotStuck, match="message waiting"):
         recovery.retry(job_kind, 6)
+
+
+def test_a_task_takes_its_lease_and_consumes_its_message_mark_in_one_round_trip(kind) -> None:
+    """What a delivery does before its work starts is on the job's critical path: the lease and
+    the mark go in one pipeline, the lease first (so a sweep never sees neither)."""
+    from tests.round_trips import redis_round_trips
+
+    job_kind, unfinished, _ = kind
+    unfinished.add(7)
+    recovery.send(job_kind, 7)
+    assert not recovery.is_stuck(job_kind, 7)
+    with redis_round_trips() as trips, recovery.running(job_kind, 7) as mine:
+        taking = trips[0]  # later ones: the renewals' thread
+        assert mine
+        assert recovery.is_held(job_kind, 7)
+    assert taking.commands == ("SET", "DEL")
+    client = leases.client(recovery._broker_url())
+    assert not client.exists("recovery:sent:" + job_kind.name + ":7")
