@@ -43,8 +43,7 @@ CONNECTION_RETRIES = 5
 CONNECTION_RETRY_SECONDS = 2
 
 
-# No result kept: nobody reads it (the onboarding row and its finish word are the outcome).
-@shared_task(name=PROVISION_TASK, bind=True, max_retries=CONNECTION_RETRIES, ignore_result=True)
+@shared_task(name=PROVISION_TASK, bind=True, max_retries=CONNECTION_RETRIES)
 def provision_tenant(
     self: Any, onboarding_id: int, requester: int | None = REQUESTER_UNKNOWN
 ) -> dict[str, object]:
