@@ -4,7 +4,8 @@ A plan that changes several tables takes each one's lock when its statement come
 the revisions wrote them (0006 takes comments, then tasks, then projects). Traffic that holds one
 of those tables while it waits for another, or a second writer of the same tables in the other
 order, then makes a cycle: PostgreSQL's deadlock detector cancels one side, and a schema's
-migration failed for nothing. So when a plan locks two or more tables, its transaction starts
+migration failed for nothing. So when a plan locks two or more tables (or one table in two
+modes: a lock upgrade, see lock_statement), its transaction starts
 with one `LOCK TABLE` naming them all in a deterministic (sorted) order, in the strongest mode
 any of them needs: the step then waits for what holds them, holding none of them until it has
 them all, and never upgrades a lock it holds. The migrator still retries a step that lost a
@@ -61,9 +62,8 @@ STRING = re.compile(r"'(?:[^']|'')*'")
 COMMENT = re.compile(r"--[^\n]*")
 
 
-def tables_and_mode(plan_sql: str) -> tuple[tuple[str, ...], str]:
-    """The tables `plan_sql` locks (existing before it runs), sorted, and one mode covering
-    every lock it takes on them."""
+def modes_by_table(plan_sql: str) -> dict[str, set[str]]:
+    """Each table `plan_sql` locks (existing before it runs) and the modes its statements take."""
     text = COMMENT.sub(" ", STRING.sub("''", DOLLAR_QUOTED.sub(" ", plan_sql)))
     made = {m.group(1).lower() for pattern in MADE_BY_THE_PLAN for m in pattern.finditer(text)}
     modes: dict[str, set[str]] = {}
@@ -72,6 +72,13 @@ def tables_and_mode(plan_sql: str) -> tuple[tuple[str, ...], str]:
             name = match.group(1).lower()
             if name not in made and name not in NEVER_LOCKED:
                 modes.setdefault(name, set()).add(mode)
+    return modes
+
+
+def tables_and_mode(plan_sql: str) -> tuple[tuple[str, ...], str]:
+    """The tables `plan_sql` locks (existing before it runs), sorted, and one mode covering
+    every lock it takes on them."""
+    modes = modes_by_table(plan_sql)
     return tuple(sorted(modes)), covering_mode(m for found in modes.values() for m in found)
 
 
@@ -91,10 +98,19 @@ def covering_mode(modes: Iterable[str]) -> str:
 
 
 def lock_statement(plan_sql: str) -> str:
-    """`LOCK TABLE a, b, ... IN <mode> MODE;` for a plan that locks two or more tables, else
-    "" (one table has no order to get wrong)."""
-    tables, mode = tables_and_mode(plan_sql)
-    if len(tables) < 2:
+    """`LOCK TABLE a, b, ... IN <mode> MODE;` for a plan that locks two or more tables, or one
+    table in more than one mode, else "".
+
+    One table in one mode has no order to get wrong and nothing to upgrade. One table in two
+    modes would be a lock upgrade: a downgrade that builds an index (SHARE) and then alters the
+    table (ACCESS EXCLUSIVE) holds the first while it waits for the second, and a writer that
+    read the table before (ACCESS SHARE held) and now wants to write (ROW EXCLUSIVE, which waits
+    for the SHARE) closes a cycle. Seen on the shared schema: the expand's rollback lost that
+    deadlock to old code's writes five times in five.
+    """
+    modes = modes_by_table(plan_sql)
+    if len(modes) < 2 and all(len(found) < 2 for found in modes.values()):
         return ""
+    tables, mode = tables_and_mode(plan_sql)
     names = ", ".join(f'"{table}"' for table in tables)
     return f"LOCK TABLE {names} IN {mode} MODE;\n"

@@ -57,6 +57,19 @@ def downgrade() -> None:
     op.execute("ALTER TABLE tasks DROP COLUMN lock_order_a")
 '''
 
+# One table in two modes: the index takes SHARE, the column ACCESS EXCLUSIVE (a lock upgrade).
+ONE_TABLE_TWO_MODES = TWO_TABLES.replace(
+    """    op.execute("ALTER TABLE tasks ADD COLUMN lock_order_a integer")
+    op.execute("ALTER TABLE projects ADD COLUMN lock_order_b integer")""",
+    """    op.execute("CREATE INDEX lock_order_title ON tasks (title)")
+    op.execute("ALTER TABLE tasks ADD COLUMN lock_order_a integer")""",
+).replace(
+    """    op.execute("ALTER TABLE projects DROP COLUMN lock_order_b")
+    op.execute("ALTER TABLE tasks DROP COLUMN lock_order_a")""",
+    """    op.execute("ALTER TABLE tasks DROP COLUMN lock_order_a")
+    op.execute("DROP INDEX lock_order_title")""",
+)
+
 DEADLINE_S = 60.0
 
 
@@ -67,6 +80,15 @@ def two_table_location(tmp_path_factory: pytest.TempPathFactory) -> str:
     revision.write_text(
         TWO_TABLES.replace("{revision}", TEST_REVISION).replace("{down_revision}", BASE_REVISION)
     )
+    return location
+
+
+@pytest.fixture(scope="module")
+def upgrade_location(tmp_path_factory: pytest.TempPathFactory) -> str:
+    location = make_script_dir(tmp_path_factory.mktemp("one_table_two_modes"))
+    revision = Path(location) / "versions" / f"{TEST_REVISION}_estimate.py"
+    body = ONE_TABLE_TWO_MODES.replace("{revision}", TEST_REVISION)
+    revision.write_text(body.replace("{down_revision}", BASE_REVISION))
     return location
 
 
@@ -88,6 +110,15 @@ def read(conn: psycopg.Connection, schema: str, table: str) -> None:
     )
 
 
+def write(conn: psycopg.Connection, schema: str, table: str) -> None:
+    """A write's table lock (ROW EXCLUSIVE), whatever rows there are."""
+    conn.execute(
+        sql.SQL("UPDATE {}.{} SET id = id WHERE false").format(
+            sql.Identifier(schema), sql.Identifier(table)
+        )
+    )
+
+
 def wait_until_blocked(watcher: psycopg.Connection, pid: int, thread: threading.Thread) -> None:
     """Until backend `pid` waits for a lock (or the migration ended without waiting)."""
     deadline = time.monotonic() + DEADLINE_S
@@ -102,10 +133,14 @@ def wait_until_blocked(watcher: psycopg.Connection, pid: int, thread: threading.
 
 
 def migrate_against(
-    tenant, location: str, first: str, second: str
+    tenant,
+    location: str,
+    first: str,
+    second: str,
+    then: Callable[[psycopg.Connection, str, str], None] = read,
 ) -> tuple[Outcome, list[float], list[str]]:
     """Traffic reads `first`; the migration starts and blocks on it; traffic then reads
-    `second` and commits. Returns the migration's outcome, its backoff waits and what the
+    `second` (or does `then` to it) and commits. Returns the migration's outcome, its backoff waits and what the
     traffic saw go wrong (nothing, unless it was chosen as a deadlock's victim)."""
     schema = tenant.schema_name
     target = Target(
@@ -127,7 +162,7 @@ def migrate_against(
             with superuser_connection(settings.DATABASES["default"]["NAME"]) as watcher:
                 wait_until_blocked(watcher, pid, thread)
             try:
-                read(requests, schema, second)
+                then(requests, schema, second)
                 requests.commit()
             except psycopg.Error as exc:
                 traffic_errors.append(f"{type(exc).__name__}: {exc}")
@@ -152,8 +187,13 @@ def test_a_plan_over_two_tables_locks_them_first_in_sorted_order(two_table_locat
     plan = scripts.plan(two_table_location, BASE_REVISION, TEST_REVISION)
     assert plan.locked_tables == ("projects", "tasks")
     assert plan.sql.startswith('LOCK TABLE "projects", "tasks" IN ACCESS EXCLUSIVE MODE;')
-    # The expand of tasks.due_at changes one table: nothing to order.
-    assert scripts.plan("", "0006", "0007").locked_tables == ()
+    # One table in one mode: nothing to order, nothing to upgrade.
+    assert scripts.plan("", "0007", "0008").locked_tables == ()
+    # The expand's rollback builds indexes on tasks, then alters it: locked first, as strong as
+    # the strongest (no lock upgrade while traffic holds the table).
+    rollback = scripts.plan("", "0008", "0006")
+    assert rollback.locked_tables == ("tasks",)
+    assert rollback.sql.startswith('LOCK TABLE "tasks" IN ACCESS EXCLUSIVE MODE;')
 
 
 def test_the_lock_names_tables_that_exist_before_the_plan_in_a_mode_covering_its_locks() -> None:
@@ -178,6 +218,9 @@ def test_the_lock_names_tables_that_exist_before_the_plan_in_a_mode_covering_its
         'LOCK TABLE "comments", "tasks" IN ROW EXCLUSIVE MODE;\n'
     )
     assert table_locks.lock_statement("ALTER TABLE tasks ADD COLUMN a integer;") == ""
+    assert table_locks.lock_statement(
+        "CREATE INDEX t ON tasks (title); ALTER TABLE tasks ADD COLUMN a integer;"
+    ) == ('LOCK TABLE "tasks" IN ACCESS EXCLUSIVE MODE;\n')
     # 0006 changes every TaskFlow table: all six locked first.
     assert scripts.plan("", "0005", "0006").locked_tables == (
         "comments", "comments_history", "projects", "projects_history", "tasks", "tasks_history",
@@ -245,3 +288,20 @@ def test_on_citus_the_upfront_lock_holds_a_distributed_schemas_tables_and_the_st
             (f"{tenant.schema_name}.tasks",),
         ).fetchall()
     assert on_shards == [("1",)]
+
+
+def test_a_step_that_would_upgrade_its_lock_never_deadlocks_with_a_reader_that_writes(
+    tenants_at_base: Callable[[int], list], upgrade_location: str
+) -> None:
+    """Traffic has read `tasks` and then writes it, while the step (an index on tasks, then a
+    column) runs. Taking SHARE for the index and then waiting for ACCESS EXCLUSIVE, the step
+    would hold what the traffic's write waits for: a deadlock, and the step retried. Locked up
+    front in ACCESS EXCLUSIVE, it holds nothing while it waits; PostgreSQL lets the write (whose
+    transaction already holds the table) go first, and the step then runs once."""
+    (tenant,) = tenants_at_base(1)
+    outcome, waits, traffic_errors = migrate_against(
+        tenant, upgrade_location, "tasks", "tasks", then=write
+    )
+    assert traffic_errors == []
+    assert outcome.result == Result.MIGRATED, outcome.error
+    assert (outcome.attempts, waits) == (1, [])
