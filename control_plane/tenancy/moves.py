@@ -86,7 +86,11 @@ def _send(move_id: int) -> None:
 
 
 def _unfinished() -> list[int]:
-    active = TenantMove.objects.filter(status__in=MOVE_ACTIVE_STATUSES)
+    """Active moves a worker runs. A node move runs in the process that asked for it (the CLI),
+    never from a message: one left active by a killed process is closed by the next node move
+    of its tenant (close_interrupted_node_moves), not sent to a worker as if it were a move
+    between isolation modes."""
+    active = TenantMove.objects.filter(status__in=MOVE_ACTIVE_STATUSES).exclude(source=NODE_MOVE)
     return list(active.values_list("pk", flat=True))
 
 

@@ -102,3 +102,19 @@ def test_a_move_its_dead_worker_left_copying_is_taken_back_and_recoverable(
     move.refresh_from_db()
     assert (move.status, move.worker, move.attempts) == ("failed", "w2", 1)
     assert move.pk not in moves.MOVES.unfinished()
+
+
+def test_recovery_never_sends_a_node_move_to_a_worker(unique: str) -> None:
+    """A node move left copying by a killed CLI is not a stranded isolation move: beat must not
+    hand it to a worker (which would run it as a move to a mode named "node")."""
+    tenant = make_tenant(f"n{unique}")
+    node_move = TenantMove.objects.create(
+        tenant=tenant, source=moves.NODE_MOVE, target=moves.NODE_MOVE, status=MoveStatus.COPYING
+    )
+    other = make_tenant(f"q{unique}")
+    queued = TenantMove.objects.create(
+        tenant=other, source=Isolation.SCHEMA, target=Isolation.RLS, status=MoveStatus.QUEUED
+    )
+    unfinished = set(recovery.KINDS["move"].unfinished())
+    assert queued.pk in unfinished
+    assert node_move.pk not in unfinished
