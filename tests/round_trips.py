@@ -14,8 +14,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+import pytest
 import redis.connection
 from psycopg import pq
 
@@ -91,3 +93,20 @@ def redis_round_trips() -> Iterator[list[RedisRoundTrip]]:
         yield made
     finally:
         connection_class.send_packed_command = real  # type: ignore[method-assign]
+
+
+def cache_reaches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every time this process asks the cache backend for a Redis client or its packed-command
+    wire (the limiter's and tenant resolution's reads all do), from now on."""
+    from control_plane.http.redis_cache import PooledClientRedisCacheClient
+
+    reached: list[int] = []
+    for name in ("get_client", "get_wire"):
+        real = getattr(PooledClientRedisCacheClient, name)
+
+        def counting(self: object, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            reached.append(1)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(PooledClientRedisCacheClient, name, counting)
+    return reached

@@ -28,6 +28,7 @@ from control_plane.imports.models import ImportJob
 from tenants.models import Tenant, TenantStatus
 from tests.factories import make_member, make_tenant, make_token, make_user, public_tenant
 from tests.processes import start_redis, stop_process
+from tests.round_trips import cache_reaches
 
 COOLDOWN = 0.5
 
@@ -101,23 +102,19 @@ def test_a_hung_redis_costs_one_short_timeout_then_none(
 ) -> None:
     """The first request's Redis read times out and opens the breaker; while it is open no
     request reaches Redis at all (counted at the client, not timed: the machine may be loaded)."""
-    from control_plane.http.redis_cache import Breaker, PooledClientRedisCacheClient
+    from control_plane.http.redis_cache import Breaker
 
     _, host, token = member
     client = Client()
     assert timed_get(client, host, token)[0] == 200  # warm: resolution and principal cached
-    reached, trips = [], []
-    get_client, trip = PooledClientRedisCacheClient.get_client, Breaker.trip
-
-    def counting_get_client(self: Any, *args: Any, **kwargs: Any) -> Any:
-        reached.append(1)
-        return get_client(self, *args, **kwargs)
+    trips: list[str] = []
+    trip = Breaker.trip
+    reached = cache_reaches(monkeypatch)  # a Redis client or the packed-command wire
 
     def counting_trip(self: Breaker, exc: BaseException) -> None:
         trips.append(type(exc).__name__)
         trip(self, exc)
 
-    monkeypatch.setattr(PooledClientRedisCacheClient, "get_client", counting_get_client)
     monkeypatch.setattr(Breaker, "trip", counting_trip)
     redis.pause()
     with override_settings(CACHE_BREAKER_COOLDOWN_SECONDS=60):

@@ -5,7 +5,6 @@ each (tests.control_plane.http.test_redis_outage's fixture)."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 from django.test import Client, override_settings
@@ -13,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from tests.control_plane.http.test_redis_outage import PrivateRedis, member, redis
 from tests.processes import stop_process
+from tests.round_trips import cache_reaches
 
 __all__ = ["member", "redis"]  # fixtures
 
@@ -57,7 +57,7 @@ def test_limits_fail_open_fast_when_redis_is_away(
             429,
         ]  # token share: 1
         before = _failed_open()
-        reached = _count_reaches(monkeypatch)
+        reached = cache_reaches(monkeypatch)
         if outage == "hung":
             redis.pause()
         else:
@@ -72,20 +72,3 @@ def test_limits_fail_open_fast_when_redis_is_away(
     # (counted at the client, not timed: the machine may be loaded).
     assert reached_by_first >= 1
     assert len(reached) == reached_by_first
-
-
-def _count_reaches(monkeypatch) -> list[int]:
-    """Every time this process asks the cache backend for a Redis client or its packed-command
-    wire (the limiter's and tenant resolution's reads all do), from now on."""
-    from control_plane.http.redis_cache import PooledClientRedisCacheClient
-
-    reached: list[int] = []
-    for name in ("get_client", "get_wire"):
-        real = getattr(PooledClientRedisCacheClient, name)
-
-        def counting(self: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
-            reached.append(1)
-            return _real(self, *args, **kwargs)
-
-        monkeypatch.setattr(PooledClientRedisCacheClient, name, counting)
-    return reached
