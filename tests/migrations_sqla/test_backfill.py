@@ -136,12 +136,11 @@ def test_a_compiled_plans_app_set_config_runs_as_set_local_on_citus() -> None:
         assert scripts.as_set_local(untouched) == untouched
 
 
+@pytest.mark.postgresql_only  # on Citus the setting is the coordinator's; rows are the workers'
 def test_a_batch_commits_without_waiting_for_its_wal_flush(rls_tenants: list[Tenant]) -> None:
     """Batches run with synchronous_commit off: they hold their rows' locks (which the API's
     writes of those rows wait for) no longer than their work, and add no WAL flush of their own
     to the disk the API's commits wait on. What each row was written under, it records."""
-    if citus_tests_enabled():
-        pytest.skip("the setting is the coordinator's; the rows are written on the workers")
     ids = [t.pk for t in rls_tenants]
     recorded = Backfill(
         table="tasks",
