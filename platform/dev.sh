@@ -49,8 +49,12 @@ apt_install() {
   command -v apt-get >/dev/null || die "$* missing and no apt-get to install it"
   log "installing $* (Debian packages)"
   # Another checkout's dev.sh (or apt itself) may hold dpkg's lock: wait for it, not fail.
-  as_root apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
+  # DPkg::Lock::Timeout covers dpkg's lock but not `update`'s lists lock, so dev.sh runs of
+  # several checkouts also take turns through a lock file of their own.
+  as_root flock -w 900 /var/lock/taskflow-dev-apt sh -c '
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null &&
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
+  ' apt_install "$@"
 }
 
 # --- Python environment ------------------------------------------------------------------------

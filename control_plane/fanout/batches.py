@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from control_plane.fanout import claims, liveness, orchestrator
+from control_plane.fanout import claims, liveness, orchestrator, runs
 from control_plane.fanout.models import MigrationRun, RunStatus, StepStatus, TenantMigration
 from control_plane.fanout.outcomes import step_status
 from control_plane.fanout.steppers import Stepper, stepper_for
@@ -68,19 +68,29 @@ class Step:
     recorded: dict[str, str]
 
 
-def run_batch(run_id: int, batch: int, *, force: bool = False) -> int:
+def run_batch(run_id: int, batch: int, *, force: bool = False, looked_again: bool = False) -> int:
     """Migrate the batch's unfinished tenants, then more, claimed into the same batch number,
     while the run has work and a free slot; return how many tenants were attempted.
 
     The batch number is the task's lane: a redelivered message (its worker was killed) finds
     every tenant the lane had claimed. `force` (retrying one tenant) runs on a failed run too.
     The lane's lease (control_plane.fanout.liveness) is held throughout: a second task on the
-    same lane returns at once, and the reaper re-sends a lane whose worker died.
+    same lane does not migrate beside it, and the reaper re-sends a lane whose worker died.
+
+    A delivery that finds the lease held while the lane has unfinished tenants cannot tell a
+    live holder (a duplicate) from one just killed: the broker may deliver a dead worker's
+    message again before its lease has lapsed. So it looks once more, one lease length later
+    (`looked_again`), when a dead holder's lease is gone for certain; the lane does not wait
+    for beat's reaper, which may not be running. A live holder still holds it then: done.
     """
     with liveness.lane_lease(run_id, batch) as held:
-        if not held:  # a live task is on this lane already (a redelivery or a re-send)
-            return 0
-        return _run_lane(run_id, batch, force=force)
+        if held:
+            return _run_lane(run_id, batch, force=force)
+    if not looked_again and _unfinished(run_id, batch).exists():
+        runs.enqueue_batch(
+            run_id, batch, force=force, countdown=liveness.lease_seconds(), looked_again=True
+        )
+    return 0
 
 
 def _run_lane(run_id: int, batch: int, *, force: bool) -> int:

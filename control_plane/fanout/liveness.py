@@ -24,6 +24,11 @@ LEASE_S = leases.LEASE_S
 PLATFORM_LANE = 0  # the lease of a run's template and shared stage (batch numbers start at 1)
 
 
+def lease_seconds() -> float:
+    """How long a dead holder's lease outlives it (settings.LEASE_SECONDS)."""
+    return leases.lease_seconds()
+
+
 def lease_key(run_id: int, batch: int) -> str:
     return f"fanout:lane:{run_id}:{batch}"
 

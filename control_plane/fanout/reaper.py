@@ -105,6 +105,17 @@ def reap_dead_lanes() -> list[tuple[int, int]]:
     return sent
 
 
+def orphan_lane_of(run_id: int, *, redelivered: bool) -> int | None:
+    """orphan_lane for an advance_run message that found no new work. When the message is a
+    redelivery, its worker died, perhaps in a lane whose lease has not lapsed yet (the broker
+    can deliver again sooner than the lease expires): with no orphan to take now, the advance
+    looks once more a lease length later, so that lane does not wait for beat's reaper."""
+    lane = orphan_lane(run_id)
+    if lane is None and redelivered:
+        runs.enqueue_advance(run_id, countdown=liveness.lease_seconds(), looked_again=True)
+    return lane
+
+
 def orphan_lane(run_id: int) -> int | None:
     """A lane of the running run with running tenants and no live lease, claimed as the
     reaper claims a re-send, for the caller to run itself: a redelivered advance_run whose

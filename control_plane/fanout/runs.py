@@ -174,16 +174,23 @@ def _check_tenants(slugs: list[str]) -> list[str]:
     return wanted
 
 
-def enqueue_advance(run_id: int, *, countdown: float | None = None) -> None:
-    celery_app.send_task(ADVANCE_TASK, args=[run_id], countdown=countdown)
+def enqueue_advance(
+    run_id: int, *, countdown: float | None = None, looked_again: bool = False
+) -> None:
+    kwargs = {"looked_again": True} if looked_again else {}
+    celery_app.send_task(ADVANCE_TASK, args=[run_id], kwargs=kwargs, countdown=countdown)
 
 
 def enqueue_batch(
-    run_id: int, batch: int, *, force: bool = False, countdown: float | None = None
+    run_id: int,
+    batch: int,
+    *,
+    force: bool = False,
+    countdown: float | None = None,
+    looked_again: bool = False,
 ) -> None:
-    celery_app.send_task(
-        BATCH_TASK, args=[run_id, batch], kwargs={"force": force}, countdown=countdown
-    )
+    kwargs = {"force": force, **({"looked_again": True} if looked_again else {})}
+    celery_app.send_task(BATCH_TASK, args=[run_id, batch], kwargs=kwargs, countdown=countdown)
 
 
 def downgrades(location: str, target: str | None, sources: set[str | None]) -> list[str]:

@@ -39,19 +39,20 @@ def retry_when_database_gone(task: Task, exc: Exception) -> Any:
 
 
 @shared_task(name="control_plane.fanout.advance_run", bind=True)
-def advance_run(self: Task, run_id: int) -> None:
+def advance_run(self: Task, run_id: int, looked_again: bool = False) -> None:
     """Move the run on: platform schemas, dispatch of batches, sweep, final status; the first
     batch it hands out it migrates itself, as that batch's lane (orchestrator.advance_adopting).
 
     A lost database during that lane sends the lane as its own migrate_batch message, which
     retries as any batch does; the advance itself is not repeated for it. A redelivered
     advance (its worker died in the lane) finds no new work and runs that lane, once its
-    lease has lapsed, as the reaper would re-send it.
+    lease has lapsed, as the reaper would re-send it (reaper.orphan_lane_of).
     """
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
         lane = orchestrator.advance_adopting(run_id)
-        if lane is None:  # this message may be a redelivery whose worker died in its lane
-            lane = reaper.orphan_lane(run_id)
+        if lane is None:
+            lane = reaper.orphan_lane_of(run_id, redelivered=redelivered and not looked_again)
     except DATABASE_GONE as exc:
         raise retry_when_database_gone(self, exc) from exc
     if lane is None:
@@ -64,10 +65,12 @@ def advance_run(self: Task, run_id: int) -> None:
 
 
 @shared_task(name="control_plane.fanout.migrate_batch", bind=True)
-def migrate_batch(self: Task, run_id: int, batch: int, force: bool = False) -> int:
+def migrate_batch(
+    self: Task, run_id: int, batch: int, force: bool = False, looked_again: bool = False
+) -> int:
     """Migrate one batch of the run's tenants over one owner connection."""
     try:
-        return batches.run_batch(run_id, batch, force=force)
+        return batches.run_batch(run_id, batch, force=force, looked_again=looked_again)
     except DATABASE_GONE as exc:
         raise retry_when_database_gone(self, exc) from exc
 

@@ -19,6 +19,7 @@ import pytest
 from control_plane.celery import app as celery_app
 from control_plane.fanout import liveness, reaper, runs
 from control_plane.fanout.models import RunStatus, StepStatus
+from control_plane.worker import leases
 from tests.fanout.conftest import start_worker
 from tests.fanout.support import kill_process_tree, wait_for_run, wait_until
 from tests.migrations_sqla.support import BASE_REVISION, TEST_REVISION, schema_state
@@ -56,6 +57,15 @@ def test_a_worker_killed_mid_run_leaves_no_tenant_half_migrated_and_the_run_fini
             run.steps.filter(status=StepStatus.RUNNING).values_list("schema_name", flat=True)
         )
         assert interrupted  # tenants of the batches in flight when the worker died
+        # As its leases know, the worker died this instant: each lane's lease lives one more
+        # lease length, so the redeliveries below come before it lapses (the worker's messages
+        # were delivered more than the visibility timeout ago). A fast replacement meets this:
+        # a delivery that finds its lane held must look again, not drop the lane.
+        lanes = run.steps.filter(status=StepStatus.RUNNING, batch__isnull=False)
+        for batch in {b for b in lanes.values_list("batch", flat=True) if b is not None}:
+            leases.client().set(
+                liveness.lease_key(run.pk, batch), "killed", px=int(leases.lease_seconds() * 1000)
+            )
 
         rescuer = start_worker("rescuer")
         try:
