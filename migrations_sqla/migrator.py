@@ -30,7 +30,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -285,6 +285,12 @@ class SchemaMigrator:
                 outcome.error = f"lock timeout ({self.target.lock_timeout}): {exc}"
                 attempted_before, first = True, 1
                 self.sleep(backoff(0))
+            except InvalidIndex as exc:
+                # Committed, and an index it declares is invalid (one an earlier interrupted
+                # step left, which IF NOT EXISTS kept): the careful path reads the invalid
+                # ones first, drops and rebuilds them.
+                outcome.error = str(exc)
+                attempted_before, first = True, 1
             except Deadlock as exc:  # rolled back: the careful path tries again, after a pause
                 outcome.error = f"deadlock: {exc}"
                 first = 1
@@ -372,9 +378,9 @@ class SchemaMigrator:
         if plan.online or plan.is_noop or self._on_citus():
             # On Citus DDL goes one statement per query: the careful path does that.
             return False
-        message = self._optimistic_message(source, plan.sql).replace(PLACEHOLDER, schema.encode())
+        message = self._optimistic_message(source, plan).replace(PLACEHOLDER, schema.encode())
         try:
-            self.raw.execute(message)
+            cursor = self.raw.execute(message)
         except errors.DeadlockDetected as exc:
             self._rollback()
             raise Deadlock(str(exc).strip()) from exc
@@ -386,13 +392,21 @@ class SchemaMigrator:
         outcome.attempts = 1
         outcome.before = dict(recorded)
         try:
-            self._run_non_transactional(schema, plan.non_transactional)
-        except LockTimeout:
+            if plan.non_transactional:
+                # The transaction left the step's timeouts set for the session and read which
+                # of the indexes it drops are there.
+                present = _row_of(cursor, INDEX_STEP_COLUMN)[-1]
+                self._run_non_transactional(
+                    schema, plan.non_transactional, timeouts_set=True, present=present
+                )
+        except (LockTimeout, InvalidIndex):
             raise  # committed; migrate() retries the index step on the careful path
         except ConnectionLost:
             raise
         except Exception as exc:  # committed; the index step is retried by a later attempt
             self._rollback()
+            if plan.non_transactional:  # the session's own timeouts again
+                self.raw.execute(RESET_TIMEOUTS)
             outcome.result = Result.FAILED
             outcome.error = f"{type(exc).__name__}: {exc}"[:4000]
             return True
@@ -400,9 +414,14 @@ class SchemaMigrator:
         outcome.after = target.revisions(target.django)
         return True
 
-    def _optimistic_message(self, source: str, plan_sql: str) -> bytes:
+    def _optimistic_message(self, source: str, plan: scripts.Plan) -> bytes:
         """The optimistic transaction for `source`, composed once with a placeholder schema
-        name (check_schema_name's names need no quoting, so a byte replace is exact)."""
+        name (check_schema_name's names need no quoting, so a byte replace is exact).
+
+        A plan with non-transactional statements also sets their timeouts for the session
+        (kept by the COMMIT, undone by a ROLLBACK) and reads which of the indexes they drop
+        are there, under the lock: the index step needs no round trip of its own before its
+        statements, and sends no DROP INDEX of an index that is not there."""
         cached = self._messages.get(source)
         if cached is not None:
             return cached
@@ -418,12 +437,21 @@ class SchemaMigrator:
             target=sql.Literal(self.target.alembic),
             django=sql.Literal(self.target.django),
         )
+        index_step = b""
+        if plan.non_transactional:
+            index_step = index_step_setup_sql(
+                PLACEHOLDER.decode(),
+                _dropped_names(plan.non_transactional),
+                lock_timeout=self.target.lock_timeout,
+                statement_timeout=self.target.statement_timeout,
+            ).as_bytes(self.raw)
         message = b"".join(
             (
                 self._begin(PLACEHOLDER.decode()).as_bytes(self.raw),
                 before.as_bytes(self.raw),
-                plan_sql.encode(),
+                plan.sql.encode(),
                 guard.as_bytes(self.raw),
+                index_step,
                 b"COMMIT;",
             )
         )
@@ -718,14 +746,20 @@ class SchemaMigrator:
         return scripts.concurrent_index_names(self.target.location)
 
     def _run_non_transactional(
-        self, schema: str, statements: tuple[str, ...], *, always: bool = False
+        self,
+        schema: str,
+        statements: tuple[str, ...],
+        *,
+        always: bool = False,
+        timeouts_set: bool = False,
+        present: Collection[str] | None = None,
     ) -> None:
         try:
             run_non_transactional(
                 self.raw, schema, statements,
                 lock_timeout=self.target.lock_timeout,
                 statement_timeout=self.target.statement_timeout, always=always,
-                indexes=self._index_names(),
+                indexes=self._index_names(), timeouts_set=timeouts_set, present=present,
             )  # fmt: skip
         except errors.LockNotAvailable as exc:
             raise LockTimeout(str(exc).strip()) from exc
@@ -767,6 +801,8 @@ def run_non_transactional(
     statement_timeout: str,
     indexes: Sequence[str],
     always: bool = False,
+    timeouts_set: bool = False,
+    present: Collection[str] | None = None,
 ) -> None:
     """Each statement on `raw` (autocommit, the owner role) with `{schema}` quoted in, after
     dropping the schema's indexes an interrupted CREATE INDEX CONCURRENTLY left invalid, so that
@@ -776,20 +812,31 @@ def run_non_transactional(
     does nothing, unless `always` (invalid indexes were seen: drop them).
 
     The timeouts and the first lookup go in one round trip, the last lookup and the reset in
-    another: a schema's index step costs its statements' round trips and two more."""
+    another: a schema's index step costs its statements' round trips and two more.
+
+    `timeouts_set`: the caller's transaction set the timeouts for the session already
+    (index_step_setup_sql, the optimistic path): no first lookup, so an invalid index that
+    IF NOT EXISTS keeps is seen by the last one (InvalidIndex: the caller's careful path drops
+    and rebuilds it). `present`: the indexes of the schema, among those the statements drop,
+    that were there (read under the schema's lock): a DROP INDEX ... IF EXISTS of any other is
+    not sent."""
     if not statements and not always:
         return
+    if present is not None:
+        statements = [s for s in statements if not _absent_drop(s, present)]
     ident = sql.Identifier(check_schema_name(schema))
     lookup = sql.SQL("SELECT ") + invalid_indexes_sql(schema, indexes)
     setup = sql.SQL(
         "SELECT set_config('lock_timeout', {}, false), set_config('statement_timeout', {}, false);"
     ).format(sql.Literal(lock_timeout), sql.Literal(statement_timeout))
-    reset = b"RESET lock_timeout; RESET statement_timeout"
+    reset = RESET_TIMEOUTS
     # Never prepared (composed client-side, several statements a message): a prepared
     # statement on this pooled connection would cost the next schema's DDL a DEALLOCATE ALL
     # round trip (psycopg discards them after DDL).
     try:
-        found = _last_row(raw.execute((setup + lookup).as_string(raw).encode()))
+        found: tuple[Any, ...] = ([],)
+        if not timeouts_set:
+            found = _last_row(raw.execute((setup + lookup).as_string(raw).encode()))
         for name in found[0]:
             raw.execute(
                 sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
@@ -806,6 +853,60 @@ def run_non_transactional(
         raise
     if left:
         raise InvalidIndex(f"invalid indexes in {schema} after their step: {', '.join(left)}")
+
+
+RESET_TIMEOUTS = b"RESET lock_timeout; RESET statement_timeout"
+# One index of the schema dropped concurrently if it exists, and nothing else (the statements a
+# migrator may leave out when the index is not there).
+DROP_IF_EXISTS = re.compile(
+    r'^\s*DROP\s+INDEX\s+CONCURRENTLY\s+IF\s+EXISTS\s+\{schema\}\.(?:"(\w+)"|(\w+))'
+    r"(?:\s+(?:CASCADE|RESTRICT))?\s*;?\s*$",
+    re.IGNORECASE,
+)
+# The last column of the statement index_step_setup_sql makes (how _optimistic finds its row).
+INDEX_STEP_COLUMN = "fanout_index_step_present"
+
+
+def index_step_setup_sql(
+    schema: str, dropped: Sequence[str], *, lock_timeout: str, statement_timeout: str
+) -> sql.Composable:
+    """In a transaction that ends with COMMIT before an index step: the step's timeouts set for
+    the session (a ROLLBACK undoes them), and the names among `dropped` of the schema's indexes
+    (relations) that are there, each an equality probe of pg_class's (relname, relnamespace)
+    index."""
+    return sql.SQL(
+        "SELECT set_config('lock_timeout', {lock}, false),"
+        " set_config('statement_timeout', {stmt}, false),"
+        " ARRAY(SELECT c.relname::text FROM pg_class c WHERE c.relname = ANY({names}::name[])"
+        " AND c.relnamespace = to_regnamespace({schema}) ORDER BY 1) AS {column};"
+    ).format(
+        lock=sql.Literal(lock_timeout),
+        stmt=sql.Literal(statement_timeout),
+        names=sql.Literal(list(dropped)),
+        schema=sql.Literal(schema),
+        column=sql.Identifier(INDEX_STEP_COLUMN),
+    )
+
+
+def _dropped_if_exists(statement: str) -> str | None:
+    """The index of the schema `statement` drops CONCURRENTLY IF EXISTS (as pg_class names
+    it), if that is all it does."""
+    found = DROP_IF_EXISTS.match(statement)
+    if found is None:
+        return None
+    return found.group(1) or found.group(2).lower()
+
+
+def _dropped_names(statements: Sequence[str]) -> list[str]:
+    """The indexes of the schema that `statements` drop CONCURRENTLY IF EXISTS."""
+    return sorted({name for s in statements if (name := _dropped_if_exists(s))})
+
+
+def _absent_drop(statement: str, present: Collection[str]) -> bool:
+    """Whether `statement` drops, CONCURRENTLY IF EXISTS, an index of the schema not `present`
+    (any other statement is sent: one without IF EXISTS fails as it should)."""
+    name = _dropped_if_exists(statement)
+    return name is not None and name not in present
 
 
 def invalid_indexes_sql(schema: str, indexes: Sequence[str]) -> sql.Composable:
@@ -834,6 +935,21 @@ def _revisions(*, alembic: str | None, django: str | None, has_alembic: bool) ->
     if has_alembic:
         out["alembic"] = alembic or ""
     return out
+
+
+def _row_of(cursor: psycopg.Cursor[Any], column: str) -> tuple[Any, ...]:
+    """The first row of the result of a multi-statement execute whose last column is named
+    `column` (the rest are read)."""
+    found: tuple[Any, ...] | None = None
+    while True:
+        description = cursor.description
+        if found is None and description and description[-1].name == column:
+            row = cursor.fetchone()
+            found = tuple(row) if row is not None else None
+        if not cursor.nextset():
+            break
+    assert found is not None, f"no result named {column}"
+    return found
 
 
 def _first_row(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
