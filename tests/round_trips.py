@@ -49,6 +49,37 @@ def round_trips(conn: psycopg.Connection) -> Iterator[list[str]]:
                     request = ""
 
 
+@contextmanager
+def wire_exchanges(conn: psycopg.Connection) -> Iterator[list[list[str]]]:
+    """What `conn` sends inside the block, as the statements of each exchange (filled at exit):
+    an exchange is whatever the client sends before it next reads from the server, so a pipeline
+    (BEGIN, the binding and a query sent together, one Sync) is one exchange, however many
+    statements and ReadyForQuery messages it holds, and a pipeline that waits for a result
+    before its Sync is two."""
+    exchanges: list[list[str]] = []
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            yield exchanges
+        finally:
+            conn.pgconn.untrace()
+            trace.seek(0)
+            last, previous = "B", ""
+            for line in trace:
+                found = MESSAGE.match(line)
+                if found is None:
+                    continue
+                direction, message, rest = found.groups()
+                if direction == "F" and last == "B":
+                    exchanges.append([])
+                if direction == "F" and message in ("Query", "Parse"):
+                    exchanges[-1].append(rest.strip()[:120])
+                elif direction == "F" and message == "Bind" and previous != "Parse":
+                    exchanges[-1].append(f"Bind {rest.strip()[:60]}")  # a prepared statement
+                last, previous = direction, message
+
+
 _LEADING_SQL = re.compile(r'^(?:"[^"]*"\s+)?"([^"(]*)')
 
 
