@@ -52,10 +52,11 @@ def round_trips(conn: psycopg.Connection) -> Iterator[list[str]]:
 @contextmanager
 def wire_exchanges(conn: psycopg.Connection) -> Iterator[list[list[str]]]:
     """What `conn` sends inside the block, as the statements of each exchange (filled at exit):
-    an exchange is whatever the client sends before it next reads from the server, so a pipeline
-    (BEGIN, the binding and a query sent together, one Sync) is one exchange, however many
-    statements and ReadyForQuery messages it holds, and a pipeline that waits for a result
-    before its Sync is two."""
+    an exchange is what the client sends until it asks for the answers (a simple Query, a
+    pipeline's Sync or Flush) and then reads them, so a pipeline (a tenant's binding and a
+    query sent together, one Sync) is one exchange however many statements it holds, and
+    what the client sends next, after reading, starts another. A statement prepared earlier
+    shows as its Bind."""
     exchanges: list[list[str]] = []
     with tempfile.TemporaryFile("w+") as trace:
         conn.pgconn.trace(trace.fileno())
@@ -65,19 +66,25 @@ def wire_exchanges(conn: psycopg.Connection) -> Iterator[list[list[str]]]:
         finally:
             conn.pgconn.untrace()
             trace.seek(0)
-            last, previous = "B", ""
+            asked = answered = False  # the current exchange's
+            previous = ""
             for line in trace:
                 found = MESSAGE.match(line)
                 if found is None:
                     continue
                 direction, message, rest = found.groups()
-                if direction == "F" and last == "B":
+                if direction == "B":
+                    answered = answered or asked
+                    continue
+                if not exchanges or answered:
                     exchanges.append([])
-                if direction == "F" and message in ("Query", "Parse"):
+                    asked = answered = False
+                if message in ("Query", "Parse"):
                     exchanges[-1].append(rest.strip()[:120])
-                elif direction == "F" and message == "Bind" and previous != "Parse":
-                    exchanges[-1].append(f"Bind {rest.strip()[:60]}")  # a prepared statement
-                last, previous = direction, message
+                elif message == "Bind" and previous != "Parse":
+                    exchanges[-1].append(f"Bind {rest.strip()[:60]}")
+                asked = asked or message in ("Query", "Sync", "Flush")
+                previous = message
 
 
 _LEADING_SQL = re.compile(r'^(?:"[^"]*"\s+)?"([^"(]*)')
