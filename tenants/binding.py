@@ -96,7 +96,8 @@ def request_id_of(request: Any) -> str:
     given = getattr(request, "request_id", None)
     if isinstance(given, str):
         return given
-    supplied = request.headers.get("X-Request-ID", "")
+    # META, not headers: a headers lookup of an absent name raises and catches a KeyError inside
+    supplied = request.META.get("HTTP_X_REQUEST_ID", "")
     return supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
 
 
