@@ -94,6 +94,10 @@ PUBLIC_SCHEMA_NAME = "public"
 PUBLIC_SCHEMA_URLCONF = "control_plane.urls_public"
 ROOT_URLCONF = "control_plane.urls_tenant"
 TENANT_LIMIT_SET_CALLS = True
+# django-tenants reads this on every request with a default; set, the lookup raises nothing.
+HAS_MULTI_TYPE_TENANTS = False
+# tenants.switches: read switches pinned to one value ({"tasks.due": "due_date"}); none here.
+READ_SWITCH_PINS: dict[str, str] = {}
 
 SHARED_APPS = [
     "django_tenants",

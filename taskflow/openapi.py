@@ -243,8 +243,9 @@ def check_query(params: QueryDict, declared: Query) -> None:
     if unknown:
         raise UnknownQueryParameter(unknown, allowed)
     for param in declared:
-        for value in params.getlist(param.name):
-            check_value(param, value)
+        if param.name in params:  # getlist raises and catches a KeyError inside on a miss
+            for value in params.getlist(param.name):
+                check_value(param, value)
 
 
 # Spellings of a boolean query value; anything else is a 400, not a silent false.

@@ -32,6 +32,7 @@ class TenantRole(BasePermission):
         needed = getattr(view, "required_roles", {}).get(
             request.method, METHOD_ROLES.get(request.method or "", Role.ADMIN)
         )
-        if request.query_params.get("include_deleted") in {"1", "true"}:
+        params = request.query_params  # `in` first: a QueryDict's get raises inside on a miss
+        if "include_deleted" in params and params.get("include_deleted") in {"1", "true"}:
             needed = max(needed, Role.ADMIN, key=lambda r: r.rank)
         return principal.role.allows(needed)

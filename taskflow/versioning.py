@@ -28,6 +28,9 @@ from taskflow import api_versions, due
 from taskflow.api_versions import VERSION_HEADER, ApiVersion, Change
 from tenants.problems import problem_response
 
+# The version header as WSGI names it in request.META.
+VERSION_META = "HTTP_" + VERSION_HEADER.upper().replace("-", "_")
+
 API_PREFIX = "/api/"
 CHANGELOG_PATH = "/api/v1/changelog"
 
@@ -50,7 +53,7 @@ class ApiVersionMiddleware:
             return self.get_response(request)
         due.report_served()
         catalog = api_versions.CATALOG
-        asked = request.headers.get(VERSION_HEADER)
+        asked = request.META.get(VERSION_META)  # headers.get raises inside when it is absent
         if asked is not None:
             version = catalog.get(asked.strip())
             if version is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -58,8 +59,15 @@ class TaskflowView(DeclaredQuery, APIView):
     def tenant_id(self) -> int:
         return principal_of(self.request).tenant_id
 
+    @functools.cached_property
+    def query(self) -> dict[str, str]:
+        """The query parameters, each its last value, as a plain dict: a QueryDict's get raises
+        and catches a KeyError inside for every parameter it does not hold, and a list request
+        looks up more absent parameters than present ones."""
+        return self.request.query_params.dict()
+
     def list_query(self) -> selectors.ListQuery:
-        params = self.request.query_params
+        params = self.query
         return selectors.ListQuery(
             sort=params.get("sort"),
             cursor=params.get("cursor") or None,
@@ -90,7 +98,7 @@ class TaskflowView(DeclaredQuery, APIView):
         `cursor=` last. A cursor is URL-safe base64 and a dot (taskflow.pagination), which
         neither urlencode nor build_absolute_uri would change: it is appended as it is, so the
         URL is built once per page rather than once per link."""
-        params = urlencode([(k, v) for k, v in self.request.query_params.items() if k != "cursor"])
+        params = urlencode([(k, v) for k, v in self.query.items() if k != "cursor"])
         query = f"{params}&cursor=" if params else "cursor="
         return self.request.build_absolute_uri(f"{self.request.path}?{query}")
 
@@ -251,7 +259,7 @@ class TaskCollection(TaskflowView):
     query_parameters = {"get": openapi.TASK_LIST_QUERY}
 
     def get(self, request: Request) -> Response:
-        filters = task_filters(request.query_params)
+        filters = task_filters(self.query)
         with bound_reads(request) as connection:
             page = selectors.task_list(
                 session=connection,

@@ -18,7 +18,7 @@ import select
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from tenants.citus import is_citus
+from tenants.driver_reads import begin_with_prelude, end_prelude, prelude_each_read
 from tenants.identity import principal_of
 from tenants.local_settings import set_local
 from tenants.models import Isolation, Tenant
@@ -95,7 +96,8 @@ def request_id_of(request: Any) -> str:
     given = getattr(request, "request_id", None)
     if isinstance(given, str):
         return given
-    supplied = request.headers.get("X-Request-ID", "")
+    # META, not headers: a headers lookup of an absent name raises and catches a KeyError inside
+    supplied = request.META.get("HTTP_X_REQUEST_ID", "")
     return supplied if REQUEST_ID.match(supplied) else uuid.uuid4().hex
 
 
@@ -132,7 +134,22 @@ def engine() -> sa.Engine:
     )
     event.listen(created, "checkin", _note_idle)
     event.listen(created, "checkout", _refuse_dead)
+    for execution in ("do_execute", "do_execute_no_params", "do_executemany"):
+        event.listen(created, execution, _begin_bound)
     return created
+
+
+def _begin_bound(_cursor: Any, _statement: str, *args: Any) -> bool:
+    """Before SQLAlchemy executes a statement on a connection of tenant_reads, whose binding
+    goes with each driver read: open a transaction bound to its tenant (BEGIN and the binding,
+    one round trip), which tenant_reads commits. False: SQLAlchemy executes the statement. A
+    statement without a context, or on a connection without a pool record's info, is
+    SQLAlchemy's own at first connect, outside any tenant_reads."""
+    context = args[-1]
+    if context is not None:
+        with suppress(NotImplementedError):  # first connect's ad hoc connection has no `info`
+            begin_with_prelude(context.root_connection.connection)
+    return False
 
 
 def note_schema(connection: Any, schema: str, *, limit: int | None = None) -> bool:
@@ -208,13 +225,15 @@ def bind_transaction(conn: sa.Connection, binding: TenantBinding) -> None:
         return
     # Plain PostgreSQL: one prepared statement, measured cheaper than three SET LOCALs
     # (README, "Citus").
-    driver.execute(
-        BIND_TRANSACTION,
-        (
-            str(binding.tenant_id),
-            "" if binding.actor_id is None else str(binding.actor_id),
-            binding.request_id or "",
-        ),
+    driver.execute(BIND_TRANSACTION, binding_values(binding))
+
+
+def binding_values(binding: TenantBinding) -> tuple[str, str, str]:
+    """BIND_TRANSACTION's parameters for `binding`."""
+    return (
+        str(binding.tenant_id),
+        "" if binding.actor_id is None else str(binding.actor_id),
+        binding.request_id or "",
     )
 
 
@@ -261,19 +280,36 @@ def bound_reads(request: Any) -> Iterator[sa.Connection]:
 
 @contextmanager
 def tenant_reads(binding: TenantBinding) -> Iterator[sa.Connection]:
-    """A connection in one transaction bound to `binding`, for Core reads only (list pages):
-    what tenant_session does without the ORM Session, whose per-request machinery (session
-    transaction, state changes, event dispatch) cost a list request more CPU than its query.
-    Nothing written here takes the tenant's write lock: use tenant_session to write."""
+    """A connection bound to `binding`, for Core reads only (list pages): what tenant_session
+    does without the ORM Session, whose per-request machinery (session transaction, state
+    changes, event dispatch) cost a list request more CPU than its query.
+
+    On plain PostgreSQL each read of tenants.driver_reads sends the binding with its statement
+    in one pipeline: one round trip and one implicit transaction per read, no BEGIN or COMMIT
+    of its own (a list page's first page is one round trip); statements through SQLAlchemy run
+    in one transaction begun with the binding. On Citus, one transaction bound first, as
+    tenant_session's. Nothing written here takes the tenant's write lock: use tenant_session to
+    write."""
     connection = (
         engine()
         .connect()
         .execution_options(schema_translate_map={PLACEHOLDER_SCHEMA: binding.schema})
     )
     try:
-        with connection.begin():
-            bind_transaction(connection, binding)
+        driver: psycopg.Connection = connection.connection.driver_connection  # type: ignore[assignment]
+        if is_citus(driver):
+            with connection.begin():
+                bind_transaction(connection, binding)
+                yield connection
+            return
+        note_schema(connection.connection, binding.schema)
+        prelude_each_read(connection, BIND_TRANSACTION, binding_values(binding))
+        try:
             yield connection
+        except BaseException:
+            end_prelude(connection, commit=False)
+            raise
+        end_prelude(connection, commit=True)
     finally:
         connection.close()
 

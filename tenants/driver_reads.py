@@ -14,6 +14,13 @@ parameters, no bind or result processor of the dialect for any parameter or colu
 Everything else, and every connection whose engine has event listeners (a test or the
 benchmark capturing statements with before_cursor_execute), goes through Connection.execute
 unchanged.
+
+A connection may carry a prelude (`prelude_each_read`; tenants.binding.tenant_reads gives it
+the tenant's binding): each read here then sends the prelude and its statement in one pipeline,
+one round trip and one implicit transaction (the server commits at the pipeline's Sync), so a
+list page needs no BEGIN and no COMMIT of its own. Before SQLAlchemy executes a statement on
+such a connection, `begin_with_prelude` opens a transaction with the prelude (one round trip),
+which `end_prelude` commits.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from psycopg import pq
 from psycopg.rows import namedtuple_row
 
 # Statements are cached per process (taskflow.pagination builds each shape once); this bounds
@@ -37,6 +45,8 @@ EXECUTION_EVENTS = (
     "before_cursor_execute",
     "after_cursor_execute",
 )
+# The pool record's info key of a connection's prelude: (SQL, parameters), for the driver.
+PRELUDE = "prelude_each_read"
 
 
 @dataclass(frozen=True, eq=False)  # cached by identity (rendered's key)
@@ -63,14 +73,68 @@ def read_rows(
     if compiled is None:
         return list(connection.execute(statement, dict(params)).all())
     sql = rendered(compiled, tuple(sorted(translate.items()))) if translate else compiled.sql
-    driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
+    record = connection.connection
+    driver: psycopg.Connection[Any] = record.driver_connection  # type: ignore[assignment]
+    prelude = record.info.get(PRELUDE)
     try:
         with driver.cursor(row_factory=namedtuple_row) as cursor:
-            cursor.execute(sql, {**compiled.fixed, **params})
+            if prelude is None:
+                cursor.execute(sql, {**compiled.fixed, **params})
+            else:
+                with driver.pipeline():  # one Sync: one round trip, one implicit transaction
+                    driver.execute(*prelude)
+                    cursor.execute(sql, {**compiled.fixed, **params})
             return cursor.fetchall()
     except psycopg.Error:
         if driver.closed or driver.broken:
             connection.invalidate()  # SQLAlchemy did not see the error: drop it from the pool
+        raise
+
+
+def prelude_each_read(connection: sa.Connection, sql: str, params: tuple[Any, ...]) -> None:
+    """From now until `end_prelude`, every statement on `connection` runs after `sql` in the
+    same transaction: a read here sends both in one round trip, each read in a transaction of
+    its own (the driver in autocommit; each READ COMMITTED statement reads its own snapshot
+    anyway); SQLAlchemy's statements run in one transaction `begin_with_prelude` opens."""
+    record = connection.connection
+    driver: psycopg.Connection[Any] = record.driver_connection  # type: ignore[assignment]
+    if driver.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        driver.autocommit = True
+    # else a transaction is open already (a check on the connection's first use, as
+    # tenants.citus.is_citus): each read goes in it, with the prelude, and end_prelude commits it
+    record.info[PRELUDE] = (sql, params)
+
+
+def begin_with_prelude(dbapi_connection: Any) -> None:
+    """Open a transaction with the connection's prelude, if it has one and is not in a
+    transaction already: BEGIN and the prelude in one round trip."""
+    prelude = dbapi_connection.info.get(PRELUDE)
+    if prelude is None:
+        return
+    driver: psycopg.Connection[Any] = dbapi_connection.driver_connection
+    if driver.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return
+    with driver.pipeline():
+        driver.execute("BEGIN")
+        driver.execute(*prelude)
+
+
+def end_prelude(connection: sa.Connection, *, commit: bool) -> None:
+    """Drop the connection's prelude, end the transaction begin_with_prelude opened (committed
+    or rolled back), and give the driver its transactions back."""
+    record = connection.connection
+    record.info.pop(PRELUDE, None)
+    driver: psycopg.Connection[Any] = record.driver_connection  # type: ignore[assignment]
+    if driver.closed or driver.broken:
+        connection.invalidate()
+        return
+    try:
+        if driver.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            driver.commit() if commit else driver.rollback()
+        if driver.autocommit:
+            driver.autocommit = False
+    except psycopg.Error:
+        connection.invalidate()  # nothing of it may go back to the pool
         raise
 
 

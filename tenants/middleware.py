@@ -107,13 +107,13 @@ class TenantMiddleware(TenantMainMiddleware):
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
         try:
-            request.get_host()
+            host = request.get_host()
         except DisallowedHost:  # django-tenants would answer an empty HTML 404
             return problem_response(
                 400, "Invalid host", "The Host header is not one this platform serves."
             )
         try:
-            response = self.resolve(request)
+            response = self.resolve(request, host)
         except Exception as exc:
             if is_connection_failure(exc):
                 return unavailable_response(database_unavailable())
@@ -139,12 +139,13 @@ class TenantMiddleware(TenantMainMiddleware):
         refused["Retry-After"] = "5"
         return refused
 
-    def resolve(self, request: HttpRequest) -> HttpResponse | None:
+    def resolve(self, request: HttpRequest, host: str | None = None) -> HttpResponse | None:
         """django-tenants' process_request without `connection.set_tenant`: Django's connection
-        stays on the public schema (where a previous user of it may not have left it)."""
+        stays on the public schema (where a previous user of it may not have left it). `host`:
+        the request's validated Host, when the caller has it (get_host validates it again)."""
         if connection.schema_name != get_public_schema_name():  # type: ignore[attr-defined]
             connection.set_schema_to_public()  # type: ignore[attr-defined]  # sends no SQL
-        hostname = self.hostname_from_request(request)
+        hostname = self.hostname_from_request(request) if host is None else routing_host(host)
         tenant = self._resolve_for(request, hostname)
         if tenant is None:
             return self.no_tenant_found(request, hostname)

@@ -49,6 +49,44 @@ def round_trips(conn: psycopg.Connection) -> Iterator[list[str]]:
                     request = ""
 
 
+@contextmanager
+def wire_exchanges(conn: psycopg.Connection) -> Iterator[list[list[str]]]:
+    """What `conn` sends inside the block, as the statements of each exchange (filled at exit):
+    an exchange is what the client sends until it asks for the answers (a simple Query, a
+    pipeline's Sync or Flush) and then reads them, so a pipeline (a tenant's binding and a
+    query sent together, one Sync) is one exchange however many statements it holds, and
+    what the client sends next, after reading, starts another. A statement prepared earlier
+    shows as its Bind."""
+    exchanges: list[list[str]] = []
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            yield exchanges
+        finally:
+            conn.pgconn.untrace()
+            trace.seek(0)
+            asked = answered = False  # the current exchange's
+            previous = ""
+            for line in trace:
+                found = MESSAGE.match(line)
+                if found is None:
+                    continue
+                direction, message, rest = found.groups()
+                if direction == "B":
+                    answered = answered or asked
+                    continue
+                if not exchanges or answered:
+                    exchanges.append([])
+                    asked = answered = False
+                if message in ("Query", "Parse"):
+                    exchanges[-1].append(rest.strip()[:120])
+                elif message == "Bind" and previous != "Parse":
+                    exchanges[-1].append(f"Bind {rest.strip()[:60]}")
+                asked = asked or message in ("Query", "Sync", "Flush")
+                previous = message
+
+
 _LEADING_SQL = re.compile(r'^(?:"[^"]*"\s+)?"([^"(]*)')
 
 

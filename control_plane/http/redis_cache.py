@@ -16,6 +16,7 @@ entry written before the outage is never read under an epoch that changed during
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 import time
 from typing import Any
@@ -115,7 +116,11 @@ class PooledClientRedisCache(RedisCache):
         return self._cache.get_wire()  # type: ignore[attr-defined]
 
     def loads(self, raw: bytes) -> Any:
-        """A value as the cache stored it, decoded as get() would."""
+        """A value as the cache stored it, decoded as get() would. Django's serializer stores an
+        int as its digits and anything else pickled, and tries int() first; a pickle (protocol
+        2 or later, opening with PROTO) is unpickled at once, without that ValueError."""
+        if raw[:1] == b"\x80":
+            return pickle.loads(raw)  # noqa: S301 (our own cache, as Django's serializer does)
         return self._cache._serializer.loads(raw)  # type: ignore[attr-defined]
 
     def guarded(self, fallback: Any, operation: Any, *args: Any, **kwargs: Any) -> Any:

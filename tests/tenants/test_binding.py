@@ -21,7 +21,9 @@ from tenants.binding import (
     tenant_reads,
     tenant_session,
 )
-from tests.round_trips import round_trips, statement_heads
+from tenants.citus import forget as forget_citus
+from tenants.driver_reads import read_rows
+from tests.round_trips import round_trips, statement_heads, wire_exchanges
 from tests.superuser import superuser_connection
 
 BINDING = TenantBinding(tenant_id=42, schema="public", actor_id=7, request_id="req-1")
@@ -36,6 +38,14 @@ def binding_seen(connection: sa.Connection | Session) -> tuple[str, str, str]:
         )
     ).one()
     return (row[0], row[1], row[2])
+
+
+# The binding as a driver read sees it (tenants.driver_reads).
+SEEN = sa.select(
+    sa.func.current_setting("app.tenant_id").label("tenant_id"),
+    sa.func.current_setting("app.actor_id").label("actor_id"),
+    sa.func.current_setting("app.request_id").label("request_id"),
+)
 
 
 def backend_pid() -> int:
@@ -104,20 +114,32 @@ def test_a_warm_read_is_begin_binding_query_commit_and_no_ping() -> None:
     ], sent
 
 
-def test_a_read_without_a_session_is_begin_binding_query_commit() -> None:
+def test_a_read_without_a_session_sends_the_binding_with_its_query() -> None:
+    """tenant_reads: a driver read is the binding and the statement in one pipeline, one round
+    trip, one implicit transaction; a statement through SQLAlchemy runs in a transaction begun
+    with the binding (one round trip), committed at the end."""
     engine().dispose()
     with tenant_reads(BINDING) as connection:  # the one pooled connection, traced by libpq
         driver = connection.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
-    with round_trips(driver) as sent, tenant_reads(BINDING) as connection:
+    with wire_exchanges(driver) as exchanges, tenant_reads(BINDING) as connection:
+        [row] = read_rows(connection, SEEN, {})
+    assert tuple(row) == ("42", "7", "req-1")
+    assert [statement_heads(sent) for sent in exchanges] == [
+        ["SELECT set_config", "SELECT current_setting"]
+    ], exchanges
+    assert driver.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert driver.autocommit is False  # tenant_session's transactions are the driver's again
+    with wire_exchanges(driver) as exchanges, tenant_reads(BINDING) as connection:
         settings_seen = binding_seen(connection)
-    assert settings_seen == ("42", "7", "req-1")
-    assert statement_heads(sent) == [
-        "BEGIN",
-        "SELECT set_config",
-        "SELECT current_setting",
-        "COMMIT",
-    ], sent
+        [row] = read_rows(connection, SEEN, {})  # inside the transaction SQLAlchemy's began
+    assert settings_seen == tuple(row) == ("42", "7", "req-1")
+    assert [statement_heads(sent) for sent in exchanges] == [
+        ["BEGIN", "SELECT set_config"],
+        ["SELECT current_setting"],
+        ["SELECT set_config", "SELECT current_setting"],
+        ["COMMIT"],
+    ], exchanges
     with tenant_reads(BINDING) as connection:  # the binding ended with the transaction
         left = connection.execute(sa.text("SELECT current_setting('app.tenant_id', true)"))
         assert left.scalar_one() == "42"
@@ -194,3 +216,22 @@ def test_on_a_citus_coordinator_the_binding_is_three_set_locals(monkeypatch) -> 
             sa.text("SELECT current_setting('app.actor_id'), current_setting('app.request_id')")
         ).one()
     assert tuple(odd) == ("", "it's; odd")
+
+
+def test_a_read_on_a_connection_whose_first_use_opened_a_transaction_is_bound_and_ends_it() -> None:
+    """The first use of a connection asks whether the server is a Citus coordinator, which
+    opens a transaction; the reads go in it, bound, and it is committed at the end."""
+    forget_citus()
+    engine().dispose()
+    with tenant_reads(BINDING) as connection:
+        [row] = read_rows(connection, SEEN, {})
+        driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    assert tuple(row) == ("42", "7", "req-1")
+    assert driver.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert driver.autocommit is False
+    # the next checkout: one round trip again
+    with tenant_reads(BINDING) as connection, wire_exchanges(driver) as exchanges:
+        [row] = read_rows(connection, SEEN, {})
+    assert tuple(row) == ("42", "7", "req-1")
+    assert len(exchanges) == 1, exchanges
