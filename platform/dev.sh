@@ -35,6 +35,7 @@ OWNER_PASSWORD=${OWNER_PASSWORD:-taskflow_owner}
 APP_ROLE=${APP_ROLE:-taskflow_app}
 APP_PASSWORD=${APP_PASSWORD:-taskflow_app}
 REDIS_PORT=${REDIS_PORT:-6379}
+TEST_PROCESSES=${TEST_PROCESSES:-2}  # xdist workers of `test` (tests/parallel.py)
 export WEB_PORT=${WEB_PORT:-8000}
 
 # shellcheck source=platform/supervise.sh
@@ -277,7 +278,7 @@ fresh_database() {
 run_pytest() {
   fresh_database
   log "pytest"
-  "$VENV/bin/pytest" "$@"
+  "$PY" -m pytest "$@"
 }
 
 cmd_test() {
@@ -289,7 +290,9 @@ cmd_test() {
   log "API contract";  "$PY" manage.py api_contract --check
   fresh_database  # the migration lint's sqlmigrate needs a database to connect to
   log "squawk (migrations)"; "$PY" -m migrations_sqla.lint
-  log "pytest";        "$VENV/bin/pytest" "$@"
+  # Whole files over TEST_PROCESSES xdist workers, each on a platform of its own (tests/parallel.py).
+  log "pytest ($TEST_PROCESSES processes)"
+  "$PY" -m pytest -p tests.parallel -n "$TEST_PROCESSES" --dist loadfile "$@"
 }
 
 # --- Citus (on demand, never the default): a coordinator and two workers on local ports -------
@@ -371,7 +374,7 @@ cmd_citus() {
   local arg named=0
   for arg in "$@"; do [ -e "${arg%%::*}" ] && named=1; done
   [ "$named" = 1 ] || set -- "${CITUS_SUITE[@]}" "$@"
-  "$VENV/bin/pytest" "$@"
+  "$PY" -m pytest "$@"
 }
 
 cmd_citus_stop() {

@@ -47,9 +47,17 @@ settings.RATE_LIMIT_PLANS = json.loads(os.environ["RATE_LIMIT_PLANS"])
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the empty_shared_schema child now if a test of this session will read its outcome:
-    it runs beside the session's other tests (tests/empty_shared_schema.py)."""
+    it runs beside the session's other tests (tests/empty_shared_schema.py). Not in an xdist
+    worker (tests/parallel.py): each collects every test but runs only some, and the worker
+    that gets the profile's file runs the child then, beside the other workers' tests."""
     wanted = any(item.nodeid.startswith(PROFILE_TESTS) for item in session.items)
-    if wanted and not session.config.option.collectonly and not os.environ.get(CHILD_ENV):
+    in_worker = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    if (
+        wanted
+        and not session.config.option.collectonly
+        and not os.environ.get(CHILD_ENV)
+        and not in_worker
+    ):
         session.config.stash[PROFILE_KEY] = BackgroundProfile("tests")
 
 

@@ -18,13 +18,18 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
 
+from tests.databases import (
+    SETUP_TIMEOUT_S,
+    create_database,
+    drop_database,
+    platform_environment,
+    start_setup_platform,
+)
 from tests.processes import ROOT, start_redis, stop_process
-from tests.superuser import superuser_connection
 
 MARK = "empty_shared_schema"
 # Set in the child's environment: a child never starts a child of its own.
@@ -33,7 +38,6 @@ SUMMARY_WORDS = {"PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS"}
 # The child runs a few worker tests (one SIGKILLs a worker mid-lane): minutes at most even on a
 # loaded machine; the deadline only stops a hung child from hanging the whole run.
 CHILD_TIMEOUT_S = 1800
-SETUP_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
@@ -52,35 +56,6 @@ class ProfileRun:
 def database_name() -> str:
     """The session's test database name with a suffix: one lane's profile never meets another's."""
     return f"{settings.DATABASES['default']['NAME']}_ess"
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def _drop_database(name: str) -> None:
-    with superuser_connection() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _create_database(name: str) -> None:
-    """Roles and database as `platform/dev.sh` makes them (init.sql, as the superuser)."""
-    _drop_database(name)
-    database = settings.DATABASES["default"]
-    owner, app = urlsplit(settings.MIGRATION_DATABASE_URL), urlsplit(settings.DATABASE_URL)
-    subprocess.run(
-        [
-            "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", database["HOST"] or "127.0.0.1",
-            "-p", str(database["PORT"] or 5432), "-U", os.environ.get("PGSUPERUSER", "postgres"),
-            "-d", "postgres", "-v", f"owner_role={owner.username}",
-            "-v", f"owner_password={owner.password}", "-v", f"app_role={app.username}",
-            "-v", f"app_password={app.password}", "-v", f"db_name={name}",
-            "-f", str(ROOT / "platform/postgres/init.sql"),
-        ],
-        check=True, capture_output=True, text=True, timeout=120,
-        env=os.environ | {"PGOPTIONS": "-c client_min_messages=warning"},
-    )  # fmt: skip
 
 
 def _outcomes(output: str) -> dict[str, str]:
@@ -140,25 +115,20 @@ def run_profile(*paths: str, started: list[subprocess.Popen[str]] | None = None)
     child process is appended to `started`, for whoever may have to stop it early."""
     name = database_name()
     folder = Path(tempfile.mkdtemp(prefix="empty-shared-schema-"))
-    _create_database(name)
+    create_database(name)
     redis, redis_url = start_redis(folder)
-    env = os.environ | {
-        "DATABASE_URL": _with_database(settings.DATABASE_URL, name),
-        "MIGRATION_DATABASE_URL": _with_database(settings.MIGRATION_DATABASE_URL, name),
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,
-        "CELERY_RESULT_BACKEND": redis_url,
-        "PYTHONUNBUFFERED": "1",
-    }
+    # The child is a session of its own, also when an xdist worker starts it (tests/parallel.py).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    env |= platform_environment(name, redis_url) | {"PYTHONUNBUFFERED": "1"}
     try:
-        setup = subprocess.run(
-            [sys.executable, "manage.py", "setup_platform"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=SETUP_TIMEOUT_S,
-        )  # fmt: skip
+        with start_setup_platform(env) as setup:
+            try:
+                setup_output, _ = setup.communicate(timeout=SETUP_TIMEOUT_S)
+            finally:
+                if setup.poll() is None:
+                    setup.kill()
         if setup.returncode:
-            return ProfileRun(
-                setup.returncode, f"setup_platform:\n{setup.stdout}{setup.stderr}", {}
-            )
+            return ProfileRun(setup.returncode, f"setup_platform:\n{setup_output}", {})
         with subprocess.Popen(
             [
                 sys.executable, "-m", "pytest", "-m", MARK, "-p", "no:cacheprovider", "-q",
@@ -177,5 +147,5 @@ def run_profile(*paths: str, started: list[subprocess.Popen[str]] | None = None)
         return ProfileRun(child.returncode, output, _outcomes(output))
     finally:
         stop_process(redis)
-        _drop_database(name)
+        drop_database(name)
         shutil.rmtree(folder, ignore_errors=True)
