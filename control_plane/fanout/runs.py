@@ -292,8 +292,8 @@ def retry_tenant(run: MigrationRun, slug: str) -> TenantMigration:
         TenantMigration.objects.filter(pk=step.pk).update(
             status=StepStatus.PENDING, batch=batch, error=""
         )
+        step.refresh_from_db()  # as committed: pending (a worker may take it at once after)
         transaction.on_commit(lambda: enqueue_batch(run.pk, batch, force=True))
-    step.refresh_from_db()
     return step
 
 
