@@ -405,8 +405,8 @@ class SchemaMigrator:
             raise
         except Exception as exc:  # committed; the index step is retried by a later attempt
             self._rollback()
-            if plan.non_transactional:  # the session's own timeouts again
-                self.raw.execute(RESET_TIMEOUTS)
+            if plan.non_transactional and not (self.raw.closed or self.raw.broken):
+                self.raw.execute(RESET_TIMEOUTS)  # the session's own timeouts again
             outcome.result = Result.FAILED
             outcome.error = f"{type(exc).__name__}: {exc}"[:4000]
             return True
