@@ -63,9 +63,9 @@ BACKOFF_CAP_S = 5.0
 
 # An array of the schema's invalid indexes among the names its revisions build or drop
 # CONCURRENTLY ({names}: a text[] literal, {schema}: a literal), as one value of a SELECT list.
-# Run before and after every schema's non-transactional steps, so it must stay cheap with
-# thousands of schemas: each name is an equality probe of pg_class's (relname, relnamespace)
-# index. A lookup by namespace alone has no index to use and reads every row of pg_class (its
+# Run after every schema's non-transactional steps (and before them on the careful path, which
+# drops what it finds), so it must stay cheap with thousands of schemas: each name is an
+# equality probe of pg_class's (relname, relnamespace) index. A lookup by namespace alone has no index to use and reads every row of pg_class (its
 # cost grew with the catalog: most of what a fan-out's index step cost beyond the bare DDL).
 INVALID_INDEXES = (
     "ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
