@@ -63,9 +63,9 @@ BACKOFF_CAP_S = 5.0
 
 # An array of the schema's invalid indexes among the names its revisions build or drop
 # CONCURRENTLY ({names}: a text[] literal, {schema}: a literal), as one value of a SELECT list.
-# Run before and after every schema's non-transactional steps, so it must stay cheap with
-# thousands of schemas: each name is an equality probe of pg_class's (relname, relnamespace)
-# index. A lookup by namespace alone has no index to use and reads every row of pg_class (its
+# Run after every schema's non-transactional steps (and before them on the careful path, which
+# drops what it finds), so it must stay cheap with thousands of schemas: each name is an
+# equality probe of pg_class's (relname, relnamespace) index. A lookup by namespace alone has no index to use and reads every row of pg_class (its
 # cost grew with the catalog: most of what a fan-out's index step cost beyond the bare DDL).
 INVALID_INDEXES = (
     "ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
@@ -405,8 +405,8 @@ class SchemaMigrator:
             raise
         except Exception as exc:  # committed; the index step is retried by a later attempt
             self._rollback()
-            if plan.non_transactional:  # the session's own timeouts again
-                self.raw.execute(RESET_TIMEOUTS)
+            if plan.non_transactional and not (self.raw.closed or self.raw.broken):
+                self.raw.execute(RESET_TIMEOUTS)  # the session's own timeouts again
             outcome.result = Result.FAILED
             outcome.error = f"{type(exc).__name__}: {exc}"[:4000]
             return True
