@@ -6,7 +6,8 @@ schema_translate_map, and every transaction begins with transaction-local settin
 app.tenant_id, app.actor_id and app.request_id (set_config(..., true) on one server; SET LOCAL on
 a Citus coordinator, which passes only SET commands on to its workers: tenants.local_settings),
 so a pooled connection never carries one tenant's identity into another's request (safe behind
-PgBouncer in transaction mode).
+PgBouncer in transaction mode). A list page's read (tenant_reads) is its own implicit
+transaction: the settings and the query in one pipeline, one round trip.
 This module must never issue a session-level SET.
 """
 

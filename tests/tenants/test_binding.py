@@ -235,3 +235,20 @@ def test_a_read_on_a_connection_whose_first_use_opened_a_transaction_is_bound_an
         [row] = read_rows(connection, SEEN, {})
     assert tuple(row) == ("42", "7", "req-1")
     assert len(exchanges) == 1, exchanges
+
+
+def test_a_read_the_server_refuses_leaves_the_connection_unbound_and_usable() -> None:
+    """An error in a read's pipeline ends its implicit transaction (the server rolls it back at
+    the Sync); the pooled connection serves the next tenant's reads, bound to that tenant."""
+    engine().dispose()
+    failing = sa.select((sa.literal_column("1") / sa.literal_column("0")).label("never"))
+    with pytest.raises(psycopg.errors.DivisionByZero), tenant_reads(BINDING) as connection:
+        read_rows(connection, failing, {})
+    other = TenantBinding(tenant_id=43, schema="public", actor_id=8, request_id="req-2")
+    with tenant_reads(other) as connection:
+        [row] = read_rows(connection, SEEN, {})
+        driver = connection.connection.driver_connection
+    assert tuple(row) == ("43", "8", "req-2")
+    assert isinstance(driver, psycopg.Connection)
+    assert driver.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert driver.autocommit is False
