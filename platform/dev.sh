@@ -290,9 +290,10 @@ cmd_test() {
   log "API contract";  "$PY" manage.py api_contract --check
   fresh_database  # the migration lint's sqlmigrate needs a database to connect to
   log "squawk (migrations)"; "$PY" -m migrations_sqla.lint
-  # Whole files over TEST_PROCESSES xdist workers, each on a platform of its own (tests/parallel.py).
+  # Whole files over TEST_PROCESSES xdist workers, each on a platform of its own (tests/parallel.py),
+  # in the order they are collected (xdist would start the largest files first).
   log "pytest ($TEST_PROCESSES processes)"
-  "$PY" -m pytest -p tests.parallel -n "$TEST_PROCESSES" --dist loadfile "$@"
+  "$PY" -m pytest -p tests.parallel -n "$TEST_PROCESSES" --dist loadfile --no-loadscope-reorder "$@"
 }
 
 # --- Citus (on demand, never the default): a coordinator and two workers on local ports -------
