@@ -119,8 +119,8 @@ def bound_context() -> dict[str, Any]:
 class JsonAccessLine:
     """Writes the access line as shared_processors, redact and the JSON renderer would: the
     logger's name, the fields, the event, the bound context (what the fields do not name), level,
-    timestamp, trace id, and no secret: every string value scrubbed, a context value under a
-    secret-looking key replaced. `fields` are the middleware's own names, never a secret's."""
+    timestamp, trace id, and no secret: redact's rules on the fields and the context (a value
+    under a secret-looking key replaced, every string scrubbed)."""
 
     def __init__(self, file: Any, level: int) -> None:
         self.enabled = level <= logging.INFO
@@ -131,7 +131,7 @@ class JsonAccessLine:
             return
         line: dict[str, Any] = {"logger": ACCESS_LOGGER}
         for key, value in fields.items():
-            line[key] = _scrub(value) if type(value) is str else value
+            line[key] = REDACTED if _secret_key(key) else _scrub(value)
         line["event"] = ACCESS_EVENT
         for key, value in bound_context().items():
             if key not in line:

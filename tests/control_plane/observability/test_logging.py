@@ -109,7 +109,8 @@ def test_the_access_line_is_the_line_structlog_would_write(
     structlog.contextvars.bind_contextvars(
         request_id=token, tenant="bound-slug", api_key="k-1", note="Bearer abc.def"
     )
-    own, chain = _access_lines(capsys, {**ACCESS_FIELDS, "method": f"basic {token}"})
+    fields = {**ACCESS_FIELDS, "method": f"basic {token}", "password": "hunter2"}
+    own, chain = _access_lines(capsys, fields)
     assert own.pop("timestamp").endswith("Z")
     assert chain.pop("timestamp").endswith("Z")
     assert own == chain
@@ -118,7 +119,9 @@ def test_the_access_line_is_the_line_structlog_would_write(
     assert own["request_id"] == "tf_0123abcd_" + REDACTED
     assert own["api_key"] == REDACTED
     assert own["note"] == "Bearer " + REDACTED
+    assert own["password"] == REDACTED
     assert "s3cr3t" not in json.dumps(own)
+    assert "hunter2" not in json.dumps(own)
 
 
 def test_the_access_line_carries_the_trace_id_when_tracing_is_on(
