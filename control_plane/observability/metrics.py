@@ -15,6 +15,7 @@ Recording must never raise into a request or a task.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import threading
 import time
@@ -170,10 +171,18 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
-# The series of each label set, as .labels() returned it: asking again costs a lock, string
-# conversions and a lookup per metric on every request. Bounded as the label values are.
-_request_series: dict[tuple[str, ...], Any] = {}
-_latency_series: dict[tuple[str, ...], Any] = {}
+# What one label set's request writes, held once: the values (prometheus_client's mmap-backed
+# ones under PROMETHEUS_MULTIPROC_DIR) of the counter's series and of the histogram's sum and
+# buckets, as Counter.inc and Histogram.observe would write them. Asking .labels() again costs a
+# lock, string conversions and a lookup per metric, and inc/observe check the metric and walk
+# the buckets, on every request. Bounded as the label values are.
+_request_values: dict[tuple[str, ...], Any] = {}
+_latency_values: dict[tuple[str, ...], tuple[Any, tuple[Any, ...], tuple[float, ...]]] = {}
+
+
+def _latency_of(labels: tuple[str, ...]) -> tuple[Any, tuple[Any, ...], tuple[float, ...]]:
+    child: Any = HTTP_LATENCY.labels(*labels)
+    return child._sum, tuple(child._buckets), tuple(child._upper_bounds)
 
 
 def observe_request(
@@ -181,26 +190,31 @@ def observe_request(
 ) -> None:
     """One answered request."""
     labels = (route, method, status_class(status), isolation, tenant_label(tenant))
-    requests = _request_series.get(labels)
+    requests = _request_values.get(labels)
     if requests is None:
-        requests = _request_series[labels] = HTTP_REQUESTS.labels(*labels)
-    requests.inc()
+        child: Any = HTTP_REQUESTS.labels(*labels)
+        requests = _request_values[labels] = child._value
+    requests.inc(1)
     timed = (route, method, isolation)
-    latency = _latency_series.get(timed)
+    latency = _latency_values.get(timed)
     if latency is None:
-        latency = _latency_series[timed] = HTTP_LATENCY.labels(*timed)
-    latency.observe(seconds)
+        latency = _latency_values[timed] = _latency_of(timed)
+    total, buckets, bounds = latency
+    total.inc(seconds)
+    # The first bucket whose upper bound is >= seconds (the last is +Inf), as observe() finds.
+    buckets[bisect.bisect_left(bounds, seconds)].inc(1)
 
 
-_principal_series: dict[bool, Any] = {}
+_principal_values: dict[bool, Any] = {}
 
 
 def count_principal_lookup(hit: bool) -> None:
     if enabled():
-        series = _principal_series.get(hit)
-        if series is None:
-            series = _principal_series[hit] = PRINCIPAL_CACHE.labels("hit" if hit else "miss")
-        series.inc()
+        value = _principal_values.get(hit)
+        if value is None:
+            child: Any = PRINCIPAL_CACHE.labels("hit" if hit else "miss")
+            value = _principal_values[hit] = child._value
+        value.inc(1)
 
 
 def watch_pools() -> None:

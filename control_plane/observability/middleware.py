@@ -19,11 +19,12 @@ from django.http.response import HttpResponseBase
 
 from control_plane.observability import metrics, request_ids
 from control_plane.observability.exposition import metrics_response
+from control_plane.observability.logging import ACCESS_LOGGER, access_line
 from tenants.binding import request_id_of
 from tenants.identity import Principal
 from tenants.middleware import PROBE_PATHS
 
-logger = structlog.get_logger().bind(logger="taskflow.request")
+logger = structlog.get_logger().bind(logger=ACCESS_LOGGER)
 UNMATCHED = "unmatched"
 
 
@@ -77,15 +78,16 @@ class ObservationMiddleware:
                 )
             if self.access_log:
                 principal = getattr(request, "auth", None)
-                logger.info(
-                    "request",
-                    method=method,
-                    route=route,
-                    status=status,
-                    duration_ms=round(seconds * 1000, 2),
-                    tenant=slug or None,
-                    isolation=isolation,
-                    user_id=principal.user_id if isinstance(principal, Principal) else None,
+                access_line(
+                    {
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 2),
+                        "tenant": slug or None,
+                        "isolation": isolation,
+                        "user_id": principal.user_id if isinstance(principal, Principal) else None,
+                    }
                 )
         except Exception:  # never the request's problem
             logger.warning("observing the request failed", exc_info=True)

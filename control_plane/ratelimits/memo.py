@@ -44,6 +44,8 @@ class RefusalMemo:
 
     def refusal(self, limits: Sequence[Limit], now: float | None = None) -> Decision | None:
         """The remembered refusal of these limits, as it stands `now`; None once it has ended."""
+        if not self._entries:  # no refusal standing: no key to build
+            return None
         key = memo_key(limits)
         entry = self._entries.get(key)
         if entry is None:

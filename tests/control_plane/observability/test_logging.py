@@ -13,9 +13,17 @@ from typing import Any
 import pytest
 import structlog
 from django.conf import settings
+from hypothesis import example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
+from control_plane.observability import logging as observability_logging
 from control_plane.observability.logging import (
+    ACCESS_LOGGER,
     REDACTED,
+    SECRET_KEYS,
+    SUSPECT,
+    access_line,
     configure_structlog,
     logging_config,
     redact,
@@ -70,6 +78,94 @@ def test_json_lines_carry_the_bound_context(settings_logging_after: None, capsys
     library = next(line for line in lines if line["event"] == "plain record")
     assert library["request_id"] == "r-1"
     assert library["level"] == "warning"
+
+
+ACCESS_FIELDS = {
+    "method": "GET",
+    "route": "/api/v1/tasks",
+    "status": 200,
+    "duration_ms": 3.25,
+    "tenant": "acme",
+    "isolation": "schema",
+    "user_id": 7,
+}
+
+
+def _access_lines(capsys: Any, fields: dict[str, Any], log_format: str = "json") -> list[Any]:
+    """The access line written by access_line and by structlog's processors for `fields`."""
+    configure_structlog(log_format=log_format, level="INFO")  # onto the captured stderr
+    access_line(fields)
+    structlog.get_logger().bind(logger=ACCESS_LOGGER).info("request", **fields)
+    return json_lines(capsys.readouterr().err)
+
+
+def test_the_access_line_is_the_line_structlog_would_write(
+    settings_logging_after: None, capsys: Any
+) -> None:
+    """Its own renderer, the same line: fields, event, bound context (the fields win), level,
+    timestamp; a secret in the context (a token as request id, a secret-looking key) redacted."""
+    token = "tf_0123abcd_" + "s3cr3t-Body_" * 3
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        request_id=token, tenant="bound-slug", api_key="k-1", note="Bearer abc.def"
+    )
+    fields = {**ACCESS_FIELDS, "method": f"basic {token}", "password": "hunter2"}
+    own, chain = _access_lines(capsys, fields)
+    assert own.pop("timestamp").endswith("Z")
+    assert chain.pop("timestamp").endswith("Z")
+    assert own == chain
+    assert (own["event"], own["level"], own["logger"]) == ("request", "info", ACCESS_LOGGER)
+    assert own["tenant"] == "acme"  # the field, not the bound value
+    assert own["request_id"] == "tf_0123abcd_" + REDACTED
+    assert own["api_key"] == REDACTED
+    assert own["note"] == "Bearer " + REDACTED
+    assert own["password"] == REDACTED
+    assert "s3cr3t" not in json.dumps(own)
+    assert "hunter2" not in json.dumps(own)
+
+
+def test_the_access_line_carries_the_trace_id_when_tracing_is_on(
+    settings_logging_after: None, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(observability_logging, "_trace_id", lambda: "0af7651916cd43dd")
+    structlog.contextvars.clear_contextvars()
+    own, chain = _access_lines(capsys, ACCESS_FIELDS)
+    assert own["trace_id"] == chain["trace_id"] == "0af7651916cd43dd"
+
+
+def test_the_access_line_follows_the_level_and_the_console_format(
+    settings_logging_after: None, capsys: Any
+) -> None:
+    configure_structlog(log_format="json", level="WARNING")
+    access_line(ACCESS_FIELDS)
+    assert capsys.readouterr().err == ""
+    configure_structlog(log_format="console", level="INFO")
+    access_line(ACCESS_FIELDS)
+    console = capsys.readouterr().err
+    assert "route=/api/v1/tasks" in console
+    assert not console.startswith("{")
+
+
+def test_no_access_field_name_looks_like_a_secret() -> None:
+    """access_line redacts the middleware's fields by value only: their names must stay clear."""
+    for name in (*ACCESS_FIELDS, "logger", "event", "level", "timestamp", "trace_id"):
+        assert SECRET_KEYS.search(name) is None
+
+
+@hypothesis_settings(max_examples=300)
+@given(
+    st.text(alphabet=st.sampled_from("tfTF_bBeEaArRsSiIcCoOkKnN xyz-1\u017f\u212a\u0130"))
+    | st.text()
+)
+@example("Authorization: BASIC dXNlcg==")
+@example("a ToKeN here")
+@example("TF_0123abcd_x")
+@example("bEaReR")
+@example("ba\u017fic x")  # a long s: IGNORECASE matches it as s, lower() does not
+@example("\u212aen tokens")  # a Kelvin sign, then "token"
+@example("GET /api/v1/tasks?limit=50")
+def test_the_cheap_suspect_check_finds_what_the_regex_finds(text: str) -> None:
+    assert observability_logging._suspect(text) == (SUSPECT.search(text) is not None)
 
 
 @pytest.fixture

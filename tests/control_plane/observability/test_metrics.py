@@ -257,3 +257,60 @@ def test_the_dashboard_plots_only_metrics_the_platform_exports() -> None:
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
         exported |= {family.name + s for s in suffixes.get(family.type, [""])}
     assert used - exported == set()
+
+
+def _latency_buckets(route: str) -> dict[str, float]:
+    return {
+        s.labels["le"]: s.value
+        for family in REGISTRY.collect()
+        if family.name == "taskflow_http_request_duration_seconds"
+        for s in family.samples
+        if s.name.endswith("_bucket") and s.labels["route"] == route
+    }
+
+
+def test_a_request_is_recorded_as_counter_inc_and_histogram_observe_record_it() -> None:
+    """observe_request writes the series' values itself (not through inc/observe): each value
+    lands where Histogram.observe puts it, a bound's own value in that bound's bucket."""
+    route = f"/recorded-{time.monotonic_ns()}"
+    observed = [0.005, 0.0051, 0.0, 2.5, 10.0, 10.5, 0.3]
+    for seconds in observed:
+        metrics.observe_request(
+            route=route, method="GET", status=201, isolation="schema", tenant="x", seconds=seconds
+        )
+    buckets = _latency_buckets(route)
+    expected = {
+        "0.005": 2, "0.01": 3, "0.025": 3, "0.05": 3, "0.1": 3, "0.25": 3, "0.5": 4, "1.0": 4,
+        "2.5": 5, "5.0": 5, "10.0": 6, "+Inf": 7,
+    }  # fmt: skip
+    assert buckets == expected
+    labels = {"route": route, "method": "GET", "isolation": "schema"}
+    assert REGISTRY.get_sample_value(
+        "taskflow_http_request_duration_seconds_sum", labels
+    ) == pytest.approx(sum(observed))
+    assert REGISTRY.get_sample_value("taskflow_http_request_duration_seconds_count", labels) == 7
+    requests = [
+        s
+        for family in REGISTRY.collect()
+        if family.name == "taskflow_http_requests"
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["route"] == route
+    ]
+    assert [(s.labels["status"], s.value) for s in requests] == [("2xx", 7)]
+
+
+def test_principal_cache_lookups_are_counted_by_outcome() -> None:
+    def count(outcome: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "taskflow_principal_cache_lookups_total", {"outcome": outcome}
+        )
+        return value or 0.0
+
+    hits, misses = count("hit"), count("miss")
+    with override_settings(METRICS_ENABLED=True):
+        metrics.count_principal_lookup(True)
+        metrics.count_principal_lookup(True)
+        metrics.count_principal_lookup(False)
+    with override_settings(METRICS_ENABLED=False):
+        metrics.count_principal_lookup(True)
+    assert (count("hit") - hits, count("miss") - misses) == (2, 1)

@@ -62,6 +62,22 @@ def test_gcra_lets_a_burst_of_the_quota_in_then_refuses_and_charges_nothing_refu
     assert not limiter.check([tenant_limit, other]).allowed
 
 
+def test_the_limits_reply_keeps_reset_times_and_survives_a_quota_past_a_million_a_second(
+    unique: str,
+) -> None:
+    """The script answers its numbers in one string: reset times in microseconds come back
+    whole, and a quota whose interval rounds to 0 us (no division left to make sense of) is let
+    in with numbers, not an error."""
+    limit = Limit("tenant-reads", f"rl-test:{unique}:r", 4, 60)
+    states = [limiter.check([limit]).states[0] for _ in range(3)]
+    assert [s.remaining for s in states] == [3, 2, 1]
+    assert [round(s.reset) for s in states] == [15, 30, 45]  # 60/4 s per request charged
+    huge = limiter.check([Limit("tenant-reads", f"rl-test:{unique}:h", 10**9, 10)])
+    assert huge.allowed
+    assert huge.enforced
+    assert huge.states[0].remaining >= 0
+
+
 def test_a_token_over_its_share_gets_429_problem_with_retry_after_and_ratelimit_headers(
     tenant,
 ) -> None:
