@@ -6,8 +6,8 @@ file's tests use the CPU. Tests share a lot with the rest of their session (tena
 Celery broadcasts, the rate limiter's keys), never with another session, so each xdist worker
 is a session of its own: the first (gw0) uses the database and Redis that dev.sh prepared; every
 other one gets a database `<test database>_gwN` on the same server, made as dev.sh makes the
-test database, and a private redis-server. The controlling process makes them before the
-workers start and removes them at the end.
+test database, a private redis-server and a folder of its own for import uploads. The
+controlling process makes them before the workers start and removes them at the end.
 
 A worker learns its own through the environment it inherits: this module is a `-p` plugin, so
 each worker imports it before pytest-django loads Django's settings, and it points
@@ -87,11 +87,13 @@ def pytest_configure(config: pytest.Config) -> None:
         worker, name = f"gw{number}", f"{base}_gw{number}"
         create_database(name)
         made.databases.append(name)
-        folder = Path(tempfile.mkdtemp(prefix=f"taskflow-{worker}-redis-"))
+        folder = Path(tempfile.mkdtemp(prefix=f"taskflow-{worker}-"))
         made.folders.append(folder)
         redis, redis_url = start_redis(folder)
         made.redis.append(redis)
-        env = platform_environment(name, redis_url)
+        # Uploads are kept under the tenant's id, which each database numbers from 1 alike.
+        uploads = folder / "imports"
+        env = platform_environment(name, redis_url) | {"IMPORT_UPLOAD_DIR": str(uploads)}
         os.environ.update({_variable(worker, key): value for key, value in env.items()})
         setups.append((name, start_setup_platform(env)))
     for name, setup in setups:  # side by side: each one's migrations take a while

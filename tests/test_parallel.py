@@ -40,6 +40,7 @@ def test_each_worker_has_its_own_database_and_redis_and_they_are_gone_afterwards
     assert second["platform_tenants"] == 1  # setup_platform made the public tenant there
     assert first["redis_url"] != second["redis_url"]
     assert second["broker_url"] == second["redis_url"]  # its Celery messages stay in its Redis
+    assert first["upload_dir"] != second["upload_dir"]  # uploads are kept by tenant id
     # Each worker's mark is still its own: neither Redis saw the other's.
     assert (first["redis_mark"], second["redis_mark"]) == ("gw0", "gw1")
     with superuser_connection() as conn:

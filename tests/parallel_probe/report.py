@@ -12,6 +12,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from control_plane.imports.conf import upload_dir
 from tenants.models import Tenant
 
 
@@ -33,5 +34,6 @@ def report() -> None:
         "broker_url": settings.CELERY_BROKER_URL,
         "redis_mark": (client.get("parallel-probe") or b"").decode(),
         "platform_tenants": Tenant.objects.filter(schema_name="public").count(),
+        "upload_dir": str(upload_dir()),
     }
     (folder / f"{worker}.json").write_text(json.dumps(report))
