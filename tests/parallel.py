@@ -28,6 +28,7 @@ import pytest
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 FIRST_WORKER = "gw0"
 PREFIX = "TASKFLOW_"
+CELERY_VARIABLES = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
 
 
 def _variable(worker: str, name: str) -> str:
@@ -42,6 +43,11 @@ def _point_this_worker_at_its_platform() -> None:
     for key, value in list(os.environ.items()):
         if key.startswith(prefix):
             os.environ[key.removeprefix(prefix)] = value
+    # The settings derive Celery's broker and results from REDIS_URL. Celery itself prefers
+    # these variables to its configuration, so where set they would also defeat a test that
+    # points the app at a broker of its own (app.conf.broker_url).
+    for key in CELERY_VARIABLES:
+        os.environ.pop(key, None)
 
 
 _point_this_worker_at_its_platform()
@@ -94,6 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # Uploads are kept under the tenant's id, which each database numbers from 1 alike.
         uploads = folder / "imports"
         env = platform_environment(name, redis_url) | {"IMPORT_UPLOAD_DIR": str(uploads)}
+        env = {key: value for key, value in env.items() if key not in CELERY_VARIABLES}
         os.environ.update({_variable(worker, key): value for key, value in env.items()})
         setups.append((name, start_setup_platform(env)))
     for name, setup in setups:  # side by side: each one's migrations take a while
