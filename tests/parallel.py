@@ -29,6 +29,9 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 FIRST_WORKER = "gw0"
 PREFIX = "TASKFLOW_"
 CELERY_VARIABLES = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+# Part of the extra databases' names: a pytest run started by a test (tests/test_parallel.py)
+# names its own apart, or it would drop the databases of the run that started it.
+TAG = os.environ.get("TASKFLOW_PARALLEL_TAG", "")
 
 
 def _variable(worker: str, name: str) -> str:
@@ -90,7 +93,7 @@ def pytest_configure(config: pytest.Config) -> None:
     base = settings.DATABASES["default"]["NAME"]
     setups = []
     for number in range(1, count):
-        worker, name = f"gw{number}", f"{base}_gw{number}"
+        worker, name = f"gw{number}", f"{base}_{TAG}gw{number}"
         create_database(name)
         made.databases.append(name)
         folder = Path(tempfile.mkdtemp(prefix=f"taskflow-{worker}-"))
