@@ -25,28 +25,38 @@ MESSAGE = re.compile(r"^([FB])\t\d+\t(\w+)\t?(.*)")
 
 
 @contextmanager
-def round_trips(conn: psycopg.Connection) -> Iterator[list[str]]:
-    """The requests `conn` sends inside the block, one entry per round trip (filled at exit)."""
-    sent: list[str] = []
+def _wire_messages(conn: psycopg.Connection) -> Iterator[list[tuple[str, str, str]]]:
+    """Each protocol message `conn` sends (F) or reads (B) inside the block, in order, as
+    (direction, message, the rest of libpq's trace line); filled at exit."""
+    messages: list[tuple[str, str, str]] = []
     with tempfile.TemporaryFile("w+") as trace:
         conn.pgconn.trace(trace.fileno())
         conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
         try:
-            yield sent
+            yield messages
         finally:
             conn.pgconn.untrace()
             trace.seek(0)
-            request = ""
             for line in trace:  # "F|B <tab> length <tab> message <tab> ..."; SQL may span lines
                 found = MESSAGE.match(line)
-                if found is None:
-                    continue
-                direction, message, rest = found.groups()
-                if direction == "F" and message in ("Query", "Parse"):
-                    request = request or rest.strip()[:120]
-                elif direction == "B" and message == "ReadyForQuery":
-                    sent.append(request)
-                    request = ""
+                if found is not None:
+                    direction, message, rest = found.groups()
+                    messages.append((direction, message, rest))
+
+
+@contextmanager
+def round_trips(conn: psycopg.Connection) -> Iterator[list[str]]:
+    """The requests `conn` sends inside the block, one entry per round trip (filled at exit)."""
+    sent: list[str] = []
+    with _wire_messages(conn) as messages:
+        yield sent
+    request = ""
+    for direction, message, rest in messages:
+        if direction == "F" and message in ("Query", "Parse"):
+            request = request or rest.strip()[:120]
+        elif direction == "B" and message == "ReadyForQuery":
+            sent.append(request)
+            request = ""
 
 
 @contextmanager
@@ -58,33 +68,23 @@ def wire_exchanges(conn: psycopg.Connection) -> Iterator[list[list[str]]]:
     what the client sends next, after reading, starts another. A statement prepared earlier
     shows as its Bind."""
     exchanges: list[list[str]] = []
-    with tempfile.TemporaryFile("w+") as trace:
-        conn.pgconn.trace(trace.fileno())
-        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-        try:
-            yield exchanges
-        finally:
-            conn.pgconn.untrace()
-            trace.seek(0)
-            asked = answered = False  # the current exchange's
-            previous = ""
-            for line in trace:
-                found = MESSAGE.match(line)
-                if found is None:
-                    continue
-                direction, message, rest = found.groups()
-                if direction == "B":
-                    answered = answered or asked
-                    continue
-                if not exchanges or answered:
-                    exchanges.append([])
-                    asked = answered = False
-                if message in ("Query", "Parse"):
-                    exchanges[-1].append(rest.strip()[:120])
-                elif message == "Bind" and previous != "Parse":
-                    exchanges[-1].append(f"Bind {rest.strip()[:60]}")
-                asked = asked or message in ("Query", "Sync", "Flush")
-                previous = message
+    with _wire_messages(conn) as messages:
+        yield exchanges
+    asked = answered = False  # the current exchange's
+    previous = ""
+    for direction, message, rest in messages:
+        if direction == "B":
+            answered = answered or asked
+            continue
+        if not exchanges or answered:
+            exchanges.append([])
+            asked = answered = False
+        if message in ("Query", "Parse"):
+            exchanges[-1].append(rest.strip()[:120])
+        elif message == "Bind" and previous != "Parse":
+            exchanges[-1].append(f"Bind {rest.strip()[:60]}")
+        asked = asked or message in ("Query", "Sync", "Flush")
+        previous = message
 
 
 _LEADING_SQL = re.compile(r'^(?:"[^"]*"\s+)?"([^"(]*)')
