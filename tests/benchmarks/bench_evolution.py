@@ -54,6 +54,7 @@ from typing import Any
 
 from tests.benchmarks.bench_fanout import start_worker
 from tests.benchmarks.bench_onboarding import ROOT, bench_env, create_database, drop_database
+from tests.benchmarks.quotas import UNREACHABLE_PLANS
 
 BENCH_DB = "taskflow_bench_evolution"
 TARGET = 0.5
@@ -154,10 +155,13 @@ def bare(
 
 
 def migrate_sql(source: str, target: str) -> tuple[str, tuple[str, ...]]:
-    from migrations_sqla import scripts
+    from migrations_sqla import scripts, table_locks
 
     down = scripts.is_downgrade(scripts.script_directory(""), source, target)
     body = scripts.compile_sql("", source, target, down)
+    # The tables locked up front, as the platform's plan does: without it a step that locks
+    # shared.tasks in two modes loses every deadlock to a PATCH that read the row first.
+    body = table_locks.lock_statement(body) + body
     return body, scripts.non_transactional_between("", source, target)
 
 
@@ -515,6 +519,9 @@ def main() -> None:
     print(f"creating database {args.db} ...", file=sys.stderr)
     create_database(args.db)
     env = bench_env(args.db, "control_plane.settings")
+    # Limits on, with quotas the client never reaches: its writes every 40 ms would pass a
+    # token's share of a plan's writes, and a 429 says nothing about the evolution.
+    env["RATE_LIMIT_PLANS"] = json.dumps(UNREACHABLE_PLANS)
     env.update(REDIS_URL=args.redis_url, CACHE_KEY_PREFIX="tfbenchev")
     worker = server = None
     try:

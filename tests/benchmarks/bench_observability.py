@@ -87,17 +87,13 @@ from tests.benchmarks.bench_taskflow_api import (
 )
 from tests.benchmarks.observability_instructions import instructions
 from tests.benchmarks.observability_instructions import report as report_instructions
+from tests.benchmarks.quotas import UNREACHABLE_PLANS
 from tests.processes import GunicornServer, cpu_by_pid
 
 PATH = "/api/v1/tasks?limit=50"
 METRICS_TOKEN = "bench-metrics-" + secrets.token_urlsafe(16)
 TARGET_RATIO = 1.05
 
-# Quotas no run reaches: with limits on, every request is checked and charged, none refused.
-UNREACHABLE_PLANS = {
-    plan: dict.fromkeys(("reads", "writes", "imports", "exports"), 10**9)
-    for plan in ("free", "standard", "enterprise")
-}
 MODES = {
     "on": {
         "RATE_LIMIT_PLANS": json.dumps(UNREACHABLE_PLANS),

@@ -46,14 +46,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tests.benchmarks.quotas import UNREACHABLE_PLANS
+
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "/api/v1/tasks?limit=50"
 MODES = ("on", "off")
-# Quotas no run reaches: every request checked and charged, none refused.
-UNREACHABLE_PLANS = {
-    plan: dict.fromkeys(("reads", "writes", "imports", "exports"), 10**9)
-    for plan in ("free", "standard", "enterprise")
-}
 WARM_REQUESTS = 30
 
 
