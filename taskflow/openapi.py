@@ -448,7 +448,8 @@ PROBLEM_DESCRIPTIONS = {
     429: "A rate limit is spent (the tenant's or the token's for this class of request, or "
     "failed authentications from this address): retry after `Retry-After` seconds; `limit` "
     "names it.",
-    503: "Not available right now (the tenant is being provisioned or moved); retry after "
+    503: "Not available right now (the tenant is being provisioned or moved, or the request's "
+    "transaction lost a lock conflict with a concurrent change and wrote nothing); retry after "
     "`Retry-After` seconds.",
 }
 

@@ -42,6 +42,11 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Advisory locks in the two-int form, first key naming the lock's purpose; the tenant id second.
 WRITE_LOCK_SPACE = 7_410_001
 LOCK_NOT_AVAILABLE = "55P03"
+# PostgreSQL rolled the transaction back to break a cycle of lock waits (a deadlock: a request
+# that read a table and then writes it, against a migration or another writer taking the same
+# tables in another order), or to keep serializable transactions apart. Nothing of it was written,
+# and the same request sent again normally succeeds: a transient conflict, not a server fault.
+TRANSACTION_ROLLED_BACK = frozenset({"40P01", "40001"})
 _WRITE_LOCKED = "write_locked_in"
 # A pooled connection idle longer than this is pinged at checkout (see _refuse_dead).
 PING_AFTER_IDLE_SECONDS = 30.0
@@ -62,6 +67,13 @@ WRITE_LOCK = sa.text(
 class TenantBusy(Problem):
     status = 503
     title = "Tenant busy"
+
+
+class ConcurrentChange(Problem):
+    """The database broke a lock conflict by rolling this request's transaction back."""
+
+    status = 503
+    title = "Concurrent change"
 
 
 @dataclass(frozen=True)
@@ -258,9 +270,16 @@ def tenant_session(binding: TenantBinding) -> Iterator[Session]:
         session.commit()
     except sa.exc.OperationalError as exc:
         session.rollback()
-        if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+        state = getattr(exc.orig, "sqlstate", None)
+        if state == LOCK_NOT_AVAILABLE:
             raise TenantBusy(
                 "The tenant's data is being moved; retry shortly.", retry_after=2
+            ) from exc
+        if state in TRANSACTION_ROLLED_BACK:
+            raise ConcurrentChange(
+                "The request met a concurrent change of the same data (another write or a schema"
+                " migration) and nothing of it was written; send it again.",
+                retry_after=1,
             ) from exc
         raise
     except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -13,8 +14,9 @@ import psycopg
 import pytest
 from django.test import Client
 
-from tenants.binding import TenantBinding, engine, tenant_reads
+from tenants.binding import WRITE_LOCK_SPACE, TenantBinding, engine, tenant_reads
 from tests.round_trips import statement_heads, wire_exchanges
+from tests.superuser import superuser_connection
 from tests.taskflow.conftest import Api, TenantFixture, new_key
 
 PROBLEM = "application/problem+json"
@@ -361,6 +363,60 @@ def test_if_match_race_losers_always_get_412(tenant_a: TenantFixture) -> None:
                 assert body["title"] == "Precondition failed"
                 assert body["current"]["version"] == 2
                 assert body["current"]["title"] == winner["title"]
+
+
+def test_a_write_that_loses_a_deadlock_is_a_503_to_send_again_and_writes_nothing(
+    tenant_a: TenantFixture,
+) -> None:
+    """A cycle of lock waits: another transaction holds SHARE on tasks, so the PATCH, holding
+    the tenant's write lock (shared), waits to write; then the other asks for that write lock
+    exclusively. PostgreSQL breaks the cycle by rolling one side back; the PATCH waited first,
+    so its deadlock check runs first and it is the one rolled back: a transient conflict the
+    client may send again, not a 500. (A lock upgrade on tasks itself would be caught on the
+    other side at once, by PostgreSQL's check when a request joins a queue.)"""
+    from django.conf import settings
+    from django.db import connection
+
+    api = tenant_a.api()
+    task = make_task(api, make_project(api)["id"], title="before")
+    path = f"/api/v1/tasks/{task['id']}"
+    schema = "shared" if tenant_a.tenant.isolation == "rls" else tenant_a.tenant.schema_name
+    answers: list[Any] = []
+
+    def patch() -> None:
+        answers.append(tenant_a.api().patch(path, {"title": "during", "version": 1}))
+        connection.close()
+
+    with superuser_connection(settings.DATABASES["default"]["NAME"]) as other:
+        other.execute("BEGIN")
+        other.execute(f'LOCK TABLE "{schema}".tasks IN SHARE MODE')
+        writer = threading.Thread(target=patch)
+        writer.start()
+        for _ in range(200):  # until the PATCH's write waits for the SHARE lock
+            waiting = other.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
+                (f'"{schema}".tasks',),
+            ).fetchone()
+            if waiting and waiting[0]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the PATCH never waited for the lock")
+        # Returns once PostgreSQL has rolled the PATCH back (deadlock_timeout, 1 s by default).
+        other.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_SPACE, tenant_a.tenant.pk)
+        )
+        other.execute("ROLLBACK")
+        writer.join(30)
+    [answer] = answers
+    body = assert_problem(answer, 503)
+    assert body["title"] == "Concurrent change"
+    assert answer["Retry-After"] == "1"
+    unchanged = api.get(path).json()
+    assert (unchanged["title"], unchanged["version"]) == ("before", 1)
+    again = api.patch(path, {"title": "during", "version": 1})
+    assert again.status_code == 200, again.content
+    assert again.json()["version"] == 2
 
 
 # --- Soft delete --------------------------------------------------------------------------------
