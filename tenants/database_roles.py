@@ -51,7 +51,14 @@ def _owner_pool() -> ConnectionPool:
 
 
 def _reset(conn: psycopg.Connection) -> None:
+    """Each user gets the connection as the pool made it: the transaction characteristics a
+    user set (psycopg keeps them on the connection) do not reach the next. A REPEATABLE READ
+    left by one user made a spare refill (tenants.spares) count from a snapshot taken before
+    it waited for the refill lock, and a spare taken concurrently fail to serialise."""
     conn.autocommit = False
+    conn.isolation_level = None
+    conn.read_only = None
+    conn.deferrable = None
 
 
 @contextmanager

@@ -16,11 +16,13 @@ import functools
 import json
 import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import redis
 from django.conf import settings
-from psycopg import sql
+from psycopg import IsolationLevel, sql
 from psycopg.types.json import Jsonb
 
 from tenants.cloning import (
@@ -110,13 +112,13 @@ def refill_spares(count: int | None = None) -> int:
     """Drop spares of an old template revision and clone until `count` current ones wait.
 
     Serialised: refills run from every onboarding and from beat, and two that counted the ready
-    spares at once both cloned the shortfall. Each runs in one transaction holding an advisory
-    transaction lock (safe behind PgBouncer), so the next one counts what the last committed.
+    spares at once both cloned the shortfall. Each runs in one READ COMMITTED transaction
+    holding an advisory transaction lock (safe behind PgBouncer), so the next one counts what
+    the last committed.
     """
     wanted = settings.SPARE_SCHEMAS if count is None else count
     made = 0
-    with owner_connection() as conn, conn.transaction():
-        _lock_spares(conn)
+    with _serialised() as conn:
         current = conn.execute(sql.SQL("SELECT " + _current_fingerprint_sql(conn))).fetchone()
         assert current is not None
         _drop(conn, sql.SQL("fingerprint IS DISTINCT FROM %s"), (current[0],))
@@ -140,9 +142,21 @@ def refill_spares(count: int | None = None) -> int:
 
 def drop_spares() -> int:
     """Drop every spare (their schemas and their rows), serialised with refills."""
-    with owner_connection() as conn, conn.transaction():
-        _lock_spares(conn)
+    with _serialised() as conn:
         return _drop(conn, sql.SQL("true"), ())
+
+
+@contextmanager
+def _serialised() -> Iterator[psycopg.Connection]:
+    """An owner transaction holding the refill lock until it ends, at READ COMMITTED whatever
+    the connection or the server's default says: each statement after the lock must see what
+    the lock's last holder committed. At REPEATABLE READ the lock statement itself takes the
+    snapshot, before the wait, and a refill queued behind another cloned its spares again."""
+    with owner_connection() as conn:
+        conn.isolation_level = IsolationLevel.READ_COMMITTED  # in the BEGIN: no round trip
+        with conn.transaction():
+            _lock_spares(conn)
+            yield conn
 
 
 def _lock_spares(conn: psycopg.Connection) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 
 import pytest
 from django.db import connection
+from psycopg import IsolationLevel
 
 from tenants.database_roles import app_role_name, owner_role_name
 
@@ -85,3 +87,34 @@ def test_owner_connections_are_kept_when_recycling_is_off(settings) -> None:
     settings.OWNER_POOL_RECYCLE_USES = 0
     seen = connections_used(9)
     assert not any(conn.closed for conn in seen)  # type: ignore[attr-defined]
+
+
+def test_an_owner_connection_comes_back_from_the_pool_without_its_last_users_isolation(
+    settings,
+) -> None:
+    """psycopg keeps the isolation level (read-only, deferrable) on the connection: one user's
+    REPEATABLE READ reached the next, and a spare refill waiting for its lock counted from a
+    snapshot older than the last refill's commit (tests/tenants/test_spares.py)."""
+    from tenants.database_roles import owner_connection
+
+    settings.OWNER_POOL_RECYCLE_USES = 0  # the same connection comes back, not a new one
+    with owner_connection() as used:
+        used.isolation_level = IsolationLevel.REPEATABLE_READ
+        used.read_only = True
+        used.deferrable = True
+        used.execute("SELECT 1")
+    # Holding every connection the pool may have, this one is among them (reset, or closed).
+    with ExitStack() as stack:
+        for _ in range(settings.OWNER_POOL_SIZE):
+            conn = stack.enter_context(owner_connection())
+            if conn is used:
+                break
+        else:
+            pytest.fail("the connection did not come back to the pool")
+        characteristics = conn.execute(
+            "SELECT current_setting('transaction_isolation'),"
+            " current_setting('transaction_read_only')"
+        ).fetchone()
+        conn.rollback()
+    assert (conn.isolation_level, conn.read_only, conn.deferrable) == (None, None, None)
+    assert characteristics == ("read committed", "off")

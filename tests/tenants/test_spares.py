@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
+import psycopg
 import pytest
+from psycopg import IsolationLevel
 
 from tenants.database_roles import app_role_name, owner_connection
 from tenants.models import SpareSchema
-from tenants.spares import drop_spares, refill_spares, take_spare
+from tenants.spares import SPARES_LOCK_SPACE, drop_spares, refill_spares, take_spare
 from tests.conftest import nobody_else_consumes
 from tests.factories import schema_exists
 from tests.round_trips import round_trips
@@ -139,6 +143,59 @@ def test_concurrent_refills_make_exactly_the_spares_wanted(targets) -> None:
         assert sorted(made) == [0, 0, 0, 3]
         assert SpareSchema.objects.count() == 3
         assert schemas == (3,)
+    finally:
+        drop_spares()
+
+
+def refills_waiting_for_the_lock() -> int:
+    with owner_connection(autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+            " AND objid = 0 AND objsubid = 2 AND NOT granted",
+            (SPARES_LOCK_SPACE,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_refill_queued_behind_another_counts_its_spares_on_a_repeatable_read_connection(
+    targets, monkeypatch
+) -> None:
+    """The refill counts after it has the lock, so it must see what the lock's last holder
+    committed, whatever isolation level its connection came with (a pooled one that an earlier
+    user left at REPEATABLE READ, a server default): at REPEATABLE READ the lock statement
+    took the snapshot before the wait, and the second of two queued refills cloned again."""
+    from tenants import spares
+
+    @contextmanager
+    def repeatable_read(**kwargs: bool) -> Iterator[psycopg.Connection]:
+        with owner_connection(**kwargs) as conn:
+            conn.isolation_level = IsolationLevel.REPEATABLE_READ
+            yield conn
+
+    made: list[int] = []
+    threads = [threading.Thread(target=lambda: made.append(refill_spares(3))) for _ in range(2)]
+    with nobody_else_consumes("default"):
+        drop_spares()
+        monkeypatch.setattr(spares, "owner_connection", repeatable_read)
+        try:
+            # Both refills queue behind this holder, each with its statement for the lock sent
+            # (their snapshot taken) before the first of them commits.
+            with owner_connection() as holder, holder.transaction():
+                holder.execute("SELECT pg_advisory_xact_lock(%s, 0)", (SPARES_LOCK_SPACE,))
+                for thread in threads:
+                    thread.start()
+                deadline = time.monotonic() + 20
+                while refills_waiting_for_the_lock() < 2:
+                    assert time.monotonic() < deadline, "the refills did not wait for the lock"
+                    time.sleep(0.01)
+            for thread in threads:
+                thread.join()
+        finally:
+            monkeypatch.undo()
+    try:
+        assert sorted(made) == [0, 3]
+        assert SpareSchema.objects.count() == 3
     finally:
         drop_spares()
 
