@@ -29,7 +29,9 @@ time, of a schema tenant and of an rls tenant, as an old client (API version 202
 both report p50/p99 against an idle window measured in the same run, and their errors (any 5xx
 or 4xx). The writer (old code) stops before the contracts, which drop the column it writes; the
 API serves `due_at` from the switch on (old clients by transformation), so its client runs
-through both contracts. The contract starts past the gate (the API's processes served
+through both contracts. Before every measured round the shared schema's tables are vacuumed
+and a checkpoint taken (`settle`), so a round never pays for the rewrite the one before it left.
+The contract starts past the gate (the API's processes served
 `due_date` before the switch, within the report TTL), confirmed. Prints schemas/s and rows/s;
 targets: the evolution >= 0.5x the bare loop's rate in each phase, 0 errors. Makes and drops its
 own database (`--db`).
@@ -226,6 +228,27 @@ def backfill_step(batch_rows: int) -> Callable[[Any, tuple[str, int]], int]:
             last, written = int(row[0]), written + int(row[1])
 
     return step
+
+
+def settle(owner_url: str) -> None:
+    """VACUUM (ANALYZE) the shared schema's tables, then CHECKPOINT, before a measured round.
+
+    What went before a round (an undo or an emptying rewrites up to every shared row) leaves
+    dead rows that autovacuum would clean during whatever runs next, and dirty pages the next
+    checkpoint writes: the round measured second (the evolution's, after the undo) paid for the
+    round measured first. Settled, both start from the same state."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    superuser = make_conninfo(owner_url, user=os.environ.get("PGSUPERUSER", "postgres"))
+    with psycopg.connect(superuser, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables"
+            " WHERE schemaname = 'shared'"
+        ).fetchall()
+        for (table,) in tables:
+            conn.execute(f"VACUUM (ANALYZE) {table}".encode())
+        conn.execute("CHECKPOINT")
 
 
 def empty_due_at(owner_url: str, schemas: list[str]) -> None:
@@ -569,6 +592,7 @@ def main() -> None:
         results: dict[str, dict[str, Any]] = {}
 
         def measure(name: str, fn: Callable[[], tuple[float, int]]) -> tuple[float, int]:
+            settle(owner_url)
             writer.mark = client.mark = name
             out = fn()
             writer.mark = client.mark = "between"
