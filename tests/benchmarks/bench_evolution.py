@@ -405,6 +405,7 @@ class ApiClient(threading.Thread):
         self.mark = "idle"
         self.samples: dict[str, list[float]] = {}
         self.errors: dict[str, list[str]] = {}
+        self.reconnects = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -433,8 +434,18 @@ class ApiClient(threading.Thread):
             mark = self.mark
             started = time.perf_counter()
             try:
-                conns[index].request(method, path, body=body, headers=headers)
-                response = conns[index].getresponse()
+                try:
+                    conns[index].request(method, path, body=body, headers=headers)
+                    response = conns[index].getresponse()
+                except http.client.RemoteDisconnected:
+                    # The server closed this keep-alive connection while it was idle (longer
+                    # than gunicorn's keep-alive, when a request on the other connection waited
+                    # behind the bench's own undo): the request was never read, and any HTTP
+                    # client sends it again on a new connection, as here, once.
+                    self.reconnects += 1
+                    conns[index] = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                    conns[index].request(method, path, body=body, headers=headers)
+                    response = conns[index].getresponse()
                 payload = response.read()
                 elapsed = time.perf_counter() - started
                 if response.status >= 400:
@@ -802,6 +813,9 @@ def report_http(client: ApiClient, load: float) -> str:
     all_errors = [e for errs in client.errors.values() for e in errs]
     if all_errors:
         lines.append(f"first error: {all_errors[0]}")
+    lines.append(
+        f"requests sent again on a new connection after an idle keep-alive close: {client.reconnects}"
+    )
     return "\n".join(lines)
 
 
