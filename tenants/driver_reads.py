@@ -9,6 +9,13 @@ rendering of that text is cached apart (a miss costs a substitution, never a com
 many schema-mode tenants there are), and every execution is psycopg's own cursor.execute of
 the rendered text, rows as named tuples (attribute access and iteration, as a SQLAlchemy Row).
 
+Rows come in PostgreSQL's binary format when every column the statement selects is of a type
+whose binary form psycopg loads as it loads the text form (integers, strings, times, dates,
+booleans): a timestamptz is then eight bytes to convert instead of text to parse, the largest
+part of loading a list page's rows. A statement selecting anything else (an enum, a type of an
+extension, an expression SQLAlchemy cannot type) reads text, as psycopg loads an unknown type's
+text as a string but its binary form as bytes.
+
 Only what needs no SQLAlchemy processing takes this path: no expanding (IN) or post-compile
 parameters, no bind or result processor of the dialect for any parameter or column.
 Everything else, and every connection whose engine has event listeners (a test or the
@@ -34,6 +41,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import pq
 from psycopg.rows import namedtuple_row
+from sqlalchemy.dialects.postgresql import CITEXT
 
 # Statements are cached per process (taskflow.pagination builds each shape once); this bounds
 # their compiled forms per schema as well.
@@ -45,6 +53,8 @@ EXECUTION_EVENTS = (
     "before_cursor_execute",
     "after_cursor_execute",
 )
+# Column types whose built-in PostgreSQL types psycopg loads alike from binary and text.
+BINARY_TYPES = (sa.Integer, sa.String, sa.DateTime, sa.Date, sa.Boolean)
 # The pool record's info key of a connection's prelude: (SQL, parameters), for the driver.
 PRELUDE = "prelude_each_read"
 
@@ -58,6 +68,7 @@ class DriverStatement:
     sql: str
     fixed: Mapping[str, Any]
     preparer: Any
+    binary: bool = False  # rows in the binary format (BINARY_TYPES)
 
 
 def read_rows(
@@ -77,7 +88,7 @@ def read_rows(
     driver: psycopg.Connection[Any] = record.driver_connection  # type: ignore[assignment]
     prelude = record.info.get(PRELUDE)
     try:
-        with driver.cursor(row_factory=namedtuple_row) as cursor:
+        with driver.cursor(row_factory=namedtuple_row, binary=compiled.binary) as cursor:
             if prelude is None:
                 cursor.execute(sql, {**compiled.fixed, **params})
             else:
@@ -167,7 +178,15 @@ def driver_statement(
     if any(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns):
         return None
     fixed = {name: b.effective_value for b, name in binds.items() if not b.required}
-    return DriverStatement(compiled.string, fixed, compiled.preparer)
+    binary = all(_binary_as_text(c.type) for c in columns)
+    return DriverStatement(compiled.string, fixed, compiled.preparer, binary)
+
+
+def _binary_as_text(kind: sa.types.TypeEngine[Any]) -> bool:
+    """Whether a column of `kind` reads the same in the binary format as in text: a built-in
+    type psycopg has both loaders for (an Enum or a CITEXT is a String to SQLAlchemy, yet not a
+    type psycopg knows)."""
+    return isinstance(kind, BINARY_TYPES) and not isinstance(kind, sa.Enum | CITEXT)
 
 
 @functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)

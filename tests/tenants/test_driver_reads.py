@@ -67,6 +67,50 @@ def test_a_statement_is_compiled_once_whatever_the_schema_and_rendered_per_schem
         assert PLACEHOLDER_SCHEMA not in sql.replace("pg_namespace", "")
 
 
+def test_rows_of_built_in_types_come_in_binary_and_read_as_sqlalchemy_reads_them() -> None:
+    """Binary rows (a timestamptz is eight bytes, not text to parse): the same values as the
+    text rows SQLAlchemy reads, for each type that takes the binary format."""
+    at = sa.cast(sa.literal_column("'2026-12-08 01:02:03.456789+00'"), sa.DateTime(timezone=True))
+    statement = sa.select(
+        NAMESPACES.c.oid,
+        NAMESPACES.c.nspname,
+        sa.cast(sa.literal_column("7"), sa.SmallInteger).label("small"),
+        at.label("at"),
+        sa.cast(at, sa.Date).label("day"),
+        (NAMESPACES.c.oid > 0).label("positive"),
+        sa.cast(sa.literal_column("'text'"), sa.Text).label("long"),
+    ).where(NAMESPACES.c.nspname == sa.bindparam("name"))
+    compiled = driver_statement(statement, (PLACEHOLDER_SCHEMA,), engine().dialect)
+    assert compiled is not None
+    assert compiled.binary
+    with tenant_reads(CATALOG) as connection:
+        expected = connection.execute(statement, {"name": "public"}).all()
+        rows = read_rows(connection, statement, {"name": "public"})
+    assert [tuple(r) for r in rows] == [tuple(r) for r in expected]
+    assert [type(v) for v in rows[0]] == [type(v) for v in expected[0]]
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        sa.cast(sa.literal_column("'a'"), sa.Enum("a", name="letter", native_enum=False)).label(
+            "letter"
+        ),
+        sa.func.current_setting("app.tenant_id").label("untyped"),
+    ],
+    ids=["enum", "untyped"],
+)
+def test_a_column_psycopg_may_not_know_in_binary_is_read_as_text(column: Any) -> None:
+    """An enum or an expression of no known type is text on the wire (psycopg reads an unknown
+    type's binary form as bytes, its text as a string), or not read here at all."""
+    statement = sa.select(NAMESPACES.c.nspname, column)
+    compiled = driver_statement(statement, (PLACEHOLDER_SCHEMA,), engine().dialect)
+    assert compiled is None or not compiled.binary
+    with tenant_reads(CATALOG) as connection:
+        [row] = read_rows(connection, statement.where(NAMESPACES.c.nspname == "public"), {})
+    assert isinstance(row[1], str)
+
+
 def test_an_expanding_parameter_goes_through_sqlalchemy() -> None:
     statement = sa.select(NAMESPACES.c.nspname).where(
         NAMESPACES.c.nspname.in_(sa.bindparam("names", expanding=True))
