@@ -40,7 +40,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 from psycopg import pq
-from psycopg.rows import namedtuple_row
+from psycopg.rows import RowMaker, namedtuple_row
 from sqlalchemy.dialects.postgresql import CITEXT
 
 # Statements are cached per process (taskflow.pagination builds each shape once); this bounds
@@ -88,7 +88,7 @@ def read_rows(
     driver: psycopg.Connection[Any] = record.driver_connection  # type: ignore[assignment]
     prelude = record.info.get(PRELUDE)
     try:
-        with driver.cursor(row_factory=namedtuple_row, binary=compiled.binary) as cursor:
+        with driver.cursor(row_factory=named_rows, binary=compiled.binary) as cursor:
             if prelude is None:
                 cursor.execute(sql, {**compiled.fixed, **params})
             else:
@@ -100,6 +100,17 @@ def read_rows(
         if driver.closed or driver.broken:
             connection.invalidate()  # SQLAlchemy did not see the error: drop it from the pool
         raise
+
+
+def named_rows(cursor: psycopg.Cursor[Any]) -> RowMaker[Any]:
+    """psycopg's namedtuple_row, each row made by the tuple type's own constructor (C) instead
+    of the namedtuple's `_make` (a Python frame per row, which checks a width the result's
+    columns already fix)."""
+    maker = namedtuple_row(cursor)
+    row_type = getattr(maker, "__self__", None)  # `_make` is bound to the namedtuple class
+    if not isinstance(row_type, type):
+        return maker  # no result
+    return functools.partial(tuple.__new__, row_type)
 
 
 def prelude_each_read(connection: sa.Connection, sql: str, params: tuple[Any, ...]) -> None:

@@ -42,6 +42,7 @@ def test_rows_are_what_sqlalchemy_reads_with_names_as_attributes() -> None:
     assert [tuple(r) for r in rows] == [tuple(r) for r in expected]
     assert len(rows) == 1
     assert (rows[0].nspname, rows[0].tag) == ("pg_catalog", "fixed")
+    assert rows[0]._fields == ("nspname", "oid", "tag")  # a namedtuple, as psycopg makes them
 
 
 def test_a_statement_is_compiled_once_whatever_the_schema_and_rendered_per_schema() -> None:
