@@ -161,7 +161,14 @@ def end_prelude(connection: sa.Connection, *, commit: bool) -> None:
 
 
 def _watched(connection: sa.Connection) -> bool:
-    """Whether a listener of the connection's or its engine's execution events stands now."""
+    """Whether a listener of the connection's or its engine's execution events stands now.
+
+    SQLAlchemy marks a connection and an engine (or their class) once any listener of their
+    events is added, and dispatches none while neither is marked: then none stands, which is
+    known without asking the dispatcher for each event (each ask joins the connection's listeners
+    with the engine's in new objects)."""
+    if not (connection._has_events or connection.engine._has_events):
+        return False
     dispatch = connection.dispatch
     return any(bool(getattr(dispatch, event)) for event in EXECUTION_EVENTS)
 

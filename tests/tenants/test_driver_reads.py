@@ -139,6 +139,26 @@ def test_a_statement_listener_sees_every_read() -> None:
     assert [s for s in seen if "pg_namespace" in s], seen
 
 
+@pytest.mark.parametrize("where", ["connection", "engine class"])
+def test_a_listener_on_one_connection_or_on_every_engine_sees_the_read(where: str) -> None:
+    """A read asks the dispatcher only once SQLAlchemy marked the connection or its engine as
+    having listeners: a listener on one connection, or on the Engine class, is so marked."""
+    seen: list[str] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    with tenant_reads(CATALOG) as connection:
+        target: Any = connection if where == "connection" else sa.engine.Engine
+        sa.event.listen(target, "before_cursor_execute", capture)
+        try:
+            rows = read_rows(connection, by_name(), {"name": "public"})
+        finally:
+            sa.event.remove(target, "before_cursor_execute", capture)
+    assert [r.nspname for r in rows] == ["public"]
+    assert [s for s in seen if "pg_namespace" in s], seen
+
+
 def test_a_connection_the_server_dropped_during_a_read_leaves_the_pool() -> None:
     """SQLAlchemy never saw the driver's error, so the read itself invalidates the connection."""
     engine().dispose()
