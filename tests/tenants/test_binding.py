@@ -284,3 +284,24 @@ def test_a_read_the_server_refuses_leaves_the_connection_unbound_and_usable() ->
     assert isinstance(driver, psycopg.Connection)
     assert driver.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
     assert driver.autocommit is False
+
+
+def test_whether_a_database_is_citus_is_asked_once_and_again_after_forget() -> None:
+    """is_citus: one query per database (and per forget()), and the connection's host, port and
+    database (three calls into libpq) read once per connection."""
+    from tenants import citus
+
+    with tenant_reads(BINDING) as connection:
+        driver = connection.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        forget_citus()
+        with round_trips(driver) as asked:
+            assert citus.is_citus(driver) is False
+            assert citus.is_citus(driver) is False
+        info = driver.info
+        assert citus._keys[driver] == f"{info.host}:{info.port}/{info.dbname}"
+        forget_citus()
+        with round_trips(driver) as asked_again:
+            citus.is_citus(driver)
+    assert statement_heads(asked) == ["SELECT count"], asked
+    assert statement_heads(asked_again) == ["SELECT count"], asked_again
