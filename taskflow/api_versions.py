@@ -299,10 +299,20 @@ class RowShape:
     conversions: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
 
     def item(self, row: Sequence[Any]) -> Item:
-        item = dict(zip(self.names, row, strict=True))
+        return self.items([row])[0]
+
+    def items(self, rows: Sequence[Sequence[Any]]) -> list[Item]:
+        """A page's rows as items. The rows are one statement's, all as wide: that is checked
+        once for the page, not by a strict zip per row (its keyword costs more than the row's
+        dict)."""
+        names = self.names
+        if rows and len(rows[0]) != len(names):
+            raise ValueError(f"rows of {len(rows[0])} columns, not the {len(names)} of {names}")
+        items = [dict(zip(names, row)) for row in rows]  # noqa: B905 (checked above)
         for name, convert in self.conversions:
-            item[name] = convert(item[name])
-        return item
+            for item in items:
+                item[name] = convert(item[name])
+        return items
 
 
 @lru_cache(maxsize=256)

@@ -143,6 +143,12 @@ def parse_limit(value: str | None) -> int:
 # --- Cursors ------------------------------------------------------------------------------------
 
 
+# json.dumps with options makes an encoder on every call; these are made once. The same text:
+# json.dumps(value, **options) is JSONEncoder(**options).encode(value).
+_CURSOR_JSON = json.JSONEncoder(separators=(",", ":"))
+_FINGERPRINT_JSON = json.JSONEncoder(default=str)
+
+
 def _cursor_key() -> bytes:
     return _derived_key(settings.SECRET_KEY)
 
@@ -151,6 +157,12 @@ def _cursor_key() -> bytes:
 def _derived_key(secret: str) -> bytes:
     """The cursor-signing key: derived from the secret key, so it rotates with it."""
     return hmac.new(secret.encode(), b"taskflow/keyset-cursor/v1", hashlib.sha256).digest()
+
+
+def _signature(payload: bytes) -> bytes:
+    """A cursor's signature: its payload's HMAC-SHA256, cut to 16 bytes (hmac.digest: OpenSSL's
+    one call, the bytes hmac.new(...).digest() gives without its Python object)."""
+    return hmac.digest(_cursor_key(), payload, "sha256")[:16]
 
 
 def _b64(data: bytes) -> str:
@@ -178,7 +190,7 @@ class CursorScope:
 
 
 def encode_cursor(cursor: Cursor, scope: CursorScope) -> str:
-    payload = json.dumps(
+    payload = _CURSOR_JSON.encode(
         {
             "v": list(cursor.values),
             "b": cursor.backwards,
@@ -186,10 +198,9 @@ def encode_cursor(cursor: Cursor, scope: CursorScope) -> str:
             "s": scope.sort,
             "f": scope.filters,
             "r": scope.resource,
-        },
-        separators=(",", ":"),
+        }
     ).encode()
-    signature = hmac.new(_cursor_key(), payload, hashlib.sha256).digest()[:16]
+    signature = _signature(payload)
     return f"{_b64(payload)}.{_b64(signature)}"
 
 
@@ -204,7 +215,7 @@ def decode_cursor(token: str, scope: CursorScope, sort: Sort | None = None) -> C
         payload, signature = _unb64(payload_text), _unb64(signature_text)
     except (ValueError, TypeError) as exc:
         raise InvalidCursor("The cursor is malformed.") from exc
-    expected = hmac.new(_cursor_key(), payload, hashlib.sha256).digest()[:16]
+    expected = _signature(payload)
     if not hmac.compare_digest(signature, expected):
         raise InvalidCursor("The cursor's signature does not match.")
     data = json.loads(payload)
@@ -230,8 +241,8 @@ def decode_cursor(token: str, scope: CursorScope, sort: Sort | None = None) -> C
 
 
 def filters_fingerprint(filters: dict[str, Any]) -> str:
-    canonical = json.dumps(
-        {k: v for k, v in sorted(filters.items()) if v not in (None, "", [])}, default=str
+    canonical = _FINGERPRINT_JSON.encode(
+        {k: v for k, v in sorted(filters.items()) if v not in (None, "", [])}
     )
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

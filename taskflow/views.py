@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -75,11 +74,12 @@ class TaskflowView(DeclaredQuery, APIView):
             include_deleted=params.get("include_deleted") in {"1", "true"},
         )
 
-    def page_response(self, page: Page[Any], render: Callable[[Any], dict[str, Any]]) -> Response:
+    def page_response(self, page: Page[Any], results: list[dict[str, Any]]) -> Response:
+        """The page's response: `results` its items as built from `page.items`, and its links."""
         links = self._links_to() if page.next_cursor or page.previous_cursor else ""
         return Response(
             {
-                "results": [render(row) for row in page.items],
+                "results": results,
                 "next": None if page.next_cursor is None else links + page.next_cursor,
                 "previous": None if page.previous_cursor is None else links + page.previous_cursor,
             }
@@ -90,8 +90,10 @@ class TaskflowView(DeclaredQuery, APIView):
         once in the shape of the request's version (taskflow.versioning.row_shape)."""
         shape = versioning.row_shape(self.request, fields)
         if shape is None:
-            return self.page_response(page, lambda row: dict(zip(fields, row, strict=True)))
-        return versioning.mark_shaped(self.page_response(page, shape.item))
+            return self.page_response(
+                page, [dict(zip(fields, row, strict=True)) for row in page.items]
+            )
+        return versioning.mark_shaped(self.page_response(page, shape.items(page.items)))
 
     def _links_to(self) -> str:
         """A page link up to its cursor: this request's URL, its other parameters kept, and
@@ -374,7 +376,7 @@ class TaskHistoryList(TaskflowView):
             page = selectors.task_history(
                 session=session, tenant_id=self.tenant_id, task_id=task_id, query=self.list_query()
             )
-            return self.page_response(page, history_repr)
+            return self.page_response(page, [history_repr(row) for row in page.items])
 
 
 @extend_schema_view(

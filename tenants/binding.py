@@ -8,7 +8,8 @@ a Citus coordinator, which passes only SET commands on to its workers: tenants.l
 so a pooled connection never carries one tenant's identity into another's request (safe behind
 PgBouncer in transaction mode). A list page's read (tenant_reads) is its own implicit
 transaction: the settings and the query in one pipeline, one round trip.
-This module must never issue a session-level SET.
+This module must never issue a session-level SET (the one session setting, the time zone UTC
+every connection shares, is a startup option: connect_args).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ _WRITE_LOCKED = "write_locked_in"
 PING_AFTER_IDLE_SECONDS = 30.0
 # The pool record's info key holding the tenant schemas a connection has served.
 _SCHEMAS_SERVED = "schemas_served"
+# The session's time zone, set when each connection starts (connect_args).
+SESSION_OPTIONS = "-c TimeZone=UTC"
 # set_config(..., true) is SET LOCAL on one server; on Citus see _bind_transaction.
 BIND_TRANSACTION = (
     "SELECT set_config('app.tenant_id', %s, true), set_config('app.actor_id', %s, true),"
@@ -134,16 +137,35 @@ def sqlalchemy_url(url: str) -> str:
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg://", url)
 
 
+def connect_args(url: str) -> dict[str, Any]:
+    """The driver's connection arguments for the engine at `url`.
+
+    Every connection starts its session in UTC (a startup option, no round trip; PgBouncer
+    1.20+ passes a tracked parameter such as TimeZone on, and an older one that ignores
+    `options` leaves the server's default). UTC is the zone the API writes its times in; under
+    any other name (a server whose default is `Etc/UTC`) psycopg gives each timestamptz a
+    ZoneInfo, which costs a conversion where it loads the value and a call back into Python
+    where orjson writes it: a list page's times cost more than its query's other columns.
+    Options the URL names already are kept, the time zone after them."""
+    given = sa.engine.make_url(url).query.get("options")
+    given = given[-1] if isinstance(given, tuple) else given
+    args: dict[str, Any] = {"options": f"{given} {SESSION_OPTIONS}" if given else SESSION_OPTIONS}
+    if settings.DATABASE_BEHIND_PGBOUNCER:
+        # Server-side prepared statements do not survive PgBouncer's transaction pooling.
+        args["prepare_threshold"] = None
+    return args
+
+
 @functools.cache
 def engine() -> sa.Engine:
     """The process's engine for tenant data, as the app role."""
+    url = sqlalchemy_url(settings.DATABASE_URL)
     created = sa.create_engine(
-        sqlalchemy_url(settings.DATABASE_URL),
+        url,
         pool_size=settings.TASKFLOW_POOL_SIZE,
         max_overflow=settings.TASKFLOW_POOL_OVERFLOW,
         pool_recycle=1800,
-        # Server-side prepared statements do not survive PgBouncer's transaction pooling.
-        connect_args={"prepare_threshold": None} if settings.DATABASE_BEHIND_PGBOUNCER else {},
+        connect_args=connect_args(url),
     )
     event.listen(created, "checkin", _note_idle)
     event.listen(created, "checkout", _refuse_dead)

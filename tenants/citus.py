@@ -10,17 +10,24 @@ Importable anywhere: no Django.
 from __future__ import annotations
 
 import threading
+import weakref
+from typing import Any
 
 import psycopg
 
 _known: dict[str, bool] = {}
 _lock = threading.Lock()
+# Each connection's key, made once: its host, port and database are three calls into libpq.
+_keys: weakref.WeakKeyDictionary[psycopg.Connection[Any], str] = weakref.WeakKeyDictionary()
 
 
 def is_citus(conn: psycopg.Connection) -> bool:
     """True when the connection's database has the citus extension (so it is a coordinator)."""
-    key = f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}"
     with _lock:
+        key = _keys.get(conn)
+        if key is None:
+            info = conn.info
+            key = _keys[conn] = f"{info.host}:{info.port}/{info.dbname}"
         known = _known.get(key)
     if known is not None:
         return known

@@ -9,6 +9,13 @@ rendering of that text is cached apart (a miss costs a substitution, never a com
 many schema-mode tenants there are), and every execution is psycopg's own cursor.execute of
 the rendered text, rows as named tuples (attribute access and iteration, as a SQLAlchemy Row).
 
+Rows come in PostgreSQL's binary format when every column the statement selects is of a type
+whose binary form psycopg loads as it loads the text form (integers, strings, times, dates,
+booleans): a timestamptz is then eight bytes to convert instead of text to parse, the largest
+part of loading a list page's rows. A statement selecting anything else (an enum, a type of an
+extension, an expression SQLAlchemy cannot type) reads text, as psycopg loads an unknown type's
+text as a string but its binary form as bytes.
+
 Only what needs no SQLAlchemy processing takes this path: no expanding (IN) or post-compile
 parameters, no bind or result processor of the dialect for any parameter or column.
 Everything else, and every connection whose engine has event listeners (a test or the
@@ -33,7 +40,8 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 from psycopg import pq
-from psycopg.rows import namedtuple_row
+from psycopg.rows import RowMaker, namedtuple_row
+from sqlalchemy.dialects.postgresql import CITEXT
 
 # Statements are cached per process (taskflow.pagination builds each shape once); this bounds
 # their compiled forms per schema as well.
@@ -45,6 +53,8 @@ EXECUTION_EVENTS = (
     "before_cursor_execute",
     "after_cursor_execute",
 )
+# Column types whose built-in PostgreSQL types psycopg loads alike from binary and text.
+BINARY_TYPES = (sa.Integer, sa.String, sa.DateTime, sa.Date, sa.Boolean)
 # The pool record's info key of a connection's prelude: (SQL, parameters), for the driver.
 PRELUDE = "prelude_each_read"
 
@@ -58,6 +68,7 @@ class DriverStatement:
     sql: str
     fixed: Mapping[str, Any]
     preparer: Any
+    binary: bool = False  # rows in the binary format (BINARY_TYPES)
 
 
 def read_rows(
@@ -77,7 +88,7 @@ def read_rows(
     driver: psycopg.Connection[Any] = record.driver_connection  # type: ignore[assignment]
     prelude = record.info.get(PRELUDE)
     try:
-        with driver.cursor(row_factory=namedtuple_row) as cursor:
+        with driver.cursor(row_factory=named_rows, binary=compiled.binary) as cursor:
             if prelude is None:
                 cursor.execute(sql, {**compiled.fixed, **params})
             else:
@@ -89,6 +100,17 @@ def read_rows(
         if driver.closed or driver.broken:
             connection.invalidate()  # SQLAlchemy did not see the error: drop it from the pool
         raise
+
+
+def named_rows(cursor: psycopg.Cursor[Any]) -> RowMaker[Any]:
+    """psycopg's namedtuple_row, each row made by the tuple type's own constructor (C) instead
+    of the namedtuple's `_make` (a Python frame per row, which checks a width the result's
+    columns already fix)."""
+    maker = namedtuple_row(cursor)
+    row_type = getattr(maker, "__self__", None)  # `_make` is bound to the namedtuple class
+    if not isinstance(row_type, type):
+        return maker  # no result
+    return functools.partial(tuple.__new__, row_type)
 
 
 def prelude_each_read(connection: sa.Connection, sql: str, params: tuple[Any, ...]) -> None:
@@ -139,7 +161,14 @@ def end_prelude(connection: sa.Connection, *, commit: bool) -> None:
 
 
 def _watched(connection: sa.Connection) -> bool:
-    """Whether a listener of the connection's or its engine's execution events stands now."""
+    """Whether a listener of the connection's or its engine's execution events stands now.
+
+    SQLAlchemy marks a connection and an engine (or their class) once any listener of their
+    events is added, and dispatches none while neither is marked: then none stands, which is
+    known without asking the dispatcher for each event (each ask joins the connection's listeners
+    with the engine's in new objects)."""
+    if not (connection._has_events or connection.engine._has_events):
+        return False
     dispatch = connection.dispatch
     return any(bool(getattr(dispatch, event)) for event in EXECUTION_EVENTS)
 
@@ -167,7 +196,15 @@ def driver_statement(
     if any(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns):
         return None
     fixed = {name: b.effective_value for b, name in binds.items() if not b.required}
-    return DriverStatement(compiled.string, fixed, compiled.preparer)
+    binary = all(_binary_as_text(c.type) for c in columns)
+    return DriverStatement(compiled.string, fixed, compiled.preparer, binary)
+
+
+def _binary_as_text(kind: sa.types.TypeEngine[Any]) -> bool:
+    """Whether a column of `kind` reads the same in the binary format as in text: a built-in
+    type psycopg has both loaders for (an Enum or a CITEXT is a String to SQLAlchemy, yet not a
+    type psycopg knows)."""
+    return isinstance(kind, BINARY_TYPES) and not isinstance(kind, sa.Enum | CITEXT)
 
 
 @functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)

@@ -144,6 +144,29 @@ def test_a_row_is_built_in_an_older_versions_shape_as_its_downgraded_item() -> N
     assert api_versions.row_shape((), "task", ("id", "c")) == api_versions.RowShape(("id", "c"))
 
 
+def test_a_page_of_rows_is_built_as_each_row_alone_and_a_row_of_another_width_is_refused() -> None:
+    from datetime import UTC, datetime
+
+    from taskflow.representations import TASK_FIELDS
+
+    changes = api_versions.CATALOG.changes_after(api_versions.CATALOG.pinned(DUE_DATE_VERSION))
+    shape = api_versions.row_shape(changes, "task", TASK_FIELDS)
+    assert shape is not None
+    rows = [
+        tuple(
+            datetime(2030, 1, day, tzinfo=UTC) if name == "due_at" else day for name in TASK_FIELDS
+        )
+        for day in (1, 2, 3)
+    ]
+    assert shape.items(rows) == [shape.item(row) for row in rows]
+    assert [item["due_date"].day for item in shape.items(rows)] == [1, 2, 3]
+    assert shape.items([]) == []
+    with pytest.raises(ValueError, match="columns"):
+        shape.items([rows[0][:-1]])
+    with pytest.raises(ValueError, match="columns"):
+        shape.item((*rows[0], "one more"))
+
+
 def test_a_change_that_downgrades_items_otherwise_leaves_rows_to_the_edge() -> None:
     custom = Change(
         description="custom",

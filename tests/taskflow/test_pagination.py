@@ -432,3 +432,38 @@ def test_the_sort_grammar_is_the_one_described(value: str) -> None:
     else:
         accepted = True
     assert accepted == described
+
+
+def test_a_cursor_and_a_fingerprint_are_the_bytes_they_were() -> None:
+    """Cursors a client holds stay valid: the payload is json.dumps's compact text and the
+    signature HMAC-SHA256 of it cut to 16 bytes, however they are computed."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    from taskflow.pagination import (
+        Cursor,
+        CursorScope,
+        _cursor_key,
+        decode_cursor,
+        encode_cursor,
+        filters_fingerprint,
+    )
+
+    scope = CursorScope(7, "-priority,title,id", filters_fingerprint({"q": "é"}), "tasks")
+    values = (3, "Prüfung — 完了", "2026-12-08T00:00:00+00:00", 42)
+    token = encode_cursor(Cursor(values, True), scope)
+    payload = json.dumps(
+        {"v": list(values), "b": True, "t": 7, "s": scope.sort, "f": scope.filters, "r": "tasks"},
+        separators=(",", ":"),
+    ).encode()
+    signature = hmac.new(_cursor_key(), payload, hashlib.sha256).digest()[:16]
+    encoded = [
+        base64.urlsafe_b64encode(part).rstrip(b"=").decode() for part in (payload, signature)
+    ]
+    assert token == ".".join(encoded)
+    assert decode_cursor(token, scope) == Cursor(values, True)
+    canonical = json.dumps({"q": "é", "when": date(2026, 1, 2)}, default=str)
+    expected = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert filters_fingerprint({"when": date(2026, 1, 2), "q": "é", "none": None}) == expected

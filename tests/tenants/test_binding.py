@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC
 
 import psycopg
 import pytest
@@ -14,7 +15,9 @@ from django.test import RequestFactory
 from sqlalchemy.orm import Session
 
 from tenants.binding import (
+    SESSION_OPTIONS,
     TenantBinding,
+    connect_args,
     engine,
     request_id_of,
     tenant_of,
@@ -150,6 +153,35 @@ def test_a_read_without_a_session_sends_the_binding_with_its_query() -> None:
         )
 
 
+NOW = sa.select(sa.func.now().label("now"))
+
+
+def test_every_connection_runs_in_utc_and_reads_times_as_utc_datetimes() -> None:
+    """Times come back in the standard library's UTC, whatever name the server's own default
+    gives that zone: not a ZoneInfo, which costs a conversion per value loaded and a call into
+    Python per value orjson writes (connect_args)."""
+    engine().dispose()
+    with tenant_reads(BINDING) as connection:
+        [row] = read_rows(connection, NOW, {})  # the driver's path
+        through_sqlalchemy = connection.execute(NOW).scalar_one()
+        zone: str = connection.execute(sa.text("SHOW TimeZone")).scalar_one()
+    assert zone == "UTC"
+    assert row.now.tzinfo is UTC
+    assert through_sqlalchemy.tzinfo is UTC
+    with tenant_session(BINDING) as session:
+        assert session.execute(NOW).scalar_one().tzinfo is UTC
+
+
+def test_options_a_database_url_names_are_kept_beside_the_time_zone(settings) -> None:
+    settings.DATABASE_BEHIND_PGBOUNCER = False
+    plain = "postgresql+psycopg://app@db/taskflow"
+    assert connect_args(plain) == {"options": SESSION_OPTIONS}
+    given = connect_args(plain + "?options=-c%20statement_timeout%3D5s")
+    assert given == {"options": f"-c statement_timeout=5s {SESSION_OPTIONS}"}
+    settings.DATABASE_BEHIND_PGBOUNCER = True
+    assert connect_args(plain) == {"options": SESSION_OPTIONS, "prepare_threshold": None}
+
+
 def test_every_transaction_carries_the_binding() -> None:
     with tenant_session(BINDING) as session:
         first = binding_seen(session)
@@ -252,3 +284,24 @@ def test_a_read_the_server_refuses_leaves_the_connection_unbound_and_usable() ->
     assert isinstance(driver, psycopg.Connection)
     assert driver.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
     assert driver.autocommit is False
+
+
+def test_whether_a_database_is_citus_is_asked_once_and_again_after_forget() -> None:
+    """is_citus: one query per database (and per forget()), and the connection's host, port and
+    database (three calls into libpq) read once per connection."""
+    from tenants import citus
+
+    with tenant_reads(BINDING) as connection:
+        driver = connection.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        forget_citus()
+        with round_trips(driver) as asked:
+            assert citus.is_citus(driver) is False
+            assert citus.is_citus(driver) is False
+        info = driver.info
+        assert citus._keys[driver] == f"{info.host}:{info.port}/{info.dbname}"
+        forget_citus()
+        with round_trips(driver) as asked_again:
+            citus.is_citus(driver)
+    assert statement_heads(asked) == ["SELECT count"], asked
+    assert statement_heads(asked_again) == ["SELECT count"], asked_again

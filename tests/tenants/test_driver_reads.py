@@ -42,6 +42,7 @@ def test_rows_are_what_sqlalchemy_reads_with_names_as_attributes() -> None:
     assert [tuple(r) for r in rows] == [tuple(r) for r in expected]
     assert len(rows) == 1
     assert (rows[0].nspname, rows[0].tag) == ("pg_catalog", "fixed")
+    assert rows[0]._fields == ("nspname", "oid", "tag")  # a namedtuple, as psycopg makes them
 
 
 def test_a_statement_is_compiled_once_whatever_the_schema_and_rendered_per_schema() -> None:
@@ -67,6 +68,50 @@ def test_a_statement_is_compiled_once_whatever_the_schema_and_rendered_per_schem
         assert PLACEHOLDER_SCHEMA not in sql.replace("pg_namespace", "")
 
 
+def test_rows_of_built_in_types_come_in_binary_and_read_as_sqlalchemy_reads_them() -> None:
+    """Binary rows (a timestamptz is eight bytes, not text to parse): the same values as the
+    text rows SQLAlchemy reads, for each type that takes the binary format."""
+    at = sa.cast(sa.literal_column("'2026-12-08 01:02:03.456789+00'"), sa.DateTime(timezone=True))
+    statement = sa.select(
+        NAMESPACES.c.oid,
+        NAMESPACES.c.nspname,
+        sa.cast(sa.literal_column("7"), sa.SmallInteger).label("small"),
+        at.label("at"),
+        sa.cast(at, sa.Date).label("day"),
+        (NAMESPACES.c.oid > 0).label("positive"),
+        sa.cast(sa.literal_column("'text'"), sa.Text).label("long"),
+    ).where(NAMESPACES.c.nspname == sa.bindparam("name"))
+    compiled = driver_statement(statement, (PLACEHOLDER_SCHEMA,), engine().dialect)
+    assert compiled is not None
+    assert compiled.binary
+    with tenant_reads(CATALOG) as connection:
+        expected = connection.execute(statement, {"name": "public"}).all()
+        rows = read_rows(connection, statement, {"name": "public"})
+    assert [tuple(r) for r in rows] == [tuple(r) for r in expected]
+    assert [type(v) for v in rows[0]] == [type(v) for v in expected[0]]
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        sa.cast(sa.literal_column("'a'"), sa.Enum("a", name="letter", native_enum=False)).label(
+            "letter"
+        ),
+        sa.func.current_setting("app.tenant_id").label("untyped"),
+    ],
+    ids=["enum", "untyped"],
+)
+def test_a_column_psycopg_may_not_know_in_binary_is_read_as_text(column: Any) -> None:
+    """An enum or an expression of no known type is text on the wire (psycopg reads an unknown
+    type's binary form as bytes, its text as a string), or not read here at all."""
+    statement = sa.select(NAMESPACES.c.nspname, column)
+    compiled = driver_statement(statement, (PLACEHOLDER_SCHEMA,), engine().dialect)
+    assert compiled is None or not compiled.binary
+    with tenant_reads(CATALOG) as connection:
+        [row] = read_rows(connection, statement.where(NAMESPACES.c.nspname == "public"), {})
+    assert isinstance(row[1], str)
+
+
 def test_an_expanding_parameter_goes_through_sqlalchemy() -> None:
     statement = sa.select(NAMESPACES.c.nspname).where(
         NAMESPACES.c.nspname.in_(sa.bindparam("names", expanding=True))
@@ -90,6 +135,26 @@ def test_a_statement_listener_sees_every_read() -> None:
             rows = read_rows(connection, by_name(), {"name": "public"})
     finally:
         sa.event.remove(engine(), "before_cursor_execute", capture)
+    assert [r.nspname for r in rows] == ["public"]
+    assert [s for s in seen if "pg_namespace" in s], seen
+
+
+@pytest.mark.parametrize("where", ["connection", "engine class"])
+def test_a_listener_on_one_connection_or_on_every_engine_sees_the_read(where: str) -> None:
+    """A read asks the dispatcher only once SQLAlchemy marked the connection or its engine as
+    having listeners: a listener on one connection, or on the Engine class, is so marked."""
+    seen: list[str] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    with tenant_reads(CATALOG) as connection:
+        target: Any = connection if where == "connection" else sa.engine.Engine
+        sa.event.listen(target, "before_cursor_execute", capture)
+        try:
+            rows = read_rows(connection, by_name(), {"name": "public"})
+        finally:
+            sa.event.remove(target, "before_cursor_execute", capture)
     assert [r.nspname for r in rows] == ["public"]
     assert [s for s in seen if "pg_namespace" in s], seen
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
+import pytest
 from django.utils.translation import gettext_lazy
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.renderers import JSONRenderer
@@ -33,6 +34,20 @@ def test_renders_what_drf_renders() -> None:
     drf = JSONRenderer().render(PAYLOAD)
     assert json.loads(ours) == json.loads(drf)
     assert b'"at_utc":"2026-11-22T04:30:01.123456Z"' in ours  # UTC as DRF writes it
+
+
+def test_keys_that_are_not_strings_are_written_as_drf_writes_them() -> None:
+    payload = {"counts": {1: "one", 2.5: "half", False: "no", None: "none"}, "list": [{7: 7}]}
+    ours = FastJSONRenderer().render(payload)
+    assert json.loads(ours) == json.loads(JSONRenderer().render(payload))
+    assert b'"1":"one"' in ours
+
+
+def test_a_type_neither_encoder_knows_is_refused_as_before() -> None:
+    with pytest.raises(TypeError):
+        FastJSONRenderer().render({"x": object()})
+    with pytest.raises(TypeError):
+        FastJSONRenderer().render({1: object()})
 
 
 def test_no_body_for_none() -> None:
