@@ -517,13 +517,19 @@ class SchemaMigrator:
         outcome.error = ""
 
     def _begin(self, schema: str) -> sql.Composed:
-        """BEGIN, the timeouts and search_path (transaction-local), the schema's lock."""
+        """BEGIN, the timeouts and search_path (transaction-local), the schema's lock.
+
+        One statement for the settings and the lock: a SELECT list is evaluated in order, and
+        lock_timeout is read when a lock wait starts, so the lock waits at most lock_timeout
+        (statement_timeout, armed when a statement starts, bounds the statements after it).
+        Reading the schema's state stays a statement of its own, after this one: its snapshot
+        must be taken once the lock is held, never before the wait."""
         return sql.SQL(
             "BEGIN;"
             "SELECT set_config('lock_timeout', {lock}, true),"
             " set_config('statement_timeout', {stmt}, true),"
-            " set_config('search_path', {path}, true);"
-            "SELECT pg_advisory_xact_lock({ns}, hashtext({schema}));"
+            " set_config('search_path', {path}, true),"
+            " pg_advisory_xact_lock({ns}, hashtext({schema}));"
         ).format(
             lock=sql.Literal(self.target.lock_timeout),
             stmt=sql.Literal(self.target.statement_timeout),

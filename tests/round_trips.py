@@ -60,6 +60,22 @@ def round_trips(conn: psycopg.Connection) -> Iterator[list[str]]:
 
 
 @contextmanager
+def statements_completed(conn: psycopg.Connection) -> Iterator[list[str]]:
+    """The command tags of the statements `conn` had the server complete inside the block (one
+    per statement, BEGIN and COMMIT included, however many went in one round trip); filled at
+    exit. A statement's cost on the server comes with it whether or not it has a round trip
+    of its own."""
+    tags: list[str] = []
+    with _wire_messages(conn) as messages:
+        yield tags
+    tags.extend(
+        rest.strip().strip('"')
+        for direction, message, rest in messages
+        if direction == "B" and message == "CommandComplete"
+    )
+
+
+@contextmanager
 def wire_exchanges(conn: psycopg.Connection) -> Iterator[list[list[str]]]:
     """What `conn` sends inside the block, as the statements of each exchange (filled at exit):
     an exchange is what the client sends until it asks for the answers (a simple Query, a

@@ -123,6 +123,9 @@ def _run_lane(run_id: int, batch: int, *, force: bool) -> int:
                     recorder.written()
                     steps, claimed = [Step(*row) for row in rows], True
                     continue
+                if claims.retire(run_id, batch, recorder.rows):
+                    recorder.written()  # another lane is still going: its end advances the run
+                    break
             if not orchestrator.advance(run_id, lane=batch, first=recorder.flush):
                 break
             steps = [Step(*row) for row in _unfinished(run_id, batch)]

@@ -3,13 +3,15 @@ the careful way (orchestrator.advance) has to decide."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
-from control_plane.fanout.claims import claim_next
+from control_plane.fanout.claims import claim_next, retire
 from control_plane.fanout.models import MigrationRun, RunStatus, Stage, StepStatus, TenantMigration
 from tenants.models import Tenant
 from tests.migrations_sqla.support import TEST_REVISION
@@ -115,3 +117,84 @@ def test_claim_next_writes_nothing_when_advance_must_decide(lane, case) -> None:
     assert [stored[s.pk] for s in steps] == [StepStatus.RUNNING] * 2 + [StepStatus.PENDING] * 3
     assert set(run.steps.filter(tenant__isnull=False).values_list("batch", flat=True)) == {1, None}
     assert Tenant.objects.get(pk=tenants[0].pk).revisions == tenants[0].revisions
+
+
+def lane_two_takes(steps: list[TenantMigration], status: str = StepStatus.RUNNING) -> None:
+    """The three waiting tenants are lane 2's, in `status`."""
+    TenantMigration.objects.filter(pk__in=[s.pk for s in steps[2:]]).update(batch=2, status=status)
+
+
+def test_a_lane_retires_with_its_outcomes_while_another_lane_has_tenants(lane) -> None:
+    run, steps, tenants = lane
+    lane_two_takes(steps)
+    connection.ensure_connection()
+    with round_trips(connection.connection) as sent:
+        assert retire(run.pk, 1, outcomes(steps[:2])) is True
+    assert len(sent) == 1, sent
+    stored = dict(run.steps.values_list("pk", "status"))
+    assert [stored[s.pk] for s in steps] == [StepStatus.SUCCEEDED] * 2 + [StepStatus.RUNNING] * 3
+    assert Tenant.objects.get(pk=tenants[0].pk).revisions == AFTER
+
+
+@pytest.mark.parametrize(
+    "case", ["last lane", "tenants wait", "own tenant unfinished", "canary stage", "run paused"]
+)
+def test_a_lane_does_not_retire_when_advance_must_decide(lane, case) -> None:
+    """The last lane (its advance settles the run), tenants left to dispatch, a tenant of its
+    own not among its outcomes, a stage or status advance changes: nothing is written."""
+    run, steps, tenants = lane
+    lane_two_takes(steps, StepStatus.SUCCEEDED if case == "last lane" else StepStatus.RUNNING)
+    mine = outcomes(steps[:2])
+    if case == "tenants wait":
+        TenantMigration.objects.filter(pk=steps[4].pk).update(batch=None, status=StepStatus.PENDING)
+    elif case == "own tenant unfinished":
+        mine = mine[:1]
+    elif case == "canary stage":
+        MigrationRun.objects.filter(pk=run.pk).update(stage=Stage.CANARY)
+    elif case == "run paused":
+        MigrationRun.objects.filter(pk=run.pk).update(status=RunStatus.PAUSED)
+
+    assert retire(run.pk, 1, mine) is False
+
+    stored = dict(run.steps.values_list("pk", "status"))
+    assert [stored[s.pk] for s in steps[:2]] == [StepStatus.RUNNING] * 2
+    assert Tenant.objects.get(pk=tenants[0].pk).revisions == tenants[0].revisions
+
+
+def test_a_lane_decides_to_retire_on_what_was_committed_before_it_got_the_run_lock(lane) -> None:
+    """Two lanes ending together: lane 2 holds the run row and finishes while lane 1 waits for
+    it. Lane 1 must see lane 2 finished (and not retire: it is the last, its advance settles the
+    run); deciding on a snapshot taken before the wait, both would retire."""
+    run, steps, _tenants = lane
+    lane_two_takes(steps)
+    holder = connections.create_connection("default")
+    holder.set_autocommit(False)
+    decided: dict[str, bool] = {}
+
+    def lane_one() -> None:
+        try:
+            decided["retired"] = retire(run.pk, 1, outcomes(steps[:2]))
+        finally:
+            connection.close()
+
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {MigrationRun._meta.db_table} WHERE id = %s FOR UPDATE", [run.pk]
+            )
+        waiting = threading.Thread(target=lane_one)
+        waiting.start()
+        time.sleep(0.5)  # lane 1 waits for the run row
+        assert waiting.is_alive()
+        with holder.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {TenantMigration._meta.db_table} SET status = %s WHERE id = ANY(%s)",
+                [StepStatus.SUCCEEDED, [s.pk for s in steps[2:]]],
+            )
+        holder.commit()
+        waiting.join(timeout=30)
+    finally:
+        holder.close()
+    assert decided == {"retired": False}
+    stored = dict(run.steps.values_list("pk", "status"))
+    assert [stored[s.pk] for s in steps[:2]] == [StepStatus.RUNNING] * 2

@@ -33,7 +33,7 @@ from tests.migrations_sqla.support import (
     make_script_dir,
     schema_state,
 )
-from tests.round_trips import round_trips
+from tests.round_trips import round_trips, statements_completed
 
 pytestmark = pytest.mark.usefixtures("committed")
 
@@ -61,6 +61,45 @@ def test_recorded_revisions_migrate_a_schema_in_one_round_trip(
     assert outcome.before == tenant.revisions
     assert outcome.after == {"django": tenant.revisions["django"], "alembic": TEST_REVISION}
     assert schema_state([tenant.schema_name])[tenant.schema_name] == (TEST_REVISION, True)
+
+
+def test_the_optimistic_transaction_costs_four_statements_beside_the_plan(
+    tenants_at_base, script_location
+) -> None:
+    """BEGIN, the settings with the schema's lock, the revision read under the lock, the guard,
+    COMMIT: each statement is parsed, planned and run per schema, so their number is a figure."""
+    (tenant,) = tenants_at_base(1)
+    plan = scripts.plan(script_location, BASE_REVISION, TEST_REVISION)
+    with owner_engine().connect() as conn:
+        migrator = SchemaMigrator(conn, target_for(tenant, script_location))
+        with statements_completed(migrator.raw) as tags:
+            outcome = migrator.migrate(tenant.schema_name, recorded=tenant.revisions)
+    assert outcome.result == Result.MIGRATED, outcome.error
+    planned = len(scripts.split_statements(plan.sql))
+    assert len(tags) == planned + 5, tags
+    assert (tags[:3], tags[-2:]) == (["BEGIN", "SELECT 1", "SELECT 1"], ["SELECT 1", "COMMIT"])
+
+
+def test_the_optimistic_guard_refuses_django_migrations_the_records_do_not_show(
+    tenants_at_base, script_location
+) -> None:
+    """The records say the schema has the template's Django migrations; it has one more. The
+    optimistic transaction must not commit (nor report the target): the careful path reads the
+    schema and refuses it, and nothing is migrated."""
+    (tenant,) = tenants_at_base(1)
+    with owner_connection() as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.django_migrations (app, name, applied)"
+                " VALUES ('fanout_test', '0001_out_of_band', now())"
+            ).format(sql.Identifier(tenant.schema_name))
+        )
+    with owner_engine().connect() as conn:
+        migrator = SchemaMigrator(conn, target_for(tenant, script_location))
+        outcome = migrator.migrate(tenant.schema_name, recorded=tenant.revisions)
+    assert outcome.result == Result.FAILED, outcome
+    assert outcome.after == {}
+    assert schema_state([tenant.schema_name])[tenant.schema_name] == (BASE_REVISION, False)
 
 
 def test_records_that_are_wrong_fall_back_to_the_careful_path(
