@@ -19,7 +19,12 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.request import Request
 
 from control_plane.identity.models import ApiToken, Membership
-from control_plane.identity.principals import CachedPrincipal, read_principal, remember_principal
+from control_plane.identity.principals import (
+    CachedPrincipal,
+    mark_used,
+    read_principal,
+    remember_principal,
+)
 from control_plane.identity.tokens import digests_match, parse_prefix, token_digest
 from control_plane.observability.metrics import count_principal_lookup
 from control_plane.ratelimits import auth_failures
@@ -75,6 +80,11 @@ def authenticate_token(
         if cached.principal.tenant_id != tenant_id or not cached.usable(now):
             auth_failures.record_failure(request)
             raise exceptions.AuthenticationFailed(INVALID)
+        if cached.unused:  # primed by onboarding: this is the token's first use
+            ApiToken.objects.filter(pk=cached.principal.token_id, last_used_at=None).update(
+                last_used_at=now
+            )
+            mark_used(digest, cached, now, epoch)
         return TokenUser(cached.principal.user_id), cached.principal
     auth_failures.refuse_if_blocked(request)
     try:

@@ -24,7 +24,7 @@ reads as empty (control_plane.http.redis_cache) and every token is checked in th
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,14 +49,18 @@ class CachedPrincipal:
 
     principal: Principal
     expires_at: datetime | None
+    # Primed by onboarding (prime_principal) and not used since: the request that reads it
+    # writes the token's first last_used_at (authentication), which no miss did.
+    unused: bool = False
 
     def usable(self, now: datetime) -> bool:
         return self.expires_at is None or self.expires_at > now
 
 
 def _key(digest: str, epoch: int) -> str:
-    # ":2:", the entry's shape (stamp first): the release before cached six fields.
-    return f"principal:2:{epoch}:{digest}"
+    # ":3:", the entry's shape (stamp first, `unused` last): ":2:" had no `unused`, the
+    # release before it six fields.
+    return f"principal:3:{epoch}:{digest}"
 
 
 def _forgotten(digest: str) -> str:
@@ -97,11 +101,11 @@ def principal_from(entry: Any, tombstone: Any) -> CachedPrincipal | None:
     None when it is absent or not current."""
     if not isinstance(entry, tuple) or not tombstones.is_current(entry[0], tombstone):
         return None
-    _, user_id, tenant_id, role, token_id, is_staff, expires_at = entry
+    _, user_id, tenant_id, role, token_id, is_staff, expires_at, unused = entry
     principal = Principal(
         user_id=user_id, tenant_id=tenant_id, role=Role(role), token_id=token_id, is_staff=is_staff
     )
-    return CachedPrincipal(principal, expires_at)
+    return CachedPrincipal(principal, expires_at, unused)
 
 
 def keys_to_read_ahead(request: HttpRequest) -> list[str]:
@@ -130,9 +134,45 @@ def remember_principal(
     cacheable, stamp = tombstones.fill_stamp(seen)
     if not cacheable:
         return
+    cache.set(_key(digest, epoch), _value(stamp, entry), int(ttl.total_seconds()))
+
+
+def _value(stamp: Any, entry: CachedPrincipal) -> tuple[Any, ...]:
     p = entry.principal
-    value = (stamp, p.user_id, p.tenant_id, p.role.value, p.token_id, p.is_staff, entry.expires_at)
-    cache.set(_key(digest, epoch), value, int(ttl.total_seconds()))
+    return (
+        stamp,
+        p.user_id,
+        p.tenant_id,
+        p.role.value,
+        p.token_id,
+        p.is_staff,
+        entry.expires_at,
+        entry.unused,
+    )
+
+
+def _ttl_seconds(entry: CachedPrincipal, now: datetime) -> int:
+    ttl = ENTRY_TTL if entry.expires_at is None else min(ENTRY_TTL, entry.expires_at - now)
+    return int(ttl.total_seconds())
+
+
+def prime_principal(digest: str, entry: CachedPrincipal, now: datetime, epoch: int) -> None:
+    """Cache a token that was just committed (onboarding's owner token, under the epoch read in
+    the statement that created it), marked unused: its first request then runs no auth query.
+
+    Added, never overwritten, and unstamped, like tenants.resolution.remember_host: read only
+    while no tombstone stands, so any forget of the token, earlier or later, wins."""
+    ttl = _ttl_seconds(entry, now)
+    if ttl >= 1:
+        cache.add(_key(digest, epoch), _value(None, replace(entry, unused=True)), ttl)
+
+
+def mark_used(digest: str, entry: CachedPrincipal, now: datetime, epoch: int) -> None:
+    """Cache `entry`, read unused and now used (its last_used_at written), as used: later hits
+    write nothing. Unstamped, as prime_principal wrote it: a tombstone still wins."""
+    ttl = _ttl_seconds(entry, now)
+    if ttl >= 1:
+        cache.set(_key(digest, epoch), _value(None, replace(entry, unused=False)), ttl)
 
 
 def forget_principals(digests: Iterable[str]) -> None:

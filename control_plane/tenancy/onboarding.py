@@ -30,6 +30,7 @@ from control_plane.celery import (
     broker_unreachable_errors,
     refuse_while_broker_down,
 )
+from control_plane.identity.principals import CachedPrincipal, prime_principal
 from control_plane.identity.tokens import (
     TokenSecret,
     digests_match,
@@ -40,10 +41,16 @@ from control_plane.identity.tokens import (
 from control_plane.tenancy import onboarding_finished
 from control_plane.tenancy.lifecycle import LifecycleConflict
 from control_plane.tenancy.models import Onboarding, OnboardingStatus
-from control_plane.tenancy.onboarding_rows import activate, count_attempt, record_request
+from control_plane.tenancy.onboarding_rows import (
+    Activated,
+    activate,
+    count_attempt,
+    record_request,
+)
 from control_plane.worker import recovery
 from taskflow import api_versions
 from tenants.hosts import is_valid_hostname, normalise_host, routable, routing_host
+from tenants.identity import Principal, Role
 from tenants.models import Domain, Isolation, Tenant, TenantStatus, schema_name_for
 from tenants.outages import is_connection_failure
 from tenants.problems import Problem
@@ -406,17 +413,36 @@ def provision_onboarding(onboarding_id: int, *, will_retry: bool = False) -> Onb
     started = time.perf_counter()
     try:
         revisions = provision_storage(tenant)
-        epoch = activate(onboarding, revisions, started)
+        activated = activate(onboarding, revisions, started)
     except Exception as exc:
         if not (will_retry and is_connection_failure(exc)):
             _mark_failed(onboarding, exc)
             onboarding_finished.announce(onboarding.pk, OnboardingStatus.FAILED)
         raise
-    remember_host(onboarding.domain, tenant, epoch)  # the owner's first request finds it cached
+    # The owner's first request finds its host and its token cached: no query before its answer.
+    remember_host(onboarding.domain, tenant, activated.epoch)
+    _prime_owner_token(onboarding, activated)
     onboarding_finished.announce(onboarding.pk, OnboardingStatus.SUCCEEDED)
     if tenant.isolation == Isolation.SCHEMA and settings.SPARE_SCHEMAS and refill_wanted():
         celery_app.send_task(REFILL_SPARES_TASK)
     return onboarding
+
+
+def _prime_owner_token(onboarding: Onboarding, activated: Activated) -> None:
+    """Cache what authentication would decide for the owner's token on the new host (the
+    owner's role there, from the rows just committed); an inactive owner is left to the
+    database, which refuses it."""
+    if not activated.owner_active:
+        return
+    principal = Principal(
+        user_id=activated.owner_id,
+        tenant_id=onboarding.tenant_id,
+        role=Role.OWNER,
+        token_id=activated.token_id,
+        is_staff=False,
+    )
+    entry = CachedPrincipal(principal, activated.token_expires_at)
+    prime_principal(onboarding.token_digest, entry, timezone.now(), activated.epoch)
 
 
 def _mark_failed(onboarding: Onboarding, exc: Exception) -> None:

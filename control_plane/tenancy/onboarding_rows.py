@@ -12,6 +12,8 @@ are new, so no cache can hold them yet (a host is only cached once its domain ex
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -107,7 +109,18 @@ def _new_row(obj: models.Model, **expressions: str) -> tuple[str, str, list[Any]
     return ", ".join(columns), ", ".join(items), params
 
 
-def activate(onboarding: Onboarding, revisions: dict[str, str], started: float) -> int:
+@dataclass(frozen=True)
+class Activated:
+    """What activation's statement saw and made, for caching the new tenant's first request."""
+
+    epoch: int  # the cache epoch (activating a new tenant leaves it alone)
+    owner_id: int
+    owner_active: bool
+    token_id: int  # the owner's token
+    token_expires_at: datetime | None
+
+
+def activate(onboarding: Onboarding, revisions: dict[str, str], started: float) -> Activated:
     """Write the identity rows and mark the tenant active and the onboarding succeeded.
 
     One statement: the primary domain (without DomainMixin.save, which would demote other
@@ -117,8 +130,9 @@ def activate(onboarding: Onboarding, revisions: dict[str, str], started: float) 
     tenant's status and revisions, and the onboarding's status and provisioning time (from
     `started`, a perf_counter reading). A conflict (the domain taken meanwhile) raises
     IntegrityError and leaves none of it. The in-memory `onboarding` and its tenant are
-    updated to match. Returns the cache epoch the statement saw: activating a new tenant leaves
-    it alone (tenants migration 0007), so the new host may be cached under it at once.
+    updated to match. Returns the cache epoch the statement saw (activating a new tenant leaves
+    it alone, tenants migration 0007, so the new host may be cached under it at once) and the
+    owner and token it wrote, so the owner's token may be cached too.
     """
     tenant = onboarding.tenant
     user_model = get_user_model()
@@ -127,31 +141,33 @@ def activate(onboarding: Onboarding, revisions: dict[str, str], started: float) 
     domain = _new_row(Domain(domain=onboarding.domain, tenant=tenant, is_primary=True))
     user = _new_row(user_model(username=email.lower(), email=email))
     membership = _new_row(Membership(tenant=tenant, role=Role.OWNER), user_id=owner)
-    token = _new_row(
-        ApiToken(
-            tenant=tenant,
-            name="owner (onboarding)",
-            prefix=onboarding.token_prefix,
-            digest=onboarding.token_digest,
-        ),
-        user_id=owner,
+    owner_token = ApiToken(
+        tenant=tenant,
+        name="owner (onboarding)",
+        prefix=onboarding.token_prefix,
+        digest=onboarding.token_digest,
     )
+    token = _new_row(owner_token, user_id=owner)
     now = timezone.now()
     revisions_field = Tenant._meta.get_field("revisions")
     assert isinstance(revisions_field, models.JSONField)
     user_table, username = _table(user_model), _col(user_model, "username")
+    owner_active = _col(user_model, "is_active")
     provisioning_ms = _col(Onboarding, "provisioning_ms")
     sql = (
         f"WITH new_domain AS (INSERT INTO {_table(Domain)} ({domain[0]}) VALUES ({domain[1]})),"  # noqa: S608 - quoted model names
-        f" found_owner AS (SELECT id FROM {user_table}"
+        f" found_owner AS (SELECT id, {owner_active} AS active FROM {user_table}"
         f" WHERE upper({_col(user_model, 'email')}::text) = upper(%s) ORDER BY id LIMIT 1),"
         f" created_owner AS (INSERT INTO {user_table} ({user[0]}) SELECT {user[1]}"
         f" WHERE NOT EXISTS (SELECT FROM found_owner)"
-        f" ON CONFLICT ({username}) DO UPDATE SET {username} = EXCLUDED.{username} RETURNING id),"
-        f" owner_id AS (SELECT id FROM found_owner UNION ALL SELECT id FROM created_owner),"
+        f" ON CONFLICT ({username}) DO UPDATE SET {username} = EXCLUDED.{username}"
+        f" RETURNING id, {owner_active} AS active),"
+        f" owner_id AS (SELECT id, active FROM found_owner"
+        f" UNION ALL SELECT id, active FROM created_owner),"
         f" new_membership AS (INSERT INTO {_table(Membership)} ({membership[0]})"
         f" VALUES ({membership[1]})),"
-        f" new_token AS (INSERT INTO {_table(ApiToken)} ({token[0]}) VALUES ({token[1]})),"
+        f" new_token AS (INSERT INTO {_table(ApiToken)} ({token[0]}) VALUES ({token[1]})"
+        f" RETURNING {_pk(ApiToken)} AS id),"
         f" activated AS (UPDATE {_table(Tenant)} SET {_col(Tenant, 'status')} = %s,"
         f" {_col(Tenant, 'status_reason')} = '', {_col(Tenant, 'revisions')} = %s,"
         f" {_col(Tenant, 'updated_at')} = %s WHERE {_pk(Tenant)} = %s)"
@@ -160,7 +176,8 @@ def activate(onboarding: Onboarding, revisions: dict[str, str], started: float) 
         f" {provisioning_ms} = round((%s + 1000 * extract(epoch FROM"
         f" clock_timestamp() - statement_timestamp()))::numeric, 2)::float8"
         f" WHERE {_pk(Onboarding)} = %s"
-        f" RETURNING {provisioning_ms}, (SELECT value FROM public.cache_epoch WHERE id = 1)"
+        f" RETURNING {provisioning_ms}, (SELECT value FROM public.cache_epoch WHERE id = 1),"
+        f" (SELECT id FROM owner_id), (SELECT active FROM owner_id), (SELECT id FROM new_token)"
     )
     params = [
         *domain[2],
@@ -189,7 +206,13 @@ def activate(onboarding: Onboarding, revisions: dict[str, str], started: float) 
     )
     assert row is not None, "the onboarding row is gone"
     onboarding.provisioning_ms = row[0]
-    return int(row[1])
+    return Activated(
+        epoch=int(row[1]),
+        owner_id=int(row[2]),
+        owner_active=bool(row[3]),
+        token_id=int(row[4]),
+        token_expires_at=owner_token.expires_at,
+    )
 
 
 def record_request(tenant: Tenant, onboarding: Onboarding) -> bool:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from control_plane.identity.models import ApiToken, Membership
 from control_plane.tenancy.models import Onboarding, OnboardingStatus
@@ -171,3 +174,73 @@ def test_the_owners_first_request_finds_the_new_host_cached(onboarded, unique, s
     assert tenant.pk == onboarding.tenant_id
     assert tenant.status == TenantStatus.ACTIVE
     assert [q["sql"] for q in captured.captured_queries if "tenants_" in q["sql"]] == []
+
+
+def _owner_request(slug: str, onboarded: list[Tenant], **fields: str) -> tuple[Onboarding, str]:
+    """An rls onboarding requested (not provisioned) and its owner's token."""
+    data = {"name": slug.title(), "slug": slug, "domain": f"{slug.replace('_', '-')}.localhost",
+            "isolation": "rls", "owner_email": f"{slug}@example.com", **fields}  # fmt: skip
+    made = request_onboarding(data=validate_onboarding(**data), enqueue=False)
+    onboarded.append(made.onboarding.tenant)
+    assert made.token is not None
+    return made.onboarding, made.token
+
+
+def _me(onboarding: Onboarding, token: str) -> Any:
+    return Client().get(
+        "/api/v1/me", HTTP_HOST=onboarding.domain, HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
+
+
+def test_the_owners_first_request_after_polls_reads_no_token_row_and_records_its_use(
+    onboarded, unique, settings
+) -> None:
+    """Activation caches the owner's token as authentication would decide it (owner, this
+    tenant), marked unused: the first request is 200 even after polls that met no tenant, runs
+    no token query, and writes the token's first last_used_at; later ones write nothing."""
+    settings.SPARE_SCHEMAS = 0
+    # This process sees the epoch activation read (other tests move it; a web process sees a
+    # move within CACHE_EPOCH_CHECK_SECONDS).
+    settings.CACHE_EPOCH_CHECK_SECONDS = 0
+    onboarding, token = _owner_request(f"first_{unique}", onboarded)
+    for _ in range(2):  # polls while provisioning: no domain yet, nothing may stay cached
+        assert _me(onboarding, token).status_code == 404
+    provision_onboarding(onboarding.pk)
+    stored = ApiToken.objects.get(tenant_id=onboarding.tenant_id)
+    assert stored.last_used_at is None
+    with CaptureQueriesContext(connection) as captured:
+        response = _me(onboarding, token)
+    assert response.status_code == 200, response.content
+    assert response.json()["role"] == "owner"
+    sql = [q["sql"] for q in captured.captured_queries if "control_plane_apitoken" in q["sql"]]
+    assert len(sql) == 1, sql  # no SELECT of the token
+    assert sql[0].startswith("UPDATE"), sql  # its first use
+    first = ApiToken.objects.get(pk=stored.pk).last_used_at
+    assert first is not None
+    with CaptureQueriesContext(connection) as captured:
+        assert _me(onboarding, token).status_code == 200
+    assert not [q for q in captured.captured_queries if "control_plane_apitoken" in q["sql"]]
+    assert ApiToken.objects.get(pk=stored.pk).last_used_at == first
+
+
+def test_a_primed_owner_token_revoked_before_its_first_use_is_refused(
+    onboarded, unique, settings
+) -> None:
+    settings.SPARE_SCHEMAS = 0
+    onboarding, token = _owner_request(f"revoked_{unique}", onboarded)
+    provision_onboarding(onboarding.pk)
+    stored = ApiToken.objects.get(tenant_id=onboarding.tenant_id)
+    stored.revoked_at = timezone.now()
+    stored.save()  # forgets the token's cache entries (principal_signals)
+    assert _me(onboarding, token).status_code == 401
+
+
+def test_an_inactive_existing_owner_is_not_primed_and_is_refused(
+    onboarded, unique, settings
+) -> None:
+    settings.SPARE_SCHEMAS = 0
+    email = f"inactive-{unique}@example.com"
+    User.objects.create_user(username=email, email=email, is_active=False)
+    onboarding, token = _owner_request(f"inactive_{unique}", onboarded, owner_email=email)
+    provision_onboarding(onboarding.pk)
+    assert _me(onboarding, token).status_code == 401
