@@ -7,7 +7,7 @@ app.tenant_id, app.actor_id and app.request_id (set_config(..., true) on one ser
 a Citus coordinator, which passes only SET commands on to its workers: tenants.local_settings),
 so a pooled connection never carries one tenant's identity into another's request (safe behind
 PgBouncer in transaction mode). A list page's read (tenant_reads) is its own implicit
-transaction: the settings and the query in one pipeline, one round trip.
+transaction: the settings and the query in one Query message, one round trip.
 This module must never issue a session-level SET (the one session setting, the time zone UTC
 every connection shares, is a startup option: connect_args).
 """
@@ -327,7 +327,7 @@ def tenant_reads(binding: TenantBinding) -> Iterator[sa.Connection]:
     changes, event dispatch) cost a list request more CPU than its query.
 
     On plain PostgreSQL each read of tenants.driver_reads sends the binding with its statement
-    in one pipeline: one round trip and one implicit transaction per read, no BEGIN or COMMIT
+    in one Query message: one round trip and one implicit transaction per read, no BEGIN or COMMIT
     of its own (a list page's first page is one round trip); statements through SQLAlchemy run
     in one transaction begun with the binding. On Citus, one transaction bound first, as
     tenant_session's. Nothing written here takes the tenant's write lock: use tenant_session to

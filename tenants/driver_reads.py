@@ -23,11 +23,21 @@ benchmark capturing statements with before_cursor_execute), goes through Connect
 unchanged.
 
 A connection may carry a prelude (`prelude_each_read`; tenants.binding.tenant_reads gives it
-the tenant's binding): each read here then sends the prelude and its statement in one pipeline,
-one round trip and one implicit transaction (the server commits at the pipeline's Sync), so a
-list page needs no BEGIN and no COMMIT of its own. Before SQLAlchemy executes a statement on
-such a connection, `begin_with_prelude` opens a transaction with the prelude (one round trip),
-which `end_prelude` commits.
+the tenant's binding): each read here then sends the prelude and its statement in one simple
+Query message, one round trip and one implicit transaction (the server commits when the
+message's last statement ends), so a list page needs no BEGIN and no COMMIT of its own. Before
+SQLAlchemy executes a statement on such a connection, `begin_with_prelude` opens a transaction
+with the prelude (one round trip), which `end_prelude` commits.
+
+Why one Query and not a pipeline (the extended protocol's statements with one Sync): psycopg's
+pipeline sends a Flush after the Sync whenever the answers have not arrived when it has sent
+it. Behind PgBouncer in transaction mode, the server connection goes back to the pool at the
+Sync's ReadyForQuery; a Flush that reaches PgBouncer after that takes a server connection for
+the client, and the server, which answers a Flush with nothing, is held by that idle client
+until its next query, while every other client waits for a server (seen: a request waiting
+120 s for the one server connection of a test's pool, then a 503). A Query message has nothing
+after it. The statement's parameters are then bound by psycopg on the client (ClientCursor:
+libpq's quoting for the connection's encoding), and its rows come as text.
 """
 
 from __future__ import annotations
@@ -55,7 +65,7 @@ EXECUTION_EVENTS = (
 )
 # Column types whose built-in PostgreSQL types psycopg loads alike from binary and text.
 BINARY_TYPES = (sa.Integer, sa.String, sa.DateTime, sa.Date, sa.Boolean)
-# The pool record's info key of a connection's prelude: (SQL, parameters), for the driver.
+# The pool record's info key of a connection's prelude: its SQL with its values bound, `%` doubled.
 PRELUDE = "prelude_each_read"
 
 
@@ -86,15 +96,17 @@ def read_rows(
     sql = rendered(compiled, tuple(sorted(translate.items()))) if translate else compiled.sql
     record = connection.connection
     driver: psycopg.Connection[Any] = record.driver_connection  # type: ignore[assignment]
-    prelude = record.info.get(PRELUDE)
+    prelude: str | None = record.info.get(PRELUDE)
     try:
-        with driver.cursor(row_factory=named_rows, binary=compiled.binary) as cursor:
-            if prelude is None:
+        if prelude is None:
+            with driver.cursor(row_factory=named_rows, binary=compiled.binary) as cursor:
                 cursor.execute(sql, {**compiled.fixed, **params})
-            else:
-                with driver.pipeline():  # one Sync: one round trip, one implicit transaction
-                    driver.execute(*prelude)
-                    cursor.execute(sql, {**compiled.fixed, **params})
+                return cursor.fetchall()
+        # One Query message: the prelude, then the statement (see the module's docstring).
+        with psycopg.ClientCursor(driver) as cursor:  # plain tuples for the prelude's row
+            cursor.execute(prelude + sql, {**compiled.fixed, **params})
+            cursor.nextset()  # past the prelude's row
+            cursor.row_factory = named_rows  # made for the statement's result
             return cursor.fetchall()
     except psycopg.Error:
         if driver.closed or driver.broken:
@@ -124,7 +136,11 @@ def prelude_each_read(connection: sa.Connection, sql: str, params: tuple[Any, ..
         driver.autocommit = True
     # else a transaction is open already (a check on the connection's first use, as
     # tenants.citus.is_citus): each read goes in it, with the prelude, and end_prelude commits it
-    record.info[PRELUDE] = (sql, params)
+    # Bound here once (the values quoted by libpq), kept as the text each read's Query starts
+    # with; its `%` doubled, as the statement after it is bound on the client too.
+    with psycopg.ClientCursor(driver) as cursor:
+        bound = cursor.mogrify(sql, params)
+    record.info[PRELUDE] = bound.replace("%", "%%") + "; "
 
 
 def begin_with_prelude(dbapi_connection: Any) -> None:
@@ -136,9 +152,8 @@ def begin_with_prelude(dbapi_connection: Any) -> None:
     driver: psycopg.Connection[Any] = dbapi_connection.driver_connection
     if driver.pgconn.transaction_status != pq.TransactionStatus.IDLE:
         return
-    with driver.pipeline():
-        driver.execute("BEGIN")
-        driver.execute(*prelude)
+    with psycopg.ClientCursor(driver) as cursor:  # one Query message, no parameters
+        cursor.execute("BEGIN; " + prelude.replace("%%", "%"))
 
 
 def end_prelude(connection: sa.Connection, *, commit: bool) -> None:

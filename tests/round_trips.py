@@ -25,7 +25,7 @@ MESSAGE = re.compile(r"^([FB])\t\d+\t(\w+)\t?(.*)")
 
 
 @contextmanager
-def _wire_messages(conn: psycopg.Connection) -> Iterator[list[tuple[str, str, str]]]:
+def wire_messages(conn: psycopg.Connection) -> Iterator[list[tuple[str, str, str]]]:
     """Each protocol message `conn` sends (F) or reads (B) inside the block, in order, as
     (direction, message, the rest of libpq's trace line); filled at exit."""
     messages: list[tuple[str, str, str]] = []
@@ -48,7 +48,7 @@ def _wire_messages(conn: psycopg.Connection) -> Iterator[list[tuple[str, str, st
 def round_trips(conn: psycopg.Connection) -> Iterator[list[str]]:
     """The requests `conn` sends inside the block, one entry per round trip (filled at exit)."""
     sent: list[str] = []
-    with _wire_messages(conn) as messages:
+    with wire_messages(conn) as messages:
         yield sent
     request = ""
     for direction, message, rest in messages:
@@ -66,7 +66,7 @@ def statements_completed(conn: psycopg.Connection) -> Iterator[list[str]]:
     exit. A statement's cost on the server comes with it whether or not it has a round trip
     of its own."""
     tags: list[str] = []
-    with _wire_messages(conn) as messages:
+    with wire_messages(conn) as messages:
         yield tags
     tags.extend(
         rest.strip().strip('"')
@@ -79,12 +79,12 @@ def statements_completed(conn: psycopg.Connection) -> Iterator[list[str]]:
 def wire_exchanges(conn: psycopg.Connection) -> Iterator[list[list[str]]]:
     """What `conn` sends inside the block, as the statements of each exchange (filled at exit):
     an exchange is what the client sends until it asks for the answers (a simple Query, a
-    pipeline's Sync or Flush) and then reads them, so a pipeline (a tenant's binding and a
-    query sent together, one Sync) is one exchange however many statements it holds, and
-    what the client sends next, after reading, starts another. A statement prepared earlier
-    shows as its Bind."""
+    pipeline's Sync or Flush) and then reads them, so a simple Query of several statements (a
+    tenant's binding and a query sent together) or a pipeline is one exchange however many
+    statements it holds, and what the client sends next, after reading, starts another. A
+    statement prepared earlier shows as its Bind."""
     exchanges: list[list[str]] = []
-    with _wire_messages(conn) as messages:
+    with wire_messages(conn) as messages:
         yield exchanges
     asked = answered = False  # the current exchange's
     previous = ""
@@ -95,7 +95,9 @@ def wire_exchanges(conn: psycopg.Connection) -> Iterator[list[list[str]]]:
         if not exchanges or answered:
             exchanges.append([])
             asked = answered = False
-        if message in ("Query", "Parse"):
+        if message == "Query":  # a simple Query may hold several statements: each its own
+            exchanges[-1].extend(f'"{statement}"'[:120] for statement in query_statements(rest))
+        elif message == "Parse":
             exchanges[-1].append(rest.strip()[:120])
         elif message == "Bind" and previous != "Parse":
             exchanges[-1].append(f"Bind {rest.strip()[:60]}")
@@ -104,6 +106,19 @@ def wire_exchanges(conn: psycopg.Connection) -> Iterator[list[list[str]]]:
 
 
 _LEADING_SQL = re.compile(r'^(?:"[^"]*"\s+)?"([^"(]*)')
+
+
+def query_statements(traced: str) -> list[str]:
+    """The statements of a simple Query message as libpq's trace shows its first line (the
+    text quoted; what follows a line break in the SQL is not on that line)."""
+    import sqlparse  # Django's own dependency
+
+    text = traced.strip()
+    # Quoted; a statement with a line break goes on past this line of the trace, unclosed.
+    text = text.removeprefix('"')
+    text = text.removesuffix('"')
+    statements = (statement.strip().rstrip(";").rstrip() for statement in sqlparse.split(text))
+    return [statement for statement in statements if statement]
 
 
 def statement_heads(sent: list[str]) -> list[str]:

@@ -612,7 +612,7 @@ def pooled_driver() -> psycopg.Connection:
 def test_a_list_page_is_one_round_trip_the_binding_sent_with_its_query(
     tenant_a: TenantFixture, path: str
 ) -> None:
-    """The tenant's binding and the page's query go in one pipeline, one implicit transaction
+    """The tenant's binding and the page's query go in one Query message, one implicit transaction
     (tenants.binding.tenant_reads): one round trip, where BEGIN, the binding, the query and
     COMMIT took one each."""
     api = tenant_a.api()

@@ -26,7 +26,7 @@ from tenants.binding import (
 )
 from tenants.citus import forget as forget_citus
 from tenants.driver_reads import read_rows
-from tests.round_trips import round_trips, statement_heads, wire_exchanges
+from tests.round_trips import round_trips, statement_heads, wire_exchanges, wire_messages
 from tests.superuser import superuser_connection
 
 BINDING = TenantBinding(tenant_id=42, schema="public", actor_id=7, request_id="req-1")
@@ -117,8 +117,26 @@ def test_a_warm_read_is_begin_binding_query_commit_and_no_ping() -> None:
     ], sent
 
 
+def test_a_read_is_one_query_message_with_nothing_after_it() -> None:
+    """Behind PgBouncer in transaction mode the server goes back to the pool when a read's
+    implicit transaction ends; a message the client sends after that (psycopg's pipeline sent
+    a Flush after its Sync when the answers were late) takes a server connection that the
+    server never answers, held until the client's next query while every other client waits.
+    A read is one simple Query, the binding and the statement, and nothing else."""
+    engine().dispose()
+    with tenant_reads(BINDING) as connection:  # the one pooled connection, traced by libpq
+        driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    for _ in range(5):  # psycopg's Flush came only when the answers were late: more than once
+        with wire_messages(driver) as messages, tenant_reads(BINDING) as connection:
+            [row] = read_rows(connection, SEEN, {})
+        assert tuple(row) == ("42", "7", "req-1")
+        assert [message for direction, message, _ in messages if direction == "F"] == ["Query"]
+        assert messages[-1][:2] == ("B", "ReadyForQuery")
+
+
 def test_a_read_without_a_session_sends_the_binding_with_its_query() -> None:
-    """tenant_reads: a driver read is the binding and the statement in one pipeline, one round
+    """tenant_reads: a driver read is the binding and the statement in one Query message, one round
     trip, one implicit transaction; a statement through SQLAlchemy runs in a transaction begun
     with the binding (one round trip), committed at the end."""
     engine().dispose()
@@ -270,8 +288,8 @@ def test_a_read_on_a_connection_whose_first_use_opened_a_transaction_is_bound_an
 
 
 def test_a_read_the_server_refuses_leaves_the_connection_unbound_and_usable() -> None:
-    """An error in a read's pipeline ends its implicit transaction (the server rolls it back at
-    the Sync); the pooled connection serves the next tenant's reads, bound to that tenant."""
+    """An error in a read's Query ends its implicit transaction (the server rolls it back);
+    the pooled connection serves the next tenant's reads, bound to that tenant."""
     engine().dispose()
     failing = sa.select((sa.literal_column("1") / sa.literal_column("0")).label("never"))
     with pytest.raises(psycopg.errors.DivisionByZero), tenant_reads(BINDING) as connection:
