@@ -9,12 +9,12 @@ rendering of that text is cached apart (a miss costs a substitution, never a com
 many schema-mode tenants there are), and every execution is psycopg's own cursor.execute of
 the rendered text, rows as named tuples (attribute access and iteration, as a SQLAlchemy Row).
 
-Rows come in PostgreSQL's binary format when every column the statement selects is of a type
-whose binary form psycopg loads as it loads the text form (integers, strings, times, dates,
-booleans): a timestamptz is then eight bytes to convert instead of text to parse, the largest
-part of loading a list page's rows. A statement selecting anything else (an enum, a type of an
-extension, an expression SQLAlchemy cannot type) reads text, as psycopg loads an unknown type's
-text as a string but its binary form as bytes.
+A read without a prelude (below) takes its rows in PostgreSQL's binary format when every
+column the statement selects is of a type whose binary form psycopg loads as it loads the text
+form (integers, strings, times, dates, booleans): a timestamptz is then eight bytes to convert
+instead of text to parse. A statement selecting anything else (an enum, a type of an extension,
+an expression SQLAlchemy cannot type) reads text, as psycopg loads an unknown type's text as a
+string but its binary form as bytes.
 
 Only what needs no SQLAlchemy processing takes this path: no expanding (IN) or post-compile
 parameters, no bind or result processor of the dialect for any parameter or column.
