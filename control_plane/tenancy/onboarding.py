@@ -366,8 +366,13 @@ REQUESTER_UNKNOWN = -1
 
 
 def _send(onboarding_id: int, requester: int | None = REQUESTER_UNKNOWN) -> None:
+    """Publish the provisioning message. No sender reads the task's result (the outcome is
+    the onboarding's row, and Prefer: wait listens on onboarding_finished), so the publish
+    does not subscribe to it: with the Redis result backend every send_task otherwise
+    SUBSCRIBEs to the result's channel on the request's thread and UNSUBSCRIBEs when the
+    AsyncResult is dropped, work on the POST's path for nothing."""
     kwargs = {} if requester == REQUESTER_UNKNOWN else {"requester": requester}
-    celery_app.send_task(PROVISION_TASK, args=[onboarding_id], kwargs=kwargs)
+    celery_app.send_task(PROVISION_TASK, args=[onboarding_id], kwargs=kwargs, ignore_result=True)
 
 
 def _unfinished() -> list[int]:

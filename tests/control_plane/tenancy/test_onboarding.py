@@ -336,6 +336,27 @@ def test_the_operator_api_with_prefer_wait_answers_201_once_the_tenant_is_active
     assert replay.status_code == 409  # no Idempotency-Key: a second request, the slug taken
 
 
+def test_the_provisioning_message_is_sent_without_subscribing_to_its_result(monkeypatch) -> None:
+    """The POST never reads the task's result: with the Redis result backend a send_task that
+    may return one SUBSCRIBEs to its channel on the request's thread (and UNSUBSCRIBEs later),
+    round trips on the POST's path for nothing. The message itself still goes out."""
+    from control_plane.celery import app as celery_app
+
+    subscribed: list[str] = []
+    published: list[str] = []
+    monkeypatch.setattr(
+        celery_app.backend, "on_task_call", lambda producer, task_id: subscribed.append(task_id)
+    )
+    monkeypatch.setattr(
+        celery_app.amqp,
+        "send_task_message",
+        lambda producer, name, message, **options: published.append(name),
+    )
+    onboarding_service._send(12345, requester=None)
+    assert published == [onboarding_service.PROVISION_TASK]
+    assert subscribed == []
+
+
 @pytest.mark.worker
 def test_the_requester_travels_in_the_provisioning_message_and_the_worker_provisions_it(
     committed, celery_worker_process, unique
