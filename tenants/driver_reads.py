@@ -103,7 +103,7 @@ def read_rows(
                 cursor.execute(sql, {**compiled.fixed, **params})
                 return cursor.fetchall()
         # One Query message: the prelude, then the statement (see the module's docstring).
-        with psycopg.ClientCursor(driver) as cursor:  # plain tuples for the prelude's row
+        with client_cursor(driver) as cursor:  # plain tuples for the prelude's row
             cursor.execute(prelude + sql, {**compiled.fixed, **params})
             cursor.nextset()  # past the prelude's row
             cursor.row_factory = named_rows  # made for the statement's result
@@ -112,6 +112,25 @@ def read_rows(
         if driver.closed or driver.broken:
             connection.invalidate()  # SQLAlchemy did not see the error: drop it from the pool
         raise
+
+
+def client_cursor(driver: psycopg.Connection[Any]) -> psycopg.ClientCursor[Any]:
+    """A cursor binding its parameters on the client, of the connection's own cursor class
+    where that is a subclass of psycopg's (a tracer's: tracing's spans see this read as they
+    see every other statement, its parameters as placeholders)."""
+    factory: Any = driver.cursor_factory
+    cursor_class: type[psycopg.ClientCursor[Any]] = _client_cursor_class(factory)
+    return cursor_class(driver)
+
+
+@functools.cache
+def _client_cursor_class(factory: Any) -> Any:
+    if factory is psycopg.Cursor:
+        return psycopg.ClientCursor
+    if issubclass(factory, psycopg.ClientCursor):
+        return factory
+    # The factory's methods first, then ClientCursor's binding, then psycopg's Cursor.
+    return type(f"Client{factory.__name__}", (factory, psycopg.ClientCursor), {})
 
 
 def named_rows(cursor: psycopg.Cursor[Any]) -> RowMaker[Any]:
@@ -152,7 +171,7 @@ def begin_with_prelude(dbapi_connection: Any) -> None:
     driver: psycopg.Connection[Any] = dbapi_connection.driver_connection
     if driver.pgconn.transaction_status != pq.TransactionStatus.IDLE:
         return
-    with psycopg.ClientCursor(driver) as cursor:  # one Query message, no parameters
+    with client_cursor(driver) as cursor:  # one Query message, no parameters
         cursor.execute("BEGIN; " + prelude.replace("%%", "%"))
 
 
