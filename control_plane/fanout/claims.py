@@ -26,6 +26,27 @@ from django.db import connection
 from control_plane.fanout.models import MigrationRun, RunStatus, Stage, StepStatus, TenantMigration
 from tenants.models import Tenant
 
+# The CTEs that write a lane's buffered outcomes (`%(outcomes)s`, jsonb) to its steps and their
+# tenants' revisions when the statement's CTE `{gate}` has a row, closing the CTE before them:
+# one text for every statement that records outcomes, put where it says {outcomes_recorded}.
+RECORD_OUTCOMES = """), outcomes AS (
+    SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS x(
+        id bigint, tenant_id bigint, status text, attempts int, started_at timestamptz,
+        finished_at timestamptz, duration_ms float8, before jsonb, after jsonb, error text,
+        revise boolean)
+    WHERE EXISTS (SELECT 1 FROM {gate})
+), recorded AS (
+    UPDATE {steps} AS m SET status = v.status, attempts = m.attempts + v.attempts,
+           started_at = coalesce(m.started_at, v.started_at), finished_at = v.finished_at,
+           duration_ms = v.duration_ms, revisions_before = v.before, revisions_after = v.after,
+           error = v.error
+    FROM outcomes v WHERE m.id = v.id
+), revised AS (
+    UPDATE {tenants} AS t SET revisions = v.after
+    FROM outcomes v WHERE t.id = v.tenant_id AND v.revise
+)
+"""
+
 CLAIM_NEXT = """
 WITH run AS (
     SELECT id, batch_size, concurrency FROM {runs}
@@ -50,23 +71,7 @@ WITH run AS (
     UPDATE {steps} s SET batch = %(batch)s, status = %(step_running)s, started_at = now()
     FROM next WHERE s.id = next.id
     RETURNING s.id, s.tenant_id, s.schema_name, s.attempts, s.revisions_before
-), outcomes AS (
-    SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS x(
-        id bigint, tenant_id bigint, status text, attempts int, started_at timestamptz,
-        finished_at timestamptz, duration_ms float8, before jsonb, after jsonb, error text,
-        revise boolean)
-    WHERE EXISTS (SELECT 1 FROM claimed)
-), recorded AS (
-    UPDATE {steps} AS m SET status = v.status, attempts = m.attempts + v.attempts,
-           started_at = coalesce(m.started_at, v.started_at), finished_at = v.finished_at,
-           duration_ms = v.duration_ms, revisions_before = v.before, revisions_after = v.after,
-           error = v.error
-    FROM outcomes v WHERE m.id = v.id
-), revised AS (
-    UPDATE {tenants} AS t SET revisions = v.after
-    FROM outcomes v WHERE t.id = v.tenant_id AND v.revise
-)
-SELECT id, tenant_id, schema_name, %(pending)s, attempts, revisions_before::text
+{outcomes_recorded}SELECT id, tenant_id, schema_name, %(pending)s, attempts, revisions_before::text
 FROM claimed ORDER BY id
 """
 
@@ -79,7 +84,8 @@ def claim_next(run_id: int, batch: int, outcomes: list[dict[str, Any]]) -> list[
     as batches read a lane's unfinished tenants. One statement on Django's connection, which
     must be in autocommit (a batch task's is): the run row's lock lasts that statement only.
     """
-    query = CLAIM_NEXT.format(
+    query = CLAIM_NEXT.replace("{outcomes_recorded}", RECORD_OUTCOMES).format(
+        gate="claimed",
         runs=MigrationRun._meta.db_table,
         steps=TenantMigration._meta.db_table,
         tenants=Tenant._meta.db_table,
@@ -121,23 +127,7 @@ WITH retiring AS (
           SELECT 1 FROM {steps}
           WHERE run_id = %(run)s AND batch IS NOT NULL AND batch <> %(batch)s
             AND status IN (%(pending)s, %(step_running)s))
-), outcomes AS (
-    SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS x(
-        id bigint, tenant_id bigint, status text, attempts int, started_at timestamptz,
-        finished_at timestamptz, duration_ms float8, before jsonb, after jsonb, error text,
-        revise boolean)
-    WHERE EXISTS (SELECT 1 FROM retiring)
-), recorded AS (
-    UPDATE {steps} AS m SET status = v.status, attempts = m.attempts + v.attempts,
-           started_at = coalesce(m.started_at, v.started_at), finished_at = v.finished_at,
-           duration_ms = v.duration_ms, revisions_before = v.before, revisions_after = v.after,
-           error = v.error
-    FROM outcomes v WHERE m.id = v.id
-), revised AS (
-    UPDATE {tenants} AS t SET revisions = v.after
-    FROM outcomes v WHERE t.id = v.tenant_id AND v.revise
-)
-SELECT EXISTS (SELECT 1 FROM retiring)
+{outcomes_recorded}SELECT EXISTS (SELECT 1 FROM retiring)
 """
 
 
@@ -149,7 +139,8 @@ def retire(run_id: int, batch: int, outcomes: list[dict[str, Any]]) -> bool:
 
     One round trip on Django's connection, which must be in autocommit (a batch task's is).
     """
-    query = RETIRE.format(
+    query = RETIRE.replace("{outcomes_recorded}", RECORD_OUTCOMES).format(
+        gate="retiring",
         runs=MigrationRun._meta.db_table,
         steps=TenantMigration._meta.db_table,
         tenants=Tenant._meta.db_table,
