@@ -123,8 +123,8 @@ def remember_principal(
 ) -> None:
     """Cache `entry` until ENTRY_TTL or the token's expiry, stamped with the tombstone `seen`
     before the database was read (read_principal); without it, only if none stands now."""
-    ttl = ENTRY_TTL if entry.expires_at is None else min(ENTRY_TTL, entry.expires_at - now)
-    if ttl.total_seconds() < 1:
+    ttl = _ttl_seconds(entry, now)
+    if ttl < 1:
         return
     if seen is _UNREAD:
         # A tombstone read after the query says nothing of what the query saw: no stamp.
@@ -134,7 +134,7 @@ def remember_principal(
     cacheable, stamp = tombstones.fill_stamp(seen)
     if not cacheable:
         return
-    cache.set(_key(digest, epoch), _value(stamp, entry), int(ttl.total_seconds()))
+    cache.set(_key(digest, epoch), _value(stamp, entry), ttl)
 
 
 def _value(stamp: Any, entry: CachedPrincipal) -> tuple[Any, ...]:
